@@ -1,0 +1,32 @@
+"""``newsletter init`` and ``newsletter new``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import scaffold
+from . import App, cli, pass_app
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite the example files of an existing workspace.")
+@pass_app
+def init(app: App, directory: Path, force: bool) -> None:
+    """Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."""
+    written = scaffold.init_workspace(directory, force=force)
+    for path in written:
+        app.info(f"created {path}")
+    app.info(f"\nNext: cd {directory} && newsletter build issues/2026-11-30-weekly.md --out out")
+
+
+@cli.command()
+@click.argument("title")
+@pass_app
+def new(app: App, title: str) -> None:
+    """Start a new issue titled TITLE in issues/<today>-<slug>.md."""
+    settings = app.settings()
+    path = scaffold.new_issue(settings.workspace_path("issues"), title)
+    click.echo(str(path))

@@ -1,0 +1,263 @@
+"""Settings: ``newsletter.toml`` + ``NEWSLETTER_*`` env + flags, resolved once.
+
+Precedence is flags > environment > toml > defaults. :func:`resolve` is a pure
+function of its inputs (it is handed ``env``), so tests need no monkeypatching.
+Secrets never live in the TOML: a key that looks like one is refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend")
+INLINERS = ("css-inline", "premailer")
+
+# section -> key -> (default, help). The type of the default is the type of the key.
+SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
+    "newsletter": {
+        "name": ("My Newsletter", "shown in the header and the From display name"),
+        "from": ("", "From header, e.g. 'Example Digest <digest@example.com>'"),
+        "reply_to": ("", "optional Reply-To address"),
+        "postal_address": ("", "printed in the footer; lint requires it (CAN-SPAM)"),
+        "site_url": ("", "base URL of the web archive; view-online links point here"),
+        "template": ("digest", "default layout: templates/<name>.mjml"),
+    },
+    "subscribers": {
+        "file": ("subscribers/subscribers.csv", "the list, relative to the workspace"),
+    },
+    "provider": {
+        "name": ("outbox", "outbox | postmark | sendgrid | mailgun | resend"),
+        "api_base": ("", "override the API origin (EU regions, tests)"),
+        "api_key_env": ("NEWSLETTER_API_KEY", "the NAME of the environment variable holding the key"),
+        "message_stream": ("broadcast", "Postmark message stream"),
+        "domain": ("", "Mailgun sending domain"),
+        "batch_size": (0, "recipients per API call; 0 = the provider's maximum"),
+        "rate_limit": (0.0, "requests per second; 0 = the provider's documented limit"),
+        "concurrency": (4, "parallel API requests"),
+        "timeout": (30.0, "seconds to wait for one API answer"),
+        "max_attempts": (5, "tries per recipient before it is marked failed"),
+        "track_opens": (False, "provider open tracking"),
+        "track_clicks": (False, "provider click tracking"),
+        "test_mode": (False, "provider test/sandbox mode: accepted, not delivered"),
+    },
+    "unsubscribe": {
+        "url": ("", "unsubscribe link; {token} is replaced by a signed token"),
+        "mailto": ("", "address for mailto: List-Unsubscribe"),
+        "secret_env": ("NEWSLETTER_SECRET", "the NAME of the environment variable holding the signing secret"),
+    },
+    "render": {
+        "inliner": ("css-inline", "css-inline (default) | premailer"),
+    },
+    "ledger": {
+        "url": (".newsletter/ledger.sqlite3", "SQLite path or postgresql://user@host/db"),
+    },
+}
+
+CHOICES = {("provider", "name"): PROVIDERS, ("render", "inliner"): INLINERS}
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|token|password|passwd)$", re.I)
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; read as ``settings.provider.name``."""
+
+    values: Mapping[str, Mapping[str, Any]]
+    origins: Mapping[str, str]  # "provider.name" -> "newsletter.toml:12" | "env NEWSLETTER_..." | "flag" | "default"
+    path: Path | None = None  # the config file, when one was read
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __getattr__(self, section: str) -> Any:
+        try:
+            return _Section(self.values[section])
+        except KeyError:
+            raise AttributeError(section) from None
+
+    @property
+    def root(self) -> Path:
+        """The workspace folder: where newsletter.toml lives (else the current folder)."""
+        return self.path.parent if self.path else Path.cwd()
+
+    def workspace_path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    def secret(self, section: str, key_env: str) -> str | None:
+        """The secret held by the env var that ``[section] key_env`` names (never printed)."""
+        name = self.values[section][key_env]
+        return self.env.get(name) or None
+
+
+class _Section:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values["from" if key == "from_" else key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def find_config(explicit: str | None, env: Mapping[str, str]) -> Path:
+    """The config file to read: ``--config``, else ``NEWSLETTER_CONFIG``, else ./newsletter.toml."""
+    return Path(explicit or env.get("NEWSLETTER_CONFIG") or "newsletter.toml")
+
+
+def load(path: Path, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None,
+         *, required: bool = True) -> Settings:
+    """Read ``path`` and resolve it with ``env`` and ``flags`` (``{"provider.name": ...}``)."""
+    env = dict(os.environ if env is None else env)
+    if not path.exists():
+        if required:
+            raise ConfigError(
+                "no configuration file here", path=str(path),
+                hint="run `newsletter init DIR` to create a workspace, or pass --config PATH")
+        return resolve({}, env, flags or {}, source=None)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        line = _toml_error_line(str(err))
+        raise ConfigError(f"TOML syntax error: {err}", path=str(path), line=line,
+                          hint="fix the line; strings need quotes") from err
+    return resolve(data, env, flags or {}, source=path, text=text)
+
+
+def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str, Any], *,
+            source: Path | None, text: str = "") -> Settings:
+    """The pure core: defaults, then toml ``data``, then ``env``, then ``flags``."""
+    where = str(source) if source else "newsletter.toml"
+    values: dict[str, dict[str, Any]] = {s: {k: d for k, (d, _) in keys.items()} for s, keys in SCHEMA.items()}
+    origins = {f"{s}.{k}": "default" for s, keys in SCHEMA.items() for k in keys}
+
+    for section, table in data.items():
+        if section not in SCHEMA or not isinstance(table, dict):
+            raise ConfigError(f"unknown section [{section}]{_suggest(section, SCHEMA)}", path=where,
+                              line=_line_of(text, rf"\[\s*{re.escape(section)}\s*\]"),
+                              hint=f"known sections: {', '.join(SCHEMA)}")
+        for key, value in table.items():
+            line = _line_of(text, rf"^\s*{re.escape(key)}\s*=")
+            if key not in SCHEMA[section]:
+                if _SECRET_KEY.search(key):
+                    raise ConfigError(
+                        f"[{section}] {key} looks like a secret, and secrets never go in the config file",
+                        path=where, line=line,
+                        hint="delete it, rotate it if it was committed, and export it in the environment "
+                             "variable named by api_key_env / secret_env instead")
+                raise ConfigError(f"unknown key [{section}] {key}{_suggest(key, SCHEMA[section])}",
+                                  path=where, line=line)
+            values[section][key] = _coerce(section, key, value, f"{where}:{line}" if line else where)
+            origins[f"{section}.{key}"] = f"{where}:{line}" if line else where
+
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            name = f"NEWSLETTER_{section}_{key}".upper()
+            if name in env:
+                values[section][key] = _coerce(section, key, env[name], f"env {name}")
+                origins[f"{section}.{key}"] = f"env {name}"
+
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        values[section][key] = _coerce(section, key, value, "flag")
+        origins[dotted] = "flag"
+
+    for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
+        name = values[section][key]
+        if not _ENV_NAME.match(name):
+            raise ConfigError(
+                f"[{section}] {key} must be the NAME of an environment variable, not {_mask(name)}",
+                path=origins[f"{section}.{key}"],
+                hint=f"write e.g. {key} = \"NEWSLETTER_API_KEY\" and export the secret in that variable")
+
+    frozen = MappingProxyType({s: MappingProxyType(v) for s, v in values.items()})
+    return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(key, value, origin) rows for ``config show``; secrets masked, env-named secrets shown as set/unset."""
+    rows = []
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            rows.append((f"{section}.{key}", _show(settings.values[section][key]), settings.origins[f"{section}.{key}"]))
+    for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
+        name = settings.values[section][key]
+        secret = settings.env.get(name)
+        rows.append((f"${name}", _mask(secret) if secret else "(not set)", "env" if secret else "-"))
+    return rows
+
+
+def _coerce(section: str, key: str, value: Any, where: str) -> Any:
+    default = SCHEMA[section][key][0]
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif not isinstance(value, bool):
+                raise ValueError(value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            value = int(value)
+            if value < 0:
+                raise ValueError(value)
+        elif isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            value = float(value)
+            if value < 0:
+                raise ValueError(value)
+        elif not isinstance(value, str):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__.replace("str", "string").replace("bool", "true/false")
+        raise ConfigError(f"[{section}] {key} must be a non-negative {kind}, got {value!r}", path=where) from None
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}"
+                          f"{_suggest(value, choices)}", path=where)
+    if isinstance(value, str) and ("\r" in value or "\n" in value) and key != "postal_address":
+        raise ConfigError(f"[{section}] {key} must be one line", path=where)
+    return value
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _line_of(text: str, pattern: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.search(pattern, line):
+            return number
+    return None
+
+
+def _toml_error_line(message: str) -> int | None:
+    m = re.search(r"at line (\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def _mask(secret: str) -> str:
+    return "****"  # not even a prefix: keys are short enough that parts of them matter
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)

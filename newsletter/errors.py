@@ -1,0 +1,81 @@
+"""The whole exception tree of newsletter.
+
+    NewsletterError                 anything the user can fix; the CLI prints "Error: ..." and exits 1
+     +-- ConfigError                newsletter.toml, NEWSLETTER_* env, flags
+     +-- IssueError                 an issue file: front matter, Markdown
+     +-- TemplateError              a layout: Jinja, MJML, merge fields
+     +-- SubscriberError            the subscriber list
+     +-- LedgerError                the delivery ledger
+     |    +-- LeaseHeld             another run holds the issue (exit 75)
+     +-- ProviderError              an email API answered badly (never carries the key)
+          +-- AuthError             401/403: abort the whole run
+
+Every message says what went wrong, where (file:line, recipient) and what to do.
+Library code raises these; only ``newsletter.cli`` turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base of every error the user can act on."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, hint: str | None = None):
+        self.message = message
+        self.path = path
+        self.line = line
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = ""
+        if self.path:
+            where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+        text = f"{where}{self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigError(NewsletterError):
+    """Bad configuration: TOML syntax, unknown key, secret in the file, bad value."""
+
+
+class IssueError(NewsletterError):
+    """A bad issue file: front matter missing or malformed, no subject."""
+
+
+class TemplateError(NewsletterError):
+    """A layout or merge field that cannot be rendered."""
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber list that cannot be read or contains invalid rows."""
+
+
+class LedgerError(NewsletterError):
+    """The delivery ledger refused an operation or is inconsistent."""
+
+
+class LeaseHeld(LedgerError):
+    """Another run holds this issue's lease; nothing was done (EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class ProviderError(NewsletterError):
+    """An email API failed. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "", retryable: bool = False,
+                 retry_after: float | None = None, **kw):
+        self.status = status
+        self.body = body[:500]
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class AuthError(ProviderError):
+    """The provider refused our credentials: stop sending at once."""

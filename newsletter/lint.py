@@ -1,0 +1,126 @@
+"""Deliverability checks on a compiled issue, with the issue file's line where known."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .issue import KNOWN_KEYS
+from .models import Subscriber
+from .render import CompiledIssue
+
+GMAIL_CLIP = 102 * 1024  # Gmail clips HTML above ~102 KB (measured by others, not documented)
+SIZE_WARNING = 90 * 1024
+PREHEADER_MAX = 140
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    message: str
+    path: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.level}: {self.message}"
+
+
+def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscribers: list[Subscriber],
+         postal_address: str, list_path: str) -> list[Finding]:
+    issue = compiled.issue
+    source = Path(issue.path).read_text(encoding="utf-8-sig") if Path(issue.path).exists() else issue.body
+    findings: list[Finding] = []
+    add = findings.append
+
+    for key in issue.front_matter:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            add(Finding("warning", f"unknown front matter key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                        issue.path, issue.front_matter_lines.get(key)))
+
+    if not issue.preheader:
+        add(Finding("warning", "no preheader: inboxes will show the first words of the email instead "
+                               "(add 'preheader: ...' to the front matter)", issue.path, 1))
+    elif len(issue.preheader) > PREHEADER_MAX:
+        add(Finding("warning", f"preheader is {len(issue.preheader)} characters; inboxes show about {PREHEADER_MAX}",
+                    issue.path, issue.front_matter_lines.get("preheader")))
+
+    findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
+
+    html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
+    for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
+        add(Finding("error", f"unresolved template expression {leftover.group(0)!r} in the compiled HTML",
+                    issue.path, _line_in(source, leftover.group(0))))
+
+    unsubscribe_ids = {i for i, slot in enumerate(compiled.slots) if slot.source.startswith("unsubscribe_url")}
+    if not any(f'href="zqslot{i}qz"' in html for i in unsubscribe_ids):
+        add(Finding("error", "no unsubscribe link: the layout or body needs <a href=\"{{ unsubscribe_url }}\">",
+                    str(compiled.layout)))
+    if not postal_address:
+        add(Finding("error", "no postal address: set [newsletter] postal_address in newsletter.toml "
+                             "(required by CAN-SPAM and printed in the footer)", "newsletter.toml"))
+
+    for image in _images(html):
+        src, alt = image.get("src") or "", image.get("alt")
+        line = _line_in(source, src) if src else None
+        where = issue.path if line else str(compiled.layout)
+        if alt is None or not alt.strip():
+            add(Finding("warning", f"image {src!r} has no alt text (many clients block images)", where, line))
+        if src.startswith("http://"):
+            add(Finding("warning", f"image {src!r} uses http://; use https:// or clients may block it", where, line))
+        elif not src.startswith(("https://", "cid:", "data:")):
+            add(Finding("error", f"image {src!r} is not an absolute https:// URL; it will be broken in every inbox",
+                        where, line))
+
+    kb = html_size / 1024
+    if html_size >= GMAIL_CLIP:
+        add(Finding("error", f"HTML is {kb:.1f} KB; Gmail clips messages above ~102 KB", issue.path))
+    elif html_size >= SIZE_WARNING:
+        add(Finding("warning", f"HTML is {kb:.1f} KB, close to Gmail's ~102 KB clip", issue.path))
+    return findings
+
+
+def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers: list[Subscriber],
+                         list_path: str) -> list[Finding]:
+    """Fields no column provides (error unless defaulted) and blank values without a default."""
+    findings = []
+    available = columns | {"email"}
+    for slot in compiled.slots:
+        for name in slot.fields:
+            if name in available:
+                if name != "email" and not slot.defaulted:
+                    blank = sum(1 for s in subscribers if not s.merge_values().get(name))
+                    if blank:
+                        findings.append(Finding(
+                            "warning", f"merge field subscriber.{name} is blank for {blank} subscriber(s) and has "
+                                       f"no fallback; write {{{{ subscriber.{name} | default(\"...\") }}}}",
+                            slot.path, slot.line))
+                continue
+            close = difflib.get_close_matches(name, sorted(available), n=1)
+            hint = f" (did you mean subscriber.{close[0]}?)" if close else ""
+            level = "warning" if slot.defaulted else "error"
+            findings.append(Finding(
+                level, f"merge field subscriber.{name}: no column {name!r} in {list_path}{hint}; "
+                       f"columns: {', '.join(sorted(available))}", slot.path, slot.line))
+    return findings
+
+
+def _line_in(source: str, needle: str) -> int | None:
+    index = source.find(needle)
+    return source.count("\n", 0, index) + 1 if index >= 0 else None
+
+
+def _images(html: str) -> list[dict[str, str | None]]:
+    found: list[dict[str, str | None]] = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                found.append(dict(attrs))
+
+    Images(convert_charrefs=True).feed(html)
+    return found

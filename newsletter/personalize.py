@@ -1,0 +1,52 @@
+"""Fill a compiled issue's slots for one subscriber: the hot path.
+
+Everything that does not depend on the recipient (sender, headers, URL
+template, the split templates) is prepared once in :class:`Personalizer`;
+``message()`` only evaluates the slot expressions, escapes them for HTML and
+joins strings. No compilation, I/O or SQL happens here.
+"""
+
+from __future__ import annotations
+
+from .errors import TemplateError
+from .models import Message, Subscriber
+from .render import CompiledIssue
+from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
+
+
+class Personalizer:
+    def __init__(self, compiled: CompiledIssue, *, sender: str, reply_to: str = "",
+                 unsubscribe_template: str = "", unsubscribe_mailto: str = "", secret: bytes):
+        self.compiled = compiled
+        self.sender = sender
+        self.reply_to = reply_to
+        self._url_template = unsubscribe_template
+        self._mailto = unsubscribe_mailto
+        self._secret = secret
+        self._slots = compiled.slots
+
+    def values(self, subscriber: Subscriber) -> tuple[list[str], str]:
+        """Slot values for one subscriber (also used by providers that substitute server-side)."""
+        url = unsubscribe_url(self._url_template, subscriber.email, self._secret)
+        context = {"subscriber": subscriber.merge_values(),
+                   "unsubscribe_url": url or (f"mailto:{self._mailto}?subject=unsubscribe" if self._mailto else "")}
+        return [slot.evaluate(context) for slot in self._slots], url
+
+    def message(self, subscriber: Subscriber) -> Message:
+        values, url = self.values(subscriber)
+        compiled = self.compiled
+        subject = compiled.subject.fill(values, html=False)
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError(f"subject for {subscriber.email} would contain a line break (from a merge field)",
+                                hint="remove line breaks from that subscriber's values")
+        return Message(
+            issue_id=compiled.issue.id,
+            to=subscriber.email,
+            to_name=subscriber.name,
+            subject=subject,
+            html=compiled.html.fill(values, html=True),
+            text=compiled.text.fill(values, html=False),
+            sender=self.sender,
+            reply_to=self.reply_to,
+            headers=list_unsubscribe_headers(url, self._mailto),
+        )

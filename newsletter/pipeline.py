@@ -1,0 +1,87 @@
+"""The steps every command shares: find the issue, compile it once, check its merge fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import TemplateError
+from .issue import load_issue, resolve_issue_path
+from .lint import Finding, lint, merge_field_findings
+from .mime import to_mime
+from .models import Issue, Message, Subscriber
+from .personalize import Personalizer
+from .render import CompiledIssue, compile_issue
+from .subscribers import load_subscribers, merge_columns
+from .unsubscribe import PREVIEW_SECRET
+
+
+@dataclass(frozen=True)
+class Build:
+    compiled: CompiledIssue
+    subscribers: list[Subscriber]
+    columns: set[str]
+
+    @property
+    def issue(self) -> Issue:
+        return self.compiled.issue
+
+
+def issue_path(settings: Settings, ref: str) -> Path:
+    return resolve_issue_path(ref, settings.workspace_path("issues"))
+
+
+def build_issue(settings: Settings, ref: str, *, inliner: str | None = None) -> Build:
+    """Compile the issue and refuse merge fields that no subscriber column provides."""
+    issue = load_issue(issue_path(settings, ref))
+    compiled = compile_issue(issue, settings, inliner=inliner)
+    list_path = settings.workspace_path(settings.subscribers.file)
+    subscribers = load_subscribers(list_path) if list_path.exists() else []
+    columns = merge_columns(list_path)
+    for finding in merge_field_findings(compiled, columns, subscribers, settings.subscribers.file):
+        if finding.level == "error":
+            raise TemplateError(finding.message, path=finding.path, line=finding.line,
+                                hint="add the column to the list, fix the name, or give a fallback with default()")
+    return Build(compiled, subscribers, columns)
+
+
+def sample_subscriber(build: Build, email: str | None = None) -> Subscriber:
+    """The subscriber a build or preview is rendered for: ``email``, else the first subscribed row."""
+    if email:
+        for subscriber in build.subscribers:
+            if subscriber.email.lower() == email.lower():
+                return subscriber
+        return Subscriber(email=email)
+    for subscriber in build.subscribers:
+        if subscriber.status == "subscribed":
+            return subscriber
+    return Subscriber(email="reader@example.com", name="Sample Reader")
+
+
+def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes | None = None) -> Personalizer:
+    """Personalizer with the configured sender and unsubscribe settings.
+
+    Without ``secret`` (builds, previews, proofs) links are signed with a preview-only
+    key; ``send`` passes the real secret from the environment.
+    """
+    return Personalizer(compiled, sender=settings.newsletter.from_ or f"{settings.newsletter.name} <newsletter@example.com>",
+                        reply_to=settings.newsletter.reply_to,
+                        unsubscribe_template=settings.unsubscribe.url, unsubscribe_mailto=settings.unsubscribe.mailto,
+                        secret=secret or PREVIEW_SECRET)
+
+
+def lint_build(settings: Settings, build: Build, message: Message) -> list[Finding]:
+    return lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
+                subscribers=build.subscribers, postal_address=settings.newsletter.postal_address,
+                list_path=settings.subscribers.file)
+
+
+def write_build(out: Path, message: Message) -> dict[str, Path]:
+    """``<id>.html``, ``<id>.txt`` and ``<id>.eml`` for one personalised message."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out / f"{message.issue_id}.{kind}" for kind in ("html", "txt", "eml")}
+    paths["html"].write_text(message.html, encoding="utf-8")
+    paths["txt"].write_text(message.text, encoding="utf-8")
+    paths["eml"].write_bytes(to_mime(message).as_bytes())
+    return paths

@@ -1,0 +1,205 @@
+"""Compile an issue once: Markdown -> Jinja2 layout -> MJML -> inlined HTML, plus text.
+
+Recipient-level merge fields become slots first (see :mod:`newsletter.slots`),
+so the result is a template that :mod:`newsletter.personalize` fills per
+subscriber without compiling anything again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from .config import Settings
+from .errors import TemplateError
+from .inline import inline_css
+from .markdown import Body, body_to_text, render_body
+from .models import Issue
+from .slots import Slot, SlotTable, SlotTemplate
+
+
+@dataclass(frozen=True)
+class CompiledIssue:
+    issue: Issue
+    subject: SlotTemplate
+    preheader: SlotTemplate
+    html: SlotTemplate
+    text: SlotTemplate
+    slots: tuple[Slot, ...]
+    layout: Path
+    content_hash: str
+    view_online_url: str
+
+
+def templates_dir(settings: Settings) -> Path:
+    return settings.workspace_path("templates")
+
+
+def layout_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.mjml"))
+
+
+def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None) -> CompiledIssue:
+    folder = templates_dir(settings)
+    name = issue.template or settings.newsletter.template
+    layout = folder / f"{name}.mjml"
+    if not layout.is_file():
+        available = ", ".join(layout_names(folder)) or "none"
+        raise TemplateError(f"unknown template {name!r}: there is no {layout}",
+                            path=issue.path, line=issue.front_matter_lines.get("template"),
+                            hint=f"available layouts: {available}")
+
+    view_online = f"{settings.newsletter.site_url.rstrip('/')}/{issue.id}.html" if settings.newsletter.site_url else ""
+    context: dict[str, Any] = {
+        "newsletter": {key: settings.values["newsletter"][key] for key in settings.values["newsletter"]},
+        "view_online_url": view_online,
+    }
+    table = SlotTable(context)
+    env = _layout_env(folder, table)
+
+    subject = _render_line(table.extract(issue.subject, issue.path, issue.front_matter_lines.get("subject", 1)),
+                           issue, "subject", context)
+    preheader = _render_line(table.extract(issue.preheader, issue.path,
+                                                issue.front_matter_lines.get("preheader", 1)),
+                             issue, "preheader", context)
+    context["issue"] = _issue_values(issue, subject, preheader)
+    body = _render_body(table, issue, context)
+    context.update(
+        intro=Markup(body.intro),
+        content=Markup(body.html),
+        sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
+    )
+
+    try:
+        mjml_source = env.get_template(layout.name).render(context)
+    except jinja2.TemplateError as err:
+        raise _jinja_error(err, str(layout)) from None
+    html = inline_css(_mjml_to_html(mjml_source, folder, layout), inliner or settings.render.inliner)
+    text = _text_part(issue, body, settings, table, view_online)
+
+    digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
+    return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
+                         html=SlotTemplate.split(html), text=SlotTemplate.split(text), slots=tuple(table.slots),
+                         layout=layout, content_hash=digest, view_online_url=view_online)
+
+
+def _issue_values(issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
+    date_long = ""
+    if issue.date:
+        d = dt.date.fromisoformat(issue.date)
+        date_long = f"{d.strftime('%B')} {d.day}, {d.year}"
+    return {"id": issue.id, "subject": subject, "preheader": preheader, "title": issue.title,
+            "date": issue.date, "date_long": date_long, "cta": issue.cta, "segment": issue.segment}
+
+
+class _SlotLoader(jinja2.FileSystemLoader):
+    """Reads layouts with their recipient-level expressions already turned into slots."""
+
+    def __init__(self, folder: Path, table: SlotTable):
+        super().__init__(str(folder))
+        self.table = table
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        return self.table.extract(source, filename), filename, uptodate
+
+
+def _layout_env(folder: Path, table: SlotTable) -> jinja2.Environment:
+    return jinja2.Environment(loader=_SlotLoader(folder, table), undefined=jinja2.StrictUndefined,
+                              autoescape=True, keep_trailing_newline=True)
+
+
+# Subject, preheader and the Markdown body are text, not HTML: no autoescape.
+_plain_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
+    try:
+        return _plain_env.from_string(source).render(context)
+    except jinja2.TemplateError as err:
+        raise _jinja_error(err, issue.path, issue.front_matter_lines.get(key, 1)) from None
+
+
+def _render_body(table: SlotTable, issue: Issue, context: dict) -> Body:
+    source = table.extract(issue.body, issue.path, issue.body_line)
+    try:
+        source = _plain_env.from_string(source).render(context)
+    except jinja2.TemplateError as err:
+        raise _jinja_error(err, issue.path, issue.body_line) from None
+    return render_body(source, issue.body_line)
+
+
+def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> TemplateError:
+    """One clear message with the file's line, from Jinja's syntax or undefined errors."""
+    line = getattr(err, "lineno", None)
+    if line is None:  # UndefinedError: find the template frame in the traceback
+        tb = sys.exc_info()[2]
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename in (path, "<template>"):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+    message = err.message or str(err)
+    hint = None
+    if "subscriber" in message or "unsubscribe_url" in message:
+        hint = "subscriber fields work only inside {{ }}, e.g. {{ subscriber.name | default(\"there\") }}"
+    elif isinstance(err, jinja2.UndefinedError):
+        hint = "issue-level names are newsletter, issue, intro, sections, content, view_online_url"
+    elif isinstance(err, jinja2.TemplateSyntaxError):
+        hint = "check the {{ }} / {% %} pairs on that line"
+    return TemplateError(f"template error: {message}", path=path,
+                         line=(first_line + line - 1) if line else None, hint=hint)
+
+
+def _mjml_to_html(source: str, folder: Path, layout: Path) -> str:
+    from mjml import mjml2html
+
+    def include(path: str) -> str:
+        target = (folder / path).resolve()
+        if folder.resolve() not in target.parents or not target.is_file():
+            raise TemplateError(f"mj-include {path!r} is not a file inside {folder}", path=str(layout))
+        return target.read_text(encoding="utf-8")
+
+    try:
+        return mjml2html(source, disable_comments=True, include_loader=include, fonts={})  # no remote fonts
+    except ValueError as err:
+        raise TemplateError(f"MJML refused the layout: {err}{_mjml_context(source, str(err))}", path=str(layout),
+                            hint="check tag names and nesting (mjml > mj-body > mj-section > mj-column); "
+                                 "`npx mjml --validate` gives details") from None
+
+
+def _mjml_context(source: str, message: str) -> str:
+    m = re.search(r"position (\d+)", message)
+    if not m:
+        return ""
+    offset = int(m.group(1))
+    line = source.count("\n", 0, offset) + 1
+    excerpt = source.splitlines()[line - 1].strip()[:80] if source.splitlines() else ""
+    return f" near rendered line {line}: {excerpt!r}"
+
+
+def _text_part(issue: Issue, body: Body, settings: Settings, table: SlotTable, view_online: str) -> str:
+    """The plain-text part: the Markdown read as text, framed by title and footer."""
+    name = settings.newsletter.name
+    head = [issue.title, "=" * min(len(issue.title), 72)]
+    if issue.date:
+        head.append(f"{name} · {issue.date}")
+    if view_online:
+        head.append(f"View online: {view_online}")
+    parts = ["\n".join(head), body_to_text(body).rstrip()]
+    if issue.cta:
+        parts.append(f"{issue.cta['text']}: {issue.cta['url']}")
+    footer = ["--", f"You are receiving {name} because you subscribed."]
+    unsubscribe = table.extract("{{ unsubscribe_url }}", "text footer")
+    footer.append(f"Unsubscribe: {unsubscribe}")
+    if settings.newsletter.postal_address:
+        footer.append(settings.newsletter.postal_address)
+    parts.append("\n".join(footer))
+    return "\n\n".join(parts) + "\n"

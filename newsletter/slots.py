@@ -1,0 +1,140 @@
+"""Recipient-level merge fields as slots that survive Markdown, MJML and CSS inlining.
+
+Before anything is compiled, every ``{{ ... }}`` expression that mentions a
+recipient-level name (``subscriber``, ``unsubscribe_url``) is replaced by an
+opaque token such as ``zqslot3qz``: plain lowercase letters and digits, so that
+no Markdown rule, MJML, inliner or URL-encoder changes it. The compiled output
+is then split at the tokens into a :class:`SlotTemplate`; personalising a
+subscriber is a join of literal parts and slot values, never a re-compile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jinja2
+from jinja2 import meta, nodes
+from markupsafe import escape
+
+RECIPIENT_NAMES = frozenset({"subscriber", "unsubscribe_url"})
+TOKEN = re.compile(r"zqslot(\d+)qz")
+_EXPRESSION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
+
+# Recipient slots are lenient: a blank cell renders "" or the expression's default().
+# Columns that do not exist at all are caught before sending by check_columns().
+_slot_env = jinja2.Environment(undefined=jinja2.Undefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One merge-field expression, where it was written, and how to evaluate it."""
+
+    source: str
+    path: str
+    line: int
+    fields: tuple[str, ...]  # subscriber.<field> names it reads
+    defaulted: bool  # wrapped in default(...): absent values have a fallback
+    evaluate: Callable[[Mapping[str, Any]], str]
+
+
+class SlotTable:
+    """Collects the slots of one issue; ``extract`` swaps expressions for tokens."""
+
+    def __init__(self, issue_context: Mapping[str, Any]):
+        self.slots: list[Slot] = []
+        self._by_source: dict[str, int] = {}
+        self._issue_context = issue_context
+
+    def extract(self, text: str, path: str, first_line: int = 1) -> str:
+        from .errors import TemplateError
+
+        if TOKEN.search(text):
+            raise TemplateError("contains the reserved word 'zqslot<n>qz'", path=path,
+                                hint="rephrase that text; newsletter uses it for merge fields")
+
+        def replace(match: re.Match) -> str:
+            source = match.group(1)
+            line = first_line + text.count("\n", 0, match.start())
+            try:
+                ast = _slot_env.parse("{{ " + source + " }}")
+            except jinja2.TemplateSyntaxError as err:
+                raise TemplateError(f"merge field {{{{ {source} }}}}: {err.message}", path=path, line=line,
+                                    hint='write e.g. {{ subscriber.name | default("there") }}') from None
+            names = meta.find_undeclared_variables(ast)
+            if not names & RECIPIENT_NAMES:
+                return match.group(0)  # issue-level: Jinja renders it once
+            key = f"{source}"
+            if key not in self._by_source:
+                self._by_source[key] = len(self.slots)
+                self.slots.append(self._compile(source, ast, names, path, line))
+            return f"zqslot{self._by_source[key]}qz"
+
+        return _EXPRESSION.sub(replace, text)
+
+    def _compile(self, source: str, ast: nodes.Template, names: set[str], path: str, line: int) -> Slot:
+        fields = tuple(sorted({n.attr for n in ast.find_all(nodes.Getattr)
+                               if isinstance(n.node, nodes.Name) and n.node.name == "subscriber"}
+                              | {n.arg.value for n in ast.find_all(nodes.Getitem)
+                                 if isinstance(n.node, nodes.Name) and n.node.name == "subscriber"
+                                 and isinstance(n.arg, nodes.Const)}))
+        defaulted = any(f.name in ("default", "d") for f in ast.find_all(nodes.Filter))
+        return Slot(source, path, line, fields, defaulted, _evaluator(source, ast, names, self._issue_context))
+
+
+def _evaluator(source: str, ast: nodes.Template, names: set[str],
+               issue_context: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], str]:
+    """A fast function for the common shapes, Jinja for everything else."""
+    expr = ast.body[0].nodes[0] if isinstance(ast.body[0], nodes.Output) and len(ast.body[0].nodes) == 1 else None
+    fallback = None
+    if isinstance(expr, nodes.Filter) and expr.name in ("default", "d") and expr.node is not None \
+            and len(expr.args) == 1 and isinstance(expr.args[0], nodes.Const) and not expr.kwargs:
+        fallback, expr = str(expr.args[0].value), expr.node
+    if isinstance(expr, nodes.Name) and expr.name == "unsubscribe_url":
+        return lambda values: values["unsubscribe_url"]
+    if isinstance(expr, nodes.Getattr) and isinstance(expr.node, nodes.Name) and expr.node.name == "subscriber":
+        attr = expr.attr
+        if fallback is None:
+            return lambda values: values["subscriber"].get(attr, "")
+        return lambda values: values["subscriber"].get(attr) or fallback
+
+    compiled = _slot_env.compile_expression(source, undefined_to_none=False)
+    fixed = {n: issue_context[n] for n in names - RECIPIENT_NAMES if n in issue_context}
+
+    def evaluate(values: Mapping[str, Any]) -> str:
+        result = compiled(**fixed, **values)
+        return "" if isinstance(result, jinja2.Undefined) or result is None else str(result)
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class SlotTemplate:
+    """Compiled text split at slots: literal, slot index, literal, ..., literal."""
+
+    parts: tuple[str, ...]
+    slot_ids: tuple[int, ...]
+
+    @classmethod
+    def split(cls, compiled: str) -> "SlotTemplate":
+        pieces = TOKEN.split(compiled)
+        return cls(tuple(pieces[0::2]), tuple(int(i) for i in pieces[1::2]))
+
+    def fill(self, values: list[str], *, html: bool) -> str:
+        """Join literal parts with slot ``values`` (escaped for HTML when ``html``)."""
+        parts = self.parts
+        out = [parts[0]]
+        for i, slot_id in enumerate(self.slot_ids):
+            value = values[slot_id]
+            out.append(str(escape(value)) if html else value)
+            out.append(parts[i + 1])
+        return "".join(out)
+
+    def with_placeholders(self, placeholder: Callable[[int], str]) -> str:
+        """The template with each slot written as the provider's placeholder (e.g. ``-slot3-``)."""
+        out = [self.parts[0]]
+        for i, slot_id in enumerate(self.slot_ids):
+            out.append(placeholder(slot_id))
+            out.append(self.parts[i + 1])
+        return "".join(out)
