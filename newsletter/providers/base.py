@@ -1,0 +1,172 @@
+"""The provider interface: one batch in, one outcome per recipient out.
+
+The send path is a template method that no adapter overrides (django-anymail's
+shape)::
+
+    send_batch(batch, session)
+        request = self.build_request(batch)        # adapter verb: endpoint, auth, body
+        response = session.request(...)            # shared here: timeouts, network errors
+        return self.parse_response(batch, response)  # adapter verb: per-recipient outcomes
+
+Whole-batch failures are exceptions: :class:`AuthError` (401/403, abort the
+run) and :class:`ProviderError` with ``retryable`` and ``retry_after`` (429,
+5xx, network). A partial rejection is data: ``Outcome(state="failed")`` for
+that recipient. An answer we cannot read after the provider may have accepted
+the batch is ``Outcome(state="unknown")``, never ``sent``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import requests
+
+from ..config import Settings
+from ..errors import AuthError, ProviderError
+from ..models import Message, Outcome
+from ..slots import SlotTemplate
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Recipients sent in one API call, with the per-recipient messages already personalised.
+
+    ``template`` and ``slot_values`` let an adapter send the template once with
+    per-recipient values (SendGrid substitutions, Mailgun recipient-variables).
+    """
+
+    issue_id: str
+    batch_id: str
+    messages: tuple[Message, ...]
+    slot_values: tuple[Sequence[str], ...] = ()
+    template: Mapping[str, SlotTemplate] | None = None  # "subject", "html", "text"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.issue_id}/{self.batch_id}"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    data: Any = None
+    files: Any = None
+
+
+class Provider:
+    """Base class for adapters. Class attributes describe the provider's documented limits."""
+
+    name = "base"
+    max_batch = 1  # recipients per API call
+    max_payload_bytes = 10 * 1024 * 1024
+    default_rate = 10.0  # requests per second when [provider] rate_limit = 0
+    idempotent = False  # honours an idempotency key: in-doubt batches can be retried safely
+    needs_api_key = True
+
+    def __init__(self, settings: Settings, api_key: str | None = None):
+        self.settings = settings
+        self.api_key = api_key
+        self.timeout = settings.provider.timeout
+
+    # -- verbs the adapters implement -------------------------------------------------
+    def build_request(self, batch: Batch) -> Request:
+        raise NotImplementedError
+
+    def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
+        raise NotImplementedError
+
+    def payload_size(self, message: Message) -> int:
+        """Bytes this message adds to a request body (for cutting batches by size)."""
+        return len(message.html.encode()) + len(message.text.encode()) + len(message.subject.encode()) + 512
+
+    # -- the shared path ----------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        configured = self.settings.provider.batch_size
+        return min(configured, self.max_batch) if configured else self.max_batch
+
+    @property
+    def rate_limit(self) -> float:
+        return self.settings.provider.rate_limit or self.default_rate
+
+    def cut_batches(self, messages: Iterable[Message]) -> Iterator[list[Message]]:
+        """Groups of messages within the count AND payload-size limits."""
+        group: list[Message] = []
+        size = 0
+        for message in messages:
+            weight = self.payload_size(message)
+            if group and (len(group) >= self.batch_size or size + weight > self.max_payload_bytes):
+                yield group
+                group, size = [], 0
+            group.append(message)
+            size += weight
+        if group:
+            yield group
+
+    def send_batch(self, batch: Batch, session: requests.Session) -> list[Outcome]:
+        request = self.build_request(batch)
+        try:
+            response = session.request(request.method, request.url, headers=dict(request.headers),
+                                       json=request.json, data=request.data, files=request.files,
+                                       timeout=self.timeout)
+        except requests.Timeout as err:
+            # The request may have arrived: the caller decides between retry (idempotent) and unknown.
+            raise ProviderError(f"{self.name}: no answer within {self.timeout:g} s", retryable=True,
+                                status=None) from err
+        except requests.ConnectionError as err:
+            raise ProviderError(f"{self.name}: connection failed ({type(err).__name__})", retryable=True) from err
+        self.raise_for_status(response)
+        return self.parse_response(batch, response)
+
+    def raise_for_status(self, response: requests.Response) -> None:
+        """401/403 abort; 429 and 5xx are transient; other 4xx are left to ``parse_response``."""
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(f"{self.name} refused the API key (HTTP {status})", status=status, body=response.text,
+                            hint=f"check the key in ${self.settings.provider.api_key_env}; it is never printed")
+        if status == 429 or status >= 500:
+            raise ProviderError(f"{self.name} answered HTTP {status}", status=status, body=response.text,
+                                retryable=True, retry_after=retry_after(response.headers))
+
+    def close(self) -> None:
+        """Release anything held open (files, connections)."""
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch)."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            if when is not None:
+                import datetime as dt
+                return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            import time
+            value = float(reset)
+            return max(0.0, value - time.time()) if value > 1e9 else value
+        except ValueError:
+            return None
+    return None
+
+
+def all_outcomes(batch: Batch, state: str, *, reason: str = "", provider_id: str = "") -> list[Outcome]:
+    return [Outcome(m.to, state, provider_id=provider_id, reason=reason) for m in batch.messages]
+
+
+def json_body(response: requests.Response) -> Any:
+    """The JSON answer, or None when the body is not JSON (the caller maps that to ``unknown``)."""
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,45 @@
+"""Shared fixtures: a clean environment and a fresh example workspace per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No NEWSLETTER_* variable from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A copy of the repository's example workspace, as the current folder."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "newsletter.toml", root / "newsletter.toml")
+    for folder in ("templates", "subscribers", "issues"):
+        shutil.copytree(REPO / folder, root / folder)
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def run(workspace):
+    """Invoke the CLI in the workspace: ``run("build", "issues/x.md")`` -> click Result."""
+    from newsletter.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args, env=None, input=None):
+        return runner.invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
+
+    return invoke
