@@ -148,7 +148,7 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
                               line=_line_of(text, rf"\[\s*{re.escape(section)}\s*\]"),
                               hint=f"known sections: {', '.join(SCHEMA)}")
         for key, value in table.items():
-            line = _line_of(text, rf"^\s*{re.escape(key)}\s*=")
+            line = _key_line(text, section, key)
             if key not in SCHEMA[section]:
                 if _SECRET_KEY.search(key):
                     raise ConfigError(
@@ -244,6 +244,18 @@ def _suggest(word: str, choices) -> str:
 def _line_of(text: str, pattern: str) -> int | None:
     for number, line in enumerate(text.splitlines(), 1):
         if re.search(pattern, line):
+            return number
+    return None
+
+
+def _key_line(text: str, section: str, key: str) -> int | None:
+    """Line of ``key = ...`` inside ``[section]`` (keys repeat across sections, e.g. ``name``)."""
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"^\s*\[\s*([\w-]+)\s*\]", line)
+        if header:
+            current = header.group(1)
+        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
             return number
     return None
 

@@ -161,15 +161,20 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
 def _mjml_to_html(source: str, folder: Path, layout: Path) -> str:
     from mjml import mjml2html
 
+    refused: list[TemplateError] = []
+
     def include(path: str) -> str:
         target = (folder / path).resolve()
         if folder.resolve() not in target.parents or not target.is_file():
-            raise TemplateError(f"mj-include {path!r} is not a file inside {folder}", path=str(layout))
+            refused.append(TemplateError(f"mj-include {path!r} is not a file inside {folder}", path=str(layout)))
+            raise ValueError(path)
         return target.read_text(encoding="utf-8")
 
     try:
         return mjml2html(source, disable_comments=True, include_loader=include, fonts={})  # no remote fonts
     except ValueError as err:
+        if refused:  # mjml-python wraps the loader's exception; report ours
+            raise refused[0] from None
         raise TemplateError(f"MJML refused the layout: {err}{_mjml_context(source, str(err))}", path=str(layout),
                             hint="check tag names and nesting (mjml > mj-body > mj-section > mj-column); "
                                  "`npx mjml --validate` gives details") from None

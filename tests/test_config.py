@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from newsletter import config
+from newsletter.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "newsletter.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_precedence_flags_over_env_over_toml_over_defaults(tmp_path):
+    path = write(tmp_path, '[provider]\nname = "postmark"\nconcurrency = 2\n[render]\ninliner = "premailer"\n')
+    env = {"NEWSLETTER_PROVIDER_CONCURRENCY": "8", "NEWSLETTER_RENDER_INLINER": "css-inline"}
+    settings = config.load(path, env, {"render.inliner": "premailer"})
+    assert settings.provider.name == "postmark"
+    assert settings.origins["provider.name"] == f"{path}:2"
+    assert settings.provider.concurrency == 8
+    assert settings.origins["provider.concurrency"] == "env NEWSLETTER_PROVIDER_CONCURRENCY"
+    assert settings.render.inliner == "premailer"
+    assert settings.origins["render.inliner"] == "flag"
+    assert settings.provider.batch_size == 0 and settings.origins["provider.batch_size"] == "default"
+    assert settings.root == tmp_path
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    path = write(tmp_path, '[newsletter]\nname = "ok"\nfrom = unquoted@example.com\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    assert str(err.value).startswith(f"{path}:3: TOML syntax error")
+
+
+@pytest.mark.parametrize("key", ["api_key", "secret", "token", "postmark_token"])
+def test_secret_in_toml_is_refused_without_echoing_it(tmp_path, key):
+    path = write(tmp_path, f'[provider]\nname = "postmark"\n{key} = "pm-live-1234567890abcdef"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    message = str(err.value)
+    assert f"{path}:3: [provider] {key} looks like a secret" in message
+    assert "pm-live" not in message
+
+
+def test_api_key_written_into_api_key_env_is_refused_and_masked(tmp_path):
+    path = write(tmp_path, '[provider]\napi_key_env = "SG.abcdefghijklmnop.qrstuvwxyz"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    assert "must be the NAME of an environment variable" in str(err.value)
+    assert "SG.abc" not in str(err.value)
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    path = write(tmp_path, '[provider]\nbatchsize = 10\n')
+    with pytest.raises(ConfigError, match=r":2: unknown key \[provider\] batchsize \(did you mean 'batch_size'\?\)"):
+        config.load(path, {})
+
+
+def test_bad_choice_and_bad_number(tmp_path):
+    path = write(tmp_path, '[provider]\nname = "postmrk"\n')
+    with pytest.raises(ConfigError, match="did you mean 'postmark'"):
+        config.load(path, {})
+    ok = write(tmp_path, "")
+    with pytest.raises(ConfigError, match="env NEWSLETTER_PROVIDER_CONCURRENCY: .*must be a non-negative int"):
+        config.load(ok, {"NEWSLETTER_PROVIDER_CONCURRENCY": "many"})
+
+
+def test_missing_config_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="newsletter init"):
+        config.load(tmp_path / "newsletter.toml", {})
+
+
+def test_describe_masks_secrets_held_in_env(tmp_path):
+    settings = config.load(write(tmp_path, ""), {"NEWSLETTER_API_KEY": "super-secret-key-value"})
+    rows = {key: (value, origin) for key, value, origin in config.describe(settings)}
+    assert rows["$NEWSLETTER_API_KEY"] == ("****", "env")
+    assert rows["$NEWSLETTER_SECRET"] == ("(not set)", "-")
+    assert "super-secret" not in repr(settings) and "super-secret" not in str(rows)
+
+
+def test_config_show_cli(run, workspace):
+    result = run("config", "show", env={"NEWSLETTER_API_KEY": "pm-secret-123456789", "NEWSLETTER_PROVIDER_NAME": "postmark"})
+    assert result.exit_code == 0
+    assert "pm-secret" not in result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert lines["provider.name"].split()[1:] == ["'postmark'", "env", "NEWSLETTER_PROVIDER_NAME"]
+    assert lines["newsletter.template"].endswith("newsletter.toml:12")
+
+
+def test_origin_lines_are_per_section(tmp_path):
+    path = write(tmp_path, '[newsletter]\nname = "A"\n\n[provider]\nname = "outbox"\n')
+    settings = config.load(path, {})
+    assert settings.origins["newsletter.name"].endswith(":2")
+    assert settings.origins["provider.name"].endswith(":5")
