@@ -8,6 +8,7 @@ subscriber without compiling anything again.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
 import sys
@@ -158,8 +159,30 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
                          line=(first_line + line - 1) if line else None, hint=hint)
 
 
+# mjml-python accepts unknown tags silently; a typo like <mj-sektion> would vanish from the email.
+MJML_TAGS = frozenset("""mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-html-attributes
+    mj-html-attribute mj-selector mj-preview mj-style mj-title mj-accordion mj-accordion-element mj-accordion-title
+    mj-accordion-text mj-button mj-carousel mj-carousel-image mj-column mj-divider mj-group mj-hero mj-image
+    mj-navbar mj-navbar-link mj-raw mj-section mj-social mj-social-element mj-spacer mj-table mj-text mj-wrapper
+    mj-include""".split())
+
+
+def _check_tags(source: str, layout: Path) -> None:
+    for match in re.finditer(r"<(mj-[\w-]+|mjml[\w-]+)", source):
+        tag = match.group(1)
+        if tag not in MJML_TAGS:
+            template = layout.read_text(encoding="utf-8")
+            index = template.find(f"<{tag}")
+            close = difflib.get_close_matches(tag, MJML_TAGS, n=1)
+            raise TemplateError(f"unknown MJML tag <{tag}>", path=str(layout),
+                                line=template.count("\n", 0, index) + 1 if index >= 0 else None,
+                                hint=f"did you mean <{close[0]}>?" if close else "see https://documentation.mjml.io")
+
+
 def _mjml_to_html(source: str, folder: Path, layout: Path) -> str:
     from mjml import mjml2html
+
+    _check_tags(source, layout)
 
     refused: list[TemplateError] = []
 

@@ -134,11 +134,20 @@ def test_subscriber_in_layout_control_flow_is_explained(workspace):
 
 
 def test_mjml_refusal_is_a_clear_error(workspace):
-    (workspace / "templates" / "broken.mjml").write_text("<mjml><mj-bodyy></mj-bodyy></mjml>")
+    (workspace / "templates" / "broken.mjml").write_text("<mjml>\n<mj-raw>x</mj-raw><mj-body></mj-body></mjml>")
     path = write_issue(workspace, "x\n", front="subject: S\ntemplate: broken")
     with pytest.raises(TemplateError) as err:
         compile_issue(load_issue(path), settings_for(workspace))
-    assert "broken.mjml: MJML refused the layout" in str(err.value)
+    assert "broken.mjml: MJML refused the layout: unexpected element" in str(err.value)
+    assert "near rendered line 2: '<mj-raw>x</mj-raw>" in str(err.value)
+
+
+def test_unknown_mjml_tag_is_caught_with_its_line(workspace):
+    (workspace / "templates" / "typo.mjml").write_text("<mjml>\n<mj-body>\n  <mj-sektion/>\n</mj-body></mjml>")
+    path = write_issue(workspace, "x\n", front="subject: S\ntemplate: typo")
+    with pytest.raises(TemplateError) as err:
+        compile_issue(load_issue(path), settings_for(workspace))
+    assert str(err.value).endswith("typo.mjml:3: unknown MJML tag <mj-sektion> (did you mean <mj-section>?)")
 
 
 def test_mj_include_cannot_leave_templates(workspace, tmp_path):

@@ -1,0 +1,191 @@
+"""init, new, build and lint through the CLI, as a user runs them."""
+
+import datetime as dt
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+
+ISSUE = "issues/2026-11-30-weekly.md"
+
+
+def test_init_creates_a_workspace_that_builds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", "mydigest"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "mydigest"
+    for relative in ("newsletter.toml", "templates/digest.mjml", "subscribers/subscribers.csv", ISSUE):
+        assert (root / relative).is_file(), relative
+    assert ".newsletter/" in (root / ".gitignore").read_text() and "outbox/" in (root / ".gitignore").read_text()
+    toml = (root / "newsletter.toml").read_text()
+    assert 'name = "outbox"' in toml and 'url = ".newsletter/ledger.sqlite3"' in toml
+    # every key is commented
+    keys = [line for line in toml.splitlines() if "=" in line and not line.lstrip().startswith("#")]
+    assert keys and all("#" in line for line in keys)
+    monkeypatch.chdir(root)
+    assert runner.invoke(cli, ["build", ISSUE, "--out", "out"]).exit_code == 0
+
+
+def test_init_refuses_existing_workspace_unless_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", "w"]).exit_code == 0
+    (tmp_path / "w" / "newsletter.toml").write_text("# mine\n")
+    result = runner.invoke(cli, ["init", "w"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("Error: w/newsletter.toml: a workspace already exists here "
+                                     "(use --force to overwrite its example files (your issues are kept))")
+    assert (tmp_path / "w" / "newsletter.toml").read_text() == "# mine\n"
+    assert runner.invoke(cli, ["init", "w", "--force"]).exit_code == 0
+    assert "[provider]" in (tmp_path / "w" / "newsletter.toml").read_text()
+
+
+def test_new_writes_dated_slugged_issue(run, workspace):
+    result = run("new", "AI labels on WeChat")
+    assert result.exit_code == 0
+    path = workspace / "issues" / f"{dt.date.today().isoformat()}-ai-labels-on-wechat.md"
+    assert result.stdout.strip().endswith(str(path.relative_to(workspace))) or str(path) in result.stdout
+    assert path.read_text().startswith('---\nsubject: "AI labels on WeChat"\n')
+    assert run("build", str(path), "--out", "out").exit_code == 0
+    assert run("new", "AI labels on WeChat").exit_code == 1
+
+
+def test_build_writes_html_text_and_a_parseable_eml(run, workspace):
+    result = run("build", ISSUE, "--out", "out")
+    assert result.exit_code == 0, result.output
+    out = workspace / "out"
+    html = (out / "2026-11-30-weekly.html").read_text()
+    text = (out / "2026-11-30-weekly.txt").read_text()
+    assert html.lower().startswith("<!doctype html>") and "Hi Ada Lovelace," in html
+    assert "Hi Ada Lovelace," in text and "Unsubscribe: https://example.com/notes/unsubscribe?t=" in text
+    assert "KB (" in result.stdout and "Gmail" in result.stdout and "lint: ok" in result.stdout
+
+    msg = email.message_from_bytes((out / "2026-11-30-weekly.eml").read_bytes(), policy=email.policy.default)
+    assert msg["From"] == "Field Notes Weekly <notes@example.com>"
+    assert msg["To"] == "Ada Lovelace <ada@example.com>"
+    assert msg["Subject"] == "Field Notes #48: ports go electric, a river returns, and the repair café boom"
+    raw_subject = (out / "2026-11-30-weekly.eml").read_bytes().split(b"\nSubject: ")[1].split(b"\n")[0]
+    assert b"=?utf-8?q?" in raw_subject  # RFC 2047 for the non-ASCII word
+    assert msg["Date"] and msg["Message-ID"].endswith("@example.com>")
+    assert msg["List-Unsubscribe"].startswith("<https://example.com/notes/unsubscribe?t=")
+    assert msg["List-Unsubscribe"].endswith("<mailto:unsubscribe@example.com?subject=unsubscribe>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in msg.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+    assert msg.get_body(("html",)).get_content().replace("\r\n", "\n").rstrip("\n") == html.rstrip("\n")
+
+
+def test_build_as_named_subscriber_and_with_premailer(run, workspace):
+    result = run("build", "2026-11-30-weekly", "--out", "out", "--as", "linus@example.net", "--inliner", "premailer")
+    assert result.exit_code == 0, result.output
+    html = (workspace / "out" / "2026-11-30-weekly.html").read_text()
+    assert "Hi there," in html  # blank name falls back
+    assert html.lower().startswith("<!doctype html>")
+
+
+def lint_issue(workspace, body, front="subject: S\npreheader: A short preheader"):
+    (workspace / "issues" / "l.md").write_text(f"---\n{front}\n---\n{body}", encoding="utf-8")
+
+
+def test_lint_ok_on_example(run):
+    result = run("lint", ISSUE)
+    assert result.exit_code == 0 and result.stdout.strip() == "lint: ok"
+
+
+def test_lint_reports_images_with_issue_lines(run, workspace):
+    lint_issue(workspace, "Intro\n\n![](images/a.png)\n\n![Chart](http://example.com/c.png)\n")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 1
+    assert "issues/l.md:7: warning: image 'images/a.png' has no alt text" in result.output
+    assert "issues/l.md:7: error: image 'images/a.png' is not an absolute https:// URL" in result.output
+    assert "issues/l.md:9: warning: image 'http://example.com/c.png' uses http://" in result.output
+
+
+def test_lint_preheader_and_front_matter_typos(run, workspace):
+    lint_issue(workspace, "x\n", front="subject: S\nsegmnet: weekly")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 0
+    assert "issues/l.md:1: warning: no preheader" in result.output
+    assert "issues/l.md:3: warning: unknown front matter key 'segmnet' (did you mean 'segment'?)" in result.output
+    lint_issue(workspace, "x\n", front="subject: S\npreheader: " + "p" * 150)
+    assert "preheader is 150 characters" in run("lint", "issues/l.md").output
+
+
+def test_lint_size_thresholds(run, workspace):
+    lint_issue(workspace, ("word " * 17000) + "\n")  # ~85 KB of text, ~96 KB of HTML
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 0 and "close to Gmail's ~102 KB clip" in result.output
+    lint_issue(workspace, ("word " * 22000) + "\n")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 1 and "Gmail clips messages above ~102 KB" in result.output
+
+
+def test_lint_missing_unsubscribe_and_postal_address(run, workspace):
+    layout = workspace / "templates" / "digest.mjml"
+    layout.write_text(layout.read_text().replace('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', ""))
+    toml = workspace / "newsletter.toml"
+    toml.write_text("\n".join(l for l in toml.read_text().splitlines() if not l.startswith("postal_address")))
+    result = run("lint", ISSUE)
+    assert result.exit_code == 1
+    assert "error: no unsubscribe link" in result.output
+    assert "error: no postal address" in result.output
+
+
+def test_lint_blank_merge_values_without_fallback(run, workspace):
+    lint_issue(workspace, "Hi {{ subscriber.name }}\n")
+    result = run("lint", "issues/l.md")
+    assert "issues/l.md:5: warning: merge field subscriber.name is blank for 1 subscriber(s)" in result.output
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda ws: (ws / "issues" / "b.md").write_text("no front matter\n"), "issues/b.md:1: no front matter"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\ntitle: x\n---\n"), "issues/b.md:1: front matter has no subject"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\nsubject: [oops\n---\n"),
+     "issues/b.md:2: front matter is not valid YAML"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\nsubject: S\ntemplate: nope\n---\n"),
+     "issues/b.md:3: unknown template 'nope'"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\nsubject: S\n---\n{{ oops\n"),
+     "issues/b.md:4: template error: unexpected end of template"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\nsubject: S\n---\n{% for %}\n"),
+     "issues/b.md:4: template error"),
+    (lambda ws: (ws / "issues" / "b.md").write_text("---\nsubject: S\n---\n{{ subscriber.shoe_size }}\n"),
+     "issues/b.md:4: merge field subscriber.shoe_size: no column"),
+    (lambda ws: ((ws / "issues" / "b.md").write_text("---\nsubject: S\ntemplate: x\n---\n"),
+                 (ws / "templates" / "x.mjml").write_text("<mjml><mj-body><mj-sektion/></mj-body></mjml>")),
+     "templates/x.mjml:1: unknown MJML tag <mj-sektion>"),
+    (lambda ws: ((ws / "issues" / "b.md").write_text("---\nsubject: S\n---\n"),
+                 (ws / "newsletter.toml").write_text("[provider\nname='outbox'\n")),
+     "newsletter.toml:1: TOML syntax error"),
+    (lambda ws: ((ws / "issues" / "b.md").write_text("---\nsubject: S\n---\n"),
+                 (ws / "newsletter.toml").write_text("[provider]\napi_key = 'pm-123456'\n")),
+     "newsletter.toml:2: [provider] api_key looks like a secret"),
+])
+def test_bad_input_is_one_error_line_exit_1(run, workspace, setup, message):
+    setup(workspace)
+    for command in ("build", "lint"):
+        result = run(command, "issues/b.md")
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ")
+        assert message in lines[0]
+        assert "Traceback" not in result.output and "pm-123456" not in result.output
+    assert not (workspace / "out").exists()
+
+
+def test_debug_shows_traceback(run, workspace):
+    (workspace / "issues" / "b.md").write_text("nope\n")
+    result = run("--debug", "build", "issues/b.md")
+    assert result.exit_code == 1 and "Traceback" in result.stderr
+
+
+def test_issue_by_id_and_unknown_id(run):
+    assert run("lint", "2026-11-30-weekly").exit_code == 0
+    result = run("lint", "no-such-issue")
+    assert result.exit_code == 1 and "no issue 'no-such-issue'" in result.stderr
