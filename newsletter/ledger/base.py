@@ -1,0 +1,216 @@
+"""The delivery ledger: who has been sent which issue, as a state machine.
+
+Rows are keyed by (issue id, address) and move only along these edges::
+
+    (plan) ──> pending ──claim──> sending ──record──> sent | failed | unknown
+                 │  ^                │
+                 │  └──── retry ─────┘   transient failure: attempts + 1
+                 │  ^                     (also: a dead run's batch with a definite "not accepted")
+                 │  └─ resend_unknown ── unknown ──resolve──> sent | pending | failed
+                 └──skip──> skipped      unsubscribed, suppressed, invalid or gone when its turn came
+
+``sending`` means "claimed by a batch and committed BEFORE the API call". A
+run that dies leaves such rows behind; the next run, holding the issue's
+lease, either retries the very same batch (same batch id, so the same
+idempotency key) when the provider honours one, or marks them ``unknown``.
+``unknown`` rows are never sent again unless the user asks
+(``--resend-unknown``) or a provider look-up proves they were not accepted
+(:meth:`Ledger.resolve`). That is the whole exactly-once argument: a row is
+sent at most once per claim, a claim is durable before the call, and nothing
+in doubt is claimed twice silently.
+
+Only the holder of the issue's lease may claim rows: :meth:`Ledger.claim`
+checks the lease in the same statement (a fencing token), so a run whose lease
+was taken over cannot send another batch.
+
+This module is the interface; :mod:`newsletter.ledger.sqlite` implements it
+and a PostgreSQL implementation can follow (``claim`` becomes
+``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
+the list compares them case-insensitively, and the ledger keeps no other
+personal data than the address, the outcome, the provider id and timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from ..models import Outcome
+
+STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
+OPEN_STATES = ("pending", "sending")  # work remains
+DOUBT_STATES = ("failed", "unknown")  # `status --failed` lists these
+
+
+def address_key(email: str) -> str:
+    """How the ledger stores an address: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def erased_key(email: str) -> str:
+    """What an erased address becomes: a hash that still tells us "already sent" if it comes back."""
+    return "sha256:" + hashlib.sha256(address_key(email).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssueRecord:
+    """The frozen plan of one issue."""
+
+    issue_id: str
+    content_hash: str
+    subject: str
+    segment: str
+    planned: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One recipient of one issue (``rows()`` and ``status --failed``)."""
+
+    issue_id: str
+    email: str
+    state: str
+    attempts: int
+    batch_id: str
+    provider_id: str
+    reason: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str
+    reason: str
+    source: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds an issue: a random holder id, plus pid and host so a dead holder can be recognised."""
+
+    issue_id: str
+    holder: str
+    pid: int
+    host: str
+    heartbeat: float  # epoch seconds of the last sign of life
+    acquired: float
+
+
+class Ledger(ABC):
+    """What the send loop needs from a ledger. Every method is one transaction."""
+
+    url: str
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- the lease (one run per issue) ---------------------------------------------
+    @abstractmethod
+    def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
+        """Take the issue, or take over a dead/stale holder's lease; raise LeaseHeld otherwise."""
+
+    @abstractmethod
+    def heartbeat(self, issue_id: str, holder: str) -> bool:
+        """Refresh our lease; False when it is no longer ours (taken over: stop sending)."""
+
+    @abstractmethod
+    def release_lease(self, issue_id: str, holder: str) -> None: ...
+
+    # -- the plan --------------------------------------------------------------------
+    @abstractmethod
+    def issue(self, issue_id: str) -> IssueRecord | None: ...
+
+    @abstractmethod
+    def issues(self) -> list[IssueRecord]: ...
+
+    @abstractmethod
+    def create_plan(self, issue_id: str, *, content_hash: str, subject: str, segment: str,
+                    emails: Iterable[str]) -> int:
+        """Freeze the plan: one ``pending`` row per address (suppressed ones left out); returns its size."""
+
+    @abstractmethod
+    def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
+        """``--include-new``: add ``pending`` rows for addresses not yet in the plan; returns how many."""
+
+    @abstractmethod
+    def set_content_hash(self, issue_id: str, content_hash: str) -> None: ...
+
+    # -- the send loop ---------------------------------------------------------------
+    @abstractmethod
+    def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """address key -> (state, suppressed) for those of ``emails`` that are in the plan."""
+
+    @abstractmethod
+    def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
+        """``pending -> sending`` under ``batch_id``, only while ``holder`` holds the lease; the keys claimed."""
+
+    @abstractmethod
+    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
+        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions."""
+
+    @abstractmethod
+    def mark_attempt(self, issue_id: str, batch_id: str) -> None:
+        """attempts+1 for a batch kept ``sending`` to be retried with the same idempotency key."""
+
+    @abstractmethod
+    def skip(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        """``pending -> skipped`` with a reason per address."""
+
+    @abstractmethod
+    def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
+        """Rows a dead run left ``sending``: batch id -> address keys."""
+
+    @abstractmethod
+    def mark_unknown(self, issue_id: str, batch_ids: Sequence[str], reason: str) -> int:
+        """``sending -> unknown`` for whole batches."""
+
+    @abstractmethod
+    def resend_unknown(self, issue_id: str) -> int:
+        """``unknown -> pending`` (the user accepted the risk of a second copy)."""
+
+    @abstractmethod
+    def pending_keys(self, issue_id: str) -> Iterable[str]:
+        """Addresses still ``pending`` (streamed)."""
+
+    @abstractmethod
+    def counts(self, issue_id: str) -> dict[str, int]:
+        """state -> rows, every state present (0 when none)."""
+
+    # -- reconciliation (newsletter reconcile) ---------------------------------------
+    @abstractmethod
+    def rows(self, issue_id: str, states: Sequence[str] = ("unknown",)) -> list[DeliveryRow]: ...
+
+    @abstractmethod
+    def resolve(self, issue_id: str, outcomes: Sequence[Outcome]) -> int:
+        """``unknown -> sent | pending | failed`` from a provider look-up, one transaction."""
+
+    # -- suppressions and erasure ----------------------------------------------------
+    @abstractmethod
+    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool: ...
+
+    @abstractmethod
+    def remove_suppression(self, email: str) -> bool: ...
+
+    @abstractmethod
+    def suppressions(self) -> list[Suppression]: ...
+
+    @abstractmethod
+    def suppressed_set(self) -> set[str]: ...
+
+    def is_suppressed(self, email: str) -> bool:
+        return address_key(email) in self.suppressed_set()
+
+    @abstractmethod
+    def erase_address(self, email: str) -> int:
+        """GDPR erasure: the address becomes a hash in every delivery row; rows changed."""

@@ -1,0 +1,329 @@
+"""The embedded ledger: one SQLite file in WAL mode.
+
+``synchronous=FULL`` makes every COMMIT durable before it returns, which the
+protocol relies on: a claim is on disk before the API call, an outcome before
+the next claim. Each method is one ``BEGIN IMMEDIATE`` transaction (the write
+lock is taken up front, so two processes never deadlock upgrading a read
+lock). One connection per ledger object, shared by the send loop's threads
+under a lock: SQLite serialises writers anyway, and our transactions are short.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import LeaseHeld, LedgerError
+from ..models import Outcome
+from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
+                   erased_key)
+from .migrations import LATEST, MIGRATIONS
+
+_CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
+_RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
+_RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pending": "pending"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _chunks(items: Iterable, size: int = _CHUNK) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+class SQLiteLedger(Ledger):
+    def __init__(self, path: Path | str, *, readonly: bool = False):
+        self.url = str(path)
+        self._lock = threading.RLock()
+        try:
+            if readonly and (str(path) == ":memory:" or not Path(path).exists()):
+                self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            elif readonly:
+                self._db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                                           isolation_level=None, check_same_thread=False)
+            else:
+                if str(path) != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate(readonly and Path(path).exists() and str(path) != ":memory:")
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot open the ledger: {err}", path=self.url,
+                              hint="check the path in [ledger] url and that the folder is writable") from err
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                raise LedgerError(f"the ledger is busy or read-only: {err}", path=self.url) from err
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _migrate(self, readonly: bool) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > LATEST:
+            raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
+                              path=self.url, hint="upgrade newsletter")
+        if version == LATEST or readonly:
+            if version < LATEST:
+                raise LedgerError(f"the ledger has schema version {version}; run any write command to upgrade it",
+                                  path=self.url)
+            return
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won the race
+            for number, _, sql in MIGRATIONS:
+                if number > version:
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {number}")
+
+    # -- the lease ------------------------------------------------------------------
+    def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT holder, pid, host, heartbeat, acquired FROM leases WHERE issue_id = ?",
+                             (issue_id,)).fetchone()
+            if row and row[0] != holder:
+                _, other_pid, other_host, beat, _ = row
+                dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
+                if not dead and now - beat < stale_after:
+                    since = datetime.fromtimestamp(row[4], timezone.utc).isoformat(timespec="seconds")
+                    raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other_pid} on {other_host}, "
+                                    f"since {since}); nothing was done",
+                                    hint="wait for it to finish; if it died, its lease is taken over "
+                                         f"automatically (at once on this host, after {stale_after:g} s elsewhere)")
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                       (issue_id, holder, pid, host, now, now))
+        return Lease(issue_id, holder, pid, host, now, now)
+
+    def heartbeat(self, issue_id: str, holder: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE leases SET heartbeat = ? WHERE issue_id = ? AND holder = ?",
+                             (time.time(), issue_id, holder))
+            return cur.rowcount == 1
+
+    def release_lease(self, issue_id: str, holder: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE issue_id = ? AND holder = ?", (issue_id, holder))
+
+    def lease(self, issue_id: str) -> Lease | None:
+        rows = self._read("SELECT issue_id, holder, pid, host, heartbeat, acquired FROM leases WHERE issue_id = ?",
+                          (issue_id,))
+        return Lease(*rows[0]) if rows else None
+
+    # -- the plan -------------------------------------------------------------------
+    def issue(self, issue_id: str) -> IssueRecord | None:
+        rows = self._read("SELECT issue_id, content_hash, subject, segment, planned, created_at FROM issues "
+                          "WHERE issue_id = ?", (issue_id,))
+        return IssueRecord(*rows[0]) if rows else None
+
+    def issues(self) -> list[IssueRecord]:
+        rows = self._read("SELECT issue_id, content_hash, subject, segment, planned, created_at FROM issues "
+                          "ORDER BY created_at, issue_id")
+        return [IssueRecord(*row) for row in rows]
+
+    def create_plan(self, issue_id: str, *, content_hash: str, subject: str, segment: str,
+                    emails: Iterable[str]) -> int:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM issues WHERE issue_id = ?", (issue_id,)).fetchone():
+                raise LedgerError(f"issue {issue_id} already has a plan", path=self.url)
+            db.execute("INSERT INTO issues VALUES (?, ?, ?, ?, 0, ?)", (issue_id, content_hash, subject, segment, _now()))
+            return self._insert_pending(db, issue_id, emails)
+
+    def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
+        with self._tx() as db:
+            return self._insert_pending(db, issue_id, emails)
+
+    def _insert_pending(self, db: sqlite3.Connection, issue_id: str, emails: Iterable[str]) -> int:
+        now = _now()
+        before = db.total_changes
+        for chunk in _chunks(emails, 5000):
+            # Suppressed addresses and addresses erased earlier (kept as a hash) never enter a plan.
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (issue_id, email, state, updated_at) "
+                "SELECT ?1, ?2, 'pending', ?3 WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE email = ?2) "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries WHERE issue_id = ?1 AND email = ?4)",
+                [(issue_id, address_key(e), now, erased_key(e)) for e in chunk])
+        added = db.total_changes - before
+        db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = ?1) "
+                   "WHERE issue_id = ?1", (issue_id,))
+        return added
+
+    def set_content_hash(self, issue_id: str, content_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE issues SET content_hash = ? WHERE issue_id = ?", (content_hash, issue_id))
+
+    # -- the send loop --------------------------------------------------------------
+    def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        found: dict[str, tuple[str, bool]] = {}
+        for chunk in _chunks(address_key(e) for e in emails):
+            marks = ",".join("?" * len(chunk))
+            for email, state, suppressed in self._read(
+                    f"SELECT d.email, d.state, s.email IS NOT NULL FROM deliveries d "
+                    f"LEFT JOIN suppressions s ON s.email = d.email "
+                    f"WHERE d.issue_id = ? AND d.email IN ({marks})", (issue_id, *chunk)):
+                found[email] = (state, bool(suppressed))
+        return found
+
+    def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
+        claimed: set[str] = set()
+        now = _now()
+        with self._tx() as db:
+            for chunk in _chunks(address_key(e) for e in emails):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"UPDATE deliveries SET state = 'sending', batch_id = ?, updated_at = ? "
+                    f"WHERE issue_id = ? AND state = 'pending' AND email IN ({marks}) "
+                    f"AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?) RETURNING email",
+                    (batch_id, now, issue_id, *chunk, issue_id, holder)).fetchall()
+                claimed.update(r[0] for r in rows)
+        return claimed
+
+    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
+        now = _now()
+        params, suppress = [], []
+        for outcome in outcomes:
+            if outcome.state not in _RECORD_STATE:
+                raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
+            key = address_key(outcome.email)
+            params.append((_RECORD_STATE[outcome.state], outcome.provider_id, outcome.reason[:500], now,
+                           issue_id, key, batch_id))
+            if outcome.suppress:
+                suppress.append((key, outcome.reason[:500] or "reported by the provider", source, now))
+        with self._tx() as db:
+            db.executemany("UPDATE deliveries SET state = ?, provider_id = ?, reason = ?, attempts = attempts + 1, "
+                           "updated_at = ? WHERE issue_id = ? AND email = ? AND batch_id = ? AND state = 'sending'",
+                           params)
+            db.executemany("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", suppress)
+
+    def mark_attempt(self, issue_id: str, batch_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET attempts = attempts + 1, updated_at = ? "
+                       "WHERE issue_id = ? AND batch_id = ? AND state = 'sending'", (_now(), issue_id, batch_id))
+
+    def skip(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        if not reasons:
+            return 0
+        now = _now()
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("UPDATE deliveries SET state = 'skipped', reason = ?, updated_at = ? "
+                           "WHERE issue_id = ? AND email = ? AND state = 'pending'",
+                           [(reason, now, issue_id, address_key(email)) for email, reason in reasons])
+            return db.total_changes - before
+
+    def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
+        batches: dict[str, list[str]] = {}
+        for batch_id, email in self._read("SELECT batch_id, email FROM deliveries WHERE issue_id = ? "
+                                          "AND state = 'sending' ORDER BY batch_id, email", (issue_id,)):
+            batches.setdefault(batch_id, []).append(email)
+        return batches
+
+    def mark_unknown(self, issue_id: str, batch_ids: Sequence[str], reason: str) -> int:
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("UPDATE deliveries SET state = 'unknown', reason = ?, updated_at = ? "
+                           "WHERE issue_id = ? AND batch_id = ? AND state = 'sending'",
+                           [(reason, _now(), issue_id, b) for b in batch_ids])
+            return db.total_changes - before
+
+    def resend_unknown(self, issue_id: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET state = 'pending', reason = 'resent after unknown outcome', "
+                              "updated_at = ? WHERE issue_id = ? AND state = 'unknown'",
+                              (_now(), issue_id)).rowcount
+
+    def pending_keys(self, issue_id: str) -> list[str]:
+        return [r[0] for r in self._read("SELECT email FROM deliveries WHERE issue_id = ? AND state = 'pending'",
+                                         (issue_id,))]
+
+    def counts(self, issue_id: str) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        counts.update(self._read("SELECT state, count(*) FROM deliveries WHERE issue_id = ? GROUP BY state",
+                                 (issue_id,)))
+        return counts
+
+    # -- reconciliation -------------------------------------------------------------
+    def rows(self, issue_id: str, states: Sequence[str] = ("unknown",)) -> list[DeliveryRow]:
+        marks = ",".join("?" * len(states))
+        return [DeliveryRow(*r) for r in self._read(
+            f"SELECT issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at FROM deliveries "
+            f"WHERE issue_id = ? AND state IN ({marks}) ORDER BY state, email", (issue_id, *states))]
+
+    def resolve(self, issue_id: str, outcomes: Sequence[Outcome]) -> int:
+        params = [(_RESOLVE_STATE[o.state], o.provider_id, o.reason[:500], _now(), issue_id, address_key(o.email))
+                  for o in outcomes if o.state in _RESOLVE_STATE]
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("UPDATE deliveries SET state = ?, provider_id = ?, reason = ?, updated_at = ? "
+                           "WHERE issue_id = ? AND email = ? AND state = 'unknown'", params)
+            return db.total_changes - before
+
+    # -- suppressions and erasure ---------------------------------------------------
+    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool:
+        with self._tx() as db:
+            return db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
+                              (address_key(email), reason, source, _now())).rowcount == 1
+
+    def remove_suppression(self, email: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM suppressions WHERE email = ?", (address_key(email),)).rowcount == 1
+
+    def suppressions(self) -> list[Suppression]:
+        return [Suppression(*r) for r in self._read(
+            "SELECT email, reason, source, created_at FROM suppressions ORDER BY email")]
+
+    def suppressed_set(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT email FROM suppressions")}
+
+    def is_suppressed(self, email: str) -> bool:
+        return bool(self._read("SELECT 1 FROM suppressions WHERE email = ?", (address_key(email),)))
+
+    def erase_address(self, email: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET email = ? WHERE email = ?",
+                              (erased_key(email), address_key(email))).rowcount
