@@ -48,7 +48,33 @@ def layout_names(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.mjml"))
 
 
+@dataclass(frozen=True)
+class LayoutSource:
+    """The layout rendered by Jinja for one issue: MJML with slot tokens, before compiling."""
+
+    issue: Issue
+    mjml: str
+    subject: str
+    preheader: str
+    body: Body
+    table: SlotTable
+    layout: Path
+    view_online_url: str
+
+
 def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None) -> CompiledIssue:
+    source = render_mjml(issue, settings)
+    html = inline_css(mjml_to_html(source.mjml, source.layout), inliner or settings.render.inliner)
+    text = text_part(source, settings)
+    subject, preheader = source.subject, source.preheader
+    digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
+    return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
+                         html=SlotTemplate.split(html), text=SlotTemplate.split(text),
+                         slots=tuple(source.table.slots), layout=source.layout, content_hash=digest,
+                         view_online_url=source.view_online_url)
+
+
+def find_layout(issue: Issue, settings: Settings) -> Path:
     folder = templates_dir(settings)
     name = issue.template or settings.newsletter.template
     layout = folder / f"{name}.mjml"
@@ -57,19 +83,21 @@ def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = Non
         raise TemplateError(f"unknown template {name!r}: there is no {layout}",
                             path=issue.path, line=issue.front_matter_lines.get("template"),
                             hint=f"available layouts: {available}")
+    return layout
 
+
+def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
+    """Markdown and Jinja: everything issue-level is filled in, recipient fields become slots."""
+    layout = find_layout(issue, settings)
     view_online = f"{settings.newsletter.site_url.rstrip('/')}/{issue.id}.html" if settings.newsletter.site_url else ""
     context: dict[str, Any] = {
         "newsletter": {key: settings.values["newsletter"][key] for key in settings.values["newsletter"]},
         "view_online_url": view_online,
     }
     table = SlotTable(context)
-    env = _layout_env(folder, table)
-
-    subject = _render_line(table.extract(issue.subject, issue.path, issue.front_matter_lines.get("subject", 1)),
-                           issue, "subject", context)
-    preheader = _render_line(table.extract(issue.preheader, issue.path,
-                                                issue.front_matter_lines.get("preheader", 1)),
+    lines = issue.front_matter_lines
+    subject = _render_line(table.extract(issue.subject, issue.path, lines.get("subject", 1)), issue, "subject", context)
+    preheader = _render_line(table.extract(issue.preheader, issue.path, lines.get("preheader", 1)),
                              issue, "preheader", context)
     context["issue"] = _issue_values(issue, subject, preheader)
     body = _render_body(table, issue, context)
@@ -78,18 +106,11 @@ def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = Non
         content=Markup(body.html),
         sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
     )
-
     try:
-        mjml_source = env.get_template(layout.name).render(context)
+        mjml_source = _layout_env(layout.parent, table).get_template(layout.name).render(context)
     except jinja2.TemplateError as err:
         raise _jinja_error(err, str(layout)) from None
-    html = inline_css(_mjml_to_html(mjml_source, folder, layout), inliner or settings.render.inliner)
-    text = _text_part(issue, body, settings, table, view_online)
-
-    digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
-    return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
-                         html=SlotTemplate.split(html), text=SlotTemplate.split(text), slots=tuple(table.slots),
-                         layout=layout, content_hash=digest, view_online_url=view_online)
+    return LayoutSource(issue, mjml_source, subject, preheader, body, table, layout, view_online)
 
 
 def _issue_values(issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
@@ -179,10 +200,12 @@ def _check_tags(source: str, layout: Path) -> None:
                                 hint=f"did you mean <{close[0]}>?" if close else "see https://documentation.mjml.io")
 
 
-def _mjml_to_html(source: str, folder: Path, layout: Path) -> str:
+def mjml_to_html(source: str, layout: Path) -> str:
+    """Compile with mjml-python; includes are read from the layout's folder only."""
     from mjml import mjml2html
 
     _check_tags(source, layout)
+    folder = layout.parent
 
     refused: list[TemplateError] = []
 
@@ -213,8 +236,9 @@ def _mjml_context(source: str, message: str) -> str:
     return f" near rendered line {line}: {excerpt!r}"
 
 
-def _text_part(issue: Issue, body: Body, settings: Settings, table: SlotTable, view_online: str) -> str:
+def text_part(source: LayoutSource, settings: Settings) -> str:
     """The plain-text part: the Markdown read as text, framed by title and footer."""
+    issue, body, table, view_online = source.issue, source.body, source.table, source.view_online_url
     name = settings.newsletter.name
     head = [issue.title, "=" * min(len(issue.title), 72)]
     if issue.date:
