@@ -53,7 +53,7 @@ class Batch:
 class Request:
     method: str
     url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # carries the API key: never in reprs
     json: Any = None
     data: Any = None
     files: Any = None
@@ -68,6 +68,9 @@ class Provider:
     default_rate = 10.0  # requests per second when [provider] rate_limit = 0
     idempotent = False  # honours an idempotency key: in-doubt batches can be retried safely
     needs_api_key = True
+    default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
+    # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
+    reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
 
     def __init__(self, settings: Settings, api_key: str | None = None):
         self.settings = settings
@@ -84,6 +87,20 @@ class Provider:
     def payload_size(self, message: Message) -> int:
         """Bytes this message adds to a request body (for cutting batches by size)."""
         return len(message.html.encode()) + len(message.text.encode()) + len(message.subject.encode()) + 512
+
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
+        """Optional verb: ask the provider whether an in-doubt batch was accepted.
+
+        ``age`` is the number of seconds since the batch was claimed (None when not known).
+        Returns one outcome per message: ``sent`` (accepted, with its id), ``retry``
+        (provably never accepted: safe to send again) or ``unknown`` (cannot tell yet);
+        None when this provider cannot answer at all (see ``reconcile_note``).
+        """
+        return None
+
+    def url(self, path: str) -> str:
+        """``path`` on the configured origin (``[provider] api_base``, else the provider's own)."""
+        return (self.settings.provider.api_base or self.default_origin).rstrip("/") + path
 
     # -- the shared path ----------------------------------------------------------------
     @property
@@ -170,3 +187,9 @@ def json_body(response: requests.Response) -> Any:
         return response.json()
     except (ValueError, json.JSONDecodeError):
         return None
+
+
+def split_address(value: str) -> tuple[str, str]:
+    """``"Name <a@b.c>"`` -> ``("Name", "a@b.c")`` for APIs that take the parts separately."""
+    name, address = email.utils.parseaddr(value)
+    return name, address or value
