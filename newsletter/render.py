@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import re
 import sys
@@ -24,7 +25,7 @@ from .errors import TemplateError
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body
 from .models import Issue
-from .slots import Slot, SlotTable, SlotTemplate
+from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,7 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
         content=Markup(body.html),
         sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
     )
-    try:
-        mjml_source = _layout_env(layout.parent, table).get_template(layout.name).render(context)
-    except jinja2.TemplateError as err:
-        raise _jinja_error(err, str(layout)) from None
+    mjml_source = _render_layout(layout, table, context)
     return LayoutSource(issue, mjml_source, subject, preheader, body, table, layout, view_online)
 
 
@@ -123,27 +121,54 @@ def _issue_values(issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
 
 
 class _SlotLoader(jinja2.FileSystemLoader):
-    """Reads layouts with their recipient-level expressions already turned into slots."""
+    """Reads layouts with each recipient-level ``{{ expr }}`` rewritten as ``{{ _slot(i) }}``.
 
-    def __init__(self, folder: Path, table: SlotTable):
+    The compiled Jinja template is then reusable across compiles (Jinja caches it
+    until the file changes); ``_slot(i)`` asks the current compile's SlotTable
+    for the token, so slot numbering stays per issue.
+    """
+
+    def __init__(self, folder: Path):
         super().__init__(str(folder))
-        self.table = table
+        self.expressions: list[tuple[str, str, int]] = []  # (source, path, line), append-only
 
     def get_source(self, environment, template):
         source, filename, uptodate = super().get_source(environment, template)
-        return self.table.extract(source, filename), filename, uptodate
+
+        def as_call(expression: str, path: str, line: int) -> str:
+            self.expressions.append((expression, path, line))
+            return f"{{{{ _slot({len(self.expressions) - 1}) }}}}"
+
+        return replace_recipient_expressions(source, filename, 1, as_call), filename, uptodate
 
 
-def _layout_env(folder: Path, table: SlotTable) -> jinja2.Environment:
-    return jinja2.Environment(loader=_SlotLoader(folder, table), undefined=jinja2.StrictUndefined,
-                              autoescape=True, keep_trailing_newline=True)
+@functools.lru_cache(maxsize=16)
+def _layout_env(folder: Path) -> jinja2.Environment:
+    return jinja2.Environment(loader=_SlotLoader(folder), undefined=jinja2.StrictUndefined,
+                              autoescape=True, keep_trailing_newline=True, auto_reload=True)
+
+
+def _render_layout(layout: Path, table: SlotTable, context: dict[str, Any]) -> str:
+    env = _layout_env(layout.parent)
+    expressions = env.loader.expressions
+
+    def slot(index: int) -> Markup:
+        return Markup(table.register(*expressions[index]))
+
+    try:
+        return env.get_template(layout.name).render(context, _slot=slot)
+    except jinja2.TemplateError as err:
+        raise _jinja_error(err, str(layout)) from None
 
 
 # Subject, preheader and the Markdown body are text, not HTML: no autoescape.
+_HAS_JINJA = re.compile(r"\{[{%#]")
 _plain_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
+    if not _HAS_JINJA.search(source):
+        return source
     try:
         return _plain_env.from_string(source).render(context)
     except jinja2.TemplateError as err:
@@ -153,7 +178,8 @@ def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
 def _render_body(table: SlotTable, issue: Issue, context: dict) -> Body:
     source = table.extract(issue.body, issue.path, issue.body_line)
     try:
-        source = _plain_env.from_string(source).render(context)
+        if _HAS_JINJA.search(source):
+            source = _plain_env.from_string(source).render(context)
     except jinja2.TemplateError as err:
         raise _jinja_error(err, issue.path, issue.body_line) from None
     return render_body(source, issue.body_line)

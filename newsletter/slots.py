@@ -10,6 +10,7 @@ subscriber is a join of literal parts and slot values, never a re-compile.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -48,30 +49,16 @@ class SlotTable:
         self._issue_context = issue_context
 
     def extract(self, text: str, path: str, first_line: int = 1) -> str:
-        from .errors import TemplateError
+        """``text`` with its recipient-level expressions replaced by slot tokens."""
+        return replace_recipient_expressions(text, path, first_line, self.register)
 
-        if TOKEN.search(text):
-            raise TemplateError("contains the reserved word 'zqslot<n>qz'", path=path,
-                                hint="rephrase that text; newsletter uses it for merge fields")
-
-        def replace(match: re.Match) -> str:
-            source = match.group(1)
-            line = first_line + text.count("\n", 0, match.start())
-            try:
-                ast = _slot_env.parse("{{ " + source + " }}")
-            except jinja2.TemplateSyntaxError as err:
-                raise TemplateError(f"merge field {{{{ {source} }}}}: {err.message}", path=path, line=line,
-                                    hint='write e.g. {{ subscriber.name | default("there") }}') from None
-            names = meta.find_undeclared_variables(ast)
-            if not names & RECIPIENT_NAMES:
-                return match.group(0)  # issue-level: Jinja renders it once
-            key = f"{source}"
-            if key not in self._by_source:
-                self._by_source[key] = len(self.slots)
-                self.slots.append(self._compile(source, ast, names, path, line))
-            return f"zqslot{self._by_source[key]}qz"
-
-        return _EXPRESSION.sub(replace, text)
+    def register(self, source: str, path: str, line: int) -> str:
+        """The token for one recipient-level expression (the same expression shares a slot)."""
+        if source not in self._by_source:
+            ast, names = _analyse(source)
+            self._by_source[source] = len(self.slots)
+            self.slots.append(self._compile(source, ast, names, path, line))
+        return f"zqslot{self._by_source[source]}qz"
 
     def _compile(self, source: str, ast: nodes.Template, names: set[str], path: str, line: int) -> Slot:
         fields = tuple(sorted({n.attr for n in ast.find_all(nodes.Getattr)
@@ -107,6 +94,42 @@ def _evaluator(source: str, ast: nodes.Template, names: set[str],
         return "" if isinstance(result, jinja2.Undefined) or result is None else str(result)
 
     return evaluate
+
+
+def replace_recipient_expressions(text: str, path: str, first_line: int,
+                                  replace: Callable[[str, str, int], str]) -> str:
+    """Call ``replace(source, path, line)`` for each ``{{ }}`` naming a recipient field; keep the others."""
+    from .errors import TemplateError
+
+    if TOKEN.search(text):
+        raise TemplateError("contains the reserved word 'zqslot<n>qz'", path=path,
+                            hint="rephrase that text; newsletter uses it for merge fields")
+
+    def one(match: re.Match) -> str:
+        source = match.group(1)
+        if not _MENTIONS_RECIPIENT.search(source):
+            return match.group(0)  # issue-level: Jinja renders it once
+        line = first_line + text.count("\n", 0, match.start())
+        try:
+            _, names = _analyse(source)
+        except jinja2.TemplateSyntaxError as err:
+            raise TemplateError(f"merge field {{{{ {source} }}}}: {err.message}", path=path, line=line,
+                                hint='write e.g. {{ subscriber.name | default("there") }}') from None
+        if not names & RECIPIENT_NAMES:
+            return match.group(0)  # e.g. a string that merely contains the word
+        return replace(source, path, line)
+
+    return _EXPRESSION.sub(one, text)
+
+
+_MENTIONS_RECIPIENT = re.compile(r"\b(?:subscriber|unsubscribe_url)\b")
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse(source: str) -> tuple[nodes.Template, frozenset[str]]:
+    """Parse one expression and name the variables it reads (cached: layouts repeat them)."""
+    ast = _slot_env.parse("{{ " + source + " }}")
+    return ast, frozenset(meta.find_undeclared_variables(ast))
 
 
 @dataclass(frozen=True)
