@@ -33,6 +33,10 @@ class Personalizer:
         return [slot.evaluate(context) for slot in self._slots], url
 
     def message(self, subscriber: Subscriber) -> Message:
+        return self.message_with_values(subscriber)[0]
+
+    def message_with_values(self, subscriber: Subscriber) -> tuple[Message, list[str]]:
+        """The message and its slot values (for batches of providers that substitute server-side)."""
         values, url = self.values(subscriber)
         compiled = self.compiled
         subject = compiled.subject.fill(values, html=False)
@@ -49,4 +53,4 @@ class Personalizer:
             sender=self.sender,
             reply_to=self.reply_to,
             headers=list_unsubscribe_headers(url, self._mailto),
-        )
+        ), values
