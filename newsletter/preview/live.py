@@ -1,0 +1,202 @@
+"""The issue as the preview shows it: compiled once per change, personalised per request.
+
+:class:`LiveIssue` holds the latest :class:`Snapshot` (an immutable value replaced
+whole, so request threads never see half of a rebuild) and wakes every waiting
+Server-Sent Events stream when it changes. A compile error is a snapshot too:
+the page shows it, and the next good save replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Settings
+from ..errors import NewsletterError
+from ..lint import GMAIL_CLIP, SIZE_WARNING, Finding
+from ..models import Subscriber
+from ..personalize import Personalizer
+from ..pipeline import Build, build_issue, lint_build, personalizer, sample_subscriber
+
+log = logging.getLogger(__name__)
+
+PICKER_SIZE = 8  # subscribers offered in the page's "Preview as" list
+NO_FIELDS_EMAIL = "no-fields@example.com"  # a reader with no name or columns: shows every fallback
+
+
+@dataclass(frozen=True)
+class CompileError:
+    """A compile failure as the page shows it: file, line, message, what to do."""
+
+    message: str
+    path: str | None = None
+    line: int | None = None
+    hint: str | None = None
+    kind: str = "NewsletterError"
+
+    @classmethod
+    def from_exception(cls, err: Exception) -> "CompileError":
+        if isinstance(err, NewsletterError):
+            return cls(err.message, err.path, err.line, err.hint, type(err).__name__)
+        return cls(f"{type(err).__name__}: {err}", hint="this is a bug in newsletter; the terminal shows "
+                                                      "the traceback, please report it", kind="InternalError")
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}: " if self.path and self.line else f"{self.path}: " if self.path else ""
+        return f"{where}{self.message}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One compile of the issue, good or failed."""
+
+    version: int
+    settings: Settings | None = None
+    build: Build | None = None
+    personalizer: Personalizer | None = None
+    findings: tuple[Finding, ...] = ()
+    error: CompileError | None = None
+    compiled_at: float = field(default_factory=time.time)
+    took_ms: float = 0.0
+
+
+class LiveIssue:
+    """The preview's one source of truth: ``rebuild()`` on change, ``view(email)`` per request."""
+
+    def __init__(self, issue_path: str, load_settings: Callable[[], Settings], *,
+                 default_email: str | None = None, settings: Settings | None = None):
+        self.issue_path = issue_path
+        self.default_email = default_email
+        self._load_settings = load_settings
+        self.settings = settings  # the last configuration that loaded; the watcher follows its paths
+        self.boot = secrets.token_hex(4)  # tells a page that reconnects to a restarted server to refresh
+        self.snapshot = Snapshot(version=0, error=CompileError("not compiled yet"))
+        self._changed = threading.Condition()
+        self.closed = False
+
+    @property
+    def tag(self) -> str:
+        return f"{self.boot}-{self.snapshot.version}"
+
+    def rebuild(self) -> Snapshot:
+        """Reload the settings and compile the issue again; never raises for a bad file."""
+        started = time.perf_counter()
+        version = self.snapshot.version + 1
+        try:
+            self.settings = self._load_settings()
+            build = build_issue(self.settings, self.issue_path)
+            person = personalizer(self.settings, build.compiled)
+            message = person.message(sample_subscriber(build, self.default_email))
+            findings = tuple(lint_build(self.settings, build, message))
+            snapshot = Snapshot(version, self.settings, build, person, findings)
+        except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
+            if not isinstance(err, NewsletterError):
+                log.exception("preview compile failed")
+            snapshot = Snapshot(version, self.settings, error=CompileError.from_exception(err))
+        snapshot = dataclasses.replace(snapshot, took_ms=(time.perf_counter() - started) * 1000)
+        with self._changed:
+            self.snapshot = snapshot
+            self._changed.notify_all()
+        return snapshot
+
+    def wait_for_change(self, seen_tag: str, timeout: float) -> bool:
+        """Block until the tag differs from ``seen_tag`` (True) or timeout/close (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.closed or self.tag != seen_tag, timeout) and not self.closed
+
+    def close(self) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def email_html(self, email: str | None) -> str | None:
+        """The personalised HTML part, or None while the issue does not compile."""
+        snapshot = self.snapshot
+        if snapshot.error:
+            return None
+        subscriber = sample_subscriber(snapshot.build, email or self.default_email)
+        try:
+            return snapshot.personalizer.message(subscriber).html
+        except NewsletterError:
+            return None
+
+    def view(self, email: str | None) -> dict[str, Any]:
+        """Everything the page shows for one subscriber, as JSON-ready values."""
+        snapshot = self.snapshot
+        data: dict[str, Any] = {
+            "tag": f"{self.boot}-{snapshot.version}",
+            "issue": {"path": self.issue_path, "id": Path(self.issue_path).stem},
+            "compiled_at": snapshot.compiled_at,
+            "took_ms": round(snapshot.took_ms, 1),
+            "error": None,
+        }
+        if snapshot.error is None:
+            try:
+                data.update(_personalised_view(snapshot, sample_subscriber(snapshot.build, email or self.default_email),
+                                               self.default_email))
+            except NewsletterError as err:  # e.g. a merge value that breaks the subject for this reader
+                data["error"] = CompileError.from_exception(err).__dict__
+        else:
+            data["error"] = snapshot.error.__dict__
+        return data
+
+
+def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email: str | None) -> dict[str, Any]:
+    build, person = snapshot.build, snapshot.personalizer
+    message = person.message(subscriber)
+    values, _ = person.values(subscriber)
+    size = len(message.html.encode())
+    headers = [
+        ("From", message.sender),
+        ("To", email.utils.formataddr((message.to_name, message.to)) if message.to_name else message.to),
+        ("Reply-To", message.reply_to),
+        ("Subject", message.subject),
+        ("Preheader", build.compiled.preheader.fill(values, html=False)),
+        *message.headers.items(),
+    ]
+    return {
+        "issue": {"path": build.issue.path, "id": build.issue.id, "layout": str(build.compiled.layout)},
+        "as": subscriber.email,
+        "subscribers": subscriber_choices(build, subscriber, default_email),
+        "headers": [[name, value] for name, value in headers if value],
+        "size": {"bytes": size, "clip": GMAIL_CLIP, "warning": SIZE_WARNING},
+        "lint": [f.__dict__ for f in snapshot.findings],
+        "text": message.text,
+    }
+
+
+def subscriber_choices(build: Build, chosen: Subscriber, default_email: str | None) -> list[dict[str, str]]:
+    """A few readers worth previewing: the chosen one, the first subscribed ones, one with
+    blank merge fields (to see fallbacks), and a reader with no fields at all."""
+    subscribed = [s for s in build.subscribers if s.status == "subscribed"]
+    used = {name for slot in build.compiled.slots for name in slot.fields}
+    with_blanks = next((s for s in subscribed[PICKER_SIZE:] if used - s.merge_values().keys()), None)
+    candidates = [chosen, *([sample_subscriber(build, default_email)] if default_email else []),
+                  *subscribed[:PICKER_SIZE], *([with_blanks] if with_blanks else []),
+                  Subscriber(email=NO_FIELDS_EMAIL)]
+    choices, seen = [], set()
+    for subscriber in candidates:
+        if subscriber.email.lower() in seen:
+            continue
+        seen.add(subscriber.email.lower())
+        choices.append({"email": subscriber.email, "label": _label(subscriber, used)})
+    return choices
+
+
+def _label(subscriber: Subscriber, used: set[str]) -> str:
+    if subscriber.email == NO_FIELDS_EMAIL:
+        return "A reader with no name or fields (every fallback)"
+    label = f"{subscriber.name} <{subscriber.email}>" if subscriber.name else subscriber.email
+    blank = sorted(used - subscriber.merge_values().keys())
+    if subscriber.status != "subscribed":
+        label += f" ({subscriber.status})"
+    if blank:
+        label += f" (blank: {', '.join(blank)})"
+    return label
