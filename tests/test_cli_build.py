@@ -189,3 +189,10 @@ def test_issue_by_id_and_unknown_id(run):
     assert run("lint", "2026-11-30-weekly").exit_code == 0
     result = run("lint", "no-such-issue")
     assert result.exit_code == 1 and "no issue 'no-such-issue'" in result.stderr
+
+
+def test_unwritable_output_is_an_error_line(run, workspace):
+    (workspace / "blocker").write_text("a file, not a folder")
+    result = run("build", ISSUE, "--out", "blocker/out")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and "blocker" in result.stderr and "Traceback" not in result.output

@@ -57,6 +57,13 @@ class NewsletterGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {err.render()}", err=True)
             ctx.exit(err.exit_code)
+        except OSError as err:  # a folder we cannot write, a disk that is full
+            app = ctx.find_object(App)
+            if app is not None and app.debug:
+                traceback.print_exc()
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"Error: {where}{err.strerror or err} (check the path and its permissions)", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
