@@ -86,6 +86,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 # One module per command group; importing it adds its commands to ``cli``.
 from . import build, config_cmd, workspace  # noqa: E402,F401
 from . import preview  # noqa: E402,F401
+from . import send, suppressions  # noqa: E402,F401
 
 def main() -> None:
     cli(prog_name="newsletter")

@@ -1,0 +1,58 @@
+"""Send progress: a rich bar with rate and ETA on a terminal, one plain line per batch otherwise (cron, logs).
+
+Both go to stderr so stdout keeps the final summary (and ``--json``) clean.
+Called from the worker threads, hence the lock.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import click
+
+from ..dispatch import BatchReport
+
+
+class Progress:
+    def __init__(self, total: int, *, quiet: bool = False, tty: bool | None = None):
+        self.total = total
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.done = 0
+        self._lock = threading.Lock()
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> "Progress":
+        if self.tty and not self.quiet:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = RichProgress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("send", total=self.total or None, rate="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def batch(self, report: BatchReport) -> None:
+        finished = sum(n for state, n in report.states.items() if state != "retry")
+        with self._lock:
+            self.done += finished
+            if self._bar is not None:
+                speed = self._bar.tasks[0].speed if self._bar.tasks else None
+                self._bar.update(self._task, advance=finished, rate=f"{speed:,.0f}/s" if speed else "")
+                if report.note:
+                    self._bar.console.print(f"batch {report.batch_id}: {report.note}")
+            elif not self.quiet:
+                states = ", ".join(f"{n} {state}" for state, n in sorted(report.states.items()))
+                attempt = f" (attempt {report.attempt})" if report.attempt > 1 else ""
+                note = f": {report.note}" if report.note else ""
+                click.echo(f"batch {report.batch_id}: {states}{attempt} in {report.seconds:.2f} s "
+                           f"[{self.done}/{self.total}]{note}", err=True)

@@ -1,0 +1,267 @@
+"""``newsletter send`` and ``newsletter status``: the delivery ledger from the command line.
+
+Exit codes of ``send`` (DESIGN.md §3): 0 done, 1 error, 2 usage, 3 done with
+failures or recipients in doubt, 4 incomplete (run again to resume), 75 another
+run holds the issue.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from ..config import Settings
+from ..dispatch import BatchReport, RunTotals
+from ..errors import ConfigError, IssueError, NewsletterError
+from ..issue import load_issue
+from ..ledger import STATES, Ledger, open_ledger
+from ..pipeline import build_issue, issue_path
+from ..providers import open_provider
+from ..providers.base import Provider
+from ..sendrun import LeaseKeeper, SendOptions, SendRun, Summary
+from ..unsubscribe import PREVIEW_SECRET
+from . import App, cli, pass_app
+from .progress import Progress
+
+
+@cli.command()
+@click.argument("issue")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; write nothing anywhere.")
+@click.option("-y", "--yes", is_flag=True, help="Send without asking for confirmation (cron, scripts).")
+@click.option("--segment", metavar="TAG", help="Send only to subscribers tagged TAG [default: front matter segment].")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Send to at most N recipients in this run; the rest stay pending for the next run.")
+@click.option("--resend-unknown", is_flag=True,
+              help="Send again to recipients whose earlier delivery is in doubt (they may get two copies).")
+@click.option("--include-new", is_flag=True, help="Add subscribers who joined since the first run to the plan.")
+@click.option("--skip-invalid", is_flag=True, help="Skip invalid rows of the list (recorded as skipped) instead of refusing.")
+@click.option("--allow-changed", is_flag=True, help="With --yes: resume even though the issue changed since the first run.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@pass_app
+def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, limit: int | None,
+         resend_unknown: bool, include_new: bool, skip_invalid: bool, allow_changed: bool, as_json: bool) -> None:
+    """Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run.
+
+    The first run freezes the list of recipients in the ledger; later runs resume it
+    and never send anybody a second copy.
+    """
+    settings = app.settings()
+    built = build_issue(settings, issue)
+    provider = open_provider(settings)
+    secret = _signing_secret(app, settings, provider)
+    options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown,
+                          include_new=include_new, skip_invalid=skip_invalid)
+    say = _Say(app, as_json)
+    try:
+        if dry_run:
+            with open_ledger(settings, readonly=True) as ledger:
+                summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
+            say.summary(summary, dry_run=True)
+            if as_json:
+                click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
+                                       "planned": summary.planned, **summary.counts}))
+            return
+        with open_ledger(settings) as ledger:
+            run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
+            with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
+                summary = run.summary()
+                say.summary(summary, dry_run=False)
+                _confirm(summary, yes=yes, allow_changed=allow_changed)
+                run.freeze_plan()
+                with Progress(summary.sending_now, quiet=app.quiet) as progress:
+                    totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
+            _finish(app, ledger, summary, totals, as_json)
+    finally:
+        provider.close()
+
+
+def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:
+    """The unsubscribe signing secret from the environment; the outbox may fall back to the preview key."""
+    if "{token}" not in settings.unsubscribe.url:
+        return PREVIEW_SECRET  # no signed links in this newsletter
+    secret = settings.secret("unsubscribe", "secret_env")
+    if secret:
+        return secret.encode()
+    name = settings.unsubscribe.secret_env
+    if provider.name == "outbox":
+        app.warn(f"${name} is not set: the outbox's unsubscribe links are signed with the preview-only key "
+                 f"(set it before sending through a real provider)")
+        return PREVIEW_SECRET
+    raise ConfigError(f"${name} is not set, and unsubscribe links must be signed with a secret",
+                      hint=f"export {name}=<a long random string>, e.g. from "
+                           f"`python -c 'import secrets; print(secrets.token_urlsafe(32))'`; keep it the same "
+                           f"for every send so old links keep working")
+
+
+def _confirm(summary: Summary, *, yes: bool, allow_changed: bool) -> None:
+    if summary.content_changed:
+        if yes and not allow_changed:
+            raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
+                                  f"under --yes", hint="check the change, then add --allow-changed to send the "
+                                                       "new content to the remaining recipients")
+        if not yes:
+            _ask("The issue changed since its first send. Send the NEW content to the remaining recipients?")
+    if not yes:
+        _ask(f"Send {summary.sending_now} email(s) now?")
+
+
+def _ask(question: str) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise NewsletterError("not sending without confirmation, and there is no terminal to ask on",
+                              hint="pass --yes to send from scripts and cron (or --dry-run to look first)")
+    if not click.confirm(question, default=False):
+        raise NewsletterError("not confirmed; nothing was sent")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill`` (cron timeouts, systemd stop) stops like Ctrl-C: batches in flight are recorded first."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_json: bool) -> None:
+    counts = ledger.counts(summary.issue_id)
+    code = send_exit_code(counts)
+    if as_json:
+        click.echo(json.dumps({"issue": summary.issue_id, "exit_code": 1 if totals.error else code,
+                               "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
+                               "batches": totals.batches, "stopped": totals.aborted or None,
+                               "total": sum(counts.values()), **counts}))
+    else:
+        click.echo(f"{summary.issue_id}: sent {totals.sent} now. Totals: {counts['sent']} sent, "
+                   f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['skipped']} skipped, "
+                   f"{counts['pending'] + counts['sending']} pending, of {sum(counts.values())} planned.")
+        if counts["failed"] or counts["unknown"]:
+            click.echo(f"See who and why: newsletter status {summary.issue_id} --failed")
+        if code == 4:
+            click.echo(f"Incomplete{': ' + totals.aborted if totals.aborted else ''}. "
+                       f"Run `newsletter send {summary.issue_id}` again to resume.")
+    if totals.error is not None:
+        if isinstance(totals.error, NewsletterError):
+            raise totals.error
+        raise totals.error
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def send_exit_code(counts: dict[str, int]) -> int:
+    if counts["pending"] or counts["sending"]:
+        return 4
+    if counts["failed"] or counts["unknown"]:
+        return 3
+    return 0
+
+
+class _Say:
+    """The pre-send summary: stdout normally, stderr when stdout carries JSON."""
+
+    def __init__(self, app: App, as_json: bool):
+        self.app = app
+        self.err = as_json
+
+    def __call__(self, text: str) -> None:
+        if not self.app.quiet:
+            click.echo(text, err=self.err)
+
+    def summary(self, s: Summary, *, dry_run: bool) -> None:
+        self(f"Issue:      {s.issue_id}")
+        self(f"Subject:    {s.subject}")
+        self(f"Provider:   {s.provider}")
+        self(f"Segment:    {s.segment or '(everyone subscribed)'}")
+        if s.first_run:
+            self(f"Recipients: {s.planned} (first run: the plan is frozen now)")
+        else:
+            self(f"Plan:       {s.planned} recipients, {s.counts['sent']} already sent, {s.counts['skipped']} skipped")
+            if s.new_subscribers:
+                self(f"New:        {s.new_subscribers} subscriber(s) joined since; added with --include-new")
+            if s.counts["unknown"]:
+                self(f"In doubt:   {s.counts['unknown']} unknown (not re-sent without --resend-unknown)")
+            if s.in_doubt:
+                self(f"Interrupted: {s.in_doubt} recipient(s) left mid-batch by a stopped run; {s.in_doubt_action}")
+            if s.content_changed:
+                self("Changed:    the issue's content differs from the first run's")
+        for problem in s.invalid[:10]:
+            self(f"Skipping invalid row: {problem}")
+        self(f"Send now:   {s.sending_now}{f' (--limit {s.limit})' if s.limit is not None else ''}")
+        if dry_run:
+            self("Dry run: nothing was sent or written.")
+
+
+# -- status -------------------------------------------------------------------------
+@cli.command()
+@click.argument("issue", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object for ISSUE, a list without.")
+@click.option("--failed", is_flag=True, help="List failed and unknown recipients with the reason.")
+@pass_app
+def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
+    """Delivery counts per state for ISSUE (path or id), or a table of every issue."""
+    settings = app.settings()
+    with open_ledger(settings, readonly=True) as ledger:
+        if issue is None:
+            _status_table(ledger, as_json, failed)
+            return
+        issue_id = _issue_id(settings, issue)
+        if ledger.issue(issue_id) is None:
+            raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                                  hint=f"run `newsletter send {issue}`")
+        counts = ledger.counts(issue_id)
+        rows = ledger.rows(issue_id, ("failed", "unknown")) if failed else []
+        if as_json:
+            obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES}}
+            if failed:
+                obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
+                                    "updated_at": r.updated_at} for r in rows]
+            click.echo(json.dumps(obj))
+            return
+        click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
+        lease = getattr(ledger, "lease", lambda _: None)(issue_id)
+        if lease:
+            click.echo(f"being sent now by pid {lease.pid} on {lease.host}")
+        for row in rows:
+            click.echo(f"{row.state:8} {row.email}  {row.reason}")
+
+
+def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
+    records = ledger.issues()
+    table = [{"issue": r.issue_id, "total": r.planned, **ledger.counts(r.issue_id)} for r in records]
+    if as_json:
+        click.echo(json.dumps(table))
+        return
+    if not table:
+        click.echo("No issue has been sent yet.")
+        return
+    columns = ("issue", "total", *STATES)
+    widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in table:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+    if failed:
+        for r in records:
+            for row in ledger.rows(r.issue_id, ("failed", "unknown")):
+                click.echo(f"{r.issue_id}  {row.state:8} {row.email}  {row.reason}")
+
+
+def _issue_id(settings: Settings, ref: str) -> str:
+    """An issue's id from its path or id; an id the ledger knows works even when the file is gone."""
+    try:
+        return load_issue(issue_path(settings, ref)).id
+    except IssueError:
+        if "/" in ref or ref.endswith(".md"):
+            raise
+        return ref

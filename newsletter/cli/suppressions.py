@@ -1,0 +1,66 @@
+"""``newsletter suppressions list/add/remove``: addresses never to send to, kept in the ledger.
+
+Suppressions win over the subscriber list: a suppressed subscriber is left
+out of new plans and skipped when their turn comes in a running one. The
+providers add them too (hard bounces, complaints) through send outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from email_validator import EmailNotValidError, validate_email
+
+from ..errors import NewsletterError
+from ..ledger import open_ledger
+from . import App, cli, pass_app
+
+
+@cli.group()
+def suppressions() -> None:
+    """Addresses that never get an issue (bounces, complaints, manual blocks)."""
+
+
+@suppressions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_app
+def list_suppressions(app: App, as_json: bool) -> None:
+    """Show every suppressed address with its reason and source."""
+    with open_ledger(app.settings(), readonly=True) as ledger:
+        rows = ledger.suppressions()
+    if as_json:
+        click.echo(json.dumps([{"email": r.email, "reason": r.reason, "source": r.source, "created_at": r.created_at}
+                               for r in rows]))
+        return
+    for r in rows:
+        click.echo(f"{r.email}\t{r.source}\t{r.created_at}\t{r.reason}")
+    app.info(f"{len(rows)} suppressed address(es)")
+
+
+@suppressions.command("add")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@click.option("--reason", default="added by hand", show_default=True, help="Why (shown by `list`).")
+@pass_app
+def add_suppression(app: App, emails: tuple[str, ...], reason: str) -> None:
+    """Never send to EMAIL again (until removed)."""
+    for email in emails:
+        try:
+            validate_email(email, check_deliverability=False)
+        except EmailNotValidError as err:
+            raise NewsletterError(f"{email!r} is not a valid address: {err}; nothing was added") from None
+    with open_ledger(app.settings()) as ledger:
+        for email in emails:
+            added = ledger.add_suppression(email, reason, source="manual")
+            app.info(f"suppressed {email}" if added else f"{email} was already suppressed")
+
+
+@suppressions.command("remove")
+@click.argument("email")
+@pass_app
+def remove_suppression(app: App, email: str) -> None:
+    """Allow sending to EMAIL again."""
+    with open_ledger(app.settings()) as ledger:
+        if not ledger.remove_suppression(email):
+            raise NewsletterError(f"{email} is not suppressed", hint="`newsletter suppressions list` shows who is")
+    app.info(f"removed {email} from the suppressions")

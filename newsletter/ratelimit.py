@@ -1,0 +1,73 @@
+"""Pacing for the send loop: a token bucket for the request rate and backoff delays for retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+class TokenBucket:
+    """``rate`` requests per second shared by every worker thread; ``rate <= 0`` means unlimited.
+
+    The bucket starts full with ``burst`` tokens. :meth:`pause` stops everyone
+    until a moment (a 429's ``Retry-After`` applies to the whole account, not
+    just the batch that got it).
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._resume_at = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping as long as needed; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                delay = self._resume_at - now
+                if delay <= 0:
+                    if self.rate <= 0:
+                        return waited
+                    self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                    self._last = now
+                    if self._tokens >= 1:
+                        self._tokens -= 1
+                        return waited
+                    delay = (1 - self._tokens) / self.rate
+            self._sleep(delay)
+            waited += delay
+
+    def pause(self, seconds: float) -> None:
+        """Nobody gets a token for ``seconds`` from now (never shortens an earlier pause)."""
+        with self._lock:
+            self._resume_at = max(self._resume_at, self._clock() + seconds)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits between half and all of ``base * 2**(n-1)``, capped.
+
+    A server's ``Retry-After`` replaces the exponential delay; jitter keeps the
+    workers that failed together from retrying together.
+    """
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, *, rand: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        jittered = ceiling * (0.5 + 0.5 * rand())
+        if retry_after is not None:
+            # At least what the server asked for, plus a little jitter so workers do not return in step.
+            return max(0.0, retry_after) + 0.1 * jittered
+        return jittered

@@ -1,0 +1,302 @@
+"""One run of ``newsletter send``: check, summarise, freeze or resume the plan, feed the send loop.
+
+The order matters and is the same every time::
+
+    compile once -> validate the list -> take the issue's lease (or exit 75)
+    -> summary + confirmation -> freeze the plan (first run) or resume it
+    -> resolve rows a dead run left `sending` -> stream the list through the
+    send loop -> skip plan rows that left the list -> release the lease
+
+The list is streamed in chunks: each chunk costs one ledger look-up, its
+eligible pending subscribers are personalised and cut into batches, and the
+batches wait in a short queue for the workers, so memory stays flat however
+long the list. A subscriber who unsubscribed, lost the segment's tag or got
+suppressed since the plan was frozen is ``skipped`` when their turn comes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Iterator
+
+from .config import Settings
+from .dispatch import BatchReport, Dispatcher, RunTotals, Work
+from .errors import LedgerError, SubscriberError
+from .ledger import Ledger, address_key
+from .models import Subscriber
+from .personalize import Personalizer
+from .pipeline import Build, personalizer
+from .providers.base import Provider
+from .ratelimit import Backoff
+
+LEASE_STALE_AFTER = 60.0  # seconds without a heartbeat before another host may take the issue over
+HEARTBEAT_EVERY = 5.0
+_CHUNK = 1000  # subscribers per ledger look-up
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    segment: str | None = None
+    limit: int | None = None
+    resend_unknown: bool = False
+    include_new: bool = False
+    skip_invalid: bool = False
+
+
+@dataclass
+class Summary:
+    """What a run is about to do (shown before confirmation, and all a dry run does)."""
+
+    issue_id: str
+    subject: str
+    provider: str
+    segment: str
+    first_run: bool
+    planned: int  # recipients in the plan (or that the first run would plan)
+    to_send: int  # recipients this run will try (before --limit)
+    counts: dict[str, int]
+    new_subscribers: int = 0  # eligible but not in the plan (added with --include-new)
+    in_doubt: int = 0  # rows a dead run left `sending`
+    in_doubt_action: str = ""
+    content_changed: bool = False
+    invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
+    limit: int | None = None
+
+    @property
+    def sending_now(self) -> int:
+        return min(self.to_send, self.limit) if self.limit is not None else self.to_send
+
+
+# -- the list (switch to newsletter.subscribers' streaming reader and rules when they land) ------------
+def iter_list(path) -> Iterator[Subscriber]:
+    from .subscribers import load_subscribers
+
+    return iter(load_subscribers(path))
+
+
+def ineligible_reason(subscriber: Subscriber, segment: str) -> str:
+    """Why a subscriber must not get this issue ("" when they should)."""
+    if subscriber.status != "subscribed":
+        return f"status is {subscriber.status}"
+    if segment and segment not in subscriber.tags:
+        return f"not tagged {segment!r}"
+    return ""
+
+
+def list_problems(path, subscribers: Iterator[Subscriber]) -> dict[str, str]:
+    """address key -> "file:line: problem" for rows that must not be sent (invalid address)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    problems: dict[str, str] = {}
+    for subscriber in subscribers:
+        try:
+            validate_email(subscriber.email, check_deliverability=False)
+        except EmailNotValidError as err:
+            problems[address_key(subscriber.email)] = f"{path}:{subscriber.line}: invalid address " \
+                                                      f"{subscriber.email!r}: {err}"
+    return problems
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+class LeaseKeeper:
+    """Holds the issue's lease for the run and beats its heart in a thread; ``on_lost`` when taken over."""
+
+    def __init__(self, ledger: Ledger, issue_id: str, *, every: float = HEARTBEAT_EVERY):
+        self.ledger = ledger
+        self.issue_id = issue_id
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.every = every
+        self.on_lost: Callable[[], None] = lambda: None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "LeaseKeeper":
+        self.ledger.acquire_lease(self.issue_id, self.holder, stale_after=LEASE_STALE_AFTER)
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.ledger.release_lease(self.issue_id, self.holder)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                alive = self.ledger.heartbeat(self.issue_id, self.holder)
+            except LedgerError:
+                continue  # busy for a moment: the next beat tries again
+            if not alive:
+                self.on_lost()
+                return
+
+
+class SendRun:
+    def __init__(self, settings: Settings, build: Build, provider: Provider, ledger: Ledger,
+                 options: SendOptions, *, secret: bytes):
+        self.settings = settings
+        self.compiled = build.compiled
+        self.issue_id = build.issue.id
+        self.provider = provider
+        self.ledger = ledger
+        self.options = options
+        self.list_path = settings.workspace_path(settings.subscribers.file)
+        self.list_name = settings.subscribers.file
+        self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret)
+        self.record = ledger.issue(self.issue_id)
+        planned_segment = self.record.segment if self.record else None
+        self.segment = options.segment or planned_segment or build.issue.segment or ""
+        if self.record and options.segment is not None and options.segment != self.record.segment:
+            raise LedgerError(f"issue {self.issue_id} was planned for segment {self.record.segment or '(everyone)'!r}, "
+                              f"not {options.segment!r}", hint="resume it without --segment, or send a new issue")
+        self.problems = list_problems(self.list_name, iter_list(self.list_path))
+        if self.problems and not options.skip_invalid:
+            shown = "; ".join(list(self.problems.values())[:3])
+            more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
+            raise SubscriberError(f"{len(self.problems)} invalid row(s) in the list: {shown}{more}; nothing was sent",
+                                  hint="fix them (`newsletter subscribers check` lists them all), "
+                                       "or pass --skip-invalid to skip them")
+
+    # -- before sending (read-only) ---------------------------------------------------
+    def _eligible(self) -> Iterator[str]:
+        for subscriber in iter_list(self.list_path):
+            if not ineligible_reason(subscriber, self.segment):
+                yield address_key(subscriber.email)
+
+    def summary(self) -> Summary:
+        record = self.record
+        summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
+                          first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
+                          invalid=list(self.problems.values()), limit=self.options.limit)
+        if record is None:
+            suppressed = self.ledger.suppressed_set()
+            summary.planned = len({key for key in self._eligible() if key not in suppressed})
+            summary.to_send = summary.planned - len(set(self.problems) - suppressed)
+            return summary
+        summary.planned = record.planned
+        summary.content_changed = record.content_hash != self.compiled.content_hash
+        summary.in_doubt = summary.counts["sending"]
+        summary.in_doubt_action = ("retried with the same idempotency key" if self.provider.idempotent
+                                   else "marked unknown, not re-sent")
+        if self.options.include_new:
+            keys = list(dict.fromkeys(self._eligible()))
+            known = self.ledger.lookup(self.issue_id, keys)
+            summary.new_subscribers = sum(1 for key in keys if key not in known)
+        summary.to_send = summary.counts["pending"] + summary.new_subscribers
+        if self.options.resend_unknown:
+            summary.to_send += summary.counts["unknown"]
+        if self.provider.idempotent:
+            summary.to_send += summary.in_doubt
+        return summary
+
+    # -- sending (holding the lease) --------------------------------------------------
+    def freeze_plan(self) -> None:
+        """First run: freeze the plan; later runs: add new subscribers if asked, accept new content."""
+        if self.record is None:
+            self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
+                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible())
+        else:
+            if self.options.include_new:
+                self.ledger.extend_plan(self.issue_id, self._eligible())
+            if self.record.content_hash != self.compiled.content_hash:
+                self.ledger.set_content_hash(self.issue_id, self.compiled.content_hash)
+            if self.options.resend_unknown:
+                self.ledger.resend_unknown(self.issue_id)
+        self.record = self.ledger.issue(self.issue_id)
+
+    def recover_in_doubt(self) -> list[Work]:
+        """Rows a dead run left ``sending``: the same batches again (idempotent provider), else ``unknown``."""
+        doubt = self.ledger.in_doubt(self.issue_id)
+        if not doubt:
+            return []
+        if not self.provider.idempotent:
+            self.ledger.mark_unknown(self.issue_id, list(doubt), "a run stopped after claiming this batch; "
+                                     "it may or may not have been sent")
+            return []
+        wanted = {key for keys in doubt.values() for key in keys}
+        found: dict[str, tuple] = {}
+        for subscriber in iter_list(self.list_path):
+            key = address_key(subscriber.email)
+            if key in wanted and key not in found:
+                found[key] = self.personalizer.message_with_values(subscriber)
+        work, lost = [], []
+        for batch_id, keys in doubt.items():
+            if all(key in found for key in keys):
+                work.append(Work([found[k][0] for k in keys], [found[k][1] for k in keys], batch_id))
+            else:  # the same idempotency key needs the same batch, and someone left the list
+                lost.append(batch_id)
+        self.ledger.mark_unknown(self.issue_id, lost, "a run stopped after claiming this batch, and a recipient "
+                                 "has since left the list; it may or may not have been sent")
+        return work
+
+    def send(self, holder: str, *, on_batch: Callable[[BatchReport], None], backoff: Backoff = Backoff(),
+             keeper: LeaseKeeper | None = None) -> RunTotals:
+        """Send everything pending (up to ``--limit``); returns what happened."""
+        provider = self.settings.provider
+        dispatcher = Dispatcher(self.ledger, self.provider, self.issue_id, holder,
+                                concurrency=provider.concurrency, max_attempts=provider.max_attempts,
+                                backoff=backoff, on_batch=on_batch,
+                                template={"subject": self.compiled.subject, "html": self.compiled.html,
+                                          "text": self.compiled.text})
+        if keeper:
+            keeper.on_lost = lambda: dispatcher.abort(
+                "another run took over this issue's lease",
+                LedgerError("another run took over this issue's lease; stopped sending"))
+        in_doubt = self.recover_in_doubt()
+        dispatcher.start()
+        try:
+            for work in in_doubt:
+                dispatcher.submit(work)
+            complete = self._feed(dispatcher)
+        except BaseException as err:
+            dispatcher.abort("interrupted" if isinstance(err, KeyboardInterrupt) else str(err))
+            dispatcher.finish()
+            raise
+        totals = dispatcher.finish()
+        if complete and not totals.aborted:
+            gone = [(key, "no longer in the subscriber list") for key in self.ledger.pending_keys(self.issue_id)
+                    if key not in totals.exhausted]
+            self.ledger.skip(self.issue_id, gone)
+        return totals
+
+    def _feed(self, dispatcher: Dispatcher) -> bool:
+        """Stream the list into the send loop; True when every subscriber was looked at."""
+        limit, queued = self.options.limit, 0
+        for chunk in _chunks(iter_list(self.list_path), _CHUNK):
+            if dispatcher.aborted:
+                return False
+            found = self.ledger.lookup(self.issue_id, [s.email for s in chunk])
+            messages, values, skips = [], [], []
+            for subscriber in chunk:
+                key = address_key(subscriber.email)
+                state = found.get(key)
+                if state is None or state[0] != "pending":
+                    continue
+                reason = (self.problems.get(key) or ineligible_reason(subscriber, self.segment)
+                          or ("suppressed" if state[1] else ""))
+                if reason:
+                    skips.append((subscriber.email, reason))
+                elif limit is None or queued < limit:
+                    message, slot_values = self.personalizer.message_with_values(subscriber)
+                    messages.append(message)
+                    values.append(slot_values)
+                    queued += 1
+            self.ledger.skip(self.issue_id, skips)
+            start = 0
+            for group in self.provider.cut_batches(messages):
+                if not dispatcher.submit(Work(group, values[start:start + len(group)])):
+                    return False
+                start += len(group)
+            if limit is not None and queued >= limit:
+                return False
+        return True
