@@ -1,0 +1,179 @@
+"""Postmark: ``POST /email/batch``, a JSON array of up to 500 fully personalised messages.
+
+Postmark answers 200 with one result per message, in input order, and a
+per-message ``ErrorCode``: a partial rejection hides inside a success, so the
+status code alone says nothing about a recipient. Newsletters must go through a
+*broadcast* message stream; Postmark's default broadcast stream (id
+``broadcast``) adds List-Unsubscribe itself and hosts the unsubscribe page, so
+we do not add a second one there.
+
+Reconciliation asks the Messages API (outbound search) for the batch's tag
+(the issue id) and metadata (the batch id).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import requests
+
+from ..errors import ConfigError, ProviderError
+from ..models import Message, Outcome
+from .base import Batch, Provider, Request, all_outcomes, json_body
+
+# Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
+TEST_TOKEN = "POSTMARK_API_TEST"
+# Headers a stream with Postmark-managed unsubscribe handling adds itself.
+MANAGED_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+# "You tried to send to recipient(s) that have been marked as inactive. Found inactive addresses:
+#  a@example.com. Inactive recipients are ones that have generated a hard bounce, a spam complaint,
+#  or a manual suppression."
+_INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", re.I | re.S)
+SEARCH_DELAY = 60  # seconds before a message can be relied on to show in search
+RETENTION = 40 * 86400  # Postmark keeps messages 45 days by default; stay clear of the edge
+SEARCH_PAGE = 500  # the Messages API's maximum count; count + offset may not exceed 10,000
+
+
+class PostmarkProvider(Provider):
+    name = "postmark"
+    default_origin = "https://api.postmarkapp.com"
+    max_batch = 500
+    max_payload_bytes = 50 * 1000 * 1000
+    default_rate = 10.0  # Postmark documents no request rate; it throttles with 429
+    reconcile_note = "Postmark is asked through its Messages API (outbound search by tag and batch metadata)"
+
+    def __init__(self, settings, api_key=None):
+        super().__init__(settings, api_key)
+        self.stream = settings.provider.message_stream or "broadcast"
+        if not re.fullmatch(r"[a-z0-9-]+", self.stream):
+            raise ConfigError(f"[provider] message_stream {self.stream!r} is not a Postmark stream id",
+                              path=settings.origins.get("provider.message_stream"),
+                              hint="stream ids are lower-case letters, digits and dashes, e.g. broadcast")
+
+    def _token(self) -> str:
+        return TEST_TOKEN if self.settings.provider.test_mode else (self.api_key or "")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Accept": "application/json", "Content-Type": "application/json",
+                "X-Postmark-Server-Token": self._token()}
+
+    # -- verbs -----------------------------------------------------------------------
+    def build_request(self, batch: Batch) -> Request:
+        body = [self._message(batch, m) for m in batch.messages]
+        return Request("POST", self.url("/email/batch"), self._headers(), json=body)
+
+    def _message(self, batch: Batch, message: Message) -> dict:
+        headers = message.headers
+        if self.stream == "broadcast":  # Postmark adds these on its managed broadcast stream
+            headers = {k: v for k, v in headers.items() if k.lower() not in MANAGED_HEADERS}
+        item = {
+            "From": message.sender,
+            "To": message.to,
+            "Subject": message.subject,
+            "HtmlBody": message.html,
+            "TextBody": message.text,
+            "MessageStream": self.stream,
+            "Tag": batch.issue_id,
+            "Metadata": {"issue": batch.issue_id, "batch": batch.batch_id},
+            "Headers": [{"Name": k, "Value": v} for k, v in headers.items()],
+            "TrackOpens": bool(self.settings.provider.track_opens),
+            "TrackLinks": "HtmlAndText" if self.settings.provider.track_clicks else "None",
+        }
+        if message.reply_to:
+            item["ReplyTo"] = message.reply_to
+        return item
+
+    def payload_size(self, message: Message) -> int:
+        # The JSON-escaped size of the parts that vary, plus a generous allowance for the fixed keys.
+        return (len(json.dumps(message.html)) + len(json.dumps(message.text)) + len(json.dumps(message.subject))
+                + sum(len(k) + len(v) for k, v in message.headers.items()) + 1024)
+
+    def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
+        body = json_body(response)
+        if response.status_code == 422:
+            raise self._refused(body, response)
+        if response.status_code != 200 or not isinstance(body, list) or len(body) != len(batch.messages):
+            reason = f"postmark answered HTTP {response.status_code} with a body that is not the documented array"
+            return all_outcomes(batch, "unknown", reason=reason)
+        return [self._outcome(m, item) for m, item in zip(batch.messages, body)]
+
+    def _outcome(self, message: Message, item) -> Outcome:
+        if not isinstance(item, dict) or ("ErrorCode" not in item and "MessageID" not in item):
+            return Outcome(message.to, "unknown", reason="postmark answered an entry we cannot read")
+        code = item.get("ErrorCode", 0)  # "ErrorCode may be missing for Postmark service delays" (anymail)
+        text = str(item.get("Message", ""))
+        if code == 0:
+            # "Message OK, but will not deliver to these inactive addresses: ..." (multi-recipient form)
+            if message.to.lower() in _inactive_addresses(text):
+                return Outcome(message.to, "failed", reason=text, suppress=True)
+            if not item.get("MessageID"):
+                return Outcome(message.to, "unknown", reason="postmark said OK without a MessageID")
+            return Outcome(message.to, "sent", provider_id=str(item["MessageID"]))
+        if code == 406:  # inactive recipient: hard bounce, spam complaint or manual suppression
+            return Outcome(message.to, "failed", reason=f"postmark {code}: {text}", suppress=True)
+        # 300 "Invalid 'To' address: '...'." and the other per-message codes are permanent for this message.
+        return Outcome(message.to, "failed", reason=f"postmark {code}: {text}")
+
+    def _refused(self, body, response: requests.Response) -> ProviderError:
+        """A 422 for the whole request (sender signature, stream, payload): stop, change nothing."""
+        code = body.get("ErrorCode") if isinstance(body, dict) else None
+        text = body.get("Message") if isinstance(body, dict) else response.text[:200]
+        return ProviderError(f"postmark refused the batch (ErrorCode {code}): {text}", status=422,
+                             body=response.text, retryable=False,
+                             hint="fix the sender, message stream or content; nothing was sent")
+
+    # -- reconciliation --------------------------------------------------------------
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
+        # Absence is proof only once the search has caught up and while Postmark still keeps the messages.
+        conclusive = age is not None and SEARCH_DELAY <= age <= RETENTION
+        accepted = self._search(batch, session)
+        outcomes = []
+        for m in batch.messages:
+            found = accepted.get(m.to.lower())
+            if found:
+                outcomes.append(Outcome(m.to, "sent", provider_id=found))
+            elif conclusive:
+                outcomes.append(Outcome(m.to, "retry", reason="postmark has no record of this message"))
+            else:
+                outcomes.append(Outcome(m.to, "unknown", reason="not found in postmark's search, which is not "
+                                        "conclusive for a batch this recent or this old; try again later"))
+        return outcomes
+
+    def _search(self, batch: Batch, session: requests.Session) -> dict[str, str]:
+        """recipient -> MessageID for every message Postmark holds with this batch's tag and metadata."""
+        accepted: dict[str, str] = {}
+        offset = 0
+        while True:
+            params = {"count": SEARCH_PAGE, "offset": offset, "tag": batch.issue_id,
+                      "metadata_batch": batch.batch_id, "messagestream": self.stream}
+            response = self._get(session, "/messages/outbound", params)
+            body = json_body(response)
+            if not isinstance(body, dict) or not isinstance(body.get("Messages"), list):
+                raise ProviderError("postmark's message search answered something we cannot read",
+                                    status=response.status_code, body=response.text, retryable=True)
+            for item in body["Messages"]:
+                for address in item.get("Recipients") or [t.get("Email", "") for t in item.get("To") or []]:
+                    accepted[str(address).lower()] = str(item.get("MessageID", ""))
+            offset += len(body["Messages"])
+            if len(body["Messages"]) < SEARCH_PAGE or offset >= int(body.get("TotalCount", 0)) \
+                    or offset + SEARCH_PAGE > 10_000:
+                return accepted
+
+    def _get(self, session: requests.Session, path: str, params: dict) -> requests.Response:
+        try:
+            response = session.get(self.url(path), params=params, headers=self._headers(), timeout=self.timeout)
+        except requests.RequestException as err:
+            raise ProviderError(f"postmark: message search failed ({type(err).__name__})", retryable=True) from err
+        self.raise_for_status(response)
+        if response.status_code != 200:
+            raise ProviderError(f"postmark's message search answered HTTP {response.status_code}",
+                                status=response.status_code, body=response.text)
+        return response
+
+
+def _inactive_addresses(text: str) -> set[str]:
+    match = _INACTIVE.search(text)
+    return {a.strip().lower() for a in match.group(1).split(",")} if match else set()
+
+

@@ -1,0 +1,131 @@
+"""Resend: ``POST /emails/batch``, up to 100 personalised emails, with an idempotency key.
+
+Every call carries ``Idempotency-Key: <issue>/<batch>``: Resend keeps it 24 hours
+and answers a replay of the same payload with the original ids instead of
+sending again. That makes an in-doubt batch safe to retry, and it is how
+``newsletter reconcile`` asks Resend what happened. We ask for
+``x-batch-validation: permissive`` so one bad address does not sink the other 99:
+the answer then lists ``errors: [{index, message}]`` beside ``data``.
+
+Resend has no per-message tracking switch (open and click tracking are domain
+settings) and no sandbox flag (test addresses at resend.dev instead), so those
+settings are refused up front rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+
+import requests
+
+from ..errors import ConfigError, ProviderError
+from ..models import Message, Outcome
+from .base import Batch, Provider, Request, all_outcomes, json_body
+
+IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
+
+
+class ResendProvider(Provider):
+    name = "resend"
+    default_origin = "https://api.resend.com"
+    max_batch = 100
+    max_payload_bytes = 40 * 1000 * 1000  # Resend's 40 MB per email bounds a batch of text-only emails
+    default_rate = 2.0  # Resend's documented default: 2 requests per second
+    idempotent = True
+    reconcile_note = "Resend is asked by replaying the batch with its original Idempotency-Key (within 24 hours)"
+
+    def __init__(self, settings, api_key=None):
+        super().__init__(settings, api_key)
+        provider = settings.provider
+        for key, hint in (("track_opens", "open and click tracking are set per domain in Resend's dashboard"),
+                          ("track_clicks", "open and click tracking are set per domain in Resend's dashboard"),
+                          ("test_mode", "Resend has no sandbox: send proofs with `newsletter test ISSUE "
+                                        "--to delivered@resend.dev`")):
+            if getattr(provider, key):
+                raise ConfigError(f"[provider] {key} = true is not supported by Resend's API",
+                                  path=settings.origins.get(f"provider.{key}"), hint=f"set it to false; {hint}")
+
+    def _headers(self, batch: Batch) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key or ''}", "Content-Type": "application/json",
+                "Idempotency-Key": batch.idempotency_key[:256], "x-batch-validation": "permissive"}
+
+    # -- verbs -----------------------------------------------------------------------
+    def build_request(self, batch: Batch) -> Request:
+        tags = [{"name": "issue", "value": _tag(batch.issue_id)}, {"name": "batch", "value": _tag(batch.batch_id)}]
+        body = [self._email(m, tags) for m in batch.messages]
+        return Request("POST", self.url("/emails/batch"), self._headers(batch), json=body)
+
+    def _email(self, message: Message, tags: list[dict]) -> dict:
+        item = {
+            "from": message.sender,
+            "to": [email.utils.formataddr((message.to_name, message.to)) if message.to_name else message.to],
+            "subject": message.subject,
+            "html": message.html,
+            "text": message.text,
+            "headers": dict(message.headers),
+            "tags": tags,
+        }
+        if message.reply_to:
+            item["reply_to"] = message.reply_to
+        return item
+
+    def payload_size(self, message: Message) -> int:
+        return (len(json.dumps(message.html)) + len(json.dumps(message.text)) + len(json.dumps(message.subject))
+                + sum(len(k) + len(v) for k, v in message.headers.items()) + 768)
+
+    def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
+        body = json_body(response)
+        status = response.status_code
+        if status == 200:
+            return self._accepted(batch, body)
+        name = str(body.get("name", "")) if isinstance(body, dict) else ""
+        text = str(body.get("message", "")) if isinstance(body, dict) else response.text[:200]
+        if status == 409 and name == "concurrent_idempotent_requests":
+            # "Same idempotency key used while original request is still in progress."
+            raise ProviderError(f"resend: {text}", status=409, body=response.text, retryable=True, retry_after=1.0)
+        if status == 409:
+            # "Same idempotency key used with a different request payload.": whatever the first
+            # request did is unknown to us, and sending this payload could duplicate it.
+            return all_outcomes(batch, "unknown", reason=f"resend {name or 409}: {text}")
+        if status == 422:
+            named = {m.to for m in batch.messages if m.to.lower() in text.lower()}
+            if named:
+                return [Outcome(m.to, "failed", reason=f"resend: {text}") if m.to in named else
+                        Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
+                        for m in batch.messages]
+        raise ProviderError(f"resend refused the batch (HTTP {status} {name}): {text}", status=status,
+                            body=response.text, hint="nothing in this batch was sent")
+
+    def _accepted(self, batch: Batch, body) -> list[Outcome]:
+        """``{"data": [{"id"}], "errors": [{"index", "message"}]}``: ids in order for the emails not in errors."""
+        data = body.get("data") if isinstance(body, dict) else None
+        errors = body.get("errors") or [] if isinstance(body, dict) else []
+        if not isinstance(data, list) or not isinstance(errors, list):
+            return all_outcomes(batch, "unknown", reason="resend answered 200 without the documented data array")
+        refused = {e.get("index"): str(e.get("message", "")) for e in errors if isinstance(e, dict)}
+        accepted = [i for i in range(len(batch.messages)) if i not in refused]
+        ids = [d.get("id") if isinstance(d, dict) else None for d in data]
+        readable = len(ids) == len(accepted) and all(ids)
+        outcomes = []
+        for i, message in enumerate(batch.messages):
+            if i in refused:
+                outcomes.append(Outcome(message.to, "failed", reason=f"resend: {refused[i]}"))
+            elif readable:
+                outcomes.append(Outcome(message.to, "sent", provider_id=str(ids[accepted.index(i)])))
+            else:
+                outcomes.append(Outcome(message.to, "unknown", reason="resend's ids do not match the batch"))
+        return outcomes
+
+    # -- reconciliation --------------------------------------------------------------
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
+        if age is None or age > IDEMPOTENCY_WINDOW:
+            return all_outcomes(batch, "unknown", reason="the batch's idempotency key has expired (24 h): "
+                                                         "replaying it would send again")
+        return self.send_batch(batch, session)
+
+
+def _tag(value: str) -> str:
+    return _TAG_UNSAFE.sub("_", value)[:256] or "_"

@@ -1,0 +1,459 @@
+"""A faithful local fake of Postmark, SendGrid, Mailgun and Resend on one stdlib HTTP server.
+
+It speaks each provider's documented wire format on 127.0.0.1 (port 0): the
+same endpoints, auth schemes, limits, per-recipient merge semantics
+(SendGrid substitutions, Mailgun recipient variables), answers and error
+bodies, Resend's idempotency keys and Postmark's / Mailgun's look-up APIs.
+Every message it accepts is recorded *as the recipient would see it*
+(substitutions applied), so tests can assert zero duplicates and zero skipped.
+
+Fault injection (``fake.inject(...)``) applies to the next send calls:
+``status`` (500, 503, 429 + Retry-After, ...), ``drop`` (accept and record the
+batch, then close the socket without answering: an in-doubt batch), ``hold``
+(accept and record, then wait until released: the moment to SIGKILL a sender)
+and ``garbage`` (a 200 whose body is not what the docs say). A wrong key gets
+the provider's own 401/403.
+
+Run it by hand (benchmarks, manual tests): ``python tests/fakeproviders.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import email.utils
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+VALID = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\".]+$")
+POSTMARK_STREAMS = {"outbound", "broadcast"}
+
+
+@dataclass
+class Accepted:
+    """One message as its recipient would receive it."""
+
+    provider: str
+    to: str
+    subject: str
+    html: str
+    text: str
+    headers: dict
+    tags: tuple[str, ...]
+    batch: str
+    message_id: str
+    test: bool = False  # accepted in a test/sandbox mode: validated, never delivered
+    stream: str = ""  # Postmark message stream
+
+
+@dataclass
+class Fault:
+    kind: str  # status | drop | hold | garbage
+    status: int = 500
+    retry_after: float | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class FakeProviders:
+    def __init__(self, api_key: str = "fake-key", domain: str = "mg.example.com"):
+        self.api_key = api_key
+        self.domain = domain
+        self.accepted: list[Accepted] = []
+        self.rejected: set[str] = set()  # addresses every provider refuses as invalid
+        self.inactive: set[str] = set()  # Postmark: addresses marked inactive (ErrorCode 406)
+        self.send_calls = 0
+        self.requests_seen: list[tuple[str, str]] = []  # (method, path)
+        self.on_accept = None  # callback(fake, batch_records) after a batch is recorded
+        self._faults: list[Fault] = []
+        self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
+        self._in_progress: set[str] = set()
+        self._pages: dict[str, dict] = {}  # Mailgun events paging tokens
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> "FakeProviders":
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            for fault in self._faults:
+                fault.release.set()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> "FakeProviders":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- fault injection and assertions --------------------------------------------------
+    def inject(self, kind: str, *, status: int = 500, retry_after: float | None = None, times: int = 1) -> Fault:
+        """Queue a fault for the next ``times`` send calls; returns it (``hold`` faults: ``.release.set()``)."""
+        fault = Fault(kind, status, retry_after)
+        with self._lock:
+            self._faults.extend([fault] * times)
+        return fault
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            self.send_calls += 1
+            return self._faults.pop(0) if self._faults else None
+
+    def delivered(self, provider: str | None = None) -> list[Accepted]:
+        with self._lock:
+            return [a for a in self.accepted if not a.test and (provider is None or a.provider == provider)]
+
+    def duplicates(self) -> dict[str, int]:
+        counts = Counter(a.to.lower() for a in self.delivered())
+        return {address: n for address, n in counts.items() if n > 1}
+
+    def _record(self, records: list[Accepted]) -> None:
+        with self._lock:
+            self.accepted.extend(records)
+        if self.on_accept:
+            self.on_accept(self, records)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeProviders
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _answer(self, status: int, body: object = b"", headers: dict | None = None) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        ctype = "application/json" if not isinstance(body, bytes) else "text/html"
+        self.send_header("Content-Type", ctype)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _drop(self) -> None:
+        """Close the connection without a word: the client cannot know whether we accepted."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._route("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        self.owner.requests_seen.append((method, url.path))
+        body = self._body() if method == "POST" else b""
+        routes = [
+            ("POST", r"/email/batch", self.postmark_batch), ("GET", r"/messages/outbound", self.postmark_search),
+            ("POST", r"/v3/mail/send", self.sendgrid_send), ("POST", r"/emails/batch", self.resend_batch),
+            ("POST", r"/v3/([^/]+)/messages", self.mailgun_send),
+            ("GET", r"/v3/([^/]+)/events(?:/(\d+))?", self.mailgun_events),
+        ]
+        for verb, pattern, handler in routes:
+            match = re.fullmatch(pattern, url.path)
+            if verb == method and match:
+                return handler(body, query, *match.groups())
+        self._answer(404, {"message": f"no route {method} {url.path}"})
+
+    def _send(self, body: bytes, handle) -> None:
+        """Shared by the four send endpoints: faults first, then the provider's own logic."""
+        fault = self.owner._next_fault()
+        if fault and fault.kind == "status":
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            if fault.retry_after is not None:
+                headers["X-RateLimit-Reset"] = f"{time.time() + fault.retry_after:.0f}"
+            return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
+        status, answer, headers = handle(body)
+        if fault and fault.kind == "garbage":
+            return self._answer(200, b"<html><body>502 Bad Gateway (proxy)</body></html>")
+        if fault and fault.kind == "drop":
+            return self._drop()
+        if fault and fault.kind == "hold":
+            fault.release.wait(60)
+            return self._drop()
+        self._answer(status, answer, headers)
+
+    # -- Postmark ---------------------------------------------------------------------------
+    def postmark_batch(self, body: bytes, query: dict) -> None:
+        token = self.headers.get("X-Postmark-Server-Token")
+        if token not in (self.owner.api_key, "POSTMARK_API_TEST"):
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        self._send(body, lambda raw: self._postmark_accept(raw, test=token == "POSTMARK_API_TEST"))
+
+    def _postmark_accept(self, raw: bytes, *, test: bool):
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            return 422, {"ErrorCode": 402, "Message": "Received invalid JSON input."}, {}
+        if not isinstance(items, list) or len(items) > 500 or len(raw) > 50_000_000:
+            return 422, {"ErrorCode": 300, "Message": "Invalid email request: the batch must be an array "
+                                                      "of at most 500 messages and 50 MB."}, {}
+        answers, records = [], []
+        for item in items:
+            to = str(item.get("To", ""))
+            stream = item.get("MessageStream", "outbound")
+            base = {"To": to, "SubmittedAt": "2026-11-30T09:00:00.0000000-05:00"}
+            if stream not in POSTMARK_STREAMS:
+                answers.append({**base, "ErrorCode": 1235, "Message": f"The message stream '{stream}' was not "
+                                "found on this server."})
+            elif not VALID.match(to) or to.lower() in self.owner.rejected:
+                answers.append({"ErrorCode": 300, "Message": f"Invalid 'To' address: '{to}'."})
+            elif to.lower() in self.owner.inactive:
+                answers.append({"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been "
+                                f"marked as inactive. Found inactive addresses: {to.lower()}. Inactive recipients "
+                                "are ones that have generated a hard bounce, a spam complaint, or a manual "
+                                "suppression."})
+            else:
+                message_id = str(uuid.uuid4())
+                answers.append({**base, "MessageID": message_id, "ErrorCode": 0, "Message": "OK"})
+                headers = {h["Name"]: h["Value"] for h in item.get("Headers") or []}
+                records.append(Accepted("postmark", to, item.get("Subject", ""), item.get("HtmlBody", ""),
+                                        item.get("TextBody", ""), headers, (item.get("Tag", ""),),
+                                        str((item.get("Metadata") or {}).get("batch", "")), message_id, test,
+                                        stream))
+        self.owner._record(records)
+        return 200, answers, {}
+
+    def postmark_search(self, body: bytes, query: dict) -> None:
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        if "count" not in query or "offset" not in query or int(query["count"]) > 500:
+            return self._answer(422, {"ErrorCode": 1000, "Message": "count and offset are required; count <= 500"})
+        stream = query.get("messagestream", "outbound")  # the search defaults to the transactional stream
+        found = [a for a in self.owner.delivered("postmark") if a.stream == stream
+                 and ("tag" not in query or query["tag"] in a.tags)
+                 and ("metadata_batch" not in query or query["metadata_batch"] == a.batch)
+                 and ("recipient" not in query or query["recipient"].lower() == a.to.lower())]
+        offset, count = int(query["offset"]), int(query["count"])
+        page = [{"Tag": a.tags[0], "MessageID": a.message_id, "To": [{"Email": a.to, "Name": None}],
+                 "Recipients": [a.to], "Subject": a.subject, "Status": "Sent", "MessageStream": stream,
+                 "Metadata": {"batch": a.batch}} for a in found[offset:offset + count]]
+        self._answer(200, {"TotalCount": len(found), "Messages": page})
+
+    # -- SendGrid ---------------------------------------------------------------------------
+    def sendgrid_send(self, body: bytes, query: dict) -> None:
+        if self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
+            return self._answer(401, {"errors": [{"field": None, "message": "The provided authorization grant "
+                                                  "is invalid, expired, or revoked"}]})
+        self._send(body, self._sendgrid_accept)
+
+    def _sendgrid_accept(self, raw: bytes):
+        if len(raw) > 30_000_000:
+            return 413, {"errors": [{"field": None, "message": "Payload Too Large"}]}, {}
+        mail = json.loads(raw)
+        people = mail.get("personalizations") or []
+        errors = [{"field": f"personalizations.{i}.to.0.email", "message": "Does not contain a valid address.",
+                   "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+                           "#message.personalizations.to"}
+                  for i, p in enumerate(people)
+                  if not VALID.match(p["to"][0]["email"]) or p["to"][0]["email"].lower() in self.owner.rejected]
+        if not 1 <= len(people) <= 1000:
+            errors.append({"field": "personalizations", "message": "The personalizations field is required and "
+                           "must have at least one personalization, and at most 1000."})
+        if errors:
+            return 400, {"errors": errors}, {}
+        content = {c["type"]: c["value"] for c in mail.get("content", [])}
+        sandbox = bool(((mail.get("mail_settings") or {}).get("sandbox_mode") or {}).get("enable"))
+        message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        records = []
+        for p in people:
+            subs = p.get("substitutions") or {}
+            fill = (lambda s, subs=subs: _substitute(s, subs))
+            records.append(Accepted("sendgrid", p["to"][0]["email"], fill(p.get("subject", mail.get("subject", ""))),
+                                    fill(content.get("text/html", "")), fill(content.get("text/plain", "")),
+                                    dict(p.get("headers") or {}), tuple(mail.get("categories") or ()),
+                                    str((p.get("custom_args") or {}).get("batch", "")), message_id, sandbox))
+        self.owner._record(records)
+        if sandbox:  # sandbox mode validates and answers 200 with an empty body
+            return 200, b"", {}
+        return 202, b"", {"X-Message-Id": message_id}
+
+    # -- Mailgun ----------------------------------------------------------------------------
+    def _mailgun_auth(self, domain: str) -> bool:
+        expected = "Basic " + base64.b64encode(f"api:{self.owner.api_key}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self._answer(401, b"Forbidden")
+            return False
+        if domain != self.owner.domain:
+            self._answer(404, {"message": f"Domain not found: {domain}"})
+            return False
+        return True
+
+    def mailgun_send(self, body: bytes, query: dict, domain: str) -> None:
+        if self._mailgun_auth(domain):
+            self._send(body, self._mailgun_accept)
+
+    def _mailgun_accept(self, raw: bytes):
+        fields = _multipart(self.headers.get("Content-Type", ""), raw)
+        get = (lambda name: fields.get(name, [""])[0])
+        to_list = fields.get("to", [])
+        options = sum(len(k) + len(v.encode()) for k, vs in fields.items() if k[:2] in ("o:", "h:", "v:")
+                      for v in vs)
+        if options > 16 * 1024:
+            return 400, {"message": "o:, h:, v: options exceed 16kB"}, {}
+        if not to_list or len(to_list) > 1000:
+            return 400, {"message": "Too many recipients: batch sending is limited to 1000 recipients"}, {}
+        addresses = [email.utils.parseaddr(t)[1] for t in to_list]
+        if any(not VALID.match(a) or a.lower() in self.owner.rejected for a in addresses):
+            return 400, {"message": "'to' parameter is not a valid address. please check documentation"}, {}
+        variables = json.loads(get("recipient-variables") or "{}")
+        message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:12]}@{self.owner.domain}>"
+        headers = {k[2:]: vs[0] for k, vs in fields.items() if k.startswith("h:")}
+        records = []
+        for address in addresses:
+            mine = variables.get(address, {})
+            fill = (lambda s, mine=mine: re.sub(r"%recipient\.([\w:-]+)%",
+                                                lambda m: str(mine.get(m.group(1), m.group(0))), s))
+            records.append(Accepted("mailgun", address, fill(get("subject")), fill(get("html")), fill(get("text")),
+                                    {k: fill(v) for k, v in headers.items()}, tuple(fields.get("o:tag", [])),
+                                    get("v:newsletter-batch"), message_id, get("o:testmode") == "yes"))
+        self.owner._record(records)
+        return 200, {"id": message_id, "message": "Queued. Thank you."}, {}
+
+    def mailgun_events(self, body: bytes, query: dict, domain: str, page: str | None) -> None:
+        if not self._mailgun_auth(domain):
+            return
+        if page:  # a "paging.next" URL: the original query, moved on
+            query = self.owner._pages.get(page, {})
+        offset, limit = int(query.get("_offset", 0)), min(int(query.get("limit", 100)), 300)
+        found = [a for a in self.owner.delivered("mailgun")
+                 if query.get("event", "accepted") == "accepted"
+                 and ("tags" not in query or query["tags"] in a.tags)
+                 and ("recipient" not in query or query["recipient"].lower() == a.to.lower())]
+        items = [{"event": "accepted", "recipient": a.to, "tags": list(a.tags), "timestamp": time.time(),
+                  "user-variables": {"newsletter-batch": a.batch},
+                  "message": {"headers": {"message-id": a.message_id.strip("<>"), "subject": a.subject}}}
+                 for a in found[offset:offset + limit]]
+        with self.owner._lock:
+            token = str(len(self.owner._pages))
+            self.owner._pages[token] = {**query, "_offset": offset + limit}
+        next_url = f"http://{self.headers.get('Host')}/v3/{domain}/events/{token}"
+        self._answer(200, {"items": items, "paging": {"next": next_url, "previous": next_url}})
+
+    # -- Resend -----------------------------------------------------------------------------
+    def resend_batch(self, body: bytes, query: dict) -> None:
+        auth = self.headers.get("Authorization")
+        if not auth:
+            return self._answer(401, {"statusCode": 401, "name": "missing_api_key",
+                                      "message": "Missing API key in the authorization header."})
+        if auth != f"Bearer {self.owner.api_key}":
+            return self._answer(403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"})
+        key = self.headers.get("Idempotency-Key")
+        digest = hashlib.sha256(body).hexdigest()
+        with self.owner._lock:
+            seen = self.owner._idempotency.get(key) if key else None
+            if key and key in self.owner._in_progress:
+                return self._answer(409, {"statusCode": 409, "name": "concurrent_idempotent_requests",
+                                          "message": "Same idempotency key used while original request is "
+                                                     "still in progress."})
+            if key and not seen:
+                self.owner._in_progress.add(key)
+        if seen:
+            if seen[0] != digest:
+                return self._answer(409, {"statusCode": 409, "name": "invalid_idempotent_request",
+                                          "message": "Same idempotency key used with a different request payload."})
+            return self._answer(seen[1], json.loads(seen[2]))  # a replay: the original answer, nothing sent
+        try:
+            self._send(body, lambda raw: self._resend_accept(raw, key, digest))
+        finally:
+            with self.owner._lock:
+                self.owner._in_progress.discard(key)
+
+    def _resend_accept(self, raw: bytes, key: str | None, digest: str):
+        emails = json.loads(raw)
+        permissive = self.headers.get("x-batch-validation") == "permissive"
+        if not isinstance(emails, list) or len(emails) > 100:
+            return 422, {"statusCode": 422, "name": "validation_error",
+                         "message": "The batch must be an array of at most 100 emails."}, {}
+        errors, records, data = [], [], []
+        for index, item in enumerate(emails):
+            to = item.get("to")
+            address = email.utils.parseaddr(to[0] if isinstance(to, list) else str(to))[1]
+            if not VALID.match(address) or address.lower() in self.owner.rejected:
+                errors.append({"index": index, "message": f"Invalid `to` field. {address} is not a valid email"})
+                continue
+            message_id = str(uuid.uuid4())
+            data.append({"id": message_id})
+            tags = {t["name"]: t["value"] for t in item.get("tags") or []}
+            records.append(Accepted("resend", address, item.get("subject", ""), item.get("html", ""),
+                                    item.get("text", ""), dict(item.get("headers") or {}),
+                                    tuple(tags.values()), tags.get("batch", ""), message_id))
+        if errors and not permissive:  # strict (the default): one bad email refuses the whole batch
+            return 422, {"statusCode": 422, "name": "validation_error", "message": errors[0]["message"]}, {}
+        answer = {"data": data, "errors": errors} if permissive else {"data": data}
+        self.owner._record(records)
+        if key:
+            with self.owner._lock:
+                self.owner._idempotency[key] = (digest, 200, json.dumps(answer).encode())
+        return 200, answer, {}
+
+
+def _substitute(text: str, substitutions: dict) -> str:
+    """SendGrid replaces every occurrence of each key, longest keys first so ``-x1-`` never eats ``-x10-``."""
+    if not substitutions:
+        return text
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(substitutions, key=len, reverse=True)))
+    return pattern.sub(lambda m: substitutions[m.group(0)], text)
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, list[str]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields.setdefault(name, []).append(part.get_payload(decode=True).decode("utf-8"))
+    return fields
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--key", default="fake-key", help="the API key the fake accepts")
+    parser.add_argument("--domain", default="mg.example.com", help="the Mailgun domain the fake serves")
+    args = parser.parse_args()
+    with FakeProviders(args.key, args.domain) as fake:
+        print(f"fake providers on {fake.url} (key {args.key!r}); Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
