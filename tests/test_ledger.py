@@ -1,0 +1,247 @@
+"""The ledger's state machine, lease and suppressions against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from newsletter.errors import LeaseHeld, LedgerError
+from newsletter.ledger import SQLiteLedger, erased_key, open_ledger
+from newsletter.ledger.migrations import LATEST
+from newsletter.models import Outcome
+
+ISSUE = "2026-11-30-weekly"
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with SQLiteLedger(tmp_path / "ledger.sqlite3") as db:
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        yield db
+
+
+def plan(ledger, *emails):
+    return ledger.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=emails)
+
+
+def state(ledger, email):
+    rows = ledger.rows(ISSUE, ("pending", "sending", "sent", "failed", "unknown", "skipped"))
+    return {r.email: r for r in rows}[email]
+
+
+def test_plan_freezes_pending_rows_once_per_address_case_insensitively(ledger):
+    assert plan(ledger, "Ada@Example.com", "ada@example.com", "bob@example.com") == 2
+    assert ledger.counts(ISSUE) == {"pending": 2, "sending": 0, "sent": 0, "failed": 0, "unknown": 0, "skipped": 0}
+    record = ledger.issue(ISSUE)
+    assert (record.planned, record.content_hash, record.subject) == (2, "h1", "Hi")
+    with pytest.raises(LedgerError, match="already has a plan"):
+        plan(ledger, "c@example.com")
+
+
+def test_plan_leaves_out_suppressed_and_erased_addresses(ledger):
+    ledger.add_suppression("Bounced@example.com", "hard bounce")
+    plan(ledger, "bounced@example.com", "ok@example.com")
+    assert [r.email for r in ledger.rows(ISSUE, ("pending",))] == ["ok@example.com"]
+    ledger.erase_address("ok@example.com")
+    assert ledger.extend_plan(ISSUE, ["ok@example.com", "new@example.com"]) == 1  # the erased one is known
+    assert ledger.issue(ISSUE).planned == 2
+
+
+def test_claim_moves_pending_to_sending_under_the_batch_id(ledger):
+    plan(ledger, "a@example.com", "b@example.com")
+    assert ledger.claim(ISSUE, "b1", ["A@example.com"], "me") == {"a@example.com"}
+    assert (state(ledger, "a@example.com").state, state(ledger, "a@example.com").batch_id) == ("sending", "b1")
+    assert ledger.claim(ISSUE, "b2", ["a@example.com", "b@example.com"], "me") == {"b@example.com"}  # never twice
+    assert ledger.in_doubt(ISSUE) == {"b1": ["a@example.com"], "b2": ["b@example.com"]}
+
+
+def test_claim_needs_the_lease(ledger):
+    plan(ledger, "a@example.com")
+    assert ledger.claim(ISSUE, "b1", ["a@example.com"], "somebody-else") == set()
+    assert state(ledger, "a@example.com").state == "pending"
+
+
+@pytest.mark.parametrize("outcome, expected", [("sent", "sent"), ("failed", "failed"), ("retry", "pending"),
+                                               ("unknown", "unknown")])
+def test_record_moves_sending_to_each_outcome(ledger, outcome, expected):
+    plan(ledger, "a@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome("A@example.com", outcome, provider_id="pid-1", reason="why")], source="test")
+    row = state(ledger, "a@example.com")
+    assert (row.state, row.attempts, row.reason) == (expected, 1, "why")
+    assert row.provider_id == "pid-1"
+
+
+def test_record_only_touches_rows_of_that_batch_still_sending(ledger):
+    plan(ledger, "a@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.record(ISSUE, "other-batch", [Outcome("a@example.com", "sent")], source="test")
+    assert state(ledger, "a@example.com").state == "sending"
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "sent")], source="test")
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "failed")], source="test")  # a late duplicate answer
+    assert state(ledger, "a@example.com").state == "sent"
+
+
+def test_record_refuses_an_unknown_outcome_state(ledger):
+    plan(ledger, "a@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    with pytest.raises(LedgerError, match="unknown outcome state 'delivered'"):
+        ledger.record(ISSUE, "b1", [Outcome("a@example.com", "delivered")], source="test")
+    assert state(ledger, "a@example.com").state == "sending"  # nothing half-written
+
+
+def test_suppress_outcome_adds_a_suppression_with_the_provider_as_source(ledger):
+    plan(ledger, "a@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "failed", reason="inactive recipient", suppress=True)],
+                  source="postmark")
+    [s] = ledger.suppressions()
+    assert (s.email, s.reason, s.source) == ("a@example.com", "inactive recipient", "postmark")
+    assert ledger.is_suppressed("A@EXAMPLE.COM")
+
+
+def test_skip_only_pending_rows(ledger):
+    plan(ledger, "a@example.com", "b@example.com")
+    ledger.claim(ISSUE, "b1", ["b@example.com"], "me")
+    assert ledger.skip(ISSUE, [("a@example.com", "status is unsubscribed"), ("b@example.com", "x")]) == 1
+    assert (state(ledger, "a@example.com").state, state(ledger, "a@example.com").reason) == \
+        ("skipped", "status is unsubscribed")
+    assert state(ledger, "b@example.com").state == "sending"
+
+
+def test_in_doubt_batches_become_unknown_and_resend_unknown_makes_them_pending(ledger):
+    plan(ledger, "a@example.com", "b@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.claim(ISSUE, "b2", ["b@example.com"], "me")
+    assert ledger.mark_unknown(ISSUE, ["b1"], "run stopped") == 1
+    assert (state(ledger, "a@example.com").state, state(ledger, "b@example.com").state) == ("unknown", "sending")
+    assert ledger.resend_unknown(ISSUE) == 1
+    assert state(ledger, "a@example.com").state == "pending"
+
+
+def test_mark_attempt_counts_a_same_key_retry(ledger):
+    plan(ledger, "a@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.mark_attempt(ISSUE, "b1")
+    assert (state(ledger, "a@example.com").state, state(ledger, "a@example.com").attempts) == ("sending", 1)
+
+
+def test_resolve_moves_unknown_rows_only(ledger):
+    plan(ledger, "a@example.com", "b@example.com", "c@example.com", "d@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com", "b@example.com", "c@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome(e, "unknown") for e in ("a@example.com", "b@example.com", "c@example.com")],
+                  source="t")
+    rows = ledger.rows(ISSUE)
+    assert [(r.email, r.batch_id) for r in rows] == [("a@example.com", "b1"), ("b@example.com", "b1"),
+                                                     ("c@example.com", "b1")]
+    changed = ledger.resolve(ISSUE, [Outcome("a@example.com", "sent", provider_id="m-1"),
+                                     Outcome("b@example.com", "retry"), Outcome("c@example.com", "failed", reason="x"),
+                                     Outcome("d@example.com", "sent")])  # d is pending: untouched
+    assert changed == 3
+    assert [state(ledger, e).state for e in ("a@example.com", "b@example.com", "c@example.com", "d@example.com")] \
+        == ["sent", "pending", "failed", "pending"]
+    assert state(ledger, "a@example.com").provider_id == "m-1"
+
+
+def test_erase_address_replaces_it_with_a_hash_everywhere(ledger):
+    plan(ledger, "a@example.com", "b@example.com")
+    ledger.create_plan("other", content_hash="h", subject="s", segment="", emails=["A@example.com"])
+    assert ledger.erase_address("A@Example.com") == 2
+    emails = {r.email for r in ledger.rows(ISSUE, ("pending",))}
+    assert emails == {"b@example.com", erased_key("a@example.com")}
+    assert erased_key("a@example.com").startswith("sha256:") and "example" not in erased_key("a@example.com")
+
+
+def test_suppressions_add_remove(ledger):
+    assert ledger.add_suppression("x@example.com", "complaint", source="manual")
+    assert not ledger.add_suppression("X@example.com", "again")
+    assert ledger.suppressed_set() == {"x@example.com"}
+    assert ledger.remove_suppression("x@example.com")
+    assert not ledger.remove_suppression("x@example.com")
+    assert ledger.suppressions() == []
+
+
+# -- the lease ------------------------------------------------------------------------
+def test_a_second_holder_is_refused_while_the_first_is_alive(ledger):
+    with pytest.raises(LeaseHeld, match=f"another run is sending issue {ISSUE}") as info:
+        ledger.acquire_lease(ISSUE, "other", stale_after=60)
+    assert info.value.exit_code == 75
+    assert ledger.heartbeat(ISSUE, "me")
+
+
+def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    code = (f"from newsletter.ledger import SQLiteLedger; "
+            f"SQLiteLedger({str(path)!r}).acquire_lease({ISSUE!r}, 'dead-run', stale_after=60)")
+    subprocess.run([sys.executable, "-c", code], check=True)  # exits without releasing: a dead holder
+    with SQLiteLedger(path) as db:
+        assert db.lease(ISSUE).holder == "dead-run"
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        assert db.lease(ISSUE).holder == "me"
+        assert not db.heartbeat(ISSUE, "dead-run")  # the old holder learns it lost the lease
+
+
+def test_a_stale_heartbeat_is_taken_over(ledger):
+    ledger._db.execute("UPDATE leases SET host = 'elsewhere', heartbeat = ?", (time.time() - 120,))
+    ledger.acquire_lease(ISSUE, "new", stale_after=60)
+    assert ledger.lease(ISSUE).holder == "new"
+    assert ledger.claim(ISSUE, "b", ["a@example.com"], "me") == set()  # the old holder is fenced off
+
+
+def test_a_fresh_heartbeat_on_another_host_is_respected(ledger):
+    ledger._db.execute("UPDATE leases SET host = 'elsewhere', pid = 1")
+    with pytest.raises(LeaseHeld, match="pid 1 on elsewhere"):
+        ledger.acquire_lease(ISSUE, "new", stale_after=60)
+
+
+def test_release_lets_the_next_run_in(ledger):
+    ledger.release_lease(ISSUE, "me")
+    assert ledger.lease(ISSUE) is None
+    ledger.acquire_lease(ISSUE, "next", stale_after=60)
+
+
+# -- file, pragmas, migrations ----------------------------------------------------------
+def test_the_file_is_wal_with_the_latest_schema(tmp_path):
+    path = tmp_path / "deep" / "ledger.sqlite3"
+    SQLiteLedger(path).close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {LATEST + 1}")
+    raw.close()
+    with pytest.raises(LedgerError, match="newer than this newsletter knows"):
+        SQLiteLedger(path)
+
+
+def test_readonly_never_creates_the_file(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with SQLiteLedger(path, readonly=True) as db:
+        assert db.issues() == []
+    assert not path.exists()
+
+
+def test_open_ledger_resolves_relative_to_the_workspace(workspace):
+    from newsletter.config import load
+
+    settings = load(workspace / "newsletter.toml", env={})
+    with open_ledger(settings) as db:
+        assert db.url == str(workspace / ".newsletter" / "ledger.sqlite3")
+    assert (workspace / ".newsletter" / "ledger.sqlite3").exists()
+
+
+def test_open_ledger_refuses_postgres_for_now(workspace):
+    from newsletter.config import load
+    from newsletter.errors import ConfigError
+
+    settings = load(workspace / "newsletter.toml", env={"NEWSLETTER_LEDGER_URL": "postgresql://u@h/db"})
+    with pytest.raises(ConfigError, match="PostgreSQL ledger is not available"):
+        open_ledger(settings)
