@@ -68,8 +68,9 @@ class FakeProviders:
         self.api_key = api_key
         self.domain = domain
         self.accepted: list[Accepted] = []
-        self.rejected: set[str] = set()  # addresses every provider refuses as invalid
-        self.inactive: set[str] = set()  # Postmark: addresses marked inactive (ErrorCode 406)
+        # Postmark refuses addresses it marked inactive (ErrorCode 406); the others accept any well-formed
+        # address and drop bounced ones later, so only malformed addresses are refused there.
+        self.inactive: set[str] = set()
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self.on_accept = None  # callback(fake, batch_records) after a batch is recorded
@@ -233,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
             if stream not in POSTMARK_STREAMS:
                 answers.append({**base, "ErrorCode": 1235, "Message": f"The message stream '{stream}' was not "
                                 "found on this server."})
-            elif not VALID.match(to) or to.lower() in self.owner.rejected:
+            elif not VALID.match(to):
                 answers.append({"ErrorCode": 300, "Message": f"Invalid 'To' address: '{to}'."})
             elif to.lower() in self.owner.inactive:
                 answers.append({"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been "
@@ -283,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
                    "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
                            "#message.personalizations.to"}
                   for i, p in enumerate(people)
-                  if not VALID.match(p["to"][0]["email"]) or p["to"][0]["email"].lower() in self.owner.rejected]
+                  if not VALID.match(p["to"][0]["email"])]
         if not 1 <= len(people) <= 1000:
             errors.append({"field": "personalizations", "message": "The personalizations field is required and "
                            "must have at least one personalization, and at most 1000."})
@@ -331,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not to_list or len(to_list) > 1000:
             return 400, {"message": "Too many recipients: batch sending is limited to 1000 recipients"}, {}
         addresses = [email.utils.parseaddr(t)[1] for t in to_list]
-        if any(not VALID.match(a) or a.lower() in self.owner.rejected for a in addresses):
+        if any(not VALID.match(a) for a in addresses):
             return 400, {"message": "'to' parameter is not a valid address. please check documentation"}, {}
         variables = json.loads(get("recipient-variables") or "{}")
         message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:12]}@{self.owner.domain}>"
@@ -406,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
         for index, item in enumerate(emails):
             to = item.get("to")
             address = email.utils.parseaddr(to[0] if isinstance(to, list) else str(to))[1]
-            if not VALID.match(address) or address.lower() in self.owner.rejected:
+            if not VALID.match(address):
                 errors.append({"index": index, "message": f"Invalid `to` field. {address} is not a valid email"})
                 continue
             message_id = str(uuid.uuid4())
@@ -441,6 +442,33 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
         name = part.get_param("name", header="content-disposition")
         fields.setdefault(name, []).append(part.get_payload(decode=True).decode("utf-8"))
     return fields
+
+
+def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_id: str = "b0001",
+                 addresses: list[str] | None = None, body_bytes: int = 0):
+    """A batch with real slot templates and distinct merge values per recipient (no workspace needed)."""
+    from newsletter.models import Message
+    from newsletter.providers.base import Batch
+    from newsletter.slots import SlotTemplate
+    from newsletter.unsubscribe import list_unsubscribe_headers
+
+    padding = "x" * body_bytes
+    template = {"subject": SlotTemplate.split("News for zqslot0qz"),
+                "html": SlotTemplate.split(f"<p>Hi zqslot0qz &amp; co</p>{padding}<a href=\"zqslot1qz\">Unsubscribe</a>"),
+                "text": SlotTemplate.split(f"Hi zqslot0qz & co\n{padding}\nUnsubscribe: zqslot1qz\n")}
+    addresses = addresses or [f"reader{n}@example.com" for n in range(count)]
+    messages, values = [], []
+    for n, address in enumerate(addresses):
+        url = f"https://example.com/unsubscribe?t=token{n}"
+        slot_values = [f"Reader <{n}> & \"friends\"", url]
+        messages.append(Message(issue_id=issue_id, to=address, to_name=f"Reader {n}",
+                                subject=template["subject"].fill(slot_values, html=False),
+                                html=template["html"].fill(slot_values, html=True),
+                                text=template["text"].fill(slot_values, html=False),
+                                sender="Field Notes <notes@example.com>", reply_to="editor@example.com",
+                                headers=list_unsubscribe_headers(url, "unsubscribe@example.com")))
+        values.append(slot_values)
+    return Batch(issue_id, batch_id, tuple(messages), tuple(values), template)
 
 
 if __name__ == "__main__":

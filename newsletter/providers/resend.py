@@ -55,7 +55,7 @@ class ResendProvider(Provider):
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
         tags = [{"name": "issue", "value": _tag(batch.issue_id)}, {"name": "batch", "value": _tag(batch.batch_id)}]
-        body = [self._email(m, tags) for m in batch.messages]
+        body = [self._email(m, tags) for m in _ordered(batch)]
         return Request("POST", self.url("/emails/batch"), self._headers(batch), json=body)
 
     def _email(self, message: Message, tags: list[dict]) -> dict:
@@ -84,8 +84,9 @@ class ResendProvider(Provider):
         name = str(body.get("name", "")) if isinstance(body, dict) else ""
         text = str(body.get("message", "")) if isinstance(body, dict) else response.text[:200]
         if status == 409 and name == "concurrent_idempotent_requests":
-            # "Same idempotency key used while original request is still in progress."
-            raise ProviderError(f"resend: {text}", status=409, body=response.text, retryable=True, retry_after=1.0)
+            # "Same idempotency key used while original request is still in progress.": the first
+            # request may yet be accepted, so this is in doubt (no status), to be retried with the same key.
+            raise ProviderError(f"resend: {text}", body=response.text, retryable=True, retry_after=1.0)
         if status == 409:
             # "Same idempotency key used with a different request payload.": whatever the first
             # request did is unknown to us, and sending this payload could duplicate it.
@@ -106,11 +107,12 @@ class ResendProvider(Provider):
         if not isinstance(data, list) or not isinstance(errors, list):
             return all_outcomes(batch, "unknown", reason="resend answered 200 without the documented data array")
         refused = {e.get("index"): str(e.get("message", "")) for e in errors if isinstance(e, dict)}
-        accepted = [i for i in range(len(batch.messages)) if i not in refused]
+        messages = _ordered(batch)
+        accepted = [i for i in range(len(messages)) if i not in refused]
         ids = [d.get("id") if isinstance(d, dict) else None for d in data]
         readable = len(ids) == len(accepted) and all(ids)
         outcomes = []
-        for i, message in enumerate(batch.messages):
+        for i, message in enumerate(messages):
             if i in refused:
                 outcomes.append(Outcome(message.to, "failed", reason=f"resend: {refused[i]}"))
             elif readable:
@@ -125,6 +127,12 @@ class ResendProvider(Provider):
             return all_outcomes(batch, "unknown", reason="the batch's idempotency key has expired (24 h): "
                                                          "replaying it would send again")
         return self.send_batch(batch, session)
+
+
+def _ordered(batch: Batch) -> list[Message]:
+    """Emails in address order: a batch rebuilt later (resume, reconcile) must be the very same payload,
+    or Resend answers 409 "Same idempotency key used with a different request payload"."""
+    return sorted(batch.messages, key=lambda m: m.to.strip().lower())
 
 
 def _tag(value: str) -> str:

@@ -1,0 +1,196 @@
+"""One contract, every adapter: the same scenarios against the local fake of each provider, over real sockets.
+
+What each adapter must do, whatever its wire format: one outcome per
+recipient; merge data that reaches each recipient exactly as personalised;
+batches cut by count and bytes; a refused recipient is data, not an exception;
+401/403 abort; 429/5xx/network trouble are retryable; an answer we cannot read
+is ``unknown``, never ``sent``; the API key appears in no error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from fakeproviders import FakeProviders, sample_batch
+from newsletter import config
+from newsletter.errors import AuthError, ProviderError
+from newsletter.providers import provider_class
+
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
+KEY = "contract-key-7f3a"
+BAD = "broken@@example.com"  # malformed: every provider refuses it at the API
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeProviders(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def fresh(fake):
+    fake.accepted.clear()
+    fake.inactive.clear()
+    fake._faults.clear()
+    fake._idempotency.clear()
+    fake.send_calls = 0
+    yield
+
+
+def adapter(name: str, fake: FakeProviders, *, key: str = KEY, **provider):
+    flags = {"provider.name": name, "provider.api_base": fake.url, "provider.domain": fake.domain,
+             "provider.timeout": 2.0, **{f"provider.{k}": v for k, v in provider.items()}}
+    settings = config.resolve({}, {}, flags, source=None)
+    return provider_class(name)(settings, key)
+
+
+def send(provider, batch):
+    with requests.Session() as session:
+        return provider.send_batch(batch, session)
+
+
+def assert_received_as_personalised(fake, name, batch):
+    got = {a.to: a for a in fake.delivered(name)}
+    assert len(fake.delivered(name)) == len(batch.messages)
+    for message in batch.messages:
+        seen = got[message.to]
+        assert (seen.subject, seen.html, seen.text) == (message.subject, message.html, message.text)
+        assert batch.issue_id in seen.tags and seen.batch == batch.batch_id
+        if name == "postmark":  # its broadcast stream adds List-Unsubscribe itself
+            assert "List-Unsubscribe" not in seen.headers and seen.stream == "broadcast"
+        else:
+            assert seen.headers["List-Unsubscribe"] == message.headers["List-Unsubscribe"]
+            assert seen.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_single_recipient_is_sent_with_its_id(fake, name):
+    batch = sample_batch(1)
+    [outcome] = send(adapter(name, fake), batch)
+    assert outcome.state == "sent" and outcome.provider_id and outcome.email == batch.messages[0].to
+    assert_received_as_personalised(fake, name, batch)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_full_batch_with_merge_data_reaches_each_recipient_personalised(fake, name):
+    provider = adapter(name, fake)
+    batch = sample_batch(provider.max_batch)
+    outcomes = send(provider, batch)
+    assert [o.state for o in outcomes] == ["sent"] * provider.max_batch
+    assert {o.email for o in outcomes} == {m.to for m in batch.messages}
+    assert fake.send_calls == 1
+    assert_received_as_personalised(fake, name, batch)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_batches_are_cut_by_payload_size_and_each_fits(fake, name):
+    provider = adapter(name, fake)
+    batch = sample_batch(10, body_bytes=3000)
+    weights = [provider.payload_size(m) for m in batch.messages]
+    provider.max_payload_bytes = int(weights[0] * 3.5)
+    groups = list(provider.cut_batches(batch.messages))
+    assert [len(g) for g in groups] == [3, 3, 3, 1]
+    assert [m for g in groups for m in g] == list(batch.messages)
+    bodies = []
+    for n, group in enumerate(groups):
+        part = sample_batch(addresses=[m.to for m in group], batch_id=f"part{n}", body_bytes=3000)
+        assert all(o.state == "sent" for o in send(provider, part))
+        bodies.append(len(_body(provider.build_request(part))))
+    # payload_size is an upper bound of what each extra recipient adds to a request
+    single = len(_body(provider.build_request(sample_batch(1, body_bytes=3000))))
+    assert bodies[0] - single <= sum(weights[1:3])
+    assert sorted(a.to for a in fake.delivered(name)) == sorted(m.to for m in batch.messages)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_one_refused_recipient_fails_and_the_others_are_not_lost(fake, name):
+    provider = adapter(name, fake)
+    batch = sample_batch(addresses=["a@example.com", BAD, "c@example.com"])
+    outcomes = {o.email: o for o in send(provider, batch)}
+    assert outcomes[BAD].state == "failed" and outcomes[BAD].reason
+    others = [outcomes["a@example.com"], outcomes["c@example.com"]]
+    # sent now (per-message APIs) or back to pending to go again without the bad one (all-or-nothing APIs)
+    assert {o.state for o in others} <= {"sent", "retry"} and len({o.state for o in others}) == 1
+    if others[0].state == "retry":
+        assert fake.delivered(name) == []
+        again = sample_batch(addresses=["a@example.com", "c@example.com"], batch_id="b0002")
+        assert [o.state for o in send(provider, again)] == ["sent", "sent"]
+    assert sorted(a.to for a in fake.delivered(name)) == ["a@example.com", "c@example.com"]
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_all_refused_recipients_fail_without_an_exception(fake, name):
+    batch = sample_batch(addresses=["x@@example.com", "y@@example.com"])
+    outcomes = send(adapter(name, fake), batch)
+    assert [o.state for o in outcomes] == ["failed", "failed"]
+    assert fake.delivered(name) == []
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_wrong_key_aborts_and_is_never_shown(fake, name):
+    wrong = "wrong-key-SECRET-123"
+    with pytest.raises(AuthError) as caught:
+        send(adapter(name, fake, key=wrong), sample_batch(2))
+    err = caught.value
+    assert err.status in (401, 403) and not err.retryable
+    for text in (str(err), err.body, repr(err), repr(adapter(name, fake, key=wrong).build_request(sample_batch(1)))):
+        assert wrong not in text
+    assert fake.delivered(name) == []
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_429_is_retryable_after_the_servers_delay(fake, name):
+    fake.inject("status", status=429, retry_after=7)
+    with pytest.raises(ProviderError) as caught:
+        send(adapter(name, fake), sample_batch(2))
+    assert caught.value.retryable and caught.value.status == 429
+    assert caught.value.retry_after == pytest.approx(7, abs=1.5)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_500_is_retryable(fake, name):
+    fake.inject("status", status=500)
+    with pytest.raises(ProviderError) as caught:
+        send(adapter(name, fake), sample_batch(2))
+    assert caught.value.retryable and caught.value.status == 500 and not isinstance(caught.value, AuthError)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_timeout_is_retryable_and_in_doubt(fake, name):
+    hold = fake.inject("hold")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            send(adapter(name, fake, timeout=0.3), sample_batch(2))
+    finally:
+        hold.release.set()
+    assert caught.value.retryable and caught.value.status is None  # no status: it may have been accepted
+    assert "no answer within" in caught.value.message
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_connection_reset_after_accepting_is_retryable_and_in_doubt(fake, name):
+    fake.inject("drop")
+    with pytest.raises(ProviderError) as caught:
+        send(adapter(name, fake), sample_batch(2))
+    assert caught.value.retryable and caught.value.status is None
+    assert len(fake.delivered(name)) == 2  # the fake did accept: exactly why this must never count as "not sent"
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_200_that_is_not_the_documented_body_is_unknown_never_sent(fake, name):
+    fake.inject("garbage")
+    outcomes = send(adapter(name, fake), sample_batch(2))
+    assert [o.state for o in outcomes] == ["unknown", "unknown"]
+    assert all(o.reason for o in outcomes)
+
+
+def _body(request) -> bytes:
+    prepared = requests.Request(request.method, request.url, headers=dict(request.headers), json=request.json,
+                                data=request.data, files=request.files).prepare()
+    return prepared.body if isinstance(prepared.body, bytes) else (prepared.body or "").encode()
+
+
+def test_every_adapter_is_in_the_contract():
+    from newsletter.providers import ADAPTERS
+    assert sorted(set(ADAPTERS) - {"outbox"}) == sorted(PROVIDERS)
