@@ -1,0 +1,154 @@
+"""``newsletter test`` (proof copies) and ``newsletter reconcile`` (in-doubt recipients)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+import click
+import requests
+from email_validator import EmailNotValidError, validate_email
+
+from ..errors import AuthError, NewsletterError, ProviderError
+from ..ledger import open_ledger
+from ..models import Outcome
+from ..pipeline import build_issue, personalizer, sample_subscriber
+from ..providers import open_provider
+from ..providers.base import Batch, Provider
+from ..reconcile import ReconcileInterrupted, Reconciliation, reconcile_issue
+from ..sendrun import LeaseKeeper
+from ..slots import SlotTemplate
+from . import App, cli, pass_app
+from .send import _signing_secret
+
+MAX_PROOFS = 50
+PROOF_ATTEMPTS = 3  # a proof is worth a short retry on 429/5xx, not a long wait
+
+
+def _address(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(values) > MAX_PROOFS:
+        raise click.BadParameter(f"at most {MAX_PROOFS} proof addresses per run")
+    for value in values:
+        try:
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError as err:
+            raise click.BadParameter(f"{value!r} is not an email address: {err}") from None
+    return values
+
+
+@cli.command("test")
+@click.argument("issue")
+@click.option("--to", "recipients", multiple=True, required=True, metavar="ADDR", callback=_address,
+              help="Send a proof copy to ADDR (repeat for more addresses).")
+@click.option("--as", "as_email", metavar="EMAIL",
+              help="Personalise the proof for this subscriber [default: the first subscribed one].")
+@pass_app
+def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: str | None) -> None:
+    """Send proof copies of ISSUE through the configured provider.
+
+    The subject is prefixed with [TEST]; proofs are never recorded in the
+    delivery ledger, so the real send still goes to everybody.
+    """
+    settings = app.settings()
+    built = build_issue(settings, issue)
+    subscriber = sample_subscriber(built, as_email)
+    personal = personalizer(settings, built.compiled)  # preview-signed links: a proof cannot unsubscribe anyone
+    message, values = personal.message_with_values(subscriber)
+    proofs = [dataclasses.replace(message, to=address, to_name="", subject=f"[TEST] {message.subject}")
+              for address in recipients]
+    compiled = built.compiled
+    subject = compiled.subject
+    template = {"subject": SlotTemplate(("[TEST] " + subject.parts[0],) + subject.parts[1:], subject.slot_ids),
+                "html": compiled.html, "text": compiled.text}
+    provider = open_provider(settings)
+    mode = " in test mode (accepted, not delivered)" if settings.provider.test_mode else ""
+    app.info(f"Sending {len(proofs)} proof(s) of {built.issue.id} personalised for {subscriber.email} "
+             f"through {provider.name}{mode}")
+    outcomes: list[Outcome] = []
+    try:
+        with requests.Session() as session:
+            for group in provider.cut_batches(proofs):
+                batch = Batch(built.issue.id, f"proof-{uuid.uuid4().hex[:12]}", tuple(group),
+                              tuple([values] * len(group)), template)
+                outcomes += _send_proof(app, provider, batch, session)
+    finally:
+        provider.close()
+    for outcome in outcomes:
+        detail = f" ({outcome.provider_id})" if outcome.provider_id else ""
+        app.info(f"  {outcome.email}: {outcome.state}{detail}{': ' + outcome.reason if outcome.reason else ''}")
+    bad = [o for o in outcomes if o.state != "sent"]
+    if bad:
+        raise NewsletterError(f"{len(bad)} of {len(outcomes)} proof(s) were not accepted: "
+                              + "; ".join(f"{o.email} {o.state}" for o in bad),
+                              hint="the lines above say why; nothing was recorded in the ledger")
+
+
+def _send_proof(app: App, provider: Provider, batch: Batch, session: requests.Session) -> list[Outcome]:
+    """Send one batch of proofs, with a short retry on 429/5xx and for addresses refused with another one."""
+    done: list[Outcome] = []
+    for attempt in range(1, PROOF_ATTEMPTS + 1):
+        try:
+            outcomes = provider.send_batch(batch, session)
+        except AuthError:
+            raise
+        except ProviderError as err:
+            if not err.retryable or err.status is None or attempt == PROOF_ATTEMPTS:
+                raise  # no status: it may have arrived, and a proof is not worth a duplicate
+            wait = min(err.retry_after if err.retry_after is not None else 2.0 ** attempt, 30.0)
+            app.warn(f"{err.message}; trying again in {wait:.0f} s")
+            time.sleep(wait)
+            continue
+        done += [o for o in outcomes if o.state != "retry"]
+        again = {o.email for o in outcomes if o.state == "retry"}
+        if not again or attempt == PROOF_ATTEMPTS:
+            return done + [o for o in outcomes if o.state == "retry"]
+        kept = [n for n, m in enumerate(batch.messages) if m.to in again]
+        batch = dataclasses.replace(batch, messages=tuple(batch.messages[n] for n in kept),
+                                    slot_values=tuple(batch.slot_values[n] for n in kept))
+    return done
+
+
+@cli.command()
+@click.argument("issue")
+@pass_app
+def reconcile(app: App, issue: str) -> None:
+    """Ask the provider what happened to ISSUE's recipients marked unknown.
+
+    Recipients the provider holds become sent; those it provably never
+    accepted go back to pending (the next `newsletter send` sends them);
+    the rest stay unknown. Exit 0 when nothing is left in doubt, 3 otherwise.
+    """
+    settings = app.settings()
+    built = build_issue(settings, issue)
+    provider = open_provider(settings)
+    secret = _signing_secret(app, settings, provider)  # the very links of the original send (Resend replays it)
+    personal = personalizer(settings, built.compiled, secret=secret)
+    try:
+        with open_ledger(settings) as ledger, LeaseKeeper(ledger, built.issue.id):
+            try:
+                report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personal)
+            except ReconcileInterrupted as err:
+                _say(app, err.report)
+                raise
+    finally:
+        provider.close()
+    _say(app, report)
+    if report.still_unknown:
+        raise click.exceptions.Exit(3)
+
+
+def _say(app: App, report: Reconciliation) -> None:
+    if not report.in_doubt:
+        app.info(f"{report.issue_id}: nobody is in doubt; nothing to reconcile.")
+        return
+    app.info(f"{report.issue_id}: {report.in_doubt} recipient(s) in doubt in {report.batches} batch(es).")
+    if report.cannot_answer:
+        app.info(f"{report.provider} cannot tell: {report.cannot_answer}.")
+    resolved = report.resolved
+    app.info(f"Resolved: {resolved['sent']} sent, {resolved['retry']} back to pending, {resolved['failed']} failed; "
+             f"{report.still_unknown} still unknown.")
+    for reason in report.reasons:
+        app.info(f"  {reason}")
+    if resolved["retry"]:
+        app.info(f"Run `newsletter send {report.issue_id}` to send the {resolved['retry']} pending recipient(s).")

@@ -1,0 +1,136 @@
+"""Reconciliation: ask the provider what happened to the batches the ledger marks ``unknown``.
+
+A batch becomes ``unknown`` when a run died (or the connection broke) after the
+provider may have accepted it: sending again could give people two copies,
+not sending could skip them. The provider's own records decide instead::
+
+    unknown rows ──group by batch id──> Batch (same issue, same batch id)
+        └── provider.reconcile(batch, age=...) ──> per recipient:
+              sent     the provider holds it (with its message id)   -> ledger: sent
+              retry    provably never accepted                       -> ledger: pending (next `send` sends it)
+              failed   the provider refused it                        -> ledger: failed
+              unknown  cannot tell (yet)                              -> stays unknown
+
+Postmark is asked through its message search (tag = issue, metadata = batch),
+Mailgun through its events API (accepted events tagged with the batch), and
+Resend by replaying the batch with its original idempotency key, which answers
+with the original ids and sends nothing twice. SendGrid (without the paid
+Email Activity API) and the outbox cannot answer; the report says so plainly.
+
+Absence from a provider's logs proves "not accepted" only once the logs have
+caught up and while they still hold the batch; each adapter knows its own
+window and answers ``unknown`` outside it. The age of a batch is taken from
+the ledger's ``updated_at`` of its rows (when they were marked unknown), which
+is never earlier than the send itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import requests
+
+from .errors import ProviderError
+from .ledger import DeliveryRow, Ledger, address_key
+from .models import Subscriber
+from .personalize import Personalizer
+from .providers.base import Batch, Provider
+
+
+@dataclass
+class Reconciliation:
+    """What ``newsletter reconcile`` found for one issue."""
+
+    issue_id: str
+    provider: str
+    in_doubt: int = 0
+    batches: int = 0
+    resolved: Counter = field(default_factory=Counter)  # outcome state -> recipients
+    cannot_answer: str = ""  # why the provider cannot be asked ("" = it was asked)
+    reasons: list[str] = field(default_factory=list)  # why some stay unknown, one line each
+
+    @property
+    def still_unknown(self) -> int:
+        return self.in_doubt - sum(self.resolved[s] for s in ("sent", "retry", "failed"))
+
+
+def can_reconcile(provider: Provider) -> bool:
+    return type(provider).reconcile is not Provider.reconcile
+
+
+def reconcile_issue(issue_id: str, subscribers: list[Subscriber], provider: Provider, ledger: Ledger,
+                    personalizer: Personalizer, *, session: requests.Session | None = None,
+                    now: datetime | None = None) -> Reconciliation:
+    """Ask ``provider`` about every ``unknown`` row of ``issue_id`` and record what it proves, batch by batch."""
+    rows = ledger.rows(issue_id, ("unknown",))
+    report = Reconciliation(issue_id, provider.name, in_doubt=len(rows))
+    batches = _by_batch(rows)
+    report.batches = len(batches)
+    if not rows:
+        return report
+    if not can_reconcile(provider):
+        report.cannot_answer = provider.reconcile_note
+        return report
+    by_key = {address_key(s.email): s for s in subscribers}
+    now = now or datetime.now(timezone.utc)
+    own_session = session is None
+    session = session or requests.Session()
+    try:
+        for batch_id, batch_rows in batches.items():
+            batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer)
+            outcomes = provider.reconcile(batch, session, age=_age(batch_rows, now)) or []
+            decided = [o for o in outcomes if o.state in ("sent", "retry", "failed")]
+            ledger.resolve(issue_id, decided)  # one transaction per batch: progress survives a later error
+            report.resolved.update(o.state for o in decided)
+            report.reasons.extend(sorted({o.reason for o in outcomes if o.state == "unknown" and o.reason}))
+    except ProviderError as err:
+        report.reasons.append(f"stopped: {err.message}")
+        raise ReconcileInterrupted(report, err) from err
+    finally:
+        if own_session:
+            session.close()
+    return report
+
+
+class ReconcileInterrupted(ProviderError):
+    """The provider failed mid-way; batches already resolved are recorded (``report``)."""
+
+    def __init__(self, report: Reconciliation, err: ProviderError):
+        self.report = report
+        super().__init__(f"{err.message} (after resolving {sum(report.resolved.values())} recipient(s); "
+                         f"run `newsletter reconcile` again to continue)", status=err.status, body=err.body,
+                         retryable=err.retryable, retry_after=err.retry_after, hint=err.hint)
+
+
+def _by_batch(rows: list[DeliveryRow]) -> dict[str, list[DeliveryRow]]:
+    batches: dict[str, list[DeliveryRow]] = {}
+    for row in rows:
+        batches.setdefault(row.batch_id, []).append(row)
+    return batches
+
+
+def _rebuild(issue_id: str, batch_id: str, rows: list[DeliveryRow], by_key: dict[str, Subscriber],
+             personalizer: Personalizer) -> Batch:
+    """The batch as it was sent (Resend replays it, so it must be the same payload); rows in address order."""
+    messages, values = [], []
+    for row in sorted(rows, key=lambda r: r.email):
+        subscriber = by_key.get(row.email) or Subscriber(email=row.email)  # left the list: the address still counts
+        message, slot_values = personalizer.message_with_values(subscriber)
+        messages.append(message)
+        values.append(slot_values)
+    compiled = personalizer.compiled
+    template = {"subject": compiled.subject, "html": compiled.html, "text": compiled.text}
+    return Batch(issue_id, batch_id, tuple(messages), tuple(values), template)
+
+
+def _age(rows: list[DeliveryRow], now: datetime) -> float | None:
+    """Seconds since the most recent change of these rows: a lower bound of the batch's age."""
+    try:
+        latest = max(datetime.fromisoformat(r.updated_at) for r in rows)
+    except ValueError:
+        return None
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=timezone.utc)
+    return max(0.0, (now - latest).total_seconds())
