@@ -24,6 +24,7 @@ from ..lint import GMAIL_CLIP, SIZE_WARNING, Finding
 from ..models import Subscriber
 from ..personalize import Personalizer
 from ..pipeline import Build, build_issue, lint_build, personalizer, sample_subscriber
+from ..render import templates_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,32 @@ class CompileError:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What a compile reads: the issue, the config, the subscriber list, the templates folder."""
+
+    files: frozenset[Path]
+    templates: Path | None
+
+    def fingerprint(self) -> tuple:
+        """Size and mtime of every input, to notice a save the watcher was not yet listening for."""
+        paths = sorted(self.files | set(self.templates.rglob("*") if self.templates else ()))
+        return tuple((str(p), *_stat(p)) for p in paths)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_mtime_ns, info.st_size)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One compile of the issue, good or failed."""
 
     version: int
+    fingerprint: tuple = ()  # of the inputs, taken just before compiling
     settings: Settings | None = None
     build: Build | None = None
     personalizer: Personalizer | None = None
@@ -81,6 +104,16 @@ class LiveIssue:
         self._changed = threading.Condition()
         self.closed = False
 
+    def inputs(self) -> Inputs:
+        files = {Path(self.issue_path).resolve()}
+        templates = None
+        if self.settings is not None:
+            if self.settings.path is not None:
+                files.add(self.settings.path.resolve())
+            files.add(self.settings.workspace_path(self.settings.subscribers.file).resolve())
+            templates = templates_dir(self.settings).resolve()
+        return Inputs(frozenset(files), templates)
+
     @property
     def tag(self) -> str:
         return f"{self.boot}-{self.snapshot.version}"
@@ -89,17 +122,18 @@ class LiveIssue:
         """Reload the settings and compile the issue again; never raises for a bad file."""
         started = time.perf_counter()
         version = self.snapshot.version + 1
+        fingerprint = self.inputs().fingerprint()
         try:
             self.settings = self._load_settings()
             build = build_issue(self.settings, self.issue_path)
             person = personalizer(self.settings, build.compiled)
             message = person.message(sample_subscriber(build, self.default_email))
             findings = tuple(lint_build(self.settings, build, message))
-            snapshot = Snapshot(version, self.settings, build, person, findings)
+            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings)
         except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
             if not isinstance(err, NewsletterError):
                 log.exception("preview compile failed")
-            snapshot = Snapshot(version, self.settings, error=CompileError.from_exception(err))
+            snapshot = Snapshot(version, fingerprint, self.settings, error=CompileError.from_exception(err))
         snapshot = dataclasses.replace(snapshot, took_ms=(time.perf_counter() - started) * 1000)
         with self._changed:
             self.snapshot = snapshot
