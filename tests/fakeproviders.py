@@ -60,7 +60,8 @@ class Fault:
     kind: str  # status | drop | hold | garbage
     status: int = 500
     retry_after: float | None = None
-    release: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)  # ``hold``: answer (by dropping) when set
+    reached: threading.Event = field(default_factory=threading.Event)  # set when the fault fires
 
 
 class FakeProviders:
@@ -74,7 +75,7 @@ class FakeProviders:
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self.on_accept = None  # callback(fake, batch_records) after a batch is recorded
-        self._faults: list[Fault] = []
+        self._faults: list[Fault | None] = []  # None: a healthy call
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
         self._in_progress: set[str] = set()
         self._pages: dict[str, dict] = {}  # Mailgun events paging tokens
@@ -96,7 +97,8 @@ class FakeProviders:
     def stop(self) -> None:
         with self._lock:
             for fault in self._faults:
-                fault.release.set()
+                if fault:
+                    fault.release.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -113,17 +115,21 @@ class FakeProviders:
         return f"http://{host}:{port}"
 
     # -- fault injection and assertions --------------------------------------------------
-    def inject(self, kind: str, *, status: int = 500, retry_after: float | None = None, times: int = 1) -> Fault:
-        """Queue a fault for the next ``times`` send calls; returns it (``hold`` faults: ``.release.set()``)."""
+    def inject(self, kind: str, *, status: int = 500, retry_after: float | None = None, times: int = 1,
+               after: int = 0) -> Fault:
+        """Queue a fault for ``times`` send calls, ``after`` healthy ones; returns it (``hold``: ``.release.set()``)."""
         fault = Fault(kind, status, retry_after)
         with self._lock:
-            self._faults.extend([fault] * times)
+            self._faults.extend([None] * after + [fault] * times)
         return fault
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self.send_calls += 1
-            return self._faults.pop(0) if self._faults else None
+            fault = self._faults.pop(0) if self._faults else None
+        if fault:
+            fault.reached.set()
+        return fault
 
     def delivered(self, provider: str | None = None) -> list[Accepted]:
         with self._lock:

@@ -1,0 +1,205 @@
+"""End to end: the real CLI against the local fake providers, through real sockets.
+
+``newsletter send`` runs as a subprocess (so it can be SIGKILLed mid-batch),
+``newsletter test`` and ``newsletter reconcile`` through the CLI runner. The fake
+records every message it accepted as its recipient would see it, which is what
+"zero duplicates, zero skipped" is checked against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fakeproviders import FakeProviders
+from newsletter import config
+from newsletter.ledger import open_ledger
+from newsletter.pipeline import build_issue, personalizer
+from newsletter.providers import open_provider
+from newsletter.reconcile import reconcile_issue
+
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
+KEY = "e2e-key-Zq81"
+SECRET = "e2e-signing-secret"
+ISSUE = "2026-11-30-weekly"
+NEWSLETTER = str(Path(sys.executable).with_name("newsletter"))
+
+
+@pytest.fixture
+def fake():
+    with FakeProviders(api_key=KEY) as server:
+        yield server
+
+
+def provider_env(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
+    return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
+            "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_SECRET": SECRET,
+            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **extra}
+
+
+def write_list(workspace: Path, count: int) -> list[str]:
+    addresses = [f"reader{n:03d}@example.com" for n in range(count)]
+    rows = ["email,name"] + [f"{a},Reader {n:03d}" for n, a in enumerate(addresses)]
+    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return addresses
+
+
+def newsletter(workspace: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    return subprocess.Popen([NEWSLETTER, *args], cwd=workspace, env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def ledger_counts(workspace: Path, env: dict[str, str]) -> dict:
+    code, out, err = finish(newsletter(workspace, env, "status", ISSUE, "--json"))
+    assert code == 0, err
+    return json.loads(out)
+
+
+# -- newsletter send, through each provider -------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_send_delivers_each_subscriber_once_personalised(workspace, fake, name):
+    addresses = write_list(workspace, 12)
+    env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="5")
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert code == 0, err
+    delivered = fake.delivered(name)
+    assert sorted(a.to for a in delivered) == addresses and fake.duplicates() == {}
+    assert fake.send_calls == 3  # 5 + 5 + 2
+    for message in delivered:
+        number = message.to[6:9]
+        assert f"Hi Reader {number}," in message.text and f"Hi Reader {number}," in message.html
+    assert ledger_counts(workspace, env)["sent"] == 12
+    assert KEY not in out + err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(workspace, fake, name):
+    addresses = write_list(workspace, 10)
+    env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="1")
+    held = fake.inject("hold", after=2)  # the third batch is accepted, then the answer never comes
+    first = newsletter(workspace, env, "send", ISSUE, "--yes")
+    try:
+        assert held.reached.wait(30), "the sender never reached the third batch"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        held.release.set()
+        if first.poll() is None:
+            first.kill()
+    first.communicate()
+    in_doubt = {a.to for a in fake.delivered(name)} - set(addresses[:4])
+    assert len(in_doubt) == 2  # the killed batch was accepted by the provider
+
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert fake.duplicates() == {}, "somebody got two copies"
+    assert sorted(a.to for a in fake.delivered(name)) == addresses, "somebody was skipped"
+    counts = ledger_counts(workspace, env)
+    if name == "resend":  # the same idempotency key: Resend answers the original ids, sends nothing twice
+        assert code == 0, err
+        assert counts["sent"] == 10 and counts["unknown"] == 0
+        return
+    assert code == 3, err  # done, but some recipients are in doubt
+    assert counts["sent"] == 8 and counts["unknown"] == 2
+
+    result = finish(newsletter(workspace, env, "reconcile", ISSUE))
+    after = ledger_counts(workspace, env)
+    if name == "sendgrid":
+        assert result[0] == 3 and "Email Activity API" in result[1]
+        assert after["unknown"] == 2
+    else:  # Postmark's message search / Mailgun's events find the accepted batch
+        assert result[0] == 0, result[2]
+        assert after["sent"] == 10 and after["unknown"] == 0
+    assert fake.duplicates() == {}
+
+
+# -- newsletter reconcile: what a provider proves was never accepted goes back to pending -----------
+@pytest.mark.parametrize("name, age", [("postmark", timedelta(minutes=5)), ("mailgun", timedelta(hours=2))])
+def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, name, age, monkeypatch):
+    addresses = write_list(workspace, 4)
+    env = provider_env(name, fake)
+    settings = config.load(workspace / "newsletter.toml", env)
+    built = build_issue(settings, ISSUE)
+    with open_ledger(settings) as ledger:
+        ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=addresses)
+        ledger.acquire_lease(ISSUE, "me", stale_after=60)
+        assert ledger.claim(ISSUE, "lostbatch", addresses[:2], "me")
+        ledger.mark_unknown(ISSUE, ["lostbatch"], "test: the answer never came")
+        provider = open_provider(settings)
+        personal = personalizer(settings, built.compiled, secret=SECRET.encode())
+        too_soon = reconcile_issue(ISSUE, built.subscribers, provider, ledger, personal)
+        assert too_soon.still_unknown == 2 and too_soon.reasons  # absence proves nothing yet
+        later = datetime.now(timezone.utc) + age
+        report = reconcile_issue(ISSUE, built.subscribers, provider, ledger, personal, now=later)
+        assert report.resolved["retry"] == 2 and report.still_unknown == 0
+        assert {r.email for r in ledger.rows(ISSUE, ("pending",))} == set(addresses)
+
+
+def test_reconcile_with_nothing_in_doubt_says_so(run, fake):
+    result = run("reconcile", ISSUE, env=provider_env("postmark", fake))
+    assert result.exit_code == 0 and "nothing to reconcile" in result.output
+
+
+# -- newsletter test: proofs ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_proofs_are_prefixed_personalised_and_never_in_the_ledger(run, workspace, fake, name):
+    result = run("test", ISSUE, "--to", "editor@example.com", "--to", "Proof.Reader@example.org",
+                 env=provider_env(name, fake))
+    assert result.exit_code == 0, result.output
+    delivered = fake.delivered(name)
+    assert sorted(a.to for a in delivered) == ["Proof.Reader@example.org", "editor@example.com"]
+    for message in delivered:
+        assert message.subject.startswith("[TEST] Field Notes #48")
+        assert "Hi Ada Lovelace," in message.text  # the first subscribed subscriber
+    assert not (workspace / ".newsletter" / "ledger.sqlite3").exists()
+    assert "editor@example.com: sent" in result.output
+
+
+def test_proof_as_a_named_subscriber(run, fake):
+    result = run("test", ISSUE, "--to", "editor@example.com", "--as", "grace@example.org",
+                 env=provider_env("mailgun", fake))
+    assert result.exit_code == 0, result.output
+    [message] = fake.delivered("mailgun")
+    assert "Hi Grace Hopper," in message.html and message.subject.startswith("[TEST] ")
+
+
+def test_proof_to_a_bad_address_is_refused_before_sending(run, fake):
+    result = run("test", ISSUE, "--to", "editor@example.com", "--to", "not an address",
+                 env=provider_env("postmark", fake))
+    assert result.exit_code == 2 and "'not an address' is not an email address" in result.output
+    assert fake.send_calls == 0
+
+
+def test_proof_with_a_wrong_key_says_so_without_the_key(run, fake):
+    env = provider_env("sendgrid", fake, NEWSLETTER_API_KEY="wrong-Secret-987")
+    result = run("test", ISSUE, "--to", "editor@example.com", env=env)
+    assert result.exit_code == 1 and "sendgrid refused the API key (HTTP 401)" in result.stderr
+    assert "wrong-Secret-987" not in result.output + result.stderr and fake.delivered() == []
+
+
+def test_proof_in_postmark_test_mode_uses_the_test_token(run, fake):
+    result = run("test", ISSUE, "--to", "editor@example.com",
+                 env=provider_env("postmark", fake, NEWSLETTER_PROVIDER_TEST_MODE="true"))
+    assert result.exit_code == 0 and "test mode" in result.output
+    assert fake.delivered() == [] and [a.test for a in fake.accepted] == [True]
+
+
+def test_proof_retries_a_429_then_succeeds(run, fake):
+    fake.inject("status", status=429, retry_after=0)
+    result = run("test", ISSUE, "--to", "editor@example.com", env=provider_env("resend", fake))
+    assert result.exit_code == 0, result.output
+    assert fake.send_calls == 2 and len(fake.delivered("resend")) == 1
