@@ -138,7 +138,8 @@
     amount.textContent = kb(size.bytes);
     const share = Math.round((size.bytes / size.clip) * 100);
     const verdict = clipped ? " Gmail will clip this email." : close ? " Close to the clip." : "";
-    $("size").replaceChildren(amount, ` of HTML, ${share}% of Gmail's ~${Math.round(size.clip / 1024)} KB clip.${verdict}`);
+    $("size").replaceChildren(amount, ` of HTML, ${share}% of Gmail's ~${kb(size.clip)} clip.${verdict}`);
+    $("size-legend").textContent = `Marks: lint warns from ${kb(size.warning)}; Gmail clips at ${kb(size.clip)}.`;
   }
 
   function renderLint(findings) {
