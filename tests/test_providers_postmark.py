@@ -1,0 +1,138 @@
+"""Postmark adapter: the exact request, and its answers as documented (tests/fixtures/postmark/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from fakeproviders import sample_batch
+from newsletter import config
+from newsletter.errors import AuthError, ConfigError, ProviderError
+from newsletter.providers.postmark import PostmarkProvider
+
+FIXTURES = Path(__file__).parent / "fixtures" / "postmark"
+KEY = "pm-server-token-123"
+URL = "https://api.postmarkapp.com/email/batch"
+
+
+def fixture(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def postmark(**provider) -> PostmarkProvider:
+    flags = {"provider.name": "postmark", **{f"provider.{k}": v for k, v in provider.items()}}
+    return PostmarkProvider(config.resolve({}, {}, flags, source=None), KEY)
+
+
+def receivers(count: int):
+    return sample_batch(addresses=[f"receiver{n}@example.com" for n in range(1, count + 1)])
+
+
+def send(provider, batch):
+    with requests.Session() as session:
+        return provider.send_batch(batch, session)
+
+
+@responses.activate
+def test_the_request_is_postmarks_batch_array_on_the_broadcast_stream():
+    responses.add(responses.POST, URL, json=fixture("batch-200.json"))
+    batch = receivers(2)
+    send(postmark(), batch)
+    request = responses.calls[0].request
+    assert request.headers["X-Postmark-Server-Token"] == KEY
+    assert request.headers["Accept"] == "application/json"
+    first = batch.messages[0]
+    body = json.loads(request.body)
+    assert body[0] == {
+        "From": "Field Notes <notes@example.com>", "To": "receiver1@example.com", "Subject": first.subject,
+        "HtmlBody": first.html, "TextBody": first.text, "MessageStream": "broadcast",
+        "Tag": "2026-11-30-weekly", "Metadata": {"issue": "2026-11-30-weekly", "batch": "b0001"},
+        "Headers": [],  # the broadcast stream adds List-Unsubscribe itself
+        "TrackOpens": False, "TrackLinks": "None", "ReplyTo": "editor@example.com",
+    }
+    assert [m["To"] for m in body] == ["receiver1@example.com", "receiver2@example.com"]
+
+
+@responses.activate
+def test_another_stream_carries_our_list_unsubscribe_and_tracking_and_test_token():
+    responses.add(responses.POST, URL, json=fixture("batch-200.json"))
+    send(postmark(message_stream="newsletters", track_opens=True, track_clicks=True, test_mode=True), receivers(2))
+    request = responses.calls[0].request
+    assert request.headers["X-Postmark-Server-Token"] == "POSTMARK_API_TEST"
+    item = json.loads(request.body)[0]
+    assert item["MessageStream"] == "newsletters" and item["TrackOpens"] is True
+    assert item["TrackLinks"] == "HtmlAndText"
+    assert item["Headers"] == [{"Name": "List-Unsubscribe", "Value": "<https://example.com/unsubscribe?t=token0>, "
+                                "<mailto:unsubscribe@example.com?subject=unsubscribe>"},
+                               {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"}]
+
+
+@responses.activate
+def test_api_base_overrides_the_origin():
+    responses.add(responses.POST, "http://127.0.0.1:9/email/batch", json=fixture("batch-200.json"))
+    assert [o.state for o in send(postmark(api_base="http://127.0.0.1:9/"), receivers(2))] == ["sent", "sent"]
+
+
+@responses.activate
+def test_documented_success_maps_each_message_id():
+    responses.add(responses.POST, URL, json=fixture("batch-200.json"))
+    outcomes = send(postmark(), receivers(2))
+    assert [(o.state, o.provider_id) for o in outcomes] == [
+        ("sent", "b7bc2f4a-e38e-4336-af7d-e6c392c2f817"), ("sent", "e2ecbbfc-fe12-463d-b933-9fe22915106d")]
+
+
+@responses.activate
+def test_error_codes_inside_a_200_are_per_recipient_failures():
+    responses.add(responses.POST, URL, json=fixture("batch-partial.json"))
+    outcomes = send(postmark(), receivers(4))
+    assert [o.state for o in outcomes] == ["sent", "failed", "failed", "sent"]
+    inactive, invalid = outcomes[1], outcomes[2]
+    assert inactive.suppress and "406" in inactive.reason and "inactive" in inactive.reason
+    assert not invalid.suppress and "Invalid 'To' address" in invalid.reason
+    assert outcomes[3].provider_id == "8f0bc2a5-cb3c-4d1c-8a9e-3d5e1c0b6a11"  # "delivery may be delayed" is sent
+
+
+@responses.activate
+def test_a_200_array_of_the_wrong_length_is_unknown():
+    responses.add(responses.POST, URL, json=fixture("batch-200.json")[:1])
+    assert [o.state for o in send(postmark(), receivers(2))] == ["unknown", "unknown"]
+
+
+@responses.activate
+def test_a_422_for_the_whole_request_is_a_definite_refusal():
+    responses.add(responses.POST, URL, json=fixture("error-422.json"), status=422)
+    with pytest.raises(ProviderError) as caught:
+        send(postmark(), receivers(2))
+    assert not caught.value.retryable and "not a Sender Signature" in caught.value.message
+
+
+@responses.activate
+def test_401_aborts_without_showing_the_token():
+    responses.add(responses.POST, URL, json=fixture("error-401.json"), status=401)
+    with pytest.raises(AuthError) as caught:
+        send(postmark(), receivers(1))
+    assert KEY not in str(caught.value) + caught.value.body
+
+
+def test_a_stream_id_with_odd_characters_is_refused():
+    with pytest.raises(ConfigError, match="not a Postmark stream id"):
+        postmark(message_stream="Broad cast")
+
+
+@responses.activate
+@pytest.mark.parametrize("age, missing", [(300.0, "retry"), (10.0, "unknown"), (50 * 86400.0, "unknown")])
+def test_reconcile_searches_by_tag_and_batch_metadata(age, missing):
+    responses.add(responses.GET, "https://api.postmarkapp.com/messages/outbound",
+                  json=fixture("outbound-search.json"))
+    with requests.Session() as session:
+        outcomes = postmark().reconcile(receivers(2), session, age=age)
+    query = responses.calls[0].request.params
+    assert query == {"count": "500", "offset": "0", "tag": "2026-11-30-weekly", "metadata_batch": "b0001",
+                     "messagestream": "broadcast"}
+    assert responses.calls[0].request.headers["X-Postmark-Server-Token"] == KEY
+    assert (outcomes[0].state, outcomes[0].provider_id) == ("sent", "0ac29aee-e1cd-480d-b08d-4f48548ff48d")
+    assert outcomes[1].state == missing  # absence proves "never accepted" only inside the search window

@@ -1,0 +1,155 @@
+"""SendGrid adapter: one template + substitutions, the exact request, and its documented answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from fakeproviders import sample_batch
+from newsletter import config
+from newsletter.errors import AuthError, ProviderError
+from newsletter.providers.sendgrid import SendGridProvider
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sendgrid"
+KEY = "SG.secret-key-456"
+URL = "https://api.sendgrid.com/v3/mail/send"
+
+
+def fixture(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def sendgrid(**provider) -> SendGridProvider:
+    flags = {"provider.name": "sendgrid", **{f"provider.{k}": v for k, v in provider.items()}}
+    return SendGridProvider(config.resolve({}, {}, flags, source=None), KEY)
+
+
+def send(provider, batch):
+    with requests.Session() as session:
+        return provider.send_batch(batch, session)
+
+
+def accepted():
+    answer = fixture("202-headers.json")
+    responses.add(responses.POST, URL, status=202, body="", headers=answer["headers"])
+
+
+@responses.activate
+def test_the_request_sends_the_template_once_with_substitutions_per_recipient():
+    accepted()
+    batch = sample_batch(2)
+    send(sendgrid(), batch)
+    request = responses.calls[0].request
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    body = json.loads(request.body)
+    assert body["content"] == [
+        {"type": "text/plain", "value": "Hi -zqt0- & co\n\nUnsubscribe: -zqt1-\n"},
+        {"type": "text/html", "value": '<p>Hi -zqh0- &amp; co</p><a href="-zqh1-">Unsubscribe</a>'}]
+    assert body["personalizations"][0] == {
+        "to": [{"email": "reader0@example.com", "name": "Reader 0"}],
+        "subject": 'News for Reader <0> & "friends"',
+        "custom_args": {"issue": "2026-11-30-weekly", "batch": "b0001"},
+        "headers": {"List-Unsubscribe": "<https://example.com/unsubscribe?t=token0>, "
+                                        "<mailto:unsubscribe@example.com?subject=unsubscribe>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        "substitutions": {"-zqh0-": "Reader &lt;0&gt; &amp; &#34;friends&#34;",
+                          "-zqh1-": "https://example.com/unsubscribe?t=token0",
+                          "-zqt0-": 'Reader <0> & "friends"', "-zqt1-": "https://example.com/unsubscribe?t=token0"},
+    }
+    assert body["from"] == {"email": "notes@example.com", "name": "Field Notes"}
+    assert body["reply_to"] == {"email": "editor@example.com"}
+    assert body["categories"] == ["2026-11-30-weekly"]
+    assert body["tracking_settings"] == {"click_tracking": {"enable": False, "enable_text": False},
+                                         "open_tracking": {"enable": False}}
+    assert "mail_settings" not in body
+    # what each recipient receives is exactly their personalised message
+    for person, message in zip(body["personalizations"], batch.messages):
+        html = body["content"][1]["value"]
+        for key, value in person["substitutions"].items():
+            html = html.replace(key, value)
+        assert html == message.html
+
+
+@responses.activate
+def test_202_means_every_recipient_was_accepted_with_the_message_id():
+    accepted()
+    outcomes = send(sendgrid(), sample_batch(3))
+    assert {(o.state, o.provider_id) for o in outcomes} == {("sent", "Nn4KbE0QQBaHpjsOyPR5jg")}
+
+
+@responses.activate
+def test_sandbox_mode_is_requested_and_its_empty_200_counts_as_accepted():
+    responses.add(responses.POST, URL, status=200, body="")
+    outcomes = send(sendgrid(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1))
+    body = json.loads(responses.calls[0].request.body)
+    assert body["mail_settings"] == {"sandbox_mode": {"enable": True}}
+    assert body["tracking_settings"]["open_tracking"] == {"enable": True}
+    assert [o.state for o in outcomes] == ["sent"]
+
+
+@responses.activate
+def test_a_200_outside_sandbox_mode_is_unknown():
+    responses.add(responses.POST, URL, status=200, body="<html>proxy</html>")
+    assert [o.state for o in send(sendgrid(), sample_batch(2))] == ["unknown", "unknown"]
+
+
+@responses.activate
+def test_a_400_naming_one_personalization_fails_it_and_sends_the_others_again():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-invalid-address.json"))
+    outcomes = send(sendgrid(), sample_batch(3))
+    assert [o.state for o in outcomes] == ["retry", "failed", "retry"]
+    assert "Does not contain a valid address." in outcomes[1].reason
+
+
+@responses.activate
+def test_a_400_about_the_sender_is_a_definite_refusal_of_the_batch():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-sender.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(sendgrid(), sample_batch(2))
+    assert not caught.value.retryable and "verified Sender Identity" in caught.value.message
+
+
+@responses.activate
+def test_429_waits_until_x_ratelimit_reset():
+    answer = fixture("429-headers.json")
+    headers = {**answer["headers"], "X-RateLimit-Reset": str(int(time.time()) + 20)}
+    responses.add(responses.POST, URL, status=429, json=answer["body"], headers=headers)
+    with pytest.raises(ProviderError) as caught:
+        send(sendgrid(), sample_batch(1))
+    assert caught.value.retryable and 17 <= caught.value.retry_after <= 21
+
+
+@responses.activate
+def test_401_aborts_without_showing_the_key():
+    responses.add(responses.POST, URL, status=401, json=fixture("401.json"))
+    with pytest.raises(AuthError) as caught:
+        send(sendgrid(), sample_batch(1))
+    assert KEY not in str(caught.value) + caught.value.body
+
+
+def test_merge_values_over_the_substitution_limit_name_the_recipient():
+    batch = sample_batch(1)
+    huge = ("x" * 11_000, batch.slot_values[0][1])
+    with pytest.raises(ProviderError, match="reader0@example.com.*10000-byte"):
+        sendgrid().build_request(type(batch)(batch.issue_id, batch.batch_id, batch.messages, (huge,), batch.template))
+
+
+def test_without_a_template_only_identical_bodies_can_share_a_request():
+    batch = sample_batch(2)
+    bare = type(batch)(batch.issue_id, batch.batch_id, batch.messages)
+    with pytest.raises(ProviderError, match="template"):
+        sendgrid().build_request(bare)
+    same = type(batch)(batch.issue_id, batch.batch_id, (batch.messages[0],) * 2)
+    body = sendgrid().build_request(same).json
+    assert body["content"][1]["value"] == batch.messages[0].html
+    assert "substitutions" not in body["personalizations"][0]
+
+
+def test_sendgrid_says_plainly_that_it_cannot_reconcile():
+    assert sendgrid().reconcile(sample_batch(1), requests.Session(), age=3600) is None
+    assert "Email Activity API" in sendgrid().reconcile_note
