@@ -1,0 +1,154 @@
+"""Mailgun adapter: multipart batch sending with recipient variables, and its documented answers.
+
+Mailgun publishes no OpenAPI file we could use; these follow its documentation
+(messages API, batch sending, events API) as noted in tests/fixtures/mailgun/SOURCES.txt.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from fakeproviders import _multipart, sample_batch
+from newsletter import config
+from newsletter.errors import AuthError, ConfigError, ProviderError
+from newsletter.providers.mailgun import MailgunProvider
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mailgun"
+KEY = "key-mailgun-789"
+URL = "https://api.mailgun.net/v3/mg.example.com/messages"
+EVENTS = "https://api.mailgun.net/v3/mg.example.com/events"
+
+
+def fixture(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def mailgun(**provider) -> MailgunProvider:
+    flags = {"provider.name": "mailgun", "provider.domain": "mg.example.com",
+             **{f"provider.{k}": v for k, v in provider.items()}}
+    return MailgunProvider(config.resolve({}, {}, flags, source=None), KEY)
+
+
+def send(provider, batch):
+    with requests.Session() as session:
+        return provider.send_batch(batch, session)
+
+
+def fields(request) -> dict[str, list[str]]:
+    return _multipart(request.headers["Content-Type"], request.body)
+
+
+@responses.activate
+def test_the_request_is_one_template_with_recipient_variables():
+    responses.add(responses.POST, URL, json=fixture("200.json"))
+    batch = sample_batch(2)
+    send(mailgun(), batch)
+    request = responses.calls[0].request
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
+    sent = fields(request)
+    assert sent["from"] == ["Field Notes <notes@example.com>"]
+    assert sent["to"] == ["Reader 0 <reader0@example.com>", "Reader 1 <reader1@example.com>"]
+    assert sent["subject"] == ["%recipient.subject%"]
+    assert sent["html"] == ['<p>Hi %recipient.h0% &amp; co</p><a href="%recipient.h1%">Unsubscribe</a>']
+    assert sent["text"] == ["Hi %recipient.t0% & co\n\nUnsubscribe: %recipient.t1%\n"]
+    assert sent["o:tag"] == ["2026-11-30-weekly", "2026-11-30-weekly/b0001"]
+    assert sent["o:tracking-opens"] == ["no"] and sent["o:tracking-clicks"] == ["no"] and "o:testmode" not in sent
+    assert sent["v:newsletter-batch"] == ["b0001"] and sent["h:Reply-To"] == ["editor@example.com"]
+    assert sent["h:List-Unsubscribe"] == ["%recipient.hdr0%"]  # differs per recipient
+    assert sent["h:List-Unsubscribe-Post"] == ["List-Unsubscribe=One-Click"]  # the same for all
+    variables = json.loads(sent["recipient-variables"][0])
+    assert variables["reader1@example.com"] == {
+        "h0": "Reader &lt;1&gt; &amp; &#34;friends&#34;", "h1": "https://example.com/unsubscribe?t=token1",
+        "t0": 'Reader <1> & "friends"', "t1": "https://example.com/unsubscribe?t=token1",
+        "subject": 'News for Reader <1> & "friends"',
+        "hdr0": "<https://example.com/unsubscribe?t=token1>, <mailto:unsubscribe@example.com?subject=unsubscribe>"}
+
+
+@responses.activate
+def test_test_mode_and_tracking_switches():
+    responses.add(responses.POST, URL, json=fixture("200.json"))
+    send(mailgun(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1))
+    sent = fields(responses.calls[0].request)
+    assert sent["o:testmode"] == ["yes"] and sent["o:tracking-opens"] == ["yes"]
+    assert sent["o:tracking-clicks"] == ["yes"]
+
+
+@responses.activate
+def test_the_documented_200_gives_every_recipient_the_calls_id():
+    responses.add(responses.POST, URL, json=fixture("200.json"))
+    outcomes = send(mailgun(), sample_batch(3))
+    assert {(o.state, o.provider_id) for o in outcomes} == {("sent", "<20160306015544.116301.25145@mg.example.com>")}
+
+
+@responses.activate
+def test_a_200_that_is_the_magnificent_api_page_is_unknown():
+    responses.add(responses.POST, URL, body=(FIXTURES / "magnificent.html").read_text(), status=200)
+    assert [o.state for o in send(mailgun(), sample_batch(2))] == ["unknown", "unknown"]
+
+
+@responses.activate
+def test_a_malformed_address_fails_alone_and_the_others_go_again():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-invalid-to.json"))
+    outcomes = send(mailgun(), sample_batch(addresses=["a@example.com", "b@example", "c@example.com"]))
+    assert [o.state for o in outcomes] == ["retry", "failed", "retry"]
+    assert "'to' parameter is not a valid address" in outcomes[1].reason
+
+
+@responses.activate
+def test_an_unknown_domain_says_where_to_look():
+    responses.add(responses.POST, URL, status=404, json=fixture("404-domain.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(mailgun(), sample_batch(1))
+    assert "Domain not found" in caught.value.message and "api.eu.mailgun.net" in caught.value.hint
+
+
+@responses.activate
+def test_401_aborts_without_showing_the_key():
+    responses.add(responses.POST, URL, status=401, body="Forbidden")
+    with pytest.raises(AuthError) as caught:
+        send(mailgun(), sample_batch(1))
+    assert KEY not in str(caught.value) and base64.b64encode(f"api:{KEY}".encode()).decode() not in str(caught.value)
+
+
+@pytest.mark.parametrize("domain", ["", "example.com/v3"])
+def test_the_sending_domain_is_required(domain):
+    with pytest.raises(ConfigError, match="domain"):
+        mailgun(domain=domain)
+
+
+def test_options_over_16_kb_are_refused_before_sending():
+    batch = sample_batch(1)
+    big = type(batch.messages[0])(**{**batch.messages[0].__dict__, "headers": {"X-Big": "y" * 17_000}})
+    with pytest.raises(ProviderError, match="16 kB"):
+        mailgun().build_request(type(batch)(batch.issue_id, batch.batch_id, (big,), batch.slot_values, batch.template))
+
+
+@responses.activate
+@pytest.mark.parametrize("age, missing", [(7200.0, "retry"), (60.0, "unknown")])
+def test_reconcile_reads_accepted_events_tagged_with_the_batch(age, missing):
+    responses.add(responses.GET, EVENTS, json=fixture("events-accepted.json"))
+    responses.add(responses.GET, fixture("events-accepted.json")["paging"]["next"],
+                  json={"items": [], "paging": {}})
+    with requests.Session() as session:
+        outcomes = mailgun().reconcile(sample_batch(addresses=["receiver1@example.com", "receiver2@example.com"]),
+                                       session, age=age)
+    query = responses.calls[0].request.params
+    assert {k: query[k] for k in ("event", "tags", "limit", "ascending")} == {
+        "event": "accepted", "tags": "2026-11-30-weekly/b0001", "limit": "300", "ascending": "yes"}
+    assert len(responses.calls) == 2  # followed paging.next until an empty page
+    assert (outcomes[0].state, outcomes[0].provider_id) == ("sent", "20130822232216.13966.79700@mg.example.com")
+    assert outcomes[1].state == missing
+
+
+@responses.activate
+def test_reconcile_never_follows_paging_to_another_host():
+    responses.add(responses.GET, "http://127.0.0.1:9/v3/mg.example.com/events", json=fixture("events-accepted.json"))
+    with requests.Session() as session, pytest.raises(ProviderError, match="another host"):
+        mailgun(api_base="http://127.0.0.1:9").reconcile(sample_batch(1), session, age=7200.0)
+    assert len(responses.calls) == 1
