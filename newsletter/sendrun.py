@@ -258,11 +258,18 @@ class SendRun:
             for work in in_doubt:
                 dispatcher.submit(work)
             complete = self._feed(dispatcher)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let batches in flight finish and be recorded
+            dispatcher.abort("interrupted")
+            return dispatcher.finish()
         except BaseException as err:
-            dispatcher.abort("interrupted" if isinstance(err, KeyboardInterrupt) else str(err))
+            dispatcher.abort(str(err))
             dispatcher.finish()
             raise
-        totals = dispatcher.finish()
+        try:
+            totals = dispatcher.finish()
+        except KeyboardInterrupt:
+            dispatcher.abort("interrupted")
+            return dispatcher.finish()
         if complete and not totals.aborted:
             gone = [(key, "no longer in the subscriber list") for key in self.ledger.pending_keys(self.issue_id)
                     if key not in totals.exhausted]
