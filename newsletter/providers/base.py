@@ -54,9 +54,10 @@ class Request:
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # carries the API key: never in reprs
-    json: Any = None
-    data: Any = None
-    files: Any = None
+    # Bodies hold every recipient's address and message: kept out of reprs (logs, tracebacks) too.
+    json: Any = field(default=None, repr=False)
+    data: Any = field(default=None, repr=False)
+    files: Any = field(default=None, repr=False)
 
 
 class Provider:
