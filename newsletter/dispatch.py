@@ -118,7 +118,8 @@ class Dispatcher:
         self.on_batch = on_batch
         self.template = template  # the compiled subject/html/text, for adapters that substitute server-side
         self.totals = RunTotals()
-        self._max_queued = max_queued or 2 * self.concurrency  # back-pressure keeps memory flat
+        # Back-pressure: a batch holds up to hundreds of personalised bodies, so keep few waiting.
+        self._max_queued = max_queued or max(1, self.concurrency // 2)
         self._ready: deque[Work] = deque()
         self._delayed: list[tuple[float, int, Work]] = []  # (due, tiebreak, work) heap
         self._order = itertools.count()

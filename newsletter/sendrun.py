@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterator
@@ -279,11 +280,11 @@ class SendRun:
     def _feed(self, dispatcher: Dispatcher) -> bool:
         """Stream the list into the send loop; True when every subscriber was looked at."""
         limit, queued = self.options.limit, 0
-        for chunk in _chunks(iter_list(self.list_path), _CHUNK):
+        for chunk in _chunks(iter_list(self.list_path), max(_CHUNK, self.provider.batch_size)):
             if dispatcher.aborted:
                 return False
             found = self.ledger.lookup(self.issue_id, [s.email for s in chunk])
-            messages, values, skips = [], [], []
+            ready, skips = [], []
             for subscriber in chunk:
                 key = address_key(subscriber.email)
                 state = found.get(key)
@@ -294,16 +295,27 @@ class SendRun:
                 if reason:
                     skips.append((subscriber.email, reason))
                 elif limit is None or queued < limit:
-                    message, slot_values = self.personalizer.message_with_values(subscriber)
-                    messages.append(message)
-                    values.append(slot_values)
+                    ready.append(subscriber)
                     queued += 1
             self.ledger.skip(self.issue_id, skips)
-            start = 0
-            for group in self.provider.cut_batches(messages):
-                if not dispatcher.submit(Work(group, values[start:start + len(group)])):
-                    return False
-                start += len(group)
+            if not self._submit(dispatcher, ready):
+                return False
             if limit is not None and queued >= limit:
+                return False
+        return True
+
+    def _submit(self, dispatcher: Dispatcher, subscribers: list[Subscriber]) -> bool:
+        """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long."""
+        values: deque = deque()
+
+        def messages():
+            for subscriber in subscribers:
+                message, slot_values = self.personalizer.message_with_values(subscriber)
+                values.append(slot_values)
+                yield message
+
+        for group in self.provider.cut_batches(messages()):
+            # cut_batches may have personalised one message past this group; its values stay queued.
+            if not dispatcher.submit(Work(group, [values.popleft() for _ in group])):
                 return False
         return True

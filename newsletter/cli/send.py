@@ -110,8 +110,12 @@ def _confirm(summary: Summary, *, yes: bool, allow_changed: bool) -> None:
         _ask(f"Send {summary.sending_now} email(s) now?")
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _ask(question: str) -> None:
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not _interactive():
         raise NewsletterError("not sending without confirmation, and there is no terminal to ask on",
                               hint="pass --yes to send from scripts and cron (or --dry-run to look first)")
     if not click.confirm(question, default=False):

@@ -179,16 +179,23 @@ class SQLiteLedger(Ledger):
             return self._insert_pending(db, issue_id, emails)
 
     def _insert_pending(self, db: sqlite3.Connection, issue_id: str, emails: Iterable[str]) -> int:
-        now = _now()
-        before = db.total_changes
+        # Stage the addresses in a temporary table, then one INSERT ... SELECT leaves out the
+        # suppressed ones and those erased earlier (kept as a hash), in SQL rather than per row.
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_input (email TEXT PRIMARY KEY, erased TEXT)")
+        db.execute("DELETE FROM plan_input")
+        has_erased = db.execute("SELECT 1 FROM deliveries WHERE issue_id = ? AND email >= 'sha256:' "
+                                "AND email < 'sha256;' LIMIT 1", (issue_id,)).fetchone()
         for chunk in _chunks(emails, 5000):
-            # Suppressed addresses and addresses erased earlier (kept as a hash) never enter a plan.
-            db.executemany(
-                "INSERT OR IGNORE INTO deliveries (issue_id, email, state, updated_at) "
-                "SELECT ?1, ?2, 'pending', ?3 WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE email = ?2) "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries WHERE issue_id = ?1 AND email = ?4)",
-                [(issue_id, address_key(e), now, erased_key(e)) for e in chunk])
+            db.executemany("INSERT OR IGNORE INTO plan_input VALUES (?, ?)",
+                           [(address_key(e), erased_key(e) if has_erased else "") for e in chunk])
+        before = db.total_changes
+        db.execute("INSERT OR IGNORE INTO deliveries (issue_id, email, state, updated_at) "
+                   "SELECT ?1, p.email, 'pending', ?2 FROM plan_input p "
+                   "WHERE p.email NOT IN (SELECT email FROM suppressions) "
+                   "AND p.erased NOT IN (SELECT email FROM deliveries WHERE issue_id = ?1)",
+                   (issue_id, _now()))
         added = db.total_changes - before
+        db.execute("DELETE FROM plan_input")
         db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = ?1) "
                    "WHERE issue_id = ?1", (issue_id,))
         return added

@@ -1,0 +1,285 @@
+"""`newsletter send`, `status` and `suppressions` through the CLI, in a copy of the example workspace."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from newsletter.errors import AuthError
+from newsletter.ledger import SQLiteLedger
+from newsletter.models import Outcome
+from newsletter.providers import ADAPTERS
+from newsletter.providers.outbox import OutboxProvider
+
+ISSUE = "2026-11-30-weekly"
+SECRET = {"NEWSLETTER_SECRET": "test-secret"}
+SUBSCRIBED = ["ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com"]
+
+
+def delivered(workspace) -> list[str]:
+    folder = workspace / "outbox" / ISSUE
+    return sorted(p.name.rsplit("--", 1)[0] for p in folder.glob("*.eml")) if folder.exists() else []
+
+
+def status(run) -> dict:
+    result = run("status", ISSUE, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def edit_list(workspace, old: str, new: str) -> None:
+    path = workspace / "subscribers" / "subscribers.csv"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def ledger(workspace) -> SQLiteLedger:
+    return SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3")
+
+
+# -- the happy path and its exits ----------------------------------------------------------
+def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, workspace):
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert "Recipients: 4 (first run: the plan is frozen now)" in result.stdout
+    assert f"{ISSUE}: sent 4 now. Totals: 4 sent, 0 failed, 0 unknown, 0 skipped, 0 pending, of 4 planned." \
+        in result.stdout
+    assert re.search(r"batch [0-9a-f]{16}: 4 sent in [\d.]+ s \[4/4\]", result.stderr)
+    assert delivered(workspace) == SUBSCRIBED  # alan unsubscribed
+    assert status(run) == {"issue": ISSUE, "total": 4, "pending": 0, "sending": 0, "sent": 4, "failed": 0,
+                           "unknown": 0, "skipped": 0}
+    again = run("send", ISSUE, "--yes", env=SECRET)
+    assert again.exit_code == 0 and "sent 0 now" in again.stdout
+    assert delivered(workspace) == SUBSCRIBED  # nobody twice
+
+
+def test_send_json_summary(run, workspace):
+    result = run("send", ISSUE, "--yes", "--json", env=SECRET)
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 0 and summary["sent_now"] == 4 and summary["sent"] == 4
+    assert "Subject:" in result.stderr  # the human summary moved out of the way
+
+
+def test_dry_run_writes_nothing_anywhere(run, workspace):
+    result = run("send", ISSUE, "--dry-run", env=SECRET)
+    assert result.exit_code == 0
+    assert "Send now:   4" in result.stdout and "Dry run: nothing was sent or written." in result.stdout
+    assert not (workspace / ".newsletter").exists() and not (workspace / "outbox").exists()
+
+
+def test_without_a_terminal_and_without_yes_it_refuses(run, workspace):
+    result = run("send", ISSUE, env=SECRET)
+    assert result.exit_code == 1
+    assert "Error: not sending without confirmation, and there is no terminal to ask on (pass --yes" in result.stderr
+    assert delivered(workspace) == []
+    assert run("status", ISSUE).exit_code == 1  # no plan was frozen
+
+
+def test_a_terminal_asks_and_no_means_nothing_is_sent(run, workspace, monkeypatch):
+    monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
+    result = run("send", ISSUE, env=SECRET, input="n\n")
+    assert "Send 4 email(s) now? [y/N]" in result.stdout and result.exit_code == 1
+    assert delivered(workspace) == []
+    result = run("send", ISSUE, env=SECRET, input="y\n")
+    assert result.exit_code == 0 and delivered(workspace) == SUBSCRIBED
+
+
+def test_limit_leaves_the_rest_pending_with_exit_4(run, workspace):
+    result = run("send", ISSUE, "--yes", "--limit", "1", env=SECRET)
+    assert result.exit_code == 4
+    assert "Run `newsletter send 2026-11-30-weekly` again to resume." in result.stdout
+    assert delivered(workspace) == ["ada@example.com"]
+    assert status(run)["pending"] == 3
+
+
+# -- between runs: the plan is frozen, the list moves -----------------------------------------
+def test_unsubscribed_suppressed_and_removed_readers_are_skipped_when_their_turn_comes(run, workspace):
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    edit_list(workspace, "grace@example.org,Grace Hopper,subscribed", "grace@example.org,Grace Hopper,unsubscribed")
+    edit_list(workspace, "linus@example.net,,subscribed,weekly,2026-03-20,\n", "")
+    assert run("suppressions", "add", "margaret@example.com", "--reason", "complaint").exit_code == 0
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert delivered(workspace) == ["ada@example.com"]
+    with ledger(workspace) as db:
+        reasons = {r.email: r.reason for r in db.rows(ISSUE, ("skipped",))}
+    assert reasons == {"grace@example.org": "status is unsubscribed", "linus@example.net": "no longer in the subscriber list",
+                       "margaret@example.com": "suppressed"}
+
+
+def test_include_new_adds_readers_who_joined_since(run, workspace):
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    path = workspace / "subscribers" / "subscribers.csv"
+    path.write_text(path.read_text() + "new@example.com,New Reader,subscribed,weekly,2026-11-29,Paris\n")
+    assert "sent 0 now" in run("send", ISSUE, "--yes", env=SECRET).stdout  # the plan is frozen
+    result = run("send", ISSUE, "--yes", "--include-new", env=SECRET)
+    assert "New:        1 subscriber(s) joined since" in result.stdout
+    assert result.exit_code == 0 and "new@example.com" in delivered(workspace)
+    assert status(run)["total"] == 5
+
+
+def test_changed_content_is_refused_under_yes_without_allow_changed(run, workspace):
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    issue = workspace / "issues" / f"{ISSUE}.md"
+    issue.write_text(issue.read_text().replace("Welcome back", "Welcome again"))
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 1
+    assert "changed since its first send; refusing to resume under --yes" in result.stderr
+    assert delivered(workspace) == ["ada@example.com"]
+    assert run("send", ISSUE, "--yes", "--allow-changed", env=SECRET).exit_code == 0
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0  # the new content is now the recorded one
+
+
+def test_segment_sends_to_tagged_readers_and_is_part_of_the_plan(run, workspace):
+    result = run("send", ISSUE, "--yes", "--segment", "founders", env=SECRET)
+    assert result.exit_code == 0
+    assert delivered(workspace) == ["ada@example.com", "margaret@example.com"]
+    result = run("send", ISSUE, "--yes", "--segment", "weekly", env=SECRET)
+    assert result.exit_code == 1 and "was planned for segment 'founders', not 'weekly'" in result.stderr
+
+
+def test_invalid_rows_refuse_the_send_or_are_skipped_with_skip_invalid(run, workspace):
+    path = workspace / "subscribers" / "subscribers.csv"
+    path.write_text(path.read_text() + "not-an-address,Broken,subscribed,weekly,,\n")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 1
+    assert "1 invalid row(s) in the list: subscribers/subscribers.csv:7: invalid address 'not-an-address'" \
+        in result.stderr
+    assert not (workspace / "outbox").exists()
+    result = run("send", ISSUE, "--yes", "--skip-invalid", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert delivered(workspace) == SUBSCRIBED
+    with ledger(workspace) as db:
+        [row] = db.rows(ISSUE, ("skipped",))
+    assert row.email == "not-an-address" and "invalid address" in row.reason
+
+
+# -- secrets ----------------------------------------------------------------------------------
+def test_the_outbox_falls_back_to_the_preview_secret_with_a_warning(run, workspace):
+    result = run("send", ISSUE, "--yes")
+    assert result.exit_code == 0
+    assert "Warning: $NEWSLETTER_SECRET is not set" in result.stderr
+
+
+def test_a_real_provider_refuses_to_send_without_the_signing_secret(run, workspace, monkeypatch):
+    monkeypatch.setitem(ADAPTERS, "postmark", "test_send:KeyedProvider")
+    result = run("send", ISSUE, "--yes", env={"NEWSLETTER_PROVIDER_NAME": "postmark", "NEWSLETTER_API_KEY": "k"})
+    assert result.exit_code == 1
+    assert "Error: $NEWSLETTER_SECRET is not set, and unsubscribe links must be signed with a secret" in result.stderr
+    assert not (workspace / ".newsletter").exists()
+
+
+# -- a provider that misbehaves (our own test double; the real adapters have their own fakes) --------------
+class KeyedProvider(OutboxProvider):
+    name = "postmark"
+    needs_api_key = True
+    idempotent = False
+    behaviour = "ok"
+
+    def send_batch(self, batch, session=None):
+        if self.behaviour == "401":
+            raise AuthError(f"{self.name} refused the API key (HTTP 401)", status=401,
+                            body='{"ErrorCode": 10, "Message": "Bad or missing Server API token."}')
+        if self.behaviour == "mixed":
+            return [Outcome(m.to, "failed" if m.to.startswith("grace") else "unknown" if m.to.startswith("linus")
+                            else "sent", reason="inactive recipient" if m.to.startswith("grace") else "no answer",
+                            suppress=m.to.startswith("grace"))
+                    for m in batch.messages]
+        return super().send_batch(batch, session)
+
+
+@pytest.fixture
+def keyed(monkeypatch):
+    monkeypatch.setitem(ADAPTERS, "postmark", "test_send:KeyedProvider")
+    return {"NEWSLETTER_PROVIDER_NAME": "postmark", "NEWSLETTER_API_KEY": "pm-very-secret-key-123", **SECRET}
+
+
+def test_a_refused_key_exits_1_marks_nothing_sent_and_never_prints_the_key(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "401")
+    result = run("-v", "send", ISSUE, "--yes", env=keyed)
+    assert result.exit_code == 1
+    assert "Error: postmark refused the API key (HTTP 401)" in result.stderr
+    assert "pm-very-secret-key-123" not in result.stdout + result.stderr
+    assert status(run)["pending"] == 4 and status(run)["sent"] == 0
+    with ledger(workspace) as db:
+        assert all("pm-very-secret" not in r.reason for r in db.rows(ISSUE, ("pending",)))
+
+
+def test_failed_and_unknown_exit_3_and_status_failed_lists_them(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "mixed")
+    result = run("send", ISSUE, "--yes", env=keyed)
+    assert result.exit_code == 3
+    assert f"See who and why: newsletter status {ISSUE} --failed" in result.stdout
+    listing = run("status", ISSUE, "--failed")
+    assert "failed   grace@example.org  inactive recipient" in listing.stdout
+    assert "unknown  linus@example.net  no answer" in listing.stdout
+    as_json = json.loads(run("status", ISSUE, "--json", "--failed").stdout)
+    assert {f["email"] for f in as_json["failures"]} == {"grace@example.org", "linus@example.net"}
+    assert "grace@example.org\tpostmark" in run("suppressions", "list").stdout  # the provider's suppression
+    monkeypatch.setattr(KeyedProvider, "behaviour", "ok")
+    assert run("send", ISSUE, "--yes", env=keyed).exit_code == 3  # unknown is never re-sent by itself
+    assert run("send", ISSUE, "--yes", "--resend-unknown", env=keyed).exit_code == 3  # grace stays failed
+    assert status(run)["unknown"] == 0 and status(run)["sent"] == 3
+
+
+def test_rows_a_dead_run_left_sending_become_unknown_without_idempotency(run, workspace, keyed):
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=keyed).exit_code == 4
+    with ledger(workspace) as db:  # a run that claimed a batch and died before recording it
+        db.acquire_lease(ISSUE, "dead", stale_after=60)
+        db.claim(ISSUE, "deadbatch", ["grace@example.org"], "dead")
+        db.release_lease(ISSUE, "dead")
+    result = run("send", ISSUE, "--yes", env=keyed)
+    assert "Interrupted: 1 recipient(s) left mid-batch by a stopped run; marked unknown, not re-sent" in result.stdout
+    assert result.exit_code == 3
+    with ledger(workspace) as db:
+        [row] = db.rows(ISSUE, ("unknown",))
+    assert row.email == "grace@example.org" and "may or may not have been sent" in row.reason
+    assert "grace@example.org" not in delivered(workspace)
+
+
+def test_rows_a_dead_run_left_sending_are_retried_under_the_same_batch_id_with_the_outbox(run, workspace):
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    with ledger(workspace) as db:
+        db.acquire_lease(ISSUE, "dead", stale_after=60)
+        db.claim(ISSUE, "deadbatch", ["grace@example.org", "linus@example.net"], "dead")
+        db.release_lease(ISSUE, "dead")
+    (workspace / "outbox" / ISSUE / "grace@example.org--deadbatch.eml").write_text("half of an earlier try")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert "retried with the same idempotency key" in result.stdout and result.exit_code == 0
+    assert delivered(workspace) == SUBSCRIBED
+    names = sorted(p.name for p in (workspace / "outbox" / ISSUE).glob("*--deadbatch.eml"))
+    assert names == ["grace@example.org--deadbatch.eml", "linus@example.net--deadbatch.eml"]
+    assert "From: Field Notes Weekly" in (workspace / "outbox" / ISSUE / names[0]).read_text()
+
+
+# -- status and suppressions ---------------------------------------------------------------------
+def test_status_of_an_issue_never_sent_is_an_error(run, workspace):
+    result = run("status", ISSUE)
+    assert result.exit_code == 1 and f"issue {ISSUE} has not been sent yet" in result.stderr
+    assert not (workspace / ".newsletter").exists()
+
+
+def test_status_table_of_all_issues(run, workspace):
+    assert run("status").stdout == "No issue has been sent yet.\n"
+    run("send", ISSUE, "--yes", env=SECRET)
+    table = run("status").stdout.splitlines()
+    assert table[0].split() == ["issue", "total", "pending", "sending", "sent", "failed", "unknown", "skipped"]
+    assert table[1].split() == [ISSUE, "4", "0", "0", "4", "0", "0", "0"]
+    assert json.loads(run("status", "--json").stdout)[0]["sent"] == 4
+    assert "sent" in run("status", f"issues/{ISSUE}.md").stdout  # by path too
+
+
+def test_suppressions_add_list_remove(run, workspace):
+    assert run("suppressions", "add", "Bounce@Example.com", "--reason", "hard bounce").exit_code == 0
+    listed = json.loads(run("suppressions", "list", "--json").stdout)
+    assert [(s["email"], s["reason"], s["source"]) for s in listed] == [("bounce@example.com", "hard bounce", "manual")]
+    assert "already suppressed" in run("suppressions", "add", "bounce@example.com").stdout
+    bad = run("suppressions", "add", "nope")
+    assert bad.exit_code == 1 and "'nope' is not a valid address" in bad.stderr
+    assert run("suppressions", "remove", "bounce@example.com").exit_code == 0
+    missing = run("suppressions", "remove", "bounce@example.com")
+    assert missing.exit_code == 1 and "is not suppressed" in missing.stderr
