@@ -63,7 +63,8 @@ def measure(count: int, kind: str) -> dict:
     from newsletter.pipeline import build_issue
     from newsletter.providers.base import Provider
     from newsletter.providers.outbox import OutboxProvider
-    from newsletter.sendrun import LeaseKeeper, SendOptions, SendRun, iter_list
+    from newsletter.sendrun import LeaseKeeper, SendOptions, SendRun
+    from newsletter.subscribers import iter_subscribers
 
     class NoopProvider(Provider):
         name, max_batch, default_rate, idempotent, needs_api_key = "noop", 500, 0.0, True, False
@@ -81,7 +82,7 @@ def measure(count: int, kind: str) -> dict:
 
             person = personalizer(settings, build.compiled, secret=b"bench")
             start = time.perf_counter()
-            for subscriber in iter_list(settings.workspace_path(settings.subscribers.file)):
+            for subscriber in iter_subscribers(settings.workspace_path(settings.subscribers.file)):
                 person.message(subscriber)
             result["seconds"] = time.perf_counter() - start
         else:

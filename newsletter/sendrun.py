@@ -26,13 +26,18 @@ from typing import Callable, Iterator
 
 from .config import Settings
 from .dispatch import BatchReport, Dispatcher, RunTotals, Work
-from .errors import LedgerError, SubscriberError
+from .errors import LedgerError
 from .ledger import Ledger, address_key
 from .models import Subscriber
 from .personalize import Personalizer
 from .pipeline import Build, personalizer
 from .providers.base import Provider
 from .ratelimit import Backoff
+
+try:  # the list's streaming reader and rules (the subscribers issue)
+    from .subscribers import Problem, check_list, eligible, iter_subscribers
+except ImportError:  # until that module lands in this checkout; delete with _MinimalList below
+    Problem = check_list = eligible = iter_subscribers = None  # type: ignore[assignment]
 
 LEASE_STALE_AFTER = 60.0  # seconds without a heartbeat before another host may take the issue over
 HEARTBEAT_EVERY = 5.0
@@ -72,34 +77,14 @@ class Summary:
         return min(self.to_send, self.limit) if self.limit is not None else self.to_send
 
 
-# -- the list (switch to newsletter.subscribers' streaming reader and rules when they land) ------------
-def iter_list(path) -> Iterator[Subscriber]:
-    from .subscribers import load_subscribers
-
-    return iter(load_subscribers(path))
-
-
+# -- the list ------------------------------------------------------------------------------------
 def ineligible_reason(subscriber: Subscriber, segment: str) -> str:
-    """Why a subscriber must not get this issue ("" when they should)."""
+    """Why a subscriber must not get this issue ("" when they should), in the words of `status --failed`."""
+    if eligible(subscriber, segment):
+        return ""
     if subscriber.status != "subscribed":
         return f"status is {subscriber.status}"
-    if segment and segment not in subscriber.tags:
-        return f"not tagged {segment!r}"
-    return ""
-
-
-def list_problems(path, subscribers: Iterator[Subscriber]) -> dict[str, str]:
-    """address key -> "file:line: problem" for rows that must not be sent (invalid address)."""
-    from email_validator import EmailNotValidError, validate_email
-
-    problems: dict[str, str] = {}
-    for subscriber in subscribers:
-        try:
-            validate_email(subscriber.email, check_deliverability=False)
-        except EmailNotValidError as err:
-            problems[address_key(subscriber.email)] = f"{path}:{subscriber.line}: invalid address " \
-                                                      f"{subscriber.email!r}: {err}"
-    return problems
+    return f"not tagged {segment!r}"
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -160,29 +145,27 @@ class SendRun:
         if self.record and options.segment is not None and options.segment != self.record.segment:
             raise LedgerError(f"issue {self.issue_id} was planned for segment {self.record.segment or '(everyone)'!r}, "
                               f"not {options.segment!r}", hint="resume it without --segment, or send a new issue")
-        self.problems = list_problems(self.list_name, iter_list(self.list_path))
-        if self.problems and not options.skip_invalid:
-            shown = "; ".join(list(self.problems.values())[:3])
-            more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-            raise SubscriberError(f"{len(self.problems)} invalid row(s) in the list: {shown}{more}; nothing was sent",
-                                  hint="fix them (`newsletter subscribers check` lists them all), "
-                                       "or pass --skip-invalid to skip them")
+        # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
+        self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
+
+    def subscribers(self) -> Iterator[Subscriber]:
+        """The valid rows of the list, streamed."""
+        return iter_subscribers(self.list_path, skip=self.problems)
 
     # -- before sending (read-only) ---------------------------------------------------
     def _eligible(self) -> Iterator[str]:
-        for subscriber in iter_list(self.list_path):
-            if not ineligible_reason(subscriber, self.segment):
+        for subscriber in self.subscribers():
+            if eligible(subscriber, self.segment):
                 yield address_key(subscriber.email)
 
     def summary(self) -> Summary:
         record = self.record
         summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
                           first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
-                          invalid=list(self.problems.values()), limit=self.options.limit)
+                          invalid=[str(p) for p in self.problems], limit=self.options.limit)
         if record is None:
             suppressed = self.ledger.suppressed_set()
-            summary.planned = len({key for key in self._eligible() if key not in suppressed})
-            summary.to_send = summary.planned - len(set(self.problems) - suppressed)
+            summary.planned = summary.to_send = len({key for key in self._eligible() if key not in suppressed})
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
@@ -213,6 +196,8 @@ class SendRun:
                 self.ledger.set_content_hash(self.issue_id, self.compiled.content_hash)
             if self.options.resend_unknown:
                 self.ledger.resend_unknown(self.issue_id)
+        # Invalid rows skipped under --skip-invalid are on the record, with the reason.
+        self.ledger.add_skipped(self.issue_id, [(p.email, str(p)) for p in self.problems if p.email])
         self.record = self.ledger.issue(self.issue_id)
 
     def recover_in_doubt(self) -> list[Work]:
@@ -226,7 +211,7 @@ class SendRun:
             return []
         wanted = {key for keys in doubt.values() for key in keys}
         found: dict[str, tuple] = {}
-        for subscriber in iter_list(self.list_path):
+        for subscriber in self.subscribers():
             key = address_key(subscriber.email)
             if key in wanted and key not in found:
                 found[key] = self.personalizer.message_with_values(subscriber)
@@ -280,7 +265,7 @@ class SendRun:
     def _feed(self, dispatcher: Dispatcher) -> bool:
         """Stream the list into the send loop; True when every subscriber was looked at."""
         limit, queued = self.options.limit, 0
-        for chunk in _chunks(iter_list(self.list_path), max(_CHUNK, self.provider.batch_size)):
+        for chunk in _chunks(self.subscribers(), max(_CHUNK, self.provider.batch_size)):
             if dispatcher.aborted:
                 return False
             found = self.ledger.lookup(self.issue_id, [s.email for s in chunk])
@@ -290,8 +275,7 @@ class SendRun:
                 state = found.get(key)
                 if state is None or state[0] != "pending":
                     continue
-                reason = (self.problems.get(key) or ineligible_reason(subscriber, self.segment)
-                          or ("suppressed" if state[1] else ""))
+                reason = ineligible_reason(subscriber, self.segment) or ("suppressed" if state[1] else "")
                 if reason:
                     skips.append((subscriber.email, reason))
                 elif limit is None or queued < limit:
@@ -319,3 +303,46 @@ class SendRun:
             if not dispatcher.submit(Work(group, [values.popleft() for _ in group])):
                 return False
         return True
+
+
+# -- a minimal stand-in for newsletter.subscribers' API (same names, same messages) -------------------
+if check_list is None:  # pragma: no cover - replaced by newsletter.subscribers
+    from email_validator import EmailNotValidError, validate_email
+
+    from .errors import SubscriberError
+
+    @dataclass(frozen=True)
+    class Problem:  # type: ignore[no-redef]
+        path: str
+        line: int
+        reason: str
+        email: str = ""
+        fatal: bool = False
+
+        def __str__(self) -> str:
+            return f"{self.path}:{self.line}: {self.reason}"
+
+    def iter_subscribers(path, *, skip=()):  # type: ignore[no-redef]
+        from .subscribers import load_subscribers
+
+        lines = {p.line for p in skip}
+        return (s for s in load_subscribers(path) if s.line not in lines)
+
+    def eligible(subscriber, segment):  # type: ignore[no-redef]
+        return subscriber.status == "subscribed" and (not segment or segment in subscriber.tags)
+
+    def check_list(path, *, skip_invalid=False):  # type: ignore[no-redef]
+        problems, seen = [], set()
+        for s in iter_subscribers(path):
+            try:
+                validate_email(s.email, check_deliverability=False)
+            except EmailNotValidError as err:
+                problems.append(Problem(str(path), s.line, f"invalid email address {s.email!r}: {err}", s.email))
+                continue
+            if address_key(s.email) in seen:
+                problems.append(Problem(str(path), s.line, f"repeated address {s.email}", s.email))
+            seen.add(address_key(s.email))
+        if problems and not skip_invalid:
+            raise SubscriberError("\n".join([f"{path}: {len(problems)} problem(s) in the subscriber list",
+                                             *map(str, problems), "Fix them, or pass --skip-invalid to skip those rows."]))
+        return problems

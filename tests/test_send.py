@@ -147,15 +147,17 @@ def test_invalid_rows_refuse_the_send_or_are_skipped_with_skip_invalid(run, work
     path.write_text(path.read_text() + "not-an-address,Broken,subscribed,weekly,,\n")
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 1
-    assert "1 invalid row(s) in the list: subscribers/subscribers.csv:7: invalid address 'not-an-address'" \
-        in result.stderr
+    assert "Error: subscribers/subscribers.csv: 1 problem(s) in the subscriber list\n" \
+           "subscribers/subscribers.csv:7: invalid email" in result.stderr
+    assert "or pass --skip-invalid to skip those rows" in result.stderr
     assert not (workspace / "outbox").exists()
     result = run("send", ISSUE, "--yes", "--skip-invalid", env=SECRET)
     assert result.exit_code == 0, result.stderr
     assert delivered(workspace) == SUBSCRIBED
     with ledger(workspace) as db:
         [row] = db.rows(ISSUE, ("skipped",))
-    assert row.email == "not-an-address" and "invalid address" in row.reason
+    assert row.email == "not-an-address" and row.reason.startswith("subscribers/subscribers.csv:7: invalid email")
+    assert status(run)["skipped"] == 1
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -283,3 +285,42 @@ def test_suppressions_add_list_remove(run, workspace):
     assert run("suppressions", "remove", "bounce@example.com").exit_code == 0
     missing = run("suppressions", "remove", "bounce@example.com")
     assert missing.exit_code == 1 and "is not suppressed" in missing.stderr
+
+
+def test_a_repeated_address_is_refused_and_with_skip_invalid_sent_once(run, workspace):
+    path = workspace / "subscribers" / "subscribers.csv"
+    path.write_text(path.read_text() + "ADA@example.com,Ada again,subscribed,weekly,,\n")
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 1
+    result = run("send", ISSUE, "--yes", "--skip-invalid", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert delivered(workspace) == SUBSCRIBED
+    assert status(run)["skipped"] == 0  # the first row of that address was sent; the repeat is not a recipient
+
+
+# -- dispatch (cron) ---------------------------------------------------------------------------
+def set_send_at(workspace, when: str) -> None:
+    issue = workspace / "issues" / f"{ISSUE}.md"
+    text = re.sub(r"(?m)^send_at: .*\n", "", issue.read_text())
+    issue.write_text(text.replace("date: 2026-11-30\n", f"date: 2026-11-30\nsend_at: {when}\n", 1))
+
+
+def test_dispatch_sends_issues_whose_time_has_come_once(run, workspace):
+    set_send_at(workspace, "2099-01-01T09:00:00+00:00")
+    result = run("dispatch", env=SECRET)
+    assert result.exit_code == 0 and "Nothing to dispatch." in result.stdout
+    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    result = run("dispatch", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert delivered(workspace) == SUBSCRIBED
+    assert "Nothing to dispatch." in run("dispatch", env=SECRET).stdout  # finished issues are left alone
+
+
+def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, workspace):
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    issue = workspace / "issues" / f"{ISSUE}.md"
+    issue.write_text(issue.read_text().replace("Welcome back", "Welcome again"))
+    result = run("dispatch", env=SECRET)
+    assert result.exit_code == 1 and "changed since its first send" in result.stderr  # never resumes new content
+    issue.write_text(issue.read_text().replace("Welcome again", "Welcome back"))
+    assert run("dispatch", env=SECRET).exit_code == 0
+    assert delivered(workspace) == SUBSCRIBED

@@ -8,6 +8,7 @@ run holds the issue.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 import signal
 import sys
 from contextlib import contextmanager
@@ -50,12 +51,20 @@ def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, li
     The first run freezes the list of recipients in the ledger; later runs resume it
     and never send anybody a second copy.
     """
+    options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown,
+                          include_new=include_new, skip_invalid=skip_invalid)
+    code = send_one(app, issue, options, dry_run=dry_run, yes=yes, allow_changed=allow_changed, as_json=as_json)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = False, yes: bool = False,
+             allow_changed: bool = False, as_json: bool = False) -> int:
+    """One issue, start to finish; returns the exit code of DESIGN.md §3 (errors are raised)."""
     settings = app.settings()
     built = build_issue(settings, issue)
     provider = open_provider(settings)
     secret = _signing_secret(app, settings, provider)
-    options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown,
-                          include_new=include_new, skip_invalid=skip_invalid)
     say = _Say(app, as_json)
     try:
         if dry_run:
@@ -65,7 +74,7 @@ def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, li
             if as_json:
                 click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
                                        "planned": summary.planned, **summary.counts}))
-            return
+            return 0
         with open_ledger(settings) as ledger:
             run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
@@ -75,7 +84,7 @@ def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, li
                 run.freeze_plan()
                 with Progress(summary.sending_now, quiet=app.quiet) as progress:
                     totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
-            _finish(app, ledger, summary, totals, as_json)
+            return _finish(app, ledger, summary, totals, as_json)
     finally:
         provider.close()
 
@@ -139,7 +148,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_json: bool) -> None:
+def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_json: bool) -> int:
     counts = ledger.counts(summary.issue_id)
     code = send_exit_code(counts)
     if as_json:
@@ -157,11 +166,8 @@ def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_js
             click.echo(f"Incomplete{': ' + totals.aborted if totals.aborted else ''}. "
                        f"Run `newsletter send {summary.issue_id}` again to resume.")
     if totals.error is not None:
-        if isinstance(totals.error, NewsletterError):
-            raise totals.error
         raise totals.error
-    if code:
-        raise click.exceptions.Exit(code)
+    return code
 
 
 def send_exit_code(counts: dict[str, int]) -> int:
@@ -269,3 +275,54 @@ def _issue_id(settings: Settings, ref: str) -> str:
         if "/" in ref or ref.endswith(".md"):
             raise
         return ref
+
+
+# -- dispatch (cron) ------------------------------------------------------------------------
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be sent; write nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per issue on stdout.")
+@pass_app
+def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
+    """For cron: send every issue whose send_at has passed, and resume unfinished ones.
+
+    Never asks; an issue whose content changed since its first send is left alone
+    (resume it by hand with `newsletter send ISSUE --allow-changed`). Exit code: 1 if
+    any issue failed, else 4, 3, 75 or 0 by the worst issue (see DESIGN.md).
+    """
+    settings = app.settings()
+    due = due_issues(settings)
+    if not due:
+        app.info("Nothing to dispatch.")
+    codes = []
+    for ref in due:
+        app.info(f"== {ref}")
+        try:
+            codes.append(send_one(app, ref, SendOptions(), dry_run=dry_run, yes=True, as_json=as_json))
+        except NewsletterError as err:
+            click.echo(f"Error: {err.render()}", err=True)
+            codes.append(err.exit_code)
+    code = next((c for c in (1, 4, 3, 75) if c in codes), 0)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def due_issues(settings: Settings, now: datetime | None = None) -> list[str]:
+    """Issue files whose ``send_at`` has passed and that are not finished, plus unfinished issues in the ledger."""
+    now = now or datetime.now(timezone.utc)
+    due: dict[str, str] = {}
+    with open_ledger(settings, readonly=True) as ledger:
+        def unfinished(issue_id: str) -> bool:
+            counts = ledger.counts(issue_id)
+            return bool(counts["pending"] or counts["sending"])
+
+        for path in sorted(settings.workspace_path("issues").glob("*.md")):
+            try:
+                issue = load_issue(path)
+            except IssueError:
+                continue  # `newsletter lint` reports broken issues; cron must not stop at one
+            if issue.send_at and issue.send_at <= now and (ledger.issue(issue.id) is None or unfinished(issue.id)):
+                due[issue.id] = str(path)
+        for record in ledger.issues():
+            if unfinished(record.issue_id):
+                due.setdefault(record.issue_id, record.issue_id)
+    return list(due.values())

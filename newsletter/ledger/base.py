@@ -168,6 +168,11 @@ class Ledger(ABC):
         """``pending -> skipped`` with a reason per address."""
 
     @abstractmethod
+    def add_skipped(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        """Record addresses that were never eligible (invalid rows under ``--skip-invalid``) as ``skipped``;
+        an address already in the plan is left alone."""
+
+    @abstractmethod
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
         """Rows a dead run left ``sending``: batch id -> address keys."""
 

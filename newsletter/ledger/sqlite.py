@@ -263,6 +263,20 @@ class SQLiteLedger(Ledger):
                            [(reason, now, issue_id, address_key(email)) for email, reason in reasons])
             return db.total_changes - before
 
+    def add_skipped(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        if not reasons:
+            return 0
+        now = _now()
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO deliveries (issue_id, email, state, reason, updated_at) "
+                           "VALUES (?, ?, 'skipped', ?, ?)",
+                           [(issue_id, address_key(email), reason, now) for email, reason in reasons if email])
+            added = db.total_changes - before
+            db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = ?1) "
+                       "WHERE issue_id = ?1", (issue_id,))
+            return added
+
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
         batches: dict[str, list[str]] = {}
         for batch_id, email in self._read("SELECT batch_id, email FROM deliveries WHERE issue_id = ? "
