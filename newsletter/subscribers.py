@@ -1,15 +1,52 @@
-"""Read the subscriber list (minimal reader; the subscribers issue grows this module)."""
+"""The subscriber list: read, validate and normalise ``subscribers/*.csv`` (DESIGN.md §4).
+
+Header: ``email`` is required (``Email``, ``Email Address``, ``E-mail`` … are mapped
+to it); ``name``, ``status``, ``tags`` (``;``-separated) and ``subscribed_at`` are
+optional; every other column is a merge field ``subscriber.<column>`` under its
+normalised name (:func:`normalise_column`); two columns with one name are refused.
+
+Rows: an address is valid for email-validator (syntax only, no DNS), normalised
+(trimmed, domain lower-cased) and unique case-insensitively; ``status`` is blank
+(= subscribed) or one of :data:`STATUSES`.
+
+For the send loop::
+
+    problems = check_list(path, skip_invalid=...)   # raises SubscriberError unless allowed
+    for subscriber in iter_subscribers(path, skip=problems):   # streamed, one row in memory
+        if eligible(subscriber, segment): ...
+
+:func:`validate_list` reads the file once with a Bloom filter of the addresses
+(half a byte of memory per byte of file) and reads it a second time
+only when the filter saw a possible repeat, to confirm it and name the first line.
+Changing the file is :mod:`newsletter.subscriber_edits`.
+"""
 
 from __future__ import annotations
 
-import csv
 import re
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
 
+from email_validator import EmailNotValidError
+
+from .csvfile import Dialect, Record, read_records
 from .errors import SubscriberError
 from .models import Subscriber
+from .subscriber_address import normalise_address
 
+STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
 BUILTIN_COLUMNS = ("email", "name", "status", "tags", "subscribed_at")
+# The column names of other services' exports (normalised) -> ours. Used only when
+# our own name is not in the header too; the CLI says which columns were mapped.
+COLUMN_ALIASES = {
+    "email_address": "email", "e_mail": "email", "e_mail_address": "email", "emailaddress": "email",
+    "full_name": "name", "fullname": "name",
+    "tag": "tags",
+    "created_at": "subscribed_at", "creation_date": "subscribed_at", "date_added": "subscribed_at",
+    "optin_time": "subscribed_at", "signup_date": "subscribed_at",
+}
 
 
 def normalise_column(name: str) -> str:
@@ -18,31 +55,336 @@ def normalise_column(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"col_{ident}"
 
 
-def load_subscribers(path: Path) -> list[Subscriber]:
+def address_key(email: str) -> str:
+    """How two addresses are compared: case-insensitively."""
+    return email.lower()
+
+
+# -- problems -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """Why a row (or the whole file, when ``fatal``) cannot be used: ``FILE:LINE: reason``."""
+
+    path: str
+    line: int
+    reason: str
+    email: str = ""  # the row's email cell, trimmed ("" when there is none)
+    fatal: bool = False  # the file itself is unusable: --skip-invalid cannot skip it
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+def problems_error(headline: str, problems: Iterable[Problem], advice: str) -> SubscriberError:
+    """One error that lists every problem on its own line."""
+    return SubscriberError("\n".join([headline, *map(str, problems), advice]))
+
+
+# -- the header -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Header:
+    """The header row: each column's name as written and its merge-field key."""
+
+    names: tuple[str, ...]
+    keys: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, names: Iterable[str]) -> "Header":
+        names = tuple(n.strip() for n in names)
+        keys = [normalise_column(n) for n in names]
+        for i, key in enumerate(keys):
+            target = COLUMN_ALIASES.get(key)
+            if target and target not in keys:
+                keys[i] = target
+        problems = [f"column {i} has no name (name it, or delete the column)"
+                    for i, name in enumerate(names, 1) if not name]
+        first: dict[str, int] = {}
+        for i, (name, key) in enumerate(zip(names, keys)):
+            if not name:
+                continue
+            if key in first:
+                problems.append(f"columns {names[first[key]]!r} and {name!r} are both subscriber.{key} "
+                                "(rename or delete one)")
+            else:
+                first[key] = i
+        if "email" not in keys:
+            problems.append(f"no email column in the header row (columns: {', '.join(names) or 'none'}); "
+                            "name the column of addresses 'email'")
+        return cls(names, tuple(keys), tuple(problems))
+
+    def index(self, key: str) -> int | None:
+        return self.keys.index(key) if key in self.keys else None
+
+    def mapped(self) -> list[tuple[str, str]]:
+        """``(name, key)`` for every column whose name is not already its key."""
+        return [(n, k) for n, k in zip(self.names, self.keys) if n != k]
+
+
+# -- rows -----------------------------------------------------------------------------------------
+class Row(NamedTuple):
+    """One data record parsed: the subscriber (None when the row is invalid) and what is wrong."""
+
+    record: Record
+    subscriber: Subscriber | None
+    reasons: list[str]
+    email: str  # the email cell, trimmed (normalised when valid)
+    key: str  # address_key of the normalised address; "" when it is empty or invalid
+
+    @property
+    def line(self) -> int:
+        return self.record.line
+
+
+class RowParser:
+    """Checks records against one header and builds subscribers (the hot path: keep it lean)."""
+
+    def __init__(self, header: Header, *, ignore_status: bool = False):
+        self.keys = header.keys
+        self.width = len(header.keys)
+        self.email_at = header.keys.index("email")
+        self.status_at = None if ignore_status else header.index("status")
+        self.name_at = header.index("name")
+        self.tags_at = header.index("tags")
+
+    def check(self, fields: list[str]) -> tuple[list[str], str, str]:
+        """``(reasons, email, key)`` for one record's values, without building anything."""
+        reasons = []
+        if len(fields) > self.width:
+            reasons.append(f"{len(fields)} values but the header has {self.width} columns "
+                           "(put a value that contains the delimiter in quotes)")
+        email = fields[self.email_at].strip() if len(fields) > self.email_at else ""
+        key = ""
+        if not email:
+            reasons.append("empty email")
+        else:
+            try:
+                email = normalise_address(email)
+                key = email.lower()
+            except EmailNotValidError as err:
+                reasons.append(f"invalid email address {email!r}: {err}")
+        at = self.status_at
+        if at is not None and len(fields) > at and (given := fields[at].strip()) and given.lower() not in STATUSES:
+            reasons.append(f"unknown status {given!r} (expected one of: {', '.join(STATUSES)}; blank means "
+                           "subscribed)")
+        return reasons, email, key
+
+    def __call__(self, record: Record) -> Row:
+        if record.fields is None:
+            return Row(record, None, [record.error], "", "")
+        reasons, email, key = self.check(record.fields)
+        if reasons:
+            return Row(record, None, reasons, email, key)
+        values = [v.strip() for v in record.fields]
+        if len(values) < self.width:
+            values.extend([""] * (self.width - len(values)))
+        fields = dict(zip(self.keys, values))
+        fields["email"] = email
+        status = "subscribed"
+        if self.status_at is not None:
+            status = fields["status"] = values[self.status_at].lower() or status
+        cell = values[self.tags_at] if self.tags_at is not None else ""
+        tags = tuple(t for t in map(str.strip, cell.split(";")) if t) if cell else ()
+        name = values[self.name_at] if self.name_at is not None else ""
+        return Row(record, Subscriber(email, name, status, tags, fields, record.line), reasons, email, key)
+
+
+class ListReader:
+    """A list file opened for one pass: ``dialect``, ``header``, then :meth:`rows`.
+
+    Header problems are fatal and raised by :meth:`rows` (and by :meth:`require_header`);
+    a missing or non-UTF-8 file raises on entry.
+    """
+
+    def __init__(self, path: Path, *, ignore_status: bool = False):
+        self.path = Path(path)
+        self.ignore_status = ignore_status
+        self.dialect = Dialect()
+        self.header = Header((), ())
+        self.header_record: Record | None = None
+        self._records: Iterator[Record] = iter(())
+        self._stack = ExitStack()
+
+    def __enter__(self) -> "ListReader":
+        with ExitStack() as stack:
+            try:
+                self.dialect, self._records = stack.enter_context(read_records(self.path))
+            except FileNotFoundError:
+                raise SubscriberError("subscriber list not found", path=str(self.path),
+                                      hint="create it (newsletter subscribers add EMAIL), or set [subscribers] file "
+                                           "in newsletter.toml") from None
+            self.header_record = next(self._records, None)
+            if self.header_record is None:
+                self.header = Header((), (), ("the file is empty: the first row must be a header with an email "
+                                              "column",))
+            elif self.header_record.fields is None:
+                self.header = Header((), (), (self.header_record.error,))
+            else:
+                self.header = Header.parse(self.header_record.fields)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.__exit__(*exc)
+
+    def header_problems(self) -> list[Problem]:
+        return [Problem(str(self.path), 1, reason, fatal=True) for reason in self.header.problems]
+
+    def require_header(self) -> None:
+        if self.header.problems:
+            raise problems_error(f"{self.path}: the header row cannot be used", self.header_problems(),
+                                 "Fix the header row (the first line) of the file.")
+
+    def records(self) -> Iterator[Record]:
+        """Every data record as read (blank lines too: their ``fields`` are [])."""
+        self.require_header()
+        return self._records
+
+    def rows(self) -> Iterator[Row]:
+        """Every data record parsed; blank lines are left out."""
+        parse = RowParser(self.header, ignore_status=self.ignore_status)
+        for record in self.records():
+            if record.fields != []:
+                yield parse(record)
+
+
+# -- the API the rest of the package uses --------------------------------------------------------
+def iter_subscribers(path: Path, *, skip: Iterable[Problem] = ()) -> Iterator[Subscriber]:
+    """Stream the list, one row at a time.
+
+    An invalid row raises :class:`SubscriberError` unless its line is among ``skip``
+    (the problems :func:`validate_list` or :func:`check_list` returned). Repeated
+    addresses are found by :func:`validate_list`, not here.
+    """
+    skipped = {p.line for p in skip if not p.fatal}
+    with ListReader(path) as reader:
+        for row in reader.rows():
+            if row.line in skipped:
+                continue
+            if row.subscriber is None:
+                raise SubscriberError(row.reasons[0], path=str(path), line=row.line,
+                                      hint="`newsletter subscribers check` lists every problem")
+            yield row.subscriber
+
+
+def validate_list(path: Path) -> list[Problem]:
+    """Every problem of the list, in line order ([] when it can be sent to as it is)."""
+    path = Path(path)
+    name = str(path)
+    problems: list[Problem] = []
+    maybe_repeated: set[str] = set()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "email" not in [normalise_column(c) for c in reader.fieldnames]:
-                raise SubscriberError("no 'email' column in the header row", path=str(path), line=1)
-            rows = []
-            for row in reader:
-                fields = {normalise_column(k): (v or "").strip() for k, v in row.items() if k is not None}
-                rows.append(Subscriber(
-                    email=fields["email"], name=fields.get("name", ""),
-                    status=fields.get("status") or "subscribed",
-                    tags=tuple(t.strip() for t in fields.get("tags", "").split(";") if t.strip()),
-                    fields=fields, line=reader.line_num))
-            return rows
-    except FileNotFoundError:
-        raise SubscriberError("subscriber list not found", path=str(path),
-                              hint="create it, or set [subscribers] file in newsletter.toml") from None
+        with ListReader(path) as reader:
+            if reader.header.problems:
+                return reader.header_problems()
+            check = RowParser(reader.header).check
+            seen = _BloomFilter(max(path.stat().st_size * 4, 1 << 16))
+            for line, fields, _, error in reader.records():
+                if fields is None:
+                    problems.append(Problem(name, line, error))
+                elif fields:
+                    reasons, email, key = check(fields)
+                    if reasons:
+                        problems.extend(Problem(name, line, reason, email) for reason in reasons)
+                    if key and seen.add(key):
+                        maybe_repeated.add(key)
+    except SubscriberError as err:
+        if err.line is None:
+            raise
+        reason = f"{err.message} ({err.hint})" if err.hint else err.message
+        return problems + [Problem(name, err.line, reason, fatal=True)]
+    if maybe_repeated:
+        problems.extend(_repeats(path, maybe_repeated))
+        problems.sort(key=lambda p: p.line)
+    return problems
+
+
+def _repeats(path: Path, candidates: set[str]) -> Iterator[Problem]:
+    """The second pass: which of the filter's candidates really repeat, and where they first appeared."""
+    first: dict[str, int] = {}
+    with ListReader(path) as reader:
+        check = RowParser(reader.header).check
+        for line, fields, _, _ in reader.records():
+            if fields:
+                _, email, key = check(fields)
+                if key not in candidates:
+                    continue
+                if key in first:
+                    yield Problem(str(path), line, f"duplicate of line {first[key]} ({email})", email)
+                else:
+                    first[key] = line
+
+
+class _BloomFilter:
+    """'Certainly new' or 'maybe seen' for strings, in ``bits`` bits (4 probes, double hashing)."""
+
+    def __init__(self, bits: int):
+        self.size = bits
+        self.bits = bytearray(bits // 8 + 1)
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; True if it may have been added before."""
+        h = hash(item)
+        a, b = h & 0xFFFFFFFF, (h >> 32) | 1
+        bits, size, seen = self.bits, self.size, True
+        for bit in (a % size, (a + b) % size, (a + 2 * b) % size, (a + 3 * b) % size):
+            byte, mask = bit >> 3, 1 << (bit & 7)
+            if not bits[byte] & mask:
+                bits[byte] |= mask
+                seen = False
+        return seen
+
+
+def check_list(path: Path, *, skip_invalid: bool = False) -> list[Problem]:
+    """The list's problems, or :class:`SubscriberError` listing them all.
+
+    With ``skip_invalid`` the row problems are returned (pass them to
+    :func:`iter_subscribers` as ``skip``); problems with the file itself always raise.
+    """
+    problems = validate_list(path)
+    fatal = [p for p in problems if p.fatal]
+    if fatal or (problems and not skip_invalid):
+        shown = fatal or problems
+        advice = ("Fix the file; --skip-invalid cannot skip a problem with the file itself." if fatal else
+                  "Fix them (`newsletter subscribers check` lists them again), or pass --skip-invalid to skip "
+                  "those rows.")
+        raise problems_error(f"{path}: {len(shown)} problem(s) in the subscriber list", shown, advice)
+    return problems
+
+
+def eligible(subscriber: Subscriber, segment: str | None) -> bool:
+    """Should ``subscriber`` get an issue sent to ``segment`` (a tag, compared case-insensitively)?"""
+    if subscriber.status != "subscribed":
+        return False
+    return not segment or segment.casefold() in (t.casefold() for t in subscriber.tags)
+
+
+def load_subscribers(path: Path) -> list[Subscriber]:
+    """Every valid row, in memory (for builds and previews; sending streams with :func:`iter_subscribers`).
+
+    Invalid rows are left out rather than refused: a build only needs sample values.
+    A file that cannot be read at all raises :class:`SubscriberError`.
+    """
+    with ListReader(path) as reader:
+        return [row.subscriber for row in reader.rows() if row.subscriber is not None]
 
 
 def merge_columns(path: Path) -> set[str]:
     """Every merge field the list provides (normalised header names)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except FileNotFoundError:
-        return {"email"}
-    return {normalise_column(c) for c in header} | {"email"}
+        with ListReader(path) as reader:
+            return set(reader.header.keys) | {"email"}
+    except SubscriberError:
+        if not Path(path).exists():
+            return {"email"}
+        raise
+
+
+def count_by_status(path: Path, segment: str | None = None) -> dict[str, int]:
+    """How many subscribers have each status (those tagged ``segment`` when given)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    wanted = segment.casefold() if segment else None
+    for subscriber in iter_subscribers(path):
+        if wanted is None or wanted in (t.casefold() for t in subscriber.tags):
+            counts[subscriber.status] += 1
+    return counts

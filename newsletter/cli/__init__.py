@@ -87,6 +87,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 from . import build, config_cmd, workspace  # noqa: E402,F401
 from . import preview  # noqa: E402,F401
 from . import send, suppressions  # noqa: E402,F401
+from . import subscribers  # noqa: E402,F401
 from . import proof  # noqa: E402,F401
 
 def main() -> None:

@@ -1,0 +1,195 @@
+"""``newsletter subscribers import/add/unsubscribe/remove/list/count/export/check``.
+
+The list is a CSV file (``[subscribers] file``); the rules live in
+:mod:`newsletter.subscribers` (reading, validating) and
+:mod:`newsletter.subscriber_edits` (locked, atomic changes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import subscriber_edits as edits
+from ..errors import SubscriberError
+from ..subscriber_export import export_columns, write_csv, write_json
+from ..subscribers import STATUSES, check_list, count_by_status, iter_subscribers, problems_error, validate_list
+from . import App, cli, pass_app
+
+segment_option = click.option("--segment", metavar="TAG", help="Only subscribers tagged TAG (any case).")
+
+
+def _list_path(app: App) -> Path:
+    settings = app.settings()
+    return settings.workspace_path(settings.subscribers.file)
+
+
+def _echo(text: str) -> None:
+    click.echo(text, nl=False)
+
+
+@cli.group()
+def subscribers() -> None:
+    """The subscriber list ([subscribers] file, a UTF-8 CSV): import, add, unsubscribe, remove, list, check."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add TAG to every imported subscriber (repeatable).")
+@click.option("--status", type=click.Choice(STATUSES),
+              help="Give every imported subscriber this status (the file's status column is ignored).")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid rows and print the rejected ones.")
+@click.option("--dry-run", is_flag=True, help="Check and count, but write nothing.")
+@pass_app
+def import_command(app: App, file: Path, tags: tuple[str, ...], status: str | None, skip_invalid: bool,
+                   dry_run: bool) -> None:
+    """Merge FILE into the list: all rows or none (every problem is reported as FILE:LINE).
+
+    FILE may be another service's export: `Email`, `Email Address`, `E-mail`
+    … are read as the email column, and the mapping is printed. Existing
+    subscribers get the file's non-blank values and tags; an address that
+    unsubscribed, bounced or complained is never re-subscribed by an import.
+    """
+    path = _list_path(app)
+    result = edits.import_subscribers(path, file, tags=tags, status=status, skip_invalid=skip_invalid,
+                                      dry_run=dry_run)
+    if result.mapped:
+        app.info("mapped columns: " + ", ".join(f"{name!r} -> {key}" for name, key in result.mapped))
+    if result.new_columns:
+        app.info(f"new columns in {path}: {', '.join(result.new_columns)}")
+    for problem in result.rejected:
+        click.echo(f"rejected {problem}", err=True)
+    for email, kept in result.kept:
+        app.info(f"kept {email} {kept} (an import never re-subscribes; "
+                 f"`newsletter subscribers add {email} --resubscribe` does, if they asked)")
+    summary = f"{file}: {result.added} added, {result.updated} updated, {result.unchanged} unchanged"
+    if result.rejected:
+        summary += f", {len(result.rejected)} rejected"
+    click.echo(summary + (" (dry run: nothing was written)" if dry_run else ""))
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the subscriber with TAG (repeatable).")
+@click.option("--resubscribe", is_flag=True,
+              help="Subscribe an address that unsubscribed, bounced or complained (only if they asked).")
+@pass_app
+def add(app: App, email: str, name: str, tags: tuple[str, ...], resubscribe: bool) -> None:
+    """Subscribe EMAIL (or give an existing subscriber a name and tags)."""
+    path = _list_path(app)
+    change = edits.add_subscriber(path, email, name=name, tags=tags, resubscribe=resubscribe)
+    where = f" (line {', '.join(map(str, change.lines))})" if change.lines else ""
+    if change.outcome == "unchanged":
+        click.echo(f"{change.email} is already subscribed{where}; nothing changed")
+    else:
+        click.echo(f"{change.outcome} {change.email}{where} in {path}")
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@pass_app
+def unsubscribe(app: App, email: str) -> None:
+    """Mark EMAIL unsubscribed, with a timestamp (the row stays, so it is never re-added silently)."""
+    path = _list_path(app)
+    change = edits.unsubscribe(path, email)
+    where = f"line {', '.join(map(str, change.lines))}"
+    if change.outcome == "unchanged":
+        click.echo(f"{change.email} is already {change.status} ({where}); nothing changed")
+    else:
+        click.echo(f"unsubscribed {change.email} ({where}) in {path}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@pass_app
+def remove(app: App, email: str) -> None:
+    """Delete EMAIL from the list and from past issues' records (GDPR erasure; a hash stays)."""
+    settings = app.settings()
+    path = _list_path(app)
+    change = edits.remove_subscriber(path, email)
+    if change.lines:
+        click.echo(f"removed {change.email} from {path} (line {', '.join(map(str, change.lines))})")
+    else:
+        click.echo(f"{change.email} is not in {path}")
+    erased = _erase_from_ledger(settings, change.email)
+    click.echo(f"ledger: {erased} delivery record(s) of {change.email} now keep only a hash" if erased else
+               f"ledger: no delivery records of {change.email}")
+    if not change.lines and not erased:
+        raise SubscriberError(f"{change.email} is neither in the list nor in the ledger; nothing was removed",
+                              hint="check the spelling of the address")
+
+
+def _erase_from_ledger(settings, email: str) -> int:
+    """GDPR erasure in the delivery ledger (past issues): the address becomes a hash there."""
+    from ..ledger import open_ledger  # the ledger is optional for every other subscribers command
+
+    with open_ledger(settings) as ledger:
+        return ledger.erase_address(email)
+
+
+@subscribers.command("list")
+@segment_option
+@click.option("--status", type=click.Choice(STATUSES), help="Only subscribers with this status.")
+@click.option("--json", "as_json_flag", is_flag=True, help="Print a JSON array with every column.")
+@pass_app
+def list_command(app: App, segment: str | None, status: str | None, as_json_flag: bool) -> None:
+    """Print the subscribers: email, name, status and tags, tab-separated."""
+    path = _list_path(app)
+    check_list(path)
+    wanted = segment.casefold() if segment else None
+    chosen = (s for s in iter_subscribers(path)
+              if (status is None or s.status == status)
+              and (wanted is None or wanted in (t.casefold() for t in s.tags)))
+    if as_json_flag:
+        write_json(chosen, export_columns(path), _echo)
+        return
+    for s in chosen:
+        click.echo("\t".join(" ".join(value.split()) for value in (s.email, s.name, s.status, ";".join(s.tags))))
+
+
+@subscribers.command("count")
+@segment_option
+@click.option("--json", "as_json_flag", is_flag=True, help="Print one JSON object.")
+@pass_app
+def count(app: App, segment: str | None, as_json_flag: bool) -> None:
+    """How many subscribers have each status."""
+    path = _list_path(app)
+    check_list(path)
+    counts = count_by_status(path, segment)
+    counts["total"] = sum(counts.values())
+    if as_json_flag:
+        click.echo(json.dumps(counts))
+        return
+    if segment:
+        click.echo(f"segment {segment}:")
+    for status, n in counts.items():
+        click.echo(f"{status:<13}{n:>8}")
+
+
+@subscribers.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="CSV (what `import` reads back) or a JSON array.")
+@pass_app
+def export(app: App, fmt: str) -> None:
+    """Write the whole list, normalised, to standard output."""
+    path = _list_path(app)
+    check_list(path)
+    (write_csv if fmt == "csv" else write_json)(iter_subscribers(path), export_columns(path), _echo)
+
+
+@subscribers.command("check")
+@pass_app
+def check(app: App) -> None:
+    """Validate the whole list without changing it; exit 1 and list every problem if there are any."""
+    path = _list_path(app)
+    problems = validate_list(path)
+    if problems:
+        raise problems_error(f"{path}: {len(problems)} problem(s)", problems,
+                             "Fix them, then run `newsletter subscribers check` again.")
+    counts = {status: n for status, n in count_by_status(path).items() if n}
+    detail = ", ".join(f"{n} {status}" for status, n in counts.items())
+    click.echo(f"{path}: {sum(counts.values())} subscriber(s), no problems" + (f" ({detail})" if detail else ""))
+

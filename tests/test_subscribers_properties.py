@@ -1,0 +1,122 @@
+"""Property tests: the fast address check agrees with email-validator; export -> import round-trips any list."""
+
+import codecs
+import tempfile
+from pathlib import Path
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from newsletter.csvfile import Dialect, RowFormatter
+from newsletter.subscriber_edits import import_subscribers
+from newsletter.subscriber_export import export_columns, write_csv
+from newsletter.subscribers import STATUSES, address_key, iter_subscribers, normalise_address, validate_list
+
+
+def verdict(check, value):
+    try:
+        return check(value)
+    except EmailNotValidError as err:
+        return f"refused: {err}"
+
+
+def library(value: str) -> str:
+    return validate_email(value.strip(), check_deliverability=False).normalized
+
+
+@pytest.mark.parametrize("value", [
+    "ada@example.com", " Ada@EXAMPLE.com ", "Info@Example.com", "POSTMASTER@example.org", "user+tag@sub.example.co.uk",
+    "a@xn--bcher-kva.example", "jöhn@bücher.example", "a@localhost", "a@foo.test", "a@example.local", "a@b",
+    "a..b@example.com", ".a@example.com", "a@-example.com", "a@example.com.", "a@[192.0.2.1]", "Ada <a@example.com>",
+    '"a b"@example.com', "a@ab--cd.example", "a＠example.com", "a@example.123", "",
+    "x" * 64 + "@example.com", "x" * 65 + "@example.com", "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com",
+    "x" * 60 + "@" + ".".join(["d" * 60] * 3) + ".com", "x" * 50 + "@" + ".".join(["d" * 60] * 3) + ".com",
+])
+def test_fast_path_agrees_with_email_validator_on_known_cases(value):
+    assert verdict(normalise_address, value) == verdict(library, value)
+
+
+PIECES = ["a", "B", "z9", ".", "..", "@", "-", "_", "+", "'", " ", '"', "é", "日本", "xn--", "ab--",
+          "example", "EXAMPLE", "com", "test", "local", "localhost", "postmaster", "Info", "1", "ß", "\u0301"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=12).map("".join))
+def test_fast_path_agrees_with_email_validator(value):
+    assert verdict(normalise_address, value) == verdict(library, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(local=st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\.[A-Za-z0-9_+-]{1,8}){0,2}", fullmatch=True),
+       labels=st.lists(st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?", fullmatch=True),
+                       min_size=1, max_size=4),
+       tld=st.sampled_from(["com", "ORG", "example", "test", "local", "co.uk", "xn--p1ai", "123"]))
+def test_fast_path_agrees_on_plausible_addresses(local, labels, tld):
+    value = f"{local}@{'.'.join(labels)}.{tld}"
+    assert verdict(normalise_address, value) == verdict(library, value)
+
+
+# -- round trip -------------------------------------------------------------------------------------
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=25).map(str.strip)
+TAG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=";"), min_size=1, max_size=10
+              ).map(str.strip).filter(bool)
+SPECIMENS = ['Hamilton, "Maggie"', "line one\r\nline two", "bare\rreturn", "🎉 emoji", "日本語の名前", "Zoë; Ørsted",
+             "tab\there", '""', "   "]
+NAME = st.one_of(TEXT, st.sampled_from(SPECIMENS).map(str.strip))
+LOCAL = st.from_regex(r"[a-zA-Z0-9_+'-]{1,12}(\.[a-z0-9]{1,5})?", fullmatch=True) | st.sampled_from(
+    ["jöhn", "日本", "Ünïcode.name"])
+DOMAIN = st.sampled_from(["example.com", "EXAMPLE.org", "bücher.example", "xn--bcher-kva.example", "mail.example.co.uk"])
+PERSON = st.fixed_dictionaries({
+    "email": st.builds(lambda local, domain: f"{local}@{domain}", LOCAL, DOMAIN),
+    "name": NAME,
+    "status": st.sampled_from(["", *STATUSES, "Bounced"]),
+    "tags": st.lists(TAG, max_size=3).map(";".join),
+    "city": NAME,
+    "Company Name": NAME,
+})
+DIALECT = st.builds(Dialect, st.sampled_from([",", ";", "\t"]), st.sampled_from(["\n", "\r\n"]), st.booleans())
+
+
+def unique(people):
+    seen, kept = set(), []
+    for person in people:
+        key = address_key(normalise_address(person["email"]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(person)
+    return kept
+
+
+def write_list(path: Path, people: list[dict], dialect: Dialect) -> None:
+    row = RowFormatter(dialect)
+    columns = ["email", "name", "status", "tags", "city", "Company Name"]
+    text = row(columns) + "".join(row(p[c] for c in columns) for p in people)
+    path.write_bytes((codecs.BOM_UTF8 if dialect.bom else b"") + text.encode())
+
+
+def export(path: Path) -> str:
+    out: list[str] = []
+    write_csv(iter_subscribers(path), export_columns(path), out.append)
+    return "".join(out)
+
+
+def seen_as(path: Path) -> list[tuple]:
+    return [(s.email, s.name, s.status, s.tags, dict(s.fields)) for s in iter_subscribers(path)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(people=st.lists(PERSON, max_size=8).map(unique), dialect=DIALECT)
+def test_export_then_import_round_trips_any_list(people, dialect):
+    with tempfile.TemporaryDirectory() as folder:
+        original, exported, copy = Path(folder, "list.csv"), Path(folder, "export.csv"), Path(folder, "copy.csv")
+        write_list(original, people, dialect)
+        assert validate_list(original) == []
+        exported.write_text(export(original), newline="")
+        result = import_subscribers(copy, exported)
+        assert (result.added, result.updated, result.rejected) == (len(people), 0, [])
+        assert seen_as(copy) == seen_as(original)
+        with open(exported, encoding="utf-8", newline="") as fh:
+            assert export(copy) == fh.read()
+        assert [s["name"] for s in people] == [s.name for s in iter_subscribers(copy)]
