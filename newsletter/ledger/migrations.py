@@ -17,6 +17,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             created_at   TEXT NOT NULL
         );
         CREATE TABLE deliveries (
+            id          INTEGER PRIMARY KEY, -- plan order: a batch's rows sit together on disk, so a claim
+                                             -- or record dirties a few pages, not one per recipient
             issue_id    TEXT NOT NULL REFERENCES issues(issue_id),
             email       TEXT NOT NULL,       -- lower-cased address, or sha256:... once erased
             state       TEXT NOT NULL CHECK (state IN ('pending','sending','sent','failed','unknown','skipped')),
@@ -25,8 +27,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             provider_id TEXT NOT NULL DEFAULT '',
             reason      TEXT NOT NULL DEFAULT '',
             updated_at  TEXT NOT NULL,
-            PRIMARY KEY (issue_id, email)
-        ) WITHOUT ROWID;
+            UNIQUE (issue_id, email)
+        );
         CREATE INDEX deliveries_by_state ON deliveries(issue_id, state);
         CREATE INDEX deliveries_by_batch ON deliveries(issue_id, batch_id);
         CREATE TABLE leases (

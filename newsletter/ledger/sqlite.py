@@ -27,6 +27,8 @@ from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression,
 from .migrations import LATEST, MIGRATIONS
 
 _CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
+# Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
+# unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
 _RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pending": "pending"}
 
@@ -181,18 +183,18 @@ class SQLiteLedger(Ledger):
     def _insert_pending(self, db: sqlite3.Connection, issue_id: str, emails: Iterable[str]) -> int:
         # Stage the addresses in a temporary table, then one INSERT ... SELECT leaves out the
         # suppressed ones and those erased earlier (kept as a hash), in SQL rather than per row.
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_input (email TEXT PRIMARY KEY, erased TEXT)")
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_input (email TEXT, erased TEXT)")  # rowid = list order
         db.execute("DELETE FROM plan_input")
         has_erased = db.execute("SELECT 1 FROM deliveries WHERE issue_id = ? AND email >= 'sha256:' "
                                 "AND email < 'sha256;' LIMIT 1", (issue_id,)).fetchone()
         for chunk in _chunks(emails, 5000):
-            db.executemany("INSERT OR IGNORE INTO plan_input VALUES (?, ?)",
+            db.executemany("INSERT INTO plan_input VALUES (?, ?)",
                            [(address_key(e), erased_key(e) if has_erased else "") for e in chunk])
         before = db.total_changes
         db.execute("INSERT OR IGNORE INTO deliveries (issue_id, email, state, updated_at) "
                    "SELECT ?1, p.email, 'pending', ?2 FROM plan_input p "
                    "WHERE p.email NOT IN (SELECT email FROM suppressions) "
-                   "AND p.erased NOT IN (SELECT email FROM deliveries WHERE issue_id = ?1)",
+                   "AND p.erased NOT IN (SELECT email FROM deliveries WHERE issue_id = ?1) ORDER BY p.rowid",
                    (issue_id, _now()))
         added = db.total_changes - before
         db.execute("DELETE FROM plan_input")
@@ -224,7 +226,7 @@ class SQLiteLedger(Ledger):
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
                     f"UPDATE deliveries SET state = 'sending', batch_id = ?, updated_at = ? "
-                    f"WHERE issue_id = ? AND state = 'pending' AND email IN ({marks}) "
+                    f"WHERE issue_id = ? AND +state = 'pending' AND email IN ({marks}) "
                     f"AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?) RETURNING email",
                     (batch_id, now, issue_id, *chunk, issue_id, holder)).fetchall()
                 claimed.update(r[0] for r in rows)
@@ -243,7 +245,7 @@ class SQLiteLedger(Ledger):
                 suppress.append((key, outcome.reason[:500] or "reported by the provider", source, now))
         with self._tx() as db:
             db.executemany("UPDATE deliveries SET state = ?, provider_id = ?, reason = ?, attempts = attempts + 1, "
-                           "updated_at = ? WHERE issue_id = ? AND email = ? AND batch_id = ? AND state = 'sending'",
+                           "updated_at = ? WHERE issue_id = ? AND email = ? AND +batch_id = ? AND +state = 'sending'",
                            params)
             db.executemany("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", suppress)
 
@@ -259,7 +261,7 @@ class SQLiteLedger(Ledger):
         with self._tx() as db:
             before = db.total_changes
             db.executemany("UPDATE deliveries SET state = 'skipped', reason = ?, updated_at = ? "
-                           "WHERE issue_id = ? AND email = ? AND state = 'pending'",
+                           "WHERE issue_id = ? AND email = ? AND +state = 'pending'",
                            [(reason, now, issue_id, address_key(email)) for email, reason in reasons])
             return db.total_changes - before
 
@@ -321,7 +323,7 @@ class SQLiteLedger(Ledger):
         with self._tx() as db:
             before = db.total_changes
             db.executemany("UPDATE deliveries SET state = ?, provider_id = ?, reason = ?, updated_at = ? "
-                           "WHERE issue_id = ? AND email = ? AND state = 'unknown'", params)
+                           "WHERE issue_id = ? AND email = ? AND +state = 'unknown'", params)
             return db.total_changes - before
 
     # -- suppressions and erasure ---------------------------------------------------
