@@ -33,11 +33,7 @@ from .personalize import Personalizer
 from .pipeline import Build, personalizer
 from .providers.base import Provider
 from .ratelimit import Backoff
-
-try:  # the list's streaming reader and rules (the subscribers issue)
-    from .subscribers import Problem, check_list, eligible, iter_subscribers
-except ImportError:  # until that module lands in this checkout; delete with _MinimalList below
-    Problem = check_list = eligible = iter_subscribers = None  # type: ignore[assignment]
+from .subscribers import Problem, check_list, eligible, iter_subscribers
 
 LEASE_STALE_AFTER = 60.0  # seconds without a heartbeat before another host may take the issue over
 HEARTBEAT_EVERY = 5.0
@@ -304,45 +300,3 @@ class SendRun:
                 return False
         return True
 
-
-# -- a minimal stand-in for newsletter.subscribers' API (same names, same messages) -------------------
-if check_list is None:  # pragma: no cover - replaced by newsletter.subscribers
-    from email_validator import EmailNotValidError, validate_email
-
-    from .errors import SubscriberError
-
-    @dataclass(frozen=True)
-    class Problem:  # type: ignore[no-redef]
-        path: str
-        line: int
-        reason: str
-        email: str = ""
-        fatal: bool = False
-
-        def __str__(self) -> str:
-            return f"{self.path}:{self.line}: {self.reason}"
-
-    def iter_subscribers(path, *, skip=()):  # type: ignore[no-redef]
-        from .subscribers import load_subscribers
-
-        lines = {p.line for p in skip}
-        return (s for s in load_subscribers(path) if s.line not in lines)
-
-    def eligible(subscriber, segment):  # type: ignore[no-redef]
-        return subscriber.status == "subscribed" and (not segment or segment in subscriber.tags)
-
-    def check_list(path, *, skip_invalid=False):  # type: ignore[no-redef]
-        problems, seen = [], set()
-        for s in iter_subscribers(path):
-            try:
-                validate_email(s.email, check_deliverability=False)
-            except EmailNotValidError as err:
-                problems.append(Problem(str(path), s.line, f"invalid email address {s.email!r}: {err}", s.email))
-                continue
-            if address_key(s.email) in seen:
-                problems.append(Problem(str(path), s.line, f"repeated address {s.email}", s.email))
-            seen.add(address_key(s.email))
-        if problems and not skip_invalid:
-            raise SubscriberError("\n".join([f"{path}: {len(problems)} problem(s) in the subscriber list",
-                                             *map(str, problems), "Fix them, or pass --skip-invalid to skip those rows."]))
-        return problems
