@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +73,14 @@ def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes |
 
 
 def lint_build(settings: Settings, build: Build, message: Message) -> list[Finding]:
-    return lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
-                subscribers=build.subscribers, postal_address=settings.newsletter.postal_address,
-                list_path=settings.subscribers.file)
+    findings = lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
+                    subscribers=build.subscribers, postal_address=settings.newsletter.postal_address,
+                    list_path=settings.subscribers.file)
+    sender = email.utils.parseaddr(settings.newsletter.from_)[1]
+    if "@" not in sender:
+        findings.insert(0, Finding("error", "no From address: set [newsletter] from = \"Name <you@example.com>\" "
+                                            "in newsletter.toml", settings.origins["newsletter.from"]))
+    return findings
 
 
 def write_build(out: Path, message: Message) -> dict[str, Path]:

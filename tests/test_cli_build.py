@@ -196,3 +196,9 @@ def test_unwritable_output_is_an_error_line(run, workspace):
     result = run("build", ISSUE, "--out", "blocker/out")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "blocker" in result.stderr and "Traceback" not in result.output
+
+
+def test_lint_missing_from_address(run, workspace):
+    result = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_FROM": "Field Notes"})
+    assert result.exit_code == 1
+    assert "env NEWSLETTER_NEWSLETTER_FROM: error: no From address" in result.output
