@@ -49,7 +49,10 @@ def preview(app: App, issue: str, port: int, host: str, no_open: bool, as_email:
                              settings=settings, on_rebuild=lambda snapshot: _report(app, snapshot),
                              verbose=app.verbose > 0)
     _report(app, session.first)
-    app.info(f"Previewing {path} at {session.url}  (Ctrl-C to stop)")
+    build = session.first.build
+    if as_email and build and not any(s.email.lower() == as_email.lower() for s in build.subscribers):
+        app.warn(f"{as_email} is not in {settings.subscribers.file}: previewing a reader with no name or fields")
+    click.echo(f"Previewing {path} at {session.url}  (Ctrl-C to stop)")  # even with -q: the URL is the point
     if not no_open and has_display(app.env):
         webbrowser.open(session.url)
     _stop_on_sigterm()

@@ -124,7 +124,7 @@
   }
 
   function renderSize(size) {
-    const kb = (bytes) => (bytes / 1024).toFixed(1) + " KB";
+    const kb = (bytes) => (bytes / 1024).toFixed(1).replace(/\.0$/, "") + " KB";
     const scale = size.clip * 1.15; // the bar runs a little past the clip so its mark stays visible
     const percent = (bytes) => Math.min(100, (bytes / scale) * 100) + "%";
     const clipped = size.bytes >= size.clip;
