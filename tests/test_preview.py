@@ -402,3 +402,19 @@ def test_a_save_before_the_watch_is_listening_is_not_lost(workspace):
         watcher.stop()
         watcher.join(5)
     assert not watcher.is_alive()
+
+
+def test_picker_offers_a_few_readers_and_one_that_shows_the_fallbacks(workspace):
+    rows = [f"reader{i}@example.com,Reader {i},subscribed,,,Town" for i in range(20)]
+    rows[3] = "gone@example.com,Gone,unsubscribed,,,Town"
+    rows[14] = "blank@example.com,,subscribed,,,Town"  # past the first eight: offered for its blank name
+    (workspace / "subscribers" / "subscribers.csv").write_text(
+        "email,name,status,tags,subscribed_at,city\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    live = LiveIssue(ISSUE, lambda: config.load(workspace / "newsletter.toml", {}))
+    live.rebuild()
+    emails = [choice["email"] for choice in live.view("picked@example.com")["subscribers"]]
+    assert emails == ["picked@example.com", *(f"reader{i}@example.com" for i in (0, 1, 2, 4, 5, 6, 7, 8)),
+                      "blank@example.com", NO_FIELDS_EMAIL]
+    labels = {c["email"]: c["label"] for c in live.view(None)["subscribers"]}
+    assert labels["blank@example.com"] == "blank@example.com (blank: name)"
+    assert labels["reader0@example.com"] == "Reader 0 <reader0@example.com>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import itertools
 import logging
 import secrets
 import threading
@@ -85,6 +86,7 @@ class Snapshot:
     build: Build | None = None
     personalizer: Personalizer | None = None
     findings: tuple[Finding, ...] = ()
+    readers: tuple[Subscriber, ...] = ()  # offered in the page's "Preview as" list
     error: CompileError | None = None
     compiled_at: float = field(default_factory=time.time)
     took_ms: float = 0.0
@@ -129,7 +131,7 @@ class LiveIssue:
             person = personalizer(self.settings, build.compiled)
             message = person.message(sample_subscriber(build, self.default_email))
             findings = tuple(lint_build(self.settings, build, message))
-            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings)
+            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings, readers_worth_seeing(build))
         except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
             if not isinstance(err, NewsletterError):
                 log.exception("preview compile failed")
@@ -198,7 +200,7 @@ def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email
     return {
         "issue": {"path": build.issue.path, "id": build.issue.id, "layout": str(build.compiled.layout)},
         "as": subscriber.email,
-        "subscribers": subscriber_choices(build, subscriber, default_email),
+        "subscribers": subscriber_choices(snapshot, subscriber, default_email),
         "headers": [[name, value] for name, value in headers if value],
         "size": {"bytes": size, "clip": GMAIL_CLIP, "warning": SIZE_WARNING},
         "lint": [f.__dict__ for f in snapshot.findings],
@@ -206,21 +208,27 @@ def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email
     }
 
 
-def subscriber_choices(build: Build, chosen: Subscriber, default_email: str | None) -> list[dict[str, str]]:
-    """A few readers worth previewing: the chosen one, the first subscribed ones, one with
-    blank merge fields (to see fallbacks), and a reader with no fields at all."""
-    subscribed = [s for s in build.subscribers if s.status == "subscribed"]
+def readers_worth_seeing(build: Build) -> tuple[Subscriber, ...]:
+    """The first subscribed readers, one with blank merge fields (to see the fallbacks),
+    and a reader with no fields at all. Found once per compile: lists can be long."""
+    subscribed = (s for s in build.subscribers if s.status == "subscribed")
+    first = list(itertools.islice(subscribed, PICKER_SIZE))
     used = {name for slot in build.compiled.slots for name in slot.fields}
-    with_blanks = next((s for s in subscribed[PICKER_SIZE:] if used - s.merge_values().keys()), None)
-    candidates = [chosen, *([sample_subscriber(build, default_email)] if default_email else []),
-                  *subscribed[:PICKER_SIZE], *([with_blanks] if with_blanks else []),
-                  Subscriber(email=NO_FIELDS_EMAIL)]
+    with_blanks = [] if any(used - s.merge_values().keys() for s in first) else \
+        list(itertools.islice((s for s in subscribed if used - s.merge_values().keys()), 1))
+    return (*first, *with_blanks, Subscriber(email=NO_FIELDS_EMAIL))
+
+
+def subscriber_choices(snapshot: Snapshot, chosen: Subscriber, default_email: str | None) -> list[dict[str, str]]:
+    """The page's "Preview as" list: the chosen reader, the ``--as`` one, then the snapshot's readers."""
+    build = snapshot.build
+    used = {name for slot in build.compiled.slots for name in slot.fields}
+    candidates = [chosen, *([sample_subscriber(build, default_email)] if default_email else []), *snapshot.readers]
     choices, seen = [], set()
     for subscriber in candidates:
-        if subscriber.email.lower() in seen:
-            continue
-        seen.add(subscriber.email.lower())
-        choices.append({"email": subscriber.email, "label": _label(subscriber, used)})
+        if subscriber.email.lower() not in seen:
+            seen.add(subscriber.email.lower())
+            choices.append({"email": subscriber.email, "label": _label(subscriber, used)})
     return choices
 
 
