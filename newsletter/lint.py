@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Iterable
 
 from .issue import KNOWN_KEYS
 from .models import Subscriber
 from .render import CompiledIssue
+from .slots import Slot
 
 GMAIL_CLIP = 102 * 1024  # Gmail clips HTML above ~102 KB (measured by others, not documented)
 SIZE_WARNING = 90 * 1024
@@ -29,7 +31,7 @@ class Finding:
         return f"{where}: {self.level}: {self.message}"
 
 
-def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscribers: list[Subscriber],
+def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscribers: Iterable[Subscriber],
          postal_address: str, list_path: str) -> list[Finding]:
     issue = compiled.issue
     source = Path(issue.path).read_text(encoding="utf-8-sig") if Path(issue.path).exists() else issue.body
@@ -84,21 +86,20 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     return findings
 
 
-def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers: list[Subscriber],
+def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers: Iterable[Subscriber],
                          list_path: str) -> list[Finding]:
-    """Fields no column provides (error unless defaulted) and blank values without a default."""
+    """Fields no column provides (error unless defaulted) and blank values without a default.
+
+    ``subscribers`` is read once, streaming, and only when some field has no fallback.
+    """
     findings = []
     available = columns | {"email"}
+    unguarded: dict[str, list[Slot]] = {}
     for slot in compiled.slots:
         for name in slot.fields:
             if name in available:
                 if name != "email" and not slot.defaulted:
-                    blank = sum(1 for s in subscribers if not s.merge_values().get(name))
-                    if blank:
-                        findings.append(Finding(
-                            "warning", f"merge field subscriber.{name} is blank for {blank} subscriber(s) and has "
-                                       f"no fallback; write {{{{ subscriber.{name} | default(\"...\") }}}}",
-                            slot.path, slot.line))
+                    unguarded.setdefault(name, []).append(slot)
                 continue
             close = difflib.get_close_matches(name, sorted(available), n=1)
             hint = f" (did you mean subscriber.{close[0]}?)" if close else ""
@@ -106,6 +107,19 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
             findings.append(Finding(
                 level, f"merge field subscriber.{name}: no column {name!r} in {list_path}{hint}; "
                        f"columns: {', '.join(sorted(available))}", slot.path, slot.line))
+    if unguarded:
+        blank = dict.fromkeys(unguarded, 0)
+        for subscriber in subscribers:
+            values = subscriber.merge_values()
+            for name in unguarded:
+                if not values.get(name):
+                    blank[name] += 1
+        for name, slots in unguarded.items():
+            if blank[name]:
+                findings.extend(Finding(
+                    "warning", f"merge field subscriber.{name} is blank for {blank[name]} subscriber(s) and has "
+                               f"no fallback; write {{{{ subscriber.{name} | default(\"...\") }}}}",
+                    slot.path, slot.line) for slot in slots)
     return findings
 
 

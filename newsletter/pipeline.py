@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +15,20 @@ from .mime import to_mime
 from .models import Issue, Message, Subscriber
 from .personalize import Personalizer
 from .render import CompiledIssue, compile_issue
-from .subscribers import load_subscribers, merge_columns
+from .subscribers import iter_valid_subscribers, load_subscribers, merge_columns
 from .unsubscribe import PREVIEW_SECRET
 
 
 @dataclass(frozen=True)
 class Build:
     compiled: CompiledIssue
-    subscribers: list[Subscriber]
+    list_path: Path
     columns: set[str]
+
+    @functools.cached_property
+    def subscribers(self) -> list[Subscriber]:
+        """The whole list in memory: only for small jobs (preview picker, reconcile); sending streams."""
+        return load_subscribers(self.list_path) if self.list_path.exists() else []
 
     @property
     def issue(self) -> Issue:
@@ -38,26 +44,20 @@ def build_issue(settings: Settings, ref: str, *, inliner: str | None = None) -> 
     issue = load_issue(issue_path(settings, ref))
     compiled = compile_issue(issue, settings, inliner=inliner)
     list_path = settings.workspace_path(settings.subscribers.file)
-    subscribers = load_subscribers(list_path) if list_path.exists() else []
     columns = merge_columns(list_path)
-    for finding in merge_field_findings(compiled, columns, subscribers, settings.subscribers.file):
+    for finding in merge_field_findings(compiled, columns, (), settings.subscribers.file):
         if finding.level == "error":
             raise TemplateError(finding.message, path=finding.path, line=finding.line,
                                 hint="add the column to the list, fix the name, or give a fallback with default()")
-    return Build(compiled, subscribers, columns)
+    return Build(compiled, list_path, columns)
 
 
 def sample_subscriber(build: Build, email: str | None = None) -> Subscriber:
     """The subscriber a build or preview is rendered for: ``email``, else the first subscribed row."""
-    if email:
-        for subscriber in build.subscribers:
-            if subscriber.email.lower() == email.lower():
-                return subscriber
-        return Subscriber(email=email)
-    for subscriber in build.subscribers:
-        if subscriber.status == "subscribed":
+    for subscriber in iter_valid_subscribers(build.list_path):  # streamed: stops at the first match
+        if (subscriber.email.lower() == email.lower()) if email else subscriber.status == "subscribed":
             return subscriber
-    return Subscriber(email="reader@example.com", name="Sample Reader")
+    return Subscriber(email=email) if email else Subscriber(email="reader@example.com", name="Sample Reader")
 
 
 def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes | None = None) -> Personalizer:
@@ -74,7 +74,7 @@ def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes |
 
 def lint_build(settings: Settings, build: Build, message: Message) -> list[Finding]:
     findings = lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
-                    subscribers=build.subscribers, postal_address=settings.newsletter.postal_address,
+                    subscribers=iter_valid_subscribers(build.list_path), postal_address=settings.newsletter.postal_address,
                     list_path=settings.subscribers.file)
     sender = email.utils.parseaddr(settings.newsletter.from_)[1]
     if "@" not in sender:

@@ -365,8 +365,17 @@ def load_subscribers(path: Path) -> list[Subscriber]:
     Invalid rows are left out rather than refused: a build only needs sample values.
     A file that cannot be read at all raises :class:`SubscriberError`.
     """
+    return list(iter_valid_subscribers(path))
+
+
+def iter_valid_subscribers(path: Path) -> Iterator[Subscriber]:
+    """Stream the valid rows, leaving invalid ones out (samples, lint counts; never for sending)."""
+    if not Path(path).exists():
+        return
     with ListReader(path) as reader:
-        return [row.subscriber for row in reader.rows() if row.subscriber is not None]
+        for row in reader.rows():
+            if row.subscriber is not None:
+                yield row.subscriber
 
 
 def merge_columns(path: Path) -> set[str]:
