@@ -67,12 +67,16 @@ def test_mobile_width_live_edit_compile_error_and_recovery(preview, browser, wor
     assert email_shows(browser, "Rotterdam Plugs In Its Cruise Terminal")
     shot(browser, tmp_path, "02-mobile")
 
+    scroll_y = "return document.getElementById('email').contentWindow.scrollY"
+    browser.execute_script("document.getElementById('email').contentWindow.scrollTo(0, 400)")
+    assert browser.execute_script(scroll_y) == 400
     issue = workspace / ISSUE
     original = issue.read_text(encoding="utf-8")
     edited = original.replace("Rotterdam Plugs In", "Hamburg Plugs In")
     save(issue, edited)
     wait_until(browser, lambda d: email_shows(d, "Hamburg Plugs In Its Cruise Terminal"), "the edit to appear")
     assert frame.size["width"] == 375, "the chosen width survives a reload"
+    wait_until(browser, lambda d: d.execute_script(scroll_y) == 400, "the reader's place in the email to be kept")
     shot(browser, tmp_path, "03-edited")
 
     save(issue, edited.replace("Welcome back", "Welcome {% if %} back"))

@@ -217,5 +217,11 @@
     change({ as: event.target.value });
     refresh();
   });
+  window.addEventListener("hashchange", () => { // the address was edited, or Back was pressed
+    const before = view.as;
+    loadView();
+    applyView();
+    if (view.as !== before) refresh();
+  });
   connect();
 })();
