@@ -418,3 +418,13 @@ def test_picker_offers_a_few_readers_and_one_that_shows_the_fallbacks(workspace)
     labels = {c["email"]: c["label"] for c in live.view(None)["subscribers"]}
     assert labels["blank@example.com"] == "blank@example.com (blank: name)"
     assert labels["reader0@example.com"] == "Reader 0 <reader0@example.com>"
+
+
+def test_to_header_reads_like_a_mail_client(workspace):
+    (workspace / "subscribers" / "subscribers.csv").write_text(
+        "email,name\nzoe@example.com,Zoë Brontë\nm@example.com,\"Hamilton, Margaret\"\n", encoding="utf-8")
+    live = LiveIssue(ISSUE, lambda: config.load(workspace / "newsletter.toml", {}))
+    live.rebuild()
+    assert dict(live.view("zoe@example.com")["headers"])["To"] == "Zoë Brontë <zoe@example.com>"
+    assert dict(live.view("m@example.com")["headers"])["To"] == '"Hamilton, Margaret" <m@example.com>'
+    assert dict(live.view("not an address")["headers"])["To"] == "not an address"

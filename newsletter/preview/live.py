@@ -9,13 +9,14 @@ the page shows it, and the next good save replaces it.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import itertools
 import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from pathlib import Path
 from typing import Any, Callable
 
@@ -191,7 +192,7 @@ def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email
     size = len(message.html.encode())
     headers = [
         ("From", message.sender),
-        ("To", email.utils.formataddr((message.to_name, message.to)) if message.to_name else message.to),
+        ("To", _display_address(message.to_name, message.to)),
         ("Reply-To", message.reply_to),
         ("Subject", message.subject),
         ("Preheader", build.compiled.preheader.fill(values, html=False)),
@@ -206,6 +207,16 @@ def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email
         "lint": [f.__dict__ for f in snapshot.findings],
         "text": message.text,
     }
+
+
+def _display_address(name: str, address: str) -> str:
+    """``Name <address>`` as a mail client shows it: quoted when needed, never RFC 2047-encoded."""
+    if not name:
+        return address
+    try:
+        return str(Address(display_name=name, addr_spec=address))
+    except (ValueError, HeaderParseError):  # ?as= is whatever the author typed
+        return f"{name} <{address}>"
 
 
 def readers_worth_seeing(build: Build) -> tuple[Subscriber, ...]:
