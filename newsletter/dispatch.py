@@ -284,11 +284,17 @@ class Dispatcher:
             self._count(unknown=size)
             self._report(batch, {"unknown": size}, work.attempt, seconds, err.message)
         else:
-            # A definite refusal of the whole batch (e.g. HTTP 400/413/422): a permanent failure.
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "failed", err.message),
+            # A definite refusal of the whole request (unverified sender, unknown domain or stream,
+            # payload too large). Adapters report a refused *recipient* as an outcome, so this is
+            # about our request or account: every later batch would be refused too, and marking
+            # them `failed` would lose those readers for good. Nothing was accepted: back to
+            # pending, stop the run, and say what the provider said.
+            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", err.message),
                                source=self.provider.name)
-            self._count(failed=size)
-            self._report(batch, {"failed": size}, work.attempt, seconds, err.message)
+            self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
+            self.abort(f"{self.provider.name} refused the request", ProviderError(
+                f"{err.message}; nothing in that batch was sent and the run stopped", status=err.status,
+                hint="fix the cause (sender, domain, stream or account), then run `newsletter send` again"))
 
     def _record(self, work: Work, batch: Batch, outcomes: Sequence[Outcome], seconds: float) -> None:
         outcomes = _complete(batch, outcomes, self.provider.name)

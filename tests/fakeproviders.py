@@ -126,10 +126,7 @@ class FakeProviders:
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self.send_calls += 1
-            fault = self._faults.pop(0) if self._faults else None
-        if fault:
-            fault.reached.set()
-        return fault
+            return self._faults.pop(0) if self._faults else None
 
     def delivered(self, provider: str | None = None) -> list[Accepted]:
         with self._lock:
@@ -203,11 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
         """Shared by the four send endpoints: faults first, then the provider's own logic."""
         fault = self.owner._next_fault()
         if fault and fault.kind == "status":
+            fault.reached.set()
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             if fault.retry_after is not None:
                 headers["X-RateLimit-Reset"] = f"{time.time() + fault.retry_after:.0f}"
             return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
         status, answer, headers = handle(body)
+        if fault:
+            fault.reached.set()  # only now: the batch is accepted before a test acts on `reached`
         if fault and fault.kind == "garbage":
             return self._answer(200, b"<html><body>502 Bad Gateway (proxy)</body></html>")
         if fault and fault.kind == "drop":

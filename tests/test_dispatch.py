@@ -190,11 +190,13 @@ def test_a_connection_that_was_never_made_is_retried_not_in_doubt(ledger):
     assert len(provider.calls) == 2 and totals.sent == 2 and totals.unknown == 0
 
 
-def test_a_definite_refusal_of_the_whole_batch_fails_it(ledger):
+def test_a_definite_refusal_of_the_whole_request_stops_the_run_and_loses_nobody(ledger):
+    """A 422 'From address not verified' would refuse every batch: stop, keep everyone pending."""
     provider = ScriptedProvider(ProviderError("HTTP 422: From address not verified", status=422))
-    totals = run(ledger, provider, EMAILS[:2])
-    assert totals.failed == 2 and len(provider.calls) == 1
-    assert {r.reason for r in ledger.rows(ISSUE, ("failed",))} == {"HTTP 422: From address not verified"}
+    totals = run(ledger, provider, EMAILS[:6])
+    assert len(provider.calls) == 1 and totals.failed == 0 and totals.sent == 0
+    assert "From address not verified" in str(totals.error) and "run stopped" in str(totals.error)
+    assert set(states(ledger, EMAILS[:6]).values()) == {"pending"}
 
 
 def test_per_recipient_outcomes_are_recorded_and_only_the_transient_ones_retried(ledger):
