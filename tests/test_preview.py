@@ -23,6 +23,8 @@ import requests
 
 from newsletter.preview.live import NO_FIELDS_EMAIL
 
+pytestmark = pytest.mark.slow  # each test starts `newsletter preview` in a subprocess
+
 ISSUE = "issues/2026-11-30-weekly.md"
 START_TIMEOUT = 20
 

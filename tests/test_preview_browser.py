@@ -11,7 +11,7 @@ import requests
 from browser import chrome, shot
 from test_preview import ISSUE, PreviewProcess, save
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WAIT = 10  # seconds; live reload takes well under one, Chromium start-up on a busy CI box can be slow
 
