@@ -1,11 +1,11 @@
 """Contract tests with Prism: every request our adapters build is accepted by the provider's published spec.
 
-Prism (npm ``@stoplight/prism-cli``) serves each spec from ../shared/provider-specs/
+Prism (npm ``@stoplight/prism-cli``) serves each spec from tests/fixtures/specs/ (copies of ../shared/provider-specs/)
 on 127.0.0.1 with ``--errors``, so a request that breaks the spec is answered
 with an error (and an ``sl-violations`` header) instead of a mocked success.
 Mailgun publishes no spec; the Postmark file is an old Swagger 2.0 copy that
 predates ``MessageStream`` and ``Metadata`` (Prism ignores extra fields there).
-Prism is found at $PRISM, ./.prism/node_modules/.bin/prism (what .ci/run installs) or on PATH.
+Prism is found at $PRISM, node_modules/.bin/prism (`npm ci` installs it from package.json) or on PATH.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from newsletter import config
 from newsletter.providers import provider_class
 
 REPO = Path(__file__).resolve().parent.parent
-SPECS = REPO.parent / "shared" / "provider-specs"
+# The providers' published specs, copied from ../shared/provider-specs (SOURCE.txt says where from),
+# so a clean checkout on a fresh machine can run these tests.
+SPECS = Path(__file__).resolve().parent / "fixtures" / "specs"
 SPEC_FILES = {"postmark": "postmark/postmark-server-swagger2.yml", "sendgrid": "sendgrid/tsg_mail_v3.yaml",
               "resend": "resend/resend.yaml"}
 
 
 def find_prism() -> str | None:
-    for candidate in (os.environ.get("PRISM"), REPO / ".prism" / "node_modules" / ".bin" / "prism",
+    for candidate in (os.environ.get("PRISM"), REPO / "node_modules" / ".bin" / "prism",
                       shutil.which("prism")):
         if candidate and Path(candidate).exists():
             return str(candidate)
@@ -40,8 +42,7 @@ def find_prism() -> str | None:
 
 PRISM = find_prism()
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(PRISM is None, reason="Prism is not installed (npm install --prefix .prism "
-                                                       "@stoplight/prism-cli; .ci/run does it)"),
+              pytest.mark.skipif(PRISM is None, reason="Prism is not installed (`npm ci` installs it from package.json)"),
               pytest.mark.skipif(not SPECS.is_dir(), reason=f"provider specs not found at {SPECS}")]
 
 
