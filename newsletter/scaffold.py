@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import NewsletterError
 
-GITIGNORE = "# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n.newsletter/\noutbox/\n"
+GITIGNORE = ("# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n"
+             ".newsletter/\noutbox/\n# a subscriber-list lock left by a killed command\nsubscribers/.*.lock\n")
 WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", "issues/2026-11-30-weekly.md")
 
 
