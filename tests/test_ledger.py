@@ -6,12 +6,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 
 from newsletter.errors import LeaseHeld, LedgerError
-from newsletter.ledger import SQLiteLedger, erased_key, open_ledger
-from newsletter.ledger.migrations import LATEST
+from newsletter.ledger import SQLiteLedger, erased_key, open_ledger, sqlite as ledger_sqlite
+from newsletter.ledger.migrations import LATEST, MIGRATIONS
 from newsletter.models import Outcome
 
 ISSUE = "2026-11-30-weekly"
@@ -57,6 +58,42 @@ def test_claim_moves_pending_to_sending_under_the_batch_id(ledger):
     assert (state(ledger, "a@example.com").state, state(ledger, "a@example.com").batch_id) == ("sending", "b1")
     assert ledger.claim(ISSUE, "b2", ["a@example.com", "b@example.com"], "me") == {"b@example.com"}  # never twice
     assert ledger.in_doubt(ISSUE) == {"b1": ["a@example.com"], "b2": ["b@example.com"]}
+
+
+class Clock:
+    """The ledger's time function, moved by hand: ``clock.at("2026-11-30T09:00:00")``."""
+
+    def __init__(self, monkeypatch):
+        self.now = "2026-11-30T09:00:00+00:00"
+        monkeypatch.setattr(ledger_sqlite, "_now", lambda: self.now)
+
+    def at(self, when: str) -> None:
+        self.now = when + "+00:00"
+
+
+def utc(when: str) -> datetime:
+    return datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
+
+
+def test_claimed_at_is_the_first_claim_of_that_batch_id_and_later_changes_keep_it(ledger, monkeypatch):
+    clock = Clock(monkeypatch)
+    plan(ledger, "a@example.com", "b@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    clock.at("2026-11-30T09:05:00")
+    ledger.claim(ISSUE, "b2", ["b@example.com"], "me")
+    assert ledger.claim_times(ISSUE) == {"b1": utc("2026-11-30T09:00:00"), "b2": utc("2026-11-30T09:05:00")}
+    clock.at("2026-11-30T10:00:00")
+    ledger.mark_attempt(ISSUE, "b1")  # a same-key retry is not a new claim
+    ledger.mark_unknown(ISSUE, ["b1"], "run stopped")
+    row = state(ledger, "a@example.com")
+    assert (row.claimed_at, row.updated_at) == ("2026-11-30T09:00:00+00:00", "2026-11-30T10:00:00+00:00")
+    assert ledger.claim_times(ISSUE) == {"b2": utc("2026-11-30T09:05:00")}  # only batches still `sending`
+    assert ledger.claim_times(ISSUE, "unknown") == {"b1": utc("2026-11-30T09:00:00")}
+    # Back to pending after a transient error, then claimed under a new batch id: a new first claim.
+    ledger.record(ISSUE, "b2", [Outcome("b@example.com", "retry")], source="test")
+    clock.at("2026-11-30T11:00:00")
+    ledger.claim(ISSUE, "b3", ["b@example.com"], "me")
+    assert ledger.claim_times(ISSUE) == {"b3": utc("2026-11-30T11:00:00")}
 
 
 def test_claim_needs_the_lease(ledger):
@@ -211,6 +248,47 @@ def test_the_file_is_wal_with_the_latest_schema(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
+
+
+def version_1_ledger(path) -> None:
+    """A ledger as the first release wrote it: schema 1, an issue mid-send."""
+    raw = sqlite3.connect(path)
+    [(number, _, sql)] = [m for m in MIGRATIONS if m[0] == 1]
+    raw.executescript(sql)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO issues VALUES (?, 'h1', 'Hi', '', 4, '2026-11-30T08:00:00+00:00')", (ISSUE,))
+    raw.executemany("INSERT INTO deliveries (issue_id, email, state, batch_id, attempts, provider_id, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, '2026-11-30T09:30:00+00:00')",
+                    [(ISSUE, "sent@example.com", "sent", "b1", 1, "pid-1"),
+                     (ISSUE, "sending@example.com", "sending", "b2", 0, ""),
+                     (ISSUE, "unknown@example.com", "unknown", "b3", 1, ""),
+                     (ISSUE, "pending@example.com", "pending", "", 0, "")])
+    raw.commit()
+    raw.close()
+
+
+def test_a_version_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.sqlite3"
+    version_1_ledger(path)
+    with pytest.raises(LedgerError, match="schema version 1; run any write command to upgrade it"):
+        SQLiteLedger(path, readonly=True)
+    with SQLiteLedger(path) as db:
+        rows = {r.email: r for r in db.rows(ISSUE, ("pending", "sending", "sent", "failed", "unknown"))}
+        assert {e: (r.state, r.batch_id, r.attempts, r.provider_id) for e, r in rows.items()} == {
+            "sent@example.com": ("sent", "b1", 1, "pid-1"), "sending@example.com": ("sending", "b2", 0, ""),
+            "unknown@example.com": ("unknown", "b3", 1, ""), "pending@example.com": ("pending", "", 0, "")}
+        # Claimed before claimed_at existed: the plan's creation, never later than the claim (an age
+        # that errs old); updated_at (09:30) would have made those batches look younger than they are.
+        planned = utc("2026-11-30T08:00:00")
+        assert db.claim_times(ISSUE) == {"b2": planned} and db.claim_times(ISSUE, "unknown") == {"b3": planned}
+        assert rows["pending@example.com"].claimed_at == ""
+        Clock(monkeypatch).at("2026-11-30T10:00:00")
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        assert db.claim(ISSUE, "b4", ["pending@example.com"], "me") == {"pending@example.com"}
+        assert db.claim_times(ISSUE)["b4"] == utc("2026-11-30T10:00:00")
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    SQLiteLedger(path, readonly=True).close()  # upgraded: readers open it again
 
 
 def test_a_newer_schema_is_refused(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..errors import ConfigError
 from .base import (DOUBT_STATES, OPEN_STATES, STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression,
-                   address_key, erased_key)
+                   address_key, erased_key, parse_time)
 from .sqlite import SQLiteLedger
 
 
@@ -27,4 +27,5 @@ def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:
 
 
 __all__ = ["DOUBT_STATES", "OPEN_STATES", "STATES", "DeliveryRow", "IssueRecord", "Lease", "Ledger",
-           "SQLiteLedger", "Suppression", "address_key", "erased_key", "open_ledger"]
+           "SQLiteLedger", "Suppression", "address_key", "erased_key", "open_ledger",
+           "parse_time"]

@@ -9,10 +9,12 @@ Rows are keyed by (issue id, address) and move only along these edges::
                  │  └─ resend_unknown ── unknown ──resolve──> sent | pending | failed
                  └──skip──> skipped      unsubscribed, suppressed, invalid or gone when its turn came
 
-``sending`` means "claimed by a batch and committed BEFORE the API call". A
-run that dies leaves such rows behind; the next run, holding the issue's
-lease, either retries the very same batch (same batch id, so the same
-idempotency key) when the provider honours one, or marks them ``unknown``.
+``sending`` means "claimed by a batch and committed BEFORE the API call"; the
+claim records ``claimed_at``, the time that batch id was first claimed. A run
+that dies leaves such rows behind; the next run, holding the issue's lease,
+either retries the very same batch (same batch id, so the same idempotency
+key) when the provider honours one and still remembers the key (the batch is
+younger than the provider's ``idempotency_window``), or marks them ``unknown``.
 ``unknown`` rows are never sent again unless the user asks
 (``--resend-unknown``) or a provider look-up proves they were not accepted
 (:meth:`Ledger.resolve`). That is the whole exactly-once argument: a row is
@@ -35,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 from ..models import Outcome
@@ -52,6 +55,15 @@ def address_key(email: str) -> str:
 def erased_key(email: str) -> str:
     """What an erased address becomes: a hash that still tells us "already sent" if it comes back."""
     return "sha256:" + hashlib.sha256(address_key(email).encode()).hexdigest()
+
+
+def parse_time(text: str) -> datetime | None:
+    """A ledger timestamp (ISO 8601, UTC) as an aware datetime; None when empty or unreadable."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,8 @@ class DeliveryRow:
     batch_id: str
     provider_id: str
     reason: str
-    updated_at: str
+    updated_at: str  # the row's last change
+    claimed_at: str = ""  # when its batch id was first claimed ("" if never claimed)
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,15 @@ class Ledger(ABC):
     @abstractmethod
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
         """Rows a dead run left ``sending``: batch id -> address keys."""
+
+    @abstractmethod
+    def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
+        """batch id -> when it was first claimed (None if not known), for the batches with rows in ``state``.
+
+        The first claim comes before any send of that batch, so the age it gives is never too
+        young: the safe side for "is the idempotency key still honoured" and for "do the
+        provider's logs still hold it".
+        """
 
     @abstractmethod
     def mark_unknown(self, issue_id: str, batch_ids: Sequence[str], reason: str) -> int:

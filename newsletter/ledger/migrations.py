@@ -46,6 +46,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             created_at TEXT NOT NULL
         );
     """),
+    (2, "deliveries.claimed_at: when the row's batch id was first claimed", """
+        -- The age of an in-doubt batch decides whether its idempotency key still holds (Resend
+        -- forgets keys after 24 h) and whether a provider's logs are conclusive. updated_at
+        -- moves on every change, so it can be later than the send: too young an age.
+        ALTER TABLE deliveries ADD COLUMN claimed_at TEXT NOT NULL DEFAULT '';
+        -- Rows claimed before this column existed: the plan's creation is the latest time known
+        -- to be no later than their claim, so their age errs on the old side (safe).
+        UPDATE deliveries SET claimed_at = (SELECT created_at FROM issues i WHERE i.issue_id = deliveries.issue_id)
+            WHERE batch_id != ''
+    """),
 ]
 
 LATEST = MIGRATIONS[-1][0]

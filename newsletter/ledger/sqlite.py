@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
 from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   erased_key)
+                   erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
 _CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
@@ -34,6 +34,7 @@ _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pendi
 
 
 def _now() -> str:
+    """The ledger's clock (UTC, ISO 8601): every timestamp it writes comes from here (tests move it)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -225,10 +226,10 @@ class SQLiteLedger(Ledger):
             for chunk in _chunks(address_key(e) for e in emails):
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"UPDATE deliveries SET state = 'sending', batch_id = ?, updated_at = ? "
+                    f"UPDATE deliveries SET state = 'sending', batch_id = ?, updated_at = ?, claimed_at = ? "
                     f"WHERE issue_id = ? AND +state = 'pending' AND email IN ({marks}) "
                     f"AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?) RETURNING email",
-                    (batch_id, now, issue_id, *chunk, issue_id, holder)).fetchall()
+                    (batch_id, now, now, issue_id, *chunk, issue_id, holder)).fetchall()
                 claimed.update(r[0] for r in rows)
         return claimed
 
@@ -286,6 +287,11 @@ class SQLiteLedger(Ledger):
             batches.setdefault(batch_id, []).append(email)
         return batches
 
+    def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
+        return {batch_id: parse_time(claimed) for batch_id, claimed in self._read(
+            "SELECT batch_id, min(claimed_at) FROM deliveries WHERE issue_id = ? AND state = ? AND batch_id != '' "
+            "GROUP BY batch_id", (issue_id, state))}
+
     def mark_unknown(self, issue_id: str, batch_ids: Sequence[str], reason: str) -> int:
         with self._tx() as db:
             before = db.total_changes
@@ -314,7 +320,8 @@ class SQLiteLedger(Ledger):
     def rows(self, issue_id: str, states: Sequence[str] = ("unknown",)) -> list[DeliveryRow]:
         marks = ",".join("?" * len(states))
         return [DeliveryRow(*r) for r in self._read(
-            f"SELECT issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at FROM deliveries "
+            f"SELECT issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at "
+            f"FROM deliveries "
             f"WHERE issue_id = ? AND state IN ({marks}) ORDER BY state, email", (issue_id, *states))]
 
     def resolve(self, issue_id: str, outcomes: Sequence[Outcome]) -> int:
