@@ -19,9 +19,11 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    recipient is left ``pending`` and the run ends incomplete (exit 4).
 4. **Never resend what may have been accepted.** No answer at all (timeout,
    dropped connection) leaves the batch in doubt: a provider that honours
-   idempotency keys gets the very same batch id again; any other provider's
-   rows become ``unknown`` and stay so until ``--resend-unknown`` or
-   reconciliation.
+   idempotency keys gets the very same batch id again, but only while it still
+   remembers the key (the batch's first claim is younger than the provider's
+   ``idempotency_window``: Resend forgets keys after 24 hours); any other
+   provider's rows, and older batches, become ``unknown`` and stay so until
+   ``--resend-unknown`` or reconciliation.
 5. **Stop at once** when the provider refuses the key (the batch goes back to
    ``pending``; no further batch is sent) or when the issue's lease is lost.
 
@@ -62,6 +64,7 @@ class Work:
     values: list[Sequence[str]] = field(default_factory=list)  # slot values per message, when known
     batch_id: str | None = None
     attempt: int = 1
+    claimed_at: float | None = None  # epoch seconds of the batch id's first claim (None: not known)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class Dispatcher:
     def __init__(self, ledger: Ledger, provider: Provider, issue_id: str, holder: str, *,
                  concurrency: int = 4, max_attempts: int = 5, limiter: TokenBucket | None = None,
                  backoff: Backoff = Backoff(), on_batch: Callable[[BatchReport], None] = lambda report: None,
-                 max_queued: int | None = None, template: Mapping[str, SlotTemplate] | None = None):
+                 max_queued: int | None = None, template: Mapping[str, SlotTemplate] | None = None,
+                 clock: Callable[[], float] = time.time):
         self.ledger = ledger
         self.provider = provider
         self.issue_id = issue_id
@@ -117,6 +121,7 @@ class Dispatcher:
         self.backoff = backoff
         self.on_batch = on_batch
         self.template = template  # the compiled subject/html/text, for adapters that substitute server-side
+        self.clock = clock  # epoch seconds: the age of a batch's idempotency key
         self.totals = RunTotals()
         # Back-pressure: a batch holds up to hundreds of personalised bodies, so keep few waiting.
         self._max_queued = max_queued or max(1, self.concurrency // 2)
@@ -236,8 +241,12 @@ class Dispatcher:
 
     def _claim(self, work: Work) -> Batch | None:
         if work.batch_id:  # an in-doubt batch, already `sending`: same id, same idempotency key
+            if not self.provider.honours_key(None if work.claimed_at is None else self.clock() - work.claimed_at):
+                self._key_expired(work)
+                return None
             return self._batch(work.batch_id, work)
         batch_id = new_batch_id()
+        work.claimed_at = self.clock()
         claimed = self.ledger.claim(self.issue_id, batch_id, [m.to for m in work.messages], self.holder)
         if not claimed:
             if not self.ledger.heartbeat(self.issue_id, self.holder):
@@ -254,6 +263,16 @@ class Dispatcher:
         work.messages = [work.messages[n] for n in keep]
         work.values = [work.values[n] for n in keep] if work.values else []
         return self._batch(batch_id, work)
+
+    def _key_expired(self, work: Work) -> None:
+        """An in-doubt batch older than the provider's memory of its key: a retry could send it twice."""
+        reason = (f"no clear answer from {self.provider.name}, and the batch was first claimed more than "
+                  f"{key_window(self.provider)} ago, past the time {self.provider.name} keeps its idempotency "
+                  f"key: it may or may not have been sent")
+        batch = self._batch(work.batch_id or "", work)
+        self.ledger.mark_unknown(self.issue_id, [batch.batch_id], reason)
+        self._count(unknown=len(batch.messages))
+        self._report(batch, {"unknown": len(batch.messages)}, work.attempt, 0.0, "idempotency key expired")
 
     def _batch(self, batch_id: str, work: Work) -> Batch:
         return Batch(self.issue_id, batch_id, tuple(work.messages), slot_values=tuple(work.values),
@@ -276,7 +295,7 @@ class Dispatcher:
             if err.retry_after:
                 self.limiter.pause(err.retry_after)
             self._report(batch, {"retry": size}, work.attempt, seconds, f"{err.message}; retrying the same batch id")
-            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1),
+            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at),
                         self.backoff.delay(work.attempt, err.retry_after))
         elif err.retryable or in_doubt:
             reason = f"no clear answer from {self.provider.name}; it may or may not have been sent ({err.message})"
@@ -334,6 +353,12 @@ class Dispatcher:
     def _report(self, batch: Batch, states: dict[str, int], attempt: int, seconds: float, note: str = "") -> None:
         self._count(batches=1)
         self.on_batch(BatchReport(batch.batch_id, len(batch.messages), states, attempt, seconds, note))
+
+
+def key_window(provider: Provider) -> str:
+    """``provider.idempotency_window`` in words: "23 h"."""
+    window = provider.idempotency_window
+    return f"{window / 3600:g} h" if window >= 3600 else f"{window:g} s"
 
 
 def _all(batch: Batch, state: str, reason: str) -> list[Outcome]:

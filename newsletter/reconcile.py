@@ -19,9 +19,16 @@ Email Activity API) and the outbox cannot answer; the report says so plainly.
 
 Absence from a provider's logs proves "not accepted" only once the logs have
 caught up and while they still hold the batch; each adapter knows its own
-window and answers ``unknown`` outside it. The age of a batch is taken from
-the ledger's ``updated_at`` of its rows (when they were marked unknown), which
-is never earlier than the send itself.
+window and answers ``unknown`` outside it (Postmark 60 s to 40 days, Mailgun
+30 minutes to 2 days, Resend's idempotency key under 23 hours). Each edge is
+judged on its safe side:
+
+* ``age`` counts from the ledger's ``claimed_at``, the first claim of the batch
+  id, which comes before any send of it: never too young, so a key or a log
+  is never taken to hold a batch it has already forgotten;
+* ``since_last_try`` counts from the rows' ``updated_at`` (when they were
+  marked unknown), which comes after the last send: never too old, so logs are
+  never taken to have caught up with a send they may not show yet.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from datetime import datetime, timezone
 import requests
 
 from .errors import ProviderError
-from .ledger import DeliveryRow, Ledger, address_key
+from .ledger import DeliveryRow, Ledger, address_key, parse_time
 from .models import Subscriber
 from .personalize import Personalizer
 from .providers.base import Batch, Provider
@@ -80,7 +87,8 @@ def reconcile_issue(issue_id: str, subscribers: list[Subscriber], provider: Prov
     try:
         for batch_id, batch_rows in batches.items():
             batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer)
-            outcomes = provider.reconcile(batch, session, age=_age(batch_rows, now)) or []
+            outcomes = provider.reconcile(batch, session, age=_age(batch_rows, now),
+                                          since_last_try=_since_last_try(batch_rows, now)) or []
             decided = [o for o in outcomes if o.state in ("sent", "retry", "failed")]
             ledger.resolve(issue_id, decided)  # one transaction per batch: progress survives a later error
             report.resolved.update(o.state for o in decided)
@@ -126,11 +134,16 @@ def _rebuild(issue_id: str, batch_id: str, rows: list[DeliveryRow], by_key: dict
 
 
 def _age(rows: list[DeliveryRow], now: datetime) -> float | None:
-    """Seconds since the most recent change of these rows: a lower bound of the batch's age."""
-    try:
-        latest = max(datetime.fromisoformat(r.updated_at) for r in rows)
-    except ValueError:
+    """Seconds since the batch id was first claimed: an upper bound of the time since its first send."""
+    claimed = [parse_time(r.claimed_at) for r in rows]
+    if not claimed or None in claimed:
         return None
-    if latest.tzinfo is None:
-        latest = latest.replace(tzinfo=timezone.utc)
-    return max(0.0, (now - latest).total_seconds())
+    return max(0.0, (now - min(claimed)).total_seconds())
+
+
+def _since_last_try(rows: list[DeliveryRow], now: datetime) -> float | None:
+    """Seconds since the most recent change of these rows: a lower bound of the time since its last send."""
+    changed = [parse_time(r.updated_at) for r in rows]
+    if not changed or None in changed:
+        return None
+    return max(0.0, (now - max(changed)).total_seconds())

@@ -7,6 +7,12 @@ The order matters and is the same every time::
     -> resolve rows a dead run left `sending` -> stream the list through the
     send loop -> skip plan rows that left the list -> release the lease
 
+Rows a dead run left ``sending`` are retried under their batch id (the same
+idempotency key) only while the provider still remembers that key: the batch's
+first claim (the ledger's ``claimed_at``) is younger than the provider's
+``idempotency_window`` (Resend: 23 h of its 24; the outbox: forever). Older
+batches, and every batch of a provider without keys, become ``unknown``.
+
 The list is streamed in chunks: each chunk costs one ledger look-up, its
 eligible pending subscribers are personalised and cut into batches, and the
 batches wait in a short queue for the workers, so memory stays flat however
@@ -21,11 +27,12 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from itertools import islice
 from typing import Callable, Iterator
 
 from .config import Settings
-from .dispatch import BatchReport, Dispatcher, RunTotals, Work
+from .dispatch import BatchReport, Dispatcher, RunTotals, Work, key_window
 from .errors import LedgerError
 from .ledger import Ledger, address_key
 from .models import Subscriber
@@ -63,7 +70,7 @@ class Summary:
     counts: dict[str, int]
     new_subscribers: int = 0  # eligible but not in the plan (added with --include-new)
     in_doubt: int = 0  # rows a dead run left `sending`
-    in_doubt_action: str = ""
+    in_doubt_action: str = ""  # what this run does with them
     content_changed: bool = False
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
@@ -166,8 +173,9 @@ class SendRun:
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
         summary.in_doubt = summary.counts["sending"]
-        summary.in_doubt_action = ("retried with the same idempotency key" if self.provider.idempotent
-                                   else "marked unknown, not re-sent")
+        retry, expired = self.in_doubt_batches()
+        retried = sum(len(keys) for keys in retry.values())
+        summary.in_doubt_action = self._in_doubt_action(retried, sum(len(keys) for keys in expired.values()))
         if self.options.include_new:
             keys = list(dict.fromkeys(self._eligible()))
             known = self.ledger.lookup(self.issue_id, keys)
@@ -175,9 +183,20 @@ class SendRun:
         summary.to_send = summary.counts["pending"] + summary.new_subscribers
         if self.options.resend_unknown:
             summary.to_send += summary.counts["unknown"]
-        if self.provider.idempotent:
-            summary.to_send += summary.in_doubt
+        summary.to_send += retried
         return summary
+
+    def _in_doubt_action(self, retried: int, expired: int) -> str:
+        """What happens to rows a dead run left `sending`, in the summary's words."""
+        if not self.provider.idempotent:
+            return "marked unknown, not re-sent"
+        if not expired:
+            return "retried with the same idempotency key"
+        why = (f"first claimed more than {key_window(self.provider)} ago, past the time {self.provider.name} "
+               f"keeps its idempotency keys")
+        if not retried:
+            return f"marked unknown, not re-sent ({why})"
+        return f"{retried} retried with the same idempotency key, {expired} marked unknown ({why})"
 
     # -- sending (holding the lease) --------------------------------------------------
     def freeze_plan(self) -> None:
@@ -196,25 +215,50 @@ class SendRun:
         self.ledger.add_skipped(self.issue_id, [(p.email, str(p)) for p in self.problems if p.email])
         self.record = self.ledger.issue(self.issue_id)
 
-    def recover_in_doubt(self) -> list[Work]:
-        """Rows a dead run left ``sending``: the same batches again (idempotent provider), else ``unknown``."""
+    def in_doubt_batches(self, now: datetime | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Rows a dead run left ``sending``, as (batches to retry under their key, batches to mark unknown).
+
+        A batch is retried only while the provider still remembers its idempotency key, judged
+        from its first claim, which is never later than its first send.
+        """
         doubt = self.ledger.in_doubt(self.issue_id)
-        if not doubt:
-            return []
-        if not self.provider.idempotent:
-            self.ledger.mark_unknown(self.issue_id, list(doubt), "a run stopped after claiming this batch; "
+        if not doubt or not self.provider.idempotent:
+            return {}, doubt
+        now = now or datetime.now(timezone.utc)
+        claimed = self.ledger.claim_times(self.issue_id)
+        retry: dict[str, list[str]] = {}
+        expired: dict[str, list[str]] = {}
+        for batch_id, keys in doubt.items():
+            when = claimed.get(batch_id)
+            age = (now - when).total_seconds() if when else None
+            (retry if self.provider.honours_key(age) else expired)[batch_id] = keys
+        return retry, expired
+
+    def recover_in_doubt(self, now: datetime | None = None) -> list[Work]:
+        """Rows a dead run left ``sending``: the same batches again while their key holds, else ``unknown``."""
+        retry, expired = self.in_doubt_batches(now)
+        if expired and not self.provider.idempotent:
+            self.ledger.mark_unknown(self.issue_id, list(expired), "a run stopped after claiming this batch; "
                                      "it may or may not have been sent")
+        elif expired:
+            self.ledger.mark_unknown(self.issue_id, list(expired), (
+                f"a run stopped after claiming this batch more than {key_window(self.provider)} ago, past the time "
+                f"{self.provider.name} keeps its idempotency key; it may or may not have been sent"))
+        if not retry:
             return []
-        wanted = {key for keys in doubt.values() for key in keys}
+        wanted = {key for keys in retry.values() for key in keys}
         found: dict[str, tuple] = {}
         for subscriber in self.subscribers():
             key = address_key(subscriber.email)
             if key in wanted and key not in found:
                 found[key] = self.personalizer.message_with_values(subscriber)
+        claimed = self.ledger.claim_times(self.issue_id)
         work, lost = [], []
-        for batch_id, keys in doubt.items():
+        for batch_id, keys in retry.items():
             if all(key in found for key in keys):
-                work.append(Work([found[k][0] for k in keys], [found[k][1] for k in keys], batch_id))
+                when = claimed.get(batch_id)
+                work.append(Work([found[k][0] for k in keys], [found[k][1] for k in keys], batch_id,
+                                 claimed_at=when.timestamp() if when else None))
             else:  # the same idempotency key needs the same batch, and someone left the list
                 lost.append(batch_id)
         self.ledger.mark_unknown(self.issue_id, lost, "a run stopped after claiming this batch, and a recipient "

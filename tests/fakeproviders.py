@@ -12,7 +12,8 @@ Fault injection (``fake.inject(...)``) applies to the next send calls:
 batch, then close the socket without answering: an in-doubt batch), ``hold``
 (accept and record, then wait until released: the moment to SIGKILL a sender)
 and ``garbage`` (a 200 whose body is not what the docs say). A wrong key gets
-the provider's own 401/403.
+the provider's own 401/403. Resend's keys never expire here unless the test says
+so: ``fake.forget_idempotency_keys()`` is a day going by.
 
 Run it by hand (benchmarks, manual tests): ``python tests/fakeproviders.py``.
 """
@@ -127,6 +128,11 @@ class FakeProviders:
         with self._lock:
             self.send_calls += 1
             return self._faults.pop(0) if self._faults else None
+
+    def forget_idempotency_keys(self) -> None:
+        """What 24 hours do to Resend's keys: a replay of an old batch is then a new request, sent again."""
+        with self._lock:
+            self._idempotency.clear()
 
     def delivered(self, provider: str | None = None) -> list[Accepted]:
         with self._lock:

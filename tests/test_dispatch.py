@@ -164,6 +164,50 @@ def test_an_idempotent_retry_that_never_gets_an_answer_ends_unknown(ledger):
     assert set(states(ledger).values()) == {"unknown"}
 
 
+def test_a_same_key_retry_is_not_sent_once_the_provider_has_forgotten_the_key(ledger):
+    """Resend keeps a key 24 h: a retry under an expired key would be a second copy, so the batch is unknown."""
+    clock = [1_000_000.0]
+
+    def no_answer_for_a_day(batch):
+        clock[0] += 23 * 3600 + 1  # the answer never comes, and by the retry the key is gone
+        raise ProviderError("no answer", retryable=True)
+
+    provider = ScriptedProvider(no_answer_for_a_day, idempotent=True)
+    provider.idempotency_window = 23 * 3600
+    dispatcher = Dispatcher(ledger, provider, ISSUE, "me", backoff=FAST, clock=lambda: clock[0])
+    dispatcher.start()
+    dispatcher.submit(Work([message(e) for e in EMAILS[:2]]))
+    totals = dispatcher.finish()
+    assert len(provider.calls) == 1 and totals.unknown == 2
+    assert set(states(ledger).values()) == {"unknown"}
+    assert "past the time scripted keeps its idempotency key" in ledger.rows(ISSUE)[0].reason
+
+
+@pytest.mark.parametrize("age, sent", [(23 * 3600 - 60, True), (23 * 3600 + 60, False), (None, False)])
+def test_an_in_doubt_batch_is_resent_under_its_key_only_while_the_key_is_remembered(ledger, age, sent):
+    provider = ScriptedProvider(idempotent=True)
+    provider.idempotency_window = 23 * 3600
+    ledger.claim(ISSUE, "old", EMAILS[:2], "me")
+    now = 1_000_000.0
+    dispatcher = Dispatcher(ledger, provider, ISSUE, "me", backoff=FAST, clock=lambda: now)
+    dispatcher.start()
+    dispatcher.submit(Work([message(e) for e in EMAILS[:2]], batch_id="old",
+                           claimed_at=None if age is None else now - age))
+    dispatcher.finish()
+    assert provider.calls == ([("old", EMAILS[:2])] if sent else [])
+    assert set(states(ledger).values()) == {"sent" if sent else "unknown"}
+
+
+def test_a_provider_that_keeps_keys_forever_resends_an_in_doubt_batch_of_any_age(ledger):
+    provider = ScriptedProvider(idempotent=True)  # the outbox: the same batch id rewrites the same files
+    ledger.claim(ISSUE, "old", EMAILS[:2], "me")
+    dispatcher = Dispatcher(ledger, provider, ISSUE, "me", backoff=FAST)
+    dispatcher.start()
+    dispatcher.submit(Work([message(e) for e in EMAILS[:2]], batch_id="old"))
+    dispatcher.finish()
+    assert provider.calls == [("old", EMAILS[:2])] and set(states(ledger).values()) == {"sent"}
+
+
 def test_a_429_on_an_in_doubt_batch_keeps_it_in_doubt(ledger):
     """The first try may have been accepted; a later 429 says nothing about it."""
     provider = ScriptedProvider(ProviderError("no answer", retryable=True),

@@ -17,12 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 
 from fakeproviders import FakeProviders
 from newsletter import config
-from newsletter.ledger import open_ledger
+from newsletter.ledger import open_ledger, sqlite as ledger_sqlite
 from newsletter.pipeline import build_issue, personalizer
 from newsletter.providers import open_provider
+from newsletter.providers.base import Batch
 from newsletter.reconcile import reconcile_issue
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
@@ -127,6 +129,61 @@ def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(works
     assert fake.duplicates() == {}
 
 
+# -- in doubt for a day: Resend forgets its keys after 24 h ----------------------------------------
+@pytest.fixture
+def ledger_clock(monkeypatch):
+    """The ledger's time function, moved by hand: ``ledger_clock["now"] = datetime``; None is real time."""
+    clock = {"now": None}
+    real = ledger_sqlite._now
+    monkeypatch.setattr(ledger_sqlite, "_now",
+                        lambda: clock["now"].isoformat(timespec="seconds") if clock["now"] else real())
+    return clock
+
+
+def dead_run_batch(workspace: Path, env: dict[str, str], fake: FakeProviders, addresses: list[str],
+                   batch_id: str) -> None:
+    """What a SIGKILL leaves behind: the batch claimed in the ledger and accepted by the provider, unrecorded."""
+    settings = config.load(workspace / "newsletter.toml", env)
+    built = build_issue(settings, ISSUE)
+    personal = personalizer(settings, built.compiled, secret=SECRET.encode())
+    by_address = {s.email: s for s in built.subscribers}
+    pairs = [personal.message_with_values(by_address[a]) for a in addresses]
+    template = {"subject": built.compiled.subject, "html": built.compiled.html, "text": built.compiled.text}
+    batch = Batch(ISSUE, batch_id, tuple(m for m, _ in pairs), tuple(v for _, v in pairs), template)
+    with open_ledger(settings) as ledger:
+        ledger.acquire_lease(ISSUE, "dead-run", stale_after=60)
+        assert ledger.claim(ISSUE, batch_id, addresses, "dead-run") == set(addresses)
+        ledger.release_lease(ISSUE, "dead-run")
+    with requests.Session() as session:
+        assert {o.state for o in open_provider(settings).send_batch(batch, session)} == {"sent"}
+
+
+@pytest.mark.parametrize("hours, forgotten", [(22, False), (25, True)])
+def test_resend_retries_a_dead_runs_batch_only_while_it_remembers_the_key(run, workspace, fake, ledger_clock,
+                                                                          hours, forgotten):
+    addresses = write_list(workspace, 6)
+    env = provider_env("resend", fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2")
+    assert run("send", ISSUE, "--yes", "--limit", "2", env=env).exit_code == 4
+    ledger_clock["now"] = datetime.now(timezone.utc) - timedelta(hours=hours)
+    dead_run_batch(workspace, env, fake, addresses[2:4], "deadbatch")
+    ledger_clock["now"] = None
+    if forgotten:
+        fake.forget_idempotency_keys()  # a day went by: replaying the batch would send it again
+    result = run("send", ISSUE, "--yes", env=env)
+    assert fake.duplicates() == {}, "somebody got two copies"
+    assert sorted(a.to for a in fake.delivered("resend")) == addresses
+    counts = json.loads(run("status", ISSUE, "--json").stdout)
+    if forgotten:
+        assert result.exit_code == 3, result.stderr
+        assert "marked unknown, not re-sent (first claimed more than 23 h ago, past the time resend keeps its " \
+            "idempotency keys)" in result.stdout
+        assert counts["sent"] == 4 and counts["unknown"] == 2
+    else:
+        assert result.exit_code == 0, result.stderr
+        assert "retried with the same idempotency key" in result.stdout
+        assert counts["sent"] == 6 and counts["unknown"] == 0
+
+
 # -- newsletter reconcile: what a provider proves was never accepted goes back to pending -----------
 @pytest.mark.parametrize("name, age", [("postmark", timedelta(minutes=5)), ("mailgun", timedelta(hours=2))])
 def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, name, age, monkeypatch):
@@ -147,6 +204,39 @@ def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, na
         report = reconcile_issue(ISSUE, built.subscribers, provider, ledger, personal, now=later)
         assert report.resolved["retry"] == 2 and report.still_unknown == 0
         assert {r.email for r in ledger.rows(ISSUE, ("pending",))} == set(addresses)
+
+
+@pytest.mark.parametrize("name, claimed, marked", [
+    # the first send is past the window (key forgotten, logs purged), though the rows changed lately
+    ("resend", timedelta(hours=25), timedelta(hours=2)),
+    ("postmark", timedelta(days=41), timedelta(hours=2)),
+    ("mailgun", timedelta(days=3), timedelta(hours=2)),
+    # the last try may be too recent for the logs to show it, though the batch was claimed long ago
+    ("postmark", timedelta(hours=2), timedelta(seconds=10)),
+    ("mailgun", timedelta(hours=2), timedelta(minutes=10)),
+])
+def test_reconcile_judges_each_window_on_its_safe_side(workspace, fake, ledger_clock, name, claimed, marked):
+    """Closing edges (a key or a log expiring) count from the first claim; opening ones (logs catching up)
+    from the last change. Either way round, absence would prove nothing, and Resend would send again."""
+    addresses = write_list(workspace, 4)
+    env = provider_env(name, fake)
+    settings = config.load(workspace / "newsletter.toml", env)
+    built = build_issue(settings, ISSUE)
+    now = datetime.now(timezone.utc)
+    with open_ledger(settings) as ledger:
+        ledger_clock["now"] = now - claimed
+        ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=addresses)
+        ledger.acquire_lease(ISSUE, "me", stale_after=60)
+        assert ledger.claim(ISSUE, "lostbatch", addresses[:2], "me")
+        ledger_clock["now"] = now - marked
+        ledger.mark_unknown(ISSUE, ["lostbatch"], "test: the answer never came")
+        ledger_clock["now"] = None
+        fake.forget_idempotency_keys()
+        personal = personalizer(settings, built.compiled, secret=SECRET.encode())
+        report = reconcile_issue(ISSUE, built.subscribers, open_provider(settings), ledger, personal, now=now)
+        assert report.still_unknown == 2 and report.reasons
+        assert {r.email for r in ledger.rows(ISSUE, ("unknown",))} == set(addresses[:2])
+    assert fake.delivered() == []  # Resend was not asked to replay a batch whose key it has forgotten
 
 
 def test_reconcile_with_nothing_in_doubt_says_so(run, fake):

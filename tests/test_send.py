@@ -8,7 +8,7 @@ import re
 import pytest
 
 from newsletter.errors import AuthError
-from newsletter.ledger import SQLiteLedger
+from newsletter.ledger import SQLiteLedger, sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
@@ -256,6 +256,48 @@ def test_rows_a_dead_run_left_sending_are_retried_under_the_same_batch_id_with_t
     names = sorted(p.name for p in (workspace / "outbox" / ISSUE).glob("*--deadbatch.eml"))
     assert names == ["grace@example.org--deadbatch.eml", "linus@example.net--deadbatch.eml"]
     assert "From: Field Notes Weekly" in (workspace / "outbox" / ISSUE / names[0]).read_text()
+
+
+@pytest.fixture
+def ledger_clock(monkeypatch):
+    """The ledger's time function, moved by hand: ``ledger_clock["now"] = "2026-...+00:00"``; None is real time."""
+    clock = {"now": None}
+    real = ledger_sqlite._now
+    monkeypatch.setattr(ledger_sqlite, "_now", lambda: clock["now"] or real())
+    return clock
+
+
+def hours_ago(hours: float) -> str:
+    from datetime import datetime, timedelta, timezone
+    return (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat(timespec="seconds")
+
+
+def test_a_dead_runs_batch_is_retried_under_its_key_only_while_the_provider_remembers_it(
+        run, workspace, monkeypatch, ledger_clock):
+    monkeypatch.setattr(OutboxProvider, "idempotency_window", 23 * 3600)  # as Resend: keys kept 23 h of 24
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    with ledger(workspace) as db:  # a run that claimed two batches and died before recording them
+        db.acquire_lease(ISSUE, "dead", stale_after=60)
+        ledger_clock["now"] = hours_ago(25)
+        db.claim(ISSUE, "oldbatch", ["grace@example.org"], "dead")
+        ledger_clock["now"] = hours_ago(22)
+        db.claim(ISSUE, "youngbatch", ["linus@example.net"], "dead")
+        ledger_clock["now"] = hours_ago(1)  # the old batch's rows changed lately: updated_at is no age
+        db.mark_attempt(ISSUE, "oldbatch")
+        ledger_clock["now"] = None
+        db.release_lease(ISSUE, "dead")
+    dry = run("send", ISSUE, "--dry-run", env=SECRET)
+    assert ("Interrupted: 2 recipient(s) left mid-batch by a stopped run; 1 retried with the same idempotency key, "
+            "1 marked unknown (first claimed more than 23 h ago, past the time outbox keeps its idempotency keys)"
+            in dry.stdout)
+    assert "Send now:   2" in dry.stdout  # margaret, and linus's young batch
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 3, result.stderr
+    assert delivered(workspace) == ["ada@example.com", "linus@example.net", "margaret@example.com"]
+    assert (workspace / "outbox" / ISSUE / "linus@example.net--youngbatch.eml").exists()  # the same key
+    with ledger(workspace) as db:
+        [row] = db.rows(ISSUE, ("unknown",))
+    assert row.email == "grace@example.org" and "past the time outbox keeps its idempotency key" in row.reason
 
 
 # -- status and suppressions ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -68,6 +69,9 @@ class Provider:
     max_payload_bytes = 10 * 1024 * 1024
     default_rate = 10.0  # requests per second when [provider] rate_limit = 0
     idempotent = False  # honours an idempotency key: in-doubt batches can be retried safely
+    # Seconds the provider remembers a key (when ``idempotent``): an in-doubt batch first claimed
+    # longer ago than this would be sent again by a retry, so it becomes ``unknown`` instead.
+    idempotency_window = math.inf
     needs_api_key = True
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
@@ -89,10 +93,24 @@ class Provider:
         """Bytes this message adds to a request body (for cutting batches by size)."""
         return len(message.html.encode()) + len(message.text.encode()) + len(message.subject.encode()) + 512
 
-    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
+    def honours_key(self, age: float | None) -> bool:
+        """True when a batch first claimed ``age`` seconds ago (None: not known) can be sent again
+        under its idempotency key without anybody getting a second copy."""
+        if not self.idempotent:
+            return False
+        if math.isinf(self.idempotency_window):
+            return True
+        return age is not None and age < self.idempotency_window
+
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
+                  since_last_try: float | None = None) -> list[Outcome] | None:
         """Optional verb: ask the provider whether an in-doubt batch was accepted.
 
-        ``age`` is the number of seconds since the batch was claimed (None when not known).
+        ``age`` is the number of seconds since the batch id was first claimed: never less than
+        the time since its first send, so windows that close (a key or a log expiring) are
+        judged on the safe side. ``since_last_try`` is the number of seconds since its rows last
+        changed, never more than the time since its last send, for windows that open (logs
+        catching up); it defaults to ``age``. Either is None when not known.
         Returns one outcome per message: ``sent`` (accepted, with its id), ``retry``
         (provably never accepted: safe to send again) or ``unknown`` (cannot tell yet);
         None when this provider cannot answer at all (see ``reconcile_note``).

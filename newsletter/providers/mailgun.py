@@ -154,9 +154,13 @@ class MailgunProvider(Provider):
                 for m in batch.messages]
 
     # -- reconciliation --------------------------------------------------------------
-    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
+                  since_last_try: float | None = None) -> list[Outcome] | None:
         accepted = self._accepted_events(batch, session, age)
-        conclusive = age is not None and EVENTS_DELAY <= age <= EVENTS_RETENTION
+        # Conclusive once the events have caught up with the last try and while they still hold the
+        # first one (``age`` counts from the first claim, so it never errs young).
+        settled = age if since_last_try is None else since_last_try
+        conclusive = age is not None and settled is not None and EVENTS_DELAY <= settled and age <= EVENTS_RETENTION
         outcomes = []
         for m in batch.messages:
             found = accepted.get(m.to.lower())

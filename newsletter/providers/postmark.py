@@ -124,9 +124,12 @@ class PostmarkProvider(Provider):
                              hint="fix the sender, message stream or content; nothing was sent")
 
     # -- reconciliation --------------------------------------------------------------
-    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
-        # Absence is proof only once the search has caught up and while Postmark still keeps the messages.
-        conclusive = age is not None and SEARCH_DELAY <= age <= RETENTION
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
+                  since_last_try: float | None = None) -> list[Outcome] | None:
+        # Absence is proof only once the search has caught up with the last try and while Postmark
+        # still keeps the first one (``age`` counts from the first claim, so it never errs young).
+        settled = age if since_last_try is None else since_last_try
+        conclusive = age is not None and settled is not None and SEARCH_DELAY <= settled and age <= RETENTION
         accepted = self._search(batch, session)
         outcomes = []
         for m in batch.messages:

@@ -35,6 +35,7 @@ class ResendProvider(Provider):
     max_payload_bytes = 40 * 1000 * 1000  # Resend's 40 MB per email bounds a batch of text-only emails
     default_rate = 2.0  # Resend's documented default: 2 requests per second
     idempotent = True
+    idempotency_window = IDEMPOTENCY_WINDOW
     reconcile_note = "Resend is asked by replaying the batch with its original Idempotency-Key (within 24 hours)"
 
     def __init__(self, settings, api_key=None):
@@ -122,8 +123,9 @@ class ResendProvider(Provider):
         return outcomes
 
     # -- reconciliation --------------------------------------------------------------
-    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None) -> list[Outcome] | None:
-        if age is None or age > IDEMPOTENCY_WINDOW:
+    def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
+                  since_last_try: float | None = None) -> list[Outcome] | None:
+        if not self.honours_key(age):  # age: since the first claim, so never younger than the first send
             return all_outcomes(batch, "unknown", reason="the batch's idempotency key has expired (24 h): "
                                                          "replaying it would send again")
         return self.send_batch(batch, session)
