@@ -141,8 +141,8 @@ def ledger_clock(monkeypatch):
 
 
 def dead_run_batch(workspace: Path, env: dict[str, str], fake: FakeProviders, addresses: list[str],
-                   batch_id: str) -> None:
-    """What a SIGKILL leaves behind: the batch claimed in the ledger and accepted by the provider, unrecorded."""
+                   batch_id: str, *, accepted: bool = True) -> None:
+    """What a SIGKILL leaves behind: the batch claimed in the ledger and (``accepted``) by the provider, unrecorded."""
     settings = config.load(workspace / "newsletter.toml", env)
     built = build_issue(settings, ISSUE)
     personal = personalizer(settings, built.compiled, secret=SECRET.encode())
@@ -154,6 +154,8 @@ def dead_run_batch(workspace: Path, env: dict[str, str], fake: FakeProviders, ad
         ledger.acquire_lease(ISSUE, "dead-run", stale_after=60)
         assert ledger.claim(ISSUE, batch_id, addresses, "dead-run") == set(addresses)
         ledger.release_lease(ISSUE, "dead-run")
+    if not accepted:  # killed between the claim and the call
+        return
     with requests.Session() as session:
         assert {o.state for o in open_provider(settings).send_batch(batch, session)} == {"sent"}
 
@@ -242,6 +244,85 @@ def test_reconcile_judges_each_window_on_its_safe_side(workspace, fake, ledger_c
 def test_reconcile_with_nothing_in_doubt_says_so(run, fake):
     result = run("reconcile", ISSUE, env=provider_env("postmark", fake))
     assert result.exit_code == 0 and "nothing to reconcile" in result.output
+
+
+# -- newsletter send with recipients in doubt: offer to reconcile, or say how -------------------------
+def unknown_rows(workspace: Path, fake: FakeProviders, ledger_clock, name: str,
+                 ago: timedelta = timedelta(minutes=5)) -> tuple[list[str], dict]:
+    """An issue with 2 sent, 2 pending and 3 `unknown` (2 the provider accepted, 1 it never saw), ``ago`` old."""
+    addresses = write_list(workspace, 7)
+    env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2")
+    code, _, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes", "--limit", "2"))
+    assert code == 4, err
+    now = datetime.now(timezone.utc)
+    ledger_clock["now"] = now - ago - timedelta(minutes=1)
+    dead_run_batch(workspace, env, fake, addresses[2:4], "deadbatch")
+    dead_run_batch(workspace, env, fake, addresses[4:5], "lostbatch", accepted=False)
+    ledger_clock["now"] = now - ago
+    with open_ledger(config.load(workspace / "newsletter.toml", env)) as ledger:
+        assert ledger.mark_unknown(ISSUE, ["deadbatch", "lostbatch"], "test: a run died mid-batch") == 3
+    ledger_clock["now"] = None
+    return addresses, env
+
+
+def searches(fake: FakeProviders) -> int:
+    return sum(1 for method, _ in fake.requests_seen if method == "GET")
+
+
+def test_send_on_a_terminal_offers_to_reconcile_then_sends_what_was_never_accepted(
+        run, workspace, fake, ledger_clock, monkeypatch):
+    addresses, env = unknown_rows(workspace, fake, ledger_clock, "postmark")
+    monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
+    result = run("send", ISSUE, env=env, input="y\ny\n")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "3 recipients are in doubt; ask postmark now? [Y/n]" in out
+    assert "Resolved: 2 sent, 1 back to pending, 0 failed; 0 still unknown." in out
+    assert "Send 3 email(s) now? [y/N]" in out  # the one postmark never saw, and the 2 pending
+    assert out.index("ask postmark now?") < out.index("Resolved:") < out.index("Send 3 email(s) now?")
+    assert "newsletter reconcile" not in out  # nothing left in doubt
+    assert fake.duplicates() == {} and sorted(a.to for a in fake.delivered("postmark")) == addresses
+    assert json.loads(run("status", ISSUE, "--json").stdout)["sent"] == 7
+
+
+def test_send_on_a_terminal_declined_leaves_them_in_doubt_and_says_how(run, workspace, fake, ledger_clock,
+                                                                        monkeypatch):
+    _, env = unknown_rows(workspace, fake, ledger_clock, "postmark")
+    monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
+    result = run("send", ISSUE, env=env, input="n\ny\n")
+    assert result.exit_code == 3, result.stderr
+    assert "3 recipients are in doubt; ask postmark now? [Y/n]" in result.stdout and searches(fake) == 0
+    assert result.stdout.rstrip().endswith("3 recipients are in doubt; to ask postmark whether it accepted them, "
+                                           f"run: newsletter reconcile {ISSUE}")
+    assert fake.duplicates() == {}
+
+
+def test_send_under_yes_never_asks_and_prints_the_exact_command(run, workspace, fake, ledger_clock):
+    # an hour old: mailgun's events are conclusive from 30 minutes after a send
+    addresses, env = unknown_rows(workspace, fake, ledger_clock, "mailgun", timedelta(hours=1))
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 3, result.stderr
+    assert "now? [Y/n]" not in result.stdout and searches(fake) == 0
+    [line] = [x for x in result.stdout.splitlines() if "in doubt;" in x]
+    assert line == f"3 recipients are in doubt; to ask mailgun whether it accepted them, run: newsletter reconcile {ISSUE}"
+    program, *command = line.rpartition("run: ")[2].split()
+    assert program == "newsletter" and run(*command, env=env).exit_code == 0  # the printed command works
+    assert run("send", ISSUE, "--yes", env=env).exit_code == 0
+    assert fake.duplicates() == {} and sorted(a.to for a in fake.delivered("mailgun")) == addresses
+
+
+def test_send_with_a_provider_that_cannot_answer_says_so_and_points_at_resend_unknown(
+        run, workspace, fake, ledger_clock, monkeypatch):
+    _, env = unknown_rows(workspace, fake, ledger_clock, "sendgrid")
+    expected = (f"3 recipients are in doubt, and sendgrid cannot tell whether it accepted them (SendGrid cannot "
+                f"say whether an in-doubt batch was accepted without its paid ")
+    result = run("send", ISSUE, "--yes", "--json", env=env)
+    assert result.exit_code == 3 and json.loads(result.stdout)["unknown"] == 3
+    assert expected in result.stderr and result.stderr.rstrip().endswith(f"newsletter send {ISSUE} --resend-unknown")
+    monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
+    result = run("send", ISSUE, env=env, input="y\n")  # only the send is asked about
+    assert result.exit_code == 3 and "now? [Y/n]" not in result.stdout and expected in result.stdout
+    assert fake.duplicates() == {}
 
 
 # -- newsletter test: proofs ------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from ..models import Outcome
 from ..pipeline import build_issue, personalizer, sample_subscriber
 from ..providers import open_provider
 from ..providers.base import Batch, Provider
-from ..reconcile import ReconcileInterrupted, Reconciliation, reconcile_issue
+from ..reconcile import ReconcileInterrupted, reconcile_issue
 from ..sendrun import LeaseKeeper
 from ..slots import SlotTemplate
 from . import App, cli, pass_app
+from .indoubt import say_reconciliation
 from .send import _signing_secret
 
 MAX_PROOFS = 50
@@ -129,26 +130,10 @@ def reconcile(app: App, issue: str) -> None:
             try:
                 report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personal)
             except ReconcileInterrupted as err:
-                _say(app, err.report)
+                say_reconciliation(app.info, err.report)
                 raise
     finally:
         provider.close()
-    _say(app, report)
+    say_reconciliation(app.info, report)
     if report.still_unknown:
         raise click.exceptions.Exit(3)
-
-
-def _say(app: App, report: Reconciliation) -> None:
-    if not report.in_doubt:
-        app.info(f"{report.issue_id}: nobody is in doubt; nothing to reconcile.")
-        return
-    app.info(f"{report.issue_id}: {report.in_doubt} recipient(s) in doubt in {report.batches} batch(es).")
-    if report.cannot_answer:
-        app.info(f"{report.provider} cannot tell: {report.cannot_answer}.")
-    resolved = report.resolved
-    app.info(f"Resolved: {resolved['sent']} sent, {resolved['retry']} back to pending, {resolved['failed']} failed; "
-             f"{report.still_unknown} still unknown.")
-    for reason in report.reasons:
-        app.info(f"  {reason}")
-    if resolved["retry"]:
-        app.info(f"Run `newsletter send {report.issue_id}` to send the {resolved['retry']} pending recipient(s).")

@@ -3,6 +3,11 @@
 Exit codes of ``send`` (DESIGN.md §3): 0 done, 1 error, 2 usage, 3 done with
 failures or recipients in doubt, 4 incomplete (run again to resume), 75 another
 run holds the issue.
+
+Recipients in doubt (``unknown``): on a terminal without ``--yes``, ``send``
+offers to ask the provider about them before sending (``newsletter reconcile``'s
+code); the last line of every run says how many remain in doubt and the exact
+command to run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..providers.base import Provider
 from ..sendrun import LeaseKeeper, SendOptions, SendRun, Summary
 from ..unsubscribe import PREVIEW_SECRET
 from . import App, cli, pass_app
+from .indoubt import in_doubt_line, offer_reconcile
 from .progress import Progress
 
 
@@ -80,11 +86,15 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
                 summary = run.summary()
                 say.summary(summary, dry_run=False)
+                unknown = summary.counts["unknown"]
+                if unknown and not yes and not options.resend_unknown and _interactive():
+                    if offer_reconcile(say, provider, ledger, built, run.personalizer, unknown):
+                        summary = run.summary()  # some may be sent, or back to pending, now
                 _confirm(summary, yes=yes, allow_changed=allow_changed)
                 run.freeze_plan()
                 with Progress(summary.sending_now, quiet=app.quiet) as progress:
                     totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
-            return _finish(app, ledger, summary, totals, as_json)
+            return _finish(app, ledger, provider, summary, totals, as_json)
     finally:
         provider.close()
 
@@ -148,7 +158,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_json: bool) -> int:
+def _finish(app: App, ledger: Ledger, provider: Provider, summary: Summary, totals: RunTotals, as_json: bool) -> int:
     counts = ledger.counts(summary.issue_id)
     code = send_exit_code(counts)
     if as_json:
@@ -165,6 +175,8 @@ def _finish(app: App, ledger: Ledger, summary: Summary, totals: RunTotals, as_js
         if code == 4:
             click.echo(f"Incomplete{': ' + totals.aborted if totals.aborted else ''}. "
                        f"Run `newsletter send {summary.issue_id}` again to resume.")
+    if counts["unknown"]:
+        click.echo(in_doubt_line(provider, summary.issue_id, counts["unknown"]), err=as_json)
     if totals.error is not None:
         raise totals.error
     return code

@@ -14,6 +14,7 @@ the exactly-once tests look for.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,7 @@ class OutboxProvider(Provider):
     max_batch = 50
     default_rate = 0.0  # local files: no rate limit unless configured
     idempotent = True  # the same batch id rewrites the same files
+    idempotency_window = math.inf  # files stay where they are: a batch id never expires
     needs_api_key = False
 
     def folder(self, issue_id: str) -> Path:

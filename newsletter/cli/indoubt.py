@@ -1,0 +1,73 @@
+"""Recipients in doubt (``unknown``), in the words of ``send`` and ``reconcile``.
+
+``newsletter reconcile`` and ``newsletter send`` share this: the report of a
+reconciliation, the question ``send`` asks on a terminal before sending, and
+the one line it prints otherwise (cron, ``--yes``) saying how many are in doubt
+and the exact command to run. The look-up itself is
+:func:`newsletter.reconcile.reconcile_issue`, the same code for both commands.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from ..errors import AuthError
+from ..ledger import Ledger
+from ..personalize import Personalizer
+from ..pipeline import Build
+from ..providers.base import Provider
+from ..reconcile import ReconcileInterrupted, Reconciliation, can_reconcile, reconcile_issue
+
+
+def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, sending: bool = False) -> None:
+    """What a reconciliation found; ``sending``: inside ``send``, which sends the pending ones next."""
+    if not report.in_doubt:
+        echo(f"{report.issue_id}: nobody is in doubt; nothing to reconcile.")
+        return
+    echo(f"{report.issue_id}: {report.in_doubt} recipient(s) in doubt in {report.batches} batch(es).")
+    if report.cannot_answer:
+        echo(f"{report.provider} cannot tell: {report.cannot_answer}.")
+    resolved = report.resolved
+    echo(f"Resolved: {resolved['sent']} sent, {resolved['retry']} back to pending, {resolved['failed']} failed; "
+         f"{report.still_unknown} still unknown.")
+    for reason in report.reasons:
+        echo(f"  {reason}")
+    if resolved["retry"] and not sending:
+        echo(f"Run `newsletter send {report.issue_id}` to send the {resolved['retry']} pending recipient(s).")
+
+
+def in_doubt_line(provider: Provider, issue_id: str, unknown: int) -> str:
+    """One line: how many are in doubt, and the exact command that helps."""
+    who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
+    if can_reconcile(provider):
+        return f"{who}; to ask {provider.name} whether it accepted them, run: newsletter reconcile {issue_id}"
+    return (f"{who}, and {provider.name} cannot tell whether it accepted them ({provider.reconcile_note}); "
+            f"check its dashboard, then send them again if needed (they may get a second copy): "
+            f"newsletter send {issue_id} --resend-unknown")
+
+
+def offer_reconcile(echo: Callable[[str], None], provider: Provider, ledger: Ledger, built: Build,
+                    personalizer: Personalizer, unknown: int) -> bool:
+    """On a terminal, before sending: ask, then reconcile as ``newsletter reconcile`` does. True if it ran.
+
+    The caller holds the issue's lease. A provider that cannot answer is not asked
+    (the run's last line says so). A look-up that fails mid-way keeps what it resolved
+    and the send goes on: the rest stay ``unknown``, never sent.
+    """
+    if not unknown or not can_reconcile(provider):
+        return False
+    who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
+    if not click.confirm(f"{who}; ask {provider.name} now?", default=True):
+        return False
+    try:
+        report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personalizer)
+    except ReconcileInterrupted as err:
+        say_reconciliation(echo, err.report, sending=True)
+        if isinstance(err.__cause__, AuthError):
+            raise err.__cause__  # the send would be refused too: stop here, nothing was sent
+        click.echo(f"Warning: {err.message}; sending the others now", err=True)
+        return True
+    say_reconciliation(echo, report, sending=True)
+    return True
