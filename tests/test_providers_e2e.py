@@ -304,7 +304,8 @@ def test_send_under_yes_never_asks_and_prints_the_exact_command(run, workspace, 
     assert result.exit_code == 3, result.stderr
     assert "now? [Y/n]" not in result.stdout and searches(fake) == 0
     [line] = [x for x in result.stdout.splitlines() if "in doubt;" in x]
-    assert line == f"3 recipients are in doubt; to ask mailgun whether it accepted them, run: newsletter reconcile {ISSUE}"
+    assert line == ("3 recipients are in doubt; to ask mailgun whether it accepted them, "
+                    f"run: newsletter reconcile {ISSUE}")
     program, *command = line.rpartition("run: ")[2].split()
     assert program == "newsletter" and run(*command, env=env).exit_code == 0  # the printed command works
     assert run("send", ISSUE, "--yes", env=env).exit_code == 0
