@@ -43,8 +43,8 @@ def in_doubt_line(provider: Provider, issue_id: str, unknown: int) -> str:
     who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
     if can_reconcile(provider):
         return f"{who}; to ask {provider.name} whether it accepted them, run: newsletter reconcile {issue_id}"
-    return (f"{who}, and {provider.name} cannot tell whether it accepted them ({provider.reconcile_note}); "
-            f"check its dashboard, then send them again if needed (they may get a second copy): "
+    return (f"{who}, and {provider.name} cannot tell whether it accepted them; check its dashboard, and if "
+            f"they never went out, send them again (they may get a second copy): "
             f"newsletter send {issue_id} --resend-unknown")
 
 
