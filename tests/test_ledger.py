@@ -270,8 +270,11 @@ def version_1_ledger(path) -> None:
 def test_a_version_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path, monkeypatch):
     path = tmp_path / "ledger.sqlite3"
     version_1_ledger(path)
-    with pytest.raises(LedgerError, match="schema version 1; run any write command to upgrade it"):
-        SQLiteLedger(path, readonly=True)
+    before = path.read_bytes()
+    with SQLiteLedger(path, readonly=True) as reader:  # status, --dry-run: an upgraded copy in memory
+        assert reader.counts(ISSUE)["sending"] == 1 and reader.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+    assert path.read_bytes() == before, "a read-only open changed the file"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
     with SQLiteLedger(path) as db:
         rows = {r.email: r for r in db.rows(ISSUE, ("pending", "sending", "sent", "failed", "unknown"))}
         assert {e: (r.state, r.batch_id, r.attempts, r.provider_id) for e, r in rows.items()} == {

@@ -110,11 +110,16 @@ class SQLiteLedger(Ledger):
         if version > LATEST:
             raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
                               path=self.url, hint="upgrade newsletter")
-        if version == LATEST or readonly:
-            if version < LATEST:
-                raise LedgerError(f"the ledger has schema version {version}; run any write command to upgrade it",
-                                  path=self.url)
+        if version == LATEST:
             return
+        if readonly:
+            # Read-only commands (status, send --dry-run) must not change the file, but should
+            # still work on a ledger an older newsletter wrote: upgrade a private copy in memory.
+            # The file itself is upgraded by the next command that writes.
+            copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._db.backup(copy)
+            self._db.close()
+            self._db = copy
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won the race
             for number, _, sql in MIGRATIONS:
