@@ -366,3 +366,11 @@ def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, work
     issue.write_text(issue.read_text().replace("Welcome again", "Welcome back"))
     assert run("dispatch", env=SECRET).exit_code == 0
     assert delivered(workspace) == SUBSCRIBED
+
+
+def test_a_finished_issue_needs_no_confirmation(run, workspace):
+    """Re-running a completed send from a script without --yes is a no-op, not an error."""
+    assert run("send", ISSUE, "--yes").exit_code == 0
+    result = run("send", ISSUE)  # CliRunner: no terminal, no --yes
+    assert result.exit_code == 0, result.output
+    assert "Send now:   0" in result.output and "confirmation" not in result.output

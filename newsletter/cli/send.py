@@ -118,6 +118,8 @@ def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:
 
 
 def _confirm(summary: Summary, *, yes: bool, allow_changed: bool) -> None:
+    if summary.sending_now == 0 and not summary.in_doubt:
+        return  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
     if summary.content_changed:
         if yes and not allow_changed:
             raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
@@ -136,7 +138,7 @@ def _interactive() -> bool:
 def _ask(question: str) -> None:
     if not _interactive():
         raise NewsletterError("not sending without confirmation, and there is no terminal to ask on",
-                              hint="pass --yes to send from scripts and cron (or --dry-run to look first)")
+                              hint="pass --yes to send from scripts and cron; --dry-run shows what would be sent")
     if not click.confirm(question, default=False):
         raise NewsletterError("not confirmed; nothing was sent")
 
