@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import random
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """The bundled layouts: valid MJML by the official validator, and shipped inside the wheel."""
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile

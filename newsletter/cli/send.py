@@ -22,7 +22,7 @@ from typing import Iterator
 import click
 
 from ..config import Settings
-from ..dispatch import BatchReport, RunTotals
+from ..dispatch import RunTotals
 from ..errors import ConfigError, IssueError, NewsletterError
 from ..issue import load_issue
 from ..ledger import STATES, Ledger, open_ledger

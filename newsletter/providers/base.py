@@ -196,6 +196,29 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def outcomes_from_logs(batch: Batch, accepted: Mapping[str, str], *, age: float | None,
+                       since_last_try: float | None, delay: float, retention: float,
+                       missing: str, not_yet: str) -> list[Outcome]:
+    """Reconcile a batch from a provider's logs (``accepted``: lower-cased address -> message id).
+
+    Found means ``sent``. Absence proves "never accepted" (back to pending) only once the logs
+    have caught up with the last try (``delay``) and while they still hold the first one
+    (``retention``; ``age`` counts from the first claim, so it never errs young); otherwise
+    the recipient stays ``unknown`` with ``not_yet`` as the reason.
+    """
+    settled = age if since_last_try is None else since_last_try
+    conclusive = age is not None and settled is not None and delay <= settled and age <= retention
+    outcomes = []
+    for m in batch.messages:
+        found = accepted.get(m.to.lower())
+        if found:
+            outcomes.append(Outcome(m.to, "sent", provider_id=found))
+        else:
+            outcomes.append(Outcome(m.to, "retry", reason=missing) if conclusive
+                            else Outcome(m.to, "unknown", reason=not_yet))
+    return outcomes
+
+
 def all_outcomes(batch: Batch, state: str, *, reason: str = "", provider_id: str = "") -> list[Outcome]:
     return [Outcome(m.to, state, provider_id=provider_id, reason=reason) for m in batch.messages]
 

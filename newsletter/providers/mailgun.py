@@ -28,7 +28,7 @@ from markupsafe import escape
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body
+from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -156,22 +156,12 @@ class MailgunProvider(Provider):
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
                   since_last_try: float | None = None) -> list[Outcome] | None:
-        accepted = self._accepted_events(batch, session, age)
-        # Conclusive once the events have caught up with the last try and while they still hold the
-        # first one (``age`` counts from the first claim, so it never errs young).
-        settled = age if since_last_try is None else since_last_try
-        conclusive = age is not None and settled is not None and EVENTS_DELAY <= settled and age <= EVENTS_RETENTION
-        outcomes = []
-        for m in batch.messages:
-            found = accepted.get(m.to.lower())
-            if found is not None:
-                outcomes.append(Outcome(m.to, "sent", provider_id=found))
-            elif conclusive:
-                outcomes.append(Outcome(m.to, "retry", reason="mailgun has no 'accepted' event for this message"))
-            else:
-                outcomes.append(Outcome(m.to, "unknown", reason="no 'accepted' event yet; mailgun's events are "
-                                        "conclusive from 30 minutes to 2 days after a send; try again later"))
-        return outcomes
+        return outcomes_from_logs(
+            batch, self._accepted_events(batch, session, age), age=age, since_last_try=since_last_try,
+            delay=EVENTS_DELAY, retention=EVENTS_RETENTION,
+            missing="mailgun has no 'accepted' event for this message",
+            not_yet="no 'accepted' event yet; mailgun's events are conclusive from 30 minutes to 2 days "
+                    "after a send; try again later")
 
     def _accepted_events(self, batch: Batch, session: requests.Session, age: float | None) -> dict[str, str]:
         begin = time.time() - (age or EVENTS_RETENTION) - 3600

@@ -20,7 +20,7 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body
+from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -126,22 +126,11 @@ class PostmarkProvider(Provider):
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
                   since_last_try: float | None = None) -> list[Outcome] | None:
-        # Absence is proof only once the search has caught up with the last try and while Postmark
-        # still keeps the first one (``age`` counts from the first claim, so it never errs young).
-        settled = age if since_last_try is None else since_last_try
-        conclusive = age is not None and settled is not None and SEARCH_DELAY <= settled and age <= RETENTION
-        accepted = self._search(batch, session)
-        outcomes = []
-        for m in batch.messages:
-            found = accepted.get(m.to.lower())
-            if found:
-                outcomes.append(Outcome(m.to, "sent", provider_id=found))
-            elif conclusive:
-                outcomes.append(Outcome(m.to, "retry", reason="postmark has no record of this message"))
-            else:
-                outcomes.append(Outcome(m.to, "unknown", reason="not found in postmark's search, which is not "
-                                        "conclusive for a batch this recent or this old; try again later"))
-        return outcomes
+        return outcomes_from_logs(
+            batch, self._search(batch, session), age=age, since_last_try=since_last_try,
+            delay=SEARCH_DELAY, retention=RETENTION, missing="postmark has no record of this message",
+            not_yet="not found in postmark's search, which is not conclusive for a batch this recent "
+                    "or this old; try again later")
 
     def _search(self, batch: Batch, session: requests.Session) -> dict[str, str]:
         """recipient -> MessageID for every message Postmark holds with this batch's tag and metadata."""
