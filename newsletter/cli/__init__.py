@@ -89,6 +89,7 @@ from . import preview  # noqa: E402,F401
 from . import send, suppressions  # noqa: E402,F401
 from . import subscribers  # noqa: E402,F401
 from . import proof  # noqa: E402,F401
+from . import archive  # noqa: E402,F401
 
 def main() -> None:
     cli(prog_name="newsletter")
