@@ -12,6 +12,7 @@ import pytest
 
 from newsletter import archive as archive_module
 from newsletter.archive import anonymous_unsubscribe_url, atomic_write
+from newsletter.ledger import SQLiteLedger
 from newsletter.unsubscribe import PREVIEW_SECRET, make_token
 
 ISSUE = "2026-11-30-weekly"
@@ -26,7 +27,7 @@ preheader: "Taps & <drains>"
 date: 2026-12-07
 ---
 Hello {{ subscriber.first_name | default("reader") }}, from {{ subscriber.city }}.
-Your address is {{ subscriber.email }}.
+Your address is {{ subscriber.email }}. Signed, {{ subscriber.email | default("friend") | upper }}.
 
 ## Pipes
 Text.
@@ -73,6 +74,15 @@ def test_archive_publishes_only_sent_issues_with_an_index_and_feed(run, sent):
     assert "draft" not in (sent / "archive" / "index.html").read_text()
 
 
+def test_an_issue_planned_but_sent_to_nobody_is_not_published(run, sent):
+    with SQLiteLedger(sent / ".newsletter" / "ledger.sqlite3") as ledger:
+        ledger.create_plan("2026-12-07-draft", content_hash="x", subject="Draft", segment="",
+                           emails=["ada@example.com"])
+    assert run("status", "2026-12-07-draft", "--json").stdout.count('"pending": 1') == 1
+    assert run("archive").exit_code == 0
+    assert not (sent / "archive" / "2026-12-07-draft.html").exists()
+
+
 def test_all_publishes_every_issue_newest_first(run, sent):
     result = run("archive", "--all", "--out", "site")
     assert result.exit_code == 0, result.output
@@ -111,7 +121,7 @@ def test_merge_fields_show_their_fallbacks_or_nothing(run, sent):
     page = (sent / "archive" / f"{ISSUE}.html").read_text()
     assert "Hi there," in page
     draft = (sent / "archive" / "2026-12-07-draft.html").read_text()
-    assert "Hello reader, from ." in draft and "Your address is ." in draft
+    assert "Hello reader, from ." in draft and "Your address is . Signed, FRIEND." in draft
     assert "<title>Draft for friend: pipes</title>" in draft
 
 
