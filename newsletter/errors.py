@@ -5,6 +5,7 @@
      +-- IssueError                 an issue file: front matter, Markdown
      +-- TemplateError              a layout: Jinja, MJML, merge fields
      +-- SubscriberError            the subscriber list
+     +-- RecipientError             one recipient cannot be sent (their data); the others can
      +-- LedgerError                the delivery ledger
      |    +-- LeaseHeld             another run holds the issue (exit 75)
      +-- ProviderError              an email API answered badly (never carries the key)
@@ -53,6 +54,18 @@ class TemplateError(NewsletterError):
 
 class SubscriberError(NewsletterError):
     """A subscriber list that cannot be read or contains invalid rows."""
+
+
+class RecipientError(NewsletterError):
+    """One recipient's message cannot be built or is refused for their data alone.
+
+    The send loop records that recipient ``failed`` with the message and goes on with
+    the others: one bad row must never stop a newsletter.
+    """
+
+    def __init__(self, email: str, message: str, **kw):
+        self.email = email
+        super().__init__(message, **kw)
 
 
 class LedgerError(NewsletterError):

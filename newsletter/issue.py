@@ -49,6 +49,10 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         raise IssueError(f"front matter is not valid YAML: {problem}", path=path,
                          line=mark.line + 2 if mark else 1,
                          hint="values containing ': ' or starting with a quote need to be quoted") from None
+    except ValueError as err:  # PyYAML reads 2026-13-01 as a date and fails on it
+        line = next((n for n, text in enumerate(lines[1:end], 2) if re.search(r"\d{4}-\d{1,2}-\d{1,2}", text)), 1)
+        raise IssueError(f"front matter has an impossible date: {err}", path=path, line=line,
+                         hint="write dates as YYYY-MM-DD with a real month and day") from None
     if not isinstance(meta, dict):
         raise IssueError("front matter must be 'key: value' lines", path=path, line=2)
     key_lines = {m.group(1): n for n, line in enumerate(lines[1:end], 2)

@@ -8,7 +8,7 @@ joins strings. No compilation, I/O or SQL happens here.
 
 from __future__ import annotations
 
-from .errors import TemplateError
+from .errors import RecipientError
 from .models import Message, Subscriber
 from .render import CompiledIssue
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
@@ -41,8 +41,8 @@ class Personalizer:
         compiled = self.compiled
         subject = compiled.subject.fill(values, html=False)
         if "\n" in subject or "\r" in subject:
-            raise TemplateError(f"subject for {subscriber.email} would contain a line break (from a merge field)",
-                                hint="remove line breaks from that subscriber's values")
+            raise RecipientError(subscriber.email, f"the subject for {subscriber.email} would contain a line break "
+                                 f"(from a merge field)", hint="remove line breaks from that subscriber's values")
         return Message(
             issue_id=compiled.issue.id,
             to=subscriber.email,

@@ -51,3 +51,10 @@ def test_not_utf8_is_refused(tmp_path):
     path.write_bytes(b"---\nsubject: ok\n---\nCaf\xe9\n")
     with pytest.raises(IssueError, match=r"a.md:4: not UTF-8"):
         load_issue(path)
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "2026-02-30"])
+def test_impossible_date_is_an_issue_error_with_line(value):
+    with pytest.raises(IssueError) as err:
+        parse_issue(f"---\nsubject: S\ndate: {value}\n---\n", "issues/x.md")
+    assert str(err.value).startswith("issues/x.md:3: front matter has an impossible date")
