@@ -14,6 +14,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from .models import Section
+from .slots import TOKEN
 
 _UNNUMBERED = re.compile(r"\s*\{(?:-|\.unnumbered)\}\s*$")
 
@@ -81,7 +82,7 @@ def body_to_text(body: Body) -> str:
             if tok.meta.get("number"):
                 title = f"{tok.meta['number']}. {title}"
             rule = "=" if tok.tag == "h1" else "-"
-            out.append(f"{title}\n{rule * min(len(title), 72)}\n\n")
+            out.append(f"{title}\n{underline(title, rule)}\n\n")
         elif kind == "paragraph_open" and not tok.hidden:
             pass
         elif kind == "inline" and tokens[i - 1].type not in ("heading_open", "th_open", "td_open"):
@@ -126,6 +127,12 @@ def body_to_text(body: Body) -> str:
             if text:
                 out.append(text + "\n\n")
     return re.sub(r"\n{3,}", "\n\n", "".join(out)).strip() + "\n"
+
+
+def underline(title: str, rule: str) -> str:
+    """A rule as long as the title reads (slot tokens count as a few characters), at most 72."""
+    visible = TOKEN.sub("xxxxx", title)
+    return rule * min(len(visible), 72)
 
 
 def _inline_text(inline: Token) -> str:

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from .config import Settings
 from .errors import TemplateError
 from .inline import inline_css
-from .markdown import Body, body_to_text, render_body
+from .markdown import Body, body_to_text, render_body, underline
 from .models import Issue
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
 
@@ -57,6 +57,8 @@ class LayoutSource:
     mjml: str
     subject: str
     preheader: str
+    title: str
+    cta: dict[str, str] | None
     body: Body
     table: SlotTable
     layout: Path
@@ -96,11 +98,17 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
         "view_online_url": view_online,
     }
     table = SlotTable(context)
-    lines = issue.front_matter_lines
-    subject = _render_line(table.extract(issue.subject, issue.path, lines.get("subject", 1)), issue, "subject", context)
-    preheader = _render_line(table.extract(issue.preheader, issue.path, lines.get("preheader", 1)),
-                             issue, "preheader", context)
-    context["issue"] = _issue_values(issue, subject, preheader)
+
+    def front_matter_text(key: str, text: str) -> str:
+        """A front matter value with merge fields: issue-level filled now, recipient fields as slots."""
+        line = issue.front_matter_lines.get(key, issue.front_matter_lines.get("subject", 1))
+        return _render_line(table.extract(text, issue.path, line), issue, key, context)
+
+    subject = front_matter_text("subject", issue.subject)
+    preheader = front_matter_text("preheader", issue.preheader)
+    title = front_matter_text("title", issue.title)  # defaults to the subject, merge fields and all
+    cta = {part: front_matter_text("cta", value) for part, value in issue.cta.items()} if issue.cta else None
+    context["issue"] = _issue_values(issue, subject, preheader, title, cta)
     body = _render_body(table, issue, context)
     context.update(
         intro=Markup(body.intro),
@@ -108,16 +116,16 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
         sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
     )
     mjml_source = _render_layout(layout, table, context)
-    return LayoutSource(issue, mjml_source, subject, preheader, body, table, layout, view_online)
+    return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online)
 
 
-def _issue_values(issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
+def _issue_values(issue: Issue, subject: str, preheader: str, title: str, cta: dict | None) -> dict[str, Any]:
     date_long = ""
     if issue.date:
         d = dt.date.fromisoformat(issue.date)
         date_long = f"{d.strftime('%B')} {d.day}, {d.year}"
-    return {"id": issue.id, "subject": subject, "preheader": preheader, "title": issue.title,
-            "date": issue.date, "date_long": date_long, "cta": issue.cta, "segment": issue.segment}
+    return {"id": issue.id, "subject": subject, "preheader": preheader, "title": title,
+            "date": issue.date, "date_long": date_long, "cta": cta, "segment": issue.segment}
 
 
 class _SlotLoader(jinja2.FileSystemLoader):
@@ -266,14 +274,14 @@ def text_part(source: LayoutSource, settings: Settings) -> str:
     """The plain-text part: the Markdown read as text, framed by title and footer."""
     issue, body, table, view_online = source.issue, source.body, source.table, source.view_online_url
     name = settings.newsletter.name
-    head = [issue.title, "=" * min(len(issue.title), 72)]
+    head = [source.title, underline(source.title, "=")]
     if issue.date:
         head.append(f"{name} · {issue.date}")
     if view_online:
         head.append(f"View online: {view_online}")
     parts = ["\n".join(head), body_to_text(body).rstrip()]
-    if issue.cta:
-        parts.append(f"{issue.cta['text']}: {issue.cta['url']}")
+    if source.cta:
+        parts.append(f"{source.cta['text']}: {source.cta['url']}")
     footer = ["--", f"You are receiving {name} because you subscribed."]
     unsubscribe = table.extract("{{ unsubscribe_url }}", "text footer")
     footer.append(f"Unsubscribe: {unsubscribe}")

@@ -180,3 +180,19 @@ def test_content_hash_changes_with_content(workspace):
     assert build_issue(settings, "t").compiled.content_hash == first
     write_issue(workspace, "two\n")
     assert build_issue(settings, "t").compiled.content_hash != first
+
+
+def test_subject_merge_fields_reach_title_heading_and_text_filled(workspace):
+    """The title defaults to the subject: its merge fields are slots there too, never raw Jinja."""
+    write_issue(workspace, "Body\n", front='subject: "Hi {{ subscriber.name | default(\'friend\') }}"\n'
+                                           "cta:\n  text: \"Claim yours, {{ subscriber.name | default('friend') }}\"\n"
+                                           "  url: https://example.com/c?e={{ subscriber.email | urlencode }}")
+    settings = settings_for(workspace)
+    message = personalizer(settings, build_issue(settings, "t").compiled).message(
+        Subscriber("a+b@example.com", name="Ada"))
+    everything = message.html + message.text + message.subject
+    assert "{{" not in everything and "subscriber." not in everything
+    assert ">Hi Ada</div>" in message.html.replace("\n", "")
+    assert re.match(r"Hi Ada\n=+\n", message.text)
+    assert "Claim yours, Ada" in message.html and "https://example.com/c?e=a%2Bb%40example.com" in message.html
+    assert "Claim yours, Ada: https://example.com/c?e=a%2Bb%40example.com" in message.text
