@@ -175,6 +175,7 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
         values[section][key] = _coerce(section, key, value, "flag")
         origins[dotted] = "flag"
 
+    _check_urls(values, origins)
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = values[section][key]
         if not _ENV_NAME.match(name):
@@ -185,6 +186,25 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
 
     frozen = MappingProxyType({s: MappingProxyType(v) for s, v in values.items()})
     return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+
+
+def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
+    """No passwords inside URLs in the file, and no unsupported unsubscribe modes."""
+    for section, key in (("ledger", "url"), ("provider", "api_base"), ("unsubscribe", "url")):
+        origin = origins[f"{section}.{key}"]
+        in_file = not origin.startswith(("env ", "flag", "default"))
+        if in_file and _URL_PASSWORD.search(values[section][key]):
+            raise ConfigError(f"[{section}] {key} contains a password, and secrets never go in the config file",
+                              path=origin, hint=f"set NEWSLETTER_{section.upper()}_{key.upper()} in the "
+                                                f"environment instead, or use the service's own credential file")
+    if values["unsubscribe"]["url"] == "provider":
+        raise ConfigError("[unsubscribe] url = \"provider\" (links managed by the provider) is not supported yet",
+                          path=origins["unsubscribe.url"],
+                          hint="give an https:// page with {token} (and/or mailto); Postmark's broadcast "
+                               "stream adds its own unsubscribe header either way")
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
@@ -272,4 +292,4 @@ def _mask(secret: str) -> str:
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value) if isinstance(value, str) else str(value)
+    return repr(_URL_PASSWORD.sub(r"\1****@", value)) if isinstance(value, str) else str(value)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import email.utils
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable
 
+from markupsafe import escape
+
+from .config import Settings
 from .issue import KNOWN_KEYS
 from .models import Subscriber
 from .render import CompiledIssue
@@ -65,6 +69,9 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     if not postal_address:
         add(Finding("error", "no postal address: set [newsletter] postal_address in newsletter.toml "
                              "(required by CAN-SPAM and printed in the footer)", "newsletter.toml"))
+    elif not any(form in html for form in (postal_address, str(escape(postal_address)))):
+        add(Finding("error", "the layout does not print [newsletter] postal_address; add "
+                             "{{ newsletter.postal_address }} to its footer", str(compiled.layout)))
 
     for image in _images(html):
         src, alt = image.get("src") or "", image.get("alt")
@@ -83,6 +90,28 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
         add(Finding("error", f"HTML is {kb:.1f} KB; Gmail clips messages above ~102 KB", issue.path))
     elif html_size >= SIZE_WARNING:
         add(Finding("warning", f"HTML is {kb:.1f} KB, close to Gmail's ~102 KB clip", issue.path))
+    return findings
+
+
+def settings_findings(settings: Settings) -> list[Finding]:
+    """What the configuration gets wrong for sending: From, unsubscribe link and header."""
+    findings = []
+    origin = settings.origins
+    if "@" not in email.utils.parseaddr(settings.newsletter.from_)[1]:
+        findings.append(Finding("error", "no From address: set [newsletter] from = \"Name <you@example.com>\" "
+                                         "in newsletter.toml", origin["newsletter.from"]))
+    url, mailto = settings.unsubscribe.url, settings.unsubscribe.mailto
+    if not url and not mailto:
+        findings.append(Finding("error", "no unsubscribe link: set [unsubscribe] url (an https:// page with "
+                                         "{token}) and/or mailto; without them there is no List-Unsubscribe "
+                                         "header and the footer link is empty", origin["unsubscribe.url"]))
+    if url and "{token}" not in url and "{email}" not in url:
+        findings.append(Finding("warning", "[unsubscribe] url has no {token}: every reader gets the same link, "
+                                           "so the page cannot tell who clicked", origin["unsubscribe.url"]))
+    if url and not url.startswith("https://"):
+        findings.append(Finding("warning", "[unsubscribe] url is not https://: Gmail and Yahoo need an HTTPS "
+                                           "one-click unsubscribe (RFC 8058) from bulk senders",
+                                origin["unsubscribe.url"]))
     return findings
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import TemplateError
 from .issue import load_issue, resolve_issue_path
-from .lint import Finding, lint, merge_field_findings
+from .lint import Finding, lint, merge_field_findings, settings_findings
 from .mime import to_mime
 from .models import Issue, Message, Subscriber
 from .personalize import Personalizer
@@ -76,11 +75,7 @@ def lint_build(settings: Settings, build: Build, message: Message) -> list[Findi
     findings = lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
                     subscribers=iter_valid_subscribers(build.list_path), postal_address=settings.newsletter.postal_address,
                     list_path=settings.subscribers.file)
-    sender = email.utils.parseaddr(settings.newsletter.from_)[1]
-    if "@" not in sender:
-        findings.insert(0, Finding("error", "no From address: set [newsletter] from = \"Name <you@example.com>\" "
-                                            "in newsletter.toml", settings.origins["newsletter.from"]))
-    return findings
+    return settings_findings(settings) + findings
 
 
 def write_build(out: Path, message: Message) -> dict[str, Path]:

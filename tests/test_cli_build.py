@@ -201,3 +201,24 @@ def test_lint_missing_from_address(run, workspace):
     result = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_FROM": "Field Notes"})
     assert result.exit_code == 1
     assert "env NEWSLETTER_NEWSLETTER_FROM: error: no From address" in result.output
+
+
+def test_lint_no_unsubscribe_target_at_all(run):
+    result = run("lint", ISSUE, env={"NEWSLETTER_UNSUBSCRIBE_URL": "", "NEWSLETTER_UNSUBSCRIBE_MAILTO": ""})
+    assert result.exit_code == 1
+    assert "env NEWSLETTER_UNSUBSCRIBE_URL: error: no unsubscribe link: set [unsubscribe] url" in result.output
+
+
+def test_lint_unsubscribe_url_without_token_or_https(run):
+    result = run("lint", ISSUE, env={"NEWSLETTER_UNSUBSCRIBE_URL": "http://example.com/unsubscribe"})
+    assert result.exit_code == 0
+    assert "warning: [unsubscribe] url has no {token}" in result.output
+    assert "warning: [unsubscribe] url is not https://" in result.output
+
+
+def test_lint_layout_without_postal_address(run, workspace):
+    layout = workspace / "templates" / "digest.mjml"
+    layout.write_text(layout.read_text().replace("{{ newsletter.postal_address }}", ""))
+    result = run("lint", ISSUE)
+    assert result.exit_code == 1
+    assert "digest.mjml: error: the layout does not print [newsletter] postal_address" in result.output

@@ -93,3 +93,20 @@ def test_origin_lines_are_per_section(tmp_path):
     settings = config.load(path, {})
     assert settings.origins["newsletter.name"].endswith(":2")
     assert settings.origins["provider.name"].endswith(":5")
+
+
+def test_password_in_a_url_is_refused_in_the_file_and_masked_from_env(tmp_path):
+    path = write(tmp_path, '[ledger]\nurl = "postgresql://bob:s3cretpw@db/news"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    assert str(err.value).startswith(f"{path}:2: [ledger] url contains a password")
+    assert "s3cretpw" not in str(err.value)
+    settings = config.load(write(tmp_path, ""), {"NEWSLETTER_LEDGER_URL": "postgresql://bob:s3cretpw@db/news"})
+    rows = {key: value for key, value, _ in config.describe(settings)}
+    assert rows["ledger.url"] == "'postgresql://bob:****@db/news'"
+
+
+def test_provider_managed_unsubscribe_is_refused_clearly(tmp_path):
+    path = write(tmp_path, '[unsubscribe]\nurl = "provider"\n')
+    with pytest.raises(ConfigError, match=r":2: \[unsubscribe\] url = \"provider\" .* is not supported yet"):
+        config.load(path, {})
