@@ -12,7 +12,8 @@ from pathlib import Path
 from .errors import NewsletterError
 
 GITIGNORE = ("# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n"
-             ".newsletter/\noutbox/\n# a subscriber-list lock left by a killed command\nsubscribers/.*.lock\n")
+             ".newsletter/\noutbox/\n# `newsletter build` output (a sample .eml holds a real subscriber's address)\nout/\n"
+             "# a subscriber-list lock left by a killed command\nsubscribers/.*.lock\n")
 WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", "issues/2026-11-30-weekly.md")
 
 
@@ -28,29 +29,41 @@ def bundled_workspace() -> Path:
                           hint="reinstall newsletter")
 
 
-def init_workspace(target: Path, *, force: bool = False) -> list[Path]:
+def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path]]:
+    """Copy the example workspace into ``target``; returns (what happened, path) pairs.
+
+    Nothing that exists is overwritten unless ``force``; even then the subscriber list (your
+    readers) is never replaced, and every replaced file is kept beside it as ``<name>.bak``.
+    """
     if (target / "newsletter.toml").exists() and not force:
         raise NewsletterError("a workspace already exists here", path=str(target / "newsletter.toml"),
-                              hint="use --force to overwrite its example files (your issues are kept)")
+                              hint="use --force to rewrite its config, layouts and example issue "
+                                   "(old versions kept as .bak; the subscriber list is never touched)")
     source = bundled_workspace()
-    written = []
-    for relative in WORKSPACE_FILES:
-        dest = target / relative
+    pairs = [(source / relative, target / relative) for relative in WORKSPACE_FILES]
+    pairs += [(layout, target / "templates" / layout.name) for layout in sorted((source / "templates").glob("*.mjml"))]
+    done = []
+    for origin, dest in pairs:
+        if dest.exists():
+            if dest.read_bytes() == origin.read_bytes():
+                done.append(("unchanged", dest))
+                continue
+            if not force or dest.name == "subscribers.csv":
+                done.append(("kept", dest))
+                continue
+            shutil.copyfile(dest, dest.with_name(dest.name + ".bak"))
+            done.append(("replaced (old one in .bak)", dest))
+        else:
+            done.append(("created", dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / relative, dest)
-        written.append(dest)
-    for layout in sorted((source / "templates").glob("*.mjml")):
-        dest = target / "templates" / layout.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(layout, dest)
-        written.append(dest)
+        shutil.copyfile(origin, dest)
     gitignore = target / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".newsletter/" not in existing:
         gitignore.write_text(existing + ("\n" if existing and not existing.endswith("\n") else "") + GITIGNORE,
                              encoding="utf-8")
-        written.append(gitignore)
-    return written
+        done.append(("created" if not existing else "updated", gitignore))
+    return done
 
 
 def slugify(title: str) -> str:

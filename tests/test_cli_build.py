@@ -37,11 +37,26 @@ def test_init_refuses_existing_workspace_unless_force(tmp_path, monkeypatch):
     (tmp_path / "w" / "newsletter.toml").write_text("# mine\n")
     result = runner.invoke(cli, ["init", "w"])
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("Error: w/newsletter.toml: a workspace already exists here "
-                                     "(use --force to overwrite its example files (your issues are kept))")
+    assert result.stderr.strip().startswith("Error: w/newsletter.toml: a workspace already exists here (use --force")
     assert (tmp_path / "w" / "newsletter.toml").read_text() == "# mine\n"
-    assert runner.invoke(cli, ["init", "w", "--force"]).exit_code == 0
+    my_list = "email,name\nreader@example.com,Reader\n"
+    (tmp_path / "w" / "subscribers" / "subscribers.csv").write_text(my_list)
+    result = runner.invoke(cli, ["init", "w", "--force"])
+    assert result.exit_code == 0
     assert "[provider]" in (tmp_path / "w" / "newsletter.toml").read_text()
+    assert (tmp_path / "w" / "newsletter.toml.bak").read_text() == "# mine\n"
+    assert (tmp_path / "w" / "subscribers" / "subscribers.csv").read_text() == my_list  # readers are never replaced
+    assert "kept: w/subscribers/subscribers.csv" in result.output
+
+
+def test_init_into_a_folder_with_a_list_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w" / "subscribers").mkdir(parents=True)
+    (tmp_path / "w" / "subscribers" / "subscribers.csv").write_text("email\nme@example.com\n")
+    result = CliRunner().invoke(cli, ["init", "w"])
+    assert result.exit_code == 0
+    assert (tmp_path / "w" / "subscribers" / "subscribers.csv").read_text() == "email\nme@example.com\n"
+    assert "created: w/newsletter.toml" in result.output
 
 
 def test_new_writes_dated_slugged_issue(run, workspace):

@@ -12,13 +12,13 @@ from . import App, cli, pass_app
 
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite the example files of an existing workspace.")
+@click.option("--force", is_flag=True, help="Rewrite the config, layouts and example issue of an existing workspace "
+                                             "(old versions kept as .bak; the subscriber list is never touched).")
 @pass_app
 def init(app: App, directory: Path, force: bool) -> None:
     """Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."""
-    written = scaffold.init_workspace(directory, force=force)
-    for path in written:
-        app.info(f"created {path}")
+    for what, path in scaffold.init_workspace(directory, force=force):
+        app.info(f"{what}: {path}")
     app.info(f"\nNext: cd {directory} && newsletter build issues/2026-11-30-weekly.md --out out")
 
 
