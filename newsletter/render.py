@@ -223,11 +223,11 @@ MJML_TAGS = frozenset("""mjml mj-head mj-body mj-attributes mj-all mj-class mj-b
 
 
 def _check_tags(source: str, layout: Path) -> None:
-    for match in re.finditer(r"<(mj-[\w-]+|mjml[\w-]+)", source):
+    for match in re.finditer(r"</?(mj-[\w-]+|mjml[\w-]+)", source):  # closing tags too: </mj-bdy>
         tag = match.group(1)
         if tag not in MJML_TAGS:
             template = layout.read_text(encoding="utf-8")
-            index = template.find(f"<{tag}")
+            index = min((i for i in (template.find(f"<{tag}"), template.find(f"</{tag}")) if i >= 0), default=-1)
             close = difflib.get_close_matches(tag, MJML_TAGS, n=1)
             raise TemplateError(f"unknown MJML tag <{tag}>", path=str(layout),
                                 line=template.count("\n", 0, index) + 1 if index >= 0 else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import shutil
 import unicodedata
@@ -67,12 +68,15 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
 
 
 def slugify(title: str) -> str:
+    """ASCII file-name slug; a title with no Latin letters (e.g. Chinese) gets a short stable hash."""
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
-    return slug[:60].rstrip("-") or "issue"
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].rstrip("-")
+    return slug or "issue-" + hashlib.sha1(title.strip().encode()).hexdigest()[:8]
 
 
 def new_issue(issues_dir: Path, title: str, today: dt.date | None = None) -> Path:
+    if not title.strip():
+        raise NewsletterError("the title is empty", hint='give one, e.g. newsletter new "Ports go electric"')
     today = today or dt.date.today()
     path = issues_dir / f"{today.isoformat()}-{slugify(title)}.md"
     if path.exists():

@@ -237,3 +237,33 @@ def test_lint_layout_without_postal_address(run, workspace):
     result = run("lint", ISSUE)
     assert result.exit_code == 1
     assert "digest.mjml: error: the layout does not print [newsletter] postal_address" in result.output
+
+
+def test_misspelled_closing_mjml_tag_is_caught(run, workspace):
+    (workspace / "issues" / "b.md").write_text("---\nsubject: S\ntemplate: x\n---\n")
+    (workspace / "templates" / "x.mjml").write_text("<mjml><mj-body>\n<mj-section></mj-sectoin>\n</mj-body></mjml>")
+    result = run("build", "issues/b.md")
+    assert result.exit_code == 1
+    assert "x.mjml:2: unknown MJML tag <mj-sectoin> (did you mean <mj-section>?)" in result.stderr
+
+
+def test_new_refuses_blank_title_and_slugs_any_script(run, workspace):
+    result = run("new", "  ")
+    assert result.exit_code == 1 and "Error: the title is empty" in result.stderr
+    first, second = run("new", "微信的人工智能标签"), run("new", "抖音电商")
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert first.stdout != second.stdout and "-issue-" in first.stdout
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error(workspace):
+    import subprocess
+    import sys
+    rows = "".join(f"r{n}@example.com,Reader {n}\n" for n in range(20000))
+    (workspace / "subscribers" / "subscribers.csv").write_text("email,name\n" + rows)
+    reader = subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()",
+                               "subscribers", "export"], cwd=workspace, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()  # like `| head -1`
+    assert reader.wait(60) == 141
+    assert reader.stderr.read() == b""

@@ -7,6 +7,7 @@ into one ``Error: ...`` line on stderr and the exit code of DESIGN.md §3.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,9 @@ class NewsletterGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {err.render()}", err=True)
             ctx.exit(err.exit_code)
+        except BrokenPipeError:  # `newsletter subscribers export | head`: the reader left, not an error
+            sys.stderr.close()  # nothing more to say, and Python must not complain at exit either
+            ctx.exit(141)  # 128 + SIGPIPE, as a shell reports it
         except OSError as err:  # a folder we cannot write, a disk that is full
             app = ctx.find_object(App)
             if app is not None and app.debug:

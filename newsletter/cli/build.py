@@ -40,7 +40,9 @@ def build(app: App, issue: str, out_dir: Path, open_browser: bool, inliner: str 
     findings = lint_build(settings, built, message)
     _print_findings(app, findings, summary_only=True)
     if open_browser:
-        webbrowser.open(paths["html"].resolve().as_uri())
+        url = paths["html"].resolve().as_uri()
+        if not webbrowser.open(url):
+            app.warn(f"no browser found; open {url} yourself")
 
 
 @cli.command("lint")
