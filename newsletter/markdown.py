@@ -7,6 +7,7 @@ section without a number, e.g. the wrap-up.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 
@@ -158,10 +159,23 @@ def _inline_text(inline: Token) -> str:
             if href and href != label and not href.startswith("#"):
                 parts.append(f" ({href})")
         elif kind == "html_inline":
-            if child.content.lower().startswith("<br"):
+            tag = child.content.lower()
+            if tag.startswith("<br"):
                 parts.append("\n")
+            elif tag.startswith("<a ") and (href := _HREF.search(child.content)):
+                href_stack.append((html.unescape(href.group(1)), len(parts)))
+            elif tag.startswith("</a") and href_stack:
+                href, start = href_stack.pop()
+                if href and href != "".join(parts[start:]) and not href.startswith("#"):
+                    parts.append(f" ({href})")
     return "".join(parts)
 
 
-def _strip_tags(html: str) -> str:
-    return re.sub(r"<[^>]+>", "", html)
+_HREF = re.compile(r"""href\s*=\s*["']([^"']*)["']""", re.I)
+
+
+def _strip_tags(markup: str) -> str:
+    """Text of an HTML block: tags dropped, links kept as ``text (url)``, entities decoded."""
+    markup = re.sub(r"""<a\s[^>]*href\s*=\s*["']([^"']*)["'][^>]*>(.*?)</a\s*>""", r"\2 (\1)", markup,
+                    flags=re.I | re.S)
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))

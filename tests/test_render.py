@@ -196,3 +196,12 @@ def test_subject_merge_fields_reach_title_heading_and_text_filled(workspace):
     assert re.match(r"Hi Ada\n=+\n", message.text)
     assert "Claim yours, Ada" in message.html and "https://example.com/c?e=a%2Bb%40example.com" in message.html
     assert "Claim yours, Ada: https://example.com/c?e=a%2Bb%40example.com" in message.text
+
+
+def test_text_part_keeps_links_written_as_html(workspace):
+    write_issue(workspace, 'See <a href="https://example.com/a">the report</a> now.\n\n'
+                           '<div class="note">Fish &amp; chips at <a href="https://example.com/b">the pier</a></div>\n',
+                front="subject: S")
+    text = "".join(build_issue(settings_for(workspace), "t").compiled.text.parts)
+    assert "See the report (https://example.com/a) now." in text
+    assert "Fish & chips at the pier (https://example.com/b)" in text
