@@ -97,6 +97,46 @@ def test_error_codes_inside_a_200_are_per_recipient_failures():
 
 
 @responses.activate
+def test_an_unknown_stream_in_every_message_stops_the_run_and_fails_nobody():
+    responses.add(responses.POST, URL, json=fixture("batch-stream-not-found.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(postmark(), receivers(2))
+    err = caught.value
+    assert not err.retryable and not isinstance(err, AuthError)
+    assert "ErrorCode 1235" in err.message and "'MessageStream' provided does not exist" in err.message
+    assert "message_stream" in err.hint
+
+
+@responses.activate
+@pytest.mark.parametrize("code, text, hint", [
+    (300, "Invalid 'From' address: 'notes@example'.", "fix what Postmark says"),  # a 300 that is ours, not theirs
+    (401, "Sender signature not confirmed", "Sender Signature"),
+    (405, "Not allowed to send: you have run out of credits.", "credits"),
+])
+def test_account_and_request_codes_inside_a_200_mark_nobody_failed(code, text, hint):
+    responses.add(responses.POST, URL, json=[{"ErrorCode": code, "Message": text}] * 3)
+    with pytest.raises(ProviderError) as caught:
+        send(postmark(), receivers(3))
+    assert not caught.value.retryable and text in caught.value.message and hint in caught.value.hint
+
+
+@responses.activate
+def test_a_refusal_beside_a_recipient_failure_still_stops_the_run():
+    answer = fixture("batch-partial.json")[1:3] + [{"ErrorCode": 412, "Message": "Account is pending approval."}]
+    responses.add(responses.POST, URL, json=answer)
+    with pytest.raises(ProviderError, match="ErrorCode 412"):
+        send(postmark(), receivers(3))
+
+
+@responses.activate
+def test_refused_beside_accepted_messages_go_back_to_pending_never_failed():
+    responses.add(responses.POST, URL, json=fixture("batch-pending-approval.json"))
+    outcomes = send(postmark(), receivers(2))
+    assert [o.state for o in outcomes] == ["sent", "retry"]  # raising would send receiver1 a second copy
+    assert "postmark 412" in outcomes[1].reason and "pending approval" in outcomes[1].reason
+
+
+@responses.activate
 def test_a_200_array_of_the_wrong_length_is_unknown():
     responses.add(responses.POST, URL, json=fixture("batch-200.json")[:1])
     assert [o.state for o in send(postmark(), receivers(2))] == ["unknown", "unknown"]
@@ -124,7 +164,8 @@ def test_a_stream_id_with_odd_characters_is_refused():
 
 
 @responses.activate
-@pytest.mark.parametrize("age, missing", [(300.0, "retry"), (10.0, "unknown"), (50 * 86400.0, "unknown")])
+@pytest.mark.parametrize("age, missing", [(300.0, "retry"), (5 * 86400.0, "retry"), (10.0, "unknown"),
+                                          (10 * 86400.0, "unknown"), (50 * 86400.0, "unknown")])
 def test_reconcile_searches_by_tag_and_batch_metadata(age, missing):
     responses.add(responses.GET, "https://api.postmarkapp.com/messages/outbound",
                   json=fixture("outbound-search.json"))

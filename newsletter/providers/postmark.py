@@ -2,25 +2,39 @@
 
 Postmark answers 200 with one result per message, in input order, and a
 per-message ``ErrorCode``: a partial rejection hides inside a success, so the
-status code alone says nothing about a recipient. Newsletters must go through a
+status code alone says nothing about a recipient. Worse, problems with the
+request or the account come the same way, one per message: an unknown message
+stream (1235), a sender signature not found or not confirmed (400, 401), no
+credits (405), an account pending approval (412) or not allowed to send (413).
+Of Postmark's codes (postmarkapp.com/developer/api/overview#error-codes) only
+two are about the recipient: 406 "Inactive recipient" (failed, and suppressed)
+and 300 "Invalid email request" when its text is about the 'To' address (300
+is also the answer for a bad From or an empty body, which are ours). Any other
+code stops the run with Postmark's message and marks nobody failed (see
+:mod:`.base`). Newsletters must go through a
 *broadcast* message stream; Postmark's default broadcast stream (id
 ``broadcast``) adds List-Unsubscribe itself and hosts the unsubscribe page, so
 we do not add a second one there.
 
 Reconciliation asks the Messages API (outbound search) for the batch's tag
-(the issue id) and metadata (the batch id).
+(the issue id) and metadata (the batch id). Postmark keeps messages 45 days by
+default, but its Retention Add-on lets an account choose anything from 7 to 365
+days (account-wide, postmarkapp.com/support/article/1289), and nothing in the
+API says which: a message missing from the search proves "never accepted" only
+within 6 days of the batch's first claim, a day inside the shortest retention.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs
+from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -30,8 +44,25 @@ MANAGED_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 #  a@example.com. Inactive recipients are ones that have generated a hard bounce, a spam complaint,
 #  or a manual suppression."
 _INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", re.I | re.S)
+# ErrorCode 300 about the recipient: "Invalid 'To' address: 'x'.", "Error parsing 'To': Illegal email
+# address 'x'. It must contain the '@' symbol.", "Zero recipients specified". Other 300s (a bad 'From',
+# "Provide either email TextBody or HtmlBody or both") are about the request.
+_ABOUT_TO = re.compile(r"'to'|zero recipients", re.I)
+INACTIVE_RECIPIENT = 406
+INVALID_REQUEST = 300
+# What to do about the request- and account-level codes (the overview's error-code table).
+HINTS = {
+    400: "add and confirm the From address (or its domain) as a Sender Signature in Postmark",
+    401: "confirm the From address's Sender Signature (Postmark emailed a link) or verify its domain",
+    405: "the account has no credits left: add credits or a plan in Postmark",
+    412: "the account is pending approval: until Postmark approves it, it only sends to its own domains",
+    413: "the account may not send: contact Postmark support",
+    1235: "check [provider] message_stream: it must be a broadcast stream of this Postmark server",
+}
 SEARCH_DELAY = 60  # seconds before a message can be relied on to show in search
-RETENTION = 40 * 86400  # Postmark keeps messages 45 days by default; stay clear of the edge
+# Absence from the search proves "never accepted" only while Postmark still holds the message: 45 days by
+# default, but as short as 7 with the Retention Add-on, and the API does not say which. 6 days stays a day clear.
+RETENTION = 6 * 86400
 SEARCH_PAGE = 500  # the Messages API's maximum count; count + offset may not exceed 10,000
 
 
@@ -96,9 +127,19 @@ class PostmarkProvider(Provider):
         if response.status_code != 200 or not isinstance(body, list) or len(body) != len(batch.messages):
             reason = f"postmark answered HTTP {response.status_code} with a body that is not the documented array"
             return all_outcomes(batch, "unknown", reason=reason)
-        return [self._outcome(m, item) for m, item in zip(batch.messages, body)]
+        results = [self._outcome(m, item) for m, item in zip(batch.messages, body)]
+        refusals = [r for r in results if isinstance(r, _Refusal)]
+        if not refusals:
+            return results
+        if all(isinstance(r, _Refusal) or r.state == "failed" for r in results):
+            raise self._refused_in_200(refusals, response)
+        # Some messages were accepted: raising would send them again. The refused go back to pending and,
+        # sent again without the accepted ones, get the refusal above that stops the run.
+        again = "tried again without the accepted messages"
+        return [Outcome(r.to, "retry", reason=f"postmark {r.code}: {r.text}; {again}") if isinstance(r, _Refusal)
+                else r for r in results]
 
-    def _outcome(self, message: Message, item) -> Outcome:
+    def _outcome(self, message: Message, item) -> Outcome | _Refusal:
         if not isinstance(item, dict) or ("ErrorCode" not in item and "MessageID" not in item):
             return Outcome(message.to, "unknown", reason="postmark answered an entry we cannot read")
         code = item.get("ErrorCode", 0)  # "ErrorCode may be missing for Postmark service delays" (anymail)
@@ -110,18 +151,28 @@ class PostmarkProvider(Provider):
             if not item.get("MessageID"):
                 return Outcome(message.to, "unknown", reason="postmark said OK without a MessageID")
             return Outcome(message.to, "sent", provider_id=str(item["MessageID"]))
-        if code == 406:  # inactive recipient: hard bounce, spam complaint or manual suppression
+        if code == INACTIVE_RECIPIENT:  # hard bounce, spam complaint or manual suppression
             return Outcome(message.to, "failed", reason=f"postmark {code}: {text}", suppress=True)
-        # 300 "Invalid 'To' address: '...'." and the other per-message codes are permanent for this message.
-        return Outcome(message.to, "failed", reason=f"postmark {code}: {text}")
+        if code == INVALID_REQUEST and _ABOUT_TO.search(text):  # "Invalid 'To' address: '...'."
+            return Outcome(message.to, "failed", reason=f"postmark {code}: {text}")
+        return _Refusal(message.to, code, text)  # about our request or the account, not this recipient
+
+    def _refused_in_200(self, refusals: list[_Refusal], response: requests.Response) -> ProviderError:
+        """Every message refused, and at least one for a reason that is not the recipient's: stop, fail nobody."""
+        first = refusals[0]
+        codes = sorted({r.code for r in refusals}, key=str)
+        also = f" (and ErrorCode {', '.join(map(str, codes[1:]))})" if len(codes) > 1 else ""
+        return ProviderError(f"postmark refused the batch (ErrorCode {first.code}{also}): {first.text}",
+                             status=response.status_code, body=response.text, retryable=False,
+                             hint=HINTS.get(first.code, "fix what Postmark says") + "; nothing was sent")
 
     def _refused(self, body, response: requests.Response) -> ProviderError:
         """A 422 for the whole request (sender signature, stream, payload): stop, change nothing."""
         code = body.get("ErrorCode") if isinstance(body, dict) else None
-        text = body.get("Message") if isinstance(body, dict) else response.text[:200]
+        text = provider_message(response)
         return ProviderError(f"postmark refused the batch (ErrorCode {code}): {text}", status=422,
                              body=response.text, retryable=False,
-                             hint="fix the sender, message stream or content; nothing was sent")
+                             hint=HINTS.get(code, "fix the sender, message stream or content") + "; nothing was sent")
 
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
@@ -162,6 +213,15 @@ class PostmarkProvider(Provider):
             raise ProviderError(f"postmark's message search answered HTTP {response.status_code}",
                                 status=response.status_code, body=response.text)
         return response
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A message Postmark refused for a reason that is not its recipient's (code and Postmark's text)."""
+
+    to: str
+    code: object
+    text: str
 
 
 def _inactive_addresses(text: str) -> set[str]:
