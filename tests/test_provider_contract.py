@@ -4,17 +4,20 @@ What each adapter must do, whatever its wire format: one outcome per
 recipient; merge data that reaches each recipient exactly as personalised;
 batches cut by count and bytes; a refused recipient is data, not an exception;
 401/403 abort; 429/5xx/network trouble are retryable; an answer we cannot read
-is ``unknown``, never ``sent``; the API key appears in no error.
+is ``unknown``, never ``sent``; the API key appears in no error, and a refusal says
+what the provider said; a line break in a header value is never sent.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import requests
 
 from fakeproviders import FakeProviders, sample_batch
 from newsletter import config
-from newsletter.errors import AuthError, ProviderError
+from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers import provider_class
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
@@ -137,6 +140,51 @@ def test_a_wrong_key_aborts_and_is_never_shown(fake, name):
     for text in (str(err), err.body, repr(err), repr(adapter(name, fake, key=wrong).build_request(sample_batch(1)))):
         assert wrong not in text
     assert fake.delivered(name) == []
+
+
+# What each fake (like each provider) says to a wrong key: the error carries it, so the user knows why.
+REFUSALS = {"postmark": "Bad or missing Server API token.",
+            "sendgrid": "The provided authorization grant is invalid, expired, or revoked",
+            "mailgun": "Forbidden", "resend": "API key is invalid"}
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_wrong_key_says_what_the_provider_said(fake, name):
+    with pytest.raises(AuthError) as caught:
+        send(adapter(name, fake, key="wrong-key-SECRET-123"), sample_batch(1))
+    assert REFUSALS[name] in caught.value.message and "refused the API key" in caught.value.message
+    assert "NEWSLETTER_API_KEY" in caught.value.hint
+
+
+INJECTIONS = {
+    "name": {"to_name": "Eve\r\nBcc: attacker@example.net"},
+    "subject": {"subject": "News\nBcc: attacker@example.net"},
+    "header value": {"headers": {"List-Unsubscribe": "<https://example.com/u>\r\nBcc: attacker@example.net"}},
+    "header name": {"headers": {"X-Note\r\nBcc": "attacker@example.net"}},
+}
+
+
+@pytest.mark.parametrize("field", sorted(INJECTIONS))
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_line_break_in_a_recipients_header_value_fails_them_alone_and_sends_nothing(fake, name, field):
+    batch = sample_batch(3)
+    evil = dataclasses.replace(batch.messages[1], **INJECTIONS[field])
+    batch = dataclasses.replace(batch, messages=(batch.messages[0], evil, batch.messages[2]))
+    with pytest.raises(RecipientError) as caught:
+        send(adapter(name, fake), batch)
+    assert caught.value.email == evil.to and "line break" in caught.value.message
+    assert fake.send_calls == 0 and fake.accepted == []
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_line_break_in_the_shared_reply_to_refuses_the_request(fake, name):
+    batch = sample_batch(2)
+    batch = dataclasses.replace(batch, messages=tuple(dataclasses.replace(m, reply_to="ed@example.com\nBcc: x@y.z")
+                                                      for m in batch.messages))
+    with pytest.raises(ProviderError) as caught:  # the same for every reader: theirs to fail it is not
+        send(adapter(name, fake), batch)
+    assert not caught.value.retryable and not isinstance(caught.value, RecipientError)
+    assert "reply_to" in caught.value.hint and fake.send_calls == 0
 
 
 @pytest.mark.parametrize("name", PROVIDERS)

@@ -13,6 +13,24 @@ run) and :class:`ProviderError` with ``retryable`` and ``retry_after`` (429,
 5xx, network). A partial rejection is data: ``Outcome(state="failed")`` for
 that recipient. An answer we cannot read after the provider may have accepted
 the batch is ``Outcome(state="unknown")``, never ``sent``.
+
+Whose fault is a refusal? Only an error the provider attributes to one
+recipient (a malformed or inactive address) makes that recipient ``failed``,
+which is for good. Anything about the request or the account (sender not
+verified, unknown stream or domain, no credits, account pending) would be
+refused for every reader of the list: the adapter raises a non-retryable
+:class:`ProviderError` with the provider's own words, so the run stops and
+nobody is marked failed. Where the provider already accepted part of the batch
+(per-message APIs), raising would send those again, so the refused ones go back
+to pending (``retry``) instead; sent again alone, they are refused outright and
+the run stops there. When in doubt an error counts as the request's: a
+recipient wrongly held back is sent once the cause is fixed, a recipient
+wrongly failed never is.
+
+A recipient whose own data makes the request impossible (a line break in their
+name or subject, merge values over a provider's cap) is a
+:class:`~newsletter.errors.RecipientError` raised before anything is sent:
+that recipient fails, the rest of the batch goes back to pending.
 """
 
 from __future__ import annotations
@@ -20,13 +38,14 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import requests
 
 from ..config import Settings
-from ..errors import AuthError, ProviderError
+from ..errors import AuthError, ProviderError, RecipientError
 from ..models import Message, Outcome
 from ..slots import SlotTemplate
 
@@ -76,6 +95,8 @@ class Provider:
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
+    # The hint for a 403 that is about the sender or sending domain rather than the key.
+    sender_hint = "verify the From address or its domain with the provider"
 
     def __init__(self, settings: Settings, api_key: str | None = None):
         self.settings = settings
@@ -146,6 +167,7 @@ class Provider:
             yield group
 
     def send_batch(self, batch: Batch, session: requests.Session) -> list[Outcome]:
+        refuse_line_breaks(batch)
         request = self.build_request(batch)
         try:
             response = session.request(request.method, request.url, headers=dict(request.headers),
@@ -164,11 +186,36 @@ class Provider:
         """401/403 abort; 429 and 5xx are transient; other 4xx are left to ``parse_response``."""
         status = response.status_code
         if status in (401, 403):
-            raise AuthError(f"{self.name} refused the API key (HTTP {status})", status=status, body=response.text,
-                            hint=f"check the key in ${self.settings.provider.api_key_env}; it is never printed")
+            raise self.auth_error(response)
         if status == 429 or status >= 500:
-            raise ProviderError(f"{self.name} answered HTTP {status}", status=status, body=response.text,
+            raise ProviderError(f"{self.name} answered HTTP {status}", status=status, body=self.scrub(response.text),
                                 retryable=True, retry_after=retry_after(response.headers))
+
+    def auth_error(self, response: requests.Response) -> AuthError:
+        """401/403 with the provider's own words: a bad key, or (403) a key that may not send from this
+        sender or domain (SendGrid's unverified Sender Identity, Mailgun's sandbox domains)."""
+        status = response.status_code
+        said = self.scrub(provider_message(response))
+        key_hint = f"check the key in ${self.settings.provider.api_key_env}; it is never printed"
+        if status == 403 and _ABOUT_SENDER.search(said) and not _ABOUT_KEY.search(said):
+            message, hint = f"{self.name} refused to send from this sender or domain (HTTP 403)", self.sender_hint
+        elif status == 403:
+            message, hint = (f"{self.name} refused the API key (HTTP 403)",
+                             f"{key_hint}; a 403 can also mean the key lacks the permission to send mail")
+        else:
+            message, hint = f"{self.name} refused the API key (HTTP {status})", key_hint
+        return AuthError(f"{message}: {said}" if said else message, status=status, body=self.scrub(response.text),
+                         hint=hint)
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in an error: the key, in every form we send it."""
+        return [self.api_key] if self.api_key and len(self.api_key) >= 4 else []
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key (should a provider echo it) replaced by ``[API key]``."""
+        for secret in self.secrets():
+            text = text.replace(secret, "[API key]")
+        return text
 
     def close(self) -> None:
         """Release anything held open (files, connections)."""
@@ -217,6 +264,65 @@ def outcomes_from_logs(batch: Batch, accepted: Mapping[str, str], *, age: float 
             outcomes.append(Outcome(m.to, "retry", reason=missing) if conclusive
                             else Outcome(m.to, "unknown", reason=not_yet))
     return outcomes
+
+
+# Words of a 403 about who may send (not about the key): SendGrid's "The from address does not match a
+# verified Sender Identity", Mailgun's "Domain sandbox... is not allowed to send" and "add the address to
+# authorized recipients", Resend's "The example.com domain is not verified".
+_ABOUT_SENDER = re.compile(r"sender|\bfrom\b|domain|sandbox|authori[sz]ed recipient|verif", re.I)
+_ABOUT_KEY = re.compile(r"api[ _-]?key|\btoken\b|authori[sz]ation grant|credential", re.I)
+MESSAGE_CHARS = 300  # of a provider's own error text in our messages
+
+
+def provider_message(response: requests.Response) -> str:
+    """The provider's own error text from an answer, on one line and trimmed ("" when there is none).
+
+    Reads the documented shapes: ``{"message"}`` (Mailgun, Resend), ``{"Message"}`` (Postmark),
+    ``{"errors": [{"message"}]}`` (SendGrid), else a short plain-text body (not an HTML page).
+    """
+    body = json_body(response)
+    parts: list[str] = []
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            parts = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
+        for key in ("message", "Message", "error"):
+            if not parts and isinstance(body.get(key), str) and body[key]:
+                parts = [body[key]]
+    elif body is None and not response.text.lstrip().startswith("<"):
+        parts = [response.text]
+    text = " ".join("; ".join(parts).split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def refuse_line_breaks(batch: Batch) -> None:
+    """DESIGN §8: CR or LF in a header value could add headers (a Bcc) to the email, so it is never sent.
+
+    A recipient's own values (address, name, subject, headers) are theirs: :class:`RecipientError`, the
+    others are sent. The sender and Reply-To come from ``[newsletter]`` and are the same for every
+    reader (SendGrid and Mailgun send one per batch): a refusal of the request, which stops the run.
+    """
+    for message in batch.messages:
+        for field_name, value in (("From", message.sender), ("Reply-To", message.reply_to)):
+            if _has_line_break(value):
+                raise ProviderError(f"the {field_name} address contains a line break; nothing was sent",
+                                    hint=f"set [newsletter] {field_name.lower().replace('-', '_')} on one line")
+        values = [("address", message.to), ("name", message.to_name), ("subject", message.subject)]
+        values += [(f"{name} header", name + value) for name, value in message.headers.items()]
+        for what, value in values:
+            if _has_line_break(value):
+                raise RecipientError(message.to, f"the {what} for {message.to!r} contains a line break, which "
+                                     "could add headers to the email; not sent to this recipient",
+                                     hint="remove line breaks from that subscriber's values in the list")
+
+
+def _has_line_break(value: str) -> bool:
+    return "\r" in value or "\n" in value
+
+
+def names_address(text: str, address: str) -> bool:
+    """True when ``text`` (a provider's error) names ``address`` as a whole address, not inside another."""
+    return bool(address) and re.search(rf"(?<![\w.+-]){re.escape(address)}(?![\w-])", text, re.I) is not None
 
 
 def all_outcomes(batch: Batch, state: str, *, reason: str = "", provider_id: str = "") -> list[Outcome]:
