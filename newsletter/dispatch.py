@@ -11,14 +11,17 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    COMMIT: ``sent`` with the provider's id, ``failed`` with the reason,
    ``unknown`` when the provider could not say, or back to ``pending`` with
    attempts + 1 for transient trouble.
-3. **Retry what was certainly not accepted.** A 429 or 5xx answer, or a
-   connection that was never made, means the provider did not take the batch:
-   its rows go back to ``pending`` and are claimed again (under a new batch id)
-   after an exponential backoff with jitter, or the server's ``Retry-After``,
-   which also pauses every worker. After ``max_attempts`` tries in one run a
-   recipient is left ``pending`` and the run ends incomplete (exit 4).
+3. **Retry what was certainly not accepted.** A 429, 500 or 503 answer (any
+   5xx but the gateway ones), or a connection that was never made, means the
+   provider did not take the batch: its rows go back to ``pending`` and are
+   claimed again (under a new batch id) after an exponential backoff with
+   jitter, or the server's ``Retry-After``, which also pauses every worker (a
+   wait longer than ``max_wait`` stops the run instead: exit 4, run again
+   later). After ``max_attempts`` tries in one run a recipient is left
+   ``pending`` and the run ends incomplete (exit 4).
 4. **Never resend what may have been accepted.** No answer at all (timeout,
-   dropped connection) leaves the batch in doubt: a provider that honours
+   dropped connection), or a 502/504 from a gateway that gave up waiting while
+   the provider behind it may have accepted, leaves the batch in doubt: a provider that honours
    idempotency keys gets the very same batch id again, but only while it still
    remembers the key (the batch's first claim is younger than the provider's
    ``idempotency_window``: Resend forgets keys after 24 hours); any other
@@ -26,6 +29,13 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    ``--resend-unknown`` or reconciliation.
 5. **Stop at once** when the provider refuses the key (the batch goes back to
    ``pending``; no further batch is sent) or when the issue's lease is lost.
+6. **One recipient's bad data is theirs alone.** A :class:`RecipientError`
+   from the adapter (its request for the batch cannot be built for that
+   recipient) records that recipient ``failed`` with the message; the others go
+   back to ``pending`` and are sent at once in a new batch. Any other
+   exception from an adapter is a bug: the batch becomes ``unknown`` (or goes
+   back to ``pending`` when no HTTP request was made) and the run stops with
+   one error.
 
 Nothing here knows a provider's wire format; adapters map their answers to
 :class:`~newsletter.models.Outcome` and :class:`~newsletter.errors.ProviderError`.
@@ -39,68 +49,24 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-import requests
-
-from .errors import AuthError, LedgerError, ProviderError
+from .batches import (GATEWAY_STATUSES, BatchReport, CountingSession, RunTotals, Work, as_newsletter_error,
+                      key_window, never_reached_provider, not_accepted)
+from .errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
 from .ledger import Ledger, address_key
-from .models import Message, Outcome
+from .models import Outcome
 from .providers.base import Batch, Provider
-from .ratelimit import Backoff, TokenBucket
+from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
 from .slots import SlotTemplate
+
+
+__all__ = ["GATEWAY_STATUSES", "BatchReport", "Dispatcher", "RunTotals", "Work", "key_window",
+           "never_reached_provider", "new_batch_id", "not_accepted"]
 
 
 def new_batch_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-@dataclass
-class Work:
-    """Messages to send as one batch. ``batch_id`` is set when retrying an in-doubt batch under its old key."""
-
-    messages: list[Message]
-    values: list[Sequence[str]] = field(default_factory=list)  # slot values per message, when known
-    batch_id: str | None = None
-    attempt: int = 1
-    claimed_at: float | None = None  # epoch seconds of the batch id's first claim (None: not known)
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """What one API call did, for progress output."""
-
-    batch_id: str
-    size: int
-    states: dict[str, int]  # outcome state -> recipients
-    attempt: int
-    seconds: float
-    note: str = ""
-
-
-@dataclass
-class RunTotals:
-    sent: int = 0
-    failed: int = 0
-    unknown: int = 0
-    retried: int = 0
-    batches: int = 0
-    exhausted: set[str] = field(default_factory=set)  # left pending after max_attempts tries in this run
-    aborted: str = ""  # why the run stopped early ("" = it did not)
-    error: BaseException | None = None  # the error that stopped it, re-raised by the caller
-
-
-def never_reached_provider(err: ProviderError) -> bool:
-    """True when the request certainly never arrived (connection refused, connect timeout)."""
-    cause = err.__cause__
-    if isinstance(cause, requests.ConnectTimeout):
-        return True
-    if isinstance(cause, requests.ConnectionError):
-        from urllib3.exceptions import MaxRetryError, NewConnectionError
-        return any(isinstance(arg, MaxRetryError) and isinstance(arg.reason, NewConnectionError)
-                   for arg in cause.args)
-    return False
 
 
 class Dispatcher:
@@ -110,7 +76,7 @@ class Dispatcher:
                  concurrency: int = 4, max_attempts: int = 5, limiter: TokenBucket | None = None,
                  backoff: Backoff = Backoff(), on_batch: Callable[[BatchReport], None] = lambda report: None,
                  max_queued: int | None = None, template: Mapping[str, SlotTemplate] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_wait: float = MAX_WAIT):
         self.ledger = ledger
         self.provider = provider
         self.issue_id = issue_id
@@ -122,7 +88,8 @@ class Dispatcher:
         self.on_batch = on_batch
         self.template = template  # the compiled subject/html/text, for adapters that substitute server-side
         self.clock = clock  # epoch seconds: the age of a batch's idempotency key
-        self.totals = RunTotals()
+        self.max_wait = max_wait  # the longest Retry-After this run waits for; longer stops it (exit 4)
+        self.totals = RunTotals(max_attempts=self.max_attempts)
         # Back-pressure: a batch holds up to hundreds of personalised bodies, so keep few waiting.
         self._max_queued = max_queued or max(1, self.concurrency // 2)
         self._ready: deque[Work] = deque()
@@ -177,6 +144,12 @@ class Dispatcher:
     def aborted(self) -> bool:
         return bool(self.totals.aborted)
 
+    def recipient_failed(self, err: RecipientError) -> None:
+        """A recipient whose message cannot be built (before any batch): ``failed`` with the reason."""
+        if self.ledger.fail(self.issue_id, [(err.email, err.render())]):
+            self._count(failed=1)
+            self.on_batch(BatchReport("", 1, {"failed": 1}, 1, 0.0, f"{err.email}: {err.message}"))
+
     # -- the workers ----------------------------------------------------------------
     def _next(self) -> Work | None:
         with self._cond:
@@ -203,13 +176,13 @@ class Dispatcher:
                 self._cond.notify_all()
 
     def _worker(self) -> None:
-        session = requests.Session()
+        session = CountingSession()
         try:
             while (work := self._next()) is not None:
                 try:
                     self._send(work, session)
                 except BaseException as err:  # a bug or a broken ledger: stop everything, keep what is recorded
-                    self.abort(f"{type(err).__name__}: {err}", err)
+                    self.abort(f"{type(err).__name__}: {err}", as_newsletter_error(err))
                 finally:
                     with self._cond:
                         self._busy -= 1
@@ -217,7 +190,7 @@ class Dispatcher:
         finally:
             session.close()
 
-    def _send(self, work: Work, session: requests.Session) -> None:
+    def _send(self, work: Work, session: CountingSession) -> None:
         self.limiter.acquire()
         if self.aborted:
             return
@@ -226,6 +199,7 @@ class Dispatcher:
         if batch is None:
             return
         started = time.monotonic()
+        session.requests_made = 0
         try:
             outcomes = self.provider.send_batch(batch, session)
         except AuthError as err:
@@ -237,7 +211,19 @@ class Dispatcher:
         except ProviderError as err:
             self._batch_failed(work, batch, err, in_doubt, time.monotonic() - started)
             return
+        except RecipientError as err:
+            self._recipient_refused(work, batch, err, in_doubt or session.requests_made > 0,
+                                    time.monotonic() - started)
+            return
+        except Exception as err:  # a bug in an adapter: record what we can tell, then stop
+            self._unexpected(work, batch, err, in_doubt or self._may_have_reached(session),
+                             time.monotonic() - started)
+            return
         self._record(work, batch, outcomes, time.monotonic() - started)
+
+    def _may_have_reached(self, session: CountingSession) -> bool:
+        """False only when the adapter provably sent nothing: it uses the shared path and made no request."""
+        return session.requests_made > 0 or type(self.provider).send_batch is not Provider.send_batch
 
     def _claim(self, work: Work) -> Batch | None:
         if work.batch_id:  # an in-doubt batch, already `sending`: same id, same idempotency key
@@ -280,21 +266,27 @@ class Dispatcher:
 
     def _batch_failed(self, work: Work, batch: Batch, err: ProviderError, in_doubt: bool, seconds: float) -> None:
         size = len(batch.messages)
-        not_accepted = err.retryable and (err.status is not None or never_reached_provider(err))
-        if not_accepted and not in_doubt:
-            # The provider answered 429/5xx, or was never reached: certainly not accepted.
+        too_long = err.retry_after is not None and err.retry_after > self.max_wait
+        if not_accepted(err) and not in_doubt:
+            # The provider answered 429/500/503, or was never reached: certainly not accepted.
             self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", err.message),
                                source=self.provider.name)
+            self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
+            if too_long:
+                self._stop_for_wait(err)
+                return
             if err.retry_after:
                 self.limiter.pause(err.retry_after)
-            self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
             self._retry(Work(work.messages, work.values, None, work.attempt + 1), err.retry_after)
         elif err.retryable and self.provider.idempotent and work.attempt < self.max_attempts:
             # It may have been accepted; the same idempotency key makes another try safe.
             self.ledger.mark_attempt(self.issue_id, batch.batch_id)
+            self._report(batch, {"retry": size}, work.attempt, seconds, f"{err.message}; retrying the same batch id")
+            if too_long:  # left `sending`: the next run retries it under the same key
+                self._stop_for_wait(err)
+                return
             if err.retry_after:
                 self.limiter.pause(err.retry_after)
-            self._report(batch, {"retry": size}, work.attempt, seconds, f"{err.message}; retrying the same batch id")
             self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at),
                         self.backoff.delay(work.attempt, err.retry_after))
         elif err.retryable or in_doubt:
@@ -314,6 +306,59 @@ class Dispatcher:
             self.abort(f"{self.provider.name} refused the request", ProviderError(
                 f"{err.message}; nothing in that batch was sent and the run stopped", status=err.status,
                 hint="fix the cause (sender, domain, stream or account), then run `newsletter send` again"))
+
+    def _stop_for_wait(self, err: ProviderError) -> None:
+        """A ``Retry-After`` longer than a run waits: stop (exit 4) rather than hold cron for hours."""
+        self.abort(f"{self.provider.name} asked to wait {wait_words(err.retry_after or 0)} before the next "
+                   f"request ({err.message}), longer than the {wait_words(self.max_wait)} a run waits; "
+                   f"run again after that")
+
+    def _recipient_refused(self, work: Work, batch: Batch, err: RecipientError, in_doubt: bool,
+                           seconds: float) -> None:
+        """One recipient's data made the batch's request impossible: they fail, the others go again at once."""
+        key = address_key(err.email)
+        if not any(address_key(m.to) == key for m in batch.messages):
+            self._unexpected(work, batch, err, True, seconds)  # an adapter bug: the address is not in the batch
+            return
+        if in_doubt:  # an earlier try, or this one, may have been accepted: the batch cannot be rebuilt
+            reason = (f"{err.render()}; an earlier try of this batch may have been accepted, so it may or may not "
+                      f"have been sent")
+            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "unknown", reason), source=self.provider.name)
+            self._count(unknown=len(batch.messages))
+            self._report(batch, {"unknown": len(batch.messages)}, work.attempt, seconds, err.message)
+            return
+        again = f"not sent: {err.email}'s data stopped the batch; sent again in another batch"
+        outcomes = [Outcome(m.to, "failed", reason=err.render()) if address_key(m.to) == key
+                    else Outcome(m.to, "retry", reason=again) for m in batch.messages]
+        self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
+        self._count(failed=1)
+        self._report(batch, {"failed": 1, "retry": len(outcomes) - 1}, work.attempt, seconds, err.message)
+        keep = [n for n, m in enumerate(work.messages) if address_key(m.to) != key]
+        if keep:  # not a transient failure of theirs: no backoff, no attempt counted
+            self._later(Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
+                             None, work.attempt), 0.0)
+
+    def _unexpected(self, work: Work, batch: Batch, err: Exception, may_have_reached: bool, seconds: float) -> None:
+        """An adapter raised something it should not: record the batch safely and stop the run with one error."""
+        size, name = len(batch.messages), type(err).__name__
+        if may_have_reached:
+            reason = (f"unexpected error from the {self.provider.name} adapter ({name}: {err}); it may or may not "
+                      f"have been sent")
+            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "unknown", reason), source=self.provider.name)
+            self._count(unknown=size)
+            self._report(batch, {"unknown": size}, work.attempt, seconds, f"{name}: {err}")
+            what = f"its {size} recipient(s) are marked unknown (they may or may not have been sent)"
+        else:
+            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", f"{name}: {err}"),
+                               source=self.provider.name)
+            self._report(batch, {"retry": size}, work.attempt, seconds, f"{name}: {err}")
+            what = f"no request was made, so its {size} recipient(s) are back to pending"
+        error = NewsletterError(f"unexpected {name} from the {self.provider.name} adapter while sending batch "
+                                f"{batch.batch_id}: {err}; {what}, and the run stopped",
+                                hint=f"run again with --debug for the traceback and report it; "
+                                     f"`newsletter status {self.issue_id} --failed` lists who is in doubt")
+        error.__cause__ = err
+        self.abort(f"unexpected {name} from the {self.provider.name} adapter", error)
 
     def _record(self, work: Work, batch: Batch, outcomes: Sequence[Outcome], seconds: float) -> None:
         outcomes = _complete(batch, outcomes, self.provider.name)
@@ -353,12 +398,6 @@ class Dispatcher:
     def _report(self, batch: Batch, states: dict[str, int], attempt: int, seconds: float, note: str = "") -> None:
         self._count(batches=1)
         self.on_batch(BatchReport(batch.batch_id, len(batch.messages), states, attempt, seconds, note))
-
-
-def key_window(provider: Provider) -> str:
-    """``provider.idempotency_window`` in words: "23 h"."""
-    window = provider.idempotency_window
-    return f"{window / 3600:g} h" if window >= 3600 else f"{window:g} s"
 
 
 def _all(batch: Batch, state: str, reason: str) -> list[Outcome]:

@@ -8,6 +8,19 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+# The longest wait a run accepts from a provider's Retry-After / X-RateLimit-Reset. A longer one
+# (an exhausted daily quota) stops the run as incomplete (exit 4) instead of holding cron for hours.
+MAX_WAIT = 15 * 60.0
+
+
+def wait_words(seconds: float) -> str:
+    """A wait in words: "45 s", "15 min", "2.5 h"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
+
 
 class TokenBucket:
     """``rate`` requests per second shared by every worker thread; ``rate <= 0`` means unlimited.

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 from .config import Settings
 from .dispatch import BatchReport, Dispatcher, RunTotals, Work, key_window
-from .errors import LedgerError
+from .errors import LedgerError, RecipientError
 from .ledger import Ledger, address_key
 from .models import Subscriber
 from .personalize import Personalizer
@@ -52,6 +52,7 @@ class SendOptions:
     segment: str | None = None
     limit: int | None = None
     resend_unknown: bool = False
+    retry_failed: bool = False
     include_new: bool = False
     skip_invalid: bool = False
 
@@ -71,6 +72,7 @@ class Summary:
     new_subscribers: int = 0  # eligible but not in the plan (added with --include-new)
     in_doubt: int = 0  # rows a dead run left `sending`
     in_doubt_action: str = ""  # what this run does with them
+    retry_failed: int = 0  # failed rows moved back to pending by --retry-failed (suppressed ones stay failed)
     content_changed: bool = False
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
@@ -183,6 +185,11 @@ class SendRun:
         summary.to_send = summary.counts["pending"] + summary.new_subscribers
         if self.options.resend_unknown:
             summary.to_send += summary.counts["unknown"]
+        if self.options.retry_failed and summary.counts["failed"]:
+            suppressed = self.ledger.suppressed_set()
+            summary.retry_failed = sum(1 for row in self.ledger.rows(self.issue_id, ("failed",))
+                                       if row.email not in suppressed)
+            summary.to_send += summary.retry_failed
         summary.to_send += retried
         return summary
 
@@ -211,6 +218,8 @@ class SendRun:
                 self.ledger.set_content_hash(self.issue_id, self.compiled.content_hash)
             if self.options.resend_unknown:
                 self.ledger.resend_unknown(self.issue_id)
+            if self.options.retry_failed:
+                self.ledger.retry_failed(self.issue_id)
         # Invalid rows skipped under --skip-invalid are on the record, with the reason.
         self.ledger.add_skipped(self.issue_id, [(p.email, str(p)) for p in self.problems if p.email])
         self.record = self.ledger.issue(self.issue_id)
@@ -248,21 +257,30 @@ class SendRun:
             return []
         wanted = {key for keys in retry.values() for key in keys}
         found: dict[str, tuple] = {}
+        broken: dict[str, str] = {}  # key -> why that recipient's message cannot be built any more
         for subscriber in self.subscribers():
             key = address_key(subscriber.email)
-            if key in wanted and key not in found:
-                found[key] = self.personalizer.message_with_values(subscriber)
+            if key in wanted and key not in found and key not in broken:
+                try:
+                    found[key] = self.personalizer.message_with_values(subscriber)
+                except RecipientError as err:
+                    broken[key] = err.render()
         claimed = self.ledger.claim_times(self.issue_id)
-        work, lost = [], []
+        work, lost, unbuildable = [], [], {}
         for batch_id, keys in retry.items():
             if all(key in found for key in keys):
                 when = claimed.get(batch_id)
                 work.append(Work([found[k][0] for k in keys], [found[k][1] for k in keys], batch_id,
                                  claimed_at=when.timestamp() if when else None))
+            elif any(key in broken for key in keys):  # the same key needs the same batch, and it cannot be built
+                unbuildable[batch_id] = next(broken[key] for key in keys if key in broken)
             else:  # the same idempotency key needs the same batch, and someone left the list
                 lost.append(batch_id)
         self.ledger.mark_unknown(self.issue_id, lost, "a run stopped after claiming this batch, and a recipient "
                                  "has since left the list; it may or may not have been sent")
+        for batch_id, why in unbuildable.items():
+            self.ledger.mark_unknown(self.issue_id, [batch_id], f"a run stopped after claiming this batch, and it "
+                                     f"cannot be built again ({why}); it may or may not have been sent")
         return work
 
     def send(self, holder: str, *, on_batch: Callable[[BatchReport], None], backoff: Backoff = Backoff(),
@@ -334,7 +352,11 @@ class SendRun:
 
         def messages():
             for subscriber in subscribers:
-                message, slot_values = self.personalizer.message_with_values(subscriber)
+                try:
+                    message, slot_values = self.personalizer.message_with_values(subscriber)
+                except RecipientError as err:  # their data alone: they fail, the others are sent
+                    dispatcher.recipient_failed(err)
+                    continue
                 values.append(slot_values)
                 yield message
 

@@ -11,10 +11,10 @@ import requests
 
 from newsletter.config import resolve
 from newsletter.dispatch import Dispatcher, Work
-from newsletter.errors import AuthError, LedgerError, ProviderError
+from newsletter.errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
 from newsletter.ledger import SQLiteLedger
 from newsletter.models import Message, Outcome
-from newsletter.providers.base import Batch, Provider
+from newsletter.providers.base import Batch, Provider, Request
 from newsletter.ratelimit import Backoff, TokenBucket
 
 ISSUE = "weekly"
@@ -97,6 +97,57 @@ def test_a_5xx_puts_the_batch_back_to_pending_and_it_is_claimed_again_under_a_ne
     assert who1 == who2 and first != second
     assert totals.sent == 2 and totals.retried == 2
     assert {r.attempts for r in ledger.rows(ISSUE, ("sent",))} == {2}
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_provider_error_answer_is_certainly_not_accepted(ledger, status):
+    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True))
+    totals = run(ledger, provider, EMAILS[:2])
+    assert len({batch for batch, _ in provider.calls}) == 2 and totals.sent == 2 and totals.unknown == 0
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_may_come_after_the_provider_accepted_so_it_is_never_resent_blindly(ledger, status):
+    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True))
+    totals = run(ledger, provider, EMAILS[:2])
+    assert len(provider.calls) == 1 and totals.unknown == 2
+    assert set(states(ledger).values()) == {"unknown"}
+    assert f"may or may not have been sent (HTTP {status})" in ledger.rows(ISSUE)[0].reason
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_is_retried_under_the_same_batch_id_by_an_idempotent_provider(ledger, status):
+    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True), idempotent=True)
+    totals = run(ledger, provider, EMAILS[:2])
+    (first, _), (second, _) = provider.calls
+    assert first == second and totals.sent == 2
+
+
+def test_a_retry_after_longer_than_a_run_waits_stops_it_as_incomplete(ledger):
+    provider = ScriptedProvider(ProviderError("HTTP 429", status=429, retryable=True, retry_after=3600))
+    started = time.monotonic()
+    totals = run(ledger, provider, EMAILS[:4])
+    assert time.monotonic() - started < 5 and len(provider.calls) == 1
+    assert totals.error is None  # incomplete (exit 4), not an error
+    assert totals.aborted == ("scripted asked to wait 1 h before the next request (HTTP 429), longer than the "
+                              "15 min a run waits; run again after that")
+    assert set(states(ledger, EMAILS[:4]).values()) == {"pending"}
+
+
+def test_a_long_retry_after_on_an_in_doubt_batch_keeps_it_for_the_same_key_next_run(ledger):
+    provider = ScriptedProvider(ProviderError("no answer", retryable=True),
+                                ProviderError("HTTP 429", status=429, retryable=True, retry_after=16 * 60),
+                                idempotent=True)
+    totals = run(ledger, provider, EMAILS[:2])
+    assert "asked to wait 16 min" in totals.aborted and len(provider.calls) == 2
+    assert list(ledger.in_doubt(ISSUE).values()) == [EMAILS[:2]]  # the next run retries it under its key
+
+
+def test_exhausted_retries_say_why_the_run_is_incomplete(ledger):
+    provider = ScriptedProvider(*[ProviderError("HTTP 503", status=503, retryable=True)] * 3)
+    totals = run(ledger, provider, EMAILS[:2], max_attempts=3)
+    assert not totals.aborted
+    assert totals.incomplete_reason() == "2 recipient(s) still failing transiently after 3 tries"
 
 
 def test_a_429_with_retry_after_pauses_every_worker(ledger):
@@ -273,12 +324,114 @@ def test_losing_the_lease_stops_sending(ledger):
     assert isinstance(totals.error, LedgerError) and "took over" in totals.aborted
 
 
-def test_an_unexpected_error_stops_the_run_and_leaves_the_batch_in_doubt(ledger):
+def test_an_unexpected_error_stops_the_run_with_one_error_and_the_batch_unknown(ledger):
+    """Was: rows left `sending` and the RuntimeError re-raised (a traceback). The batch may have been
+    accepted (this adapter has its own send path), so it is `unknown`, never re-sent blindly, and the run
+    stops with a NewsletterError chained to the bug."""
     provider = ScriptedProvider(RuntimeError("disk on fire"))
+    totals = run(ledger, provider, EMAILS[:4])
+    assert len(provider.calls) == 1  # stopped: the other batch stays pending
+    assert type(totals.error) is NewsletterError and isinstance(totals.error.__cause__, RuntimeError)
+    assert ("unexpected RuntimeError from the scripted adapter while sending batch" in str(totals.error)
+            and "its 2 recipient(s) are marked unknown" in str(totals.error))
+    assert states(ledger, EMAILS[:4]) == {"r0@example.com": "unknown", "r1@example.com": "unknown",
+                                          "r2@example.com": "pending", "r3@example.com": "pending"}
+    assert ledger.in_doubt(ISSUE) == {}
+    assert "disk on fire" in ledger.rows(ISSUE)[0].reason and totals.unknown == 2
+
+
+class BrokenBuilder(Provider):
+    """The shared send path (build_request -> session.request -> parse_response) with a buggy adapter verb."""
+
+    name = "broken"
+    max_batch = 2
+    default_rate = 0.0
+    needs_api_key = False
+
+    def __init__(self, fail_in: str):
+        super().__init__(SETTINGS)
+        self.fail_in = fail_in
+
+    def build_request(self, batch):
+        if self.fail_in == "build":
+            raise KeyError("Metadata")
+        return Request("POST", "http://127.0.0.1:9/never")
+
+    def parse_response(self, batch, response):
+        raise AssertionError("unreachable")
+
+
+def test_an_unexpected_error_before_any_request_puts_the_batch_back_to_pending(ledger):
+    totals = run(ledger, BrokenBuilder("build"), EMAILS[:2])
+    assert set(states(ledger).values()) == {"pending"}  # no request was made: nothing can have been accepted
+    assert "no request was made, so its 2 recipient(s) are back to pending" in str(totals.error)
+    assert isinstance(totals.error.__cause__, KeyError)
+
+
+def test_an_unexpected_error_after_a_request_leaves_the_batch_unknown(ledger, monkeypatch):
+    def answered(session, method, url, **kw):
+        session.requests_made += 1  # what CountingSession.request counts, without a network
+        raise ValueError("bad answer")
+
+    monkeypatch.setattr("newsletter.batches.CountingSession.request", answered)
+    totals = run(ledger, BrokenBuilder("parse"), EMAILS[:2])
+    assert set(states(ledger).values()) == {"unknown"} and isinstance(totals.error.__cause__, ValueError)
+
+
+def test_a_bug_in_the_send_loop_stops_it_with_one_error_not_a_raw_exception(ledger, monkeypatch):
+    monkeypatch.setattr(SQLiteLedger, "record", lambda *a, **kw: 1 / 0)
+    totals = run(ledger, ScriptedProvider(), EMAILS[:2])
+    assert type(totals.error) is NewsletterError and isinstance(totals.error.__cause__, ZeroDivisionError)
+    assert "unexpected ZeroDivisionError in the send loop" in str(totals.error)
+
+
+# -- one recipient's bad data ---------------------------------------------------------------
+def test_a_recipient_error_fails_that_recipient_and_sends_the_others_in_a_new_batch(ledger):
+    provider = ScriptedProvider(RecipientError("r1@example.com", "the To name of r1@example.com contains a "
+                                               "line break", hint="fix that row"))
+    provider.max_batch = 4
+    totals = run(ledger, provider, EMAILS[:4])
+    assert not totals.aborted and totals.error is None
+    (first, who1), (second, who2) = provider.calls
+    assert first != second and who2 == ["r0@example.com", "r2@example.com", "r3@example.com"]
+    assert states(ledger, EMAILS[:4]) == {"r0@example.com": "sent", "r1@example.com": "failed",
+                                          "r2@example.com": "sent", "r3@example.com": "sent"}
+    reason = {r.email: r.reason for r in ledger.rows(ISSUE, ("failed",))}["r1@example.com"]
+    assert reason == "the To name of r1@example.com contains a line break (fix that row)"
+    assert totals.failed == 1 and totals.sent == 3 and ledger.in_doubt(ISSUE) == {}
+
+
+def test_recipient_errors_one_after_another_each_fail_alone(ledger):
+    provider = ScriptedProvider(RecipientError("r0@example.com", "bad"), RecipientError("R2@example.com", "bad"))
+    provider.max_batch = 4
+    totals = run(ledger, provider, EMAILS[:4])
+    assert states(ledger, EMAILS[:4]) == {"r0@example.com": "failed", "r1@example.com": "sent",
+                                          "r2@example.com": "failed", "r3@example.com": "sent"}
+    assert totals.failed == 2 and not totals.aborted
+
+
+def test_a_recipient_error_on_an_in_doubt_batch_makes_it_unknown(ledger):
+    """An earlier try of that very batch may have been accepted: it cannot be cut down and sent again."""
+    provider = ScriptedProvider(ProviderError("no answer", retryable=True),
+                                RecipientError("r1@example.com", "bad"), idempotent=True)
     totals = run(ledger, provider, EMAILS[:2])
-    assert isinstance(totals.error, RuntimeError)
-    assert set(states(ledger).values()) == {"sending"}  # resolved by the next run, never re-sent blindly
-    assert ledger.in_doubt(ISSUE) == {provider.calls[0][0]: ["r0@example.com", "r1@example.com"]}
+    assert len(provider.calls) == 2 and set(states(ledger).values()) == {"unknown"}
+    assert not totals.aborted and "may or may not have been sent" in ledger.rows(ISSUE)[0].reason
+
+
+def test_a_recipient_error_naming_someone_outside_the_batch_is_a_bug(ledger):
+    totals = run(ledger, ScriptedProvider(RecipientError("stranger@example.com", "bad")), EMAILS[:2])
+    assert set(states(ledger).values()) == {"unknown"} and "unexpected RecipientError" in str(totals.error)
+
+
+def test_recipient_failed_marks_a_pending_recipient_failed_before_any_batch(ledger):
+    reports = []
+    dispatcher = Dispatcher(ledger, ScriptedProvider(), ISSUE, "me", on_batch=reports.append)
+    dispatcher.recipient_failed(RecipientError("R3@example.com", "the subject would contain a line break"))
+    assert states(ledger, ["r3@example.com"]) == {"r3@example.com": "failed"}
+    assert dispatcher.totals.failed == 1
+    assert reports[0].batch_id == "" and reports[0].states == {"failed": 1}
+    assert reports[0].note == "R3@example.com: the subject would contain a line break"
 
 
 def test_batches_carry_slot_values_and_the_template_when_given(ledger):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -160,6 +162,31 @@ def test_in_doubt_batches_become_unknown_and_resend_unknown_makes_them_pending(l
     assert state(ledger, "a@example.com").state == "pending"
 
 
+def test_fail_moves_pending_rows_only_with_the_reason(ledger):
+    plan(ledger, "a@example.com", "b@example.com")
+    ledger.claim(ISSUE, "b1", ["b@example.com"], "me")
+    assert ledger.fail(ISSUE, [("A@example.com", "the subject would contain a line break"),
+                               ("b@example.com", "x")]) == 1
+    assert (state(ledger, "a@example.com").state, state(ledger, "a@example.com").reason) == \
+        ("failed", "the subject would contain a line break")
+    assert state(ledger, "b@example.com").state == "sending"  # claimed by a batch: not ours to fail
+    assert ledger.fail(ISSUE, []) == 0
+
+
+def test_retry_failed_moves_unsuppressed_failed_rows_back_to_pending_at_once(ledger):
+    plan(ledger, "a@example.com", "b@example.com", "c@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com", "b@example.com", "c@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "failed", reason="bad merge value"),
+                                Outcome("b@example.com", "failed", reason="hard bounce", suppress=True),
+                                Outcome("c@example.com", "sent")], source="t")
+    assert ledger.retry_failed(ISSUE) == 1
+    a = state(ledger, "a@example.com")
+    assert (a.state, a.reason) == ("pending", "sent again after: bad merge value")
+    assert state(ledger, "b@example.com").state == "failed"  # suppressed: lift the suppression first
+    assert state(ledger, "c@example.com").state == "sent"
+    assert ledger.retry_failed(ISSUE) == 0
+
+
 def test_mark_attempt_counts_a_same_key_retry(ledger):
     plan(ledger, "a@example.com")
     ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
@@ -233,6 +260,19 @@ def test_a_fresh_heartbeat_on_another_host_is_respected(ledger):
     ledger._db.execute("UPDATE leases SET host = 'elsewhere', pid = 1")
     with pytest.raises(LeaseHeld, match="pid 1 on elsewhere"):
         ledger.acquire_lease(ISSUE, "new", stale_after=60)
+
+
+def test_a_lease_tells_whether_its_holder_may_still_be_sending(tmp_path):
+    from newsletter.ledger.base import Lease
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    here = socket.gethostname()
+    now = time.time()
+    assert Lease(ISSUE, "me", os.getpid(), here, now, now).holder_alive(stale_after=60)
+    assert not Lease(ISSUE, "dead", int(gone.stdout), here, now, now).holder_alive(stale_after=60)
+    assert Lease(ISSUE, "far", 1, "elsewhere", now - 30, now).holder_alive(stale_after=60, now=now)
+    assert not Lease(ISSUE, "far", 1, "elsewhere", now - 90, now).holder_alive(stale_after=60, now=now)
 
 
 def test_release_lets_the_next_run_in(ledger):

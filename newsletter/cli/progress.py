@@ -49,7 +49,10 @@ class Progress:
                 speed = self._bar.tasks[0].speed if self._bar.tasks else None
                 self._bar.update(self._task, advance=finished, rate=f"{speed:,.0f}/s" if speed else "")
                 if report.note:
-                    self._bar.console.print(f"batch {report.batch_id}: {report.note}")
+                    self._bar.console.print(f"batch {report.batch_id}: {report.note}" if report.batch_id
+                                            else f"not sent to {report.note}", markup=False, highlight=False)
+            elif not self.quiet and not report.batch_id:
+                click.echo(f"not sent to {report.note} [{self.done}/{self.total}]", err=True)
             elif not self.quiet:
                 states = ", ".join(f"{n} {state}" for state, n in sorted(report.states.items()))
                 attempt = f" (attempt {report.attempt})" if report.attempt > 1 else ""

@@ -10,6 +10,7 @@ import click
 import requests
 from email_validator import EmailNotValidError, validate_email
 
+from ..dispatch import not_accepted
 from ..errors import AuthError, NewsletterError, ProviderError
 from ..ledger import open_ledger
 from ..models import Outcome
@@ -54,6 +55,9 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     settings = app.settings()
     built = build_issue(settings, issue)
     subscriber = sample_subscriber(built, as_email)
+    if as_email and not subscriber.line:  # not a row of the list: merge fields fall back to their defaults
+        app.warn(f"{as_email} is not in {settings.subscribers.file}: the proof is personalised with the "
+                 f"merge fields' fallbacks only")
     personal = personalizer(settings, built.compiled)  # preview-signed links: a proof cannot unsubscribe anyone
     message, values = personal.message_with_values(subscriber)
     proofs = [dataclasses.replace(message, to=address, to_name="", subject=f"[TEST] {message.subject}")
@@ -63,7 +67,8 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     template = {"subject": SlotTemplate(("[TEST] " + subject.parts[0],) + subject.parts[1:], subject.slot_ids),
                 "html": compiled.html, "text": compiled.text}
     provider = open_provider(settings)
-    mode = " in test mode (accepted, not delivered)" if settings.provider.test_mode else ""
+    test_mode = settings.provider.test_mode
+    mode = " in test mode (accepted, not delivered)" if test_mode else ""
     app.info(f"Sending {len(proofs)} proof(s) of {built.issue.id} personalised for {subscriber.email} "
              f"through {provider.name}{mode}")
     outcomes: list[Outcome] = []
@@ -77,7 +82,8 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
         provider.close()
     for outcome in outcomes:
         detail = f" ({outcome.provider_id})" if outcome.provider_id else ""
-        app.info(f"  {outcome.email}: {outcome.state}{detail}{': ' + outcome.reason if outcome.reason else ''}")
+        state = "accepted in test mode, not delivered" if test_mode and outcome.state == "sent" else outcome.state
+        app.info(f"  {outcome.email}: {state}{detail}{': ' + outcome.reason if outcome.reason else ''}")
     bad = [o for o in outcomes if o.state != "sent"]
     if bad:
         raise NewsletterError(f"{len(bad)} of {len(outcomes)} proof(s) were not accepted: "
@@ -94,8 +100,8 @@ def _send_proof(app: App, provider: Provider, batch: Batch, session: requests.Se
         except AuthError:
             raise
         except ProviderError as err:
-            if not err.retryable or err.status is None or attempt == PROOF_ATTEMPTS:
-                raise  # no status: it may have arrived, and a proof is not worth a duplicate
+            if not not_accepted(err) or attempt == PROOF_ATTEMPTS:
+                raise  # no answer, or a gateway's 502/504: it may have arrived, and a proof is not worth a duplicate
             wait = min(err.retry_after if err.retry_after is not None else 2.0 ** attempt, 30.0)
             app.warn(f"{err.message}; trying again in {wait:.0f} s")
             time.sleep(wait)

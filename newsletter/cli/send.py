@@ -25,11 +25,11 @@ from ..config import Settings
 from ..dispatch import RunTotals
 from ..errors import ConfigError, IssueError, NewsletterError
 from ..issue import load_issue
-from ..ledger import STATES, Ledger, open_ledger
+from ..ledger import STATES, Lease, Ledger, open_ledger
 from ..pipeline import build_issue, issue_path
 from ..providers import open_provider
 from ..providers.base import Provider
-from ..sendrun import LeaseKeeper, SendOptions, SendRun, Summary
+from ..sendrun import LEASE_STALE_AFTER, LeaseKeeper, SendOptions, SendRun, Summary
 from ..unsubscribe import PREVIEW_SECRET
 from . import App, cli, pass_app
 from .indoubt import in_doubt_line, offer_reconcile
@@ -45,19 +45,23 @@ from .progress import Progress
               help="Send to at most N recipients in this run; the rest stay pending for the next run.")
 @click.option("--resend-unknown", is_flag=True,
               help="Send again to recipients whose earlier delivery is in doubt (they may get two copies).")
+@click.option("--retry-failed", is_flag=True,
+              help="Move recipients who failed (e.g. a bad merge value, since fixed) back to pending and send "
+                   "them; suppressed addresses stay failed.")
 @click.option("--include-new", is_flag=True, help="Add subscribers who joined since the first run to the plan.")
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows of the list (recorded as skipped) instead of refusing.")
 @click.option("--allow-changed", is_flag=True, help="With --yes: resume even though the issue changed since the first run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @pass_app
 def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, limit: int | None,
-         resend_unknown: bool, include_new: bool, skip_invalid: bool, allow_changed: bool, as_json: bool) -> None:
+         resend_unknown: bool, retry_failed: bool, include_new: bool, skip_invalid: bool, allow_changed: bool,
+         as_json: bool) -> None:
     """Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run.
 
     The first run freezes the list of recipients in the ledger; later runs resume it
     and never send anybody a second copy.
     """
-    options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown,
+    options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed,
                           include_new=include_new, skip_invalid=skip_invalid)
     code = send_one(app, issue, options, dry_run=dry_run, yes=yes, allow_changed=allow_changed, as_json=as_json)
     if code:
@@ -68,6 +72,8 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
              allow_changed: bool = False, as_json: bool = False) -> int:
     """One issue, start to finish; returns the exit code of DESIGN.md §3 (errors are raised)."""
     settings = app.settings()
+    if not dry_run:
+        refuse_test_mode(settings, "send")
     built = build_issue(settings, issue)
     provider = open_provider(settings)
     secret = _signing_secret(app, settings, provider)
@@ -97,6 +103,16 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
             return _finish(app, ledger, provider, summary, totals, as_json)
     finally:
         provider.close()
+
+
+def refuse_test_mode(settings: Settings, command: str) -> None:
+    """A provider in test mode accepts and delivers nothing: a real send would record everyone as sent."""
+    if settings.provider.test_mode:
+        raise ConfigError(f"[provider] test_mode is on: {settings.provider.name} would accept the messages and "
+                          f"deliver none, and `{command}` would record every reader as sent",
+                          path=settings.origins.get("provider.test_mode"),
+                          hint="for proof copies use `newsletter test ISSUE --to ADDR`; set test_mode = false "
+                               "to send for real")
 
 
 def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:
@@ -166,8 +182,8 @@ def _finish(app: App, ledger: Ledger, provider: Provider, summary: Summary, tota
     if as_json:
         click.echo(json.dumps({"issue": summary.issue_id, "exit_code": 1 if totals.error else code,
                                "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
-                               "batches": totals.batches, "stopped": totals.aborted or None,
-                               "total": sum(counts.values()), **counts}))
+                               "retried_failed": summary.retry_failed, "batches": totals.batches,
+                               "stopped": totals.aborted or None, "total": sum(counts.values()), **counts}))
     else:
         click.echo(f"{summary.issue_id}: sent {totals.sent} now. Totals: {counts['sent']} sent, "
                    f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['skipped']} skipped, "
@@ -175,7 +191,8 @@ def _finish(app: App, ledger: Ledger, provider: Provider, summary: Summary, tota
         if counts["failed"] or counts["unknown"]:
             click.echo(f"See who and why: newsletter status {summary.issue_id} --failed")
         if code == 4:
-            click.echo(f"Incomplete{': ' + totals.aborted if totals.aborted else ''}. "
+            why = totals.incomplete_reason()
+            click.echo(f"Incomplete{': ' + why if why else ''}. "
                        f"Run `newsletter send {summary.issue_id}` again to resume.")
     if counts["unknown"]:
         click.echo(in_doubt_line(provider, summary.issue_id, counts["unknown"]), err=as_json)
@@ -216,6 +233,10 @@ class _Say:
                 self(f"New:        {s.new_subscribers} subscriber(s) joined since; added with --include-new")
             if s.counts["unknown"]:
                 self(f"In doubt:   {s.counts['unknown']} unknown (not re-sent without --resend-unknown)")
+            if s.retry_failed:
+                self(f"Failed:     {s.retry_failed} failed recipient(s) back to pending (--retry-failed)")
+            elif s.counts["failed"]:
+                self(f"Failed:     {s.counts['failed']} failed (not re-sent without --retry-failed)")
             if s.in_doubt:
                 self(f"Interrupted: {s.in_doubt} recipient(s) left mid-batch by a stopped run; {s.in_doubt_action}")
             if s.content_changed:
@@ -240,11 +261,11 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         if issue is None:
             _status_table(ledger, as_json, failed)
             return
-        issue_id = _issue_id(settings, issue)
-        if ledger.issue(issue_id) is None:
+        issue_id, has_file = _issue_id(settings, issue)
+        if ledger.issue(issue_id) is None and not (as_json and has_file):
             raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
                                   hint=f"run `newsletter send {issue}`")
-        counts = ledger.counts(issue_id)
+        counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
         rows = ledger.rows(issue_id, ("failed", "unknown")) if failed else []
         if as_json:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES}}
@@ -256,7 +277,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
         lease = getattr(ledger, "lease", lambda _: None)(issue_id)
         if lease:
-            click.echo(f"being sent now by pid {lease.pid} on {lease.host}")
+            click.echo(_lease_line(lease, issue_id))
         for row in rows:
             click.echo(f"{row.state:8} {row.email}  {row.reason}")
 
@@ -281,14 +302,24 @@ def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
                 click.echo(f"{r.issue_id}  {row.state:8} {row.email}  {row.reason}")
 
 
-def _issue_id(settings: Settings, ref: str) -> str:
-    """An issue's id from its path or id; an id the ledger knows works even when the file is gone."""
+def _lease_line(lease: Lease, issue_id: str) -> str:
+    """Who holds the issue, unless that run is gone (killed, or silent on another host)."""
+    if lease.holder_alive(stale_after=LEASE_STALE_AFTER):
+        return f"being sent now by pid {lease.pid} on {lease.host}"
+    since = datetime.fromtimestamp(lease.heartbeat, timezone.utc).isoformat(timespec="seconds")
+    return (f"the run by pid {lease.pid} on {lease.host} stopped without finishing (last heard from {since}); "
+            f"`newsletter send {issue_id}` resumes it")
+
+
+def _issue_id(settings: Settings, ref: str) -> tuple[str, bool]:
+    """An issue's id from its path or id, and whether its file exists; an id the ledger knows works
+    even when the file is gone."""
     try:
-        return load_issue(issue_path(settings, ref)).id
+        return load_issue(issue_path(settings, ref)).id, True
     except IssueError:
         if "/" in ref or ref.endswith(".md"):
             raise
-        return ref
+        return ref, False
 
 
 # -- dispatch (cron) ------------------------------------------------------------------------
@@ -300,14 +331,20 @@ def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
     """For cron: send every issue whose send_at has passed, and resume unfinished ones.
 
     Never asks; an issue whose content changed since its first send is left alone
-    (resume it by hand with `newsletter send ISSUE --allow-changed`). Exit code: 1 if
-    any issue failed, else 4, 3, 75 or 0 by the worst issue (see DESIGN.md).
+    (resume it by hand with `newsletter send ISSUE --allow-changed`); an issue file that
+    cannot be read is reported and the others are still sent. Exit code: 1 if any issue
+    failed or could not be read, else 4, 3, 75 or 0 by the worst issue (see DESIGN.md).
     """
     settings = app.settings()
-    due = due_issues(settings)
+    if not dry_run:
+        refuse_test_mode(settings, "dispatch")
+    due, broken = due_issues(settings)
+    codes = []
+    for problem in broken:  # cron mails stderr: every issue it cannot judge is named, the others still go
+        click.echo(f"Error: {problem.render()}", err=True)
+        codes.append(1)
     if not due:
         app.info("Nothing to dispatch.")
-    codes = []
     for ref in due:
         app.info(f"== {ref}")
         try:
@@ -320,10 +357,12 @@ def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
         raise click.exceptions.Exit(code)
 
 
-def due_issues(settings: Settings, now: datetime | None = None) -> list[str]:
-    """Issue files whose ``send_at`` has passed and that are not finished, plus unfinished issues in the ledger."""
+def due_issues(settings: Settings, now: datetime | None = None) -> tuple[list[str], list[IssueError]]:
+    """Issue files whose ``send_at`` has passed and that are not finished, plus unfinished issues in the
+    ledger; and the issue files that cannot be loaded (so whether they are due is unknown)."""
     now = now or datetime.now(timezone.utc)
     due: dict[str, str] = {}
+    broken: list[IssueError] = []
     with open_ledger(settings, readonly=True) as ledger:
         def unfinished(issue_id: str) -> bool:
             counts = ledger.counts(issue_id)
@@ -332,11 +371,12 @@ def due_issues(settings: Settings, now: datetime | None = None) -> list[str]:
         for path in sorted(settings.workspace_path("issues").glob("*.md")):
             try:
                 issue = load_issue(path)
-            except IssueError:
-                continue  # `newsletter lint` reports broken issues; cron must not stop at one
+            except IssueError as err:
+                broken.append(err)  # cron must not stop at one, nor skip it in silence
+                continue
             if issue.send_at and issue.send_at <= now and (ledger.issue(issue.id) is None or unfinished(issue.id)):
                 due[issue.id] = str(path)
         for record in ledger.issues():
             if unfinished(record.issue_id):
                 due.setdefault(record.issue_id, record.issue_id)
-    return list(due.values())
+    return list(due.values()), broken

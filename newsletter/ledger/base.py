@@ -7,6 +7,9 @@ Rows are keyed by (issue id, address) and move only along these edges::
                  │  └──── retry ─────┘   transient failure: attempts + 1
                  │  ^                     (also: a dead run's batch with a definite "not accepted")
                  │  └─ resend_unknown ── unknown ──resolve──> sent | pending | failed
+                 │  ^
+                 │  └─ retry_failed ──── failed     ``send --retry-failed``: the user fixed the cause
+                 ├──fail──> failed       the recipient's message cannot be built from their data
                  └──skip──> skipped      unsubscribed, suppressed, invalid or gone when its turn came
 
 ``sending`` means "claimed by a batch and committed BEFORE the API call"; the
@@ -35,6 +38,9 @@ personal data than the address, the outcome, the provider id and timestamps.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -112,6 +118,26 @@ class Lease:
     heartbeat: float  # epoch seconds of the last sign of life
     acquired: float
 
+    def holder_alive(self, *, stale_after: float, now: float | None = None) -> bool:
+        """Whether the holder may still be sending: its pid is alive on this host, or (on another
+        host) its heartbeat is younger than ``stale_after`` seconds."""
+        if self.host == socket.gethostname():
+            return pid_alive(self.pid)
+        return (time.time() if now is None else now) - self.heartbeat < stale_after
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OverflowError, ValueError):
+        return False
+    return True
+
 
 class Ledger(ABC):
     """What the send loop needs from a ledger. Every method is one transaction."""
@@ -184,6 +210,14 @@ class Ledger(ABC):
     def add_skipped(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
         """Record addresses that were never eligible (invalid rows under ``--skip-invalid``) as ``skipped``;
         an address already in the plan is left alone."""
+
+    @abstractmethod
+    def fail(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        """``pending -> failed`` with a reason per address: a recipient whose message cannot be built."""
+
+    @abstractmethod
+    def retry_failed(self, issue_id: str) -> int:
+        """``failed -> pending`` for every unsuppressed failed row (``send --retry-failed``), one transaction."""
 
     @abstractmethod
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:

@@ -285,6 +285,23 @@ class SQLiteLedger(Ledger):
                        "WHERE issue_id = ?1", (issue_id,))
             return added
 
+    def fail(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        if not reasons:
+            return 0
+        now = _now()
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("UPDATE deliveries SET state = 'failed', reason = ?, updated_at = ? "
+                           "WHERE issue_id = ? AND email = ? AND +state = 'pending'",
+                           [(reason[:500], now, issue_id, address_key(email)) for email, reason in reasons])
+            return db.total_changes - before
+
+    def retry_failed(self, issue_id: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET state = 'pending', reason = substr('sent again after: ' || "
+                              "reason, 1, 500), updated_at = ? WHERE issue_id = ? AND state = 'failed' "
+                              "AND email NOT IN (SELECT email FROM suppressions)", (_now(), issue_id)).rowcount
+
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
         batches: dict[str, list[str]] = {}
         for batch_id, email in self._read("SELECT batch_id, email FROM deliveries WHERE issue_id = ? "
