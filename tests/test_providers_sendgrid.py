@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import responses
 
 from fakeproviders import sample_batch
 from newsletter import config
-from newsletter.errors import AuthError, ProviderError
+from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers.sendgrid import SendGridProvider
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sendgrid"
@@ -115,6 +116,51 @@ def test_a_400_about_the_sender_is_a_definite_refusal_of_the_batch():
 
 
 @responses.activate
+def test_an_error_every_personalization_shares_is_the_requests_not_theirs():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-reserved-header.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(sendgrid(), sample_batch(2))
+    assert not caught.value.retryable and "header is reserved" in caught.value.message
+    assert caught.value.message.count("header is reserved") == 1  # said once, not once per recipient
+
+
+@responses.activate
+def test_an_error_on_one_personalizations_own_field_fails_only_that_recipient():
+    responses.add(responses.POST, URL, status=400, json={"errors": [
+        {"field": "personalizations.2.subject", "message": "The subject is too long."}]})
+    outcomes = send(sendgrid(), sample_batch(3))
+    assert [o.state for o in outcomes] == ["retry", "retry", "failed"] and "too long" in outcomes[2].reason
+
+
+@responses.activate
+def test_a_403_about_the_sender_says_so_and_points_at_sender_identity():
+    responses.add(responses.POST, URL, status=403, json=fixture("403-sender.json"))
+    with pytest.raises(AuthError) as caught:
+        send(sendgrid(), sample_batch(1))
+    err = caught.value
+    assert err.status == 403 and "verified Sender Identity" in err.message
+    assert "refused to send from this sender" in err.message and "Sender Identity" in err.hint
+    assert "NEWSLETTER_API_KEY" not in err.hint
+
+
+@responses.activate
+def test_a_403_about_the_key_points_at_the_key():
+    responses.add(responses.POST, URL, status=403, json={"errors": [{"field": None, "message": "access forbidden"}]})
+    with pytest.raises(AuthError) as caught:
+        send(sendgrid(), sample_batch(1))
+    assert "refused the API key (HTTP 403): access forbidden" in caught.value.message
+    assert "NEWSLETTER_API_KEY" in caught.value.hint and "permission" in caught.value.hint
+
+
+@responses.activate
+def test_a_key_echoed_in_an_error_is_scrubbed():
+    responses.add(responses.POST, URL, status=401, json={"errors": [{"field": None, "message": f"bad key {KEY}"}]})
+    with pytest.raises(AuthError) as caught:
+        send(sendgrid(), sample_batch(1))
+    assert KEY not in str(caught.value) + caught.value.body and "bad key [API key]" in caught.value.message
+
+
+@responses.activate
 def test_429_waits_until_x_ratelimit_reset():
     answer = fixture("429-headers.json")
     headers = {**answer["headers"], "X-RateLimit-Reset": str(int(time.time()) + 20)}
@@ -132,11 +178,32 @@ def test_401_aborts_without_showing_the_key():
     assert KEY not in str(caught.value) + caught.value.body
 
 
-def test_merge_values_over_the_substitution_limit_name_the_recipient():
-    batch = sample_batch(1)
+def with_values(batch, values):
+    return dataclasses.replace(batch, slot_values=tuple(values))
+
+
+def test_merge_values_over_the_substitution_limit_fail_that_recipient_alone():
+    batch = sample_batch(3)
+    huge = ("x" * 11_000, batch.slot_values[1][1])
+    with pytest.raises(RecipientError, match="reader1@example.com.*10000-byte") as caught:
+        sendgrid().build_request(with_values(batch, [batch.slot_values[0], huge, batch.slot_values[2]]))
+    assert caught.value.email == "reader1@example.com"  # the others go back to pending, not the whole run
+
+
+def test_merge_values_over_the_limit_for_most_of_a_batch_are_the_issues_doing():
+    batch = sample_batch(3)
     huge = ("x" * 11_000, batch.slot_values[0][1])
-    with pytest.raises(ProviderError, match="reader0@example.com.*10000-byte"):
-        sendgrid().build_request(type(batch)(batch.issue_id, batch.batch_id, batch.messages, (huge,), batch.template))
+    with pytest.raises(ProviderError, match="merge fields take more than") as caught:
+        sendgrid().build_request(with_values(batch, [huge, huge, batch.slot_values[2]]))
+    assert not caught.value.retryable
+
+
+@responses.activate
+def test_a_recipient_over_the_limit_is_never_sent():
+    batch = sample_batch(1)
+    with pytest.raises(RecipientError):
+        send(sendgrid(), with_values(batch, [("x" * 11_000, batch.slot_values[0][1])]))
+    assert len(responses.calls) == 0
 
 
 def test_without_a_template_only_identical_bodies_can_share_a_request():

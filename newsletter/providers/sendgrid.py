@@ -8,8 +8,18 @@ text part gets them raw. Each personalization also carries the recipient's own
 subject and List-Unsubscribe headers.
 
 SendGrid is all-or-nothing: 202 + ``X-Message-Id`` means every recipient was
-accepted; a 400 lists what it refused. It has no idempotency key, and only the
-paid Email Activity API could tell whether an in-doubt batch went out.
+accepted; a 400 lists what it refused, each error with the ``field`` it is
+about. An error on ``personalizations.N.to`` (the address) is recipient N's: it
+fails and the others are sent again without it. An error on another field of a
+personalization (subject, headers, substitutions) is recipient N's only when
+other recipients of the batch did not get it; the same error for every one of
+them, or any error outside the personalizations (``from``, ``content``), is
+about the request: the run stops and nobody is failed. A recipient whose merge
+values exceed the 10,000-byte substitutions cap cannot be sent this way at all:
+a :class:`~newsletter.errors.RecipientError` before the call (the body is shared,
+so they cannot be given a body of their own in this request). It has no
+idempotency key, and only the paid Email Activity API could tell whether an
+in-doubt batch went out.
 """
 
 from __future__ import annotations
@@ -21,14 +31,14 @@ from typing import Mapping
 import requests
 from markupsafe import escape
 
-from ..errors import ProviderError
+from ..errors import ProviderError, RecipientError
 from ..models import Message, Outcome
 from ..slots import SlotTemplate
 from .base import Batch, Provider, Request, all_outcomes, json_body, split_address
 
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
-# "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch
-_PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\b")
+# "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch, and the part of it
+_PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.([\w.]*))?$")
 
 
 def html_key(slot: int) -> str:
@@ -50,6 +60,8 @@ class SendGridProvider(Provider):
     reconcile_note = ("SendGrid cannot say whether an in-doubt batch was accepted without its paid "
                       "Email Activity API add-on; check the SendGrid dashboard, then use "
                       "`newsletter send --resend-unknown` if they never went out")
+    sender_hint = ("verify the From address as a Sender Identity in SendGrid (Settings > Sender "
+                   "Authentication: a single sender or the whole domain)")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key or ''}", "Content-Type": "application/json"}
@@ -89,11 +101,8 @@ class SendGridProvider(Provider):
         for message, values in zip(batch.messages, batch.slot_values):
             subs = {html_key(i): str(escape(values[i])) for i in html_slots}
             subs.update({text_key(i): values[i] for i in text_slots})
-            if len(json.dumps(subs)) > SUBSTITUTIONS_LIMIT:
-                raise ProviderError(f"the merge values for {message.to} exceed SendGrid's "
-                                    f"{SUBSTITUTIONS_LIMIT}-byte substitution limit",
-                                    hint="shorten that subscriber's fields in the list")
             substitutions.append(subs)
+        _check_substitution_sizes(batch, substitutions)
         return html_t.with_placeholders(html_key), text_t.with_placeholders(text_key), substitutions
 
     def _personalization(self, batch: Batch, message: Message, substitutions: Mapping[str, str]) -> dict:
@@ -125,26 +134,77 @@ class SendGridProvider(Provider):
                             retryable=False, hint="nothing in this batch was sent")
 
     def _rejected(self, batch: Batch, response: requests.Response) -> list[Outcome]:
-        """400: refused recipients fail; if every error names a recipient, the others go back to pending."""
+        """400: recipients the errors attribute to fail, the others go back to pending; else the request is refused."""
         body = json_body(response)
         errors = body.get("errors") if isinstance(body, dict) else None
-        by_index: dict[int, str] = {}
+        personal: dict[int, list[tuple[str, str]]] = {}  # recipient index -> [(field within it, message)]
         general = []
         for error in errors if isinstance(errors, list) else []:
             error = error if isinstance(error, dict) else {}
             match = _PERSONALIZATION_FIELD.match(str(error.get("field") or ""))
             if match and int(match.group(1)) < len(batch.messages):
-                by_index.setdefault(int(match.group(1)), str(error.get("message", "")))
+                personal.setdefault(int(match.group(1)), []).append((match.group(2) or "",
+                                                                     str(error.get("message", ""))))
             else:
                 general.append(str(error.get("message") or error))
-        if general or not by_index:
-            text = "; ".join(general) or response.text[:200]
+        theirs, shared = _attribute(personal, len(batch.messages))
+        general += shared
+        if general or not theirs:
+            text = "; ".join(dict.fromkeys(general)) or response.text[:200]
             raise ProviderError(f"sendgrid refused the batch (HTTP {response.status_code}): {text}",
                                 status=response.status_code, body=response.text, retryable=False,
                                 hint="fix the sender or settings it names; nothing in this batch was sent")
-        return [Outcome(m.to, "failed", reason=f"sendgrid: {by_index[i]}") if i in by_index else
+        return [Outcome(m.to, "failed", reason=f"sendgrid: {theirs[i]}") if i in theirs else
                 Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
                 for i, m in enumerate(batch.messages)]
+
+
+def _attribute(personal: dict[int, list[tuple[str, str]]], size: int) -> tuple[dict[int, str], list[str]]:
+    """Split personalization errors into each recipient's own (index -> message) and the request's.
+
+    The address (``to``) is always the recipient's. Another field is theirs only when some recipient of
+    the batch did not get the same error: an error every personalization shares (a header name SendGrid
+    reserves, a subject too long for everyone) comes from the issue or the settings, not from them.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for entries in personal.values():
+        for key in set((field.split(".")[0], message) for field, message in entries):
+            counts[key] = counts.get(key, 0) + 1
+    theirs: dict[int, str] = {}
+    shared: list[str] = []
+    for index, entries in sorted(personal.items()):
+        for field, message in entries:
+            part = field.split(".")[0]
+            if part == "to" or counts[(part, message)] < size:
+                theirs.setdefault(index, message)
+            else:
+                shared.append(f"{message} (personalizations.*.{field})" if field else message)
+    return theirs, shared
+
+
+def _check_substitution_sizes(batch: Batch, substitutions: list[dict[str, str]]) -> None:
+    """SendGrid refuses a personalization with over 10,000 bytes of substitutions, and with it the batch.
+
+    Over for a few recipients: their values are too long (:class:`RecipientError` for the first; the
+    others are sent). Over for most of a batch, or for the merge-field keys alone: the issue has too many
+    merge fields, and failing its readers one by one would fail the whole list.
+    """
+    over = [m.to for m, subs in zip(batch.messages, substitutions) if _json_bytes(subs) > SUBSTITUTIONS_LIMIT]
+    if not over:
+        return
+    keys_alone = _json_bytes({key: "" for key in substitutions[0]})
+    if keys_alone > SUBSTITUTIONS_LIMIT or (len(batch.messages) > 1 and 2 * len(over) > len(batch.messages)):
+        raise ProviderError(f"this issue's merge fields take more than SendGrid's {SUBSTITUTIONS_LIMIT}-byte "
+                            f"substitution limit for {len(over)} of the {len(batch.messages)} recipients of a "
+                            f"batch ({len(substitutions[0])} slots)",
+                            hint="use fewer or shorter merge fields in the issue and its layout; nothing was sent")
+    raise RecipientError(over[0], f"the merge values for {over[0]} exceed SendGrid's {SUBSTITUTIONS_LIMIT}-byte "
+                         "substitution limit; not sent to this recipient",
+                         hint="shorten that subscriber's fields in the list, then `newsletter send` again")
+
+
+def _json_bytes(value) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def _address(name: str, address: str) -> dict[str, str]:
