@@ -1,0 +1,374 @@
+"""The send path against a local fake of each provider, beside a bare ``requests`` loop of the same payloads.
+
+    python benchmarks/dispatch.py                 # 100,000 recipients per provider; RSS at 10k and 200k
+    python benchmarks/dispatch.py --quick         # 5,000 per provider; RSS at 2k and 20k
+    python benchmarks/dispatch.py --providers postmark --recipients 20000 --rss-sizes 0
+    python benchmarks/dispatch.py --fake faithful # the fake's full per-recipient work (a check, slower)
+
+For each provider (Postmark, SendGrid, Mailgun, Resend) against the fake of
+``tests/fakeproviders.py``, in zero-latency mode (``benchmarks/fakesink.py``, its
+own process):
+
+* baseline: a bare ``requests`` loop, one connection, posting again and again the
+  very request bodies the adapter built for the first batches (built and encoded
+  before the clock starts): the physical limit of this machine and fake;
+* tool: what ``newsletter send ISSUE --yes`` does after compiling, on a fresh
+  workspace and ledger: check the list, summary, freeze the plan, then the send
+  loop (list streamed, ledger look-ups, personalisation, claims, API calls by the
+  configured workers, records). Rate limit off.
+
+"send /s" is recipients over the send loop's seconds, compared with the baseline
+("x base"; target >= 0.8); "run /s" counts the steps before it too. Bytes per
+recipient are what the fake received. "ledger ms/batch" is the claim and record
+of one batch (wall time in the calls, waiting for the ledger's lock included).
+Two more rows without HTTP: ``noop`` (a provider that accepts at once: the send
+loop's own ceiling) and ``outbox`` (fsync'ed ``.eml`` files). Then peak RSS of the
+tool with Postmark (the largest requests) at two list sizes: target <= 100 MB, flat.
+
+Each row runs in its own process, so its peak RSS is its own. Numbers only;
+nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ISSUE = "2026-11-30-weekly"
+PROVIDERS = ("postmark", "sendgrid", "mailgun", "resend")
+KEY, DOMAIN = "fake-key", "mg.example.com"
+
+
+# -- in the child process -----------------------------------------------------------------------
+def make_workspace(root: Path, count: int) -> Path:
+    shutil.copy(REPO / "newsletter.toml", root / "newsletter.toml")
+    for folder in ("templates", "issues"):
+        shutil.copytree(REPO / folder, root / folder)
+    (root / "subscribers").mkdir()
+    with open(root / "subscribers" / "subscribers.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "name", "status", "tags", "city"])
+        for n in range(count):
+            writer.writerow([f"reader{n:07d}@example.com", f"Reader {n}" if n % 5 else "", "subscribed", "weekly",
+                             "Bristol" if n % 3 else ""])
+    return root
+
+
+def settings_for(root: Path, provider: str, url: str):
+    from newsletter.config import load
+
+    env = {"NEWSLETTER_SECRET": "bench-secret", "NEWSLETTER_API_KEY": KEY,
+           "NEWSLETTER_PROVIDER_NAME": provider if provider in PROVIDERS else "outbox",
+           "NEWSLETTER_PROVIDER_API_BASE": url, "NEWSLETTER_PROVIDER_DOMAIN": DOMAIN,
+           "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000000"}  # no pacing: the fake answers at once
+    return load(root / "newsletter.toml", env=env)
+
+
+def make_provider(settings, kind: str):
+    from newsletter.models import Outcome
+    from newsletter.providers import open_provider
+    from newsletter.providers.base import Provider
+
+    class NoopProvider(Provider):
+        name, max_batch, default_rate, idempotent, needs_api_key = "noop", 500, 0.0, True, False
+
+        def send_batch(self, batch, session):
+            return [Outcome(m.to, "sent", provider_id="x") for m in batch.messages]
+
+    return NoopProvider(settings) if kind == "noop" else open_provider(settings)
+
+
+def timed(obj, name: str, clock: dict, lock: threading.Lock) -> None:
+    """Wrap ``obj.name`` so its seconds (summed over threads) and calls add up in ``clock``."""
+    original = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                seconds, calls = clock.get(name, (0.0, 0))
+                clock[name] = (seconds + time.perf_counter() - start, calls + 1)
+
+    setattr(obj, name, wrapper)
+
+
+def run_tool(root: Path, kind: str, url: str) -> dict:
+    """The steps of ``newsletter send --yes`` after the compile, each timed."""
+    from newsletter.ledger import open_ledger
+    from newsletter.pipeline import build_issue
+    from newsletter.sendrun import LeaseKeeper, SendOptions, SendRun
+    from newsletter.subscribers import iter_subscribers
+
+    settings = settings_for(root, kind, url)
+    build = build_issue(settings, ISSUE)
+    provider = make_provider(settings, kind)
+    laps: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        laps[name], last[0] = now - last[0], now
+
+    listed = sum(1 for _ in iter_subscribers(build.list_path))  # one bare pass over the list, for scale
+    lap("list pass")
+    clock: dict = {}
+    lock = threading.Lock()
+    for name in ("build_request", "send_batch"):
+        timed(provider, name, clock, lock)
+    with open_ledger(settings) as ledger:
+        for name in ("claim", "record", "lookup", "skip"):
+            timed(ledger, name, clock, lock)
+        lap("open")
+        run = SendRun(settings, build, provider, ledger, SendOptions(), secret=b"bench-secret")  # checks the list
+        timed(run.personalizer, "message_with_values", clock, lock)
+        lap("check")
+        with LeaseKeeper(ledger, ISSUE) as keeper:
+            run.summary()
+            lap("summary")
+            run.freeze_plan()
+            lap("plan")
+            totals = run.send(keeper.holder, on_batch=lambda report: None, keeper=keeper)
+            lap("send")
+        counts = ledger.counts(ISSUE)
+    provider.close()
+    laps["run"] = sum(laps[k] for k in ("check", "summary", "plan", "send"))
+    return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
+            "seconds": laps, "clock": clock}
+
+
+def first_requests(settings, kind: str) -> list[tuple[int, object]]:
+    """The adapter's own requests for the first three batches of the list: (recipients, Request)."""
+    from newsletter.pipeline import build_issue, personalizer
+    from newsletter.providers.base import Batch
+    from newsletter.subscribers import iter_subscribers
+
+    build = build_issue(settings, ISSUE)
+    provider = make_provider(settings, kind)
+    person = personalizer(settings, build.compiled, secret=b"bench-secret")
+    template = {"subject": build.compiled.subject, "html": build.compiled.html, "text": build.compiled.text}
+    readers = iter_subscribers(build.list_path)
+    first = [person.message_with_values(s) for _, s in zip(range(3 * provider.batch_size), readers)]
+    values = {id(m): v for m, v in first}
+    out = []
+    for n, group in enumerate(provider.cut_batches(m for m, _ in first)):
+        batch = Batch(ISSUE, f"base{n:04d}", tuple(group), tuple(values[id(m)] for m in group), template)
+        out.append((len(group), provider.build_request(batch)))
+    return out
+
+
+def run_baseline(root: Path, kind: str, url: str, *, wire: bool) -> dict:
+    """A bare requests loop posting the adapter's requests for the first batches over and over.
+
+    ``wire``: the bodies are encoded before the clock starts (``PreparedRequest``), so only the
+    bytes' trip is timed; otherwise each call encodes its JSON or multipart body, as any client must.
+    """
+    import requests
+
+    from newsletter.subscribers import iter_subscribers
+
+    settings = settings_for(root, kind, url)
+    total = sum(1 for _ in iter_subscribers(settings.workspace_path(settings.subscribers.file)))
+    session = requests.Session()
+    batches = first_requests(settings, kind)
+    prepared = [session.prepare_request(requests.Request(r.method, r.url, headers=dict(r.headers), json=r.json,
+                                                         data=r.data, files=r.files)) for _, r in batches]
+    sent, n = 0, 0
+    started = time.perf_counter()
+    while sent < total:
+        size, r = batches[n % len(batches)]
+        headers = dict(r.headers)
+        if "Idempotency-Key" in headers:  # a replay would be answered from the fake's memory
+            headers["Idempotency-Key"] = f"{ISSUE}/baseline-{n}"
+        if wire:
+            request = prepared[n % len(batches)]
+            request.headers.update(headers)
+            response = session.send(request, timeout=60)
+        else:
+            response = session.request(r.method, r.url, headers=headers, json=r.json, data=r.data, files=r.files,
+                                       timeout=60)
+        if response.status_code >= 300:
+            raise SystemExit(f"baseline: the fake answered HTTP {response.status_code}: {response.text[:200]}")
+        sent, n = sent + size, n + 1
+    seconds = time.perf_counter() - started
+    return {"recipients": sent, "sent": sent, "batches": n, "seconds": {"send": seconds, "run": seconds}, "clock": {}}
+
+
+def child(kind: str, role: str, count: int, url: str) -> None:
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
+        root = make_workspace(Path(tmp), count)
+        if role == "tool":
+            result = run_tool(root, kind, url)
+        else:
+            result = run_baseline(root, kind, url, wire=role == "wire")
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# -- in the parent ------------------------------------------------------------------------------
+class Fake:
+    """The fake providers in a process of their own (``benchmarks/fakesink.py``), with their counters."""
+
+    def __init__(self, mode: str):
+        args = [sys.executable, str(HERE / "fakesink.py"), "--key", KEY, "--domain", DOMAIN]
+        self.process = subprocess.Popen(args + (["--faithful"] if mode == "faithful" else []),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = json.loads(self.process.stdout.readline())["url"]
+
+    def _call(self, path: str, data: bytes | None = None) -> dict:
+        from urllib.request import urlopen
+
+        with urlopen(self.url + path, data=data, timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        self._call("/_bench/reset", b"")
+
+    def stats(self) -> dict:
+        return self._call("/_bench/stats")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+def measure(fake: Fake, kind: str, role: str, count: int) -> dict:
+    fake.reset()
+    out = subprocess.run([sys.executable, __file__, "--child", kind, role, str(count), fake.url],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{kind} {role} ({count}) failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["fake"] = fake.stats()
+    result["kind"], result["role"], result["count"] = kind, role, count
+    return result
+
+
+def check(r: dict) -> str:
+    """What went wrong with a run's deliveries ("" when every recipient was sent once)."""
+    problems = []
+    if r["sent"] != r["count"]:
+        problems.append(f"{r['sent']} of {r['count']} sent" + (f" ({r['aborted']})" if r.get("aborted") else ""))
+    got = sum(r["fake"]["recipients"].values())
+    if r["kind"] in PROVIDERS and r["role"] == "tool" and got != r["count"]:
+        problems.append(f"the fake counted {got} recipients")
+    if r["fake"]["repeats"]:
+        problems.append(f"{r['fake']['repeats']} repeated addresses")
+    return "; ".join(problems)
+
+
+def rate(r: dict | None) -> float | None:
+    return r["count"] / r["seconds"]["send"] if r else None
+
+
+def print_throughput(rows: list[dict]) -> None:
+    print(f"{'provider':<9} {'recipients':>10} {'wire /s':>9} {'requests /s':>12} {'send /s':>9} {'x base':>7} "
+          f"{'x wire':>7} {'run /s':>8} {'bytes/recip':>12} {'fake busy':>10}")
+    for row in rows:
+        tool, base, wire = row["tool"], row.get("baseline"), row.get("wire")
+        send_rate, base_rate, wire_rate = rate(tool), rate(base), rate(wire)
+        per = tool["fake"]["bytes"] / tool["count"] if tool["fake"]["bytes"] else 0
+        busy = "/".join(f"{r['fake']['cpu'] / r['seconds']['send']:.0%}" for r in (wire, base, tool)
+                        if r and r["fake"]["bytes"]) or "-"
+        print(f"{tool['kind']:<9} {tool['count']:>10,} {_num(wire_rate):>9} {_num(base_rate):>12} {send_rate:>9,.0f} "
+              f"{_ratio(send_rate, base_rate):>7} {_ratio(send_rate, wire_rate):>7} "
+              f"{tool['count'] / tool['seconds']['run']:>8,.0f} {_num(per):>12} {busy:>10}")
+        for r in (base, wire, tool):
+            if r and check(r):
+                print(f"  CHECK {r['kind']} {r['role']}: {check(r)}")
+
+
+def _num(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "-"
+
+
+def _ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def print_breakdown(tools: list[dict]) -> None:
+    print(f"{'provider':<9} {'recipients':>10} {'check':>6} {'summary':>8} {'plan':>6} {'send':>6} "
+          f"{'list pass':>10} {'personalise':>12} {'build req':>10} {'API calls':>10} {'ledger ms/batch':>16} "
+          f"{'lookup ms':>10} {'peak RSS MB':>12}")
+    for r in tools:
+        s, c = r["seconds"], r["clock"]
+        ledger = (c.get("claim", [0])[0] + c.get("record", [0])[0]) * 1000 / max(1, r["batches"])
+        lookup = c.get("lookup", [0, 1])
+        print(f"{r['kind']:<9} {r['count']:>10,} {s['check']:>6.2f} {s['summary']:>8.2f} {s['plan']:>6.2f} "
+              f"{s['send']:>6.2f} {s['list pass']:>10.2f} {c.get('message_with_values', [0])[0]:>12.2f} "
+              f"{c.get('build_request', [0])[0]:>10.2f} {c.get('send_batch', [0])[0]:>10.2f} {ledger:>16.2f} "
+              f"{lookup[0] * 1000 / max(1, lookup[1]):>10.2f} {r['peak_rss_mb']:>12.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=100_000, help="list size for the provider rows")
+    parser.add_argument("--providers", default=",".join(PROVIDERS) + ",noop,outbox",
+                        help="rows to run (postmark,sendgrid,mailgun,resend,noop,outbox)")
+    parser.add_argument("--rss-sizes", default="10000,200000", help="list sizes for peak RSS (0: none)")
+    parser.add_argument("--rss-provider", default="postmark", help="the provider of the RSS rows")
+    parser.add_argument("--outbox-size", type=int, default=2000, help="list size for the outbox row (fsync bound)")
+    parser.add_argument("--fake", choices=("sink", "faithful"), default="sink")
+    parser.add_argument("--quick", action="store_true", help="5,000 recipients; RSS at 2,000 and 20,000")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, role, count, url = args.child
+        child(kind, role, int(count), url)
+        return
+    if args.quick:
+        args.recipients, args.rss_sizes, args.outbox_size = 5000, "2000,20000", 200
+    kinds = [k for k in args.providers.split(",") if k]
+    rss_sizes = [int(n) for n in args.rss_sizes.split(",") if int(n)]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), fake providers: {args.fake}; "
+          f"each row in its own process\n", flush=True)
+    fake = Fake(args.fake)
+    try:
+        rows = []
+        for kind in kinds:
+            count = args.outbox_size if kind == "outbox" else args.recipients
+            roles = ("wire", "baseline", "tool") if kind in PROVIDERS else ("tool",)
+            rows.append({role: measure(fake, kind, role, count) for role in roles})
+        rss = [measure(fake, args.rss_provider, "tool", n) for n in rss_sizes]
+    finally:
+        fake.close()
+    report(rows, rss)
+
+
+def report(rows: list[dict], rss: list[dict]) -> None:
+    print("Throughput, recipients/s. wire: the same bodies pre-encoded (the machine's limit); requests: a bare "
+          "requests loop\nencoding each body (the baseline); send: the tool's send loop; run: with check, "
+          "summary and plan.\nfake busy: the fake's CPU share (wire/requests/tool).")
+    print_throughput(rows)
+    print("\nWhere the tool's time goes (seconds; personalise, build req and API calls are summed over threads)")
+    print_breakdown([row["tool"] for row in rows] + rss)
+    print()
+    for row in rows:
+        if "baseline" in row:
+            ratio = rate(row["tool"]) / rate(row["baseline"])
+            print(f"{row['tool']['kind']}: {ratio:.2f}x the bare-requests baseline "
+                  f"({rate(row['tool']) / rate(row['wire']):.2f}x the pre-encoded wire limit): "
+                  f"{'meets' if ratio >= 0.8 else 'MISSES'} the 0.8x target")
+    if rss:
+        peaks = [r["peak_rss_mb"] for r in rss]
+        sizes = ", ".join(f"{r['count']:,}: {r['peak_rss_mb']:.0f} MB" for r in rss)
+        verdict = "meets" if max(peaks) <= 100 and max(peaks) - min(peaks) <= 10 else "MISSES"
+        print(f"peak RSS ({rss[0]['kind']}) at {sizes}: {verdict} the <= 100 MB and flat target")
+
+
+if __name__ == "__main__":
+    main()
