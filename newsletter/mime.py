@@ -4,23 +4,50 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from .errors import TemplateError
+from .errors import RecipientError
 from .models import Message
 
 
 # Long List-Unsubscribe URLs must be folded, never RFC 2047-encoded (clients would not parse them);
 # RFC 5322 allows 998 characters a line, and non-ASCII subjects are still encoded.
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
+# What str.splitlines() splits at: the email package refuses them all in a header value.
+_LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def to_mime(message: Message, *, message_id: str | None = None, date: str | None = None) -> EmailMessage:
-    for name, value in (("Subject", message.subject), ("From", message.sender), ("To", message.to),
-                        ("Reply-To", message.reply_to), *message.headers.items()):
-        if "\r" in value or "\n" in value:
-            raise TemplateError(f"header {name} of the message to {message.to} contains a line break")
+    """The message as MIME; :class:`RecipientError` when a header value cannot be written for this recipient.
+
+    A line break in any header value (also in the recipient's name) is refused, never folded
+    or encoded (DESIGN.md §8), and so is any other control character in the name or address.
+    """
+    headers = (("Subject", message.subject), ("From", message.sender), ("To", message.to),
+               ("To", message.to_name), ("Reply-To", message.reply_to), *message.headers.items())
+    for name, value in headers:
+        if _LINE_BREAK.search(value):
+            raise _header_error(message, name, "contains a line break")
+        if name == "To" and (control := _CONTROL.search(value)):
+            raise _header_error(message, name, f"contains a control character (U+{ord(control.group()):04X})")
+    try:
+        return _build(message, message_id, date)
+    except (ValueError, HeaderParseError) as err:  # the email package's own refusals (defects are ValueErrors)
+        raise _header_error(message, "", f"cannot be written: {err}") from err
+
+
+def _header_error(message: Message, name: str, problem: str) -> RecipientError:
+    hint = ("check the front matter and newsletter.toml" if name not in ("To", "") else
+            "check that subscriber's name and address in the list")
+    what = f"header {name}" if name else "the headers"
+    return RecipientError(message.to, f"{what} of the message to {message.to} {problem}", hint=hint)
+
+
+def _build(message: Message, message_id: str | None, date: str | None) -> EmailMessage:
     mime = EmailMessage(policy=_POLICY)
     mime["From"] = message.sender
     mime["To"] = Address(display_name=message.to_name, addr_spec=message.to) if message.to_name else message.to

@@ -1,4 +1,4 @@
-"""Changing the list file: import, add, unsubscribe, remove.
+"""Changing the list file: add, unsubscribe, remove (and the rewrite and merge rules ``import`` uses too).
 
 Every change is one :class:`ListEditor` pass: take the list's lock, stream each
 row to a temporary file (untouched rows byte for byte, changed rows re-written
@@ -18,7 +18,7 @@ Rules that keep the list trustworthy:
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,8 +28,7 @@ from email_validator import EmailNotValidError
 from .csvfile import AtomicWriter, Dialect, RowFormatter, locked
 from .errors import SubscriberError
 from .subscriber_address import normalise_address
-from .subscribers import (BUILTIN_COLUMNS, STATUSES, Header, ListReader, Problem, Row, RowParser, address_key,
-                          problems_error, validate_list)
+from .subscribers import BUILTIN_COLUMNS, Header, ListReader, Row, RowParser, address_key, header_value_problem
 
 
 def utc_now() -> str:
@@ -172,7 +171,7 @@ class ListEditor:
         self._open_line = not text.endswith(("\n", "\r"))
 
 
-# -- import ---------------------------------------------------------------------------------------
+# -- merging a row into the list (import and add) ---------------------------------------------------
 @dataclass(frozen=True)
 class Incoming:
     """A valid row of an imported file."""
@@ -184,85 +183,11 @@ class Incoming:
     status: str  # "" when the file does not say
 
 
-@dataclass
-class ImportResult:
-    source: str
-    mapped: list[tuple[str, str]] = field(default_factory=list)  # (column as written, key) where they differ
-    new_columns: list[str] = field(default_factory=list)
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    kept: list[tuple[str, str]] = field(default_factory=list)  # (email, status) not re-subscribed
-    rejected: list[Problem] = field(default_factory=list)  # invalid rows left out (skip_invalid)
-
-
-def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = None
-                ) -> tuple[Header, dict[str, Incoming], list[Problem]]:
-    """The valid rows of ``source`` by address key, and the problems of the others."""
-    extra_tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
-    incoming: dict[str, Incoming] = {}
-    problems: list[Problem] = []
-    with ListReader(source, ignore_status=status is not None) as reader:
-        reader.require_header()
-        status_at = reader.header.index("status")
-        for row in reader.rows():
-            if row.reasons:
-                problems.extend(Problem(str(source), row.line, reason, row.email) for reason in row.reasons)
-            elif row.key in incoming:
-                problems.append(Problem(str(source), row.line,
-                                        f"duplicate of line {incoming[row.key].line} ({row.email})", row.email))
-            else:
-                given = status or (row.subscriber.status if status_at is not None
-                                   and row.record.fields[status_at].strip() else "")
-                values = {k: v for k, v in row.subscriber.fields.items() if k not in ("email", "status", "tags")}
-                incoming[row.key] = Incoming(row.line, row.email, values, _union(row.subscriber.tags, extra_tags),
-                                             given)
-        return reader.header, incoming, problems
-
-
-def import_subscribers(list_path: Path, source: Path, *, tags: Iterable[str] = (), status: str | None = None,
-                       skip_invalid: bool = False, dry_run: bool = False) -> ImportResult:
-    """Merge ``source`` into the list (see the module docstring for the rules)."""
-    if status is not None and status not in STATUSES:
-        raise SubscriberError(f"unknown status {status!r}", hint=f"use one of: {', '.join(STATUSES)}")
-    header, incoming, problems = read_import(source, tags=tags, status=status)
-    result = ImportResult(str(source), mapped=header.mapped())
-    if problems and not skip_invalid:
-        raise problems_error(f"{source}: {len(problems)} problem(s); nothing was imported", problems,
-                             "Fix them, or pass --skip-invalid to import only the valid rows.")
-    result.rejected = problems
-    columns = list(dict.fromkeys([
-        "email", *header.keys, *(["tags"] if any(i.tags for i in incoming.values()) else []),
-        *(["status"] if status else [])]))
-    with ListEditor(list_path, create=columns, dry_run=dry_run) as edit:
-        if edit.exists and (list_problems := validate_list(list_path)):
-            raise problems_error(f"{list_path}: {len(list_problems)} problem(s) in the list; nothing was imported",
-                                 list_problems, "Fix them first (`newsletter subscribers check` lists them).")
-        result.new_columns = edit.add_columns(columns)
-        for row in edit.rows():
-            new = incoming.pop(row.key, None)
-            if new is None:
-                continue
-            changes, kept = _merge(row, new, edit.keys, resubscribe=False)
-            if kept:
-                result.kept.append((row.email, row.subscriber.status))
-            if changes:
-                edit.replace(row, changes)
-                result.updated += 1
-            else:
-                result.unchanged += 1
-        for new in incoming.values():
-            edit.append(_new_row(new))
-            result.added += 1
-        edit.commit()
-    return result
-
-
-def _merge(row: Row, new: Incoming, keys: list[str], *, resubscribe: bool) -> tuple[dict[str, str], bool]:
+def merge_row(row: Row, new: Incoming, keys: list[str], *, resubscribe: bool) -> tuple[dict[str, str], bool]:
     """The cells to change so that ``row`` takes ``new``'s values; and whether its status was kept."""
     old = row.subscriber.fields
     changes = {k: v for k, v in new.values.items() if v and k in keys and old.get(k, "") != v}
-    tags = _union(row.subscriber.tags, new.tags)
+    tags = union_tags(row.subscriber.tags, new.tags)
     if tags != row.subscriber.tags:
         changes["tags"] = ";".join(tags)
     current, kept = row.subscriber.status, False
@@ -276,17 +201,19 @@ def _merge(row: Row, new: Incoming, keys: list[str], *, resubscribe: bool) -> tu
     return changes, kept
 
 
-def _new_row(new: Incoming) -> dict[str, str]:
+def new_row(new: Incoming) -> dict[str, str]:
     return {**new.values, "email": new.email, "tags": ";".join(new.tags), "status": new.status}
 
 
-def _union(tags: tuple[str, ...], more: Iterable[str]) -> tuple[str, ...]:
+def union_tags(tags: tuple[str, ...], more: Iterable[str]) -> tuple[str, ...]:
     have = {t.casefold() for t in tags}
     return tags + tuple(t for t in more if t.casefold() not in have and not have.add(t.casefold()))
 
 
 # -- single addresses -----------------------------------------------------------------------------
 def _address(email: str) -> str:
+    if problem := header_value_problem("email", email.strip()):
+        raise SubscriberError(f"{problem}: {email.strip()!r}", hint="give the address on one line")
     try:
         return normalise_address(email)
     except EmailNotValidError as err:
@@ -307,8 +234,10 @@ def add_subscriber(list_path: Path, email: str, *, name: str = "", tags: Iterabl
                    resubscribe: bool = False, now: str | None = None) -> Change:
     """Add ``email`` (or give an existing subscriber the name and tags); never re-subscribes silently."""
     email = _address(email)
+    if problem := header_value_problem("name", name.strip()):
+        raise SubscriberError(f"{problem}: {name.strip()!r}", hint="a name goes into the To header: give it on one line")
     new = Incoming(0, email, {"name": name.strip()} if name.strip() else {},
-                   _union((), (t.strip() for t in tags if t.strip())), "subscribed")
+                   union_tags((), (t.strip() for t in tags if t.strip())), "subscribed")
     with ListEditor(list_path, create=BUILTIN_COLUMNS) as edit:
         edit.add_columns([*(["name"] if new.values else []), *(["tags"] if new.tags else [])])
         outcome, lines, before, key = "added", [], "", address_key(email)
@@ -322,12 +251,12 @@ def add_subscriber(list_path: Path, email: str, *, name: str = "", tags: Iterabl
             if before != "subscribed" and not resubscribe:
                 raise SubscriberError(f"{row.email} is {before}; add them again only if they asked to be "
                                       "(pass --resubscribe)", path=str(list_path), line=row.line)
-            changes, _ = _merge(row, new, edit.keys, resubscribe=True)
+            changes, _ = merge_row(row, new, edit.keys, resubscribe=True)
             if changes:
                 edit.replace(row, changes)
             outcome = ("resubscribed" if before != "subscribed" else "updated") if changes else "unchanged"
         if not lines:
-            edit.append({**_new_row(new), "subscribed_at": now or utc_now()})
+            edit.append({**new_row(new), "subscribed_at": now or utc_now()})
         edit.commit()
     return Change(outcome, email, tuple(lines), before)
 

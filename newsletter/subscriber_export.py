@@ -2,7 +2,8 @@
 
 Columns: ``email, name, status, tags`` first, then the list's other columns in
 its own order; addresses and statuses normalised (a blank status is written
-``subscribed``). ``export`` then ``import`` into an empty list gives the same list.
+``subscribed``). ``export`` then ``import`` into an empty list gives the same list
+(plus ``subscribed_at`` = now where a subscribed row had none).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ normalised name (:func:`normalise_column`); two columns with one name are refuse
 
 Rows: an address is valid for email-validator (syntax only, no DNS), normalised
 (trimmed, domain lower-cased) and unique case-insensitively; ``status`` is blank
-(= subscribed) or one of :data:`STATUSES`.
+(= subscribed) or one of :data:`STATUSES`; the name and address hold no line break or
+other control character (they go into the To header; other columns may).
 
 For the send loop::
 
@@ -58,6 +59,24 @@ def normalise_column(name: str) -> str:
 def address_key(email: str) -> str:
     """How two addresses are compared: case-insensitively."""
     return email.lower()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")  # what str.splitlines() splits at
+
+
+def header_value_problem(column: str, value: str) -> str | None:
+    """Why ``value`` (an address or name: they go into the To header) cannot be used, or None.
+
+    A line break could add headers to the message (DESIGN.md §8); other control characters
+    (a tab, NUL, …) have no place in a name or an address either.
+    """
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    if _LINE_BREAK.search(value):
+        return f"{column} contains a line break"
+    return f"{column} contains a control character (U+{ord(found.group()):04X})"
 
 
 # -- problems -------------------------------------------------------------------------------------
@@ -157,12 +176,17 @@ class RowParser:
         key = ""
         if not email:
             reasons.append("empty email")
+        elif problem := header_value_problem("email", email):
+            reasons.append(problem)
         else:
             try:
                 email = normalise_address(email)
                 key = email.lower()
             except EmailNotValidError as err:
                 reasons.append(f"invalid email address {email!r}: {err}")
+        at = self.name_at
+        if at is not None and len(fields) > at and (problem := header_value_problem("name", fields[at].strip())):
+            reasons.append(problem)
         at = self.status_at
         if at is not None and len(fields) > at and (given := fields[at].strip()) and given.lower() not in STATUSES:
             reasons.append(f"unknown status {given!r} (expected one of: {', '.join(STATUSES)}; blank means "
@@ -389,11 +413,11 @@ def merge_columns(path: Path) -> set[str]:
         raise
 
 
-def count_by_status(path: Path, segment: str | None = None) -> dict[str, int]:
-    """How many subscribers have each status (those tagged ``segment`` when given)."""
+def count_by_status(path: Path, segment: str | None = None, *, skip: Iterable[Problem] = ()) -> dict[str, int]:
+    """How many subscribers have each status (those tagged ``segment`` when given; ``skip`` as for iter_subscribers)."""
     counts = dict.fromkeys(STATUSES, 0)
     wanted = segment.casefold() if segment else None
-    for subscriber in iter_subscribers(path):
+    for subscriber in iter_subscribers(path, skip=skip):
         if wanted is None or wanted in (t.casefold() for t in subscriber.tags):
             counts[subscriber.status] += 1
     return counts

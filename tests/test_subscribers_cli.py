@@ -163,3 +163,22 @@ def test_read_commands_refuse_an_invalid_list(run, command):
         "Error: subscribers/subscribers.csv: 1 problem(s) in the subscriber list\n"
         "subscribers/subscribers.csv:7: invalid email address 'bob@': There must be something after the @-sign.\n"
         "Fix them (`newsletter subscribers check` lists them again), or pass --skip-invalid to skip those rows.\n")
+
+
+def test_read_commands_skip_invalid_rows_and_name_them_on_stderr(run):
+    LIST.write_text(LIST.read_text() + "Grace@example.org,Grace again,,,,\nbob@,Bob,,,,\n")
+    skipped = ("skipped subscribers/subscribers.csv:7: duplicate of line 3 (Grace@example.org)\n"
+               "skipped subscribers/subscribers.csv:8: invalid email address 'bob@': There must be something after "
+               "the @-sign.\n")
+    export = run("subscribers", "export", "--skip-invalid")
+    assert export.exit_code == 0 and export.stderr == skipped
+    assert export.stdout == run("subscribers", "export", "--skip-invalid").stdout  # the first Grace only
+    assert [line.split(",")[0] for line in export.stdout.splitlines()[1:]] == [
+        "ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com", "alan@example.com"]
+    people = json.loads(run("subscribers", "export", "--format", "json", "--skip-invalid").stdout)
+    assert [p["name"] for p in people][1] == "Grace Hopper"
+    listed = run("subscribers", "list", "--skip-invalid")
+    assert listed.stderr == skipped and len(listed.stdout.splitlines()) == 5
+    counted = run("subscribers", "count", "--json", "--skip-invalid")
+    assert counted.stderr == skipped and json.loads(counted.stdout)["total"] == 5
+    assert run("subscribers", "count").exit_code == 1  # without the flag: refused, as before

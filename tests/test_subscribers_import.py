@@ -18,9 +18,13 @@ ORIGINAL = (
 )
 
 
+NOW = "2026-12-01T09:00:00Z"
+
+
 @pytest.fixture(autouse=True)
-def known_list(workspace):
+def known_list(workspace, monkeypatch):
     assert LIST.read_text() == ORIGINAL  # the example list these tests are written against
+    monkeypatch.setattr("newsletter.subscriber_import.utc_now", lambda: NOW)  # new rows' subscribed_at
 
 
 def imported(run, content: bytes | str, *args):
@@ -57,7 +61,7 @@ def test_import_maps_columns_merges_and_counts(run):
         "linus@example.net,,subscribed,weekly;imported,2026-03-20,,\n"
         '"margaret@example.com","Margaret Hamilton, MIT",subscribed,weekly;founders,2026-05-02,Boston\n'
         "alan@example.com,Alan Turing,unsubscribed,weekly,2026-01-09,Manchester\n"
-        "new@example.org,,,imported,,,Newbie\n")
+        f"new@example.org,,,imported,{NOW},,Newbie\n")  # a new row is stamped, as `add` does
 
 
 def test_import_again_changes_nothing_and_does_not_rewrite(run):
@@ -118,7 +122,7 @@ def test_import_skip_invalid_imports_the_rest_and_prints_the_rejects(run):
     assert result.exit_code == 0
     assert result.stderr == "rejected in.csv:2: invalid email address 'ada@': There must be something after the @-sign.\n"
     assert result.stdout == "in.csv: 1 added, 0 updated, 0 unchanged, 1 rejected\n"
-    assert LIST.read_text() == ORIGINAL + "new@example.org,New,,,,\n"
+    assert LIST.read_text() == ORIGINAL + f"new@example.org,New,,,{NOW},\n"
 
 
 def test_import_refuses_a_file_that_is_not_utf8(run):
@@ -175,15 +179,18 @@ def test_import_refuses_when_the_list_itself_has_problems(run):
 
 
 def test_import_reads_semicolons_tabs_bom_crlf_and_quoted_newlines(run):
-    content = codecs.BOM_UTF8 + ('E-mail;Name;Tags\r\n'
-                                 '"new@example.org";"Doe; Jane ""JD""\r\nsecond line";news\r\n').encode()
+    # a line break is fine in a merge field (City), never in a name (test_subscribers_headers.py)
+    content = codecs.BOM_UTF8 + ('E-mail;Name;Tags;City\r\n'
+                                 '"new@example.org";"Doe; Jane ""JD""";news;"Harbour Road\r\nsecond line"\r\n').encode()
     assert imported(run, content).stdout.endswith("in.csv: 1 added, 0 updated, 0 unchanged\n")
     assert imported(run, "email\tname\nada@example.com\tAda, Countess of Lovelace\n").exit_code == 0
     people = {s.email: s for s in iter_subscribers(LIST)}
-    assert people["new@example.org"].name == 'Doe; Jane "JD"\r\nsecond line'
+    assert people["new@example.org"].name == 'Doe; Jane "JD"'
+    assert people["new@example.org"].fields["city"] == "Harbour Road\r\nsecond line"
     assert people["new@example.org"].tags == ("news",)
     assert people["ada@example.com"].name == "Ada, Countess of Lovelace"
-    assert LIST.read_bytes().endswith(b'\nnew@example.org,"Doe; Jane ""JD""\r\nsecond line",,news,,\n')
+    assert LIST.read_bytes().endswith(
+        f'\nnew@example.org,"Doe; Jane ""JD""",,news,{NOW},"Harbour Road\r\nsecond line"\n'.encode())
 
 
 def test_import_creates_a_missing_list_from_the_file(run):
@@ -193,4 +200,26 @@ def test_import_creates_a_missing_list_from_the_file(run):
     assert not LIST.parent.exists()  # a dry run creates nothing
     result = imported(run, "Email,Name,Company\nada@example.com,Ada,Analytical Engines\n")
     assert result.exit_code == 0, result.output
-    assert LIST.read_text() == "email,name,company\nada@example.com,Ada,Analytical Engines\n"
+    assert LIST.read_text() == f"email,name,company,subscribed_at\nada@example.com,Ada,Analytical Engines,{NOW}\n"
+
+
+def test_import_stamps_only_new_subscribed_rows_that_do_not_say_since_when(run):
+    result = imported(run, "email,name,status,subscribed_at\n"
+                           "ada@example.com,Ada Lovelace,,\n"  # already in the list: keeps its own date
+                           "new@example.org,New,,\n"
+                           "dated@example.org,Dated,,2025-06-01\n"
+                           "left@example.org,Left,unsubscribed,\n")  # never subscribed here: no date invented
+    assert result.stdout == "in.csv: 3 added, 0 updated, 1 unchanged\n"
+    assert LIST.read_text() == ORIGINAL + (f"new@example.org,New,,,{NOW},\n"
+                                           "dated@example.org,Dated,,,2025-06-01,\n"
+                                           "left@example.org,Left,unsubscribed,,,\n")
+
+
+def test_import_adds_a_subscribed_at_column_only_for_new_rows(run):
+    LIST.write_text("email,name\nada@example.com,Ada\n")
+    assert imported(run, "email,name\nada@example.com,Ada\n").stdout == "in.csv: 0 added, 0 updated, 1 unchanged\n"
+    assert LIST.read_text() == "email,name\nada@example.com,Ada\n"  # no new row: the header is left alone
+    result = imported(run, "email,name\nada@example.com,Ada\nnew@example.org,New\n")
+    assert result.stdout == ("new columns in subscribers/subscribers.csv: subscribed_at\n"
+                             "in.csv: 1 added, 0 updated, 1 unchanged\n")
+    assert LIST.read_text() == f"email,name,subscribed_at\nada@example.com,Ada\nnew@example.org,New,{NOW}\n"

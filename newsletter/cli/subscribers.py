@@ -1,8 +1,9 @@
 """``newsletter subscribers import/add/unsubscribe/remove/list/count/export/check``.
 
 The list is a CSV file (``[subscribers] file``); the rules live in
-:mod:`newsletter.subscribers` (reading, validating) and
-:mod:`newsletter.subscriber_edits` (locked, atomic changes).
+:mod:`newsletter.subscribers` (reading, validating),
+:mod:`newsletter.subscriber_edits` (locked, atomic changes) and
+:mod:`newsletter.subscriber_import`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import click
 from .. import subscriber_edits as edits
 from ..errors import SubscriberError
 from ..subscriber_export import export_columns, write_csv, write_json
-from ..subscribers import STATUSES, check_list, count_by_status, iter_subscribers, problems_error, validate_list
+from ..subscriber_import import import_subscribers
+from ..subscribers import (STATUSES, Problem, check_list, count_by_status, iter_subscribers, problems_error,
+                           validate_list)
 from . import App, cli, pass_app
 
 segment_option = click.option("--segment", metavar="TAG", help="Only subscribers tagged TAG (any case).")
+skip_invalid_option = click.option(
+    "--skip-invalid", is_flag=True,
+    help="Leave out the rows with a problem (invalid, or a repeat of an earlier row) and name them on stderr.")
 
 
 def _list_path(app: App) -> Path:
@@ -28,6 +34,14 @@ def _list_path(app: App) -> Path:
 
 def _echo(text: str) -> None:
     click.echo(text, nl=False)
+
+
+def _readable(path: Path, skip_invalid: bool) -> list[Problem]:
+    """The rows ``list``/``count``/``export`` leave out: none, or refuse the list, unless ``skip_invalid``."""
+    problems = check_list(path, skip_invalid=skip_invalid)
+    for problem in problems:
+        click.echo(f"skipped {problem}", err=True)
+    return problems
 
 
 @cli.group()
@@ -53,7 +67,7 @@ def import_command(app: App, file: Path, tags: tuple[str, ...], status: str | No
     unsubscribed, bounced or complained is never re-subscribed by an import.
     """
     path = _list_path(app)
-    result = edits.import_subscribers(path, file, tags=tags, status=status, skip_invalid=skip_invalid,
+    result = import_subscribers(path, file, tags=tags, status=status, skip_invalid=skip_invalid,
                                       dry_run=dry_run)
     if result.mapped:
         app.info("mapped columns: " + ", ".join(f"{name!r} -> {key}" for name, key in result.mapped))
@@ -134,13 +148,14 @@ def _erase_from_ledger(settings, email: str) -> int:
 @segment_option
 @click.option("--status", type=click.Choice(STATUSES), help="Only subscribers with this status.")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print a JSON array with every column.")
+@skip_invalid_option
 @pass_app
-def list_command(app: App, segment: str | None, status: str | None, as_json_flag: bool) -> None:
+def list_command(app: App, segment: str | None, status: str | None, as_json_flag: bool, skip_invalid: bool) -> None:
     """Print the subscribers: email, name, status and tags, tab-separated."""
     path = _list_path(app)
-    check_list(path)
+    skip = _readable(path, skip_invalid)
     wanted = segment.casefold() if segment else None
-    chosen = (s for s in iter_subscribers(path)
+    chosen = (s for s in iter_subscribers(path, skip=skip)
               if (status is None or s.status == status)
               and (wanted is None or wanted in (t.casefold() for t in s.tags)))
     if as_json_flag:
@@ -153,12 +168,12 @@ def list_command(app: App, segment: str | None, status: str | None, as_json_flag
 @subscribers.command("count")
 @segment_option
 @click.option("--json", "as_json_flag", is_flag=True, help="Print one JSON object.")
+@skip_invalid_option
 @pass_app
-def count(app: App, segment: str | None, as_json_flag: bool) -> None:
+def count(app: App, segment: str | None, as_json_flag: bool, skip_invalid: bool) -> None:
     """How many subscribers have each status."""
     path = _list_path(app)
-    check_list(path)
-    counts = count_by_status(path, segment)
+    counts = count_by_status(path, segment, skip=_readable(path, skip_invalid))
     counts["total"] = sum(counts.values())
     if as_json_flag:
         click.echo(json.dumps(counts))
@@ -172,12 +187,13 @@ def count(app: App, segment: str | None, as_json_flag: bool) -> None:
 @subscribers.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
               help="CSV (what `import` reads back) or a JSON array.")
+@skip_invalid_option
 @pass_app
-def export(app: App, fmt: str) -> None:
-    """Write the whole list, normalised, to standard output."""
+def export(app: App, fmt: str, skip_invalid: bool) -> None:
+    """Write the whole list, normalised, to standard output (--skip-invalid: without its bad rows, to fix them)."""
     path = _list_path(app)
-    check_list(path)
-    (write_csv if fmt == "csv" else write_json)(iter_subscribers(path), export_columns(path), _echo)
+    skip = _readable(path, skip_invalid)
+    (write_csv if fmt == "csv" else write_json)(iter_subscribers(path, skip=skip), export_columns(path), _echo)
 
 
 @subscribers.command("check")

@@ -1,0 +1,115 @@
+"""``subscribers import``: merge another CSV file into the list, all rows or none.
+
+The file is read and checked whole first (every problem reported as ``FILE:LINE``);
+then one :class:`~newsletter.subscriber_edits.ListEditor` pass updates the rows
+already in the list and appends the new ones, by the rules of
+:mod:`newsletter.subscriber_edits`: values are filled and updated, never blanked;
+tags are added, never removed; an address that left is never re-subscribed. A new
+subscribed row that does not say since when gets ``subscribed_at`` = now, as ``add`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .errors import SubscriberError
+from .subscriber_edits import Incoming, ListEditor, merge_row, new_row, union_tags, utc_now
+from .subscribers import STATUSES, Header, ListReader, Problem, RowParser, problems_error, validate_list
+
+
+@dataclass
+class ImportResult:
+    source: str
+    mapped: list[tuple[str, str]] = field(default_factory=list)  # (column as written, key) where they differ
+    new_columns: list[str] = field(default_factory=list)
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (email, status) not re-subscribed
+    rejected: list[Problem] = field(default_factory=list)  # invalid rows left out (skip_invalid)
+
+
+def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = None
+                ) -> tuple[Header, dict[str, Incoming], list[Problem]]:
+    """The valid rows of ``source`` by address key, and the problems of the others."""
+    extra_tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    incoming: dict[str, Incoming] = {}
+    problems: list[Problem] = []
+    with ListReader(source, ignore_status=status is not None) as reader:
+        reader.require_header()
+        status_at = reader.header.index("status")
+        for row in reader.rows():
+            if row.reasons:
+                problems.extend(Problem(str(source), row.line, reason, row.email) for reason in row.reasons)
+            elif row.key in incoming:
+                problems.append(Problem(str(source), row.line,
+                                        f"duplicate of line {incoming[row.key].line} ({row.email})", row.email))
+            else:
+                given = status or (row.subscriber.status if status_at is not None
+                                   and row.record.fields[status_at].strip() else "")
+                values = {k: v for k, v in row.subscriber.fields.items() if k not in ("email", "status", "tags")}
+                incoming[row.key] = Incoming(row.line, row.email, values, union_tags(row.subscriber.tags, extra_tags),
+                                             given)
+        return reader.header, incoming, problems
+
+
+def import_subscribers(list_path: Path, source: Path, *, tags: Iterable[str] = (), status: str | None = None,
+                       skip_invalid: bool = False, dry_run: bool = False, now: str | None = None) -> ImportResult:
+    """Merge ``source`` into the list (see the module docstring for the rules); ``now`` stamps new rows."""
+    if status is not None and status not in STATUSES:
+        raise SubscriberError(f"unknown status {status!r}", hint=f"use one of: {', '.join(STATUSES)}")
+    header, incoming, problems = read_import(source, tags=tags, status=status)
+    result = ImportResult(str(source), mapped=header.mapped())
+    if problems and not skip_invalid:
+        raise problems_error(f"{source}: {len(problems)} problem(s); nothing was imported", problems,
+                             "Fix them, or pass --skip-invalid to import only the valid rows.")
+    result.rejected = problems
+    columns = list(dict.fromkeys([
+        "email", *header.keys, *(["tags"] if any(i.tags for i in incoming.values()) else []),
+        *(["status"] if status else [])]))
+    with ListEditor(list_path, create=columns, dry_run=dry_run) as edit:
+        if edit.exists and (list_problems := validate_list(list_path)):
+            raise problems_error(f"{list_path}: {len(list_problems)} problem(s) in the list; nothing was imported",
+                                 list_problems, "Fix them first (`newsletter subscribers check` lists them).")
+        stamp = {k for k, new in incoming.items() if _unstamped(new)}
+        if stamp and "subscribed_at" not in edit.keys and (not edit.exists or _any_absent(list_path, stamp)):
+            columns.append("subscribed_at")
+        result.new_columns = edit.add_columns(columns)
+        for row in edit.rows():
+            new = incoming.pop(row.key, None)
+            if new is None:
+                continue
+            changes, kept = merge_row(row, new, edit.keys, resubscribe=False)
+            if kept:
+                result.kept.append((row.email, row.subscriber.status))
+            if changes:
+                edit.replace(row, changes)
+                result.updated += 1
+            else:
+                result.unchanged += 1
+        now = now or utc_now()
+        for new in incoming.values():
+            edit.append({**new_row(new), **({"subscribed_at": now} if _unstamped(new) else {})})
+            result.added += 1
+        edit.commit()
+    return result
+
+
+def _unstamped(new: Incoming) -> bool:
+    """A subscribed row that does not say since when (``import`` then stamps it if it is new)."""
+    return not new.values.get("subscribed_at") and new.status in ("", "subscribed")
+
+
+def _any_absent(path: Path, keys: set[str]) -> bool:
+    """Whether some of these address keys are not in the list (a read-only pass, under the caller's lock)."""
+    keys = set(keys)
+    with ListReader(path) as reader:
+        check = RowParser(reader.header).check
+        for record in reader.records():
+            if record.fields:
+                keys.discard(check(record.fields)[2])
+                if not keys:
+                    return False
+    return True
