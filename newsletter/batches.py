@@ -18,8 +18,9 @@ from typing import Sequence
 import requests
 
 from .errors import NewsletterError, ProviderError
-from .models import Message
-from .providers.base import Provider
+from .ledger.base import address_key
+from .models import Message, Outcome
+from .providers.base import Batch, Provider
 
 
 # A gateway in front of the provider gave up (502 Bad Gateway, 504 Gateway Timeout): the
@@ -46,6 +47,9 @@ class Work:
     batch_id: str | None = None
     attempt: int = 1
     claimed_at: float | None = None  # epoch seconds of the batch id's first claim (None: not known)
+    # The same batch id again only because a recipient's data stopped its last try: no try of it went
+    # unanswered, so the rest of it is not in doubt (a further bad recipient fails, not unknown).
+    cut_for_recipient: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,3 +121,15 @@ def as_newsletter_error(err: BaseException) -> BaseException:
                                  "report")
     error.__cause__ = err
     return error
+
+
+def complete_outcomes(batch: Batch, outcomes: Sequence[Outcome], provider: str) -> list[Outcome]:
+    """One outcome per recipient of the batch: anything the provider did not mention is ``unknown``."""
+    by_key = {address_key(o.email): o for o in outcomes}
+    complete = []
+    for message in batch.messages:
+        outcome = by_key.get(address_key(message.to))
+        if outcome is None:
+            outcome = Outcome(message.to, "unknown", reason=f"{provider} returned no outcome for this recipient")
+        complete.append(outcome)
+    return complete

@@ -52,11 +52,11 @@ from collections import deque
 from typing import Callable, Mapping, Sequence
 
 from .batches import (GATEWAY_STATUSES, BatchReport, CountingSession, RunTotals, Work, as_newsletter_error,
-                      key_window, never_reached_provider, not_accepted)
+                      complete_outcomes, key_window, never_reached_provider, not_accepted)
 from .errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
 from .ledger import Ledger, address_key
 from .models import Outcome
-from .providers.base import Batch, Provider
+from .providers.base import Batch, Provider, all_outcomes
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
 from .slots import SlotTemplate
 
@@ -204,7 +204,7 @@ class Dispatcher:
             outcomes = self.provider.send_batch(batch, session)
         except AuthError as err:
             if not in_doubt:  # refused before anything was accepted: back to pending
-                self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", err.message),
+                self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
                                    source=self.provider.name)
             self.abort("the provider refused the API key", err)
             return
@@ -212,8 +212,8 @@ class Dispatcher:
             self._batch_failed(work, batch, err, in_doubt, time.monotonic() - started)
             return
         except RecipientError as err:
-            self._recipient_refused(work, batch, err, in_doubt or session.requests_made > 0,
-                                    time.monotonic() - started)
+            uncertain = (in_doubt and not work.cut_for_recipient) or session.requests_made > 0
+            self._recipient_refused(work, batch, err, uncertain, time.monotonic() - started)
             return
         except Exception as err:  # a bug in an adapter: record what we can tell, then stop
             self._unexpected(work, batch, err, in_doubt or self._may_have_reached(session),
@@ -269,7 +269,7 @@ class Dispatcher:
         too_long = err.retry_after is not None and err.retry_after > self.max_wait
         if not_accepted(err) and not in_doubt:
             # The provider answered 429/500/503, or was never reached: certainly not accepted.
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", err.message),
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
                                source=self.provider.name)
             self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
             if too_long:
@@ -291,7 +291,8 @@ class Dispatcher:
                         self.backoff.delay(work.attempt, err.retry_after))
         elif err.retryable or in_doubt:
             reason = f"no clear answer from {self.provider.name}; it may or may not have been sent ({err.message})"
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "unknown", reason), source=self.provider.name)
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
+                               source=self.provider.name)
             self._count(unknown=size)
             self._report(batch, {"unknown": size}, work.attempt, seconds, err.message)
         else:
@@ -300,7 +301,7 @@ class Dispatcher:
             # about our request or account: every later batch would be refused too, and marking
             # them `failed` would lose those readers for good. Nothing was accepted: back to
             # pending, stop the run, and say what the provider said.
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", err.message),
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
                                source=self.provider.name)
             self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
             self.abort(f"{self.provider.name} refused the request", ProviderError(
@@ -313,30 +314,43 @@ class Dispatcher:
                    f"request ({err.message}), longer than the {wait_words(self.max_wait)} a run waits; "
                    f"run again after that")
 
-    def _recipient_refused(self, work: Work, batch: Batch, err: RecipientError, in_doubt: bool,
+    def _recipient_refused(self, work: Work, batch: Batch, err: RecipientError, uncertain: bool,
                            seconds: float) -> None:
-        """One recipient's data made the batch's request impossible: they fail, the others go again at once."""
+        """One recipient's data made the batch's request impossible: they fail, the others go again at once.
+
+        ``uncertain``: an earlier try of this batch went unanswered, or this one made a request, so
+        some of it may have been accepted. An idempotent provider gets the others under the same
+        batch id (the outbox rewrites the files it wrote before the error, never a second copy);
+        another provider sends them in a new batch, unless the batch is uncertain: then it is unknown.
+        """
         key = address_key(err.email)
         if not any(address_key(m.to) == key for m in batch.messages):
             self._unexpected(work, batch, err, True, seconds)  # an adapter bug: the address is not in the batch
             return
-        if in_doubt:  # an earlier try, or this one, may have been accepted: the batch cannot be rebuilt
-            reason = (f"{err.render()}; an earlier try of this batch may have been accepted, so it may or may not "
-                      f"have been sent")
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "unknown", reason), source=self.provider.name)
-            self._count(unknown=len(batch.messages))
-            self._report(batch, {"unknown": len(batch.messages)}, work.attempt, seconds, err.message)
+        size, idempotent = len(batch.messages), self.provider.idempotent
+        if uncertain and not idempotent:
+            reason = f"{err.render()}; an earlier try of this batch may have been accepted, so it may or may not " \
+                     f"have been sent"
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
+                               source=self.provider.name)
+            self._count(unknown=size)
+            self._report(batch, {"unknown": size}, work.attempt, seconds, err.message)
             return
+        state = "unknown" if uncertain else "failed"
+        why = err.render() + ("; an earlier try of this batch may have reached them: it may or may not have been "
+                              "sent" if uncertain else "")
         again = f"not sent: {err.email}'s data stopped the batch; sent again in another batch"
-        outcomes = [Outcome(m.to, "failed", reason=err.render()) if address_key(m.to) == key
-                    else Outcome(m.to, "retry", reason=again) for m in batch.messages]
+        outcomes = [Outcome(m.to, state, reason=why) for m in batch.messages if address_key(m.to) == key]
+        if not idempotent:  # the others were certainly not sent: back to pending, claimed again under a new id
+            outcomes += [Outcome(m.to, "retry", reason=again) for m in batch.messages if address_key(m.to) != key]
         self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
-        self._count(failed=1)
-        self._report(batch, {"failed": 1, "retry": len(outcomes) - 1}, work.attempt, seconds, err.message)
+        self._count(**{state: 1})
+        self._report(batch, {state: 1, "retry": size - 1}, work.attempt, seconds, err.message)
         keep = [n for n, m in enumerate(work.messages) if address_key(m.to) != key]
         if keep:  # not a transient failure of theirs: no backoff, no attempt counted
             self._later(Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
-                             None, work.attempt), 0.0)
+                             batch.batch_id if idempotent else None, work.attempt, work.claimed_at,
+                             cut_for_recipient=not uncertain), 0.0)
 
     def _unexpected(self, work: Work, batch: Batch, err: Exception, may_have_reached: bool, seconds: float) -> None:
         """An adapter raised something it should not: record the batch safely and stop the run with one error."""
@@ -344,12 +358,13 @@ class Dispatcher:
         if may_have_reached:
             reason = (f"unexpected error from the {self.provider.name} adapter ({name}: {err}); it may or may not "
                       f"have been sent")
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "unknown", reason), source=self.provider.name)
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
+                               source=self.provider.name)
             self._count(unknown=size)
             self._report(batch, {"unknown": size}, work.attempt, seconds, f"{name}: {err}")
             what = f"its {size} recipient(s) are marked unknown (they may or may not have been sent)"
         else:
-            self.ledger.record(self.issue_id, batch.batch_id, _all(batch, "retry", f"{name}: {err}"),
+            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=f"{name}: {err}"),
                                source=self.provider.name)
             self._report(batch, {"retry": size}, work.attempt, seconds, f"{name}: {err}")
             what = f"no request was made, so its {size} recipient(s) are back to pending"
@@ -361,7 +376,7 @@ class Dispatcher:
         self.abort(f"unexpected {name} from the {self.provider.name} adapter", error)
 
     def _record(self, work: Work, batch: Batch, outcomes: Sequence[Outcome], seconds: float) -> None:
-        outcomes = _complete(batch, outcomes, self.provider.name)
+        outcomes = complete_outcomes(batch, outcomes, self.provider.name)
         self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
         states: dict[str, int] = {}
         for outcome in outcomes:
@@ -398,19 +413,3 @@ class Dispatcher:
     def _report(self, batch: Batch, states: dict[str, int], attempt: int, seconds: float, note: str = "") -> None:
         self._count(batches=1)
         self.on_batch(BatchReport(batch.batch_id, len(batch.messages), states, attempt, seconds, note))
-
-
-def _all(batch: Batch, state: str, reason: str) -> list[Outcome]:
-    return [Outcome(m.to, state, reason=reason) for m in batch.messages]
-
-
-def _complete(batch: Batch, outcomes: Sequence[Outcome], provider: str) -> list[Outcome]:
-    """One outcome per recipient of the batch: anything the provider did not mention is ``unknown``."""
-    by_key = {address_key(o.email): o for o in outcomes}
-    complete = []
-    for message in batch.messages:
-        outcome = by_key.get(address_key(message.to))
-        if outcome is None:
-            outcome = Outcome(message.to, "unknown", reason=f"{provider} returned no outcome for this recipient")
-        complete.append(outcome)
-    return complete

@@ -410,13 +410,41 @@ def test_recipient_errors_one_after_another_each_fail_alone(ledger):
     assert totals.failed == 2 and not totals.aborted
 
 
-def test_a_recipient_error_on_an_in_doubt_batch_makes_it_unknown(ledger):
-    """An earlier try of that very batch may have been accepted: it cannot be cut down and sent again."""
+def test_an_idempotent_provider_gets_the_others_under_the_same_batch_id(ledger):
+    """The outbox writes file by file: those written before the bad recipient are rewritten, never doubled."""
+    provider = ScriptedProvider(RecipientError("r1@example.com", "bad"), RecipientError("r2@example.com", "bad"),
+                                idempotent=True)
+    provider.max_batch = 4
+    totals = run(ledger, provider, EMAILS[:4])
+    assert [who for _, who in provider.calls] == [EMAILS[:4], ["r0@example.com", "r2@example.com", "r3@example.com"],
+                                                  ["r0@example.com", "r3@example.com"]]
+    assert len({batch for batch, _ in provider.calls}) == 1
+    assert states(ledger, EMAILS[:4]) == {"r0@example.com": "sent", "r1@example.com": "failed",
+                                          "r2@example.com": "failed", "r3@example.com": "sent"}
+    assert totals.failed == 2 and not totals.aborted
+
+
+def test_a_recipient_error_on_an_in_doubt_batch_makes_that_recipient_unknown(ledger):
+    """An earlier try of that very batch went unanswered: it may have reached them before their data changed."""
     provider = ScriptedProvider(ProviderError("no answer", retryable=True),
                                 RecipientError("r1@example.com", "bad"), idempotent=True)
     totals = run(ledger, provider, EMAILS[:2])
-    assert len(provider.calls) == 2 and set(states(ledger).values()) == {"unknown"}
-    assert not totals.aborted and "may or may not have been sent" in ledger.rows(ISSUE)[0].reason
+    assert len({batch for batch, _ in provider.calls}) == 1 and len(provider.calls) == 3
+    assert states(ledger) == {"r0@example.com": "sent", "r1@example.com": "unknown"}
+    assert not totals.aborted
+    assert ledger.rows(ISSUE)[0].reason == ("bad; an earlier try of this batch may have reached them: it may or "
+                                            "may not have been sent")
+
+
+def test_a_recipient_error_after_a_request_makes_the_batch_unknown_without_idempotency(ledger):
+    class AfterTheCall(BrokenBuilder):
+        def send_batch(self, batch, session):
+            session.requests_made += 1  # as if the request had been made
+            raise RecipientError("r1@example.com", "bad")
+
+    totals = run(ledger, AfterTheCall("parse"), EMAILS[:2])
+    assert set(states(ledger).values()) == {"unknown"} and not totals.aborted
+    assert "may or may not have been sent" in ledger.rows(ISSUE)[0].reason
 
 
 def test_a_recipient_error_naming_someone_outside_the_batch_is_a_bug(ledger):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from newsletter.errors import AuthError
+from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.ledger import SQLiteLedger, sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
@@ -183,6 +183,14 @@ class KeyedProvider(OutboxProvider):
     behaviour = "ok"
 
     def send_batch(self, batch, session=None):
+        if self.behaviour == "recipient" and any(m.to.startswith("grace") for m in batch.messages):
+            raise RecipientError("grace@example.org", "the To name of grace@example.org contains a line break")
+        if self.behaviour == "bug":
+            raise KeyError("MessageID")
+        if self.behaviour == "429-for-2h":
+            raise ProviderError("postmark answered HTTP 429", status=429, retryable=True, retry_after=7200)
+        if self.behaviour == "503":
+            raise ProviderError("postmark answered HTTP 503", status=503, retryable=True)
         if self.behaviour == "401":
             raise AuthError(f"{self.name} refused the API key (HTTP 401)", status=401,
                             body='{"ErrorCode": 10, "Message": "Bad or missing Server API token."}')
@@ -374,3 +382,171 @@ def test_a_finished_issue_needs_no_confirmation(run, workspace):
     result = run("send", ISSUE)  # CliRunner: no terminal, no --yes
     assert result.exit_code == 0, result.output
     assert "Send now:   0" in result.output and "confirmation" not in result.output
+
+
+# -- one recipient's bad data, and adapter bugs ---------------------------------------------------
+def subject_with_city(workspace, margaret_city: str) -> None:
+    issue = workspace / "issues" / f"{ISSUE}.md"
+    issue.write_text(issue.read_text().replace('subject: "Field Notes #48:',
+                                               'subject: "Field Notes for {{ subscriber.city | default(\'you\') }}:'))
+    edit_list(workspace, "subscribed,weekly;founders,2026-05-02,Boston", f"subscribed,weekly;founders,2026-05-02,"
+                                                                         f"{margaret_city}")
+
+
+def test_a_recipient_whose_message_cannot_be_built_fails_alone_and_retry_failed_recovers_them(run, workspace):
+    subject_with_city(workspace, '"Boston\nMA"')
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 3, result.stderr
+    assert "Traceback" not in result.output
+    assert delivered(workspace) == ["ada@example.com", "grace@example.org", "linus@example.net"]
+    assert "not sent to margaret@example.com: the subject for margaret@example.com would contain a line break" \
+        in result.stderr
+    listing = run("status", ISSUE, "--failed").stdout
+    assert ("failed   margaret@example.com  the subject for margaret@example.com would contain a line break "
+            "(from a merge field) (remove line breaks from that subscriber's values)") in listing
+    again = run("send", ISSUE, "--yes", env=SECRET)  # fixing nothing, asking nothing: failed stays failed
+    assert again.exit_code == 3 and "Failed:     1 failed (not re-sent without --retry-failed)" in again.stdout
+    edit_list(workspace, '"Boston\nMA"', "Boston")
+    dry = run("send", ISSUE, "--retry-failed", "--dry-run", env=SECRET)
+    assert "Failed:     1 failed recipient(s) back to pending (--retry-failed)" in dry.stdout
+    assert "Send now:   1" in dry.stdout and status(run)["failed"] == 1  # a dry run moves nothing
+    result = run("send", ISSUE, "--yes", "--retry-failed", "--json", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["retried_failed"] == 1 and summary["sent_now"] == 1 and summary["failed"] == 0
+    assert delivered(workspace) == SUBSCRIBED
+
+
+def test_an_adapter_refusing_one_recipient_sends_the_others(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "recipient")
+    result = run("send", ISSUE, "--yes", env=keyed)
+    assert result.exit_code == 3, result.stderr
+    assert delivered(workspace) == ["ada@example.com", "linus@example.net", "margaret@example.com"]
+    assert status(run) | {"issue": ISSUE} == {"issue": ISSUE, "total": 4, "pending": 0, "sending": 0, "sent": 3,
+                                              "failed": 1, "unknown": 0, "skipped": 0}
+    assert "failed   grace@example.org  the To name of grace@example.org contains a line break" in \
+        run("status", ISSUE, "--failed").stdout
+
+
+def test_the_outbox_failing_mid_batch_never_writes_a_second_copy(run, workspace, monkeypatch):
+    """Files written before the bad recipient are rewritten under the same batch id, not doubled."""
+    from newsletter.providers import outbox
+
+    real = outbox.to_mime
+
+    def to_mime(message, **kw):
+        if message.to.startswith("linus"):
+            raise RecipientError(message.to, f"header To of the message to {message.to} contains a line break")
+        return real(message, **kw)
+
+    monkeypatch.setattr(outbox, "to_mime", to_mime)
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 3, result.stderr
+    assert delivered(workspace) == ["ada@example.com", "grace@example.org", "margaret@example.com"]  # once each
+    assert status(run)["failed"] == 1 and status(run)["sending"] == 0
+
+
+def test_an_adapter_bug_stops_with_one_error_line_and_no_row_left_sending(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "bug")
+    result = run("send", ISSUE, "--yes", env=keyed)  # the runner re-raises anything but a clean exit
+    assert result.exit_code == 1
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: unexpected KeyError from the postmark adapter while sending batch ")
+    assert "its 4 recipient(s) are marked unknown" in error and "--debug" in error
+    assert status(run)["sending"] == 0 and status(run)["unknown"] == 4
+
+
+# -- test mode -----------------------------------------------------------------------------------
+def test_send_and_dispatch_refuse_test_mode_and_point_at_proofs(run, workspace):
+    env = {"NEWSLETTER_PROVIDER_TEST_MODE": "true", **SECRET}
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 1
+    assert ("Error: env NEWSLETTER_PROVIDER_TEST_MODE: [provider] test_mode is on: outbox accepts messages in "
+            "test mode without delivering them, and `send` would record every reader as sent (for proof copies "
+            "use `newsletter test ISSUE --to ADDR`; set test_mode = false to send for real)") in result.stderr
+    assert run("send", ISSUE, "--dry-run", env=env).exit_code == 0  # shows, writes nothing
+    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    result = run("dispatch", env=env)
+    assert result.exit_code == 1 and "`dispatch` would record every reader as sent" in result.stderr
+    assert delivered(workspace) == [] and not (workspace / ".newsletter").exists()
+
+
+def test_proofs_say_they_are_in_test_mode(run, workspace):
+    result = run("test", ISSUE, "--to", "editor@example.com", env={"NEWSLETTER_PROVIDER_TEST_MODE": "true"})
+    assert result.exit_code == 0, result.stderr
+    assert "through outbox in test mode (accepted, not delivered)" in result.stdout
+    assert "editor@example.com: accepted in test mode, not delivered" in result.stdout
+
+
+def test_a_proof_as_someone_not_in_the_list_warns(run, workspace):
+    result = run("test", ISSUE, "--to", "editor@example.com", "--as", "nobody@example.com")
+    assert result.exit_code == 0
+    assert ("Warning: nobody@example.com is not in subscribers/subscribers.csv: the proof is personalised with the "
+            "merge fields' fallbacks only") in result.stderr
+    assert "Warning: nobody" not in run("test", ISSUE, "--to", "e@example.com", "--as", "Ada@example.com").stderr
+
+
+# -- waits and retries that run out ---------------------------------------------------------------
+def test_a_retry_after_beyond_15_minutes_stops_the_run_as_incomplete(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "429-for-2h")
+    result = run("send", ISSUE, "--yes", env=keyed)
+    assert result.exit_code == 4
+    assert ("Incomplete: postmark asked to wait 2 h before the next request (postmark answered HTTP 429), longer "
+            "than the 15 min a run waits; run again after that. Run `newsletter send 2026-11-30-weekly` again "
+            "to resume.") in result.stdout
+    assert status(run)["pending"] == 4
+
+
+def test_retries_that_run_out_say_why_the_run_is_incomplete(run, workspace, keyed, monkeypatch):
+    from newsletter.ratelimit import Backoff
+
+    monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None, **kw: 0.0)
+    monkeypatch.setattr(KeyedProvider, "behaviour", "503")
+    result = run("send", ISSUE, "--yes", env={"NEWSLETTER_PROVIDER_MAX_ATTEMPTS": "2", **keyed})
+    assert result.exit_code == 4
+    assert ("Incomplete: 4 recipient(s) still failing transiently after 2 tries. "
+            "Run `newsletter send 2026-11-30-weekly` again to resume.") in result.stdout
+
+
+# -- status ------------------------------------------------------------------------------------
+def test_status_json_of_an_issue_not_sent_yet_is_all_zero(run, workspace):
+    result = run("status", ISSUE, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"issue": ISSUE, "total": 0, "pending": 0, "sending": 0, "sent": 0,
+                                         "failed": 0, "unknown": 0, "skipped": 0}
+    missing = run("status", "no-such-issue", "--json")
+    assert missing.exit_code == 1 and "issue no-such-issue has not been sent yet" in missing.stderr
+
+
+def test_status_does_not_call_a_killed_run_the_sender(run, workspace):
+    import os
+    import subprocess
+    import sys
+
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    with ledger(workspace) as db:
+        db.acquire_lease(ISSUE, "killed", stale_after=60)
+        db._db.execute("UPDATE leases SET pid = ?", (gone,))
+    text = run("status", ISSUE).stdout
+    assert f"the run by pid {gone} on " in text and "stopped without finishing (last heard from " in text
+    assert f"`newsletter send {ISSUE}` resumes it" in text and "being sent now" not in text
+    with ledger(workspace) as db:
+        db._db.execute("UPDATE leases SET pid = ?", (os.getpid(),))
+    assert f"being sent now by pid {os.getpid()} on " in run("status", ISSUE).stdout
+
+
+# -- dispatch and issues it cannot read ----------------------------------------------------------
+def test_dispatch_names_each_issue_it_cannot_read_and_still_sends_the_others(run, workspace):
+    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    (workspace / "issues" / "2026-12-07-nozone.md").write_text(
+        "---\nsubject: Next week\ndate: 2026-12-07\nsend_at: 2026-12-07T08:00:00\n---\nHello\n")
+    (workspace / "issues" / "2026-12-14-broken.md").write_text("---\nsubject: [unclosed\n---\nHello\n")
+    result = run("dispatch", env=SECRET)
+    assert result.exit_code == 1
+    assert delivered(workspace) == SUBSCRIBED
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2
+    assert re.match(r"Error: \S*issues/2026-12-07-nozone\.md:4: send_at 2026-12-07 08:00:00 has no time zone", errors[0])
+    assert re.match(r"Error: \S*issues/2026-12-14-broken\.md:\d+: front matter is not valid YAML", errors[1])

@@ -108,8 +108,8 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
 def refuse_test_mode(settings: Settings, command: str) -> None:
     """A provider in test mode accepts and delivers nothing: a real send would record everyone as sent."""
     if settings.provider.test_mode:
-        raise ConfigError(f"[provider] test_mode is on: {settings.provider.name} would accept the messages and "
-                          f"deliver none, and `{command}` would record every reader as sent",
+        raise ConfigError(f"[provider] test_mode is on: {settings.provider.name} accepts messages in test mode "
+                          f"without delivering them, and `{command}` would record every reader as sent",
                           path=settings.origins.get("provider.test_mode"),
                           hint="for proof copies use `newsletter test ISSUE --to ADDR`; set test_mode = false "
                                "to send for real")
