@@ -220,6 +220,30 @@ def test_erase_address_replaces_it_with_a_hash_everywhere(ledger):
     assert erased_key("a@example.com").startswith("sha256:") and "example" not in erased_key("a@example.com")
 
 
+def test_erase_address_scrubs_the_provider_id_and_reason_that_quote_it(ledger):
+    plan(ledger, "grace.o'neil+x@example.org", "b@example.com")
+    ledger.claim(ISSUE, "b1", ["grace.o'neil+x@example.org", "b@example.com"], "me")
+    ledger.record(ISSUE, "b1", [
+        Outcome("grace.o'neil+x@example.org", "failed", provider_id="grace.o_neil+x@example.org--b1.eml",
+                reason="Invalid 'To' address: 'Grace.O'Neil+x@Example.org' (see /log?to=grace.o%27neil%2Bx%40example.org)"),
+        Outcome("b@example.com", "sent", provider_id="b@example.com--b1.eml", reason="ok")], source="test")
+    assert ledger.erase_address("Grace.O'Neil+x@example.org") == 1
+    rows = {r.email: r for r in ledger.rows(ISSUE, ("failed", "sent"))}
+    erased = rows[erased_key("grace.o'neil+x@example.org")]
+    assert (erased.provider_id, erased.reason) == (
+        "[erased]--b1.eml", "Invalid 'To' address: '[erased]' (see /log?to=[erased])")
+    assert (rows["b@example.com"].provider_id, rows["b@example.com"].reason) == ("b@example.com--b1.eml", "ok")
+
+
+def test_erase_address_again_after_the_address_came_back(ledger):
+    plan(ledger, "a@example.com")
+    assert ledger.erase_address("a@example.com") == 1
+    ledger.add_skipped(ISSUE, [("a@example.com", "unsubscribed")])  # back in the list, then skipped
+    assert ledger.erase_address("a@example.com") == 1  # the newer row replaces the older hash
+    assert [(r.email, r.state) for r in ledger.rows(ISSUE, ("pending", "skipped"))] == [
+        (erased_key("a@example.com"), "skipped")]
+
+
 def test_suppressions_add_remove(ledger):
     assert ledger.add_suppression("x@example.com", "complaint", source="manual")
     assert not ledger.add_suppression("X@example.com", "again")

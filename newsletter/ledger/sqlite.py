@@ -11,6 +11,7 @@ under a lock: SQLite serialises writers anyway, and our transactions are short.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
@@ -376,6 +378,18 @@ class SQLiteLedger(Ledger):
         return bool(self._read("SELECT 1 FROM suppressions WHERE email = ?", (address_key(email),)))
 
     def erase_address(self, email: str) -> int:
+        """The address becomes a hash, and leaves ``provider_id`` and ``reason`` too.
+
+        The outbox's provider id is the file name ``<address>--<batch>.eml``, and a provider's
+        reason may quote the address (in any case, or URL-encoded): each becomes ``[erased]``.
+        """
+        key = address_key(email)
+        forms = {key, re.sub(r"[^a-z0-9@._+-]", "_", key), quote(key, safe=""), quote(key, safe="@")}
+        pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
         with self._tx() as db:
-            return db.execute("UPDATE deliveries SET email = ? WHERE email = ?",
-                              (erased_key(email), address_key(email))).rowcount
+            rows = db.execute("SELECT id, provider_id, reason FROM deliveries WHERE email = ?", (key,)).fetchall()
+            # OR REPLACE: an older row of the same issue already erased gives way to this newer one
+            db.executemany("UPDATE OR REPLACE deliveries SET email = ?, provider_id = ?, reason = ? WHERE id = ?",
+                           [(erased_key(email), pattern.sub("[erased]", provider_id), pattern.sub("[erased]", reason),
+                             row_id) for row_id, provider_id, reason in rows])
+            return len(rows)
