@@ -235,7 +235,8 @@ def add_subscriber(list_path: Path, email: str, *, name: str = "", tags: Iterabl
     """Add ``email`` (or give an existing subscriber the name and tags); never re-subscribes silently."""
     email = _address(email)
     if problem := header_value_problem("name", name.strip()):
-        raise SubscriberError(f"{problem}: {name.strip()!r}", hint="a name goes into the To header: give it on one line")
+        raise SubscriberError(f"{problem}: {name.strip()!r}",
+                              hint="a name goes into the To header: give it on one line")
     new = Incoming(0, email, {"name": name.strip()} if name.strip() else {},
                    union_tags((), (t.strip() for t in tags if t.strip())), "subscribed")
     with ListEditor(list_path, create=BUILTIN_COLUMNS) as edit:

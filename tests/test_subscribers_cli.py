@@ -90,6 +90,41 @@ def test_remove_deletes_the_row_and_erases_the_ledger(run, workspace):
                              "(check the spelling of the address)\n")
 
 
+def test_remove_erases_the_outbox_files_and_the_provider_id_that_name_the_address(run, workspace):
+    assert run("send", "issues/2026-11-30-weekly.md", "--yes").exit_code == 0  # the outbox provider
+    sent = workspace / "outbox" / "2026-11-30-weekly"
+    batch = next(sent.glob("grace@example.org--*.eml")).name.split("--")[1].removesuffix(".eml")
+    (workspace / "outbox" / "proofs").mkdir()
+    (workspace / "outbox" / "proofs" / "Grace@Example.ORG--proof-1a2b.eml").write_text("x")  # any case
+    (sent / ".grace@example.org--0123abcd.eml.tmp").write_text("x")  # a write a killed run left
+    (sent / "grace@example.org--y.com--0123abcd.eml").write_text("x")  # another address (domain "example.org--y.com")
+    result = run("subscribers", "remove", "grace@EXAMPLE.org")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("removed grace@example.org from subscribers/subscribers.csv (line 3)\n"
+                             "ledger: 1 delivery record(s) of grace@example.org now keep only a hash\n"
+                             "outbox: deleted 3 message file(s) of grace@example.org\n")
+    left = sorted(p.name for p in (workspace / "outbox").rglob("*"))
+    assert left == sorted(["2026-11-30-weekly", "proofs", "grace@example.org--y.com--0123abcd.eml",
+                           *(f"{a}--{batch}.eml" for a in ("ada@example.com", "linus@example.net", "margaret@example.com"))])
+    settings = config.load(Path("newsletter.toml"), {})
+    with open_ledger(settings) as ledger:
+        rows = {row.email: row for row in ledger.rows("2026-11-30-weekly", states=("sent",))}
+    assert rows[erased_key("grace@example.org")].provider_id == f"[erased]--{batch}.eml"
+    assert "grace" not in (workspace / ".newsletter" / "ledger.sqlite3").read_bytes().decode("latin1").lower()
+    again = run("subscribers", "remove", "grace@example.org")
+    assert again.exit_code == 1 and again.stdout.endswith("outbox: no message files of grace@example.org\n")
+
+
+def test_remove_of_an_address_found_nowhere_creates_no_ledger(run, workspace):
+    result = run("subscribers", "remove", "nobody@example.org")
+    assert result.exit_code == 1
+    assert result.stdout == ("nobody@example.org is not in subscribers/subscribers.csv\n"
+                             "ledger: no delivery records of nobody@example.org\n")
+    assert not (workspace / ".newsletter").exists()
+    assert run("subscribers", "remove", "ada@example.com").exit_code == 0  # in the list only: no ledger needed
+    assert not (workspace / ".newsletter").exists()
+
+
 def test_remove_can_delete_an_invalid_row(run):
     LIST.write_text(LIST.read_text() + "not-an-address,Oops,,,,\n")
     assert run("subscribers", "remove", "Not-An-Address").exit_code == 0

@@ -120,7 +120,7 @@ def unsubscribe(app: App, email: str) -> None:
 @click.argument("email")
 @pass_app
 def remove(app: App, email: str) -> None:
-    """Delete EMAIL from the list and from past issues' records (GDPR erasure; a hash stays)."""
+    """Delete EMAIL from the list, past issues' records (a hash stays) and the outbox's files (GDPR erasure)."""
     settings = app.settings()
     path = _list_path(app)
     change = edits.remove_subscriber(path, email)
@@ -131,7 +131,12 @@ def remove(app: App, email: str) -> None:
     erased = _erase_from_ledger(settings, change.email)
     click.echo(f"ledger: {erased} delivery record(s) of {change.email} now keep only a hash" if erased else
                f"ledger: no delivery records of {change.email}")
-    if not change.lines and not erased:
+    outbox = settings.workspace_path("outbox")
+    deleted = _erase_from_outbox(outbox, change.email)
+    if outbox.is_dir():
+        click.echo(f"outbox: deleted {deleted} message file(s) of {change.email}" if deleted else
+                   f"outbox: no message files of {change.email}")
+    if not change.lines and not erased and not deleted:
         raise SubscriberError(f"{change.email} is neither in the list nor in the ledger; nothing was removed",
                               hint="check the spelling of the address")
 
@@ -140,8 +145,30 @@ def _erase_from_ledger(settings, email: str) -> int:
     """GDPR erasure in the delivery ledger (past issues): the address becomes a hash there."""
     from ..ledger import open_ledger  # the ledger is optional for every other subscribers command
 
+    url = settings.ledger.url
+    is_file = "://" not in url and not url.startswith(("postgresql:", "postgres:"))
+    if is_file and not settings.workspace_path(url).exists():
+        return 0  # no ledger yet: nothing to erase, and none to create
     with open_ledger(settings) as ledger:
         return ledger.erase_address(email)
+
+
+def _erase_from_outbox(outbox: Path, email: str) -> int:
+    """Delete ``outbox/*/<address>--<batch>.eml`` (the address in any case) and leftover temporary files."""
+    from ..providers.outbox import outbox_name
+
+    key = email.strip().lower()
+    deleted = 0
+    for issue in (outbox.iterdir() if outbox.is_dir() else ()):
+        for file in (issue.iterdir() if issue.is_dir() else ()):
+            name = file.name.lower()
+            if name.startswith(".") and name.endswith(".tmp"):  # a write a killed run left behind
+                name = name[1:-len(".tmp")]
+            batch = name.rpartition("--")[2].removesuffix(".eml")
+            if name.endswith(".eml") and outbox_name(key, batch).lower() == name and file.is_file():
+                file.unlink()
+                deleted += 1
+    return deleted
 
 
 @subscribers.command("list")

@@ -386,10 +386,17 @@ class SQLiteLedger(Ledger):
         key = address_key(email)
         forms = {key, re.sub(r"[^a-z0-9@._+-]", "_", key), quote(key, safe=""), quote(key, safe="@")}
         pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
-        with self._tx() as db:
-            rows = db.execute("SELECT id, provider_id, reason FROM deliveries WHERE email = ?", (key,)).fetchall()
-            # OR REPLACE: an older row of the same issue already erased gives way to this newer one
-            db.executemany("UPDATE OR REPLACE deliveries SET email = ?, provider_id = ?, reason = ? WHERE id = ?",
-                           [(erased_key(email), pattern.sub("[erased]", provider_id), pattern.sub("[erased]", reason),
-                             row_id) for row_id, provider_id, reason in rows])
-            return len(rows)
+        with self._lock:
+            self._db.execute("PRAGMA secure_delete = ON")  # zero the old values in the file, not just unlink them
+            try:
+                with self._tx() as db:
+                    rows = db.execute("SELECT id, provider_id, reason FROM deliveries WHERE email = ?",
+                                      (key,)).fetchall()
+                    # OR REPLACE: an older row of the same issue already erased gives way to this newer one
+                    db.executemany(
+                        "UPDATE OR REPLACE deliveries SET email = ?, provider_id = ?, reason = ? WHERE id = ?",
+                        [(erased_key(email), pattern.sub("[erased]", provider_id), pattern.sub("[erased]", reason),
+                          row_id) for row_id, provider_id, reason in rows])
+            finally:
+                self._db.execute("PRAGMA secure_delete = OFF")
+        return len(rows)
