@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,10 @@ def test_the_request_is_one_template_with_recipient_variables():
     assert sent["subject"] == ["%recipient.subject%"]
     assert sent["html"] == ['<p>Hi %recipient.h0% &amp; co</p><a href="%recipient.h1%">Unsubscribe</a>']
     assert sent["text"] == ["Hi %recipient.t0% & co\n\nUnsubscribe: %recipient.t1%\n"]
-    assert sent["o:tag"] == ["2026-11-30-weekly", "2026-11-30-weekly/b0001"]
+    assert sent["o:tag"] == ["2026-11-30-weekly"]  # one stable tag: a domain's distinct tags are limited
     assert sent["o:tracking-opens"] == ["no"] and sent["o:tracking-clicks"] == ["no"] and "o:testmode" not in sent
     assert sent["v:newsletter-batch"] == ["b0001"] and sent["h:Reply-To"] == ["editor@example.com"]
+    assert sent["v:newsletter-issue"] == ["2026-11-30-weekly"]
     assert sent["h:List-Unsubscribe"] == ["%recipient.hdr0%"]  # differs per recipient
     assert sent["h:List-Unsubscribe-Post"] == ["List-Unsubscribe=One-Click"]  # the same for all
     variables = json.loads(sent["recipient-variables"][0])
@@ -101,6 +103,38 @@ def test_a_malformed_address_fails_alone_and_the_others_go_again():
 
 
 @responses.activate
+def test_a_refused_to_that_names_no_address_fails_a_lone_recipient():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-invalid-to.json"))
+    [outcome] = send(mailgun(), sample_batch(addresses=["odd.but.valid@example.com"]))
+    assert outcome.state == "failed"
+
+
+@responses.activate
+def test_a_refused_to_we_cannot_place_in_a_batch_stops_the_run_and_fails_nobody():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-invalid-to.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(mailgun(), sample_batch(3))  # every address looks valid to us
+    assert not caught.value.retryable and "BATCH_SIZE=1" in caught.value.hint
+
+
+@responses.activate
+def test_a_400_about_the_request_that_mentions_recipients_fails_nobody():
+    responses.add(responses.POST, URL, status=400, json=fixture("400-recipient-variables.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(mailgun(), sample_batch(addresses=["a@example.com", "b@example", "c@example.com"]))
+    assert not caught.value.retryable and "'recipient-variables' parameter is not a valid JSON" in caught.value.message
+
+
+@responses.activate
+def test_a_403_from_a_sandbox_domain_says_so_and_points_at_the_domain():
+    responses.add(responses.POST, URL, status=403, json=fixture("403-sandbox.json"))
+    with pytest.raises(AuthError) as caught:
+        send(mailgun(), sample_batch(1))
+    assert "is not allowed to send: Free accounts are for test purposes only" in caught.value.message
+    assert "authorized recipients" in caught.value.hint and "[provider] domain" in caught.value.hint
+
+
+@responses.activate
 def test_an_unknown_domain_says_where_to_look():
     responses.add(responses.POST, URL, status=404, json=fixture("404-domain.json"))
     with pytest.raises(ProviderError) as caught:
@@ -114,6 +148,16 @@ def test_401_aborts_without_showing_the_key():
     with pytest.raises(AuthError) as caught:
         send(mailgun(), sample_batch(1))
     assert KEY not in str(caught.value) and base64.b64encode(f"api:{KEY}".encode()).decode() not in str(caught.value)
+    assert "refused the API key (HTTP 401): Forbidden" in caught.value.message
+
+
+@responses.activate
+def test_the_key_and_its_basic_token_are_scrubbed_from_an_echoing_answer():
+    token = base64.b64encode(f"api:{KEY}".encode()).decode()
+    responses.add(responses.POST, URL, status=401, body=f"Forbidden: Basic {token} (key {KEY})")
+    with pytest.raises(AuthError) as caught:
+        send(mailgun(), sample_batch(1))
+    assert KEY not in str(caught.value) + caught.value.body and token not in str(caught.value) + caught.value.body
 
 
 @pytest.mark.parametrize("domain", ["", "example.com/v3"])
@@ -131,7 +175,7 @@ def test_options_over_16_kb_are_refused_before_sending():
 
 @responses.activate
 @pytest.mark.parametrize("age, missing", [(7200.0, "retry"), (60.0, "unknown")])
-def test_reconcile_reads_accepted_events_tagged_with_the_batch(age, missing):
+def test_reconcile_reads_the_issues_accepted_events_and_keeps_the_batchs(age, missing):
     responses.add(responses.GET, EVENTS, json=fixture("events-accepted.json"))
     responses.add(responses.GET, fixture("events-accepted.json")["paging"]["next"],
                   json={"items": [], "paging": {}})
@@ -140,10 +184,31 @@ def test_reconcile_reads_accepted_events_tagged_with_the_batch(age, missing):
                                        session, age=age)
     query = responses.calls[0].request.params
     assert {k: query[k] for k in ("event", "tags", "limit", "ascending")} == {
-        "event": "accepted", "tags": "2026-11-30-weekly/b0001", "limit": "300", "ascending": "yes"}
+        "event": "accepted", "tags": "2026-11-30-weekly", "limit": "300", "ascending": "yes"}
     assert len(responses.calls) == 2  # followed paging.next until an empty page
     assert (outcomes[0].state, outcomes[0].provider_id) == ("sent", "20130822232216.13966.79700@mg.example.com")
+    # receiver2 was accepted in batch b0002 of the same issue, not in this one (b0001)
     assert outcomes[1].state == missing
+
+
+@responses.activate
+def test_reconcile_asks_only_for_the_window_of_the_batchs_tries():
+    responses.add(responses.GET, EVENTS, json={"items": [], "paging": {}})
+    with requests.Session() as session:
+        mailgun().reconcile(sample_batch(1), session, age=7200.0, since_last_try=3600.0)
+    query, now = responses.calls[0].request.params, time.time()
+    assert abs(float(query["begin"]) - (now - 7200 - 3600)) < 5  # the first claim, less a margin
+    assert abs(float(query["end"]) - (now - 3600 + 3600)) < 5  # the last try, plus a margin
+
+
+@responses.activate
+def test_reconcile_that_cannot_read_every_page_concludes_nothing(monkeypatch):
+    monkeypatch.setattr("newsletter.providers.mailgun.EVENTS_PAGES", 2)
+    page = fixture("events-accepted.json")
+    responses.add(responses.GET, EVENTS, json=page)
+    responses.add(responses.GET, page["paging"]["next"], json=page)
+    with requests.Session() as session, pytest.raises(ProviderError, match="cannot tell"):
+        mailgun().reconcile(sample_batch(addresses=["receiver9@example.com"]), session, age=7200.0)
 
 
 @responses.activate

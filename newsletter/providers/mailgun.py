@@ -11,7 +11,23 @@ There is no Mailgun OpenAPI file in ../shared/provider-specs; this follows
 Mailgun's documentation (messages API, batch sending, events API; checked
 2026-11): the ``o:``, ``h:`` and ``v:`` options are limited to 16 kB in total,
 at most 3 ``o:tag`` values, and a 200 answer carries one id for the whole call.
-Reconciliation asks the events API for ``accepted`` events with the batch's tag.
+
+Mailgun is all-or-nothing and its 400 says only what, never which recipient. Of
+its documented texts one is about a recipient: "'to' parameter is not a valid
+address. please check documentation"; we find the culprit ourselves (named in
+the text, or invalid to our validator; alone in its batch, it is that one), the
+others are sent again. Every other 400 ("'recipient-variables' parameter is
+not a valid JSON", "'from' parameter is not a valid address", "Need at least
+one of 'text' or 'html' parameters specified", ...) is about the request: the
+run stops and nobody is failed.
+
+Tags: a domain may hold 20,000 distinct tags (Mailgun's default), so each call
+carries one stable tag, the issue id, never one per batch; the batch id rides in
+the user variable ``v:newsletter-batch``. The events API cannot filter on user
+variables (its documented filters: event, list, attachment, from, message-id,
+subject, to, size, recipient, recipients, tags, severity), so reconciliation
+asks for the issue's ``accepted`` events inside the batch's time window and
+keeps those whose ``user-variables`` name the batch.
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import re
 import time
 from urllib.parse import quote
 
@@ -28,12 +45,16 @@ from markupsafe import escape
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs
+from .base import Batch, Provider, Request, all_outcomes, json_body, names_address, outcomes_from_logs
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
 EVENTS_DELAY = 30 * 60  # Mailgun: events can take up to ~30 minutes to show up; absence before that proves nothing
 EVENTS_RETENTION = 2 * 86400  # events are kept at least 2 days (free plans) to 30 days
+EVENTS_MARGIN = 3600  # seconds either side of the batch's tries when asking for its events (clock skew, queueing)
+EVENTS_PAGES = 1000  # pages of 300 events: an issue of 300,000 readers; beyond that we cannot tell
+# The one documented 400 about a recipient (not "'from' parameter ...", not "'h:Reply-To' ...").
+_TO_NOT_VALID = re.compile(r"(?:^|[\s\"])'?to'? parameter is not a valid address", re.I)
 
 
 class MailgunProvider(Provider):
@@ -42,7 +63,10 @@ class MailgunProvider(Provider):
     max_batch = 1000
     max_payload_bytes = 25 * 1000 * 1000  # Mailgun's maximum message size
     default_rate = 10.0
-    reconcile_note = "Mailgun is asked through its events API (accepted events tagged with the batch)"
+    reconcile_note = ("Mailgun is asked through its events API (the issue's accepted events, "
+                      "with the batch id in their user variables)")
+    sender_hint = ("a sandbox domain sends only to its authorized recipients: add them in Mailgun, or set "
+                   "[provider] domain to your own verified sending domain")
 
     def __init__(self, settings, api_key=None):
         super().__init__(settings, api_key)
@@ -55,8 +79,13 @@ class MailgunProvider(Provider):
 
     def _headers(self) -> dict[str, str]:
         # HTTP Basic with user "api" and the key as password, built here so it stays out of reprs.
-        token = base64.b64encode(f"api:{self.api_key or ''}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
+        return {"Authorization": f"Basic {self._basic_token()}"}
+
+    def _basic_token(self) -> str:
+        return base64.b64encode(f"api:{self.api_key or ''}".encode()).decode()
+
+    def secrets(self) -> list[str]:
+        return super().secrets() + ([self._basic_token()] if self.api_key else [])
 
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
@@ -100,7 +129,7 @@ class MailgunProvider(Provider):
     def _options(self, batch: Batch, variables: dict) -> list[tuple[str, str]]:
         first = batch.messages[0]
         provider = self.settings.provider
-        options = [("o:tag", batch.issue_id[:128]), ("o:tag", batch.idempotency_key[:128]),
+        options = [("o:tag", batch.issue_id[:128]),  # one stable tag per issue: a domain's tags are limited
                    ("o:tracking-opens", "yes" if provider.track_opens else "no"),
                    ("o:tracking-clicks", "yes" if provider.track_clicks else "no"),
                    ("v:newsletter-issue", batch.issue_id), ("v:newsletter-batch", batch.batch_id)]
@@ -138,17 +167,22 @@ class MailgunProvider(Provider):
             raise ProviderError(f"mailgun: {text or 'not found'}", status=404, body=response.text,
                                 hint=f"check [provider] domain ({self.domain}) and the region in api_base "
                                      "(EU domains: https://api.eu.mailgun.net)")
-        if status == 400 and ("'to'" in text or "to parameter" in text or "recipient" in text.lower()):
+        if status == 400 and _TO_NOT_VALID.search(text):
             return self._rejected_recipients(batch, text)
         raise ProviderError(f"mailgun refused the batch (HTTP {status}): {text}", status=status,
-                            body=response.text, hint="nothing in this batch was sent")
+                            body=response.text, hint="fix what Mailgun says; nothing in this batch was sent")
 
     def _rejected_recipients(self, batch: Batch, text: str) -> list[Outcome]:
         """'to' parameter is not a valid address: Mailgun does not say which one, so we find it ourselves."""
-        named = {m.to for m in batch.messages if m.to.lower() in text.lower()}
+        named = {m.to for m in batch.messages if names_address(text, m.to)}
         bad = named or {m.to for m in batch.messages if not _valid(m.to)}
-        if not bad:  # cannot tell which: failing them all is safe, sending them again could loop forever
-            return all_outcomes(batch, "failed", reason=f"mailgun: {text}")
+        if not bad and len(batch.messages) == 1:
+            bad = {batch.messages[0].to}
+        if not bad:  # cannot tell which: failing them all would fail good readers for good
+            raise ProviderError(f"mailgun refused an address of this batch but not which one ({text}), and "
+                                f"all {len(batch.messages)} look valid to us", status=400, retryable=False,
+                                hint="send again with NEWSLETTER_PROVIDER_BATCH_SIZE=1 to find it: alone in its "
+                                     "batch, the address Mailgun refuses fails and the others are sent")
         return [Outcome(m.to, "failed", reason=f"mailgun: {text}") if m.to in bad else
                 Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
                 for m in batch.messages]
@@ -157,30 +191,44 @@ class MailgunProvider(Provider):
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
                   since_last_try: float | None = None) -> list[Outcome] | None:
         return outcomes_from_logs(
-            batch, self._accepted_events(batch, session, age), age=age, since_last_try=since_last_try,
-            delay=EVENTS_DELAY, retention=EVENTS_RETENTION,
+            batch, self._accepted_events(batch, session, age, since_last_try), age=age,
+            since_last_try=since_last_try, delay=EVENTS_DELAY, retention=EVENTS_RETENTION,
             missing="mailgun has no 'accepted' event for this message",
             not_yet="no 'accepted' event yet; mailgun's events are conclusive from 30 minutes to 2 days "
                     "after a send; try again later")
 
-    def _accepted_events(self, batch: Batch, session: requests.Session, age: float | None) -> dict[str, str]:
-        begin = time.time() - (age or EVENTS_RETENTION) - 3600
+    def _accepted_events(self, batch: Batch, session: requests.Session, age: float | None,
+                         since_last_try: float | None = None) -> dict[str, str]:
+        """recipient -> message id of the issue's accepted events whose user variables name this batch.
+
+        The window runs from the batch's first claim to its last try (each with a margin): its events
+        are in it, and the issue's other batches mostly are not.
+        """
+        now = time.time()
+        params: dict | None = {"event": "accepted", "tags": batch.issue_id[:128], "limit": 300,
+                               "ascending": "yes", "begin": f"{now - (age or EVENTS_RETENTION) - EVENTS_MARGIN:.0f}"}
+        if since_last_try is not None:
+            params["end"] = f"{now - since_last_try + EVENTS_MARGIN:.0f}"
         url = self.url(f"/v3/{quote(self.domain)}/events")
-        params: dict | None = {"event": "accepted", "tags": batch.idempotency_key[:128], "limit": 300,
-                               "ascending": "yes", "begin": f"{begin:.0f}"}
         accepted: dict[str, str] = {}
-        for _ in range(1000):  # pages of 300: far more than one batch's 1000 recipients
+        for _ in range(EVENTS_PAGES):
             body = self._get(session, url, params)
             items = body.get("items") or []
             for item in items:
+                if str((item.get("user-variables") or {}).get("newsletter-batch", "")) != batch.batch_id:
+                    continue  # another batch of the issue
                 message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id", "")
                 accepted[str(item.get("recipient", "")).lower()] = str(message_id)
             url, params = (body.get("paging") or {}).get("next", ""), None
             if not items or not url:
-                break
+                return accepted
             if not url.startswith(self.url("/")):  # never send the key to another host
                 raise ProviderError("mailgun's events paging pointed to another host", retryable=False)
-        return accepted
+        # Not read to the end: absence would prove nothing, and concluding from it could send twice.
+        raise ProviderError(f"mailgun: more than {EVENTS_PAGES * 300} accepted events for issue {batch.issue_id} "
+                            "in this batch's window; cannot tell what this batch did", retryable=False,
+                            hint="check the batch in Mailgun's logs, then `newsletter send --resend-unknown` "
+                                 "if it never went out")
 
     def _get(self, session: requests.Session, url: str, params: dict | None) -> dict:
         try:
