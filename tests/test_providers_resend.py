@@ -74,6 +74,43 @@ def test_permissive_errors_fail_only_their_index():
 
 
 @responses.activate
+def test_permissive_errors_about_the_sender_for_every_email_stop_the_run_and_fail_nobody():
+    responses.add(responses.POST, URL, json=fixture("batch-permissive-domain.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(resend(), ab())
+    assert not caught.value.retryable and "domain is not verified" in caught.value.message
+    assert caught.value.message.count("domain is not verified") == 1
+
+
+@responses.activate
+def test_a_permissive_error_not_about_to_beside_accepted_emails_goes_back_to_pending():
+    answer = {"data": [{"id": "ae2014de-c168-4c61-8267-70d2662a1ce1"}],
+              "errors": [{"index": 1, "message": "The `subject` field must be a `string`."}]}
+    responses.add(responses.POST, URL, json=answer)
+    outcomes = {o.email: o for o in send(resend(), ab())}
+    assert outcomes["a@example.com"].state == "sent"  # raising would have sent a@ a second copy
+    assert outcomes["b@example.com"].state == "retry" and "`subject`" in outcomes["b@example.com"].reason
+
+
+@responses.activate
+def test_a_422_naming_a_recipients_address_in_another_field_fails_nobody():
+    text = "Invalid `reply_to` field. a@example.com is not allowed."
+    responses.add(responses.POST, URL, status=422, json={"statusCode": 422, "name": "validation_error",
+                                                         "message": text})
+    with pytest.raises(ProviderError, match="reply_to"):
+        send(resend(), ab())
+
+
+@responses.activate
+def test_a_403_for_an_unverified_domain_says_so_and_points_at_the_domain():
+    responses.add(responses.POST, URL, status=403, json=fixture("403-domain.json"))
+    with pytest.raises(AuthError) as caught:
+        send(resend(), ab())
+    assert "domain is not verified" in caught.value.message and "resend.com/domains" in caught.value.hint
+    assert "refused to send from this sender or domain" in caught.value.message
+
+
+@responses.activate
 def test_ids_that_do_not_match_the_batch_are_unknown():
     responses.add(responses.POST, URL, json=fixture("batch-200.json"))
     assert {o.state for o in send(resend(), sample_batch(3))} == {"unknown"}
@@ -108,6 +145,8 @@ def test_403_aborts_and_429_waits_for_retry_after():
     with pytest.raises(AuthError) as caught:
         send(resend(), ab())
     assert KEY not in str(caught.value)
+    assert "refused the API key (HTTP 403): API key is invalid" in caught.value.message
+    assert "NEWSLETTER_API_KEY" in caught.value.hint
     responses.replace(responses.POST, URL, status=429, json=fixture("429-rate-limit.json"),
                       headers={"retry-after": "1"})
     with pytest.raises(ProviderError) as caught:

@@ -5,7 +5,11 @@ and answers a replay of the same payload with the original ids instead of
 sending again. That makes an in-doubt batch safe to retry, and it is how
 ``newsletter reconcile`` asks Resend what happened. We ask for
 ``x-batch-validation: permissive`` so one bad address does not sink the other 99:
-the answer then lists ``errors: [{index, message}]`` beside ``data``.
+the answer then lists ``errors: [{index, message}]`` beside ``data``. An error
+about the email's `to` field ("Invalid `to` field. ...") is that recipient's and
+fails them; any other (the `from`, the subject, the domain) would be the same
+for every reader: with nothing accepted the run stops and nobody is failed, and
+beside accepted emails the refused ones go back to pending (see :mod:`.base`).
 
 Resend has no per-message tracking switch (open and click tracking are domain
 settings) and no sandbox flag (test addresses at resend.dev instead), so those
@@ -22,10 +26,12 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body
+from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
+# "Invalid `to` field. ...", "The `to` field must be a `string`.": the recipient's; `from`, `subject`... are ours.
+_ABOUT_TO = re.compile(r"[`'\"]to[`'\"]", re.I)
 
 
 class ResendProvider(Provider):
@@ -37,6 +43,8 @@ class ResendProvider(Provider):
     idempotent = True
     idempotency_window = IDEMPOTENCY_WINDOW
     reconcile_note = "Resend is asked by replaying the batch with its original Idempotency-Key (within 24 hours)"
+    sender_hint = ("verify the From address's domain at resend.com/domains (until then Resend sends only to "
+                   "your own address)")
 
     def __init__(self, settings, api_key=None):
         super().__init__(settings, api_key)
@@ -92,8 +100,10 @@ class ResendProvider(Provider):
             # "Same idempotency key used with a different request payload.": whatever the first
             # request did is unknown to us, and sending this payload could duplicate it.
             return all_outcomes(batch, "unknown", reason=f"resend {name or 409}: {text}")
-        if status == 422:
-            named = {m.to for m in batch.messages if m.to.lower() in text.lower()}
+        if status == 422 and _ABOUT_TO.search(text):
+            named = {m.to for m in batch.messages if names_address(text, m.to)}
+            if not named and len(batch.messages) == 1:  # alone in its batch, the refused `to` is theirs
+                named = {batch.messages[0].to}
             if named:
                 return [Outcome(m.to, "failed", reason=f"resend: {text}") if m.to in named else
                         Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
@@ -110,11 +120,19 @@ class ResendProvider(Provider):
         refused = {e.get("index"): str(e.get("message", "")) for e in errors if isinstance(e, dict)}
         messages = _ordered(batch)
         accepted = [i for i in range(len(messages)) if i not in refused]
+        ours = {i: text for i, text in refused.items() if not _ABOUT_TO.search(text)}
+        if ours and not accepted:  # nothing was sent, and the reason is not the recipients': stop, fail nobody
+            text = "; ".join(dict.fromkeys(ours.values()))
+            raise ProviderError(f"resend refused the batch: {text}", status=200, retryable=False,
+                                hint="fix what Resend says; nothing in this batch was sent")
         ids = [d.get("id") if isinstance(d, dict) else None for d in data]
         readable = len(ids) == len(accepted) and all(ids)
         outcomes = []
         for i, message in enumerate(messages):
-            if i in refused:
+            if i in ours:  # beside accepted emails: back to pending; alone again, it stops the run above
+                outcomes.append(Outcome(message.to, "retry", reason=f"resend: {ours[i]}; tried again without "
+                                                                     "the accepted emails"))
+            elif i in refused:
                 outcomes.append(Outcome(message.to, "failed", reason=f"resend: {refused[i]}"))
             elif readable:
                 outcomes.append(Outcome(message.to, "sent", provider_id=str(ids[accepted.index(i)])))
