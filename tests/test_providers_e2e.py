@@ -88,6 +88,24 @@ def test_send_delivers_each_subscriber_once_personalised(workspace, fake, name):
     assert KEY not in out + err
 
 
+def test_a_stream_postmark_does_not_know_stops_the_run_and_fails_nobody(workspace, fake):
+    """Postmark answers 200 with ErrorCode 1235 for every message: a setting of ours, not the readers' fault."""
+    write_list(workspace, 6)
+    env = provider_env("postmark", fake, NEWSLETTER_PROVIDER_MESSAGE_STREAM="newsletters",
+                       NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="1")
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert code == 1, err
+    assert "postmark refused the batch (ErrorCode 1235)" in err and "the run stopped" in err
+    assert fake.send_calls == 1  # stopped at the first refusal, not once per batch
+    counts = ledger_counts(workspace, env)
+    assert counts["failed"] == 0 and counts["sent"] == 0 and counts["pending"] == 6
+    # fixed, the next run sends everyone
+    code, out, err = finish(newsletter(workspace, {**env, "NEWSLETTER_PROVIDER_MESSAGE_STREAM": "broadcast"},
+                                       "send", ISSUE, "--yes"))
+    assert code == 0, err
+    assert ledger_counts(workspace, env)["sent"] == 6 and fake.duplicates() == {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(workspace, fake, name):
