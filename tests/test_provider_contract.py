@@ -173,6 +173,7 @@ def test_a_line_break_in_a_recipients_header_value_fails_them_alone_and_sends_no
     with pytest.raises(RecipientError) as caught:
         send(adapter(name, fake), batch)
     assert caught.value.email == evil.to and "line break" in caught.value.message
+    assert "\n" not in str(caught.value) and "\r" not in str(caught.value)  # the error itself is one line
     assert fake.send_calls == 0 and fake.accepted == []
 
 

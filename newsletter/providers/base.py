@@ -308,7 +308,7 @@ def refuse_line_breaks(batch: Batch) -> None:
                 raise ProviderError(f"the {field_name} address contains a line break; nothing was sent",
                                     hint=f"set [newsletter] {field_name.lower().replace('-', '_')} on one line")
         values = [("address", message.to), ("name", message.to_name), ("subject", message.subject)]
-        values += [(f"{name} header", name + value) for name, value in message.headers.items()]
+        values += [(f"{name!r} header", name + value) for name, value in message.headers.items()]
         for what, value in values:
             if _has_line_break(value):
                 raise RecipientError(message.to, f"the {what} for {message.to!r} contains a line break, which "
