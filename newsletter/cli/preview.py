@@ -49,8 +49,8 @@ def preview(app: App, issue: str, port: int, host: str, no_open: bool, as_email:
                              settings=settings, on_rebuild=lambda snapshot: _report(app, snapshot),
                              verbose=app.verbose > 0)
     _report(app, session.first)
-    build = session.first.build
-    if as_email and build and not any(s.email.lower() == as_email.lower() for s in build.subscribers):
+    lookup = session.first.lookup  # it has looked --as up already: no second read of the list
+    if as_email and lookup and lookup.find(as_email) is None:
         app.warn(f"{as_email} is not in {settings.subscribers.file}: previewing a reader with no name or fields")
     click.echo(f"Previewing {path} at {session.url}  (Ctrl-C to stop)")  # even with -q: the URL is the point
     if not no_open and has_display(app.env):

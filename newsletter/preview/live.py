@@ -20,18 +20,25 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any, Callable
 
+from email_validator import EmailNotValidError
+
 from ..config import Settings
 from ..errors import NewsletterError
 from ..lint import GMAIL_CLIP, SIZE_WARNING, Finding
 from ..models import Subscriber
 from ..personalize import Personalizer
-from ..pipeline import Build, build_issue, lint_build, personalizer, sample_subscriber
+from ..pipeline import Build, build_issue, lint_build, personalizer
 from ..render import templates_dir
+from ..subscriber_address import normalise_address
+from ..subscribers import ListReader, RowParser, iter_valid_subscribers
 
 log = logging.getLogger(__name__)
 
 PICKER_SIZE = 8  # subscribers offered in the page's "Preview as" list
+PICKER_SEARCH = 2000  # rows read at most to fill the list (and find a reader with blank fields)
+LOOKUPS_KEPT = 64  # other addresses (--as, ?as=) remembered per compile, found or not
 NO_FIELDS_EMAIL = "no-fields@example.com"  # a reader with no name or columns: shows every fallback
+SAMPLE_READER = Subscriber(email="reader@example.com", name="Sample Reader")  # when the list has nobody
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,49 @@ def _stat(path: Path) -> tuple[int, int]:
     return (info.st_mtime_ns, info.st_size)
 
 
+_NOT_YET = object()
+
+
+class Readers:
+    """The subscribers one compile shows, by address, so that a request never reads the whole list.
+
+    ``picked`` (the "Preview as" list) is found by reading the list only as far as needed
+    (:func:`readers_worth_seeing`). Any other address (``--as``, ``?as=``) costs one read of
+    the list up to that row, once per compile: the answer, found or not, is kept.
+    """
+
+    def __init__(self, list_path: Path, picked: tuple[Subscriber, ...]):
+        self.list_path = list_path
+        self.picked = picked
+        self._picked = {s.email.lower(): s for s in reversed(picked)}  # the first of a repeated address
+        self._looked_up: dict[str, Subscriber | None] = {}
+        self._lock = threading.Lock()
+
+    def find(self, email: str) -> Subscriber | None:
+        """The list's subscriber with this address (any case), or None."""
+        key = email.strip().lower()
+        if key in self._picked:
+            return self._picked[key]
+        found = self._looked_up.get(key, _NOT_YET)  # no lock: another thread may be evicting an old entry
+        if found is not _NOT_YET:
+            return found
+        with self._lock:  # two requests for one new address: one read of the list
+            found = self._looked_up.get(key, _NOT_YET)
+            if found is _NOT_YET:
+                found = find_subscriber(self.list_path, email)
+                if len(self._looked_up) >= LOOKUPS_KEPT:
+                    del self._looked_up[next(iter(self._looked_up))]
+                self._looked_up[key] = found
+            return found
+
+    def reader(self, email: str | None) -> Subscriber:
+        """Who the email is shown as: ``email`` (a reader with no fields when not in the list), else the first
+        subscribed reader (as ``newsletter build`` renders it)."""
+        if email:
+            return self.find(email) or Subscriber(email=email.strip())
+        return next((s for s in self.picked if s.email != NO_FIELDS_EMAIL), SAMPLE_READER)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One compile of the issue, good or failed."""
@@ -87,10 +137,15 @@ class Snapshot:
     build: Build | None = None
     personalizer: Personalizer | None = None
     findings: tuple[Finding, ...] = ()
-    readers: tuple[Subscriber, ...] = ()  # offered in the page's "Preview as" list
+    lookup: Readers | None = None  # the "Preview as" readers and every other address asked for
     error: CompileError | None = None
     compiled_at: float = field(default_factory=time.time)
     took_ms: float = 0.0
+
+    @property
+    def readers(self) -> tuple[Subscriber, ...]:
+        """The page's "Preview as" list."""
+        return self.lookup.picked if self.lookup else ()
 
 
 class LiveIssue:
@@ -130,9 +185,10 @@ class LiveIssue:
             self.settings = self._load_settings()
             build = build_issue(self.settings, self.issue_path)
             person = personalizer(self.settings, build.compiled)
-            message = person.message(sample_subscriber(build, self.default_email))
+            lookup = Readers(build.list_path, readers_worth_seeing(build))
+            message = person.message(lookup.reader(self.default_email))
             findings = tuple(lint_build(self.settings, build, message))
-            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings, readers_worth_seeing(build))
+            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings, lookup)
         except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
             if not isinstance(err, NewsletterError):
                 log.exception("preview compile failed")
@@ -158,9 +214,8 @@ class LiveIssue:
         snapshot = self.snapshot
         if snapshot.error:
             return None
-        subscriber = sample_subscriber(snapshot.build, email or self.default_email)
         try:
-            return snapshot.personalizer.message(subscriber).html
+            return snapshot.personalizer.message(snapshot.lookup.reader(email or self.default_email)).html
         except NewsletterError:
             return None
 
@@ -176,7 +231,7 @@ class LiveIssue:
         }
         if snapshot.error is None:
             try:
-                data.update(_personalised_view(snapshot, sample_subscriber(snapshot.build, email or self.default_email),
+                data.update(_personalised_view(snapshot, snapshot.lookup.reader(email or self.default_email),
                                                self.default_email))
             except NewsletterError as err:  # e.g. a merge value that breaks the subject for this reader
                 data["error"] = CompileError.from_exception(err).__dict__
@@ -221,20 +276,63 @@ def _display_address(name: str, address: str) -> str:
 
 def readers_worth_seeing(build: Build) -> tuple[Subscriber, ...]:
     """The first subscribed readers, one with blank merge fields (to see the fallbacks),
-    and a reader with no fields at all. Found once per compile: lists can be long."""
-    subscribed = (s for s in build.subscribers if s.status == "subscribed")
+    and a reader with no fields at all.
+
+    Found once per compile by streaming the list, and only as far as needed: lists can be
+    long. A reader with blank fields is looked for among the first :data:`PICKER_SEARCH` rows.
+    """
+    stream = iter_valid_subscribers(build.list_path)
+    subscribed = (s for s in itertools.islice(stream, PICKER_SEARCH) if s.status == "subscribed")
     first = list(itertools.islice(subscribed, PICKER_SIZE))
     used = {name for slot in build.compiled.slots for name in slot.fields}
     with_blanks = [] if any(used - s.merge_values().keys() for s in first) else \
         list(itertools.islice((s for s in subscribed if used - s.merge_values().keys()), 1))
+    stream.close()  # the list file, now rather than whenever the generator is collected
     return (*first, *with_blanks, Subscriber(email=NO_FIELDS_EMAIL))
+
+
+def find_subscriber(path: Path, email: str) -> Subscriber | None:
+    """The first valid row of the list with this address (any case), or None; reads up to that row.
+
+    Only the email cell of each row is looked at (a row is parsed only when its address matches):
+    a few times faster than :func:`iter_valid_subscribers`, which builds every subscriber.
+    """
+    try:
+        key = normalise_address(email).lower()
+    except EmailNotValidError:
+        return None  # no row with an invalid address is valid
+    if not Path(path).exists():
+        return None
+    with ListReader(path) as reader:
+        if reader.header.problems:
+            return None
+        parse = RowParser(reader.header)
+        at = parse.email_at
+        for record in reader.records():
+            fields = record.fields
+            if not fields or len(fields) <= at:
+                continue
+            cell = fields[at].strip().lower()
+            # lower-casing is the whole normalisation of a plain ASCII address; IDNA and Unicode need the validator
+            if cell == key or ((not cell.isascii() or "xn--" in cell) and _address_key(cell) == key):
+                subscriber = parse(record).subscriber
+                if subscriber is not None:
+                    return subscriber
+    return None
+
+
+def _address_key(cell: str) -> str:
+    try:
+        return normalise_address(cell).lower()
+    except EmailNotValidError:
+        return ""
 
 
 def subscriber_choices(snapshot: Snapshot, chosen: Subscriber, default_email: str | None) -> list[dict[str, str]]:
     """The page's "Preview as" list: the chosen reader, the ``--as`` one, then the snapshot's readers."""
     build = snapshot.build
     used = {name for slot in build.compiled.slots for name in slot.fields}
-    candidates = [chosen, *([sample_subscriber(build, default_email)] if default_email else []), *snapshot.readers]
+    candidates = [chosen, *([snapshot.lookup.reader(default_email)] if default_email else []), *snapshot.readers]
     choices, seen = [], set()
     for subscriber in candidates:
         if subscriber.email.lower() not in seen:
