@@ -15,7 +15,7 @@ from newsletter.errors import AuthError, LedgerError, NewsletterError, ProviderE
 from newsletter.ledger import SQLiteLedger
 from newsletter.models import Message, Outcome
 from newsletter.providers.base import Batch, Provider, Request
-from newsletter.ratelimit import Backoff, TokenBucket
+from newsletter.ratelimit import Backoff, TokenBucket, wait_words
 
 ISSUE = "weekly"
 SETTINGS = resolve({}, {}, {}, source=None)
@@ -123,24 +123,36 @@ def test_a_gateway_error_is_retried_under_the_same_batch_id_by_an_idempotent_pro
     assert first == second and totals.sent == 2
 
 
+def run_waiting_at_most(ledger, provider, emails, max_wait):
+    dispatcher = Dispatcher(ledger, provider, ISSUE, "me", concurrency=1, backoff=FAST, max_wait=max_wait)
+    dispatcher.start()
+    for group in provider.cut_batches(message(e) for e in emails):
+        dispatcher.submit(Work(group))
+    return dispatcher.finish()
+
+
 def test_a_retry_after_longer_than_a_run_waits_stops_it_as_incomplete(ledger):
-    provider = ScriptedProvider(ProviderError("HTTP 429", status=429, retryable=True, retry_after=3600))
-    started = time.monotonic()
-    totals = run(ledger, provider, EMAILS[:4])
-    assert time.monotonic() - started < 5 and len(provider.calls) == 1
+    provider = ScriptedProvider(ProviderError("HTTP 429", status=429, retryable=True, retry_after=2))
+    totals = run_waiting_at_most(ledger, provider, EMAILS[:4], max_wait=1)
+    assert len(provider.calls) == 1
     assert totals.error is None  # incomplete (exit 4), not an error
-    assert totals.aborted == ("scripted asked to wait 1 h before the next request (HTTP 429), longer than the "
-                              "15 min a run waits; run again after that")
+    assert totals.aborted == ("scripted asked to wait 2 s before the next request (HTTP 429), longer than the "
+                              "1 s a run waits; run again after that")
     assert set(states(ledger, EMAILS[:4]).values()) == {"pending"}
 
 
 def test_a_long_retry_after_on_an_in_doubt_batch_keeps_it_for_the_same_key_next_run(ledger):
     provider = ScriptedProvider(ProviderError("no answer", retryable=True),
-                                ProviderError("HTTP 429", status=429, retryable=True, retry_after=16 * 60),
+                                ProviderError("HTTP 429", status=429, retryable=True, retry_after=2),
                                 idempotent=True)
-    totals = run(ledger, provider, EMAILS[:2])
-    assert "asked to wait 16 min" in totals.aborted and len(provider.calls) == 2
+    totals = run_waiting_at_most(ledger, provider, EMAILS[:2], max_wait=1)
+    assert "asked to wait 2 s" in totals.aborted and len(provider.calls) == 2
     assert list(ledger.in_doubt(ISSUE).values()) == [EMAILS[:2]]  # the next run retries it under its key
+
+
+def test_a_run_waits_15_minutes_at_most_by_default(ledger):
+    assert Dispatcher(ledger, ScriptedProvider(), ISSUE, "me").max_wait == 15 * 60
+    assert [wait_words(s) for s in (2, 900, 7200, 5400)] == ["2 s", "15 min", "2 h", "1.5 h"]
 
 
 def test_exhausted_retries_say_why_the_run_is_incomplete(ledger):

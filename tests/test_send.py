@@ -181,8 +181,12 @@ class KeyedProvider(OutboxProvider):
     needs_api_key = True
     idempotent = False
     behaviour = "ok"
+    calls = 0
 
     def send_batch(self, batch, session=None):
+        type(self).calls += 1
+        if self.behaviour == "502":
+            raise ProviderError("postmark answered HTTP 502", status=502, retryable=True)
         if self.behaviour == "recipient" and any(m.to.startswith("grace") for m in batch.messages):
             raise RecipientError("grace@example.org", "the To name of grace@example.org contains a line break")
         if self.behaviour == "bug":
@@ -488,6 +492,10 @@ def test_a_proof_as_someone_not_in_the_list_warns(run, workspace):
 
 # -- waits and retries that run out ---------------------------------------------------------------
 def test_a_retry_after_beyond_15_minutes_stops_the_run_as_incomplete(run, workspace, keyed, monkeypatch):
+    from newsletter.ratelimit import Backoff, TokenBucket
+
+    monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None, **kw: 0.0)  # no 2 h wait
+    monkeypatch.setattr(TokenBucket, "pause", lambda self, seconds: None)  # should this test ever fail
     monkeypatch.setattr(KeyedProvider, "behaviour", "429-for-2h")
     result = run("send", ISSUE, "--yes", env=keyed)
     assert result.exit_code == 4
@@ -550,3 +558,31 @@ def test_dispatch_names_each_issue_it_cannot_read_and_still_sends_the_others(run
     assert len(errors) == 2
     assert re.match(r"Error: \S*issues/2026-12-07-nozone\.md:4: send_at 2026-12-07 08:00:00 has no time zone", errors[0])
     assert re.match(r"Error: \S*issues/2026-12-14-broken\.md:\d+: front matter is not valid YAML", errors[1])
+
+
+def test_a_dead_runs_batch_that_can_no_longer_be_built_becomes_unknown(run, workspace):
+    """The same idempotency key needs the very same batch; with one message impossible now, nobody in it is
+    re-sent blindly."""
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    with ledger(workspace) as db:
+        db.acquire_lease(ISSUE, "dead", stale_after=60)
+        db.claim(ISSUE, "deadbatch", ["grace@example.org", "linus@example.net"], "dead")
+        db.release_lease(ISSUE, "dead")
+    subject_with_city(workspace, "Boston")
+    edit_list(workspace, "2026-02-11,Arlington", '2026-02-11,"Arlington\nVA"')
+    result = run("send", ISSUE, "--yes", "--allow-changed", env=SECRET)
+    assert result.exit_code == 3, result.stderr
+    assert delivered(workspace) == ["ada@example.com", "margaret@example.com"]
+    with ledger(workspace) as db:
+        reasons = {r.email: r.reason for r in db.rows(ISSUE, ("unknown",))}
+    assert set(reasons) == {"grace@example.org", "linus@example.net"}
+    assert reasons["linus@example.net"].startswith("a run stopped after claiming this batch, and it cannot be built "
+                                                   "again (the subject for grace@example.org would contain a line break")
+
+
+def test_a_proof_is_not_retried_after_a_gateway_error(run, workspace, keyed, monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "502")
+    monkeypatch.setattr(KeyedProvider, "calls", 0)
+    result = run("test", ISSUE, "--to", "editor@example.com", env=keyed)
+    assert result.exit_code == 1 and "postmark answered HTTP 502" in result.stderr
+    assert KeyedProvider.calls == 1  # it may have been accepted: a proof is not worth a duplicate
