@@ -586,3 +586,22 @@ def test_a_proof_is_not_retried_after_a_gateway_error(run, workspace, keyed, mon
     result = run("test", ISSUE, "--to", "editor@example.com", env=keyed)
     assert result.exit_code == 1 and "postmark answered HTTP 502" in result.stderr
     assert KeyedProvider.calls == 1  # it may have been accepted: a proof is not worth a duplicate
+
+
+def test_a_recipient_in_doubt_whose_batch_cannot_be_rebuilt_does_not_stop_the_send(run, workspace, keyed,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(KeyedProvider, "behaviour", "mixed")  # linus ends unknown
+    assert run("send", ISSUE, "--yes", "--limit", "3", env=keyed).exit_code == 4
+    asked = []
+    monkeypatch.setattr(KeyedProvider, "reconcile", lambda self, batch, session, **kw: asked.append(batch) or [])
+    monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
+    monkeypatch.setattr(KeyedProvider, "behaviour", "ok")
+    subject_with_city(workspace, "Boston")
+    edit_list(workspace, "linus@example.net,,subscribed,weekly,2026-03-20,", 'linus@example.net,,subscribed,weekly,'
+                                                                            '2026-03-20,"Oslo\nNorway"')
+    result = run("send", ISSUE, "--allow-changed", env=keyed, input="y\ny\ny\n")
+    assert ("Warning: cannot ask postmark about every recipient in doubt: the subject for linus@example.net would "
+            "contain a line break") in result.stderr
+    assert result.exit_code == 3, result.output
+    assert "margaret@example.com" in delivered(workspace) and asked == []
+    assert status(run)["unknown"] == 1 and status(run)["pending"] == 0

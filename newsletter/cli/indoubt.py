@@ -13,7 +13,7 @@ from typing import Callable
 
 import click
 
-from ..errors import AuthError
+from ..errors import AuthError, RecipientError
 from ..ledger import Ledger
 from ..personalize import Personalizer
 from ..pipeline import Build
@@ -63,6 +63,10 @@ def offer_reconcile(echo: Callable[[str], None], provider: Provider, ledger: Led
         return False
     try:
         report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personalizer)
+    except RecipientError as err:  # a batch in doubt cannot be rebuilt: it stays unknown, the others go out
+        click.echo(f"Warning: cannot ask {provider.name} about every recipient in doubt: {err.render()}; "
+                   f"they stay unknown, sending the others now", err=True)
+        return True
     except ReconcileInterrupted as err:
         say_reconciliation(echo, err.report, sending=True)
         if isinstance(err.__cause__, AuthError):
