@@ -306,7 +306,8 @@ class Dispatcher:
             self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
             self.abort(f"{self.provider.name} refused the request", ProviderError(
                 f"{err.message}; nothing in that batch was sent and the run stopped", status=err.status,
-                hint="fix the cause (sender, domain, stream or account), then run `newsletter send` again"))
+                hint=(f"{err.hint}; then " if err.hint else "fix the cause (sender, domain, stream or account), then ")
+                + "run `newsletter send` again"))
 
     def _stop_for_wait(self, err: ProviderError) -> None:
         """A ``Retry-After`` longer than a run waits: stop (exit 4) rather than hold cron for hours."""

@@ -306,6 +306,13 @@ def test_a_definite_refusal_of_the_whole_request_stops_the_run_and_loses_nobody(
     assert set(states(ledger, EMAILS[:6]).values()) == {"pending"}
 
 
+def test_the_adapters_hint_survives_a_stopped_run(ledger):
+    provider = ScriptedProvider(ProviderError("postmark: stream 'news' not found", status=422,
+                                              hint="check [provider] message_stream"))
+    totals = run(ledger, provider, EMAILS[:2])
+    assert "(check [provider] message_stream; then run `newsletter send` again)" in str(totals.error)
+
+
 def test_per_recipient_outcomes_are_recorded_and_only_the_transient_ones_retried(ledger):
     def mixed(batch):
         return [Outcome("r0@example.com", "sent", provider_id="m0"),
