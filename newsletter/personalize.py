@@ -24,12 +24,12 @@ class Personalizer:
         self._mailto = unsubscribe_mailto
         self._secret = secret
         self._slots = compiled.slots
+        self._mailto_url = f"mailto:{unsubscribe_mailto}?subject=unsubscribe" if unsubscribe_mailto else ""
 
     def values(self, subscriber: Subscriber) -> tuple[list[str], str]:
         """Slot values for one subscriber (also used by providers that substitute server-side)."""
         url = unsubscribe_url(self._url_template, subscriber.email, self._secret)
-        context = {"subscriber": subscriber.merge_values(),
-                   "unsubscribe_url": url or (f"mailto:{self._mailto}?subject=unsubscribe" if self._mailto else "")}
+        context = {"subscriber": subscriber.merge_values(), "unsubscribe_url": url or self._mailto_url}
         return [slot.evaluate(context) for slot in self._slots], url
 
     def message(self, subscriber: Subscriber) -> Message:
