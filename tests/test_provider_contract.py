@@ -11,14 +11,18 @@ what the provider said; a line break in a header value is never sent.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fakeproviders import FakeProviders, sample_batch
 from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers import provider_class
+from newsletter.providers.base import json_size
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
 KEY = "contract-key-7f3a"
@@ -243,3 +247,18 @@ def _body(request) -> bytes:
 def test_every_adapter_is_in_the_contract():
     from newsletter.providers import ADAPTERS
     assert sorted(set(ADAPTERS) - {"outbox"}) == sorted(PROVIDERS)
+
+
+@given(st.text())
+def test_json_size_is_an_upper_bound_of_what_requests_sends(text):
+    """Batches are cut by this estimate: it must never be below the JSON (or UTF-8) size."""
+    assert json_size(text) >= len(json.dumps(text)) and json_size(text) >= len(text.encode("utf-8", "surrogatepass"))
+
+
+def test_batches_of_large_bodies_stay_within_the_memory_budget(fake):
+    """Peak memory must not grow with the batch count limit: big bodies make smaller batches."""
+    provider = adapter("postmark", fake)
+    batch = sample_batch(40, body_bytes=400_000)
+    groups = list(provider.cut_batches(batch.messages))
+    assert len(groups) > 1 and [m for g in groups for m in g] == list(batch.messages)
+    assert all(sum(provider.payload_size(m) for m in g) <= provider.memory_budget for g in groups)

@@ -86,6 +86,10 @@ class Provider:
     name = "base"
     max_batch = 1  # recipients per API call
     max_payload_bytes = 10 * 1024 * 1024
+    # A batch is held in memory as messages and again as its request body, by each worker:
+    # cutting it at a few MB keeps peak RSS flat whatever the list size (the count limit
+    # still applies; providers that send the template once stay far below this).
+    memory_budget = 3 * 1024 * 1024
     default_rate = 10.0  # requests per second when [provider] rate_limit = 0
     idempotent = False  # honours an idempotency key: in-doubt batches can be retried safely
     # Seconds the provider remembers a key (when ``idempotent``): an in-doubt batch first claimed
@@ -111,8 +115,8 @@ class Provider:
         raise NotImplementedError
 
     def payload_size(self, message: Message) -> int:
-        """Bytes this message adds to a request body (for cutting batches by size)."""
-        return len(message.html.encode()) + len(message.text.encode()) + len(message.subject.encode()) + 512
+        """Bytes this message adds to a request body at most (for cutting batches by size)."""
+        return json_size(message.html) + json_size(message.text) + json_size(message.subject) + 512
 
     def honours_key(self, age: float | None) -> bool:
         """True when a batch first claimed ``age`` seconds ago (None: not known) can be sent again
@@ -156,9 +160,10 @@ class Provider:
         """Groups of messages within the count AND payload-size limits."""
         group: list[Message] = []
         size = 0
+        limit = min(self.max_payload_bytes, self.memory_budget)
         for message in messages:
             weight = self.payload_size(message)
-            if group and (len(group) >= self.batch_size or size + weight > self.max_payload_bytes):
+            if group and (len(group) >= self.batch_size or size + weight > limit):
                 yield group
                 group, size = [], 0
             group.append(message)
@@ -219,6 +224,20 @@ class Provider:
 
     def close(self) -> None:
         """Release anything held open (files, connections)."""
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7f))  # json escapes DEL (0x7f) too
+
+
+def json_size(text: str) -> int:
+    """An upper bound of ``len(json.dumps(text))`` (ASCII-escaped, as requests sends it), and so of
+    its UTF-8 size too, without encoding it: this runs per recipient, and JSON-encoding each
+    body only to weigh it cost ~120 µs a recipient."""
+    ascii_part = text.encode("ascii", "ignore")
+    controls = ascii_part.translate(None, _PRINTABLE_ASCII)  # \n, \t, ... become 2 bytes, others \u00XX
+    short = sum(controls.count(c) for c in (b"\n", b"\r", b"\t", b"\b", b"\f"))
+    return (len(ascii_part) + 2 + ascii_part.count(b'"') + ascii_part.count(b"\\") + short
+            + 5 * (len(controls) - short) + 12 * (len(text) - len(ascii_part)))  # \uXXXX, or a surrogate pair
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

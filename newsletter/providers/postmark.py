@@ -26,7 +26,6 @@ within 6 days of the batch's first claim, a day inside the shortest retention.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
+from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, outcomes_from_logs, provider_message
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -117,7 +116,7 @@ class PostmarkProvider(Provider):
 
     def payload_size(self, message: Message) -> int:
         # The JSON-escaped size of the parts that vary, plus a generous allowance for the fixed keys.
-        return (len(json.dumps(message.html)) + len(json.dumps(message.text)) + len(json.dumps(message.subject))
+        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
                 + sum(len(k) + len(v) for k, v in message.headers.items()) + 1024)
 
     def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:

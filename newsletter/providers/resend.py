@@ -19,14 +19,13 @@ settings are refused up front rather than silently ignored.
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 
 import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, names_address
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
@@ -82,7 +81,7 @@ class ResendProvider(Provider):
         return item
 
     def payload_size(self, message: Message) -> int:
-        return (len(json.dumps(message.html)) + len(json.dumps(message.text)) + len(json.dumps(message.subject))
+        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
                 + sum(len(k) + len(v) for k, v in message.headers.items()) + 768)
 
     def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
