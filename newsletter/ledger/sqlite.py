@@ -25,7 +25,7 @@ from urllib.parse import quote
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
 from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   erased_key, parse_time)
+                   erased_key, parse_time, pid_alive)
 from .migrations import LATEST, MIGRATIONS
 
 _CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
@@ -50,15 +50,6 @@ def _chunks(items: Iterable, size: int = _CHUNK) -> Iterator[list]:
     if chunk:
         yield chunk
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class SQLiteLedger(Ledger):
@@ -139,7 +130,7 @@ class SQLiteLedger(Ledger):
                              (issue_id,)).fetchone()
             if row and row[0] != holder:
                 _, other_pid, other_host, beat, _ = row
-                dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
+                dead = other_host == host and other_pid != pid and not pid_alive(other_pid)
                 if not dead and now - beat < stale_after:
                     since = datetime.fromtimestamp(row[4], timezone.utc).isoformat(timespec="seconds")
                     raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other_pid} on {other_host}, "
