@@ -89,7 +89,7 @@ class Provider:
     # A batch is held in memory as messages and again as its request body, by each worker:
     # cutting it at a few MB keeps peak RSS flat whatever the list size (the count limit
     # still applies; providers that send the template once stay far below this).
-    memory_budget = 3 * 1024 * 1024
+    memory_budget = 2 * 1024 * 1024
     default_rate = 10.0  # requests per second when [provider] rate_limit = 0
     idempotent = False  # honours an idempotency key: in-doubt batches can be retried safely
     # Seconds the provider remembers a key (when ``idempotent``): an in-doubt batch first claimed
