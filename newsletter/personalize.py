@@ -35,8 +35,12 @@ class Personalizer:
     def message(self, subscriber: Subscriber) -> Message:
         return self.message_with_values(subscriber)[0]
 
-    def message_with_values(self, subscriber: Subscriber) -> tuple[Message, list[str]]:
-        """The message and its slot values (for batches of providers that substitute server-side)."""
+    def message_with_values(self, subscriber: Subscriber, *, bodies: bool = True) -> tuple[Message, list[str]]:
+        """The message and its slot values (for batches of providers that substitute server-side).
+
+        ``bodies=False`` leaves ``html`` and ``text`` empty: a provider that sends the compiled
+        template once with per-recipient values never reads them, and they are most of the cost.
+        """
         values, url = self.values(subscriber)
         compiled = self.compiled
         subject = compiled.subject.fill(values, html=False)
@@ -48,8 +52,8 @@ class Personalizer:
             to=subscriber.email,
             to_name=subscriber.name,
             subject=subject,
-            html=compiled.html.fill(values, html=True),
-            text=compiled.text.fill(values, html=False),
+            html=compiled.html.fill(values, html=True) if bodies else "",
+            text=compiled.text.fill(values, html=False) if bodies else "",
             sender=self.sender,
             reply_to=self.reply_to,
             headers=list_unsubscribe_headers(url, self._mailto),

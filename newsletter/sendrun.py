@@ -353,7 +353,8 @@ class SendRun:
         def messages():
             for subscriber in subscribers:
                 try:
-                    message, slot_values = self.personalizer.message_with_values(subscriber)
+                    message, slot_values = self.personalizer.message_with_values(
+                        subscriber, bodies=not self.provider.substitutes)
                 except RecipientError as err:  # their data alone: they fail, the others are sent
                     dispatcher.recipient_failed(err)
                     continue

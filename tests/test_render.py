@@ -205,3 +205,15 @@ def test_text_part_keeps_links_written_as_html(workspace):
     text = "".join(build_issue(settings_for(workspace), "t").compiled.text.parts)
     assert "See the report (https://example.com/a) now." in text
     assert "Fish & chips at the pier (https://example.com/b)" in text
+
+
+def test_values_only_personalisation_keeps_everything_but_the_bodies(workspace):
+    """For SendGrid/Mailgun the loop skips the bodies: the rest must be the same message."""
+    write_issue(workspace, "Hi {{ subscriber.name }}\n")
+    settings = settings_for(workspace)
+    p = personalizer(settings, build_issue(settings, "t").compiled)
+    reader = Subscriber("a@example.com", name="Ada")
+    full, values = p.message_with_values(reader)
+    lean, lean_values = p.message_with_values(reader, bodies=False)
+    assert lean.html == lean.text == "" and lean_values == values and "Hi Ada" in full.html
+    assert (lean.subject, lean.headers, lean.to, lean.to_name) == (full.subject, full.headers, full.to, full.to_name)

@@ -96,6 +96,9 @@ class Provider:
     # longer ago than this would be sent again by a retry, so it becomes ``unknown`` instead.
     idempotency_window = math.inf
     needs_api_key = True
+    # Sends the compiled template once with per-recipient values (Batch.template/slot_values):
+    # the send loop then skips building each reader's html and text.
+    substitutes = False
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"

@@ -61,6 +61,7 @@ class MailgunProvider(Provider):
     name = "mailgun"
     default_origin = "https://api.mailgun.net"
     max_batch = 1000
+    substitutes = True  # the template once, per-recipient values: no per-reader bodies needed
     max_payload_bytes = 25 * 1000 * 1000  # Mailgun's maximum message size
     default_rate = 10.0
     reconcile_note = ("Mailgun is asked through its events API (the issue's accepted events, "

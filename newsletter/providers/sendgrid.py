@@ -53,6 +53,7 @@ class SendGridProvider(Provider):
     name = "sendgrid"
     default_origin = "https://api.sendgrid.com"
     max_batch = 1000
+    substitutes = True  # the template once, per-recipient values: no per-reader bodies needed
     # 30 MB per request; the body is sent once per batch and a recipient weighs at most
     # SUBSTITUTIONS_LIMIT + its own fields, so leave room for one large body.
     max_payload_bytes = 30 * 1000 * 1000 - 2 * 1000 * 1000
