@@ -99,6 +99,7 @@ class Provider:
     # Sends the compiled template once with per-recipient values (Batch.template/slot_values):
     # the send loop then skips building each reader's html and text.
     substitutes = False
+    envelope_bytes = 512  # what one message's fixed JSON keys and addresses add, generously
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
@@ -118,8 +119,10 @@ class Provider:
         raise NotImplementedError
 
     def payload_size(self, message: Message) -> int:
-        """Bytes this message adds to a request body at most (for cutting batches by size)."""
-        return json_size(message.html) + json_size(message.text) + json_size(message.subject) + 512
+        """Bytes this message adds to a request body at most (for cutting batches by size): its
+        JSON-escaped bodies, subject and headers, plus ``envelope_bytes`` for the fixed keys."""
+        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
+                + sum(json_size(k) + json_size(v) for k, v in message.headers.items()) + self.envelope_bytes)
 
     def honours_key(self, age: float | None) -> bool:
         """True when a batch first claimed ``age`` seconds ago (None: not known) can be sent again

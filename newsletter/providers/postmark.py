@@ -33,7 +33,7 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, outcomes_from_logs, provider_message
+from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -70,6 +70,7 @@ class PostmarkProvider(Provider):
     default_origin = "https://api.postmarkapp.com"
     max_batch = 500
     max_payload_bytes = 50 * 1000 * 1000
+    envelope_bytes = 1024  # From, To, MessageStream/tags, tracking switches per message
     default_rate = 10.0  # Postmark documents no request rate; it throttles with 429
     reconcile_note = "Postmark is asked through its Messages API (outbound search by tag and batch metadata)"
 
@@ -114,10 +115,6 @@ class PostmarkProvider(Provider):
             item["ReplyTo"] = message.reply_to
         return item
 
-    def payload_size(self, message: Message) -> int:
-        # The JSON-escaped size of the parts that vary, plus a generous allowance for the fixed keys.
-        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
-                + sum(len(k) + len(v) for k, v in message.headers.items()) + 1024)
 
     def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
         body = json_body(response)

@@ -25,7 +25,7 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, names_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
@@ -38,6 +38,7 @@ class ResendProvider(Provider):
     default_origin = "https://api.resend.com"
     max_batch = 100
     max_payload_bytes = 40 * 1000 * 1000  # Resend's 40 MB per email bounds a batch of text-only emails
+    envelope_bytes = 768  # from, to, tags and reply_to per email
     default_rate = 2.0  # Resend's documented default: 2 requests per second
     idempotent = True
     idempotency_window = IDEMPOTENCY_WINDOW
@@ -80,9 +81,6 @@ class ResendProvider(Provider):
             item["reply_to"] = message.reply_to
         return item
 
-    def payload_size(self, message: Message) -> int:
-        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
-                + sum(len(k) + len(v) for k, v in message.headers.items()) + 768)
 
     def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
         body = json_body(response)
