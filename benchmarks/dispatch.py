@@ -12,8 +12,9 @@ own process):
 * wire: a bare ``requests`` loop, one connection, posting again and again the
   request bodies the adapter built for the first batches, encoded before the
   clock starts: the physical limit of this machine and fake;
-* requests (the baseline): the same loop handing ``requests`` the adapter's
-  ``json=``/``files=`` bodies, so each call encodes its body as any client must;
+* requests (the baseline): the same loop handing ``requests`` the same payloads
+  as a plain client holds them (JSON bodies as Python objects, ``json=``; Mailgun's
+  form fields, ``files=``), so each call encodes its body;
 * tool: what ``newsletter send ISSUE --yes`` does after compiling, on a fresh
   workspace and ledger: check the list, summary, freeze the plan, then the send
   loop (list streamed, ledger look-ups, personalisation, claims, API calls by the
@@ -25,8 +26,8 @@ before it too. Bytes per recipient are what the fake received. "ledger ms/batch"
 is the claim and record of one batch (wall time in the calls, waiting for the
 ledger's lock included). "fake busy" is the fake's CPU over the loop's seconds
 (near 100%: the fake, not the client, is the limit).
-Two more rows without HTTP: ``noop`` (a provider that accepts at once: the send
-loop's own ceiling) and ``outbox`` (fsync'ed ``.eml`` files). Then peak RSS of the
+Two more rows without HTTP: ``noop`` (a provider that fills each body like
+Postmark's and accepts at once: the send loop's own ceiling) and ``outbox`` (fsync'ed ``.eml`` files). Then peak RSS of the
 tool with Postmark (the largest requests) at two list sizes: target <= 100 MB, flat.
 
 Each row runs in its own process, so its peak RSS is its own. Numbers only;
@@ -87,8 +88,11 @@ def make_provider(settings, kind: str):
 
     class NoopProvider(Provider):
         name, max_batch, default_rate, idempotent, needs_api_key = "noop", 500, 0.0, True, False
+        fills_bodies = True  # like Postmark and Resend: bodies are filled (encoded) per message
 
         def send_batch(self, batch, session):
+            for _ in self.message_bodies(batch):
+                pass
             return [Outcome(m.to, "sent", provider_id="x") for m in batch.messages]
 
     return NoopProvider(settings) if kind == "noop" else open_provider(settings)
@@ -170,8 +174,19 @@ def first_requests(settings, kind: str) -> list[tuple[int, object]]:
     out = []
     for n, group in enumerate(provider.cut_batches(m for m, _ in first)):
         batch = Batch(ISSUE, f"base{n:04d}", tuple(group), tuple(values[id(m)] for m in group), template)
-        out.append((len(group), provider.build_request(batch)))
+        out.append((len(group), as_plain_client(provider.build_request(batch))))
     return out
+
+
+def as_plain_client(request):
+    """The request as a plain client holds it: a JSON body as Python objects (``json=``), not the
+    bytes Postmark's and Resend's adapters assemble from pre-encoded parts."""
+    from dataclasses import replace
+
+    if request.json is None and isinstance(request.data, bytes) and \
+            request.headers.get("Content-Type", "").startswith("application/json"):
+        return replace(request, json=json.loads(request.data), data=None)
+    return request
 
 
 def run_baseline(root: Path, kind: str, url: str, *, wire: bool) -> dict:

@@ -70,6 +70,9 @@ class Message:
     reply_to: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)  # List-Unsubscribe and friends
     to_name: str = ""
+    # When ``html`` and ``text`` are left empty for the adapter to fill from the batch's template:
+    # their size as sent (JSON-encoded), for cutting batches by bytes. -1: weigh ``html`` and ``text``.
+    body_bytes: int = -1
 
 
 @dataclass(frozen=True)

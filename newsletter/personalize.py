@@ -35,11 +35,14 @@ class Personalizer:
     def message(self, subscriber: Subscriber) -> Message:
         return self.message_with_values(subscriber)[0]
 
-    def message_with_values(self, subscriber: Subscriber, *, bodies: bool = True) -> tuple[Message, list[str]]:
+    def message_with_values(self, subscriber: Subscriber, *, bodies: bool = True,
+                            weigh: bool = False) -> tuple[Message, list[str]]:
         """The message and its slot values (for batches of providers that substitute server-side).
 
         ``bodies=False`` leaves ``html`` and ``text`` empty: a provider that sends the compiled
-        template once with per-recipient values never reads them, and they are most of the cost.
+        template once with per-recipient values never reads them, and one that fills each body
+        from the template itself (JSON-encoded) does so in the worker; ``weigh`` then sets the
+        message's ``body_bytes``, their JSON size, for cutting batches by bytes.
         """
         values, url = self.values(subscriber)
         compiled = self.compiled
@@ -57,4 +60,6 @@ class Personalizer:
             sender=self.sender,
             reply_to=self.reply_to,
             headers=list_unsubscribe_headers(url, self._mailto),
+            body_bytes=(compiled.html.json_size(values, html=True) + compiled.text.json_size(values, html=False)
+                        if weigh and not bodies else -1),
         ), values

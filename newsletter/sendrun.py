@@ -349,12 +349,13 @@ class SendRun:
     def _submit(self, dispatcher: Dispatcher, subscribers: list[Subscriber]) -> bool:
         """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long."""
         values: deque = deque()
+        bodies = not (self.provider.substitutes or self.provider.fills_bodies)  # else built from the template
 
         def messages():
             for subscriber in subscribers:
                 try:
                     message, slot_values = self.personalizer.message_with_values(
-                        subscriber, bodies=not self.provider.substitutes)
+                        subscriber, bodies=bodies, weigh=self.provider.fills_bodies)
                 except RecipientError as err:  # their data alone: they fail, the others are sent
                     dispatcher.recipient_failed(err)
                     continue

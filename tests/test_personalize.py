@@ -7,8 +7,12 @@ plain library calls give.
 
 import hashlib
 import hmac
+import json
 
 import pytest
+import hypothesis
+from hypothesis import given
+from hypothesis import strategies as st
 from markupsafe import escape
 
 from newsletter.models import Subscriber
@@ -74,3 +78,14 @@ def test_mailto_stands_in_for_a_missing_unsubscribe_url(workspace):
         Subscriber("a@example.com", name="Ada"))
     assert 'href="mailto:u@example.com?subject=unsubscribe"' in message.html
     assert message.headers == {"List-Unsubscribe": "<mailto:u@example.com?subject=unsubscribe>"}
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.text().filter(lambda t: "zqslot" not in t), min_size=1, max_size=5), values=st.lists(st.text(), min_size=3, max_size=3),
+       html=st.booleans())
+def test_json_fill_is_json_dumps_of_fill(parts, values, html):
+    """The adapters' pre-encoded bodies are byte for byte what json.dumps makes of the filled text."""
+    text = "".join(f"{part}zqslot{n % 3}qz" for n, part in enumerate(parts[:-1])) + parts[-1]
+    template = SlotTemplate.split(text)
+    assert template.json_fill(values, html=html) == json.dumps(template.fill(values, html=html))
+    assert template.json_size(values, html=html) == len(json.dumps(template.fill(values, html=html)))

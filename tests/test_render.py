@@ -1,5 +1,6 @@
 """The compile pipeline: slots survive, personalising is a substitution, errors name file and line."""
 
+import json
 import re
 
 import pytest
@@ -217,3 +218,15 @@ def test_values_only_personalisation_keeps_everything_but_the_bodies(workspace):
     lean, lean_values = p.message_with_values(reader, bodies=False)
     assert lean.html == lean.text == "" and lean_values == values and "Hi Ada" in full.html
     assert (lean.subject, lean.headers, lean.to, lean.to_name) == (full.subject, full.headers, full.to, full.to_name)
+
+
+def test_weighed_bodies_are_the_json_size_of_the_filled_ones(workspace):
+    """Postmark/Resend messages leave their bodies to the adapter: their weight must be exact."""
+    write_issue(workspace, 'Hi {{ subscriber.name | default("there") }} & "co" \u2603 from {{ subscriber.city }}\n')
+    settings = settings_for(workspace)
+    p = personalizer(settings, build_issue(settings, "t").compiled)
+    reader = Subscriber("a@example.com", name='Ann <O\'Neil> "\u00e9\t"', fields={"city": "Zurich\u00a0\U0001f600"})
+    full, values = p.message_with_values(reader)
+    lean, _ = p.message_with_values(reader, bodies=False, weigh=True)
+    assert lean.html == "" and lean.body_bytes == len(json.dumps(full.html)) + len(json.dumps(full.text))
+    assert full.body_bytes == -1

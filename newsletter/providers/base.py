@@ -99,6 +99,9 @@ class Provider:
     # Sends the compiled template once with per-recipient values (Batch.template/slot_values):
     # the send loop then skips building each reader's html and text.
     substitutes = False
+    # Builds each message's body from the batch's template and values (already JSON-encoded, see
+    # :meth:`message_bodies`): the send loop leaves html and text empty and sets ``body_bytes``.
+    fills_bodies = False
     envelope_bytes = 512  # what one message's fixed JSON keys and addresses add, generously
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
@@ -121,8 +124,20 @@ class Provider:
     def payload_size(self, message: Message) -> int:
         """Bytes this message adds to a request body at most (for cutting batches by size): its
         JSON-escaped bodies, subject and headers, plus ``envelope_bytes`` for the fixed keys."""
-        return (json_size(message.html) + json_size(message.text) + json_size(message.subject)
+        bodies = message.body_bytes if message.body_bytes >= 0 else json_size(message.html) + json_size(message.text)
+        return (bodies + json_size(message.subject)
                 + sum(json_size(k) + json_size(v) for k, v in message.headers.items()) + self.envelope_bytes)
+
+    def message_bodies(self, batch: Batch) -> Iterator[tuple[str, str]]:
+        """Each message's html and text, JSON-encoded: filled from the batch's template and values
+        when it has them (the send loop leaves the messages' bodies empty), else the messages' own."""
+        if batch.template is not None and len(batch.slot_values) == len(batch.messages):
+            html, text = batch.template["html"], batch.template["text"]
+            for values in batch.slot_values:
+                yield html.json_fill(values, html=True), text.json_fill(values, html=False)
+        else:
+            for message in batch.messages:
+                yield json.dumps(message.html), json.dumps(message.text)
 
     def honours_key(self, age: float | None) -> bool:
         """True when a batch first claimed ``age`` seconds ago (None: not known) can be sent again
@@ -244,6 +259,26 @@ def json_size(text: str) -> int:
     short = sum(controls.count(c) for c in (b"\n", b"\r", b"\t", b"\b", b"\f"))
     return (len(ascii_part) + 2 + ascii_part.count(b'"') + ascii_part.count(b"\\") + short
             + 5 * (len(controls) - short) + 12 * (len(text) - len(ascii_part)))  # \uXXXX, or a surrogate pair
+
+
+def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, str]) -> str:
+    """``json.dumps(item)`` (as requests encodes ``json=``) with each key of ``bodies``, left "" in
+    ``item``, set to that already-encoded JSON text instead.
+
+    Inside an encoded string every quote is escaped, so ``"key": ""`` is found only as the member itself.
+    """
+    text = json.dumps(item)
+    for key, encoded in bodies.items():
+        member = f'"{key}": ""'
+        if member not in text:
+            raise ValueError(f"json_with_bodies: {key!r} is not an empty member of the item")
+        text = text.replace(member, f'"{key}": {encoded}', 1)
+    return text
+
+
+def json_array(items: Iterable[str]) -> bytes:
+    """Encoded JSON values as one JSON array, the bytes ``json.dumps`` and requests would send."""
+    return ("[" + ", ".join(items) + "]").encode("ascii")
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -33,7 +33,8 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
+from .base import (Batch, Provider, Request, all_outcomes, json_array, json_body, json_with_bodies,
+                   outcomes_from_logs, provider_message)
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -71,6 +72,7 @@ class PostmarkProvider(Provider):
     max_batch = 500
     max_payload_bytes = 50 * 1000 * 1000
     envelope_bytes = 1024  # From, To, MessageStream/tags, tracking switches per message
+    fills_bodies = True
     default_rate = 10.0  # Postmark documents no request rate; it throttles with 429
     reconcile_note = "Postmark is asked through its Messages API (outbound search by tag and batch metadata)"
 
@@ -91,8 +93,9 @@ class PostmarkProvider(Provider):
 
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
-        body = [self._message(batch, m) for m in batch.messages]
-        return Request("POST", self.url("/email/batch"), self._headers(), json=body)
+        body = json_array(json_with_bodies(self._message(batch, m), {"HtmlBody": html, "TextBody": text})
+                          for m, (html, text) in zip(batch.messages, self.message_bodies(batch)))
+        return Request("POST", self.url("/email/batch"), self._headers(), data=body)
 
     def _message(self, batch: Batch, message: Message) -> dict:
         headers = message.headers
@@ -102,8 +105,8 @@ class PostmarkProvider(Provider):
             "From": message.sender,
             "To": message.to,
             "Subject": message.subject,
-            "HtmlBody": message.html,
-            "TextBody": message.text,
+            "HtmlBody": "",  # the bodies are filled in already encoded (build_request)
+            "TextBody": "",
             "MessageStream": self.stream,
             "Tag": batch.issue_id,
             "Metadata": {"issue": batch.issue_id, "batch": batch.batch_id},

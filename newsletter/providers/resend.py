@@ -25,7 +25,7 @@ import requests
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
+from .base import Batch, Provider, Request, all_outcomes, json_array, json_body, json_with_bodies, names_address
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
@@ -39,6 +39,7 @@ class ResendProvider(Provider):
     max_batch = 100
     max_payload_bytes = 40 * 1000 * 1000  # Resend's 40 MB per email bounds a batch of text-only emails
     envelope_bytes = 768  # from, to, tags and reply_to per email
+    fills_bodies = True
     default_rate = 2.0  # Resend's documented default: 2 requests per second
     idempotent = True
     idempotency_window = IDEMPOTENCY_WINDOW
@@ -64,16 +65,18 @@ class ResendProvider(Provider):
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
         tags = [{"name": "issue", "value": _tag(batch.issue_id)}, {"name": "batch", "value": _tag(batch.batch_id)}]
-        body = [self._email(m, tags) for m in _ordered(batch)]
-        return Request("POST", self.url("/emails/batch"), self._headers(batch), json=body)
+        bodies = sorted(zip(batch.messages, self.message_bodies(batch)), key=lambda pair: _order(pair[0]))
+        body = json_array(json_with_bodies(self._email(m, tags), {"html": html, "text": text})
+                          for m, (html, text) in bodies)
+        return Request("POST", self.url("/emails/batch"), self._headers(batch), data=body)
 
     def _email(self, message: Message, tags: list[dict]) -> dict:
         item = {
             "from": message.sender,
             "to": [email.utils.formataddr((message.to_name, message.to)) if message.to_name else message.to],
             "subject": message.subject,
-            "html": message.html,
-            "text": message.text,
+            "html": "",  # the bodies are filled in already encoded (build_request)
+            "text": "",
             "headers": dict(message.headers),
             "tags": tags,
         }
@@ -149,7 +152,11 @@ class ResendProvider(Provider):
 def _ordered(batch: Batch) -> list[Message]:
     """Emails in address order: a batch rebuilt later (resume, reconcile) must be the very same payload,
     or Resend answers 409 "Same idempotency key used with a different request payload"."""
-    return sorted(batch.messages, key=lambda m: m.to.strip().lower())
+    return sorted(batch.messages, key=_order)
+
+
+def _order(message: Message) -> str:
+    return message.to.strip().lower()
 
 
 def _tag(value: str) -> str:
