@@ -10,6 +10,7 @@ under a lock: SQLite serialises writers anyway, and our transactions are short.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -33,6 +34,13 @@ _CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's 
 # unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
 _RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pending": "pending"}
+
+
+# ``m``: the rows of issue ?2 named by the JSON array ?1 of [address key, ...] arrays, with their
+# array. The CROSS JOIN and MATERIALIZED pin the plan: one index look-up per address, then the
+# update by rowid (left to itself, the planner scans the issue's rows for each address).
+_BY_ADDRESS = ("WITH m AS MATERIALIZED (SELECT d.id AS id, j.value AS v FROM json_each(?1) j "
+               "CROSS JOIN deliveries d ON d.issue_id = ?2 AND d.email = j.value ->> 0) ")
 
 
 def _now() -> str:
@@ -206,47 +214,49 @@ class SQLiteLedger(Ledger):
             db.execute("UPDATE issues SET content_hash = ? WHERE issue_id = ?", (content_hash, issue_id))
 
     # -- the send loop --------------------------------------------------------------
+    # The send loop's statements take a whole batch as one JSON parameter and answer in one JSON
+    # value: Python's sqlite3 releases the GIL around every step, so a statement per row (or a row
+    # per step) waits for the GIL once per recipient while other threads personalise and encode;
+    # with one step per statement the ledger costs a few hand-overs per batch, whatever its size.
     def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
-        found: dict[str, tuple[str, bool]] = {}
-        for chunk in _chunks(address_key(e) for e in emails):
-            marks = ",".join("?" * len(chunk))
-            for email, state, suppressed in self._read(
-                    f"SELECT d.email, d.state, s.email IS NOT NULL FROM deliveries d "
-                    f"LEFT JOIN suppressions s ON s.email = d.email "
-                    f"WHERE d.issue_id = ? AND d.email IN ({marks})", (issue_id, *chunk)):
-                found[email] = (state, bool(suppressed))
-        return found
+        if not emails:
+            return {}
+        [(found,)] = self._read(
+            "SELECT json_group_array(json_array(d.email, d.state, s.email IS NOT NULL)) "
+            "FROM json_each(?2) j CROSS JOIN deliveries d ON d.issue_id = ?1 AND d.email = j.value "
+            "LEFT JOIN suppressions s ON s.email = d.email",
+            (issue_id, json.dumps([address_key(e) for e in emails])))
+        return {email: (state, bool(suppressed)) for email, state, suppressed in json.loads(found)}
 
     def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
-        claimed: set[str] = set()
         now = _now()
         with self._tx() as db:
-            for chunk in _chunks(address_key(e) for e in emails):
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"UPDATE deliveries SET state = 'sending', batch_id = ?, updated_at = ?, claimed_at = ? "
-                    f"WHERE issue_id = ? AND +state = 'pending' AND email IN ({marks}) "
-                    f"AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?) RETURNING email",
-                    (batch_id, now, now, issue_id, *chunk, issue_id, holder)).fetchall()
-                claimed.update(r[0] for r in rows)
-        return claimed
+            db.execute("UPDATE deliveries SET state = 'sending', batch_id = ?1, updated_at = ?2, claimed_at = ?2 "
+                       "WHERE issue_id = ?3 AND +state = 'pending' AND email IN (SELECT value FROM json_each(?4)) "
+                       "AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ?3 AND holder = ?5)",
+                       (batch_id, now, issue_id, json.dumps([address_key(e) for e in emails]), holder))
+            [(claimed,)] = db.execute("SELECT json_group_array(email) FROM deliveries "
+                                      "WHERE issue_id = ? AND batch_id = ?", (issue_id, batch_id)).fetchall()
+        return set(json.loads(claimed))
 
     def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
         now = _now()
-        params, suppress = [], []
+        rows, suppress = [], []
         for outcome in outcomes:
             if outcome.state not in _RECORD_STATE:
                 raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
             key = address_key(outcome.email)
-            params.append((_RECORD_STATE[outcome.state], outcome.provider_id, outcome.reason[:500], now,
-                           issue_id, key, batch_id))
+            rows.append((key, _RECORD_STATE[outcome.state], outcome.provider_id, outcome.reason[:500]))
             if outcome.suppress:
-                suppress.append((key, outcome.reason[:500] or "reported by the provider", source, now))
+                suppress.append((key, outcome.reason[:500] or "reported by the provider"))
         with self._tx() as db:
-            db.executemany("UPDATE deliveries SET state = ?, provider_id = ?, reason = ?, attempts = attempts + 1, "
-                           "updated_at = ? WHERE issue_id = ? AND email = ? AND +batch_id = ? AND +state = 'sending'",
-                           params)
-            db.executemany("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", suppress)
+            db.execute(_BY_ADDRESS + "UPDATE deliveries SET state = m.v ->> 1, provider_id = m.v ->> 2, "
+                       "reason = m.v ->> 3, attempts = attempts + 1, updated_at = ?4 FROM m "
+                       "WHERE deliveries.id = m.id AND +deliveries.batch_id = ?3 AND +deliveries.state = 'sending'",
+                       (json.dumps(rows), issue_id, batch_id, now))
+            if suppress:
+                db.execute("INSERT OR IGNORE INTO suppressions SELECT value ->> 0, value ->> 1, ?2, ?3 "
+                           "FROM json_each(?1)", (json.dumps(suppress), source, now))
 
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:
         with self._tx() as db:
@@ -254,14 +264,17 @@ class SQLiteLedger(Ledger):
                        "WHERE issue_id = ? AND batch_id = ? AND state = 'sending'", (_now(), issue_id, batch_id))
 
     def skip(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        return self._close_pending(issue_id, "skipped", [(address_key(email), reason) for email, reason in reasons])
+
+    def _close_pending(self, issue_id: str, state: str, reasons: Sequence[tuple[str, str]]) -> int:
+        """``pending`` rows (address key, reason) -> ``state``, in one statement (see :meth:`lookup`)."""
         if not reasons:
             return 0
-        now = _now()
         with self._tx() as db:
-            before = db.total_changes
-            db.executemany("UPDATE deliveries SET state = 'skipped', reason = ?, updated_at = ? "
-                           "WHERE issue_id = ? AND email = ? AND +state = 'pending'",
-                           [(reason, now, issue_id, address_key(email)) for email, reason in reasons])
+            before = db.total_changes  # (rowcount is -1 for a statement that starts with WITH)
+            db.execute(_BY_ADDRESS + f"UPDATE deliveries SET state = '{state}', reason = m.v ->> 1, updated_at = ?3 "
+                       "FROM m WHERE deliveries.id = m.id AND +deliveries.state = 'pending'",
+                       (json.dumps(reasons), issue_id, _now()))
             return db.total_changes - before
 
     def add_skipped(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
@@ -279,15 +292,8 @@ class SQLiteLedger(Ledger):
             return added
 
     def fail(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
-        if not reasons:
-            return 0
-        now = _now()
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany("UPDATE deliveries SET state = 'failed', reason = ?, updated_at = ? "
-                           "WHERE issue_id = ? AND email = ? AND +state = 'pending'",
-                           [(reason[:500], now, issue_id, address_key(email)) for email, reason in reasons])
-            return db.total_changes - before
+        return self._close_pending(issue_id, "failed", [(address_key(email), reason[:500])
+                                                         for email, reason in reasons])
 
     def retry_failed(self, issue_id: str) -> int:
         with self._tx() as db:
