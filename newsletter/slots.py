@@ -180,12 +180,16 @@ class SlotTemplate:
     def json_fill(self, values: Sequence[str], *, html: bool) -> str:
         """``json.dumps(self.fill(values, html=html))`` (ASCII, as requests sends it), built from the
         literal parts encoded once."""
+        return "".join(self.json_pieces(values, html=html))
+
+    def json_pieces(self, values: Sequence[str], *, html: bool) -> list[str]:
+        """:meth:`json_fill` unjoined, for a request body that joins every message's pieces at once."""
         parts = self._json_parts
         out = ['"', parts[0]]
         for slot_id, part in zip(self.slot_ids, parts[1:]):
             out += (_json_inner(escape_html(values[slot_id]) if html else values[slot_id]), part)
         out.append('"')
-        return "".join(out)
+        return out
 
     def json_size(self, values: Sequence[str], *, html: bool) -> int:
         """``len(self.json_fill(values, html=html))`` without building it."""

@@ -71,7 +71,7 @@ class ListEditor:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(locked(self.path))
             if self.path.exists() and self.path.stat().st_size > 0:
-                self._reader = stack.enter_context(ListReader(self.path))
+                self._reader = stack.enter_context(ListReader(self.path, keep_raw=True))
                 self._reader.require_header()
                 self.header, self.dialect = self._reader.header, self._reader.dialect
             elif self.create is None:

@@ -223,9 +223,10 @@ class ListReader:
     a missing or non-UTF-8 file raises on entry.
     """
 
-    def __init__(self, path: Path, *, ignore_status: bool = False):
+    def __init__(self, path: Path, *, ignore_status: bool = False, keep_raw: bool = False):
         self.path = Path(path)
         self.ignore_status = ignore_status
+        self.keep_raw = keep_raw  # records keep their exact text (for rewriting the file)
         self.dialect = Dialect()
         self.header = Header((), ())
         self.header_record: Record | None = None
@@ -235,7 +236,7 @@ class ListReader:
     def __enter__(self) -> "ListReader":
         with ExitStack() as stack:
             try:
-                self.dialect, self._records = stack.enter_context(read_records(self.path))
+                self.dialect, self._records = stack.enter_context(read_records(self.path, keep_raw=self.keep_raw))
             except FileNotFoundError:
                 raise SubscriberError("subscriber list not found", path=str(self.path),
                                       hint="create it (newsletter subscribers add EMAIL), or set [subscribers] file "
