@@ -8,9 +8,13 @@ joins strings. No compilation, I/O or SQL happens here.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .errors import RecipientError
 from .models import Message, Subscriber
+from .providers.base import json_size
 from .render import CompiledIssue
+from .slots import escape_html
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
 
 
@@ -36,13 +40,14 @@ class Personalizer:
         return self.message_with_values(subscriber)[0]
 
     def message_with_values(self, subscriber: Subscriber, *, bodies: bool = True,
-                            weigh: bool = False) -> tuple[Message, list[str]]:
+                            weigh: str = "") -> tuple[Message, list[str]]:
         """The message and its slot values (for batches of providers that substitute server-side).
 
         ``bodies=False`` leaves ``html`` and ``text`` empty: a provider that sends the compiled
         template once with per-recipient values never reads them, and one that fills each body
-        from the template itself (JSON-encoded) does so in the worker; ``weigh`` then sets the
-        message's ``body_bytes``, their JSON size, for cutting batches by bytes.
+        from the template itself (JSON-encoded) does so in the worker. ``weigh`` then sets the
+        message's ``body_bytes`` for cutting batches by bytes: "bodies", the JSON size of its html
+        and text; "values", what its merge values add at most (:func:`values_bytes`).
         """
         values, url = self.values(subscriber)
         compiled = self.compiled
@@ -60,6 +65,15 @@ class Personalizer:
             sender=self.sender,
             reply_to=self.reply_to,
             headers=list_unsubscribe_headers(url, self._mailto),
-            body_bytes=(compiled.html.json_size(values, html=True) + compiled.text.json_size(values, html=False)
-                        if weigh and not bodies else -1),
+            body_bytes=-1 if bodies or not weigh else values_bytes(values) if weigh == "values" else
+            compiled.html.json_size(values, html=True) + compiled.text.json_size(values, html=False),
         ), values
+
+
+SLOT_KEY_BYTES = 24  # a slot's key and punctuation in a provider's merge data ("-h12-": , …), generously
+
+
+def values_bytes(values: Sequence[str]) -> int:
+    """An upper bound of what merge ``values`` add to a request that sends the template once: each
+    slot twice (HTML-escaped for the html part, as it is for the text), JSON-encoded, with its key."""
+    return sum(2 * (json_size(escape_html(value)) + SLOT_KEY_BYTES) for value in values)

@@ -350,12 +350,13 @@ class SendRun:
         """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long."""
         values: deque = deque()
         bodies = not (self.provider.substitutes or self.provider.fills_bodies)  # else built from the template
+        weigh = "bodies" if self.provider.fills_bodies else "values" if self.provider.substitutes else ""
 
         def messages():
             for subscriber in subscribers:
                 try:
                     message, slot_values = self.personalizer.message_with_values(
-                        subscriber, bodies=bodies, weigh=self.provider.fills_bodies)
+                        subscriber, bodies=bodies, weigh=weigh)
                 except RecipientError as err:  # their data alone: they fail, the others are sent
                     dispatcher.recipient_failed(err)
                     continue

@@ -457,8 +457,11 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
 
 
 def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_id: str = "b0001",
-                 addresses: list[str] | None = None, body_bytes: int = 0):
-    """A batch with real slot templates and distinct merge values per recipient (no workspace needed)."""
+                 addresses: list[str] | None = None, body_bytes: int = 0, weigh: str = ""):
+    """A batch with real slot templates and distinct merge values per recipient (no workspace needed).
+
+    ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values")."""
+    from newsletter.personalize import values_bytes
     from newsletter.models import Message
     from newsletter.providers.base import Batch
     from newsletter.slots import SlotTemplate
@@ -478,7 +481,10 @@ def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_i
                                 html=template["html"].fill(slot_values, html=True),
                                 text=template["text"].fill(slot_values, html=False),
                                 sender="Field Notes <notes@example.com>", reply_to="editor@example.com",
-                                headers=list_unsubscribe_headers(url, "unsubscribe@example.com")))
+                                headers=list_unsubscribe_headers(url, "unsubscribe@example.com"),
+                                body_bytes=-1 if not weigh else values_bytes(slot_values) if weigh == "values" else
+                                template["html"].json_size(slot_values, html=True)
+                                + template["text"].json_size(slot_values, html=False)))
         values.append(slot_values)
     return Batch(issue_id, batch_id, tuple(messages), tuple(values), template)
 

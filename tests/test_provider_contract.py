@@ -90,10 +90,12 @@ def test_full_batch_with_merge_data_reaches_each_recipient_personalised(fake, na
     assert_received_as_personalised(fake, name, batch)
 
 
+@pytest.mark.parametrize("weighed", [False, True], ids=["unweighed", "weighed-by-the-send-loop"])
 @pytest.mark.parametrize("name", PROVIDERS)
-def test_batches_are_cut_by_payload_size_and_each_fits(fake, name):
+def test_batches_are_cut_by_payload_size_and_each_fits(fake, name, weighed):
     provider = adapter(name, fake)
-    batch = sample_batch(10, body_bytes=3000)
+    weigh = ("bodies" if provider.fills_bodies else "values" if provider.substitutes else "") if weighed else ""
+    batch = sample_batch(10, body_bytes=3000, weigh=weigh)
     weights = [provider.payload_size(m) for m in batch.messages]
     provider.max_payload_bytes = int(weights[0] * 3.5)
     groups = list(provider.cut_batches(batch.messages))

@@ -45,7 +45,8 @@ from markupsafe import escape
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, names_address, outcomes_from_logs
+from .base import (Batch, Provider, Request, all_outcomes, json_body, json_size, names_address,
+                   outcomes_from_logs)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -150,8 +151,11 @@ class MailgunProvider(Provider):
         return options
 
     def payload_size(self, message: Message) -> int:
-        own = 2 * len(message.to) + len(message.to_name) + len(json.dumps(message.subject))
-        return own + sum(len(v) for v in message.headers.values()) + MERGE_ALLOWANCE
+        # its `to` field (an RFC 2047 name at most doubles), its key in recipient-variables, the multipart
+        # part's own headers, and (when they differ) its subject
+        own = 2 * json_size(message.to) + 2 * json_size(message.to_name) + json_size(message.subject) + 160
+        merge = message.body_bytes if message.body_bytes >= 0 else MERGE_ALLOWANCE  # weighed by the send loop
+        return own + sum(len(v) for v in message.headers.values()) + merge
 
     def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
         body = json_body(response)
