@@ -129,8 +129,8 @@ def rows_read(monkeypatch):
     original = subscribers.read_records
 
     @contextlib.contextmanager
-    def counting(path):
-        with original(path) as (dialect, records):
+    def counting(path, **options):
+        with original(path, **options) as (dialect, records):
             def counted():
                 for record in records:
                     counter["rows"] += 1
