@@ -70,8 +70,10 @@ class Message:
     reply_to: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)  # List-Unsubscribe and friends
     to_name: str = ""
-    # When ``html`` and ``text`` are left empty for the adapter to fill from the batch's template:
-    # their size as sent (JSON-encoded), for cutting batches by bytes. -1: weigh ``html`` and ``text``.
+    # When ``html`` and ``text`` are left empty for the adapter to build from the batch's template:
+    # what this reader adds to the request for them, JSON-encoded (their filled bodies or, for a
+    # provider that sends the template once, their merge values), for cutting batches by bytes.
+    # -1: weigh ``html`` and ``text``.
     body_bytes: int = -1
 
 

@@ -65,9 +65,13 @@ class Personalizer:
             sender=self.sender,
             reply_to=self.reply_to,
             headers=list_unsubscribe_headers(url, self._mailto),
-            body_bytes=-1 if bodies or not weigh else values_bytes(values) if weigh == "values" else
-            compiled.html.json_size(values, html=True) + compiled.text.json_size(values, html=False),
+            body_bytes=-1 if bodies else self._weight(values, weigh),
         ), values
+
+    def _weight(self, values: Sequence[str], weigh: str) -> int:
+        if weigh == "bodies":
+            return self.compiled.html.json_size(values, html=True) + self.compiled.text.json_size(values, html=False)
+        return values_bytes(values) if weigh == "values" else -1
 
 
 SLOT_KEY_BYTES = 24  # a slot's key and punctuation in a provider's merge data ("-h12-": , …), generously

@@ -227,6 +227,6 @@ def test_weighed_bodies_are_the_json_size_of_the_filled_ones(workspace):
     p = personalizer(settings, build_issue(settings, "t").compiled)
     reader = Subscriber("a@example.com", name='Ann <O\'Neil> "\u00e9\t"', fields={"city": "Zurich\u00a0\U0001f600"})
     full, values = p.message_with_values(reader)
-    lean, _ = p.message_with_values(reader, bodies=False, weigh=True)
+    lean, _ = p.message_with_values(reader, bodies=False, weigh="bodies")
     assert lean.html == "" and lean.body_bytes == len(json.dumps(full.html)) + len(json.dumps(full.text))
     assert full.body_bytes == -1
