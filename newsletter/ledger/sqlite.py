@@ -80,12 +80,22 @@ class SQLiteLedger(Ledger):
                 self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate(readonly and Path(path).exists() and str(path) != ":memory:")
+            # The send loop's look-ups read through a connection of their own: in WAL mode a reader
+            # does not wait for the writer, so the list streams on while workers claim and record
+            # (a chunk is looked up before any of its rows can be claimed: nothing it reads is stale).
+            self._lookups, self._lookup_lock = self._db, self._lock
+            if not readonly and str(path) != ":memory:":
+                self._lookups = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+                self._lookups.execute("PRAGMA busy_timeout = 30000")
+                self._lookup_lock = threading.Lock()
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open the ledger: {err}", path=self.url,
                               hint="check the path in [ledger] url and that the folder is writable") from err
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._lookup_lock:
+            if self._lookups is not self._db:
+                self._lookups.close()
             self._db.close()
 
     @contextmanager
@@ -221,11 +231,12 @@ class SQLiteLedger(Ledger):
     def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
         if not emails:
             return {}
-        [(found,)] = self._read(
-            "SELECT json_group_array(json_array(d.email, d.state, s.email IS NOT NULL)) "
-            "FROM json_each(?2) j CROSS JOIN deliveries d ON d.issue_id = ?1 AND d.email = j.value "
-            "LEFT JOIN suppressions s ON s.email = d.email",
-            (issue_id, json.dumps([address_key(e) for e in emails])))
+        with self._lookup_lock:
+            [(found,)] = self._lookups.execute(
+                "SELECT json_group_array(json_array(d.email, d.state, s.email IS NOT NULL)) "
+                "FROM json_each(?2) j CROSS JOIN deliveries d ON d.issue_id = ?1 AND d.email = j.value "
+                "LEFT JOIN suppressions s ON s.email = d.email",
+                (issue_id, json.dumps([address_key(e) for e in emails]))).fetchall()
         return {email: (state, bool(suppressed)) for email, state, suppressed in json.loads(found)}
 
     def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:

@@ -41,10 +41,10 @@ from urllib.parse import quote
 
 import requests
 from email_validator import EmailNotValidError, validate_email
-from markupsafe import escape
 
 from ..errors import ConfigError, ProviderError
 from ..models import Message, Outcome
+from ..slots import escape_html
 from .base import (Batch, Provider, Request, all_outcomes, json_body, json_size, names_address,
                    outcomes_from_logs)
 
@@ -120,11 +120,12 @@ class MailgunProvider(Provider):
                                     "(Batch.template, Batch.slot_values)", hint="this is a bug in the send loop")
             return first.html, first.text
         html_t, text_t = batch.template["html"], batch.template["text"]
-        html_slots, text_slots = sorted(set(html_t.slot_ids)), sorted(set(text_t.slot_ids))
+        html_keys = [(i, f"h{i}") for i in sorted(set(html_t.slot_ids))]
+        text_keys = [(i, f"t{i}") for i in sorted(set(text_t.slot_ids))]
         for message, values in zip(batch.messages, batch.slot_values):
             mine = variables[message.to]
-            mine.update({f"h{i}": str(escape(values[i])) for i in html_slots})
-            mine.update({f"t{i}": values[i] for i in text_slots})
+            mine.update({key: escape_html(values[i]) for i, key in html_keys})
+            mine.update({key: values[i] for i, key in text_keys})
         return (html_t.with_placeholders(lambda i: f"%recipient.h{i}%"),
                 text_t.with_placeholders(lambda i: f"%recipient.t{i}%"))
 

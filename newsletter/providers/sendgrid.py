@@ -29,11 +29,10 @@ import re
 from typing import Mapping
 
 import requests
-from markupsafe import escape
 
 from ..errors import ProviderError, RecipientError
 from ..models import Message, Outcome
-from ..slots import SlotTemplate
+from ..slots import SlotTemplate, escape_html
 from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, split_address
 
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
@@ -97,11 +96,12 @@ class SendGridProvider(Provider):
             return _identical_content(batch)
         html_t: SlotTemplate = batch.template["html"]
         text_t: SlotTemplate = batch.template["text"]
-        html_slots, text_slots = sorted(set(html_t.slot_ids)), sorted(set(text_t.slot_ids))
+        html_keys = [(i, html_key(i)) for i in sorted(set(html_t.slot_ids))]
+        text_keys = [(i, text_key(i)) for i in sorted(set(text_t.slot_ids))]
         substitutions = []
-        for message, values in zip(batch.messages, batch.slot_values):
-            subs = {html_key(i): str(escape(values[i])) for i in html_slots}
-            subs.update({text_key(i): values[i] for i in text_slots})
+        for values in batch.slot_values:
+            subs = {key: escape_html(values[i]) for i, key in html_keys}
+            subs.update({key: values[i] for i, key in text_keys})
             substitutions.append(subs)
         _check_substitution_sizes(batch, substitutions)
         return html_t.with_placeholders(html_key), text_t.with_placeholders(text_key), substitutions
@@ -112,7 +112,7 @@ class SendGridProvider(Provider):
         if message.headers:
             item["headers"] = dict(message.headers)
         if substitutions:
-            item["substitutions"] = dict(substitutions)
+            item["substitutions"] = substitutions
         return item
 
     def payload_size(self, message: Message) -> int:
