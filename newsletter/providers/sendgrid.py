@@ -193,7 +193,7 @@ def _check_substitution_sizes(batch: Batch, substitutions: list[dict[str, str]])
     merge fields, and failing its readers one by one would fail the whole list.
     """
     over = [m.to for m, subs in zip(batch.messages, substitutions)
-            if _json_bytes_at_most(subs) > SUBSTITUTIONS_LIMIT and _json_bytes(subs) > SUBSTITUTIONS_LIMIT]
+            if _json_bytes_at_most(m, subs) > SUBSTITUTIONS_LIMIT and _json_bytes(subs) > SUBSTITUTIONS_LIMIT]
     if not over:
         return
     keys_alone = _json_bytes({key: "" for key in substitutions[0]})
@@ -211,8 +211,11 @@ def _json_bytes(value) -> int:
     return len(json.dumps(value, ensure_ascii=False).encode())
 
 
-def _json_bytes_at_most(substitutions: Mapping[str, str]) -> int:
-    """An upper bound of ``_json_bytes(substitutions)`` at a fraction of its cost (it runs per recipient)."""
+def _json_bytes_at_most(message: Message, substitutions: Mapping[str, str]) -> int:
+    """An upper bound of ``_json_bytes(substitutions)`` at a fraction of its cost (it runs per recipient):
+    the weight the send loop gave the recipient's merge values, when it did."""
+    if message.body_bytes >= 0:
+        return message.body_bytes
     return 2 + sum(json_size(k) + json_size(v) + 4 for k, v in substitutions.items())
 
 
