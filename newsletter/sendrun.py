@@ -169,8 +169,10 @@ class SendRun:
                           first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
                           invalid=[str(p) for p in self.problems], limit=self.options.limit)
         if record is None:
+            # Counted, not collected: the checked list holds each address once (a repeat is a problem,
+            # refused or skipped), and a set of every address would grow with the list.
             suppressed = self.ledger.suppressed_set()
-            summary.planned = summary.to_send = len({key for key in self._eligible() if key not in suppressed})
+            summary.planned = summary.to_send = sum(1 for key in self._eligible() if key not in suppressed)
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
@@ -179,9 +181,9 @@ class SendRun:
         retried = sum(len(keys) for keys in retry.values())
         summary.in_doubt_action = self._in_doubt_action(retried, sum(len(keys) for keys in expired.values()))
         if self.options.include_new:
-            keys = list(dict.fromkeys(self._eligible()))
-            known = self.ledger.lookup(self.issue_id, keys)
-            summary.new_subscribers = sum(1 for key in keys if key not in known)
+            for keys in _chunks(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
+                known = self.ledger.lookup(self.issue_id, keys)
+                summary.new_subscribers += sum(1 for key in keys if key not in known)
         summary.to_send = summary.counts["pending"] + summary.new_subscribers
         if self.options.resend_unknown:
             summary.to_send += summary.counts["unknown"]
