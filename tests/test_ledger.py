@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -390,3 +391,29 @@ def test_open_ledger_refuses_postgres_for_now(workspace):
     settings = load(workspace / "newsletter.toml", env={"NEWSLETTER_LEDGER_URL": "postgresql://u@h/db"})
     with pytest.raises(ConfigError, match="PostgreSQL ledger is not available"):
         open_ledger(settings)
+
+
+def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(ledger):
+    """Each statement of the send loop takes a whole batch: the planner, left to itself, scans every
+    row of the issue once per address. The statements pin their plans; this keeps them pinned."""
+    plan(ledger, *[f"r{n}@example.com" for n in range(50)])
+    statements: list[str] = []
+    for connection in {ledger._db, ledger._lookups}:
+        connection.set_trace_callback(statements.append)
+    batch = [f"r{n}@example.com" for n in range(10)]
+    ledger.lookup(ISSUE, batch)
+    ledger.claim(ISSUE, "b1", batch, "me")
+    ledger.record(ISSUE, "b1", [Outcome(e, "sent", provider_id="x", suppress=True) for e in batch], source="t")
+    ledger.skip(ISSUE, [("r20@example.com", "gone")])
+    ledger.fail(ISSUE, [("r21@example.com", "bad data")])
+    for connection in {ledger._db, ledger._lookups}:
+        connection.set_trace_callback(None)
+    checked = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH", "INSERT"))]
+    assert len(checked) >= 6
+    for sql in checked:
+        details = [row[3] for row in ledger._db.execute("EXPLAIN QUERY PLAN " + sql)]
+        # a scan of the table, or of the issue's rows through an index on issue_id alone
+        issue_scan = re.compile(r"\bSCAN (deliveries|d)\b|\b(deliveries|d) USING .*INDEX \w+ \(issue_id=\?\)")
+        assert not any(issue_scan.search(d) for d in details), (sql, details)
+    assert state(ledger, "r1@example.com").state == "sent" and ledger.is_suppressed("r1@example.com")
+    assert (state(ledger, "r20@example.com").state, state(ledger, "r21@example.com").state) == ("skipped", "failed")

@@ -4,8 +4,11 @@
 protocol relies on: a claim is on disk before the API call, an outcome before
 the next claim. Each method is one ``BEGIN IMMEDIATE`` transaction (the write
 lock is taken up front, so two processes never deadlock upgrading a read
-lock). One connection per ledger object, shared by the send loop's threads
-under a lock: SQLite serialises writers anyway, and our transactions are short.
+lock). One writing connection per ledger object, shared by the send loop's
+threads under a lock: SQLite serialises writers anyway, and our transactions are
+short; the send loop's look-ups read through a second connection.
+
+The send loop's statements use SQLite's JSON functions and ``UPDATE ... FROM`` (3.35 or newer).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pendi
 # array. The CROSS JOIN and MATERIALIZED pin the plan: one index look-up per address, then the
 # update by rowid (left to itself, the planner scans the issue's rows for each address).
 _BY_ADDRESS = ("WITH m AS MATERIALIZED (SELECT d.id AS id, j.value AS v FROM json_each(?1) j "
-               "CROSS JOIN deliveries d ON d.issue_id = ?2 AND d.email = j.value ->> 0) ")
+               "CROSS JOIN deliveries d ON d.issue_id = ?2 AND d.email = json_extract(j.value, '$[0]')) ")
 
 
 def _now() -> str:
@@ -60,9 +63,18 @@ def _chunks(items: Iterable, size: int = _CHUNK) -> Iterator[list]:
 
 
 
+MIN_SQLITE = (3, 35, 0)  # UPDATE ... FROM, MATERIALIZED; and the JSON functions (checked on open)
+
+
 class SQLiteLedger(Ledger):
     def __init__(self, path: Path | str, *, readonly: bool = False):
         self.url = str(path)
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise LedgerError(f"the ledger needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python "
+                              f"uses SQLite {sqlite3.sqlite_version}", path=self.url,
+                              hint="use a Python built against a newer SQLite (Debian 12, Ubuntu 22.04 and "
+                                   "the python.org builds have one)")
+        self._require_json()
         self._lock = threading.RLock()
         try:
             if readonly and (str(path) == ":memory:" or not Path(path).exists()):
@@ -91,6 +103,17 @@ class SQLiteLedger(Ledger):
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open the ledger: {err}", path=self.url,
                               hint="check the path in [ledger] url and that the folder is writable") from err
+
+    def _require_json(self) -> None:
+        probe = sqlite3.connect(":memory:")
+        try:
+            probe.execute("SELECT json_extract('[1]', '$[0]')")
+        except sqlite3.OperationalError as err:
+            raise LedgerError(f"the ledger needs SQLite's JSON functions, missing from this Python's SQLite "
+                              f"{sqlite3.sqlite_version} ({err})", path=self.url,
+                              hint="use a Python whose SQLite is built with JSON1 (the default since 3.38)") from None
+        finally:
+            probe.close()
 
     def close(self) -> None:
         with self._lock, self._lookup_lock:
@@ -261,12 +284,14 @@ class SQLiteLedger(Ledger):
             if outcome.suppress:
                 suppress.append((key, outcome.reason[:500] or "reported by the provider"))
         with self._tx() as db:
-            db.execute(_BY_ADDRESS + "UPDATE deliveries SET state = m.v ->> 1, provider_id = m.v ->> 2, "
-                       "reason = m.v ->> 3, attempts = attempts + 1, updated_at = ?4 FROM m "
+            db.execute(_BY_ADDRESS + "UPDATE deliveries SET state = json_extract(m.v, '$[1]'), "
+                       "provider_id = json_extract(m.v, '$[2]'), reason = json_extract(m.v, '$[3]'), "
+                       "attempts = attempts + 1, updated_at = ?4 FROM m "
                        "WHERE deliveries.id = m.id AND +deliveries.batch_id = ?3 AND +deliveries.state = 'sending'",
                        (json.dumps(rows), issue_id, batch_id, now))
             if suppress:
-                db.execute("INSERT OR IGNORE INTO suppressions SELECT value ->> 0, value ->> 1, ?2, ?3 "
+                db.execute("INSERT OR IGNORE INTO suppressions "
+                           "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, ?3 "
                            "FROM json_each(?1)", (json.dumps(suppress), source, now))
 
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:
@@ -283,7 +308,8 @@ class SQLiteLedger(Ledger):
             return 0
         with self._tx() as db:
             before = db.total_changes  # (rowcount is -1 for a statement that starts with WITH)
-            db.execute(_BY_ADDRESS + f"UPDATE deliveries SET state = '{state}', reason = m.v ->> 1, updated_at = ?3 "
+            db.execute(_BY_ADDRESS + f"UPDATE deliveries SET state = '{state}', reason = json_extract(m.v, '$[1]'), "
+                       "updated_at = ?3 "
                        "FROM m WHERE deliveries.id = m.id AND +deliveries.state = 'pending'",
                        (json.dumps(reasons), issue_id, _now()))
             return db.total_changes - before
