@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .errors import RecipientError
 from .models import Message, Subscriber
-from .providers.base import json_size
+from .jsontext import json_size
 from .render import CompiledIssue
 from .slots import escape_html
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url

@@ -14,12 +14,13 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii
 from typing import Any, Callable, Mapping, Sequence
 
 import jinja2
 from jinja2 import meta, nodes
 from markupsafe import escape
+
+from .jsontext import json_inner
 
 RECIPIENT_NAMES = frozenset({"subscriber", "unsubscribe_url"})
 TOKEN = re.compile(r"zqslot(\d+)qz")
@@ -188,14 +189,14 @@ class SlotTemplate:
         parts = self._json_parts
         out = ['"', parts[0]]
         for slot_id, part in zip(self.slot_ids, parts[1:]):
-            out += (_json_inner(escape_html(values[slot_id]) if html else values[slot_id]), part)
+            out += (json_inner(escape_html(values[slot_id]) if html else values[slot_id]), part)
         out.append('"')
         return out
 
     def json_size(self, values: Sequence[str], *, html: bool) -> int:
         """``len(self.json_fill(values, html=html))`` without building it."""
         return self._json_literal_size + sum(
-            len(_json_inner(escape_html(values[i]) if html else values[i])) for i in self.slot_ids)
+            len(json_inner(escape_html(values[i]) if html else values[i])) for i in self.slot_ids)
 
     def with_placeholders(self, placeholder: Callable[[int], str]) -> str:
         """The template with each slot written as the provider's placeholder (e.g. ``-slot3-``)."""
@@ -204,8 +205,3 @@ class SlotTemplate:
             out.append(placeholder(slot_id))
             out.append(self.parts[i + 1])
         return "".join(out)
-
-
-def _json_inner(value: str) -> str:
-    """``value`` JSON-escaped, without the quotes (json.dumps of a str is this C function)."""
-    return encode_basestring_ascii(value)[1:-1]

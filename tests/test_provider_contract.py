@@ -22,7 +22,7 @@ from fakeproviders import FakeProviders, sample_batch
 from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers import provider_class
-from newsletter.providers.base import json_size
+from newsletter.jsontext import json_size
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
 KEY = "contract-key-7f3a"

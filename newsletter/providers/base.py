@@ -40,13 +40,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii  # what json.dumps does to a str
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import requests
 
 from ..config import Settings
 from ..errors import AuthError, ProviderError, RecipientError
+from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..slots import SlotTemplate
 
@@ -248,56 +248,6 @@ class Provider:
 
     def close(self) -> None:
         """Release anything held open (files, connections)."""
-
-
-_PRINTABLE_ASCII = bytes(range(0x20, 0x7f))  # json escapes DEL (0x7f) too
-
-
-def json_size(text: str) -> int:
-    """An upper bound of ``len(json.dumps(text))`` (ASCII-escaped, as requests sends it), and so of
-    its UTF-8 size too, without encoding it: this runs per recipient, and JSON-encoding each
-    body only to weigh it cost ~120 µs a recipient."""
-    if text.isascii() and text.isprintable():  # the common case, exactly: only " and \ are escaped
-        return len(text) + 2 + text.count('"') + text.count("\\")
-    if len(text) < 4096:  # a subject, name or merge value: json's own C escaper, exactly
-        return len(encode_basestring_ascii(text))
-    ascii_part = text.encode("ascii", "ignore")
-    controls = ascii_part.translate(None, _PRINTABLE_ASCII)  # \n, \t, ... become 2 bytes, others \u00XX
-    short = sum(controls.count(c) for c in (b"\n", b"\r", b"\t", b"\b", b"\f"))
-    return (len(ascii_part) + 2 + ascii_part.count(b'"') + ascii_part.count(b"\\") + short
-            + 5 * (len(controls) - short) + 12 * (len(text) - len(ascii_part)))  # \uXXXX, or a surrogate pair
-
-
-def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, list[str]]) -> list[str]:
-    """``json.dumps(item)`` (as requests encodes ``json=``), as pieces to join, with each key of
-    ``bodies``, left "" in ``item``, set to that already-encoded JSON text instead.
-
-    Inside an encoded string every quote is escaped, so ``"key": ""`` is found only as the member
-    itself. Pieces, not one string: a body is tens of kB, and the request joins it once.
-    """
-    text = json.dumps(item)
-    out: list[str] = []
-    start = 0
-    for at, key, encoded in sorted((text.find(f'"{key}": ""'), key, encoded) for key, encoded in bodies.items()):
-        if at < 0:
-            raise ValueError(f"json_with_bodies: {key!r} is not an empty member of the item")
-        value_at = at + len(key) + 4  # past '"key": '
-        out.append(text[start:value_at])
-        out += encoded
-        start = value_at + 2  # past the empty string
-    out.append(text[start:])
-    return out
-
-
-def json_array(items: Iterable[list[str]]) -> bytes:
-    """Encoded JSON values (as pieces) as one JSON array, the bytes ``json.dumps`` and requests would send."""
-    pieces = ["["]
-    for n, item in enumerate(items):
-        if n:
-            pieces.append(", ")
-        pieces += item
-    pieces.append("]")
-    return "".join(pieces).encode("ascii")
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -43,9 +43,10 @@ import requests
 from email_validator import EmailNotValidError, validate_email
 
 from ..errors import ConfigError, ProviderError
+from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..slots import escape_html
-from .base import (Batch, Provider, Request, all_outcomes, json_body, json_size, names_address,
+from .base import (Batch, Provider, Request, all_outcomes, json_body, names_address,
                    outcomes_from_logs)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call

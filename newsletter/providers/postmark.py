@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import ConfigError, ProviderError
+from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import (Batch, Provider, Request, all_outcomes, json_array, json_body, json_with_bodies,
-                   outcomes_from_logs, provider_message)
+from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"

@@ -24,8 +24,9 @@ import re
 import requests
 
 from ..errors import ConfigError, ProviderError
+from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_array, json_body, json_with_bodies, names_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -

@@ -31,9 +31,10 @@ from typing import Mapping
 import requests
 
 from ..errors import ProviderError, RecipientError
+from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..slots import SlotTemplate, escape_html
-from .base import Batch, Provider, Request, all_outcomes, json_body, json_size, split_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, split_address
 
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
 # "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch, and the part of it
