@@ -71,53 +71,32 @@ def read_records(path: Path, *, keep_raw: bool = False) -> Iterator[tuple[Dialec
         except UnicodeDecodeError:
             raise decoding_error(path) from None
         dialect = Dialect(_delimiter(first, path), _line_end(first), bom)
-        records = _records if keep_raw else _records_without_text
-        yield dialect, records(path, fh, first, dialect.delimiter)
+        yield dialect, _records(path, fh, first, dialect.delimiter, keep_raw=keep_raw)
 
 
-def _records(path: Path, fh: TextIO, first: str, delimiter: str) -> Iterator[Record]:
-    consumed: list[str] = []  # the physical lines of the record being read
+def _records(path: Path, fh: TextIO, first: str, delimiter: str, *, keep_raw: bool) -> Iterator[Record]:
+    consumed: list[str] = []  # the physical lines of the record being read (only with keep_raw)
 
     def lines() -> Iterator[str]:
-        if first:
-            consumed.append(first)
-            yield first
-        try:
-            for line in fh:
-                consumed.append(line)
-                yield line
-        except UnicodeDecodeError:
-            raise decoding_error(path) from None
+        for line in itertools.chain((first,) if first else (), fh):
+            consumed.append(line)
+            yield line
 
-    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    source = lines() if keep_raw else itertools.chain((first,) if first else (), fh)
+    reader = csv.reader(source, delimiter=delimiter, strict=True)
     start = 1
     while True:
         try:
             fields = next(reader)
         except StopIteration:
             return
+        except UnicodeDecodeError:
+            raise decoding_error(path) from None
         except csv.Error as err:
             yield Record(start, None, "".join(consumed), _csv_error(str(err)))
         else:
             yield Record(start, fields, "".join(consumed))
         consumed.clear()
-        start = reader.line_num + 1
-
-
-def _records_without_text(path: Path, fh: TextIO, first: str, delimiter: str) -> Iterator[Record]:
-    reader = csv.reader(itertools.chain((first,) if first else (), fh), delimiter=delimiter, strict=True)
-    start = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            raise decoding_error(path) from None
-        except csv.Error as err:
-            yield Record(start, None, "", _csv_error(str(err)))
-        else:
-            yield Record(start, fields, "")
         start = reader.line_num + 1
 
 
