@@ -144,14 +144,24 @@ class SendRun:
         self.list_path = settings.workspace_path(settings.subscribers.file)
         self.list_name = settings.subscribers.file
         self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret)
-        self.record = ledger.issue(self.issue_id)
+        self._issue_segment = build.issue.segment
+        self._load_plan()
+        # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
+        self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
+
+    def _load_plan(self) -> None:
+        """The issue's plan as the ledger has it now (None before the first run) and the segment it fixes.
+
+        Read again by :meth:`summary`, under the lease: a run that started before another one
+        froze the plan (and maybe finished) must resume that plan, not freeze a second one.
+        """
+        self.record = self.ledger.issue(self.issue_id)
+        options = self.options
         planned_segment = self.record.segment if self.record else None
-        self.segment = options.segment or planned_segment or build.issue.segment or ""
+        self.segment = options.segment or planned_segment or self._issue_segment or ""
         if self.record and options.segment is not None and options.segment != self.record.segment:
             raise LedgerError(f"issue {self.issue_id} was planned for segment {self.record.segment or '(everyone)'!r}, "
                               f"not {options.segment!r}", hint="resume it without --segment, or send a new issue")
-        # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
-        self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
 
     def subscribers(self) -> Iterator[Subscriber]:
         """The valid rows of the list, streamed."""
@@ -164,6 +174,7 @@ class SendRun:
                 yield address_key(subscriber.email)
 
     def summary(self) -> Summary:
+        self._load_plan()
         record = self.record
         summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
                           first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),

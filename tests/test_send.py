@@ -605,3 +605,27 @@ def test_a_recipient_in_doubt_whose_batch_cannot_be_rebuilt_does_not_stop_the_se
     assert result.exit_code == 3, result.output
     assert "margaret@example.com" in delivered(workspace) and asked == []
     assert status(run)["unknown"] == 1 and status(run)["pending"] == 0
+
+
+def test_a_run_that_waited_while_another_froze_and_sent_the_plan_resumes_it(run, workspace, monkeypatch):
+    """cron and a person start together: the first froze the plan (and finished) while the second was
+    still checking the list. The second, once it holds the lease, resumes that plan: nobody twice."""
+    from newsletter import sendrun
+
+    original = sendrun.LeaseKeeper.__enter__
+
+    def another_run_finished_first(keeper):
+        other = keeper.ledger
+        other.acquire_lease(ISSUE, "the-other-run", stale_after=60)
+        other.create_plan(ISSUE, content_hash="other", subject="S", segment="", emails=SUBSCRIBED)
+        other.claim(ISSUE, "otherbatch", SUBSCRIBED, "the-other-run")
+        other.record(ISSUE, "otherbatch", [Outcome(e, "sent", provider_id="x") for e in SUBSCRIBED], source="outbox")
+        other.release_lease(ISSUE, "the-other-run")
+        monkeypatch.setattr(sendrun.LeaseKeeper, "__enter__", original)
+        return original(keeper)
+
+    monkeypatch.setattr(sendrun.LeaseKeeper, "__enter__", another_run_finished_first)
+    result = run("send", ISSUE, "--yes", "--allow-changed", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert "sent 0 now" in result.stdout and "Totals: 4 sent" in result.stdout
+    assert delivered(workspace) == []  # the other run's deliveries are not repeated
