@@ -285,3 +285,14 @@ def test_bodies_filled_from_the_template_are_the_request_json_would_send(fake, n
         assert (html, text) == (by_to[to].html, by_to[to].text)
     plain = [{**item} for item in items]
     assert sent == json.dumps(plain).encode()  # the separators and escapes of json.dumps, as requests sends
+
+
+@pytest.mark.parametrize("name", ["postmark", "resend"])
+def test_a_message_left_without_bodies_is_never_sent_empty(fake, name):
+    """Bodies left to the adapter need the batch's template: without it, refuse rather than send empty mail."""
+    batch = sample_batch(2, weigh="bodies")
+    lean = dataclasses.replace(batch, template=None, slot_values=(),
+                               messages=tuple(dataclasses.replace(m, html="", text="") for m in batch.messages))
+    with pytest.raises(ProviderError, match="without its bodies"):
+        send(adapter(name, fake), lean)
+    assert fake.delivered(name) == []

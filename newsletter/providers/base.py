@@ -139,6 +139,9 @@ class Provider:
                 yield html.json_pieces(values, html=True), text.json_pieces(values, html=False)
         else:
             for message in batch.messages:
+                if message.body_bytes >= 0:  # its bodies were left to us, and there is nothing to fill them from
+                    raise ProviderError(f"{self.name}: a message left without its bodies in a batch without the "
+                                        "compiled template; nothing was sent", hint="this is a bug in the send loop")
                 yield [json.dumps(message.html)], [json.dumps(message.text)]
 
     def honours_key(self, age: float | None) -> bool:
