@@ -27,8 +27,9 @@ is the claim and record of one batch (wall time in the calls, waiting for the
 ledger's lock included). "fake busy" is the fake's CPU over the loop's seconds
 (near 100%: the fake, not the client, is the limit).
 Two more rows without HTTP: ``noop`` (a provider that fills each body like
-Postmark's and accepts at once: the send loop's own ceiling) and ``outbox`` (fsync'ed ``.eml`` files). Then peak RSS of the
-tool with Postmark (the largest requests) at two list sizes: target <= 100 MB, flat.
+Postmark's and accepts at once: the send loop's own ceiling) and ``outbox``
+(fsync'ed ``.eml`` files). Then peak RSS of the tool with Postmark (the largest
+requests) at two list sizes: target <= 100 MB, flat.
 
 Each row runs in its own process, so its peak RSS is its own. Numbers only;
 nothing is asserted.
