@@ -341,6 +341,18 @@ def test_suppressions_add_list_remove(run, workspace):
     assert missing.exit_code == 1 and "is not suppressed" in missing.stderr
 
 
+def test_a_suppression_written_in_another_form_of_the_address_still_holds(run, workspace):
+    """The list keeps addresses normalised (an IDNA domain in Unicode): so must the suppressions."""
+    path = workspace / "subscribers" / "subscribers.csv"
+    path.write_text(path.read_text() + "kim@bücher.example,Kim,subscribed,weekly,,\n")
+    assert run("suppressions", "add", "kim@xn--bcher-kva.example").exit_code == 0
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert delivered(workspace) == SUBSCRIBED  # not kim
+    assert run("suppressions", "remove", "kim@xn--bcher-kva.example").exit_code == 0
+    assert json.loads(run("suppressions", "list", "--json").stdout) == []
+
+
 def test_a_repeated_address_is_refused_and_with_skip_invalid_sent_once(run, workspace):
     path = workspace / "subscribers" / "subscribers.csv"
     path.write_text(path.read_text() + "ADA@example.com,Ada again,subscribed,weekly,,\n")

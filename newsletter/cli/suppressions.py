@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 
 import click
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from ..errors import NewsletterError
 from ..ledger import open_ledger
+from ..subscriber_address import normalise_address
 from . import App, cli, pass_app
 
 
@@ -44,13 +45,15 @@ def list_suppressions(app: App, as_json: bool) -> None:
 @pass_app
 def add_suppression(app: App, emails: tuple[str, ...], reason: str) -> None:
     """Never send to EMAIL again (until removed)."""
+    addresses = []
     for email in emails:
-        try:
-            validate_email(email, check_deliverability=False)
+        try:  # as the list keeps it (e.g. an IDNA domain in Unicode), so the send loop matches it
+            addresses.append(normalise_address(email))
         except EmailNotValidError as err:
-            raise NewsletterError(f"{email!r} is not a valid address: {err}; nothing was added") from None
+            raise NewsletterError(f"{email!r} is not a valid address: {err}; nothing was added",
+                                  hint="check the address for typos") from None
     with open_ledger(app.settings()) as ledger:
-        for email in emails:
+        for email in addresses:
             added = ledger.add_suppression(email, reason, source="manual")
             app.info(f"suppressed {email}" if added else f"{email} was already suppressed")
 
@@ -60,6 +63,10 @@ def add_suppression(app: App, emails: tuple[str, ...], reason: str) -> None:
 @pass_app
 def remove_suppression(app: App, email: str) -> None:
     """Allow sending to EMAIL again."""
+    try:
+        email = normalise_address(email)
+    except EmailNotValidError:
+        pass  # not an address the list could hold: remove it as written (an old, odd entry)
     with open_ledger(app.settings()) as ledger:
         if not ledger.remove_suppression(email):
             raise NewsletterError(f"{email} is not suppressed", hint="`newsletter suppressions list` shows who is")
