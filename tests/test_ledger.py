@@ -298,6 +298,13 @@ def test_a_lease_tells_whether_its_holder_may_still_be_sending(tmp_path):
     assert not Lease(ISSUE, "dead", int(gone.stdout), here, now, now).holder_alive(stale_after=60)
     assert Lease(ISSUE, "far", 1, "elsewhere", now - 30, now).holder_alive(stale_after=60, now=now)
     assert not Lease(ISSUE, "far", 1, "elsewhere", now - 90, now).holder_alive(stale_after=60, now=now)
+    # a live pid here whose heartbeat stopped (a hung run): what `status` says is what `send` does
+    hung = Lease(ISSUE, "hung", os.getpid(), here, now - 90, now - 90)
+    assert not hung.holder_alive(stale_after=60, now=now)
+    with SQLiteLedger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.acquire_lease(ISSUE, "hung", stale_after=60)
+        ledger._db.execute("UPDATE leases SET heartbeat = heartbeat - 90")
+        assert ledger.acquire_lease(ISSUE, "next", stale_after=60).holder == "next"
 
 
 def test_release_lets_the_next_run_in(ledger):

@@ -119,10 +119,10 @@ class Lease:
     acquired: float
 
     def holder_alive(self, *, stale_after: float, now: float | None = None) -> bool:
-        """Whether the holder may still be sending: its pid is alive on this host, or (on another
-        host) its heartbeat is younger than ``stale_after`` seconds."""
-        if self.host == socket.gethostname():
-            return pid_alive(self.pid)
+        """Whether the holder may still be sending, by the rule :meth:`Ledger.acquire_lease` takes over
+        by: its heartbeat is younger than ``stale_after`` seconds and, on this host, its pid is alive."""
+        if self.host == socket.gethostname() and not pid_alive(self.pid):
+            return False
         return (time.time() if now is None else now) - self.heartbeat < stale_after
 
 

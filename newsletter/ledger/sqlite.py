@@ -29,7 +29,7 @@ from urllib.parse import quote
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
 from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   erased_key, parse_time, pid_alive)
+                   erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
 _CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
@@ -167,17 +167,15 @@ class SQLiteLedger(Ledger):
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         with self._tx() as db:
-            row = db.execute("SELECT holder, pid, host, heartbeat, acquired FROM leases WHERE issue_id = ?",
-                             (issue_id,)).fetchone()
-            if row and row[0] != holder:
-                _, other_pid, other_host, beat, _ = row
-                dead = other_host == host and other_pid != pid and not pid_alive(other_pid)
-                if not dead and now - beat < stale_after:
-                    since = datetime.fromtimestamp(row[4], timezone.utc).isoformat(timespec="seconds")
-                    raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other_pid} on {other_host}, "
-                                    f"since {since}); nothing was done",
-                                    hint="wait for it to finish; if it died, its lease is taken over "
-                                         f"automatically (at once on this host, after {stale_after:g} s elsewhere)")
+            row = db.execute("SELECT issue_id, holder, pid, host, heartbeat, acquired FROM leases "
+                             "WHERE issue_id = ?", (issue_id,)).fetchone()
+            other = Lease(*row) if row else None
+            if other and other.holder != holder and other.holder_alive(stale_after=stale_after, now=now):
+                since = datetime.fromtimestamp(other.acquired, timezone.utc).isoformat(timespec="seconds")
+                raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other.pid} on {other.host}, "
+                                f"since {since}); nothing was done",
+                                hint="wait for it to finish; if it died, its lease is taken over "
+                                     f"automatically (at once on this host, after {stale_after:g} s elsewhere)")
             db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
                        (issue_id, holder, pid, host, now, now))
         return Lease(issue_id, holder, pid, host, now, now)
