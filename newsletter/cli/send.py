@@ -275,7 +275,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             click.echo(json.dumps(obj))
             return
         click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
-        lease = getattr(ledger, "lease", lambda _: None)(issue_id)
+        lease = ledger.lease(issue_id)
         if lease:
             click.echo(_lease_line(lease, issue_id))
         for row in rows:

@@ -166,6 +166,10 @@ class Ledger(ABC):
     @abstractmethod
     def release_lease(self, issue_id: str, holder: str) -> None: ...
 
+    @abstractmethod
+    def lease(self, issue_id: str) -> Lease | None:
+        """Who holds the issue now, if anyone (``status`` says so)."""
+
     # -- the plan --------------------------------------------------------------------
     @abstractmethod
     def issue(self, issue_id: str) -> IssueRecord | None: ...
