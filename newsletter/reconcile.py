@@ -12,14 +12,15 @@ not sending could skip them. The provider's own records decide instead::
               unknown  cannot tell (yet)                              -> stays unknown
 
 Postmark is asked through its message search (tag = issue, metadata = batch),
-Mailgun through its events API (accepted events tagged with the batch), and
+Mailgun through its events API (accepted events tagged with the issue, filtered
+by the batch's ``v:newsletter-batch`` variable), and
 Resend by replaying the batch with its original idempotency key, which answers
 with the original ids and sends nothing twice. SendGrid (without the paid
 Email Activity API) and the outbox cannot answer; the report says so plainly.
 
 Absence from a provider's logs proves "not accepted" only once the logs have
 caught up and while they still hold the batch; each adapter knows its own
-window and answers ``unknown`` outside it (Postmark 60 s to 40 days, Mailgun
+window and answers ``unknown`` outside it (Postmark 60 s to 6 days, Mailgun
 30 minutes to 2 days, Resend's idempotency key under 23 hours). Each edge is
 judged on its safe side:
 
@@ -36,10 +37,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Iterable
 
 import requests
 
-from .errors import ProviderError
+from .errors import ProviderError, RecipientError
 from .ledger import DeliveryRow, Ledger, address_key, parse_time
 from .models import Subscriber
 from .personalize import Personalizer
@@ -67,10 +69,14 @@ def can_reconcile(provider: Provider) -> bool:
     return type(provider).reconcile is not Provider.reconcile
 
 
-def reconcile_issue(issue_id: str, subscribers: list[Subscriber], provider: Provider, ledger: Ledger,
+def reconcile_issue(issue_id: str, subscribers: Iterable[Subscriber], provider: Provider, ledger: Ledger,
                     personalizer: Personalizer, *, session: requests.Session | None = None,
                     now: datetime | None = None) -> Reconciliation:
-    """Ask ``provider`` about every ``unknown`` row of ``issue_id`` and record what it proves, batch by batch."""
+    """Ask ``provider`` about every ``unknown`` row of ``issue_id`` and record what it proves, batch by batch.
+
+    ``subscribers`` is streamed (the list): only the readers in doubt are kept. A batch that cannot
+    be rebuilt (a reader's data now stops it) stays unknown, with the reason; the others are asked.
+    """
     rows = ledger.rows(issue_id, ("unknown",))
     report = Reconciliation(issue_id, provider.name, in_doubt=len(rows))
     batches = _by_batch(rows)
@@ -80,13 +86,20 @@ def reconcile_issue(issue_id: str, subscribers: list[Subscriber], provider: Prov
     if not can_reconcile(provider):
         report.cannot_answer = provider.reconcile_note
         return report
-    by_key = {address_key(s.email): s for s in subscribers}
+    wanted = {row.email for row in rows}
+    by_key = {key: s for s in subscribers if (key := address_key(s.email)) in wanted}
+    bodies = not (provider.substitutes or provider.fills_bodies)  # else built from the batch's template
     now = now or datetime.now(timezone.utc)
     own_session = session is None
     session = session or requests.Session()
     try:
         for batch_id, batch_rows in batches.items():
-            batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer)
+            try:
+                batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer, bodies=bodies)
+            except RecipientError as err:
+                report.reasons.append(f"batch {batch_id} cannot be built again to ask about it ({err.render()}); "
+                                      f"its {len(batch_rows)} recipient(s) stay unknown")
+                continue
             outcomes = provider.reconcile(batch, session, age=_age(batch_rows, now),
                                           since_last_try=_since_last_try(batch_rows, now)) or []
             decided = [o for o in outcomes if o.state in ("sent", "retry", "failed")]
@@ -120,12 +133,12 @@ def _by_batch(rows: list[DeliveryRow]) -> dict[str, list[DeliveryRow]]:
 
 
 def _rebuild(issue_id: str, batch_id: str, rows: list[DeliveryRow], by_key: dict[str, Subscriber],
-             personalizer: Personalizer) -> Batch:
+             personalizer: Personalizer, *, bodies: bool) -> Batch:
     """The batch as it was sent (Resend replays it, so it must be the same payload); rows in address order."""
     messages, values = [], []
     for row in sorted(rows, key=lambda r: r.email):
         subscriber = by_key.get(row.email) or Subscriber(email=row.email)  # left the list: the address still counts
-        message, slot_values = personalizer.message_with_values(subscriber)
+        message, slot_values = personalizer.message_with_values(subscriber, bodies=bodies)
         messages.append(message)
         values.append(slot_values)
     compiled = personalizer.compiled

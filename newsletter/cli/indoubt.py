@@ -13,12 +13,13 @@ from typing import Callable
 
 import click
 
-from ..errors import AuthError, RecipientError
+from ..errors import AuthError
 from ..ledger import Ledger
 from ..personalize import Personalizer
 from ..pipeline import Build
 from ..providers.base import Provider
 from ..reconcile import ReconcileInterrupted, Reconciliation, can_reconcile, reconcile_issue
+from ..subscribers import iter_valid_subscribers
 
 
 def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, sending: bool = False) -> None:
@@ -62,11 +63,8 @@ def offer_reconcile(echo: Callable[[str], None], provider: Provider, ledger: Led
     if not click.confirm(f"{who}; ask {provider.name} now?", default=True):
         return False
     try:
-        report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personalizer)
-    except RecipientError as err:  # a batch in doubt cannot be rebuilt: it stays unknown, the others go out
-        click.echo(f"Warning: cannot ask {provider.name} about every recipient in doubt: {err.render()}; "
-                   f"they stay unknown, sending the others now", err=True)
-        return True
+        report = reconcile_issue(built.issue.id, iter_valid_subscribers(built.list_path), provider, ledger,
+                                 personalizer)
     except ReconcileInterrupted as err:
         say_reconciliation(echo, err.report, sending=True)
         if isinstance(err.__cause__, AuthError):

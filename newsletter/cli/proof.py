@@ -20,6 +20,7 @@ from ..providers.base import Batch, Provider
 from ..reconcile import ReconcileInterrupted, reconcile_issue
 from ..sendrun import LeaseKeeper
 from ..slots import SlotTemplate
+from ..subscribers import iter_valid_subscribers
 from . import App, cli, pass_app
 from .indoubt import say_reconciliation
 from .send import _signing_secret
@@ -134,7 +135,8 @@ def reconcile(app: App, issue: str) -> None:
     try:
         with open_ledger(settings) as ledger, LeaseKeeper(ledger, built.issue.id):
             try:
-                report = reconcile_issue(built.issue.id, built.subscribers, provider, ledger, personal)
+                report = reconcile_issue(built.issue.id, iter_valid_subscribers(built.list_path), provider,
+                                         ledger, personal)
             except ReconcileInterrupted as err:
                 say_reconciliation(app.info, err.report)
                 raise
