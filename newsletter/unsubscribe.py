@@ -26,10 +26,15 @@ def verify_token(token: str, secret: bytes) -> str | None:
     try:
         encoded, sig = token.split(".", 1)
         address = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError):  # no ".", or not base64 (binascii.Error is a ValueError)
         return None
-    expected = _b64(hmac.new(secret, address, hashlib.sha256).digest()[:16])
-    return address.decode() if hmac.compare_digest(expected, sig) else None
+    expected = _b64(_signer(secret).sign(address)[:16])
+    if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", "surrogatepass")):
+        return None
+    try:
+        return address.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def unsubscribe_url(template: str, email: str, secret: bytes) -> str:

@@ -296,3 +296,10 @@ def test_a_message_left_without_bodies_is_never_sent_empty(fake, name):
     with pytest.raises(ProviderError, match="without its bodies"):
         send(adapter(name, fake), lean)
     assert fake.delivered(name) == []
+
+
+def test_a_batch_whose_merge_values_do_not_match_its_messages_cannot_be_made():
+    """Adapters zip messages with values: a short list would leave readers out of a request answered 'sent'."""
+    batch = sample_batch(3)
+    with pytest.raises(ValueError, match="2 sets of merge values for 3 messages"):
+        dataclasses.replace(batch, slot_values=batch.slot_values[:2])

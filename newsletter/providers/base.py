@@ -65,6 +65,13 @@ class Batch:
     slot_values: tuple[Sequence[str], ...] = ()
     template: Mapping[str, SlotTemplate] | None = None  # "subject", "html", "text"
 
+    def __post_init__(self) -> None:
+        # Adapters pair each message with its values: a short list would drop readers from the request
+        # while the answer marks the whole batch sent.
+        if self.slot_values and len(self.slot_values) != len(self.messages):
+            raise ValueError(f"batch {self.batch_id}: {len(self.slot_values)} sets of merge values for "
+                             f"{len(self.messages)} messages")
+
     @property
     def idempotency_key(self) -> str:
         return f"{self.issue_id}/{self.batch_id}"
@@ -133,7 +140,7 @@ class Provider:
         """Each message's html and text, JSON-encoded (as pieces to join): filled from the batch's
         template and values when it has them (the send loop leaves the messages' bodies empty),
         else the messages' own."""
-        if batch.template is not None and len(batch.slot_values) == len(batch.messages):
+        if batch.template is not None and batch.slot_values:
             html, text = batch.template["html"], batch.template["text"]
             for values in batch.slot_values:
                 yield html.json_pieces(values, html=True), text.json_pieces(values, html=False)

@@ -46,8 +46,8 @@ from ..errors import ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..slots import escape_html
-from .base import (Batch, Provider, Request, all_outcomes, json_body, names_address,
-                   outcomes_from_logs)
+from .base import (Batch, Provider, Request, all_outcomes, json_body, names_address, outcomes_from_logs,
+                   provider_message)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -169,7 +169,7 @@ class MailgunProvider(Provider):
                 return all_outcomes(batch, "sent", provider_id=str(body["id"]))
             return all_outcomes(batch, "unknown", reason="mailgun answered 200 without the documented "
                                                          "'Queued. Thank you.' and message id")
-        text = str(body.get("message", "")) if isinstance(body, dict) else response.text[:200]
+        text = provider_message(response)
         if status == 404:
             raise ProviderError(f"mailgun: {text or 'not found'}", status=404, body=response.text,
                                 hint=f"check [provider] domain ({self.domain}) and the region in api_base "

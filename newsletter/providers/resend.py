@@ -26,7 +26,7 @@ import requests
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, names_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, names_address, provider_message
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
@@ -92,7 +92,7 @@ class ResendProvider(Provider):
         if status == 200:
             return self._accepted(batch, body)
         name = str(body.get("name", "")) if isinstance(body, dict) else ""
-        text = str(body.get("message", "")) if isinstance(body, dict) else response.text[:200]
+        text = provider_message(response)
         if status == 409 and name == "concurrent_idempotent_requests":
             # "Same idempotency key used while original request is still in progress.": the first
             # request may yet be accepted, so this is in doubt (no status), to be retried with the same key.
