@@ -248,7 +248,17 @@ def mjml_to_html(source: str, layout: Path) -> str:
         if folder.resolve() not in target.parents or not target.is_file():
             refused.append(TemplateError(f"mj-include {path!r} is not a file inside {folder}", path=str(layout)))
             raise ValueError(path)
-        return target.read_text(encoding="utf-8")
+        text = target.read_text(encoding="utf-8")
+        try:  # an included file gets the layout's checks, and is not a Jinja template
+            _check_tags(text, target)
+            if "{{" in text or "{%" in text:
+                raise TemplateError("mj-include inserts the file as it is: its {{ }} or {% %} would reach "
+                                    "readers literally", path=str(target),
+                                    hint=f'include it with Jinja instead: {{% include "{path}" %}}')
+        except TemplateError as err:
+            refused.append(err)
+            raise ValueError(path) from None
+        return text
 
     try:
         return mjml2html(source, disable_comments=True, include_loader=include, fonts={})  # no remote fonts

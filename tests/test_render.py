@@ -160,6 +160,23 @@ def test_mj_include_cannot_leave_templates(workspace, tmp_path):
         compile_issue(load_issue(path), settings_for(workspace))
 
 
+@pytest.mark.parametrize("partial, error", [
+    ("<mj-txt>hi</mj-txt>", "part.mjml:1: unknown MJML tag <mj-txt> (did you mean <mj-text>?)"),
+    ("<mj-text>Hi {{ subscriber.name }}</mj-text>", 'part.mjml: mj-include inserts the file as it is: its {{ }} or '
+                                                    '{% %} would reach readers literally (include it with Jinja '
+                                                    'instead: {% include "part.mjml" %})'),
+])
+def test_an_mj_included_file_gets_the_layouts_checks(workspace, partial, error):
+    (workspace / "templates" / "part.mjml").write_text(partial)
+    (workspace / "templates" / "inc.mjml").write_text(
+        '<mjml><mj-body><mj-section><mj-column><mj-include path="part.mjml" /></mj-column></mj-section>'
+        '</mj-body></mjml>')
+    path = write_issue(workspace, "x\n", front="subject: S\ntemplate: inc")
+    with pytest.raises(TemplateError) as err:
+        compile_issue(load_issue(path), settings_for(workspace))
+    assert str(err.value).endswith(error)
+
+
 def test_merge_field_without_column_is_refused(workspace):
     path = write_issue(workspace, "Hi\n\nfrom {{ subscriber.cty }}\n", front="subject: S")
     with pytest.raises(TemplateError) as err:
