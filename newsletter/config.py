@@ -182,7 +182,7 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
             raise ConfigError(
                 f"[{section}] {key} must be the NAME of an environment variable, not {_mask(name)}",
                 path=origins[f"{section}.{key}"],
-                hint=f"write e.g. {key} = \"NEWSLETTER_API_KEY\" and export the secret in that variable")
+                hint=f"write e.g. {key} = \"{SCHEMA[section][key][0]}\" and export the secret in that variable")
 
     frozen = MappingProxyType({s: MappingProxyType(v) for s, v in values.items()})
     return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
@@ -207,12 +207,16 @@ def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, s
                                "stream adds its own unsubscribe header either way")
 
 
-def describe(settings: Settings) -> list[tuple[str, str, str]]:
-    """(key, value, origin) rows for ``config show``; secrets masked, env-named secrets shown as set/unset."""
-    rows = []
+def describe(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(key, value, origin) rows for ``config show``: values as resolved (a password in a URL masked),
+    env-named secrets shown as "****" or "(not set)"."""
+    rows: list[tuple[str, Any, str]] = []
     for section, keys in SCHEMA.items():
         for key in keys:
-            rows.append((f"{section}.{key}", _show(settings.values[section][key]), settings.origins[f"{section}.{key}"]))
+            value = settings.values[section][key]
+            if isinstance(value, str):
+                value = _URL_PASSWORD.sub(r"\1****@", value)
+            rows.append((f"{section}.{key}", value, settings.origins[f"{section}.{key}"]))
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = settings.values[section][key]
         secret = settings.env.get(name)
@@ -245,8 +249,8 @@ def _coerce(section: str, key: str, value: Any, where: str) -> Any:
         elif not isinstance(value, str):
             raise ValueError(value)
     except (TypeError, ValueError):
-        kind = type(default).__name__.replace("str", "string").replace("bool", "true/false")
-        raise ConfigError(f"[{section}] {key} must be a non-negative {kind}, got {value!r}", path=where) from None
+        kind = {bool: "true or false", str: "a string", int: "a non-negative int", float: "a non-negative float"}
+        raise ConfigError(f"[{section}] {key} must be {kind[type(default)]}, got {value!r}", path=where) from None
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}"
@@ -289,7 +293,8 @@ def _mask(secret: str) -> str:
     return "****"  # not even a prefix: keys are short enough that parts of them matter
 
 
-def _show(value: Any) -> str:
+def display(value: Any) -> str:
+    """A setting's value as ``config show`` prints it in its table (TOML-like: true, 'text', 3)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(_URL_PASSWORD.sub(r"\1****@", value)) if isinstance(value, str) else str(value)
+    return repr(value) if isinstance(value, str) else str(value)

@@ -1,3 +1,5 @@
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,20 @@ def test_bad_choice_and_bad_number(tmp_path):
         config.load(ok, {"NEWSLETTER_PROVIDER_CONCURRENCY": "many"})
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("NEWSLETTER_PROVIDER_TRACK_OPENS", "maybe", "track_opens must be true or false, got 'maybe'"),
+    ("NEWSLETTER_PROVIDER_TIMEOUT", "-1", "timeout must be a non-negative float"),
+])
+def test_a_bad_value_names_the_kind_it_needs(tmp_path, key, value, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config.load(write(tmp_path, ""), {key: value})
+
+
+def test_a_secret_env_that_is_not_a_name_suggests_the_default(tmp_path):
+    with pytest.raises(ConfigError, match='write e.g. secret_env = "NEWSLETTER_SECRET"'):
+        config.load(write(tmp_path, '[unsubscribe]\nsecret_env = "not a name"\n'), {})
+
+
 def test_missing_config_says_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="newsletter init"):
         config.load(tmp_path / "newsletter.toml", {})
@@ -86,6 +102,9 @@ def test_config_show_cli(run, workspace):
     lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
     assert lines["provider.name"].split()[1:] == ["'postmark'", "env", "NEWSLETTER_PROVIDER_NAME"]
     assert lines["newsletter.template"].endswith("newsletter.toml:12")
+    as_json = json.loads(run("config", "show", "--json", env={"NEWSLETTER_PROVIDER_CONCURRENCY": "3"}).output)
+    assert as_json["provider.concurrency"] == {"value": 3, "origin": "env NEWSLETTER_PROVIDER_CONCURRENCY"}
+    assert as_json["newsletter.name"]["value"] == "Field Notes Weekly" and as_json["provider.track_opens"]["value"] is False
 
 
 def test_origin_lines_are_per_section(tmp_path):
@@ -103,7 +122,7 @@ def test_password_in_a_url_is_refused_in_the_file_and_masked_from_env(tmp_path):
     assert "s3cretpw" not in str(err.value)
     settings = config.load(write(tmp_path, ""), {"NEWSLETTER_LEDGER_URL": "postgresql://bob:s3cretpw@db/news"})
     rows = {key: value for key, value, _ in config.describe(settings)}
-    assert rows["ledger.url"] == "'postgresql://bob:****@db/news'"
+    assert rows["ledger.url"] == "postgresql://bob:****@db/news"
 
 
 def test_provider_managed_unsubscribe_is_refused_clearly(tmp_path):

@@ -28,4 +28,5 @@ def show(app: App, as_json: bool) -> None:
     click.echo(f"# {settings.path}")
     width = max(len(key) for key, _, _ in rows)
     for key, value, origin in rows:
-        click.echo(f"{key:<{width}}  {value:<40}  {origin}")
+        shown = value if key.startswith("$") else config_module.display(value)  # "$NAME": set or not, as words
+        click.echo(f"{key:<{width}}  {shown:<40}  {origin}")
