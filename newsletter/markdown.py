@@ -84,8 +84,6 @@ def body_to_text(body: Body) -> str:
                 title = f"{tok.meta['number']}. {title}"
             rule = "=" if tok.tag == "h1" else "-"
             out.append(f"{title}\n{underline(title, rule)}\n\n")
-        elif kind == "paragraph_open" and not tok.hidden:
-            pass
         elif kind == "inline" and tokens[i - 1].type not in ("heading_open", "th_open", "td_open"):
             text = _inline_text(tok)
             lead = "".join(prefix)
@@ -143,9 +141,7 @@ def _inline_text(inline: Token) -> str:
         kind = child.type
         if kind in ("text", "code_inline"):
             parts.append(child.content)
-        elif kind == "softbreak":
-            parts.append("\n")
-        elif kind == "hardbreak":
+        elif kind in ("softbreak", "hardbreak"):
             parts.append("\n")
         elif kind == "image":
             alt = "".join(c.content for c in child.children or ()) or child.content

@@ -304,7 +304,7 @@ _OPTED_OUT = ("unsubscribed", "bounced", "complained")
 
 
 def _status(row: Row) -> str:
-    """A row's status, even when the row has a problem (then as written, lower-cased)."""
+    """A row's status; "(invalid)" when the row has a problem."""
     if row.subscriber is not None:
         return row.subscriber.status
     return "(invalid)"

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from .. import config
 from .. import lint as lint_module
 from ..pipeline import build_issue, lint_build, personalizer, sample_subscriber, write_build
 from . import App, cli, pass_app
 
-inliner_option = click.option("--inliner", type=click.Choice(["css-inline", "premailer"]),
+inliner_option = click.option("--inliner", type=click.Choice(config.INLINERS),
                               help="CSS inliner for this run [default: [render] inliner].")
 as_option = click.option("--as", "as_email", metavar="EMAIL",
                          help="Render for this subscriber instead of the first subscribed one.")
@@ -65,8 +66,6 @@ def _print_findings(app: App, findings: list[lint_module.Finding], *, summary_on
     warnings = [f for f in findings if f.level == "warning"]
     for finding in (errors + warnings) if not summary_only or app.verbose else errors:
         click.secho(str(finding), fg="red" if finding.level == "error" else "yellow", err=finding.level == "error")
-    if not summary_only:
-        pass
     verdict = "ok" if not findings else f"{len(errors)} error(s), {len(warnings)} warning(s)"
     hint = " (run `newsletter lint` for details)" if summary_only and warnings and not app.verbose else ""
     app.info(f"lint: {verdict}{hint}")

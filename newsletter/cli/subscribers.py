@@ -46,7 +46,8 @@ def _readable(path: Path, skip_invalid: bool) -> list[Problem]:
 
 @cli.group()
 def subscribers() -> None:
-    """The subscriber list ([subscribers] file, a UTF-8 CSV): import, add, unsubscribe, remove, list, check."""
+    """The subscriber list ([subscribers] file, a UTF-8 CSV): import, add, unsubscribe, remove, list, count,
+    check, export."""
 
 
 @subscribers.command("import")
