@@ -275,10 +275,12 @@ def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
 
 
 def test_a_stale_heartbeat_is_taken_over(ledger):
+    plan(ledger, "a@example.com")
     ledger._db.execute("UPDATE leases SET host = 'elsewhere', heartbeat = ?", (time.time() - 120,))
     ledger.acquire_lease(ISSUE, "new", stale_after=60)
     assert ledger.lease(ISSUE).holder == "new"
     assert ledger.claim(ISSUE, "b", ["a@example.com"], "me") == set()  # the old holder is fenced off
+    assert ledger.claim(ISSUE, "b", ["a@example.com"], "new") == {"a@example.com"}  # the row was there to claim
 
 
 def test_a_fresh_heartbeat_on_another_host_is_respected(ledger):

@@ -207,7 +207,7 @@ def test_read_commands_skip_invalid_rows_and_name_them_on_stderr(run):
                "the @-sign.\n")
     export = run("subscribers", "export", "--skip-invalid")
     assert export.exit_code == 0 and export.stderr == skipped
-    assert export.stdout == run("subscribers", "export", "--skip-invalid").stdout  # the first Grace only
+    assert "Grace again" not in export.stdout  # the first Grace only
     assert [line.split(",")[0] for line in export.stdout.splitlines()[1:]] == [
         "ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com", "alan@example.com"]
     people = json.loads(run("subscribers", "export", "--format", "json", "--skip-invalid").stdout)
