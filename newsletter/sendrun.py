@@ -73,6 +73,7 @@ class Summary:
     in_doubt: int = 0  # rows a dead run left `sending`
     in_doubt_action: str = ""  # what this run does with them
     retry_failed: int = 0  # failed rows moved back to pending by --retry-failed (suppressed ones stay failed)
+    resend_unknown: bool = False  # --resend-unknown: the unknown rows are sent again
     content_changed: bool = False
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
@@ -197,6 +198,7 @@ class SendRun:
                 summary.new_subscribers += sum(1 for key in keys if key not in known)
         summary.to_send = summary.counts["pending"] + summary.new_subscribers
         if self.options.resend_unknown:
+            summary.resend_unknown = True
             summary.to_send += summary.counts["unknown"]
         if self.options.retry_failed and summary.counts["failed"]:
             suppressed = self.ledger.suppressed_set()

@@ -129,6 +129,7 @@ def test_changed_content_is_refused_under_yes_without_allow_changed(run, workspa
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 1
     assert "changed since its first send; refusing to resume under --yes" in result.stderr
+    assert f"run `newsletter send {ISSUE} --yes --allow-changed`" in result.stderr  # also what dispatch needs
     assert delivered(workspace) == ["ada@example.com"]
     assert run("send", ISSUE, "--yes", "--allow-changed", env=SECRET).exit_code == 0
     assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0  # the new content is now the recorded one
@@ -236,7 +237,9 @@ def test_failed_and_unknown_exit_3_and_status_failed_lists_them(run, workspace, 
     assert "grace@example.org\tpostmark" in run("suppressions", "list").stdout  # the provider's suppression
     monkeypatch.setattr(KeyedProvider, "behaviour", "ok")
     assert run("send", ISSUE, "--yes", env=keyed).exit_code == 3  # unknown is never re-sent by itself
-    assert run("send", ISSUE, "--yes", "--resend-unknown", env=keyed).exit_code == 3  # grace stays failed
+    again = run("send", ISSUE, "--yes", "--resend-unknown", env=keyed)
+    assert again.exit_code == 3  # grace stays failed
+    assert "In doubt:   1 unknown, sent again now (--resend-unknown)" in again.stdout
     assert status(run)["unknown"] == 0 and status(run)["sent"] == 3
 
 

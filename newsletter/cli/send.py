@@ -139,8 +139,9 @@ def _confirm(summary: Summary, *, yes: bool, allow_changed: bool) -> None:
     if summary.content_changed:
         if yes and not allow_changed:
             raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
-                                  f"under --yes", hint="check the change, then add --allow-changed to send the "
-                                                       "new content to the remaining recipients")
+                                  f"under --yes", hint=f"check the change, then run `newsletter send "
+                                                       f"{summary.issue_id} --yes --allow-changed` to send the new "
+                                                       f"content to the remaining recipients")
         if not yes:
             _ask("The issue changed since its first send. Send the NEW content to the remaining recipients?")
     if not yes:
@@ -231,7 +232,9 @@ class _Say:
             self(f"Plan:       {s.planned} recipients, {s.counts['sent']} already sent, {s.counts['skipped']} skipped")
             if s.new_subscribers:
                 self(f"New:        {s.new_subscribers} subscriber(s) joined since; added with --include-new")
-            if s.counts["unknown"]:
+            if s.counts["unknown"] and s.resend_unknown:
+                self(f"In doubt:   {s.counts['unknown']} unknown, sent again now (--resend-unknown)")
+            elif s.counts["unknown"]:
                 self(f"In doubt:   {s.counts['unknown']} unknown (not re-sent without --resend-unknown)")
             if s.retry_failed:
                 self(f"Failed:     {s.retry_failed} failed recipient(s) back to pending (--retry-failed)")

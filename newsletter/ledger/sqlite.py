@@ -127,7 +127,9 @@ class SQLiteLedger(Ledger):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
-                raise LedgerError(f"the ledger is busy or read-only: {err}", path=self.url) from err
+                raise LedgerError(f"the ledger is busy or read-only: {err}", path=self.url,
+                                  hint="another newsletter command held it for over 30 s: run this again; if it "
+                                       "keeps failing, check that the file and its folder are writable") from err
             try:
                 yield self._db
             except BaseException:
