@@ -75,7 +75,7 @@ class Dispatcher:
     def __init__(self, ledger: Ledger, provider: Provider, issue_id: str, holder: str, *,
                  concurrency: int = 4, max_attempts: int = 5, limiter: TokenBucket | None = None,
                  backoff: Backoff = Backoff(), on_batch: Callable[[BatchReport], None] = lambda report: None,
-                 max_queued: int | None = None, template: Mapping[str, SlotTemplate] | None = None,
+                 template: Mapping[str, SlotTemplate] | None = None,
                  clock: Callable[[], float] = time.time, max_wait: float = MAX_WAIT):
         self.ledger = ledger
         self.provider = provider
@@ -91,7 +91,7 @@ class Dispatcher:
         self.max_wait = max_wait  # the longest Retry-After this run waits for; longer stops it (exit 4)
         self.totals = RunTotals(max_attempts=self.max_attempts)
         # Back-pressure: a batch holds up to hundreds of personalised bodies, so keep few waiting.
-        self._max_queued = max_queued or max(1, self.concurrency // 2)
+        self._max_queued = max(1, self.concurrency // 2)
         self._ready: deque[Work] = deque()
         self._delayed: list[tuple[float, int, Work]] = []  # (due, tiebreak, work) heap
         self._order = itertools.count()

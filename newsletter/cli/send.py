@@ -25,7 +25,7 @@ from ..config import Settings
 from ..dispatch import RunTotals
 from ..errors import ConfigError, IssueError, NewsletterError
 from ..issue import load_issue
-from ..ledger import STATES, Lease, Ledger, open_ledger
+from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
 from ..pipeline import build_issue, issue_path
 from ..providers import open_provider
 from ..providers.base import Provider
@@ -269,7 +269,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
                                   hint=f"run `newsletter send {issue}`")
         counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
-        rows = ledger.rows(issue_id, ("failed", "unknown")) if failed else []
+        rows = ledger.rows(issue_id, DOUBT_STATES) if failed else []
         if as_json:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES}}
             if failed:
@@ -301,7 +301,7 @@ def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
         click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
     if failed:
         for r in records:
-            for row in ledger.rows(r.issue_id, ("failed", "unknown")):
+            for row in ledger.rows(r.issue_id, DOUBT_STATES):
                 click.echo(f"{r.issue_id}  {row.state:8} {row.email}  {row.reason}")
 
 

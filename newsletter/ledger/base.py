@@ -49,7 +49,6 @@ from typing import Iterable, Sequence
 from ..models import Outcome
 
 STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
-OPEN_STATES = ("pending", "sending")  # work remains
 DOUBT_STATES = ("failed", "unknown")  # `status --failed` lists these
 
 

@@ -32,11 +32,10 @@ from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression,
                    erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
-_CHUNK = 500  # addresses per IN (...) or executemany call: well under SQLite's variable limit
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
 # unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
 _RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
-_RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "pending": "pending"}
+_RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
 
 
 # ``m``: the rows of issue ?2 named by the JSON array ?1 of [address key, ...] arrays, with their
@@ -51,7 +50,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _chunks(items: Iterable, size: int = _CHUNK) -> Iterator[list]:
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk: list = []
     for item in items:
         chunk.append(item)
