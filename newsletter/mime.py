@@ -18,6 +18,11 @@ from .models import Message
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
 # What str.splitlines() splits at: the email package refuses them all in a header value.
 _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+def has_line_break(value: str) -> bool:
+    """Whether ``value`` would break a header line (DESIGN.md §8): CR, LF or any other line separator."""
+    return _LINE_BREAK.search(value) is not None
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -30,7 +35,7 @@ def to_mime(message: Message, *, message_id: str | None = None, date: str | None
     headers = (("Subject", message.subject), ("From", message.sender), ("To", message.to),
                ("To", message.to_name), ("Reply-To", message.reply_to), *message.headers.items())
     for name, value in headers:
-        if _LINE_BREAK.search(value):
+        if has_line_break(value):
             raise _header_error(message, name, "contains a line break")
         if name == "To" and (control := _CONTROL.search(value)):
             raise _header_error(message, name, f"contains a control character (U+{ord(control.group()):04X})")
@@ -41,8 +46,9 @@ def to_mime(message: Message, *, message_id: str | None = None, date: str | None
 
 
 def _header_error(message: Message, name: str, problem: str) -> RecipientError:
-    hint = ("check the front matter and newsletter.toml" if name not in ("To", "") else
-            "check that subscriber's name and address in the list")
+    hint = {"To": "check that subscriber's name and address in the list",
+            "Subject": "check the subject in the front matter, and this subscriber's values for its merge fields",
+            "": "check that subscriber's name and address in the list"}.get(name, "check newsletter.toml")
     what = f"header {name}" if name else "the headers"
     return RecipientError(message.to, f"{what} of the message to {message.to} {problem}", hint=hint)
 

@@ -13,6 +13,7 @@ from typing import Sequence
 from .errors import RecipientError
 from .models import Message, Subscriber
 from .jsontext import json_size
+from .mime import has_line_break
 from .render import CompiledIssue
 from .slots import escape_html
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
@@ -52,7 +53,7 @@ class Personalizer:
         values, url = self.values(subscriber)
         compiled = self.compiled
         subject = compiled.subject.fill(values, html=False)
-        if "\n" in subject or "\r" in subject:
+        if has_line_break(subject):
             raise RecipientError(subscriber.email, f"the subject for {subscriber.email} would contain a line break "
                                  f"(from a merge field)", hint="remove line breaks from that subscriber's values")
         return Message(

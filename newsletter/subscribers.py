@@ -34,6 +34,7 @@ from email_validator import EmailNotValidError
 
 from .csvfile import Dialect, Record, read_records
 from .errors import SubscriberError
+from .mime import has_line_break
 from .models import Subscriber
 from .subscriber_address import normalise_address
 
@@ -62,7 +63,6 @@ def address_key(email: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")  # what str.splitlines() splits at
 
 
 def header_value_problem(column: str, value: str) -> str | None:
@@ -74,7 +74,7 @@ def header_value_problem(column: str, value: str) -> str | None:
     found = _CONTROL.search(value)
     if found is None:
         return None
-    if _LINE_BREAK.search(value):
+    if has_line_break(value):
         return f"{column} contains a line break"
     return f"{column} contains a control character (U+{ord(found.group()):04X})"
 

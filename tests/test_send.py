@@ -412,6 +412,15 @@ def subject_with_city(workspace, margaret_city: str) -> None:
                                                                          f"{margaret_city}")
 
 
+def test_any_line_separator_from_a_merge_value_in_the_subject_fails_that_reader_alone(run, workspace):
+    """U+2028 breaks a header line as surely as CR/LF: caught when personalising, for every provider."""
+    subject_with_city(workspace, "Boston\u2028MA")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 3, result.stderr
+    assert delivered(workspace) == ["ada@example.com", "grace@example.org", "linus@example.net"]
+    assert "the subject for margaret@example.com would contain a line break" in result.stderr
+
+
 def test_a_recipient_whose_message_cannot_be_built_fails_alone_and_retry_failed_recovers_them(run, workspace):
     subject_with_city(workspace, '"Boston\nMA"')
     result = run("send", ISSUE, "--yes", env=SECRET)

@@ -47,6 +47,7 @@ import requests
 from ..config import Settings
 from ..errors import AuthError, ProviderError, RecipientError
 from ..jsontext import json_size
+from ..mime import has_line_break
 from ..models import Message, Outcome
 from ..slots import SlotTemplate
 
@@ -343,20 +344,16 @@ def refuse_line_breaks(batch: Batch) -> None:
     """
     for message in batch.messages:
         for field_name, value in (("From", message.sender), ("Reply-To", message.reply_to)):
-            if _has_line_break(value):
+            if has_line_break(value):
                 raise ProviderError(f"the {field_name} address contains a line break; nothing was sent",
                                     hint=f"set [newsletter] {field_name.lower().replace('-', '_')} on one line")
         values = [("address", message.to), ("name", message.to_name), ("subject", message.subject)]
         values += [(f"{name!r} header", name + value) for name, value in message.headers.items()]
         for what, value in values:
-            if _has_line_break(value):
+            if has_line_break(value):
                 raise RecipientError(message.to, f"the {what} for {message.to!r} contains a line break, which "
                                      "could add headers to the email; not sent to this recipient",
                                      hint="remove line breaks from that subscriber's values in the list")
-
-
-def _has_line_break(value: str) -> bool:
-    return "\r" in value or "\n" in value
 
 
 def names_address(text: str, address: str) -> bool:
