@@ -183,6 +183,7 @@ class KeyedProvider(OutboxProvider):
     idempotent = False
     behaviour = "ok"
     calls = 0
+    batch_ids: list = []
 
     def send_batch(self, batch, session=None):
         type(self).calls += 1
@@ -199,6 +200,11 @@ class KeyedProvider(OutboxProvider):
         if self.behaviour == "401":
             raise AuthError(f"{self.name} refused the API key (HTTP 401)", status=401,
                             body='{"ErrorCode": 10, "Message": "Bad or missing Server API token."}')
+        if self.behaviour == "retry-first" and not self.batch_ids:
+            self.batch_ids.append(batch.batch_id)
+            return [Outcome(m.to, "retry" if n else "sent", provider_id="x") for n, m in enumerate(batch.messages)]
+        if self.behaviour == "retry-first":
+            self.batch_ids.append(batch.batch_id)
         if self.behaviour == "mixed":
             return [Outcome(m.to, "failed" if m.to.startswith("grace") else "unknown" if m.to.startswith("linus")
                             else "sent", reason="inactive recipient" if m.to.startswith("grace") else "no answer",
@@ -602,6 +608,16 @@ def test_a_dead_runs_batch_that_can_no_longer_be_built_becomes_unknown(run, work
     assert set(reasons) == {"grace@example.org", "linus@example.net"}
     assert reasons["linus@example.net"].startswith("a run stopped after claiming this batch, and it cannot be built "
                                                    "again (the subject for grace@example.org would contain a line break")
+
+
+def test_proofs_refused_beside_accepted_ones_go_again_under_a_new_batch_id(run, workspace, keyed, monkeypatch):
+    """Resend refuses another payload under the same idempotency key (409): the retry needs its own id."""
+    monkeypatch.setattr(KeyedProvider, "behaviour", "retry-first")
+    monkeypatch.setattr(KeyedProvider, "batch_ids", [])
+    result = run("test", ISSUE, "--to", "one@example.com", "--to", "two@example.com", env=keyed)
+    assert result.exit_code == 0, result.stderr
+    first, second = KeyedProvider.batch_ids
+    assert first != second and second.startswith("proof-")
 
 
 def test_a_proof_is_not_retried_after_a_gateway_error(run, workspace, keyed, monkeypatch):

@@ -10,8 +10,8 @@ import click
 import requests
 from email_validator import EmailNotValidError, validate_email
 
-from ..dispatch import not_accepted
-from ..errors import AuthError, NewsletterError, ProviderError
+from ..batches import not_accepted
+from ..errors import NewsletterError, ProviderError
 from ..ledger import open_ledger
 from ..models import Outcome
 from ..pipeline import build_issue, personalizer, sample_subscriber
@@ -76,7 +76,7 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     try:
         with requests.Session() as session:
             for group in provider.cut_batches(proofs):
-                batch = Batch(built.issue.id, f"proof-{uuid.uuid4().hex[:12]}", tuple(group),
+                batch = Batch(built.issue.id, _proof_batch_id(), tuple(group),
                               tuple([values] * len(group)), template)
                 outcomes += _send_proof(app, provider, batch, session)
     finally:
@@ -98,9 +98,7 @@ def _send_proof(app: App, provider: Provider, batch: Batch, session: requests.Se
     for attempt in range(1, PROOF_ATTEMPTS + 1):
         try:
             outcomes = provider.send_batch(batch, session)
-        except AuthError:
-            raise
-        except ProviderError as err:
+        except ProviderError as err:  # AuthError included: never accepted-and-retryable, so raised here
             if not not_accepted(err) or attempt == PROOF_ATTEMPTS:
                 raise  # no answer, or a gateway's 502/504: it may have arrived, and a proof is not worth a duplicate
             wait = min(err.retry_after if err.retry_after is not None else 2.0 ** attempt, 30.0)
@@ -112,9 +110,14 @@ def _send_proof(app: App, provider: Provider, batch: Batch, session: requests.Se
         if not again or attempt == PROOF_ATTEMPTS:
             return done + [o for o in outcomes if o.state == "retry"]
         kept = [n for n, m in enumerate(batch.messages) if m.to in again]
-        batch = dataclasses.replace(batch, messages=tuple(batch.messages[n] for n in kept),
+        # a new batch id: another payload under the same idempotency key is refused (Resend's 409)
+        batch = dataclasses.replace(batch, batch_id=_proof_batch_id(), messages=tuple(batch.messages[n] for n in kept),
                                     slot_values=tuple(batch.slot_values[n] for n in kept))
-    return done
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _proof_batch_id() -> str:
+    return f"proof-{uuid.uuid4().hex[:12]}"
 
 
 @cli.command()
