@@ -14,6 +14,7 @@ from .mime import to_mime
 from .models import Issue, Message, Subscriber
 from .personalize import Personalizer
 from .render import CompiledIssue, compile_issue
+from .subscriber_lookup import find_subscriber
 from .subscribers import iter_valid_subscribers, load_subscribers, merge_columns
 from .unsubscribe import PREVIEW_SECRET
 
@@ -52,11 +53,14 @@ def build_issue(settings: Settings, ref: str, *, inliner: str | None = None) -> 
 
 
 def sample_subscriber(build: Build, email: str | None = None) -> Subscriber:
-    """The subscriber a build or preview is rendered for: ``email``, else the first subscribed row."""
+    """The subscriber a build or proof is rendered for: ``email`` (as the list compares addresses), else the
+    first subscribed row. An address not in the list gets a bare subscriber (``line`` 0): fallbacks only."""
+    if email:
+        return find_subscriber(build.list_path, email) or Subscriber(email=email)
     for subscriber in iter_valid_subscribers(build.list_path):  # streamed: stops at the first match
-        if (subscriber.email.lower() == email.lower()) if email else subscriber.status == "subscribed":
+        if subscriber.status == "subscribed":
             return subscriber
-    return Subscriber(email=email) if email else Subscriber(email="reader@example.com", name="Sample Reader")
+    return Subscriber(email="reader@example.com", name="Sample Reader")
 
 
 def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes | None = None) -> Personalizer:

@@ -104,6 +104,18 @@ def test_build_as_named_subscriber_and_with_premailer(run, workspace):
     assert html.lower().startswith("<!doctype html>")
 
 
+def test_build_as_matches_addresses_as_the_list_does_and_warns_for_a_stranger(run, workspace):
+    edit = workspace / "subscribers" / "subscribers.csv"
+    edit.write_text(edit.read_text() + "kim@bücher.example,Kim,subscribed,weekly,,\n")
+    known = run("build", "2026-11-30-weekly", "--out", "out", "--as", "KIM@xn--bcher-kva.example")
+    assert known.exit_code == 0 and "Hi Kim," in (workspace / "out" / "2026-11-30-weekly.html").read_text()
+    assert "not in" not in known.stderr
+    stranger = run("build", "2026-11-30-weekly", "--out", "out", "--as", "nobody@example.com")
+    assert stranger.exit_code == 0
+    assert ("nobody@example.com is not in subscribers/subscribers.csv: the build is personalised with the merge "
+            "fields' fallbacks only") in stranger.stderr
+
+
 def lint_issue(workspace, body, front="subject: S\npreheader: A short preheader"):
     (workspace / "issues" / "l.md").write_text(f"---\n{front}\n---\n{body}", encoding="utf-8")
 

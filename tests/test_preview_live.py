@@ -9,7 +9,8 @@ import pytest
 
 from newsletter import config
 from newsletter.preview import LiveIssue, Watcher, has_display, is_loopback
-from newsletter.preview.live import LOOKUPS_KEPT, NO_FIELDS_EMAIL, PICKER_SEARCH, find_subscriber
+from newsletter.preview.live import LOOKUPS_KEPT, NO_FIELDS_EMAIL, PICKER_SEARCH
+from newsletter.subscriber_lookup import find_subscriber
 from newsletter.preview.server import is_loopback_name, refusal, with_link_target
 
 ISSUE = "issues/2026-11-30-weekly.md"

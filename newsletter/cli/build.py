@@ -31,6 +31,9 @@ def build(app: App, issue: str, out_dir: Path, open_browser: bool, inliner: str 
     settings = app.settings()
     built = build_issue(settings, issue, inliner=inliner)
     subscriber = sample_subscriber(built, as_email)
+    if as_email and not subscriber.line:  # not a row of the list: merge fields fall back to their defaults
+        app.warn(f"{as_email} is not in {settings.subscribers.file}: the build is personalised with the "
+                 f"merge fields' fallbacks only")
     message = personalizer(settings, built.compiled).message(subscriber)
     paths = write_build(out_dir, message)
     for path in paths.values():

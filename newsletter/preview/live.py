@@ -20,8 +20,6 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any, Callable
 
-from email_validator import EmailNotValidError
-
 from ..config import Settings
 from ..errors import NewsletterError
 from ..lint import GMAIL_CLIP, SIZE_WARNING, Finding
@@ -29,8 +27,8 @@ from ..models import Subscriber
 from ..personalize import Personalizer
 from ..pipeline import Build, build_issue, lint_build, personalizer
 from ..render import templates_dir
-from ..subscriber_address import normalise_address
-from ..subscribers import ListReader, RowParser, iter_valid_subscribers
+from ..subscriber_lookup import find_subscriber
+from ..subscribers import iter_valid_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -291,41 +289,6 @@ def readers_worth_seeing(build: Build) -> tuple[Subscriber, ...]:
     return (*first, *with_blanks, Subscriber(email=NO_FIELDS_EMAIL))
 
 
-def find_subscriber(path: Path, email: str) -> Subscriber | None:
-    """The first valid row of the list with this address (any case), or None; reads up to that row.
-
-    Only the email cell of each row is looked at (a row is parsed only when its address matches):
-    a few times faster than :func:`iter_valid_subscribers`, which builds every subscriber.
-    """
-    try:
-        key = normalise_address(email).lower()
-    except EmailNotValidError:
-        return None  # no row with an invalid address is valid
-    if not Path(path).exists():
-        return None
-    with ListReader(path) as reader:
-        if reader.header.problems:
-            return None
-        parse = RowParser(reader.header)
-        at = parse.email_at
-        for record in reader.records():
-            fields = record.fields
-            if not fields or len(fields) <= at:
-                continue
-            cell = fields[at].strip().lower()
-            # lower-casing is the whole normalisation of a plain ASCII address; IDNA and Unicode need the validator
-            if cell == key or ((not cell.isascii() or "xn--" in cell) and _address_key(cell) == key):
-                subscriber = parse(record).subscriber
-                if subscriber is not None:
-                    return subscriber
-    return None
-
-
-def _address_key(cell: str) -> str:
-    try:
-        return normalise_address(cell).lower()
-    except EmailNotValidError:
-        return ""
 
 
 def subscriber_choices(snapshot: Snapshot, chosen: Subscriber, default_email: str | None) -> list[dict[str, str]]:
