@@ -37,12 +37,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .config import Settings
+from .csvfile import fsync_dir
 from .errors import IssueError
 from .issue import load_issue
 from .ledger import open_ledger, parse_time
 from .models import Issue, Subscriber
 from .personalize import Personalizer
-from .render import compile_issue
+from .render import compile_issue, long_date
 from .unsubscribe import PREVIEW_SECRET
 
 _PERSONAL = ("{token}", "{email}")  # the per-subscriber placeholders of [unsubscribe] url
@@ -246,7 +247,7 @@ def render_index(name: str, pages: list[ArchivePage], *, feed: bool) -> str:
     items = []
     for page in pages:
         preheader = f"\n  <p>{html.escape(page.preheader)}</p>" if page.preheader else ""
-        items.append(f'<li>\n  <time datetime="{page.published.date().isoformat()}">{_long_date(page.published)}'
+        items.append(f'<li>\n  <time datetime="{page.published.date().isoformat()}">{long_date(page.published)}'
                      f'</time>\n  <a href="{html.escape(quote(page.filename))}">{html.escape(page.title)}</a>'
                      f'{preheader}\n</li>')
     entries = "<ol>\n" + "\n".join(items) + "\n</ol>" if items else "<p>No issues yet.</p>"
@@ -257,10 +258,6 @@ def render_index(name: str, pages: list[ArchivePage], *, feed: bool) -> str:
         entries=entries,
         footer='<footer><a href="feed.xml">Atom feed</a></footer>\n' if feed else "",
     )
-
-
-def _long_date(when: dt.datetime) -> str:
-    return f"{when.strftime('%B')} {when.day}, {when.year}"  # as the layout's header writes it
 
 
 def render_feed(name: str, site_url: str, pages: list[ArchivePage]) -> bytes:
@@ -327,6 +324,7 @@ def atomic_write(path: Path, data: bytes) -> bool:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a web server running as another user must read it
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -187,7 +187,7 @@ class AtomicWriter:
         os.chmod(self.temp, _mode_for(self.path))
         os.replace(self.temp, self.path)
         self.committed = True
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def discard(self) -> None:
         """Remove the temporary file (nothing to do after :meth:`commit`)."""
@@ -206,7 +206,8 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a no-op where the file system cannot fsync a folder)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -61,7 +61,7 @@ def _build(message: Message, message_id: str | None, date: str | None) -> EmailM
         mime["Reply-To"] = message.reply_to
     mime["Subject"] = message.subject  # the policy encodes non-ASCII as RFC 2047
     mime["Date"] = date or email.utils.formatdate(localtime=False, usegmt=True)
-    mime["Message-ID"] = message_id or email.utils.make_msgid(domain=_domain(message.sender))
+    mime["Message-ID"] = message_id or email.utils.make_msgid(domain=sender_domain(message.sender))
     for name, value in message.headers.items():
         mime[name] = value
     mime["X-Newsletter-Issue"] = message.issue_id
@@ -70,6 +70,7 @@ def _build(message: Message, message_id: str | None, date: str | None) -> EmailM
     return mime
 
 
-def _domain(sender: str) -> str:
-    address = email.utils.parseaddr(sender)[1]
-    return address.rpartition("@")[2] or "localhost"
+def sender_domain(sender: str) -> str:
+    """The From address's domain, for Message-IDs ("localhost" when it has none)."""
+    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2]
+    return domain if "@" in sender and domain else "localhost"

@@ -119,11 +119,13 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
     return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online)
 
 
+def long_date(day: dt.date) -> str:
+    """A date as the layouts' header writes it: "November 30, 2026"."""
+    return f"{day.strftime('%B')} {day.day}, {day.year}"
+
+
 def _issue_values(issue: Issue, subject: str, preheader: str, title: str, cta: dict | None) -> dict[str, Any]:
-    date_long = ""
-    if issue.date:
-        d = dt.date.fromisoformat(issue.date)
-        date_long = f"{d.strftime('%B')} {d.day}, {d.year}"
+    date_long = long_date(dt.date.fromisoformat(issue.date)) if issue.date else ""
     return {"id": issue.id, "subject": subject, "preheader": preheader, "title": title,
             "date": issue.date, "date_long": date_long, "cta": cta, "segment": issue.segment}
 

@@ -240,8 +240,7 @@ class LiveIssue:
 
 def _personalised_view(snapshot: Snapshot, subscriber: Subscriber, default_email: str | None) -> dict[str, Any]:
     build, person = snapshot.build, snapshot.personalizer
-    message = person.message(subscriber)
-    values, _ = person.values(subscriber)
+    message, values = person.message_with_values(subscriber)
     size = len(message.html.encode())
     headers = [
         ("From", message.sender),

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import requests
 
+from ..csvfile import fsync_dir
 from ..errors import ProviderError
-from ..mime import to_mime
+from ..mime import sender_domain, to_mime
 from ..models import Outcome
 from .base import Batch, Provider
 
@@ -49,16 +50,16 @@ class OutboxProvider(Provider):
         folder = self.folder(batch.issue_id)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            outcomes = [self._write(folder, batch, n, message) for n, message in enumerate(batch.messages)]
-            _fsync_dir(folder)  # the renames are durable before we report "sent"
+            domain = sender_domain(batch.messages[0].sender) if batch.messages else "localhost"
+            outcomes = [self._write(folder, batch, n, message, domain) for n, message in enumerate(batch.messages)]
+            fsync_dir(folder)  # the renames are durable before we report "sent"
         except OSError as err:
             # Some files may exist: the caller treats this as in doubt and retries the same batch id.
             raise ProviderError(f"outbox: cannot write to {folder}: {err.strerror}", retryable=True) from err
         return outcomes
 
-    def _write(self, folder: Path, batch: Batch, n: int, message) -> Outcome:
+    def _write(self, folder: Path, batch: Batch, n: int, message, domain: str) -> Outcome:
         name = outbox_name(message.to, batch.batch_id)
-        domain = message.sender.rpartition("@")[2].rstrip(">") or "localhost"
         data = to_mime(message, message_id=f"<{batch.batch_id}.{n}@{domain}>").as_bytes()
         temp = folder / f".{name}.tmp"
         with open(temp, "wb") as fh:
@@ -67,11 +68,3 @@ class OutboxProvider(Provider):
             os.fsync(fh.fileno())
         os.replace(temp, folder / name)
         return Outcome(message.to, "sent", provider_id=name)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
