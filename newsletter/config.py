@@ -1,7 +1,9 @@
 """Settings: ``newsletter.toml`` + ``NEWSLETTER_*`` env + flags, resolved once.
 
-Precedence is flags > environment > toml > defaults. :func:`resolve` is a pure
-function of its inputs (it is handed ``env``), so tests need no monkeypatching.
+Precedence is flags > environment > toml > defaults (flags are ``resolve``'s argument, used
+by tests; the CLI's one setting flag, ``--inliner``, is passed to the build directly).
+:func:`resolve` is a pure function of its inputs (it is handed ``env``), so tests need no
+monkeypatching.
 Secrets never live in the TOML: a key that looks like one is refused.
 """
 
@@ -58,7 +60,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "inliner": ("css-inline", "css-inline (default) | premailer"),
     },
     "ledger": {
-        "url": (".newsletter/ledger.sqlite3", "SQLite path or postgresql://user@host/db"),
+        "url": (".newsletter/ledger.sqlite3", "the SQLite file (PostgreSQL is not supported yet)"),
     },
 }
 

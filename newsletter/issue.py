@@ -74,7 +74,8 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         raise IssueError("front matter has no subject", path=path, line=where("subject") if "subject" in meta else 1,
                          hint="add a line like 'subject: \"This week: ...\"' between the '---' lines")
     if "\n" in subject or "\r" in subject:
-        raise IssueError("subject must be one line", path=path, line=where("subject"))
+        raise IssueError("subject must be one line", path=path, line=where("subject"),
+                         hint="a subject is an email header: write it on one line (YAML folds `>` blocks, keeps `|`)")
     issue_id = text_value("id") or Path(path).stem
     if not _SAFE_ID.match(issue_id):
         raise IssueError(f"issue id {issue_id!r} may use only letters, digits, '.', '_' and '-'",

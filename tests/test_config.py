@@ -82,6 +82,14 @@ def test_a_secret_env_that_is_not_a_name_suggests_the_default(tmp_path):
         config.load(write(tmp_path, '[unsubscribe]\nsecret_env = "not a name"\n'), {})
 
 
+def test_the_bundled_newsletter_toml_holds_every_key_and_no_other():
+    """The README promises every key is in the file `init` writes, commented."""
+    import tomllib
+
+    bundled = tomllib.loads((Path(__file__).resolve().parent.parent / "newsletter.toml").read_text())
+    assert {s: set(keys) for s, keys in bundled.items()} == {s: set(keys) for s, keys in config.SCHEMA.items()}
+
+
 def test_missing_config_says_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="newsletter init"):
         config.load(tmp_path / "newsletter.toml", {})

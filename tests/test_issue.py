@@ -30,6 +30,8 @@ def test_front_matter_and_body_line():
     ("---\nsubject: hi\ncta: Read more\n---\n", "issues/x.md:3: cta must have 'text' and 'url'"),
     ("---\nsubject: hi\nid: ../../etc\n---\n", "issues/x.md:3: issue id '../../etc' may use only"),
     ("---\nsubject: hi\ntemplate: ../evil\n---\n", "issues/x.md:3: template '../evil' must be a layout name"),
+    ("---\nsubject: |\n  two\n  lines\n---\n", "issues/x.md:2: subject must be one line"),
+    ("---\nsubject: hi\nsegment: [a, b]\n---\n", "issues/x.md:3: front matter 'segment' must be text"),
 ])
 def test_bad_front_matter_is_refused_with_line(text, message):
     with pytest.raises(IssueError) as err:

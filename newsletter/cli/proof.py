@@ -128,7 +128,8 @@ def reconcile(app: App, issue: str) -> None:
 
     Recipients the provider holds become sent; those it provably never
     accepted go back to pending (the next `newsletter send` sends them);
-    the rest stay unknown. Exit 0 when nothing is left in doubt, 3 otherwise.
+    the rest stay unknown. Exit 0 when nothing is left in doubt, 3 otherwise, 75 when a send of
+    ISSUE is running.
     """
     settings = app.settings()
     built = build_issue(settings, issue)

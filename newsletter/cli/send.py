@@ -336,7 +336,7 @@ def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
     Never asks; an issue whose content changed since its first send is left alone
     (resume it by hand with `newsletter send ISSUE --allow-changed`); an issue file that
     cannot be read is reported and the others are still sent. Exit code: 1 if any issue
-    failed or could not be read, else 4, 3, 75 or 0 by the worst issue (see DESIGN.md).
+    failed or could not be read, else 4, 3, 75 or 0 by the worst issue (see the README's exit codes).
     """
     settings = app.settings()
     if not dry_run:
