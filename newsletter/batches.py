@@ -21,6 +21,7 @@ from .errors import NewsletterError, ProviderError
 from .ledger.base import address_key
 from .models import Message, Outcome
 from .providers.base import Batch, Provider
+from .ratelimit import wait_words
 
 
 # A gateway in front of the provider gave up (502 Bad Gateway, 504 Gateway Timeout): the
@@ -108,8 +109,7 @@ def never_reached_provider(err: ProviderError) -> bool:
 
 def key_window(provider: Provider) -> str:
     """``provider.idempotency_window`` in words: "23 h"."""
-    window = provider.idempotency_window
-    return f"{window / 3600:g} h" if window >= 3600 else f"{window:g} s"
+    return wait_words(provider.idempotency_window)
 
 
 def as_newsletter_error(err: BaseException) -> BaseException:
