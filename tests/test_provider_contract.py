@@ -306,3 +306,12 @@ def test_a_batch_whose_merge_values_do_not_match_its_messages_cannot_be_made():
     batch = sample_batch(3)
     with pytest.raises(ValueError, match="2 sets of merge values for 3 messages"):
         dataclasses.replace(batch, slot_values=batch.slot_values[:2])
+
+
+@pytest.mark.parametrize("name", ["sendgrid", "mailgun"])
+def test_a_template_once_provider_refuses_different_bodies_without_the_template(fake, name):
+    """Without the template there is one body for the whole batch: readers' own bodies would be lost."""
+    batch = dataclasses.replace(sample_batch(2), template=None, slot_values=())
+    with pytest.raises(ProviderError, match="need the compiled template"):
+        send(adapter(name, fake), batch)
+    assert fake.delivered(name) == []

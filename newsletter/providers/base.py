@@ -40,7 +40,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import requests
 
@@ -49,7 +49,7 @@ from ..errors import AuthError, ProviderError, RecipientError
 from ..jsontext import json_size
 from ..mime import has_line_break
 from ..models import Message, Outcome
-from ..slots import SlotTemplate
+from ..slots import SlotTemplate, escape_html
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,33 @@ class Provider:
 
     def close(self) -> None:
         """Release anything held open (files, connections)."""
+
+
+def template_once(batch: Batch, key: Callable[[str, int], str],
+                  placeholder: Callable[[str], str]) -> tuple[str, str, list[dict[str, str]]]:
+    """For providers that send the template once: the html and text with each slot written as
+    ``placeholder(key(part, slot))``, and each recipient's values under those keys (HTML-escaped
+    for the html part, as :meth:`SlotTemplate.fill` does). ``part`` is "html" or "text".
+
+    Without a template (proof copies) every recipient must have the same bodies, else the batch
+    cannot be sent as one.
+    """
+    if batch.template is None:
+        first = batch.messages[0]
+        if any(m.html != first.html or m.text != first.text for m in batch.messages):
+            raise ProviderError("batches that send the body once need the compiled template and per-recipient "
+                                "values (Batch.template, Batch.slot_values)", hint="this is a bug in the send loop")
+        return first.html, first.text, [{} for _ in batch.messages]
+    html_t, text_t = batch.template["html"], batch.template["text"]
+    html_keys = [(i, key("html", i)) for i in sorted(set(html_t.slot_ids))]
+    text_keys = [(i, key("text", i)) for i in sorted(set(text_t.slot_ids))]
+    merge = []
+    for values in batch.slot_values:
+        mine = {name: escape_html(values[i]) for i, name in html_keys}
+        mine.update({name: values[i] for i, name in text_keys})
+        merge.append(mine)
+    return (html_t.with_placeholders(lambda i: placeholder(key("html", i))),
+            text_t.with_placeholders(lambda i: placeholder(key("text", i))), merge)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

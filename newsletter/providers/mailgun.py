@@ -45,9 +45,8 @@ from email_validator import EmailNotValidError, validate_email
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from ..slots import escape_html
 from .base import (Batch, Provider, Request, all_outcomes, json_body, names_address, outcomes_from_logs,
-                   provider_message)
+                   provider_message, template_once)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -114,21 +113,10 @@ class MailgunProvider(Provider):
         return Request("POST", self.url(f"/v3/{quote(self.domain)}/messages"), self._headers(), files=files)
 
     def _bodies(self, batch: Batch, variables: dict) -> tuple[str, str]:
-        if batch.template is None:
-            first = batch.messages[0]
-            if any(m.html != first.html or m.text != first.text for m in batch.messages):
-                raise ProviderError("mailgun batches need the compiled template and per-recipient values "
-                                    "(Batch.template, Batch.slot_values)", hint="this is a bug in the send loop")
-            return first.html, first.text
-        html_t, text_t = batch.template["html"], batch.template["text"]
-        html_keys = [(i, f"h{i}") for i in sorted(set(html_t.slot_ids))]
-        text_keys = [(i, f"t{i}") for i in sorted(set(text_t.slot_ids))]
-        for message, values in zip(batch.messages, batch.slot_values):
-            mine = variables[message.to]
-            mine.update({key: escape_html(values[i]) for i, key in html_keys})
-            mine.update({key: values[i] for i, key in text_keys})
-        return (html_t.with_placeholders(lambda i: f"%recipient.h{i}%"),
-                text_t.with_placeholders(lambda i: f"%recipient.t{i}%"))
+        html, text, merge = template_once(batch, lambda part, i: f"{part[0]}{i}", lambda key: f"%recipient.{key}%")
+        for message, mine in zip(batch.messages, merge):
+            variables[message.to].update(mine)
+        return html, text
 
     def _options(self, batch: Batch, variables: dict) -> list[tuple[str, str]]:
         first = batch.messages[0]

@@ -33,8 +33,7 @@ import requests
 from ..errors import ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from ..slots import SlotTemplate, escape_html
-from .base import Batch, Provider, Request, all_outcomes, json_body, split_address
+from .base import Batch, Provider, Request, all_outcomes, json_body, split_address, template_once
 
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
 # "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch, and the part of it
@@ -93,19 +92,11 @@ class SendGridProvider(Provider):
 
     def _content(self, batch: Batch) -> tuple[str, str, list[dict[str, str]]]:
         """The shared html and text with placeholders, and each recipient's substitutions."""
-        if batch.template is None:
-            return _identical_content(batch)
-        html_t: SlotTemplate = batch.template["html"]
-        text_t: SlotTemplate = batch.template["text"]
-        html_keys = [(i, html_key(i)) for i in sorted(set(html_t.slot_ids))]
-        text_keys = [(i, text_key(i)) for i in sorted(set(text_t.slot_ids))]
-        substitutions = []
-        for values in batch.slot_values:
-            subs = {key: escape_html(values[i]) for i, key in html_keys}
-            subs.update({key: values[i] for i, key in text_keys})
-            substitutions.append(subs)
-        _check_substitution_sizes(batch, substitutions)
-        return html_t.with_placeholders(html_key), text_t.with_placeholders(text_key), substitutions
+        html, text, substitutions = template_once(batch, lambda part, i: html_key(i) if part == "html" else
+                                                  text_key(i), lambda key: key)
+        if batch.template is not None:
+            _check_substitution_sizes(batch, substitutions)
+        return html, text, substitutions
 
     def _personalization(self, batch: Batch, message: Message, substitutions: Mapping[str, str]) -> dict:
         item: dict = {"to": [_address(message.to_name, message.to)], "subject": message.subject,
@@ -226,12 +217,3 @@ def _address(name: str, address: str) -> dict[str, str]:
 
 def _ascii(value: str) -> str:
     return value.encode("ascii", "replace").decode()[:255]
-
-
-def _identical_content(batch: Batch) -> tuple[str, str, list[dict[str, str]]]:
-    """Without a template every recipient must get the same body (proof copies), else we cannot batch."""
-    first = batch.messages[0]
-    if any(m.html != first.html or m.text != first.text for m in batch.messages):
-        raise ProviderError("sendgrid batches need the compiled template and per-recipient values "
-                            "(Batch.template, Batch.slot_values)", hint="this is a bug in the send loop")
-    return first.html, first.text, [{} for _ in batch.messages]
