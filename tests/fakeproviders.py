@@ -75,7 +75,6 @@ class FakeProviders:
         self.inactive: set[str] = set()
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
-        self.on_accept = None  # callback(fake, batch_records) after a batch is recorded
         self._faults: list[Fault | None] = []  # None: a healthy call
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
         self._in_progress: set[str] = set()
@@ -129,6 +128,21 @@ class FakeProviders:
             self.send_calls += 1
             return self._faults.pop(0) if self._faults else None
 
+    def reset(self) -> None:
+        """Everything a test changed back to a fresh fake (held faults are released first)."""
+        with self._lock:
+            for fault in self._faults:
+                if fault:
+                    fault.release.set()
+            self._faults.clear()
+            self.accepted.clear()
+            self.inactive.clear()
+            self.requests_seen.clear()
+            self.send_calls = 0
+            self._idempotency.clear()
+            self._in_progress.clear()
+            self._pages.clear()
+
     def forget_idempotency_keys(self) -> None:
         """What 24 hours do to Resend's keys: a replay of an old batch is then a new request, sent again."""
         with self._lock:
@@ -145,8 +159,6 @@ class FakeProviders:
     def _record(self, records: list[Accepted]) -> None:
         with self._lock:
             self.accepted.extend(records)
-        if self.on_accept:
-            self.on_accept(self, records)
 
 
 class _Handler(BaseHTTPRequestHandler):

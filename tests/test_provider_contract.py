@@ -38,11 +38,7 @@ def fake():
 
 @pytest.fixture(autouse=True)
 def fresh(fake):
-    fake.accepted.clear()
-    fake.inactive.clear()
-    fake._faults.clear()
-    fake._idempotency.clear()
-    fake.send_calls = 0
+    fake.reset()
     yield
 
 
@@ -315,3 +311,14 @@ def test_a_template_once_provider_refuses_different_bodies_without_the_template(
     with pytest.raises(ProviderError, match="need the compiled template"):
         send(adapter(name, fake), batch)
     assert fake.delivered(name) == []
+
+
+def test_postmark_inactive_recipient_fails_and_is_suppressed_the_others_are_sent(fake):
+    """Postmark's ErrorCode 406 inside a 200: that reader failed (and suppressed), the batch's others sent."""
+    batch = sample_batch(3)
+    fake.inactive.add(batch.messages[1].to)
+    outcomes = {o.email: o for o in send(adapter("postmark", fake), batch)}
+    inactive = outcomes[batch.messages[1].to]
+    assert (inactive.state, inactive.suppress) == ("failed", True) and "inactive" in inactive.reason.lower()
+    assert [outcomes[m.to].state for m in (batch.messages[0], batch.messages[2])] == ["sent", "sent"]
+    assert sorted(a.to for a in fake.delivered("postmark")) == sorted([batch.messages[0].to, batch.messages[2].to])
