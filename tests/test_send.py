@@ -401,6 +401,19 @@ def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, work
     assert delivered(workspace) == SUBSCRIBED
 
 
+def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, workspace, keyed):
+    """Another live run (this very process, a fresh heartbeat) holds the lease: both leave the issue alone."""
+    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
+    with ledger(workspace) as db:
+        db.acquire_lease(ISSUE, "the-other-run", stale_after=60)
+    dispatched = run("dispatch", env=SECRET)
+    assert dispatched.exit_code == 75 and "another run is sending issue" in dispatched.stderr
+    reconciled = run("reconcile", ISSUE, env=keyed)
+    assert reconciled.exit_code == 75 and "another run is sending issue" in reconciled.stderr
+    assert delivered(workspace) == ["ada@example.com"]
+
+
 def test_a_finished_issue_needs_no_confirmation(run, workspace):
     """Re-running a completed send from a script without --yes is a no-op, not an error."""
     assert run("send", ISSUE, "--yes").exit_code == 0
