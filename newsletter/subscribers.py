@@ -380,11 +380,14 @@ def check_list(path: Path, *, skip_invalid: bool = False) -> list[Problem]:
     return problems
 
 
-def eligible(subscriber: Subscriber, segment: str | None) -> bool:
-    """Should ``subscriber`` get an issue sent to ``segment`` (a tag, compared case-insensitively)?"""
-    if subscriber.status != "subscribed":
-        return False
+def in_segment(subscriber: Subscriber, segment: str | None) -> bool:
+    """Is ``subscriber`` tagged ``segment`` (compared case-insensitively)? Everyone is, without a segment."""
     return not segment or segment.casefold() in (t.casefold() for t in subscriber.tags)
+
+
+def eligible(subscriber: Subscriber, segment: str | None) -> bool:
+    """Should ``subscriber`` get an issue sent to ``segment``?"""
+    return subscriber.status == "subscribed" and in_segment(subscriber, segment)
 
 
 def load_subscribers(path: Path) -> list[Subscriber]:
@@ -420,8 +423,7 @@ def merge_columns(path: Path) -> set[str]:
 def count_by_status(path: Path, segment: str | None = None, *, skip: Iterable[Problem] = ()) -> dict[str, int]:
     """How many subscribers have each status (those tagged ``segment`` when given; ``skip`` as for iter_subscribers)."""
     counts = dict.fromkeys(STATUSES, 0)
-    wanted = segment.casefold() if segment else None
     for subscriber in iter_subscribers(path, skip=skip):
-        if wanted is None or wanted in (t.casefold() for t in subscriber.tags):
+        if in_segment(subscriber, segment):
             counts[subscriber.status] += 1
     return counts

@@ -17,8 +17,8 @@ from .. import subscriber_edits as edits
 from ..errors import SubscriberError
 from ..subscriber_export import export_columns, write_csv, write_json
 from ..subscriber_import import import_subscribers
-from ..subscribers import (STATUSES, Problem, check_list, count_by_status, iter_subscribers, problems_error,
-                           validate_list)
+from ..subscribers import (STATUSES, Problem, check_list, count_by_status, in_segment, iter_subscribers,
+                           problems_error, validate_list)
 from . import App, cli, pass_app
 
 segment_option = click.option("--segment", metavar="TAG", help="Only subscribers tagged TAG (any case).")
@@ -182,10 +182,8 @@ def list_command(app: App, segment: str | None, status: str | None, as_json_flag
     """Print the subscribers: email, name, status and tags, tab-separated."""
     path = _list_path(app)
     skip = _readable(path, skip_invalid)
-    wanted = segment.casefold() if segment else None
     chosen = (s for s in iter_subscribers(path, skip=skip)
-              if (status is None or s.status == status)
-              and (wanted is None or wanted in (t.casefold() for t in s.tags)))
+              if (status is None or s.status == status) and in_segment(s, segment))
     if as_json_flag:
         write_json(chosen, export_columns(path), _echo)
         return
