@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import socket
@@ -322,6 +323,34 @@ def test_the_file_is_wal_with_the_latest_schema(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
+
+
+def _open_at_the_barrier(path, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        SQLiteLedger(path).close()
+    except LedgerError as err:
+        errors.put(str(err))
+
+
+def test_commands_opening_a_fresh_ledger_at_once_all_wait_their_turn(tmp_path):
+    # Switching a new file to WAL does not call SQLite's busy handler: without the ledger's own
+    # wait, about one race in four failed with "database is locked" (the second of two crons).
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for round_ in range(20):
+        path = tmp_path / f"race{round_}" / "ledger.sqlite3"
+        barrier = context.Barrier(3)
+        racers = [context.Process(target=_open_at_the_barrier, args=(path, barrier, errors)) for _ in range(3)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+            assert racer.exitcode == 0
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
 
 
 def version_1_ledger(path) -> None:

@@ -62,6 +62,7 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 
 
+BUSY_TIMEOUT_S = 30  # how long a command waits for another one holding the ledger
 MIN_SQLITE = (3, 35, 0)  # UPDATE ... FROM, MATERIALIZED; and the JSON functions (checked on open)
 
 
@@ -84,10 +85,10 @@ class SQLiteLedger(Ledger):
             else:
                 if str(path) != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA busy_timeout = 30000")
+                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
             if not readonly:
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._enter_wal()
                 self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate(readonly and Path(path).exists() and str(path) != ":memory:")
@@ -96,12 +97,26 @@ class SQLiteLedger(Ledger):
             # (a chunk is looked up before any of its rows can be claimed: nothing it reads is stale).
             self._lookups, self._lookup_lock = self._db, self._lock
             if not readonly and str(path) != ":memory:":
-                self._lookups = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-                self._lookups.execute("PRAGMA busy_timeout = 30000")
+                self._lookups = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+                self._lookups.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
                 self._lookup_lock = threading.Lock()
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open the ledger: {err}", path=self.url,
                               hint="check the path in [ledger] url and that the folder is writable") from err
+
+    def _enter_wal(self) -> None:
+        # Switching a new file to WAL takes an exclusive lock WITHOUT calling the busy handler, so
+        # two commands opening a fresh ledger at once would fail at once with "database is locked".
+        # Wait for the other one here, as busy_timeout does everywhere else.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _require_json(self) -> None:
         probe = sqlite3.connect(":memory:")
