@@ -78,6 +78,20 @@ class Batch:
         return f"{self.issue_id}/{self.batch_id}"
 
 
+# Why a provider will not send to an address, in our words (DESIGN's subscriber statuses, plus "blocked":
+# suppressed by the account owner, not by the reader).
+SUPPRESSION_KINDS = ("bounced", "complained", "unsubscribed", "blocked")
+
+
+@dataclass(frozen=True)
+class ProviderSuppression:
+    """An address on the provider's own suppression list (``newsletter suppressions sync``)."""
+
+    email: str
+    kind: str  # one of SUPPRESSION_KINDS
+    detail: str = ""  # the provider's own words: its reason, bounce code or origin
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -115,6 +129,8 @@ class Provider:
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
+    # What `newsletter suppressions sync` says when ``suppression_list`` cannot answer for this provider.
+    sync_note = "this provider keeps no suppression list of its own: nothing to sync"
     # The hint for a 403 that is about the sender or sending domain rather than the key.
     sender_hint = "verify the From address or its domain with the provider"
 
@@ -175,6 +191,39 @@ class Provider:
         None when this provider cannot answer at all (see ``reconcile_note``).
         """
         return None
+
+    def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression] | None:
+        """Optional verb: every address the provider refuses to send to (bounces, complaints,
+        unsubscribes), read page by page; None when it keeps no such list (see ``sync_note``).
+        Raises :class:`ProviderError` (``retryable`` for 429, 5xx and network trouble) part-way:
+        the caller keeps nothing from an incomplete read."""
+        return None
+
+    def get_json(self, session: requests.Session, url: str, params: Mapping[str, Any] | None, what: str) -> Any:
+        """GET ``url`` (a path on the configured origin, or a full URL on it, such as a paging link)
+        and return its JSON body. 401/403 raise :class:`AuthError`; 429, 5xx and network trouble a
+        retryable :class:`ProviderError`; anything but a 200 with JSON a non-retryable one. ``what``
+        names the look-up in errors ("message search")."""
+        if url.startswith("/"):
+            url = self.url(url)
+        elif not url.startswith(self.url("/")):  # never send the key to another host
+            raise ProviderError(f"{self.name}: the {what} pointed to another host; stopped", retryable=False)
+        try:
+            response = session.get(url, params=params, headers=self.read_headers(), timeout=self.timeout)
+        except requests.RequestException as err:
+            raise ProviderError(f"{self.name}: {what} failed ({type(err).__name__})", retryable=True) from err
+        self.raise_for_status(response)
+        body = json_body(response)
+        if response.status_code != 200 or body is None:
+            raise ProviderError(f"{self.name}'s {what} answered HTTP {response.status_code}"
+                                + (f": {self.scrub(provider_message(response))}" if response.status_code != 200 else
+                                   " with a body that is not JSON"),
+                                status=response.status_code, body=self.scrub(response.text))
+        return body
+
+    def read_headers(self) -> Mapping[str, str]:
+        """The headers of a look-up (GET): the provider's authentication."""
+        raise NotImplementedError
 
     def url(self, path: str) -> str:
         """``path`` on the configured origin (``[provider] api_base``, else the provider's own)."""

@@ -26,6 +26,7 @@ within 6 days of the batch's first claim, a day inside the shortest retention.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -87,9 +88,11 @@ class PostmarkProvider(Provider):
     def _token(self) -> str:
         return TEST_TOKEN if self.settings.provider.test_mode else (self.api_key or "")
 
+    def read_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json", "X-Postmark-Server-Token": self._token()}
+
     def _headers(self) -> dict[str, str]:
-        return {"Accept": "application/json", "Content-Type": "application/json",
-                "X-Postmark-Server-Token": self._token()}
+        return {**self.read_headers(), "Content-Type": "application/json"}
 
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
@@ -189,11 +192,10 @@ class PostmarkProvider(Provider):
         while True:
             params = {"count": SEARCH_PAGE, "offset": offset, "tag": batch.issue_id,
                       "metadata_batch": batch.batch_id, "messagestream": self.stream}
-            response = self._get(session, "/messages/outbound", params)
-            body = json_body(response)
+            body = self.get_json(session, "/messages/outbound", params, "message search")
             if not isinstance(body, dict) or not isinstance(body.get("Messages"), list):
                 raise ProviderError("postmark's message search answered something we cannot read",
-                                    status=response.status_code, body=response.text, retryable=True)
+                                    body=json.dumps(body)[:500], retryable=True)
             for item in body["Messages"]:
                 for address in item.get("Recipients") or [t.get("Email", "") for t in item.get("To") or []]:
                     accepted[str(address).lower()] = str(item.get("MessageID", ""))
@@ -201,18 +203,6 @@ class PostmarkProvider(Provider):
             if len(body["Messages"]) < SEARCH_PAGE or offset >= int(body.get("TotalCount", 0)) \
                     or offset + SEARCH_PAGE > 10_000:
                 return accepted
-
-    def _get(self, session: requests.Session, path: str, params: dict) -> requests.Response:
-        try:
-            response = session.get(self.url(path), params=params, headers=self._headers(), timeout=self.timeout)
-        except requests.RequestException as err:
-            raise ProviderError(f"postmark: message search failed ({type(err).__name__})", retryable=True) from err
-        self.raise_for_status(response)
-        if response.status_code != 200:
-            raise ProviderError(f"postmark's message search answered HTTP {response.status_code}",
-                                status=response.status_code, body=response.text)
-        return response
-
 
 @dataclass(frozen=True)
 class _Refusal:

@@ -59,8 +59,11 @@ class ResendProvider(Provider):
                 raise ConfigError(f"[provider] {key} = true is not supported by Resend's API",
                                   path=settings.origins.get(f"provider.{key}"), hint=f"set it to false; {hint}")
 
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key or ''}"}
+
     def _headers(self, batch: Batch) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key or ''}", "Content-Type": "application/json",
+        return {**self.read_headers(), "Content-Type": "application/json",
                 "Idempotency-Key": batch.idempotency_key[:256], "x-batch-validation": "permissive"}
 
     # -- verbs -----------------------------------------------------------------------

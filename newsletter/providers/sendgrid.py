@@ -63,8 +63,11 @@ class SendGridProvider(Provider):
     sender_hint = ("verify the From address as a Sender Identity in SendGrid (Settings > Sender "
                    "Authentication: a single sender or the whole domain)")
 
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key or ''}", "Accept": "application/json"}
+
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key or ''}", "Content-Type": "application/json"}
+        return {**self.read_headers(), "Content-Type": "application/json"}
 
     # -- verbs -----------------------------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
