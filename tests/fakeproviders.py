@@ -33,10 +33,12 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 VALID = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\".]+$")
 POSTMARK_STREAMS = {"outbound", "broadcast"}
+SUPPRESSION_KINDS = ("bounce", "complaint", "unsubscribe", "invalid", "block", "manual")
+CREATED = "2026-11-20T08:15:00Z"  # when the fake says an address was suppressed
 
 
 @dataclass
@@ -73,6 +75,9 @@ class FakeProviders:
         # Postmark refuses addresses it marked inactive (ErrorCode 406); the others accept any well-formed
         # address and drop bounced ones later, so only malformed addresses are refused there.
         self.inactive: set[str] = set()
+        # Each provider's own suppression list (``newsletter suppressions sync``), set by tests through
+        # ``suppress``: provider -> [(address, kind)], kind one of SUPPRESSION_KINDS.
+        self.suppressed: dict[str, list[tuple[str, str]]] = {}
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self._faults: list[Fault | None] = []  # None: a healthy call
@@ -137,11 +142,24 @@ class FakeProviders:
             self._faults.clear()
             self.accepted.clear()
             self.inactive.clear()
+            self.suppressed.clear()
             self.requests_seen.clear()
             self.send_calls = 0
             self._idempotency.clear()
             self._in_progress.clear()
             self._pages.clear()
+
+    def suppress(self, provider: str, address: str, kind: str) -> None:
+        """Put ``address`` on ``provider``'s own suppression list; Postmark then also refuses to send to it."""
+        assert kind in SUPPRESSION_KINDS, kind
+        with self._lock:
+            self.suppressed.setdefault(provider, []).append((address, kind))
+            if provider == "postmark":
+                self.inactive.add(address.lower())
+
+    def suppressions_of(self, provider: str) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.suppressed.get(provider, []))
 
     def forget_idempotency_keys(self) -> None:
         """What 24 hours do to Resend's keys: a replay of an old batch is then a new request, sent again."""
@@ -207,6 +225,11 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/v3/mail/send", self.sendgrid_send), ("POST", r"/emails/batch", self.resend_batch),
             ("POST", r"/v3/([^/]+)/messages", self.mailgun_send),
             ("GET", r"/v3/([^/]+)/events(?:/(\d+))?", self.mailgun_events),
+            ("GET", r"/message-streams/([^/]+)/suppressions/dump", self.postmark_suppressions),
+            ("GET", r"/v3/suppression/(bounces|blocks|invalid_emails|spam_reports|unsubscribes)",
+             self.sendgrid_suppressions),
+            ("GET", r"/v3/([^/]+)/(bounces|complaints|unsubscribes)", self.mailgun_suppressions),
+            ("GET", r"/suppressions", self.resend_suppressions),
         ]
         for verb, pattern, handler in routes:
             match = re.fullmatch(pattern, url.path)
@@ -292,12 +315,49 @@ class _Handler(BaseHTTPRequestHandler):
                  "Metadata": {"batch": a.batch}} for a in found[offset:offset + count]]
         self._answer(200, {"TotalCount": len(found), "Messages": page})
 
+    def postmark_suppressions(self, body: bytes, query: dict, stream: str) -> None:
+        """The suppression dump: every suppression of the stream in one answer."""
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        if stream not in POSTMARK_STREAMS:
+            return self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' "
+                                                                    "was not found."})
+        reasons = {"bounce": ("HardBounce", "Recipient"), "complaint": ("SpamComplaint", "Recipient"),
+                   "unsubscribe": ("ManualSuppression", "Recipient"), "manual": ("ManualSuppression", "Customer")}
+        items = [{"EmailAddress": address, "SuppressionReason": reasons[kind][0], "Origin": reasons[kind][1],
+                  "CreatedAt": "2026-11-20T08:15:00-05:00"}
+                 for address, kind in self.owner.suppressions_of("postmark") if kind in reasons]
+        self._answer(200, {"Suppressions": items})
+
     # -- SendGrid ---------------------------------------------------------------------------
-    def sendgrid_send(self, body: bytes, query: dict) -> None:
+    def _sendgrid_auth(self) -> bool:
         if self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
-            return self._answer(401, {"errors": [{"field": None, "message": "The provided authorization grant "
-                                                  "is invalid, expired, or revoked"}]})
-        self._send(body, self._sendgrid_accept)
+            self._answer(401, {"errors": [{"field": None, "message": "The provided authorization grant "
+                                           "is invalid, expired, or revoked"}]})
+            return False
+        return True
+
+    def sendgrid_send(self, body: bytes, query: dict) -> None:
+        if self._sendgrid_auth():
+            self._send(body, self._sendgrid_accept)
+
+    def sendgrid_suppressions(self, body: bytes, query: dict, name: str) -> None:
+        """One suppression list, paged by ``limit`` (at most 500) and ``offset``."""
+        if not self._sendgrid_auth():
+            return
+        limit, offset = int(query.get("limit", 500)), int(query.get("offset", 0))
+        if not 1 <= limit <= 500:
+            return self._answer(400, {"errors": [{"field": "limit", "message": "limit must be between 1 and 500"}]})
+        kind = {"bounces": "bounce", "blocks": "block", "invalid_emails": "invalid", "spam_reports": "complaint",
+                "unsubscribes": "unsubscribe"}[name]
+        found = [address for address, k in self.owner.suppressions_of("sendgrid") if k == kind]
+        extra = {"bounce": {"reason": "550 5.1.1 The email account that you tried to reach does not exist",
+                            "status": "5.1.1"},
+                 "block": {"reason": "421 4.7.0 Try again later", "status": "4.7.0"},
+                 "invalid": {"reason": "Mail domain mentioned in email address is unknown"},
+                 "complaint": {"ip": "10.63.202.100"}}.get(kind, {})
+        self._answer(200, [{"created": 1763626500, "email": address, **extra}
+                           for address in found[offset:offset + limit]])
 
     def _sendgrid_accept(self, raw: bytes):
         if len(raw) > 30_000_000:
@@ -392,14 +452,59 @@ class _Handler(BaseHTTPRequestHandler):
         next_url = f"http://{self.headers.get('Host')}/v3/{domain}/events/{token}"
         self._answer(200, {"items": items, "paging": {"next": next_url, "previous": next_url}})
 
+    def mailgun_suppressions(self, body: bytes, query: dict, domain: str, name: str) -> None:
+        """Bounces, complaints or unsubscribes, by address; ``page=next&address=A`` continues after A."""
+        if not self._mailgun_auth(domain):
+            return
+        limit = int(query.get("limit", 100))
+        if not 1 <= limit <= 1000:
+            return self._answer(400, {"message": "Limit must be between 1 and 1000"})
+        kind = {"bounces": "bounce", "complaints": "complaint", "unsubscribes": "unsubscribe"}[name]
+        found = sorted(address for address, k in self.owner.suppressions_of("mailgun") if k == kind)
+        if query.get("page") == "next":
+            found = [a for a in found if a > query.get("address", "")]
+        extra = {"bounce": {"code": "550", "error": "No such mailbox"}, "unsubscribe": {"tags": ["*"]},
+                 "complaint": {"count": 1}}[kind]
+        items = [{"address": a, "created_at": "Thu, 20 Nov 2026 08:15:00 UTC", **extra} for a in found[:limit]]
+        base = f"http://{self.headers.get('Host')}/v3/{domain}/{name}"
+        last = items[-1]["address"] if items else query.get("address", "")
+        self._answer(200, {"items": items, "paging": {
+            "first": f"{base}?limit={limit}", "last": f"{base}?page=last&limit={limit}",
+            "next": f"{base}?page=next&address={quote(last)}&limit={limit}",
+            "previous": f"{base}?page=previous&address={quote(items[0]['address'] if items else last)}&limit={limit}"}})
+
     # -- Resend -----------------------------------------------------------------------------
-    def resend_batch(self, body: bytes, query: dict) -> None:
+    def _resend_auth(self) -> bool:
         auth = self.headers.get("Authorization")
         if not auth:
-            return self._answer(401, {"statusCode": 401, "name": "missing_api_key",
-                                      "message": "Missing API key in the authorization header."})
+            self._answer(401, {"statusCode": 401, "name": "missing_api_key",
+                               "message": "Missing API key in the authorization header."})
+            return False
         if auth != f"Bearer {self.owner.api_key}":
-            return self._answer(403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"})
+            self._answer(403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"})
+            return False
+        return True
+
+    def resend_suppressions(self, body: bytes, query: dict) -> None:
+        """The team's suppressions, newest first, ``limit`` (at most 100) at a time after the ``after`` id."""
+        if not self._resend_auth():
+            return
+        limit = int(query.get("limit", 20))
+        if not 1 <= limit <= 100:
+            return self._answer(422, {"statusCode": 422, "name": "validation_error",
+                                      "message": "The `limit` parameter must be between 1 and 100."})
+        origins = {"bounce": "bounce", "complaint": "complaint", "manual": "manual"}
+        found = [{"id": str(uuid.uuid5(uuid.NAMESPACE_URL, address)), "email": address, "origin": origins[kind],
+                  "source_id": None, "created_at": "2026-11-20 08:15:00.000+00"}
+                 for address, kind in self.owner.suppressions_of("resend") if kind in origins]
+        if "after" in query:
+            ids = [item["id"] for item in found]
+            found = found[ids.index(query["after"]) + 1:] if query["after"] in ids else []
+        self._answer(200, {"object": "list", "has_more": len(found) > limit, "data": found[:limit]})
+
+    def resend_batch(self, body: bytes, query: dict) -> None:
+        if not self._resend_auth():
+            return
         key = self.headers.get("Idempotency-Key")
         digest = hashlib.sha256(body).hexdigest()
         with self.owner._lock:

@@ -1,8 +1,9 @@
-"""``newsletter suppressions list/add/remove``: addresses never to send to, kept in the ledger.
+"""``newsletter suppressions list/add/remove/sync``: addresses never to send to, kept in the ledger.
 
 Suppressions win over the subscriber list: a suppressed subscriber is left
 out of new plans and skipped when their turn comes in a running one. The
-providers add them too (hard bounces, complaints) through send outcomes.
+providers add them too: through send outcomes (Postmark's inactive
+recipients), and through ``sync``, which reads the provider's own list.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from email_validator import EmailNotValidError
 
 from ..errors import NewsletterError
 from ..ledger import open_ledger
+from ..providers import open_provider
+from ..suppression_sync import SyncReport, can_sync, sync_suppressions
 from ..subscriber_address import normalise_address
 from . import App, cli, pass_app
 
@@ -71,3 +74,41 @@ def remove_suppression(app: App, email: str) -> None:
         if not ledger.remove_suppression(email):
             raise NewsletterError(f"{email} is not suppressed", hint="`newsletter suppressions list` shows who is")
     app.info(f"removed {email} from the suppressions")
+
+
+@suppressions.command("sync")
+@click.option("--dry-run", is_flag=True, help="Read the provider's list and say what would be added; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@pass_app
+def sync(app: App, dry_run: bool, as_json: bool) -> None:
+    """Add the provider's bounces, complaints and unsubscribes to the suppressions.
+
+    Reads the configured provider's whole suppression list, then adds the addresses
+    not suppressed yet in one go (a failed read changes nothing). Never removes any:
+    use `newsletter suppressions remove` for an address the provider reactivated.
+    Run it before a send, or from cron.
+    """
+    settings = app.settings()
+    provider = open_provider(settings)
+    try:
+        if not can_sync(provider):
+            report = SyncReport(provider.name, supported=False)
+        else:
+            with open_ledger(settings, readonly=dry_run) as ledger:
+                report = sync_suppressions(provider, ledger, dry_run=dry_run)
+    finally:
+        provider.close()
+    if report.unreadable:
+        count = len(report.unreadable)
+        shown = ", ".join(repr(a) for a in report.unreadable[:3]) + (" ..." if count > 3 else "")
+        app.warn(f"{provider.name} lists {count} entr{'y' if count == 1 else 'ies'} that "
+                 f"{'is' if count == 1 else 'are'} not a valid address, left out: {shown}")
+    if as_json:
+        click.echo(json.dumps(report.as_json(dry_run=dry_run)))
+    elif not report.supported:
+        app.info(f"{provider.name}: {provider.sync_note}")
+    else:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.kinds.items()))
+        app.info(f"{provider.name}: {report.fetched} suppressed address(es)" + (f" ({kinds})" if kinds else ""))
+        verb = "would be added" if dry_run else "added"
+        app.info(f"{report.added} {verb} to the ledger's suppressions, {report.already} already there")

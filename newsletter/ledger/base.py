@@ -260,8 +260,13 @@ class Ledger(ABC):
         """``unknown -> sent | pending | failed`` from a provider look-up, one transaction."""
 
     # -- suppressions and erasure ----------------------------------------------------
+    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool:
+        return self.add_suppressions([(email, reason)], source) == 1
+
     @abstractmethod
-    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool: ...
+    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str) -> int:
+        """Suppress each ``(email, reason)`` not suppressed yet (an existing entry keeps its reason and
+        source), in one transaction; returns how many were added."""
 
     @abstractmethod
     def remove_suppression(self, email: str) -> bool: ...

@@ -406,10 +406,13 @@ class SQLiteLedger(Ledger):
             return db.total_changes - before
 
     # -- suppressions and erasure ---------------------------------------------------
-    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool:
+    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str) -> int:
+        now = _now()
         with self._tx() as db:
-            return db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
-                              (address_key(email), reason, source, _now())).rowcount == 1
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
+                           [(address_key(email), reason, source, now) for email, reason in entries])
+            return db.total_changes - before
 
     def remove_suppression(self, email: str) -> bool:
         with self._tx() as db:

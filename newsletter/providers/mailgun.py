@@ -37,6 +37,7 @@ import email.utils
 import json
 import re
 import time
+from typing import Iterator
 from urllib.parse import quote
 
 import requests
@@ -45,7 +46,7 @@ from email_validator import EmailNotValidError, validate_email
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import (Batch, Provider, Request, all_outcomes, json_body, names_address, outcomes_from_logs,
+from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, names_address, outcomes_from_logs,
                    provider_message, template_once)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
@@ -54,6 +55,10 @@ EVENTS_DELAY = 30 * 60  # Mailgun: events can take up to ~30 minutes to show up;
 EVENTS_RETENTION = 2 * 86400  # events are kept at least 2 days (free plans) to 30 days
 EVENTS_MARGIN = 3600  # seconds either side of the batch's tries when asking for its events (clock skew, queueing)
 EVENTS_PAGES = 1000  # pages of 300 events: an issue of 300,000 readers; beyond that we cannot tell
+# The suppression lists `newsletter suppressions sync` reads, and what each means. An unsubscribe may be for
+# one tag only; it is taken for the whole list all the same: the reader asked to hear less from us.
+SUPPRESSION_LISTS = (("bounces", "bounced"), ("complaints", "complained"), ("unsubscribes", "unsubscribed"))
+SUPPRESSION_PAGE = 1000  # the suppression endpoints' largest `limit`
 # The one documented 400 about a recipient (not "'from' parameter ...", not "'h:Reply-To' ...").
 _TO_NOT_VALID = re.compile(r"(?:^|[\s\"])'?to'? parameter is not a valid address", re.I)
 
@@ -222,6 +227,22 @@ class MailgunProvider(Provider):
                             "in this batch's window; cannot tell what this batch did", retryable=False,
                             hint="check the batch in Mailgun's logs, then `newsletter send --resend-unknown` "
                                  "if it never went out")
+
+    # -- suppressions ---------------------------------------------------------------------
+    def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
+        """The domain's bounces, complaints and unsubscribes, following each list's ``paging.next``."""
+        for name, kind in SUPPRESSION_LISTS:
+            url: str = f"/v3/{quote(self.domain)}/{name}"
+            params: dict | None = {"limit": SUPPRESSION_PAGE}
+            seen = set()
+            while url and url not in seen:  # the last page links to itself or to an empty one
+                seen.add(url)
+                body = self._get(session, url, params, f"{name} list")
+                items = body.get("items") or []
+                for item in items:
+                    detail = " ".join(str(item.get(k) or "") for k in ("code", "error")).strip()
+                    yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "))
+                url, params = ((body.get("paging") or {}).get("next") or "") if items else "", None
 
     def _get(self, session: requests.Session, url: str, params: dict | None, what: str) -> dict:
         body = self.get_json(session, url, params, what)

@@ -29,13 +29,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Iterator
 
 import requests
 
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, outcomes_from_logs, provider_message
+from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, outcomes_from_logs,
+                   provider_message)
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -203,6 +205,27 @@ class PostmarkProvider(Provider):
             if len(body["Messages"]) < SEARCH_PAGE or offset >= int(body.get("TotalCount", 0)) \
                     or offset + SEARCH_PAGE > 10_000:
                 return accepted
+
+    # -- suppressions ---------------------------------------------------------------------
+    def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
+        """The message stream's suppressions, in one answer (Postmark's dump has no paging)."""
+        body = self.get_json(session, f"/message-streams/{self.stream}/suppressions/dump", None,
+                             "suppression dump")
+        items = body.get("Suppressions") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ProviderError("postmark's suppression dump answered something we cannot read",
+                                body=json.dumps(body)[:500], retryable=True)
+        for item in items:
+            reason, origin = str(item.get("SuppressionReason", "")), str(item.get("Origin", ""))
+            yield ProviderSuppression(str(item.get("EmailAddress", "")), _SUPPRESSION_KINDS.get(
+                (reason, origin), _SUPPRESSION_KINDS.get((reason, ""), "blocked")), f"{reason} ({origin})")
+
+
+# Postmark's SuppressionReason (and Origin): a ManualSuppression from the Recipient is their unsubscribe
+# (the broadcast stream's link); from the Customer or an Admin, the account blocked the address.
+_SUPPRESSION_KINDS = {("HardBounce", ""): "bounced", ("SpamComplaint", ""): "complained",
+                      ("ManualSuppression", "Recipient"): "unsubscribed"}
+
 
 @dataclass(frozen=True)
 class _Refusal:

@@ -19,18 +19,23 @@ settings are refused up front rather than silently ignored.
 from __future__ import annotations
 
 import email.utils
+import json
 import re
+from typing import Iterator
 
 import requests
 
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, names_address, provider_message
+from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, names_address,
+                   provider_message)
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
 # "Invalid `to` field. ...", "The `to` field must be a `string`.": the recipient's; `from`, `subject`... are ours.
+SUPPRESSION_KINDS = {"bounce": "bounced", "complaint": "complained", "manual": "blocked"}  # by `origin`
+SUPPRESSION_PAGE = 100  # the list endpoints' largest `limit`
 _ABOUT_TO = re.compile(r"[`'\"]to[`'\"]", re.I)
 
 
@@ -151,6 +156,27 @@ class ResendProvider(Provider):
             return all_outcomes(batch, "unknown", reason="the batch's idempotency key has expired (24 h): "
                                                          "replaying it would send again")
         return self.send_batch(batch, session)
+
+
+    # -- suppressions ---------------------------------------------------------------------
+    def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
+        """The team's suppressions, page by page (cursor: the last id, while ``has_more``)."""
+        params: dict = {"limit": SUPPRESSION_PAGE}
+        while True:
+            body = self.get_json(session, "/suppressions", params, "suppressions list")
+            items = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise ProviderError("resend's suppressions list answered something we cannot read",
+                                    body=json.dumps(body)[:500], retryable=True)
+            for item in items:
+                origin = str(item.get("origin", ""))
+                yield ProviderSuppression(str(item.get("email", "")), SUPPRESSION_KINDS.get(origin, "blocked"), origin)
+            if not body.get("has_more") or not items or not items[-1].get("id"):
+                return
+            if items[-1]["id"] == params.get("after"):  # a cursor that does not move would loop for ever
+                raise ProviderError("resend's suppressions list did not move past its cursor; cannot read it "
+                                    "to the end", retryable=False)
+            params = {"limit": SUPPRESSION_PAGE, "after": items[-1]["id"]}
 
 
 def _ordered(batch: Batch) -> list[Message]:

@@ -26,15 +26,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import requests
 
 from ..errors import ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import Batch, Provider, Request, all_outcomes, json_body, split_address, template_once
+from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, split_address,
+                   template_once)
 
+# The suppression lists `newsletter suppressions sync` reads, and what each means. Blocks are left out:
+# SendGrid keeps those for temporary refusals (a full mailbox, a reputation block), not for good.
+SUPPRESSION_LISTS = (("bounces", "bounced"), ("invalid_emails", "bounced"), ("spam_reports", "complained"),
+                     ("unsubscribes", "unsubscribed"))
+SUPPRESSION_PAGE = 500  # the suppression endpoints' largest `limit`
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
 # "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch, and the part of it
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.([\w.]*))?$")
@@ -155,6 +161,30 @@ class SendGridProvider(Provider):
         return [Outcome(m.to, "failed", reason=f"sendgrid: {theirs[i]}") if i in theirs else
                 Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
                 for i, m in enumerate(batch.messages)]
+
+
+    # -- suppressions ---------------------------------------------------------------------
+    def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
+        """Bounces, invalid addresses, spam reports and global unsubscribes, page by page (limit/offset)."""
+        for name, kind in SUPPRESSION_LISTS:
+            offset, previous = 0, None
+            while True:
+                page = self.get_json(session, f"/v3/suppression/{name}",
+                                     {"limit": SUPPRESSION_PAGE, "offset": offset}, f"{name} list")
+                if not isinstance(page, list):
+                    raise ProviderError(f"sendgrid's {name} list answered something we cannot read",
+                                        body=json.dumps(page)[:500], retryable=True)
+                if page and page == previous:  # an offset the server ignores would loop for ever
+                    raise ProviderError(f"sendgrid's {name} list answered the same page for offset {offset}; "
+                                        "cannot read it to the end", retryable=False)
+                previous = page
+                for item in page:
+                    item = item if isinstance(item, dict) else {}
+                    yield ProviderSuppression(str(item.get("email", "")), kind,
+                                              f"{name}: {item.get('reason') or item.get('status') or ''}".rstrip(": "))
+                if len(page) < SUPPRESSION_PAGE:
+                    break
+                offset += len(page)
 
 
 def _attribute(personal: dict[int, list[tuple[str, str]]], size: int) -> tuple[dict[int, str], list[str]]:

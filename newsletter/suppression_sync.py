@@ -1,0 +1,103 @@
+"""``newsletter suppressions sync``: the provider's bounces, complaints and unsubscribes, into the ledger.
+
+The provider's whole list is read first, page by page, and only then are the
+addresses the ledger does not suppress yet added, in one transaction: a read
+that fails part-way (a 429 that will not clear, a dropped connection) changes
+nothing, and running it again is always safe. Nothing is ever removed here:
+an address the provider has since reactivated stays suppressed until
+``newsletter suppressions remove``, because mailing someone who asked out is
+worse than missing someone who came back.
+
+A provider's suppressions already stop its own sends; in the ledger they also
+leave those readers out of the next plan (no wasted call, no ``failed`` row)
+and carry over when the newsletter moves to another provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import requests
+from email_validator import EmailNotValidError
+
+from .errors import ProviderError
+from .ledger import Ledger, address_key
+from .providers.base import Provider, ProviderSuppression
+from .ratelimit import MAX_WAIT, Backoff, wait_words
+from .subscriber_address import normalise_address
+
+READ_TRIES = 3  # whole reads of the provider's list before giving up on a 429, 5xx or network error
+
+
+@dataclass
+class SyncReport:
+    provider: str
+    supported: bool = True
+    fetched: int = 0  # distinct valid addresses on the provider's list
+    added: int = 0  # of those, new to the ledger (with --dry-run: that would be)
+    kinds: Counter = field(default_factory=Counter)  # kind -> distinct addresses
+    unreadable: list[str] = field(default_factory=list)  # entries no list could hold (not addresses)
+
+    @property
+    def already(self) -> int:
+        return self.fetched - self.added
+
+    def as_json(self, *, dry_run: bool) -> dict:
+        return {"provider": self.provider, "supported": self.supported, "dry_run": dry_run,
+                "fetched": self.fetched, "added": self.added, "already": self.already,
+                "kinds": dict(sorted(self.kinds.items())), "unreadable": self.unreadable}
+
+
+def can_sync(provider: Provider) -> bool:
+    return type(provider).suppression_list is not Provider.suppression_list
+
+
+def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False,
+                      session: requests.Session | None = None, backoff: Backoff = Backoff(),
+                      sleep: Callable[[float], None] = time.sleep) -> SyncReport:
+    """Read the provider's suppression list and add what is new to the ledger (not with ``dry_run``)."""
+    report = SyncReport(provider.name)
+    entries = _read_all(provider, session or requests.Session(), backoff, sleep)
+    if entries is None:
+        report.supported = False
+        return report
+    found: dict[str, tuple[str, str]] = {}  # address key -> (address, reason), the first listing wins
+    for entry in entries:
+        try:
+            address = normalise_address(entry.email)
+        except EmailNotValidError:
+            report.unreadable.append(entry.email)
+            continue
+        key = address_key(address)
+        if key not in found:
+            found[key] = (address, f"{entry.kind} at {provider.name}" + (f" ({entry.detail})" if entry.detail else ""))
+            report.kinds[entry.kind] += 1
+    report.fetched = len(found)
+    if dry_run:
+        report.added = len(found.keys() - ledger.suppressed_set())
+    else:
+        report.added = ledger.add_suppressions(list(found.values()), source=provider.name)
+    return report
+
+
+def _read_all(provider: Provider, session: requests.Session, backoff: Backoff,
+              sleep: Callable[[float], None]) -> list[ProviderSuppression] | None:
+    """The whole list, read again from the start after a transient error (pages may have shifted)."""
+    for attempt in range(1, READ_TRIES + 1):
+        try:
+            listing = provider.suppression_list(session)
+            return None if listing is None else list(listing)
+        except ProviderError as err:
+            if err.retryable and attempt < READ_TRIES and (err.retry_after or 0) <= MAX_WAIT:
+                sleep(backoff.delay(attempt, err.retry_after))
+                continue
+            if err.hint:  # a refused key says what to do already
+                raise
+            wait = f" ({provider.name} asked to wait {wait_words(err.retry_after)})" if err.retry_after else ""
+            raise ProviderError(err.message, status=err.status, body=err.body,
+                                hint=f"nothing was changed; run `newsletter suppressions sync` again later{wait}") \
+                from err
+    raise AssertionError("unreachable")
