@@ -96,8 +96,8 @@ def _read_all(provider: Provider, session: requests.Session, backoff: Backoff,
                 continue
             if err.hint:  # a refused key says what to do already
                 raise
-            wait = f" ({provider.name} asked to wait {wait_words(err.retry_after)})" if err.retry_after else ""
-            raise ProviderError(err.message, status=err.status, body=err.body,
-                                hint=f"nothing was changed; run `newsletter suppressions sync` again later{wait}") \
+            again = (f"{provider.name} asked to wait {wait_words(err.retry_after)}: run `newsletter suppressions "
+                     "sync` again after that" if err.retry_after else "run `newsletter suppressions sync` again later")
+            raise ProviderError(err.message, status=err.status, body=err.body, hint=f"nothing was changed; {again}") \
                 from err
     raise AssertionError("unreachable")

@@ -22,6 +22,7 @@ import requests
 
 from fakeproviders import sample_batch
 from newsletter import config
+from newsletter.errors import ProviderError
 from newsletter.providers import provider_class
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,3 +100,22 @@ def test_the_spec_accepts_our_batch_request(prism, variant):
                                 data=request.data, files=request.files, timeout=30)
     assert "sl-violations" not in response.headers, response.headers.get("sl-violations")
     assert response.status_code < 400, response.text[:2000]
+
+
+def test_the_spec_accepts_our_suppression_list_reads(prism):
+    """Only Resend's spec describes its suppression list (Postmark's copy predates it; SendGrid's is mail only)."""
+    name, url = prism
+    if name != "resend":
+        pytest.skip(f"{name}'s spec here has no suppression endpoints")
+    provider = provider_class(name)(config.resolve({}, {}, {"provider.name": name, "provider.api_base": url},
+                                                   source=None), "prism-test-key")
+    answers = []
+    with requests.Session() as session:
+        session.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))
+        # Prism answers every page with the spec's example (has_more, the same id): the cursor guard stops it.
+        with pytest.raises(ProviderError, match="did not move past its cursor"):
+            list(provider.suppression_list(session))
+    assert len(answers) == 2 and "after=" in answers[1].url
+    for answer in answers:
+        assert "sl-violations" not in answer.headers, answer.headers.get("sl-violations")
+        assert answer.status_code == 200, answer.text[:2000]
