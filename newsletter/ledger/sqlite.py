@@ -101,8 +101,10 @@ class SQLiteLedger(Ledger):
                 self._lookups.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
                 self._lookup_lock = threading.Lock()
         except sqlite3.Error as err:
+            busy = "locked" in str(err) or "busy" in str(err)
             raise LedgerError(f"cannot open the ledger: {err}", path=self.url,
-                              hint="check the path in [ledger] url and that the folder is writable") from err
+                              hint=f"another newsletter command held it for over {BUSY_TIMEOUT_S} s: run this again"
+                              if busy else "check the path in [ledger] url and that the folder is writable") from err
 
     def _enter_wal(self) -> None:
         # Switching a new file to WAL takes an exclusive lock WITHOUT calling the busy handler, so
