@@ -52,7 +52,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "test_mode": (False, "provider test/sandbox mode: accepted, not delivered"),
     },
     "unsubscribe": {
-        "url": ("", "unsubscribe link; {token} is replaced by a signed token"),
+        "url": ("", 'unsubscribe link; {token} is replaced by a signed token; "provider": Postmark\'s own'),
         "mailto": ("", "address for mailto: List-Unsubscribe"),
         "secret_env": ("NEWSLETTER_SECRET", "the NAME of the environment variable holding the signing secret"),
     },
@@ -194,7 +194,7 @@ _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 
 def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
-    """No passwords inside URLs in the file, and no unsupported unsubscribe modes."""
+    """No passwords inside URLs in the file."""
     for section, key in (("ledger", "url"), ("provider", "api_base"), ("unsubscribe", "url")):
         origin = origins[f"{section}.{key}"]
         in_file = not origin.startswith(("env ", "flag", "default"))
@@ -202,11 +202,6 @@ def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, s
             raise ConfigError(f"[{section}] {key} contains a password, and secrets never go in the config file",
                               path=origin, hint=f"set NEWSLETTER_{section.upper()}_{key.upper()} in the "
                                                 f"environment instead, or use the service's own credential file")
-    if values["unsubscribe"]["url"] == "provider":
-        raise ConfigError("[unsubscribe] url = \"provider\" (links managed by the provider) is not supported yet",
-                          path=origins["unsubscribe.url"],
-                          hint="give an https:// page with {token} (and/or mailto); Postmark's broadcast "
-                               "stream adds its own unsubscribe header either way")
 
 
 def describe(settings: Settings) -> list[tuple[str, Any, str]]:

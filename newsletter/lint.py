@@ -16,7 +16,9 @@ from .config import Settings
 from .issue import KNOWN_KEYS
 from .models import Subscriber
 from .render import CompiledIssue
+from .providers import unsubscribe_refusal
 from .slots import Slot
+from .unsubscribe import PROVIDER_MANAGED
 
 GMAIL_CLIP = 102 * 1024  # Gmail clips HTML above ~102 KB (measured by others, not documented)
 SIZE_WARNING = 90 * 1024
@@ -101,6 +103,12 @@ def settings_findings(settings: Settings) -> list[Finding]:
         findings.append(Finding("error", "no From address: set [newsletter] from = \"Name <you@example.com>\" "
                                          "in newsletter.toml", origin["newsletter.from"]))
     url, mailto = settings.unsubscribe.url, settings.unsubscribe.mailto
+    if url == PROVIDER_MANAGED:  # the provider's own link and headers: nothing of ours to check
+        refusal = unsubscribe_refusal(settings)
+        if refusal:
+            findings.append(Finding("error", f'[unsubscribe] url = "provider": {refusal}; nobody would get a '
+                                             "working unsubscribe link", origin["unsubscribe.url"]))
+        return findings
     if not url and not mailto:
         findings.append(Finding("error", "no unsubscribe link: set [unsubscribe] url (an https:// page with "
                                          "{token}) and/or mailto; without them there is no List-Unsubscribe "

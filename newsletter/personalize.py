@@ -21,12 +21,15 @@ from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
 
 class Personalizer:
     def __init__(self, compiled: CompiledIssue, *, sender: str, reply_to: str = "",
-                 unsubscribe_template: str = "", unsubscribe_mailto: str = "", secret: bytes):
+                 unsubscribe_template: str = "", unsubscribe_mailto: str = "", secret: bytes,
+                 list_headers: bool = True):
         self.compiled = compiled
         self.sender = sender
         self.reply_to = reply_to
         self._url_template = unsubscribe_template
         self._mailto = unsubscribe_mailto
+        # False when the provider manages unsubscribes: it adds List-Unsubscribe itself, for its own link.
+        self._list_headers = list_headers
         self._secret = secret
         self._slots = compiled.slots
         self._mailto_url = f"mailto:{unsubscribe_mailto}?subject=unsubscribe" if unsubscribe_mailto else ""
@@ -65,7 +68,7 @@ class Personalizer:
             text=compiled.text.fill(values, html=False) if bodies else "",
             sender=self.sender,
             reply_to=self.reply_to,
-            headers=list_unsubscribe_headers(url, self._mailto),
+            headers=list_unsubscribe_headers(url, self._mailto) if self._list_headers else {},
             body_bytes=-1 if bodies else self._weight(values, weigh),
         ), values
 

@@ -13,10 +13,11 @@ from .lint import Finding, lint, merge_field_findings, settings_findings
 from .mime import to_mime
 from .models import Issue, Message, Subscriber
 from .personalize import Personalizer
+from .providers import provider_class
 from .render import CompiledIssue, compile_issue
 from .subscriber_lookup import find_subscriber
 from .subscribers import iter_valid_subscribers, load_subscribers, merge_columns
-from .unsubscribe import PREVIEW_SECRET
+from .unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,16 @@ def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes |
     """Personalizer with the configured sender and unsubscribe settings.
 
     Without ``secret`` (builds, previews, proofs) links are signed with a preview-only
-    key; ``send`` passes the real secret from the environment.
+    key; ``send`` passes the real secret from the environment. With ``[unsubscribe] url =
+    "provider"`` the link is the provider's placeholder, and the provider adds the headers.
     """
+    url, managed = settings.unsubscribe.url, settings.unsubscribe.url == PROVIDER_MANAGED
+    if managed:
+        url = provider_class(settings.provider.name).unsubscribe_placeholder
     return Personalizer(compiled, sender=settings.newsletter.from_ or f"{settings.newsletter.name} <newsletter@example.com>",
                         reply_to=settings.newsletter.reply_to,
-                        unsubscribe_template=settings.unsubscribe.url, unsubscribe_mailto=settings.unsubscribe.mailto,
-                        secret=secret or PREVIEW_SECRET)
+                        unsubscribe_template=url, unsubscribe_mailto=settings.unsubscribe.mailto,
+                        secret=secret or PREVIEW_SECRET, list_headers=not managed)
 
 
 def lint_build(settings: Settings, build: Build, message: Message) -> list[Finding]:

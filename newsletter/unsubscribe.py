@@ -13,6 +13,10 @@ import hashlib
 import hmac
 from urllib.parse import quote
 
+# ``[unsubscribe] url = "provider"``: the provider puts its own link where ``{{ unsubscribe_url }}`` is
+# (its placeholder, Provider.unsubscribe_placeholder), adds the List-Unsubscribe headers and records
+# who left; ``newsletter suppressions sync`` brings them back into the ledger.
+PROVIDER_MANAGED = "provider"
 PREVIEW_SECRET = b"newsletter-preview-only"  # proofs, previews and builds without a secret; never for send
 
 

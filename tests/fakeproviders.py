@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 VALID = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\".]+$")
-POSTMARK_STREAMS = {"outbound", "broadcast"}
+POSTMARK_STREAMS = {"outbound": ("Transactional", "None"), "broadcast": ("Broadcasts", "Postmark")}
 SUPPRESSION_KINDS = ("bounce", "complaint", "unsubscribe", "invalid", "block", "manual")
 CREATED = "2026-11-20T08:15:00Z"  # when the fake says an address was suppressed
 
@@ -75,6 +75,9 @@ class FakeProviders:
         # Postmark refuses addresses it marked inactive (ErrorCode 406); the others accept any well-formed
         # address and drop bounced ones later, so only malformed addresses are refused there.
         self.inactive: set[str] = set()
+        # Postmark's streams: id -> (MessageStreamType, UnsubscribeHandlingType). On a stream whose
+        # unsubscribes Postmark handles, it puts its own link in each message and its own headers.
+        self.postmark_streams: dict[str, tuple[str, str]] = dict(POSTMARK_STREAMS)
         # Each provider's own suppression list (``newsletter suppressions sync``), set by tests through
         # ``suppress``: provider -> [(address, kind)], kind one of SUPPRESSION_KINDS.
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
@@ -142,6 +145,7 @@ class FakeProviders:
             self._faults.clear()
             self.accepted.clear()
             self.inactive.clear()
+            self.postmark_streams = dict(POSTMARK_STREAMS)
             self.suppressed.clear()
             self.requests_seen.clear()
             self.send_calls = 0
@@ -226,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/v3/([^/]+)/messages", self.mailgun_send),
             ("GET", r"/v3/([^/]+)/events(?:/(\d+))?", self.mailgun_events),
             ("GET", r"/message-streams/([^/]+)/suppressions/dump", self.postmark_suppressions),
+            ("GET", r"/message-streams/([^/]+)", self.postmark_stream),
             ("GET", r"/v3/suppression/(bounces|blocks|invalid_emails|spam_reports|unsubscribes)",
              self.sendgrid_suppressions),
             ("GET", r"/v3/([^/]+)/(bounces|complaints|unsubscribes)", self.mailgun_suppressions),
@@ -278,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             to = str(item.get("To", ""))
             stream = item.get("MessageStream", "outbound")
             base = {"To": to, "SubmittedAt": "2026-11-30T09:00:00.0000000-05:00"}
-            if stream not in POSTMARK_STREAMS:
+            if stream not in self.owner.postmark_streams:
                 answers.append({**base, "ErrorCode": 1235, "Message": f"The message stream '{stream}' was not "
                                 "found on this server."})
             elif not VALID.match(to):
@@ -292,10 +297,12 @@ class _Handler(BaseHTTPRequestHandler):
                 message_id = str(uuid.uuid4())
                 answers.append({**base, "MessageID": message_id, "ErrorCode": 0, "Message": "OK"})
                 headers = {h["Name"]: h["Value"] for h in item.get("Headers") or []}
-                records.append(Accepted("postmark", to, item.get("Subject", ""), item.get("HtmlBody", ""),
-                                        item.get("TextBody", ""), headers, (item.get("Tag", ""),),
-                                        str((item.get("Metadata") or {}).get("batch", "")), message_id, test,
-                                        stream))
+                html, text = item.get("HtmlBody", ""), item.get("TextBody", "")
+                if self.owner.postmark_streams[stream][1] == "Postmark":
+                    html, text = _postmark_unsubscribe(html, text, headers, to)
+                records.append(Accepted("postmark", to, item.get("Subject", ""), html, text, headers,
+                                        (item.get("Tag", ""),), str((item.get("Metadata") or {}).get("batch", "")),
+                                        message_id, test, stream))
         self.owner._record(records)
         return 200, answers, {}
 
@@ -319,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The suppression dump: every suppression of the stream in one answer."""
         if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
             return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
-        if stream not in POSTMARK_STREAMS:
+        if stream not in self.owner.postmark_streams:
             return self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' "
                                                                     "was not found."})
         reasons = {"bounce": ("HardBounce", "Recipient"), "complaint": ("SpamComplaint", "Recipient"),
@@ -328,6 +335,18 @@ class _Handler(BaseHTTPRequestHandler):
                   "CreatedAt": "2026-11-20T08:15:00-05:00"}
                  for address, kind in self.owner.suppressions_of("postmark") if kind in reasons]
         self._answer(200, {"Suppressions": items})
+
+    def postmark_stream(self, body: bytes, query: dict, stream: str) -> None:
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        if stream not in self.owner.postmark_streams:
+            return self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' "
+                                                                    "was not found."})
+        kind, handling = self.owner.postmark_streams[stream]
+        self._answer(200, {"ID": stream, "ServerID": 123457, "Name": stream.title(), "Description": None,
+                           "MessageStreamType": kind, "CreatedAt": "2026-01-14T11:00:00-05:00", "UpdatedAt": None,
+                           "ArchivedAt": None, "ExpectedPurgeDate": None,
+                           "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": handling}})
 
     # -- SendGrid ---------------------------------------------------------------------------
     def _sendgrid_auth(self) -> bool:
@@ -553,6 +572,29 @@ class _Handler(BaseHTTPRequestHandler):
             with self.owner._lock:
                 self.owner._idempotency[key] = (digest, 200, json.dumps(answer).encode())
         return 200, answer, {}
+
+
+PM_UNSUBSCRIBE = "{{{ pm:unsubscribe }}}"
+
+
+def postmark_unsubscribe_url(address: str) -> str:
+    """The link the fake's broadcast stream gives ``address`` (Postmark's own is opaque; ours names them)."""
+    return f"https://pm.example/unsubscribe/{quote(address.lower())}"
+
+
+def _postmark_unsubscribe(html: str, text: str, headers: dict, to: str) -> tuple[str, str]:
+    """What Postmark's broadcast stream does to a message: its link where the placeholder is (else
+    appended to the footer), and its own List-Unsubscribe headers in place of any the sender set."""
+    url = postmark_unsubscribe_url(to)
+    if PM_UNSUBSCRIBE in html:
+        html = html.replace(PM_UNSUBSCRIBE, url)
+    else:
+        html += f'<p><a href="{url}">Unsubscribe</a></p>'
+    text = text.replace(PM_UNSUBSCRIBE, url) if PM_UNSUBSCRIBE in text else f"{text}\n\nUnsubscribe: {url}"
+    for name in [n for n in headers if n.lower() in ("list-unsubscribe", "list-unsubscribe-post")]:
+        del headers[name]
+    headers.update({"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    return html, text
 
 
 def _substitute(text: str, substitutions: dict) -> str:

@@ -133,7 +133,3 @@ def test_password_in_a_url_is_refused_in_the_file_and_masked_from_env(tmp_path):
     assert rows["ledger.url"] == "postgresql://bob:****@db/news"
 
 
-def test_provider_managed_unsubscribe_is_refused_clearly(tmp_path):
-    path = write(tmp_path, '[unsubscribe]\nurl = "provider"\n')
-    with pytest.raises(ConfigError, match=r":2: \[unsubscribe\] url = \"provider\" .* is not supported yet"):
-        config.load(path, {})

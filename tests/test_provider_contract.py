@@ -39,6 +39,9 @@ def fake():
 @pytest.fixture(autouse=True)
 def fresh(fake):
     fake.reset()
+    # Bodies arrive exactly as sent: Postmark adds its own unsubscribe link only to streams whose
+    # unsubscribes it handles (its default; tests/test_unsubscribe_managed.py covers that).
+    fake.postmark_streams["broadcast"] = ("Broadcasts", "Custom")
     yield
 
 

@@ -88,17 +88,17 @@ def test_send_delivers_each_subscriber_once_personalised(workspace, fake, name):
     assert KEY not in out + err
 
 
-def test_a_stream_postmark_does_not_know_stops_the_run_and_fails_nobody(workspace, fake):
-    """Postmark answers 200 with ErrorCode 1235 for every message: a setting of ours, not the readers' fault."""
+def test_a_stream_postmark_does_not_know_stops_before_the_plan(workspace, fake):
+    """Asked before anything is planned, Postmark says the stream does not exist: nothing sent, nobody failed.
+    (A stream that goes between that question and a batch, ErrorCode 1235 per message, stops the run
+    with everyone pending: tests/test_providers_postmark.py.)"""
     write_list(workspace, 6)
     env = provider_env("postmark", fake, NEWSLETTER_PROVIDER_MESSAGE_STREAM="newsletters",
                        NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="1")
     code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
     assert code == 1, err
-    assert "postmark refused the batch (ErrorCode 1235)" in err and "the run stopped" in err
-    assert fake.send_calls == 1  # stopped at the first refusal, not once per batch
-    counts = ledger_counts(workspace, env)
-    assert counts["failed"] == 0 and counts["sent"] == 0 and counts["pending"] == 6
+    assert "Postmark has no message stream 'newsletters' on this server" in err
+    assert fake.send_calls == 0 and ledger_counts(workspace, env)["total"] == 0
     # fixed, the next run sends everyone
     code, out, err = finish(newsletter(workspace, {**env, "NEWSLETTER_PROVIDER_MESSAGE_STREAM": "broadcast"},
                                        "send", ISSUE, "--yes"))
@@ -284,7 +284,7 @@ def unknown_rows(workspace: Path, fake: FakeProviders, ledger_clock, name: str,
 
 
 def searches(fake: FakeProviders) -> int:
-    return sum(1 for method, _ in fake.requests_seen if method == "GET")
+    return sum(1 for method, path in fake.requests_seen if method == "GET" and path == "/messages/outbound")
 
 
 def test_send_on_a_terminal_offers_to_reconcile_then_sends_what_was_never_accepted(

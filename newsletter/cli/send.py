@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import click
+import requests
 
 from ..config import Settings
 from ..dispatch import RunTotals
-from ..errors import ConfigError, IssueError, NewsletterError
+from ..errors import AuthError, ConfigError, IssueError, NewsletterError, ProviderError
 from ..issue import load_issue
 from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
 from ..pipeline import build_issue, issue_path
@@ -87,6 +88,7 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
                 click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
                                        "planned": summary.planned, **summary.counts}))
             return 0
+        _preflight(app, provider)
         with open_ledger(settings) as ledger:
             run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
@@ -113,6 +115,22 @@ def refuse_test_mode(settings: Settings, command: str) -> None:
                           path=settings.origins.get("provider.test_mode"),
                           hint="for proof copies use `newsletter test ISSUE --to ADDR`; set test_mode = false "
                                "to send for real")
+
+
+def _preflight(app: App, provider: Provider) -> None:
+    """Ask the provider about its settings before anything is planned: a wrong key or a stream that
+    cannot carry a newsletter stops here. When it cannot answer (429, 5xx, network), say so and go on:
+    the send itself retries or stops cleanly."""
+    with requests.Session() as session:
+        try:
+            warnings = provider.preflight(session)
+        except AuthError:
+            raise
+        except ProviderError as err:
+            warnings = [f"could not check the {provider.name} settings before sending ({err.message}); "
+                        "sending as configured"]
+    for warning in warnings:
+        app.warn(warning)
 
 
 def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:

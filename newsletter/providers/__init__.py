@@ -6,6 +6,7 @@ import importlib
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..unsubscribe import PROVIDER_MANAGED
 from .base import Batch, Provider, Request
 
 # name -> "module:Class"
@@ -26,9 +27,22 @@ def provider_class(name: str) -> type[Provider]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def unsubscribe_refusal(settings: Settings) -> str:
+    """Why ``[unsubscribe] url = "provider"`` cannot work with the configured provider ("" when it can,
+    or when the newsletter has its own unsubscribe page)."""
+    if settings.unsubscribe.url != PROVIDER_MANAGED:
+        return ""
+    return provider_class(settings.provider.name).unsubscribe_refusal(settings)
+
+
 def open_provider(settings: Settings) -> Provider:
     """The configured adapter with its key read from the environment (never from the TOML)."""
     cls = provider_class(settings.provider.name)
+    refusal = unsubscribe_refusal(settings)
+    if refusal:  # nobody would get a working unsubscribe link
+        raise ConfigError(f'[unsubscribe] url = "provider": {refusal}', path=settings.origins.get("unsubscribe.url"),
+                          hint='send through Postmark\'s broadcast stream, or give your own page: url = '
+                               '"https://example.com/unsubscribe?t={token}"')
     key = settings.secret("provider", "api_key_env")
     if cls.needs_api_key and not key:
         raise ConfigError(f"provider {settings.provider.name} needs an API key, and "
@@ -37,4 +51,4 @@ def open_provider(settings: Settings) -> Provider:
     return cls(settings, key)
 
 
-__all__ = ["ADAPTERS", "Batch", "Provider", "Request", "open_provider", "provider_class"]
+__all__ = ["ADAPTERS", "Batch", "Provider", "Request", "open_provider", "provider_class", "unsubscribe_refusal"]

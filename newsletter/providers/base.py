@@ -129,6 +129,9 @@ class Provider:
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
+    # ``[unsubscribe] url = "provider"``: what stands for the provider's own unsubscribe link in a body
+    # (it replaces it per recipient and adds the List-Unsubscribe headers itself); "" when it cannot.
+    unsubscribe_placeholder = ""
     # What `newsletter suppressions sync` says when ``suppression_list`` cannot answer for this provider.
     sync_note = "this provider keeps no suppression list of its own: nothing to sync"
     # The hint for a 403 that is about the sender or sending domain rather than the key.
@@ -138,6 +141,14 @@ class Provider:
         self.settings = settings
         self.api_key = api_key
         self.timeout = settings.provider.timeout
+
+    @classmethod
+    def unsubscribe_refusal(cls, settings: Settings) -> str:
+        """Why this provider cannot manage unsubscribes with ``settings`` ("" when it can)."""
+        if cls.unsubscribe_placeholder:
+            return ""
+        return (f"{cls.name} cannot manage unsubscribe links itself (Postmark's broadcast stream is the provider "
+                "here that can)")
 
     # -- verbs the adapters implement -------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
@@ -191,6 +202,12 @@ class Provider:
         None when this provider cannot answer at all (see ``reconcile_note``).
         """
         return None
+
+    def preflight(self, session: requests.Session) -> list[str]:
+        """Optional verb, before a send: ask the provider about settings that would make the send go
+        wrong. Raises :class:`ConfigError` for what must stop it (and :class:`AuthError` for a refused
+        key); returns warnings for the rest. Other trouble (429, 5xx, network) is the caller's to report."""
+        return []
 
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression] | None:
         """Optional verb: every address the provider refuses to send to (bounces, complaints,

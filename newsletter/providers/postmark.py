@@ -14,7 +14,10 @@ code stops the run with Postmark's message and marks nobody failed (see
 :mod:`.base`). Newsletters must go through a
 *broadcast* message stream; Postmark's default broadcast stream (id
 ``broadcast``) adds List-Unsubscribe itself and hosts the unsubscribe page, so
-we do not add a second one there.
+we do not add a second one there. With ``[unsubscribe] url = "provider"`` the
+body's unsubscribe link is Postmark's ``{{{ pm:unsubscribe }}}`` placeholder
+(postmarkapp.com/support/article/1208), which it fills per recipient; those who
+use it land in the stream's suppressions (``newsletter suppressions sync``).
 
 Reconciliation asks the Messages API (outbound search) for the batch's tag
 (the issue id) and metadata (the batch id). Postmark keeps messages 45 days by
@@ -33,14 +36,16 @@ from typing import Iterator
 
 import requests
 
-from ..errors import ConfigError, ProviderError
+from ..errors import AuthError, ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
+from ..unsubscribe import PROVIDER_MANAGED
 from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, outcomes_from_logs,
                    provider_message)
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
+_BROADCAST = 'set [provider] message_stream = "broadcast" (every Postmark server has that Broadcasts stream)'
 # Headers a stream with Postmark-managed unsubscribe handling adds itself.
 MANAGED_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 # "You tried to send to recipient(s) that have been marked as inactive. Found inactive addresses:
@@ -71,6 +76,7 @@ SEARCH_PAGE = 500  # the Messages API's maximum count; count + offset may not ex
 
 class PostmarkProvider(Provider):
     name = "postmark"
+    unsubscribe_placeholder = "{{{ pm:unsubscribe }}}"  # filled by streams whose unsubscribes Postmark handles
     default_origin = "https://api.postmarkapp.com"
     max_batch = 500
     max_payload_bytes = 50 * 1000 * 1000
@@ -86,6 +92,9 @@ class PostmarkProvider(Provider):
             raise ConfigError(f"[provider] message_stream {self.stream!r} is not a Postmark stream id",
                               path=settings.origins.get("provider.message_stream"),
                               hint="stream ids are lower-case letters, digits and dashes, e.g. broadcast")
+        # Whether Postmark handles this stream's unsubscribes (its UnsubscribeHandlingType), once
+        # `preflight` has asked; until then the default broadcast stream is taken to (its default).
+        self.manages_unsubscribes: bool | None = None
 
     def _token(self) -> str:
         return TEST_TOKEN if self.settings.provider.test_mode else (self.api_key or "")
@@ -104,7 +113,8 @@ class PostmarkProvider(Provider):
 
     def _message(self, batch: Batch, message: Message) -> dict:
         headers = message.headers
-        if self.stream == "broadcast":  # Postmark adds these on its managed broadcast stream
+        managed = self.stream == "broadcast" if self.manages_unsubscribes is None else self.manages_unsubscribes
+        if managed:  # Postmark adds its own on a stream whose unsubscribes it handles
             headers = {k: v for k, v in headers.items() if k.lower() not in MANAGED_HEADERS}
         item = {
             "From": message.sender,
@@ -177,6 +187,39 @@ class PostmarkProvider(Provider):
         return ProviderError(f"postmark refused the batch (ErrorCode {code}): {text}", status=422,
                              body=response.text, retryable=False,
                              hint=HINTS.get(code, "fix the sender, message stream or content") + "; nothing was sent")
+
+    # -- before a send ---------------------------------------------------------------
+    def preflight(self, session: requests.Session) -> list[str]:
+        """The stream must exist and be a Broadcasts stream; who handles its unsubscribes (Postmark, or
+        the sender: "Custom") decides whose link and List-Unsubscribe headers the readers get."""
+        try:
+            body = self.get_json(session, f"/message-streams/{self.stream}", None, "message stream look-up")
+        except ProviderError as err:
+            if err.status == 422 and not isinstance(err, AuthError):  # ErrorCode 1226: no such stream
+                raise ConfigError(f"Postmark has no message stream {self.stream!r} on this server",
+                                  path=self.settings.origins.get("provider.message_stream"),
+                                  hint=f"create it in Postmark as a Broadcasts stream, or {_BROADCAST}") from None
+            raise
+        body = body if isinstance(body, dict) else {}
+        kind = body.get("MessageStreamType")
+        handling = (body.get("SubscriptionManagementConfiguration") or {}).get("UnsubscribeHandlingType")
+        if kind and kind != "Broadcasts":
+            raise ConfigError(f"Postmark's message stream {self.stream!r} is a {kind} stream; Postmark requires "
+                              "newsletters to go through a Broadcasts stream",
+                              path=self.settings.origins.get("provider.message_stream"), hint=_BROADCAST)
+        self.manages_unsubscribes = handling == "Postmark"
+        provider_managed = self.settings.unsubscribe.url == PROVIDER_MANAGED
+        if provider_managed and not self.manages_unsubscribes:
+            raise ConfigError(f'[unsubscribe] url = "provider", but Postmark\'s stream {self.stream!r} leaves '
+                              f"unsubscribes to you (UnsubscribeHandlingType {handling!r}): nobody would get a "
+                              "working unsubscribe link", path=self.settings.origins.get("unsubscribe.url"),
+                              hint='give your own page: url = "https://example.com/unsubscribe?t={token}"')
+        if self.manages_unsubscribes and not provider_managed:
+            return [f"Postmark handles the unsubscribes of stream {self.stream!r}: it adds its own unsubscribe link "
+                    "beside yours and its own List-Unsubscribe header, and records those who use them in its "
+                    'suppressions. Set [unsubscribe] url = "provider" for one link (then `newsletter suppressions '
+                    "sync` brings them back), or ask Postmark to let this stream manage its own unsubscribes"]
+        return []
 
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,

@@ -1,0 +1,185 @@
+"""Whose unsubscribe link: ours (``[unsubscribe] url`` a page of yours) or the provider's (``url = "provider"``).
+
+Postmark is the provider that manages unsubscribes: on a stream whose
+UnsubscribeHandlingType is "Postmark" (the default for broadcast streams) it
+fills ``{{{ pm:unsubscribe }}}``, appends its own link when there is none, and
+sets List-Unsubscribe itself. ``send`` asks the stream before planning anything.
+The fake does what Postmark documents, so what the readers got is checked as
+they got it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+import responses
+
+from fakeproviders import FakeProviders, postmark_unsubscribe_url
+from newsletter import config
+from newsletter.cli import App
+from newsletter.cli.send import _preflight
+from newsletter.errors import ConfigError, ProviderError
+from newsletter.pipeline import build_issue, personalizer, sample_subscriber
+from newsletter.providers import open_provider, provider_class
+from newsletter.providers.base import Provider
+
+KEY = "managed-key-Tt40"
+ISSUE = "2026-11-30-weekly"
+OWN_PAGE = "https://example.com/notes/unsubscribe?t="  # the example workspace's own page
+
+
+@pytest.fixture
+def fake():
+    with FakeProviders(api_key=KEY) as server:
+        yield server
+
+
+def managed(workspace):
+    toml = workspace / "newsletter.toml"
+    text = toml.read_text(encoding="utf-8")
+    start = text.index("[unsubscribe]")
+    line = next(n for n in text[start:].splitlines() if n.startswith("url"))
+    toml.write_text(text.replace(line, 'url = "provider"   # Postmark handles unsubscribes', 1), encoding="utf-8")
+
+
+def env_for(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
+    # No NEWSLETTER_SECRET: with the provider's links there is nothing of ours to sign.
+    return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
+            "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY,
+            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **extra}
+
+
+def write_list(workspace, count: int) -> list[str]:
+    addresses = [f"reader{n}@example.com" for n in range(count)]
+    rows = ["email,name"] + [f"{a},Reader {n}" for n, a in enumerate(addresses)]
+    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return addresses
+
+
+# -- the setting, before any request -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["outbox", "sendgrid", "mailgun", "resend"])
+def test_providers_that_cannot_manage_unsubscribes_refuse_the_setting_with_its_line(workspace, name):
+    managed(workspace)
+    settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_API_KEY": KEY,
+                                                           "NEWSLETTER_PROVIDER_DOMAIN": "mg.example.com"})
+    with pytest.raises(ConfigError) as caught:
+        open_provider(settings)
+    text = caught.value.render()
+    assert f'[unsubscribe] url = "provider": {name} cannot manage unsubscribe links itself' in text
+    assert "newsletter.toml:" in text and "give your own page" in text
+
+
+def test_lint_says_the_same_before_a_send(run, workspace):
+    managed(workspace)
+    result = run("lint", f"issues/{ISSUE}.md")
+    assert result.exit_code == 1
+    assert 'error: [unsubscribe] url = "provider": outbox cannot manage unsubscribe links itself' in result.output
+    ok = run("lint", f"issues/{ISSUE}.md", env={"NEWSLETTER_PROVIDER_NAME": "postmark"})
+    assert ok.exit_code == 0, ok.output
+
+
+def test_the_link_is_postmarks_placeholder_and_the_headers_are_left_to_postmark(workspace):
+    managed(workspace)
+    settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": "postmark"})
+    built = build_issue(settings, ISSUE)
+    message = personalizer(settings, built.compiled).message(sample_subscriber(built))
+    assert message.html.count('href="{{{ pm:unsubscribe }}}"') == 1
+    assert "Unsubscribe: {{{ pm:unsubscribe }}}" in message.text
+    assert message.headers == {} and OWN_PAGE not in message.html
+
+
+# -- sends through the fake Postmark -------------------------------------------------------------
+def test_a_send_gives_every_reader_postmarks_one_link_and_headers(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 4)
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "Warning" not in result.stderr
+    got = {a.to: a for a in fake.delivered("postmark")}
+    assert sorted(got) == addresses
+    for address, mail in got.items():
+        link = postmark_unsubscribe_url(address)
+        assert mail.html.count("unsubscribe") == mail.html.count(link) == 1 and "pm:unsubscribe" not in mail.html
+        assert f"Unsubscribe: {link}" in mail.text
+        assert mail.headers == {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def test_a_stream_that_leaves_unsubscribes_to_us_refuses_the_setting_before_the_plan(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 3)
+    fake.postmark_streams["broadcast"] = ("Broadcasts", "Custom")
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
+    assert result.exit_code == 1
+    assert "Postmark's stream 'broadcast' leaves unsubscribes to you (UnsubscribeHandlingType 'Custom')" in result.stderr
+    assert fake.send_calls == 0
+    assert json.loads(run("status", "--json", env=env_for("postmark", fake)).stdout) == []  # no plan frozen
+
+
+def test_our_own_page_on_a_stream_postmark_handles_is_sent_with_a_warning(run, workspace, fake):
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s3cret"))
+    assert result.exit_code == 0, result.stderr
+    assert 'Postmark handles the unsubscribes of stream \'broadcast\'' in result.stderr
+    assert 'Set [unsubscribe] url = "provider" for one link' in result.stderr
+    mail = fake.delivered("postmark")[0]
+    assert OWN_PAGE in mail.html and postmark_unsubscribe_url(mail.to) in mail.html  # what the reader really sees
+    assert mail.headers["List-Unsubscribe"] == f"<{postmark_unsubscribe_url(mail.to)}>"
+
+
+def test_our_own_page_on_a_stream_we_manage_keeps_our_list_unsubscribe_headers(run, workspace, fake):
+    fake.postmark_streams["broadcast"] = ("Broadcasts", "Custom")
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s3cret"))
+    assert result.exit_code == 0, result.stderr
+    assert "Warning" not in result.stderr
+    for mail in fake.delivered("postmark"):
+        assert mail.html.count("unsubscribe?t=") == 1 and "pm.example" not in mail.html
+        assert mail.headers["List-Unsubscribe"].startswith(f"<{OWN_PAGE}")
+        assert mail.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_transactional_stream_is_refused_before_the_plan(run, workspace, fake):
+    write_list(workspace, 2)
+    env = env_for("postmark", fake, NEWSLETTER_SECRET="s3cret", NEWSLETTER_PROVIDER_MESSAGE_STREAM="outbound")
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 1
+    assert "Postmark's message stream 'outbound' is a Transactional stream" in result.stderr
+    assert 'message_stream = "broadcast"' in result.stderr and fake.send_calls == 0
+
+
+def test_a_wrong_key_stops_at_the_question_without_printing_it(run, workspace, fake):
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s", NEWSLETTER_API_KEY="no-Kk1"))
+    assert result.exit_code == 1 and "postmark refused the API key (HTTP 401)" in result.stderr
+    assert "no-Kk1" not in result.output + result.stderr and fake.send_calls == 0
+
+
+# -- the question itself ----------------------------------------------------------------------------
+@responses.activate
+def test_the_preflight_reads_the_documented_stream_answer():
+    responses.get("https://api.test/message-streams/broadcast", json={
+        "ID": "broadcast", "ServerID": 123457, "Name": "Broadcast Stream", "Description": "Newsletters",
+        "MessageStreamType": "Broadcasts", "CreatedAt": "2020-07-01T00:00:00-04:00", "UpdatedAt": None,
+        "ArchivedAt": None, "ExpectedPurgeDate": None,
+        "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": "Custom"}})
+    settings = config.resolve({}, {}, {"provider.name": "postmark", "provider.api_base": "https://api.test"},
+                              source=None)
+    provider = provider_class("postmark")(settings, KEY)
+    with requests.Session() as session:
+        assert provider.preflight(session) == []
+    assert responses.calls[0].request.headers["X-Postmark-Server-Token"] == KEY
+    assert provider.manages_unsubscribes is False
+
+
+def test_a_provider_that_cannot_answer_the_question_is_reported_and_the_send_goes_on(capsys):
+    class Unreachable(Provider):
+        name = "postmark"
+
+        def preflight(self, session):
+            raise ProviderError("postmark: message stream look-up failed (ConnectTimeout)", retryable=True)
+
+    _preflight(App(), Unreachable(config.resolve({}, {}, {}, source=None)))
+    assert "could not check the postmark settings before sending (postmark: message stream look-up failed " \
+           "(ConnectTimeout)); sending as configured" in capsys.readouterr().err
