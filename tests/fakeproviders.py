@@ -322,13 +322,20 @@ class _Handler(BaseHTTPRequestHandler):
                  "Metadata": {"batch": a.batch}} for a in found[offset:offset + count]]
         self._answer(200, {"TotalCount": len(found), "Messages": page})
 
+    def _postmark_stream_found(self, stream: str) -> bool:
+        """The stream endpoints' checks: the server token, then the stream (else Postmark's own answers)."""
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+            return False
+        if stream not in self.owner.postmark_streams:
+            self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' was not found."})
+            return False
+        return True
+
     def postmark_suppressions(self, body: bytes, query: dict, stream: str) -> None:
         """The suppression dump: every suppression of the stream in one answer."""
-        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
-            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
-        if stream not in self.owner.postmark_streams:
-            return self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' "
-                                                                    "was not found."})
+        if not self._postmark_stream_found(stream):
+            return
         reasons = {"bounce": ("HardBounce", "Recipient"), "complaint": ("SpamComplaint", "Recipient"),
                    "unsubscribe": ("ManualSuppression", "Recipient"), "manual": ("ManualSuppression", "Customer")}
         items = [{"EmailAddress": address, "SuppressionReason": reasons[kind][0], "Origin": reasons[kind][1],
@@ -337,11 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, {"Suppressions": items})
 
     def postmark_stream(self, body: bytes, query: dict, stream: str) -> None:
-        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
-            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
-        if stream not in self.owner.postmark_streams:
-            return self._answer(422, {"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' "
-                                                                    "was not found."})
+        if not self._postmark_stream_found(stream):
+            return
         kind, handling = self.owner.postmark_streams[stream]
         self._answer(200, {"ID": stream, "ServerID": 123457, "Name": stream.title(), "Description": None,
                            "MessageStreamType": kind, "CreatedAt": "2026-01-14T11:00:00-05:00", "UpdatedAt": None,
