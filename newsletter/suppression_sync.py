@@ -23,13 +23,44 @@ from typing import Callable
 import requests
 from email_validator import EmailNotValidError
 
-from .errors import ProviderError
+from .errors import AuthError, ProviderError
 from .ledger import Ledger, address_key
-from .providers.base import Provider, ProviderSuppression
-from .ratelimit import MAX_WAIT, Backoff, wait_words
+from .providers.base import Provider, ProviderSuppression, retry_after
+from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
 from .subscriber_address import normalise_address
 
-READ_TRIES = 3  # whole reads of the provider's list before giving up on a 429, 5xx or network error
+READ_TRIES = 4  # tries of each page on a 429, 5xx or dropped connection
+
+
+class PacedSession(requests.Session):
+    """GETs at the provider's request rate, each tried again after a 429, 5xx or dropped connection
+    (honouring ``Retry-After``; reading twice is harmless): a long list is read page by page without
+    tripping the provider's rate limit (Resend: 2 a second), and a hiccup costs no page already read.
+    Whatever still fails is answered as is, for the adapter to map to an error."""
+
+    def __init__(self, rate: float, *, tries: int = READ_TRIES, backoff: Backoff = Backoff(),
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__()
+        self.limiter = TokenBucket(rate, sleep=sleep)
+        self.tries, self.backoff, self.sleep = tries, backoff, sleep
+
+    def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN201 (requests' own signature)
+        for attempt in range(1, self.tries + 1):
+            self.limiter.acquire()
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == self.tries:
+                    raise
+                self.sleep(self.backoff.delay(attempt))
+                continue
+            wait = retry_after(response.headers)
+            if (response.status_code != 429 and response.status_code < 500) or attempt == self.tries \
+                    or (wait or 0) > MAX_WAIT:
+                return response
+            response.close()
+            self.sleep(self.backoff.delay(attempt, wait))
+        raise AssertionError("unreachable")
 
 
 @dataclass
@@ -55,12 +86,12 @@ def can_sync(provider: Provider) -> bool:
     return type(provider).suppression_list is not Provider.suppression_list
 
 
-def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False,
-                      session: requests.Session | None = None, backoff: Backoff = Backoff(),
+def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False, backoff: Backoff = Backoff(),
                       sleep: Callable[[float], None] = time.sleep) -> SyncReport:
     """Read the provider's suppression list and add what is new to the ledger (not with ``dry_run``)."""
     report = SyncReport(provider.name)
-    entries = _read_all(provider, session or requests.Session(), backoff, sleep)
+    with PacedSession(provider.rate_limit, backoff=backoff, sleep=sleep) as session:
+        entries = _read_all(provider, session)
     if entries is None:
         report.supported = False
         return report
@@ -83,21 +114,23 @@ def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = Fal
     return report
 
 
-def _read_all(provider: Provider, session: requests.Session, backoff: Backoff,
-              sleep: Callable[[float], None]) -> list[ProviderSuppression] | None:
-    """The whole list, read again from the start after a transient error (pages may have shifted)."""
-    for attempt in range(1, READ_TRIES + 1):
-        try:
-            listing = provider.suppression_list(session)
-            return None if listing is None else list(listing)
-        except ProviderError as err:
-            if err.retryable and attempt < READ_TRIES and (err.retry_after or 0) <= MAX_WAIT:
-                sleep(backoff.delay(attempt, err.retry_after))
-                continue
-            if err.hint:  # a refused key says what to do already
-                raise
+def _read_all(provider: Provider, session: requests.Session) -> list[ProviderSuppression] | None:
+    """The whole list, or an error that says what to do (nothing is kept from a list read part-way)."""
+    try:
+        listing = provider.suppression_list(session)
+        return None if listing is None else list(listing)
+    except AuthError as err:  # a key that may send but not read the lists is refused here
+        hint = f"{err.hint}; {provider.sync_key_hint}" if provider.sync_key_hint else err.hint
+        raise AuthError(err.message, status=err.status, body=err.body, hint=hint) from err
+    except ProviderError as err:
+        if err.hint:
+            raise
+        if not err.retryable:
+            again = f"fix what {provider.name} says (the [provider] settings), then run it again"
+        elif err.retry_after:
             again = (f"{provider.name} asked to wait {wait_words(err.retry_after)}: run `newsletter suppressions "
-                     "sync` again after that" if err.retry_after else "run `newsletter suppressions sync` again later")
-            raise ProviderError(err.message, status=err.status, body=err.body, hint=f"nothing was changed; {again}") \
-                from err
-    raise AssertionError("unreachable")
+                     "sync` again after that")
+        else:
+            again = "run `newsletter suppressions sync` again later"
+        raise ProviderError(err.message, status=err.status, body=err.body, retryable=err.retryable,
+                            retry_after=err.retry_after, hint=f"nothing was changed; {again}") from err

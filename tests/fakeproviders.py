@@ -37,8 +37,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 VALID = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\".]+$")
 POSTMARK_STREAMS = {"outbound": ("Transactional", "None"), "broadcast": ("Broadcasts", "Postmark")}
-SUPPRESSION_KINDS = ("bounce", "complaint", "unsubscribe", "invalid", "block", "manual")
-CREATED = "2026-11-20T08:15:00Z"  # when the fake says an address was suppressed
+# How an address came onto a provider's suppression list in the fake (each provider shows it its own way).
+LISTED_AS = ("bounce", "complaint", "unsubscribe", "invalid", "block", "manual")
 
 
 @dataclass
@@ -79,11 +79,14 @@ class FakeProviders:
         # unsubscribes Postmark handles, it puts its own link in each message and its own headers.
         self.postmark_streams: dict[str, tuple[str, str]] = dict(POSTMARK_STREAMS)
         # Each provider's own suppression list (``newsletter suppressions sync``), set by tests through
-        # ``suppress``: provider -> [(address, kind)], kind one of SUPPRESSION_KINDS.
+        # ``suppress``: provider -> [(address, kind)], kind one of LISTED_AS.
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self._faults: list[Fault | None] = []  # None: a healthy call
+        self._read_faults: list[Fault] = []  # for the look-up (GET) endpoints: ``inject_read``
+        self.resend_read_times: list[float] = []  # Resend allows 2 requests a second: its 429 beyond that
+        self.rate_limited = 0  # 429s the fake answered for going too fast
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
         self._in_progress: set[str] = set()
         self._pages: dict[str, dict] = {}  # Mailgun events paging tokens
@@ -131,6 +134,15 @@ class FakeProviders:
             self._faults.extend([None] * after + [fault] * times)
         return fault
 
+    def inject_read(self, *, status: int, retry_after: float | None = None, times: int = 1) -> None:
+        """Answer the next ``times`` look-ups (GET: suppression lists, searches, streams) with ``status``."""
+        with self._lock:
+            self._read_faults.extend(Fault("status", status, retry_after) for _ in range(times))
+
+    def _next_read_fault(self) -> Fault | None:
+        with self._lock:
+            return self._read_faults.pop(0) if self._read_faults else None
+
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self.send_calls += 1
@@ -143,6 +155,9 @@ class FakeProviders:
                 if fault:
                     fault.release.set()
             self._faults.clear()
+            self._read_faults.clear()
+            self.resend_read_times.clear()
+            self.rate_limited = 0
             self.accepted.clear()
             self.inactive.clear()
             self.postmark_streams = dict(POSTMARK_STREAMS)
@@ -155,7 +170,7 @@ class FakeProviders:
 
     def suppress(self, provider: str, address: str, kind: str) -> None:
         """Put ``address`` on ``provider``'s own suppression list; Postmark then also refuses to send to it."""
-        assert kind in SUPPRESSION_KINDS, kind
+        assert kind in LISTED_AS, kind
         with self._lock:
             self.suppressed.setdefault(provider, []).append((address, kind))
             if provider == "postmark":
@@ -224,6 +239,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.owner.requests_seen.append((method, url.path))
         body = self._body() if method == "POST" else b""
+        fault = self.owner._next_read_fault() if method == "GET" else None
+        if fault:
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
         routes = [
             ("POST", r"/email/batch", self.postmark_batch), ("GET", r"/messages/outbound", self.postmark_search),
             ("POST", r"/v3/mail/send", self.sendgrid_send), ("POST", r"/emails/batch", self.resend_batch),
@@ -512,6 +531,15 @@ class _Handler(BaseHTTPRequestHandler):
         """The team's suppressions, newest first, ``limit`` (at most 100) at a time after the ``after`` id."""
         if not self._resend_auth():
             return
+        with self.owner._lock:  # 2 requests a second (Resend's default), else its documented 429
+            now = time.monotonic()
+            recent = [t for t in self.owner.resend_read_times if now - t < 1.0]
+            self.owner.resend_read_times = recent + ([] if len(recent) >= 2 else [now])
+            if len(recent) >= 2:
+                self.owner.rate_limited += 1
+                return self._answer(429, {"statusCode": 429, "name": "rate_limit_exceeded", "message": (
+                    "Too many requests. You can only make 2 requests per second. See rate limit response headers "
+                    "for more information. Or contact support to increase rate limit.")}, {"retry-after": "1"})
         limit = int(query.get("limit", 20))
         if not 1 <= limit <= 100:
             return self._answer(422, {"statusCode": 422, "name": "validation_error",

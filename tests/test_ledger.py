@@ -255,6 +255,16 @@ def test_suppressions_add_remove(ledger):
     assert ledger.suppressions() == []
 
 
+def test_add_suppressions_adds_only_new_addresses_in_one_go_and_keeps_existing_entries(ledger):
+    ledger.add_suppression("kept@example.com", "asked by phone", source="manual")
+    added = ledger.add_suppressions([("Kept@Example.com", "bounced at sendgrid"), ("new@example.com", "complained"),
+                                     ("NEW@example.com", "again")], source="sendgrid")
+    assert added == 1
+    rows = {s.email: (s.reason, s.source) for s in ledger.suppressions()}
+    assert rows == {"kept@example.com": ("asked by phone", "manual"), "new@example.com": ("complained", "sendgrid")}
+    assert ledger.add_suppressions([], source="sendgrid") == 0
+
+
 # -- the lease ------------------------------------------------------------------------
 def test_a_second_holder_is_refused_while_the_first_is_alive(ledger):
     with pytest.raises(LeaseHeld, match=f"another run is sending issue {ISSUE}") as info:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 import responses
 from responses.matchers import query_param_matcher
 
@@ -50,8 +49,7 @@ def no_sleep(seconds: float) -> None:
 
 
 def sync(provider, ledger, **kw):
-    with requests.Session() as session:
-        return sync_suppressions(provider, ledger, session=session, sleep=no_sleep, **kw)
+    return sync_suppressions(provider, ledger, sleep=kw.pop("sleep", no_sleep), **kw)
 
 
 # -- each provider's documented answer --------------------------------------------------------------
@@ -176,46 +174,87 @@ def test_dry_run_counts_what_would_be_added_and_writes_nothing(ledger):
 
 
 @responses.activate
-def test_a_transient_error_reads_the_whole_list_again_and_stores_it_once(ledger):
+def test_a_transient_error_asks_for_that_page_again_honouring_retry_after(ledger):
     responses.get(f"{ORIGIN}/v3/suppression/bounces", json=fixture("sendgrid", "suppression_bounces.json"))
     responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=[])
-    spam = [responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=500, json={"errors": [{"message": "oops"}]}),
+    spam = [responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=429, headers={"Retry-After": "7"},
+                          json={"errors": [{"message": "too many requests"}]}),
+            responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=500, json={"errors": [{"message": "oops"}]}),
             responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=[])]
     responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=[])
     waits = []
-    with requests.Session() as session:
-        report = sync_suppressions(adapter("sendgrid"), ledger, session=session, sleep=waits.append,
-                                   backoff=Backoff(base=0.5))
-    assert spam[0].call_count == 1 and spam[1].call_count == 1 and len(waits) == 1
+    report = sync(adapter("sendgrid"), ledger, sleep=waits.append, backoff=Backoff(base=0.5))
+    assert [r.call_count for r in spam] == [1, 1, 1]
+    assert len(responses.calls) == 6  # the pages already read are not read again
+    # Retry-After's 7 s, then a backoff of 0.5-1 s; the rest is pacing at SendGrid's 10 requests/s
+    assert max(waits) >= 7 and len([w for w in waits if w >= 0.5]) == 2 and sorted(waits)[-3] <= 0.1
     assert report.added == len(fixture("sendgrid", "suppression_bounces.json"))
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ({"status": 503, "json": {"errors": [{"message": "down"}]}}, "run `newsletter suppressions sync` again later"),
+@pytest.mark.parametrize("answer, expected, tries", [
+    ({"status": 503, "json": {"errors": [{"message": "down"}]}},
+     "nothing was changed; run `newsletter suppressions sync` again later", READ_TRIES),
     ({"status": 429, "headers": {"Retry-After": "3600"}, "json": {"errors": [{"message": "slow down"}]}},
-     "sendgrid asked to wait 1 h: run `newsletter suppressions sync` again after that"),
-    ({"status": 200, "body": "<html>maintenance</html>"}, "not JSON"),
+     "sendgrid asked to wait 1 h: run `newsletter suppressions sync` again after that", 1),
+    ({"status": 200, "body": "<html>maintenance</html>"}, "answered something we cannot read", 1),
+    ({"status": 400, "json": {"errors": [{"field": "limit", "message": "limit must be between 1 and 500"}]}},
+     "HTTP 400: limit must be between 1 and 500 (nothing was changed; fix what sendgrid says", 1),
 ])
 @responses.activate
-def test_a_read_that_does_not_finish_changes_nothing(ledger, answer, expected):
+def test_a_read_that_does_not_finish_changes_nothing_and_says_what_to_do(ledger, answer, expected, tries):
     responses.get(f"{ORIGIN}/v3/suppression/bounces", json=fixture("sendgrid", "suppression_bounces.json"))
     responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", **answer)
     with pytest.raises(ProviderError) as caught:
         sync(adapter("sendgrid"), ledger)
     assert expected in caught.value.render()
     assert ledger.suppressions() == []
-    tries = READ_TRIES if answer["status"] == 503 else 1  # a long Retry-After and a garbled 200 are not retried
     assert len([c for c in responses.calls if "invalid_emails" in c.request.url]) == tries
 
 
 @responses.activate
-def test_a_refused_key_stops_at_once_and_never_shows_the_key(ledger):
-    responses.get(f"{ORIGIN}/suppressions", status=403,
-                  json={"statusCode": 403, "name": "invalid_api_key", "message": f"API key {KEY} is invalid"})
+def test_the_same_address_in_two_lists_or_two_cases_counts_once(ledger):
+    ledger.add_suppression("user3@example.com", "earlier")
+    responses.get(f"{ORIGIN}/v3/suppression/bounces", json=[{"created": 1, "email": "User3@Example.com"}])
+    responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=[])
+    responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=[{"created": 1, "email": "user3@example.COM"},
+                                                                 {"created": 1, "email": "new@example.com"}])
+    responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=fixture("sendgrid", "suppression_unsubscribes.json"))
+    dry = sync(adapter("sendgrid"), ledger, dry_run=True)
+    # user3 three times (and in the ledger already), new@ once, and the fixture's user4@
+    assert (dry.fetched, dry.added, dry.kinds) == (3, 2, {"bounced": 1, "complained": 1, "unsubscribed": 1})
+    report = sync(adapter("sendgrid"), ledger)
+    assert (report.fetched, report.added, report.already) == (3, 2, 1)
+    assert len(ledger.suppressions()) == 3
+
+
+@responses.activate
+def test_mailgun_paging_that_never_ends_is_an_error_not_a_short_list(ledger):
+    page = fixture("mailgun", "bounces.json")
+    responses.get(f"{ORIGIN}/v3/mg.example.com/bounces", json=page)  # the next link is ignored: always page 1
+    with pytest.raises(ProviderError, match="did not come to an end after 2 pages"):
+        sync(adapter("mailgun"), ledger)
+    assert ledger.suppressions() == []
+
+
+@responses.activate
+def test_a_redirect_is_not_followed_with_the_key(ledger):
+    responses.get(f"{ORIGIN}/message-streams/broadcast/suppressions/dump", status=302,
+                  headers={"Location": "https://elsewhere.example/steal"})
+    with pytest.raises(ProviderError, match="HTTP 302"):
+        sync(adapter("postmark"), ledger)
+    assert [c.request.url for c in responses.calls] == [f"{ORIGIN}/message-streams/broadcast/suppressions/dump"]
+
+
+@responses.activate
+def test_a_refused_key_stops_at_once_says_which_key_sync_needs_and_never_shows_it(ledger):
+    responses.get(f"{ORIGIN}/suppressions", status=401, json={
+        "statusCode": 401, "name": "restricted_api_key",
+        "message": f"This API key {KEY} is restricted to only send emails"})
     with pytest.raises(AuthError) as caught:
         sync(adapter("resend"), ledger)
     assert len(responses.calls) == 1
-    assert KEY not in caught.value.render() and "[API key]" in caught.value.render()
+    text = caught.value.render()
+    assert KEY not in text and "[API key]" in text and "it needs a Full access key" in text
 
 
 # -- the real CLI against the fake, through sockets -------------------------------------------------
@@ -274,6 +313,35 @@ def test_a_synced_bounce_is_left_out_of_the_next_send(run, workspace, fake):
     sent = run("send", "2026-11-30-weekly", "--yes", env=env)
     assert sent.exit_code == 0, sent.output
     assert sorted(a.to for a in fake.delivered()) == [f"reader{n}@example.com" for n in (0, 1, 2, 4)]
+
+
+@pytest.mark.slow
+def test_resends_two_requests_a_second_are_kept_and_its_429s_waited_out(run, fake):
+    for n in range(250):  # three pages of 100
+        fake.suppress("resend", f"gone{n:03d}@example.com", "bounce")
+    paced = provider_env("resend", fake)
+    del paced["NEWSLETTER_PROVIDER_RATE_LIMIT"]  # Resend's documented 2 requests a second
+    result = run("suppressions", "sync", env=paced)
+    assert result.exit_code == 0, result.output
+    assert "250 added" in result.output and fake.rate_limited == 0
+
+    fake.reset()
+    for n in range(250):
+        fake.suppress("resend", f"later{n:03d}@example.com", "complaint")
+    hurried = run("suppressions", "sync", env=provider_env("resend", fake))  # 1000 a second: Resend says 429
+    assert hurried.exit_code == 0, hurried.output
+    assert "250 added" in hurried.output and fake.rate_limited >= 1
+
+
+def test_a_read_the_provider_will_not_answer_for_an_hour_exits_1_and_changes_nothing(run, fake):
+    fake.suppress("sendgrid", "gone@example.com", "bounce")
+    fake.inject_read(status=429, retry_after=3600, times=1)
+    env = provider_env("sendgrid", fake)
+    result = run("suppressions", "sync", env=env)
+    assert result.exit_code == 1
+    assert "sendgrid answered HTTP 429" in result.stderr
+    assert "nothing was changed; sendgrid asked to wait 1 h: run `newsletter suppressions sync` again" in result.stderr
+    assert json.loads(run("suppressions", "list", "--json", env=env).stdout) == []
 
 
 def test_a_wrong_key_exits_1_without_printing_it_and_changes_nothing(run, fake):

@@ -91,6 +91,10 @@ class ProviderSuppression:
     kind: str  # one of SUPPRESSION_KINDS
     detail: str = ""  # the provider's own words: its reason, bounce code or origin
 
+    def __post_init__(self) -> None:
+        if self.kind not in SUPPRESSION_KINDS:  # an adapter's mapping gone wrong, not the provider's data
+            raise ValueError(f"suppression kind {self.kind!r} is not one of {SUPPRESSION_KINDS}")
+
 
 @dataclass(frozen=True)
 class Request:
@@ -132,8 +136,10 @@ class Provider:
     # ``[unsubscribe] url = "provider"``: what stands for the provider's own unsubscribe link in a body
     # (it replaces it per recipient and adds the List-Unsubscribe headers itself); "" when it cannot.
     unsubscribe_placeholder = ""
-    # What `newsletter suppressions sync` says when ``suppression_list`` cannot answer for this provider.
+    # What `newsletter suppressions sync` says when ``suppression_list`` cannot answer for this provider,
+    # and what its key needs to read the lists (when a send-only key would be refused).
     sync_note = "this provider keeps no suppression list of its own: nothing to sync"
+    sync_key_hint = ""
     # The hint for a 403 that is about the sender or sending domain rather than the key.
     sender_hint = "verify the From address or its domain with the provider"
 
@@ -216,26 +222,31 @@ class Provider:
         the caller keeps nothing from an incomplete read."""
         return None
 
-    def get_json(self, session: requests.Session, url: str, params: Mapping[str, Any] | None, what: str) -> Any:
+    def get_json(self, session: requests.Session, url: str, params: Mapping[str, Any] | None, what: str,
+                 expect: type = object) -> Any:
         """GET ``url`` (a path on the configured origin, or a full URL on it, such as a paging link)
-        and return its JSON body. 401/403 raise :class:`AuthError`; 429, 5xx and network trouble a
-        retryable :class:`ProviderError`; anything but a 200 with JSON a non-retryable one. ``what``
-        names the look-up in errors ("message search")."""
+        and return its JSON body, which must be an ``expect`` (dict, list). ``what`` names the look-up
+        in errors ("message search"). 401/403 raise :class:`AuthError`; 429, 5xx, network trouble and
+        a 200 we cannot read (a proxy's page, a body of another shape) a retryable
+        :class:`ProviderError`; any other answer a non-retryable one, with the provider's words."""
         if url.startswith("/"):
             url = self.url(url)
         elif not url.startswith(self.url("/")):  # never send the key to another host
             raise ProviderError(f"{self.name}: the {what} pointed to another host; stopped", retryable=False)
-        try:
-            response = session.get(url, params=params, headers=self.read_headers(), timeout=self.timeout)
+        try:  # no redirects either: requests would carry a key header such as Postmark's to the new host
+            response = session.get(url, params=params, headers=self.read_headers(), timeout=self.timeout,
+                                   allow_redirects=False)
         except requests.RequestException as err:
             raise ProviderError(f"{self.name}: {what} failed ({type(err).__name__})", retryable=True) from err
         self.raise_for_status(response)
-        body = json_body(response)
-        if response.status_code != 200 or body is None:
-            raise ProviderError(f"{self.name}'s {what} answered HTTP {response.status_code}"
-                                + (f": {self.scrub(provider_message(response))}" if response.status_code != 200 else
-                                   " with a body that is not JSON"),
+        if response.status_code != 200:
+            said = self.scrub(provider_message(response))
+            raise ProviderError(f"{self.name}'s {what} answered HTTP {response.status_code}" + (f": {said}" if said else ""),
                                 status=response.status_code, body=self.scrub(response.text))
+        body = json_body(response)
+        if body is None or not isinstance(body, expect):
+            raise ProviderError(f"{self.name}'s {what} answered something we cannot read", status=200,
+                                body=self.scrub(response.text), retryable=True)
         return body
 
     def read_headers(self) -> Mapping[str, str]:

@@ -59,6 +59,7 @@ EVENTS_PAGES = 1000  # pages of 300 events: an issue of 300,000 readers; beyond 
 # one tag only; it is taken for the whole list all the same: the reader asked to hear less from us.
 SUPPRESSION_LISTS = (("bounces", "bounced"), ("complaints", "complained"), ("unsubscribes", "unsubscribed"))
 SUPPRESSION_PAGE = 1000  # the suppression endpoints' largest `limit`
+SUPPRESSION_PAGES = 10_000  # 10 million addresses a list: past that, paging that never ends
 # The one documented 400 about a recipient (not "'from' parameter ...", not "'h:Reply-To' ...").
 _TO_NOT_VALID = re.compile(r"(?:^|[\s\"])'?to'? parameter is not a valid address", re.I)
 
@@ -66,6 +67,7 @@ _TO_NOT_VALID = re.compile(r"(?:^|[\s\"])'?to'? parameter is not a valid address
 class MailgunProvider(Provider):
     name = "mailgun"
     default_origin = "https://api.mailgun.net"
+    sync_key_hint = "sync reads the domain's suppressions: it needs the account's private API key (a domain sending key can only send)"
     max_batch = 1000
     substitutes = True  # the template once, per-recipient values: no per-reader bodies needed
     max_payload_bytes = 25 * 1000 * 1000  # Mailgun's maximum message size
@@ -212,7 +214,7 @@ class MailgunProvider(Provider):
         url = self.url(f"/v3/{quote(self.domain)}/events")
         accepted: dict[str, str] = {}
         for _ in range(EVENTS_PAGES):
-            body = self._get(session, url, params, "events look-up")
+            body = self.get_json(session, url, params, "events look-up", expect=dict)
             items = body.get("items") or []
             for item in items:
                 if str((item.get("user-variables") or {}).get("newsletter-batch", "")) != batch.batch_id:
@@ -234,22 +236,18 @@ class MailgunProvider(Provider):
         for name, kind in SUPPRESSION_LISTS:
             url: str = f"/v3/{quote(self.domain)}/{name}"
             params: dict | None = {"limit": SUPPRESSION_PAGE}
-            seen = set()
-            while url and url not in seen:  # the last page links to itself or to an empty one
+            seen: set[str] = set()
+            while url:  # until a page comes back empty
+                if url in seen or len(seen) == SUPPRESSION_PAGES:  # a next link that does not move on
+                    raise ProviderError(f"mailgun's {name} list did not come to an end after {len(seen)} pages; "
+                                        "cannot read it to the end", retryable=False)
                 seen.add(url)
-                body = self._get(session, url, params, f"{name} list")
+                body = self.get_json(session, url, params, f"{name} list", expect=dict)
                 items = body.get("items") or []
                 for item in items:
                     detail = " ".join(str(item.get(k) or "") for k in ("code", "error")).strip()
                     yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "))
                 url, params = ((body.get("paging") or {}).get("next") or "") if items else "", None
-
-    def _get(self, session: requests.Session, url: str, params: dict | None, what: str) -> dict:
-        body = self.get_json(session, url, params, what)
-        if not isinstance(body, dict):
-            raise ProviderError(f"mailgun's {what} answered something we cannot read", body=json.dumps(body)[:500],
-                                retryable=True)
-        return body
 
 
 def _valid(address: str) -> bool:

@@ -193,14 +193,14 @@ class PostmarkProvider(Provider):
         """The stream must exist and be a Broadcasts stream; who handles its unsubscribes (Postmark, or
         the sender: "Custom") decides whose link and List-Unsubscribe headers the readers get."""
         try:
-            body = self.get_json(session, f"/message-streams/{self.stream}", None, "message stream look-up")
+            body = self.get_json(session, f"/message-streams/{self.stream}", None, "message stream look-up",
+                                 expect=dict)
         except ProviderError as err:
             if err.status == 422 and not isinstance(err, AuthError):  # ErrorCode 1226: no such stream
                 raise ConfigError(f"Postmark has no message stream {self.stream!r} on this server",
                                   path=self.settings.origins.get("provider.message_stream"),
                                   hint=f"create it in Postmark as a Broadcasts stream, or {_BROADCAST}") from None
             raise
-        body = body if isinstance(body, dict) else {}
         kind = body.get("MessageStreamType")
         handling = (body.get("SubscriptionManagementConfiguration") or {}).get("UnsubscribeHandlingType")
         if kind and kind != "Broadcasts":
@@ -237,9 +237,9 @@ class PostmarkProvider(Provider):
         while True:
             params = {"count": SEARCH_PAGE, "offset": offset, "tag": batch.issue_id,
                       "metadata_batch": batch.batch_id, "messagestream": self.stream}
-            body = self.get_json(session, "/messages/outbound", params, "message search")
-            if not isinstance(body, dict) or not isinstance(body.get("Messages"), list):
-                raise ProviderError("postmark's message search answered something we cannot read",
+            body = self.get_json(session, "/messages/outbound", params, "message search", expect=dict)
+            if not isinstance(body.get("Messages"), list):
+                raise ProviderError("postmark's message search answered something we cannot read", status=200,
                                     body=json.dumps(body)[:500], retryable=True)
             for item in body["Messages"]:
                 for address in item.get("Recipients") or [t.get("Email", "") for t in item.get("To") or []]:
@@ -253,20 +253,20 @@ class PostmarkProvider(Provider):
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
         """The message stream's suppressions, in one answer (Postmark's dump has no paging)."""
         body = self.get_json(session, f"/message-streams/{self.stream}/suppressions/dump", None,
-                             "suppression dump")
-        items = body.get("Suppressions") if isinstance(body, dict) else None
+                             "suppression dump", expect=dict)
+        items = body.get("Suppressions")
         if not isinstance(items, list):
-            raise ProviderError("postmark's suppression dump answered something we cannot read",
+            raise ProviderError("postmark's suppression dump answered something we cannot read", status=200,
                                 body=json.dumps(body)[:500], retryable=True)
         for item in items:
             reason, origin = str(item.get("SuppressionReason", "")), str(item.get("Origin", ""))
-            yield ProviderSuppression(str(item.get("EmailAddress", "")), _SUPPRESSION_KINDS.get(
-                (reason, origin), _SUPPRESSION_KINDS.get((reason, ""), "blocked")), f"{reason} ({origin})")
+            yield ProviderSuppression(str(item.get("EmailAddress", "")), _KIND_BY_REASON.get(
+                (reason, origin), _KIND_BY_REASON.get((reason, ""), "blocked")), f"{reason} ({origin})")
 
 
 # Postmark's SuppressionReason (and Origin): a ManualSuppression from the Recipient is their unsubscribe
 # (the broadcast stream's link); from the Customer or an Admin, the account blocked the address.
-_SUPPRESSION_KINDS = {("HardBounce", ""): "bounced", ("SpamComplaint", ""): "complained",
+_KIND_BY_REASON = {("HardBounce", ""): "bounced", ("SpamComplaint", ""): "complained",
                       ("ManualSuppression", "Recipient"): "unsubscribed"}
 
 

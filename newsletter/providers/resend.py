@@ -33,15 +33,16 @@ from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, 
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
-# "Invalid `to` field. ...", "The `to` field must be a `string`.": the recipient's; `from`, `subject`... are ours.
-SUPPRESSION_KINDS = {"bounce": "bounced", "complaint": "complained", "manual": "blocked"}  # by `origin`
+_KIND_BY_ORIGIN = {"bounce": "bounced", "complaint": "complained", "manual": "blocked"}  # of a suppression
 SUPPRESSION_PAGE = 100  # the list endpoints' largest `limit`
+# "Invalid `to` field. ...", "The `to` field must be a `string`.": the recipient's; `from`, `subject`... are ours.
 _ABOUT_TO = re.compile(r"[`'\"]to[`'\"]", re.I)
 
 
 class ResendProvider(Provider):
     name = "resend"
     default_origin = "https://api.resend.com"
+    sync_key_hint = "sync reads the suppressions: it needs a Full access key (a Sending access key is refused)"
     max_batch = 100
     max_payload_bytes = 40 * 1000 * 1000  # Resend's 40 MB per email bounds a batch of text-only emails
     envelope_bytes = 768  # from, to, tags and reply_to per email
@@ -157,20 +158,19 @@ class ResendProvider(Provider):
                                                          "replaying it would send again")
         return self.send_batch(batch, session)
 
-
     # -- suppressions ---------------------------------------------------------------------
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
         """The team's suppressions, page by page (cursor: the last id, while ``has_more``)."""
         params: dict = {"limit": SUPPRESSION_PAGE}
         while True:
-            body = self.get_json(session, "/suppressions", params, "suppressions list")
-            items = body.get("data") if isinstance(body, dict) else None
+            body = self.get_json(session, "/suppressions", params, "suppressions list", expect=dict)
+            items = body.get("data")
             if not isinstance(items, list):
-                raise ProviderError("resend's suppressions list answered something we cannot read",
+                raise ProviderError("resend's suppressions list answered something we cannot read", status=200,
                                     body=json.dumps(body)[:500], retryable=True)
             for item in items:
                 origin = str(item.get("origin", ""))
-                yield ProviderSuppression(str(item.get("email", "")), SUPPRESSION_KINDS.get(origin, "blocked"), origin)
+                yield ProviderSuppression(str(item.get("email", "")), _KIND_BY_ORIGIN.get(origin, "blocked"), origin)
             if not body.get("has_more") or not items or not items[-1].get("id"):
                 return
             if items[-1]["id"] == params.get("after"):  # a cursor that does not move would loop for ever

@@ -57,6 +57,7 @@ def text_key(slot: int) -> str:
 class SendGridProvider(Provider):
     name = "sendgrid"
     default_origin = "https://api.sendgrid.com"
+    sync_key_hint = "sync reads the suppression lists: the key needs Suppressions read access (a Mail Send-only key is refused)"
     max_batch = 1000
     substitutes = True  # the template once, per-recipient values: no per-reader bodies needed
     # 30 MB per request; the body is sent once per batch and a recipient weighs at most
@@ -162,7 +163,6 @@ class SendGridProvider(Provider):
                 Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
                 for i, m in enumerate(batch.messages)]
 
-
     # -- suppressions ---------------------------------------------------------------------
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
         """Bounces, invalid addresses, spam reports and global unsubscribes, page by page (limit/offset)."""
@@ -170,10 +170,7 @@ class SendGridProvider(Provider):
             offset, previous = 0, None
             while True:
                 page = self.get_json(session, f"/v3/suppression/{name}",
-                                     {"limit": SUPPRESSION_PAGE, "offset": offset}, f"{name} list")
-                if not isinstance(page, list):
-                    raise ProviderError(f"sendgrid's {name} list answered something we cannot read",
-                                        body=json.dumps(page)[:500], retryable=True)
+                                     {"limit": SUPPRESSION_PAGE, "offset": offset}, f"{name} list", expect=list)
                 if page and page == previous:  # an offset the server ignores would loop for ever
                     raise ProviderError(f"sendgrid's {name} list answered the same page for offset {offset}; "
                                         "cannot read it to the end", retryable=False)
