@@ -44,7 +44,7 @@ from .ledger import open_ledger, parse_time
 from .models import Issue, Subscriber
 from .personalize import Personalizer
 from .render import compile_issue, long_date
-from .unsubscribe import PREVIEW_SECRET
+from .unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 
 _PERSONAL = ("{token}", "{email}")  # the per-subscriber placeholders of [unsubscribe] url
 ATOM = "http://www.w3.org/2005/Atom"
@@ -107,11 +107,13 @@ def anonymous_unsubscribe_url(template: str) -> str:
     reached with no token, should ask the visitor for their address. Query
     parameters holding ``{token}``/``{email}`` are dropped
     (``.../unsubscribe?t={token}`` -> ``.../unsubscribe``); a placeholder in the
-    path cuts it there (``.../u/{token}`` -> ``.../u/``). With no URL configured
-    the :class:`Personalizer` falls back to the ``mailto`` address, which
-    unsubscribes whoever writes to it, never somebody else.
+    path cuts it there (``.../u/{token}`` -> ``.../u/``). With no URL configured,
+    or with the provider's links (which exist only inside its emails), the
+    :class:`Personalizer` falls back to the ``mailto`` address, which unsubscribes
+    whoever writes to it, never somebody else (and with no mailto either, the
+    link is empty).
     """
-    if not template or template == "provider":  # "provider": the links only exist inside the provider's emails
+    if not template or template == PROVIDER_MANAGED:
         return ""
     base, _, fragment = template.partition("#")
     base, has_query, query = base.partition("?")

@@ -108,6 +108,10 @@ def settings_findings(settings: Settings) -> list[Finding]:
         if refusal:
             findings.append(Finding("error", f'[unsubscribe] url = "provider": {refusal}; nobody would get a '
                                              "working unsubscribe link", origin["unsubscribe.url"]))
+        elif mailto:
+            findings.append(Finding("warning", '[unsubscribe] mailto is not used in emails with url = "provider": '
+                                               "the provider's List-Unsubscribe header replaces ours (the web "
+                                               "archive still offers it)", origin["unsubscribe.mailto"]))
         return findings
     if not url and not mailto:
         findings.append(Finding("error", "no unsubscribe link: set [unsubscribe] url (an https:// page with "

@@ -18,12 +18,9 @@ import responses
 
 from fakeproviders import FakeProviders, postmark_unsubscribe_url
 from newsletter import config
-from newsletter.cli import App
-from newsletter.cli.send import _preflight
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.pipeline import build_issue, personalizer, sample_subscriber
 from newsletter.providers import open_provider, provider_class
-from newsletter.providers.base import Provider
 
 KEY = "managed-key-Tt40"
 ISSUE = "2026-11-30-weekly"
@@ -67,7 +64,8 @@ def test_providers_that_cannot_manage_unsubscribes_refuse_the_setting_with_its_l
     with pytest.raises(ConfigError) as caught:
         open_provider(settings)
     text = caught.value.render()
-    assert f'[unsubscribe] url = "provider": {name} cannot manage unsubscribe links itself' in text
+    assert ('[unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only with Postmark '
+            f"(its broadcast streams), not with {name}") in text
     assert "newsletter.toml:" in text and "give your own page" in text
 
 
@@ -75,9 +73,11 @@ def test_lint_says_the_same_before_a_send(run, workspace):
     managed(workspace)
     result = run("lint", f"issues/{ISSUE}.md")
     assert result.exit_code == 1
-    assert 'error: [unsubscribe] url = "provider": outbox cannot manage unsubscribe links itself' in result.output
+    assert 'error: [unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only ' \
+           "with Postmark (its broadcast streams), not with outbox" in result.output
     ok = run("lint", f"issues/{ISSUE}.md", env={"NEWSLETTER_PROVIDER_NAME": "postmark"})
     assert ok.exit_code == 0, ok.output
+    assert 'warning: [unsubscribe] mailto is not used in emails with url = "provider"' in ok.output
 
 
 def test_the_link_is_postmarks_placeholder_and_the_headers_are_left_to_postmark(workspace):
@@ -173,13 +173,81 @@ def test_the_preflight_reads_the_documented_stream_answer():
     assert provider.manages_unsubscribes is False
 
 
-def test_a_provider_that_cannot_answer_the_question_is_reported_and_the_send_goes_on(capsys):
-    class Unreachable(Provider):
-        name = "postmark"
+STREAM = {"ID": "broadcast", "ServerID": 123457, "Name": "Broadcast Stream", "Description": None,
+          "MessageStreamType": "Broadcasts", "CreatedAt": "2020-07-01T00:00:00-04:00", "UpdatedAt": None,
+          "ArchivedAt": None, "ExpectedPurgeDate": None,
+          "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": "Postmark"}}
+NO_ANSWER = {  # what Postmark might answer instead of the stream: none of it says who handles unsubscribes
+    "429": {"status": 429, "json": {"ErrorCode": 429, "Message": "Rate limit exceeded"}},
+    "500": {"status": 500, "body": "Internal Server Error"},
+    "network": {"body": requests.ConnectionError("reset")},
+    "not JSON": {"status": 200, "body": "<html>maintenance</html>"},
+    "empty object": {"status": 200, "json": {}},
+    "another 422": {"status": 422, "json": {"ErrorCode": 1000, "Message": "Something else"}},
+}
 
-        def preflight(self, session):
-            raise ProviderError("postmark: message stream look-up failed (ConnectTimeout)", retryable=True)
 
-    _preflight(App(), Unreachable(config.resolve({}, {}, {}, source=None)))
-    assert "could not check the postmark settings before sending (postmark: message stream look-up failed " \
-           "(ConnectTimeout)); sending as configured" in capsys.readouterr().err
+def postmark(url: str = OWN_PAGE + "{token}"):
+    settings = config.resolve({}, {}, {"provider.name": "postmark", "provider.api_base": "https://api.test",
+                                       "unsubscribe.url": url}, source=None)
+    return provider_class("postmark")(settings, KEY)
+
+
+def preflight(provider):
+    with requests.Session() as session:
+        return provider.preflight(session)
+
+
+@pytest.mark.parametrize("answer", sorted(NO_ANSWER))
+@responses.activate
+def test_no_answer_warns_and_sends_with_our_own_page(answer):
+    responses.get("https://api.test/message-streams/broadcast", **NO_ANSWER[answer])
+    provider = postmark()
+    [warning] = preflight(provider)
+    assert warning.startswith("could not check Postmark's stream 'broadcast' before sending (")
+    assert provider.manages_unsubscribes is None  # the adapter keeps its default for the broadcast stream
+
+
+@pytest.mark.parametrize("answer", sorted(NO_ANSWER))
+@responses.activate
+def test_no_answer_stops_a_send_that_relies_on_postmarks_link(answer):
+    responses.get("https://api.test/message-streams/broadcast", **NO_ANSWER[answer])
+    with pytest.raises(ProviderError) as caught:
+        preflight(postmark("provider"))
+    assert "nothing is sent without knowing" in caught.value.render()
+    assert "nothing was planned or sent" in caught.value.render()
+
+
+@responses.activate
+def test_a_missing_or_archived_stream_is_a_setting_to_fix():
+    responses.get("https://api.test/message-streams/broadcast", status=422,
+                  json={"ErrorCode": 1226, "Message": "The message stream for the provided 'ID' was not found."})
+    with pytest.raises(ConfigError) as caught:
+        preflight(postmark())
+    assert "Postmark has no message stream 'broadcast'" in caught.value.render()
+    assert 'message_stream = "broadcast"' not in caught.value.render()  # that is the one missing
+    responses.replace(responses.GET, "https://api.test/message-streams/broadcast", json={
+        **STREAM, "ArchivedAt": "2026-11-01T10:00:00-05:00", "ExpectedPurgeDate": "2026-12-16T10:00:00-05:00"})
+    with pytest.raises(ConfigError, match="is archived, .* deleted for good after 2026-12-16T10:00:00-05:00"):
+        preflight(postmark())
+
+
+def test_a_send_relying_on_postmarks_link_waits_for_an_answer(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 2)
+    fake.inject_read(status=503, times=1)
+    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
+    assert result.exit_code == 1 and "nothing is sent without knowing" in result.stderr
+    assert fake.send_calls == 0 and json.loads(run("status", "--json", env=env_for("postmark", fake)).stdout) == []
+    again = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
+    assert again.exit_code == 0, again.stderr
+    assert len(fake.delivered("postmark")) == 2
+
+
+def test_a_proof_through_postmarks_link_warns_that_it_is_live(run, workspace, fake):
+    managed(workspace)
+    result = run("test", ISSUE, "--to", "editor@example.com", env=env_for("postmark", fake))
+    assert result.exit_code == 0, result.stderr
+    assert "the proofs carry postmark's own unsubscribe link, which works" in result.stderr
+    [proof] = fake.delivered("postmark")
+    assert postmark_unsubscribe_url("editor@example.com") in proof.html

@@ -21,6 +21,7 @@ from ..reconcile import ReconcileInterrupted, reconcile_issue
 from ..sendrun import LeaseKeeper
 from ..slots import SlotTemplate
 from ..subscribers import iter_valid_subscribers
+from ..unsubscribe import PROVIDER_MANAGED
 from . import App, cli, pass_app
 from .indoubt import say_reconciliation
 from .send import _signing_secret
@@ -59,7 +60,9 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     if as_email and not subscriber.line:  # not a row of the list: merge fields fall back to their defaults
         app.warn(f"{as_email} is not in {settings.subscribers.file}: the proof is personalised with the "
                  f"merge fields' fallbacks only")
-    personal = personalizer(settings, built.compiled)  # preview-signed links: a proof cannot unsubscribe anyone
+    # Our own links are signed with the preview key: a proof's cannot unsubscribe anyone. A provider's own
+    # link (url = "provider", or one Postmark adds) is live: the preflight and the warning below say so.
+    personal = personalizer(settings, built.compiled)
     message, values = personal.message_with_values(subscriber)
     proofs = [dataclasses.replace(message, to=address, to_name="", subject=f"[TEST] {message.subject}")
               for address in recipients]
@@ -75,6 +78,12 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     outcomes: list[Outcome] = []
     try:
         with requests.Session() as session:
+            if not test_mode:  # Postmark's test token may send, not look up streams
+                for warning in provider.preflight(session):
+                    app.warn(warning)
+            if settings.unsubscribe.url == PROVIDER_MANAGED:
+                app.warn(f"the proofs carry {provider.name}'s own unsubscribe link, which works: using it (or the "
+                         f"mail program's unsubscribe button) suppresses {', '.join(recipients)} at {provider.name}")
             for group in provider.cut_batches(proofs):
                 batch = Batch(built.issue.id, _proof_batch_id(), tuple(group),
                               tuple([values] * len(group)), template)

@@ -24,7 +24,7 @@ import requests
 
 from ..config import Settings
 from ..dispatch import RunTotals
-from ..errors import AuthError, ConfigError, IssueError, NewsletterError, ProviderError
+from ..errors import ConfigError, IssueError, NewsletterError
 from ..issue import load_issue
 from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
 from ..pipeline import build_issue, issue_path
@@ -119,18 +119,10 @@ def refuse_test_mode(settings: Settings, command: str) -> None:
 
 def _preflight(app: App, provider: Provider) -> None:
     """Ask the provider about its settings before anything is planned: a wrong key or a stream that
-    cannot carry a newsletter stops here. When it cannot answer (429, 5xx, network), say so and go on:
-    the send itself retries or stops cleanly."""
+    cannot carry this newsletter stops here, and what it warns about is said (see Provider.preflight)."""
     with requests.Session() as session:
-        try:
-            warnings = provider.preflight(session)
-        except AuthError:
-            raise
-        except ProviderError as err:
-            warnings = [f"could not check the {provider.name} settings before sending ({err.message}); "
-                        "sending as configured"]
-    for warning in warnings:
-        app.warn(warning)
+        for warning in provider.preflight(session):
+            app.warn(warning)
 
 
 def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:

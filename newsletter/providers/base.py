@@ -153,8 +153,8 @@ class Provider:
         """Why this provider cannot manage unsubscribes with ``settings`` ("" when it can)."""
         if cls.unsubscribe_placeholder:
             return ""
-        return (f"{cls.name} cannot manage unsubscribe links itself (Postmark's broadcast stream is the provider "
-                "here that can)")
+        return (f"newsletter leaves unsubscribe links to the provider only with Postmark (its broadcast streams), "
+                f"not with {cls.name}")
 
     # -- verbs the adapters implement -------------------------------------------------
     def build_request(self, batch: Batch) -> Request:
@@ -211,8 +211,8 @@ class Provider:
 
     def preflight(self, session: requests.Session) -> list[str]:
         """Optional verb, before a send: ask the provider about settings that would make the send go
-        wrong. Raises :class:`ConfigError` for what must stop it (and :class:`AuthError` for a refused
-        key); returns warnings for the rest. Other trouble (429, 5xx, network) is the caller's to report."""
+        wrong. Raises what must stop it (:class:`ConfigError`, :class:`AuthError` for a refused key, a
+        :class:`ProviderError` when not knowing is unsafe); returns warnings for the rest."""
         return []
 
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression] | None:

@@ -57,6 +57,7 @@ _INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", r
 # "Provide either email TextBody or HtmlBody or both") are about the request.
 _ABOUT_TO = re.compile(r"'to'|zero recipients", re.I)
 INACTIVE_RECIPIENT = 406
+STREAM_NOT_FOUND = 1226  # the Message Streams API's "The message stream for the provided 'ID' was not found."
 INVALID_REQUEST = 300
 # What to do about the request- and account-level codes (the overview's error-code table).
 HINTS = {
@@ -190,25 +191,36 @@ class PostmarkProvider(Provider):
 
     # -- before a send ---------------------------------------------------------------
     def preflight(self, session: requests.Session) -> list[str]:
-        """The stream must exist and be a Broadcasts stream; who handles its unsubscribes (Postmark, or
-        the sender: "Custom") decides whose link and List-Unsubscribe headers the readers get."""
-        try:
-            body = self.get_json(session, f"/message-streams/{self.stream}", None, "message stream look-up",
-                                 expect=dict)
-        except ProviderError as err:
-            if err.status == 422 and not isinstance(err, AuthError):  # ErrorCode 1226: no such stream
-                raise ConfigError(f"Postmark has no message stream {self.stream!r} on this server",
-                                  path=self.settings.origins.get("provider.message_stream"),
-                                  hint=f"create it in Postmark as a Broadcasts stream, or {_BROADCAST}") from None
-            raise
-        kind = body.get("MessageStreamType")
-        handling = (body.get("SubscriptionManagementConfiguration") or {}).get("UnsubscribeHandlingType")
-        if kind and kind != "Broadcasts":
-            raise ConfigError(f"Postmark's message stream {self.stream!r} is a {kind} stream; Postmark requires "
-                              "newsletters to go through a Broadcasts stream",
-                              path=self.settings.origins.get("provider.message_stream"), hint=_BROADCAST)
-        self.manages_unsubscribes = handling == "Postmark"
+        """The stream must exist, be a Broadcasts stream and not be archived; who handles its unsubscribes
+        (Postmark, or the sender: "Custom") decides whose link and List-Unsubscribe headers readers get.
+
+        When Postmark cannot say (429, 5xx, network, an answer we cannot read): a newsletter with its own
+        unsubscribe page is sent as configured, with a warning; one that relies on Postmark's link is not,
+        since on a stream that leaves unsubscribes to the sender its readers would get none.
+        """
         provider_managed = self.settings.unsubscribe.url == PROVIDER_MANAGED
+        try:
+            kind, handling, archived = self._stream_settings(session)
+        except (AuthError, ConfigError):
+            raise
+        except ProviderError as err:
+            if provider_managed:
+                raise ProviderError(f"could not ask Postmark whether it handles the unsubscribes of stream "
+                                    f"{self.stream!r} ({err.message}), and with [unsubscribe] url = \"provider\" "
+                                    "nothing is sent without knowing", status=err.status, body=err.body,
+                                    retryable=err.retryable,
+                                    hint="run the send again in a while; nothing was planned or sent") from err
+            return [f"could not check Postmark's stream {self.stream!r} before sending ({err.message}); "
+                    "sending as configured"]
+        where = self.settings.origins.get("provider.message_stream")
+        if kind != "Broadcasts":
+            raise ConfigError(f"Postmark's message stream {self.stream!r} is a {kind} stream; Postmark requires "
+                              "newsletters to go through a Broadcasts stream", path=where, hint=_BROADCAST)
+        if archived:
+            raise ConfigError(f"Postmark's message stream {self.stream!r} is archived, which stops sending "
+                              "through it", path=where, hint=f"unarchive it in Postmark (it is deleted for good "
+                                                            f"after {archived}), or {_BROADCAST}")
+        self.manages_unsubscribes = handling == "Postmark"
         if provider_managed and not self.manages_unsubscribes:
             raise ConfigError(f'[unsubscribe] url = "provider", but Postmark\'s stream {self.stream!r} leaves '
                               f"unsubscribes to you (UnsubscribeHandlingType {handling!r}): nobody would get a "
@@ -220,6 +232,27 @@ class PostmarkProvider(Provider):
                     'suppressions. Set [unsubscribe] url = "provider" for one link (then `newsletter suppressions '
                     "sync` brings them back), or ask Postmark to let this stream manage its own unsubscribes"]
         return []
+
+    def _stream_settings(self, session: requests.Session) -> tuple[str, str, str]:
+        """The stream's MessageStreamType, UnsubscribeHandlingType and ExpectedPurgeDate (or "archived", or
+        "" when it is not archived), from ``GET /message-streams/{stream}``."""
+        try:
+            body = self.get_json(session, f"/message-streams/{self.stream}", None, "message stream look-up",
+                                 expect=dict)
+        except ProviderError as err:
+            if err.status == 422 and _error_code(err.body) == STREAM_NOT_FOUND:
+                raise ConfigError(f"Postmark has no message stream {self.stream!r} on this server",
+                                  path=self.settings.origins.get("provider.message_stream"),
+                                  hint="create it in Postmark as a Broadcasts stream" +
+                                       ("" if self.stream == "broadcast" else f", or {_BROADCAST}")) from None
+            raise
+        kind = body.get("MessageStreamType")
+        handling = (body.get("SubscriptionManagementConfiguration") or {}).get("UnsubscribeHandlingType")
+        if not isinstance(kind, str) or not isinstance(handling, str):
+            raise ProviderError("postmark's message stream look-up answered something we cannot read", status=200,
+                                body=json.dumps(body)[:500], retryable=True)
+        archived = (str(body.get("ExpectedPurgeDate") or "") or "archived") if body.get("ArchivedAt") else ""
+        return kind, handling, archived
 
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,
@@ -268,6 +301,14 @@ class PostmarkProvider(Provider):
 # (the broadcast stream's link); from the Customer or an Admin, the account blocked the address.
 _KIND_BY_REASON = {("HardBounce", ""): "bounced", ("SpamComplaint", ""): "complained",
                       ("ManualSuppression", "Recipient"): "unsubscribed"}
+
+
+def _error_code(body: str) -> object:
+    """Postmark's ``ErrorCode`` in an error answer's body (None when it has none)."""
+    try:
+        return json.loads(body).get("ErrorCode")
+    except (ValueError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
