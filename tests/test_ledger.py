@@ -127,6 +127,16 @@ def test_record_only_touches_rows_of_that_batch_still_sending(ledger):
     assert state(ledger, "a@example.com").state == "sent"
 
 
+def test_a_batch_sent_under_one_id_records_only_the_rows_it_names(ledger):
+    plan(ledger, "a@example.com", "b@example.com", "c@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com", "b@example.com", "c@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome("A@example.com", "sent", provider_id="<batch-id>"),
+                                Outcome("b@example.com", "sent", provider_id="<batch-id>")], source="test")
+    rows = {e: state(ledger, e) for e in ("a@example.com", "b@example.com", "c@example.com")}
+    assert [(r.state, r.provider_id, r.attempts) for r in rows.values()] == [
+        ("sent", "<batch-id>", 1), ("sent", "<batch-id>", 1), ("sending", "", 0)]
+
+
 def test_record_refuses_an_unknown_outcome_state(ledger):
     plan(ledger, "a@example.com")
     ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
@@ -452,12 +462,15 @@ def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(ledger
     ledger.lookup(ISSUE, batch)
     ledger.claim(ISSUE, "b1", batch, "me")
     ledger.record(ISSUE, "b1", [Outcome(e, "sent", provider_id="x", suppress=True) for e in batch], source="t")
+    ledger.claim(ISSUE, "b2", ["r30@example.com", "r31@example.com"], "me")
+    ledger.record(ISSUE, "b2", [Outcome(e, "sent", provider_id="one id") for e in ("r30@example.com",
+                                                                                  "r31@example.com")], source="t")
     ledger.skip(ISSUE, [("r20@example.com", "gone")])
     ledger.fail(ISSUE, [("r21@example.com", "bad data")])
     for connection in {ledger._db, ledger._lookups}:
         connection.set_trace_callback(None)
     checked = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH", "INSERT"))]
-    assert len(checked) >= 6
+    assert len(checked) >= 8
     for sql in checked:
         details = [row[3] for row in ledger._db.execute("EXPLAIN QUERY PLAN " + sql)]
         # a scan of the table, or of the issue's rows through an index on issue_id alone
@@ -465,3 +478,4 @@ def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(ledger
         assert not any(issue_scan.search(d) for d in details), (sql, details)
     assert state(ledger, "r1@example.com").state == "sent" and ledger.is_suppressed("r1@example.com")
     assert (state(ledger, "r20@example.com").state, state(ledger, "r21@example.com").state) == ("skipped", "failed")
+    assert (state(ledger, "r31@example.com").state, state(ledger, "r31@example.com").provider_id) == ("sent", "one id")
