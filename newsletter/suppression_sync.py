@@ -25,43 +25,10 @@ from email_validator import EmailNotValidError
 
 from .errors import AuthError, ProviderError
 from .ledger import Ledger, address_key
-from .providers.base import Provider, ProviderSuppression, retry_after
-from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
+from .providers.base import Provider, ProviderSuppression
+from .lookups import PacedSession
+from .ratelimit import Backoff, wait_words
 from .subscriber_address import normalise_address
-
-READ_TRIES = 4  # tries of each page on a 429, 5xx or dropped connection
-
-
-class PacedSession(requests.Session):
-    """GETs at the provider's request rate, each tried again after a 429, 5xx or dropped connection
-    (honouring ``Retry-After``; reading twice is harmless): a long list is read page by page without
-    tripping the provider's rate limit (Resend: 2 a second), and a hiccup costs no page already read.
-    Whatever still fails is answered as is, for the adapter to map to an error."""
-
-    def __init__(self, rate: float, *, tries: int = READ_TRIES, backoff: Backoff = Backoff(),
-                 sleep: Callable[[float], None] = time.sleep):
-        super().__init__()
-        self.limiter = TokenBucket(rate, sleep=sleep)
-        self.tries, self.backoff, self.sleep = tries, backoff, sleep
-
-    def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN201 (requests' own signature)
-        for attempt in range(1, self.tries + 1):
-            self.limiter.acquire()
-            try:
-                response = super().request(method, url, *args, **kwargs)
-            except (requests.ConnectionError, requests.Timeout):
-                if attempt == self.tries:
-                    raise
-                self.sleep(self.backoff.delay(attempt))
-                continue
-            wait = retry_after(response.headers)
-            if (response.status_code != 429 and response.status_code < 500) or attempt == self.tries \
-                    or (wait or 0) > MAX_WAIT:
-                return response
-            response.close()
-            self.sleep(self.backoff.delay(attempt, wait))
-        raise AssertionError("unreachable")
-
 
 @dataclass
 class SyncReport:
@@ -87,10 +54,11 @@ def can_sync(provider: Provider) -> bool:
 
 
 def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False, backoff: Backoff = Backoff(),
-                      sleep: Callable[[float], None] = time.sleep) -> SyncReport:
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> SyncReport:
     """Read the provider's suppression list and add what is new to the ledger (not with ``dry_run``)."""
     report = SyncReport(provider.name)
-    with PacedSession(provider.rate_limit, backoff=backoff, sleep=sleep) as session:
+    with PacedSession(provider.rate_limit, backoff=backoff, sleep=sleep, clock=clock) as session:
         entries = _read_all(provider, session)
     if entries is None:
         report.supported = False

@@ -117,14 +117,18 @@ def test_record_moves_sending_to_each_outcome(ledger, outcome, expected):
     assert row.provider_id == "pid-1"
 
 
-def test_record_only_touches_rows_of_that_batch_still_sending(ledger):
+@pytest.mark.parametrize("sent", [Outcome("a@example.com", "sent", provider_id="id-1"),  # one plain UPDATE
+                                  Outcome("a@example.com", "sent", provider_id="id-1", reason="noted")])  # per row
+def test_record_only_touches_rows_of_that_batch_still_sending(ledger, sent):
     plan(ledger, "a@example.com")
     ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
-    ledger.record(ISSUE, "other-batch", [Outcome("a@example.com", "sent")], source="test")
+    ledger.record(ISSUE, "other-batch", [sent], source="test")
     assert state(ledger, "a@example.com").state == "sending"
-    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "sent")], source="test")
+    ledger.record(ISSUE, "b1", [sent], source="test")
     ledger.record(ISSUE, "b1", [Outcome("a@example.com", "failed")], source="test")  # a late duplicate answer
-    assert state(ledger, "a@example.com").state == "sent"
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "sent", provider_id="id-2")], source="test")  # and again
+    row = state(ledger, "a@example.com")
+    assert (row.state, row.provider_id, row.attempts) == ("sent", "id-1", 1)
 
 
 def test_a_batch_sent_under_one_id_records_only_the_rows_it_names(ledger):

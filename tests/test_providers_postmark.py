@@ -177,3 +177,28 @@ def test_reconcile_searches_by_tag_and_batch_metadata(age, missing):
     assert responses.calls[0].request.headers["X-Postmark-Server-Token"] == KEY
     assert (outcomes[0].state, outcomes[0].provider_id) == ("sent", "0ac29aee-e1cd-480d-b08d-4f48548ff48d")
     assert outcomes[1].state == missing  # absence proves "never accepted" only inside the search window
+
+
+@responses.activate
+def test_a_redirect_is_never_followed_with_the_token():
+    responses.add(responses.POST, URL, status=307, headers={"Location": "https://elsewhere.example/email/batch"})
+    responses.add(responses.POST, "https://elsewhere.example/email/batch", json=fixture("batch-200.json"))
+    with pytest.raises(ProviderError) as caught:
+        send(postmark(), sample_batch(2))
+    assert not caught.value.retryable and "a redirect to 'https://elsewhere.example/email/batch'" in caught.value.message
+    assert [call.request.url for call in responses.calls] == [URL]
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"Retry-After": "12"}, 12.0),
+    ({"Retry-After": "soon"}, None),  # unreadable: the caller's backoff decides
+    ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"}, 0.0),  # a date past, in UTC without a zone
+    ({"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, "future"),
+    ({"X-RateLimit-Reset": "not a number"}, None),
+    ({}, None),
+])
+def test_retry_after_reads_what_it_can_and_never_raises(headers, expected):
+    from newsletter.providers.base import retry_after
+
+    got = retry_after(headers)
+    assert got > 1e9 if expected == "future" else got == expected

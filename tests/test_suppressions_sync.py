@@ -20,7 +20,8 @@ from newsletter.errors import AuthError, ProviderError
 from newsletter.ledger import SQLiteLedger
 from newsletter.providers import provider_class
 from newsletter.ratelimit import Backoff
-from newsletter.suppression_sync import READ_TRIES, sync_suppressions
+from newsletter.lookups import TRIES as READ_TRIES
+from newsletter.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -44,12 +45,23 @@ def ledger(tmp_path):
         yield opened
 
 
-def no_sleep(seconds: float) -> None:
-    pass
+class Clock:
+    """Time that passes only when the code under test sleeps (the pacing and backoff waits are recorded)."""
+
+    def __init__(self):
+        self.now, self.waits = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
 
 
-def sync(provider, ledger, **kw):
-    return sync_suppressions(provider, ledger, sleep=kw.pop("sleep", no_sleep), **kw)
+def sync(provider, ledger, *, clock: Clock | None = None, **kw):
+    clock = clock or Clock()
+    return sync_suppressions(provider, ledger, sleep=clock.sleep, clock=clock, **kw)
 
 
 # -- each provider's documented answer --------------------------------------------------------------
@@ -182,12 +194,15 @@ def test_a_transient_error_asks_for_that_page_again_honouring_retry_after(ledger
             responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=500, json={"errors": [{"message": "oops"}]}),
             responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=[])]
     responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=[])
-    waits = []
-    report = sync(adapter("sendgrid"), ledger, sleep=waits.append, backoff=Backoff(base=0.5))
+    clock = Clock()
+    report = sync(adapter("sendgrid"), ledger, clock=clock, backoff=Backoff(base=0.5))
     assert [r.call_count for r in spam] == [1, 1, 1]
     assert len(responses.calls) == 6  # the pages already read are not read again
-    # Retry-After's 7 s, then a backoff of 0.5-1 s; the rest is pacing at SendGrid's 10 requests/s
-    assert max(waits) >= 7 and len([w for w in waits if w >= 0.5]) == 2 and sorted(waits)[-3] <= 0.1
+    # Retry-After's 7 s, then a backoff of 0.5-1 s; the others are pacing at SendGrid's 10 requests/s
+    long_waits = [w for w in clock.waits if w > 0.1 + 1e-9]
+    assert len(long_waits) == 2 and 7 <= long_waits[0] <= 7.1 and 0.5 <= long_waits[1] <= 1
+    # pacing: the 2nd and 3rd requests wait their turn, the 4th and 5th come after a long wait anyway
+    assert [round(w, 6) for w in clock.waits if w not in long_waits] == [0.1, 0.1, 0.1]
     assert report.added == len(fixture("sendgrid", "suppression_bounces.json"))
 
 

@@ -24,7 +24,7 @@ from ..subscribers import iter_valid_subscribers
 from ..unsubscribe import PROVIDER_MANAGED
 from . import App, cli, pass_app
 from .indoubt import say_reconciliation
-from .send import _signing_secret
+from .send import _signing_secret, preflight
 
 MAX_PROOFS = 50
 PROOF_ATTEMPTS = 3  # a proof is worth a short retry on 429/5xx, not a long wait
@@ -77,13 +77,12 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
              f"through {provider.name}{mode}")
     outcomes: list[Outcome] = []
     try:
-        with requests.Session() as session:
-            if not test_mode:  # Postmark's test token may send, not look up streams
-                for warning in provider.preflight(session):
-                    app.warn(warning)
+        if not test_mode:  # in test mode nothing is delivered (and Postmark's test token cannot look up streams)
+            preflight(app, provider)
             if settings.unsubscribe.url == PROVIDER_MANAGED:
                 app.warn(f"the proofs carry {provider.name}'s own unsubscribe link, which works: using it (or the "
                          f"mail program's unsubscribe button) suppresses {', '.join(recipients)} at {provider.name}")
+        with requests.Session() as session:
             for group in provider.cut_batches(proofs):
                 batch = Batch(built.issue.id, _proof_batch_id(), tuple(group),
                               tuple([values] * len(group)), template)

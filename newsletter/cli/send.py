@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import click
-import requests
 
 from ..config import Settings
 from ..dispatch import RunTotals
 from ..errors import ConfigError, IssueError, NewsletterError
 from ..issue import load_issue
+from ..lookups import PacedSession
 from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
 from ..pipeline import build_issue, issue_path
 from ..providers import open_provider
@@ -88,7 +88,7 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
                 click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
                                        "planned": summary.planned, **summary.counts}))
             return 0
-        _preflight(app, provider)
+        preflight(app, provider)
         with open_ledger(settings) as ledger:
             run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
@@ -117,10 +117,11 @@ def refuse_test_mode(settings: Settings, command: str) -> None:
                                "to send for real")
 
 
-def _preflight(app: App, provider: Provider) -> None:
-    """Ask the provider about its settings before anything is planned: a wrong key or a stream that
-    cannot carry this newsletter stops here, and what it warns about is said (see Provider.preflight)."""
-    with requests.Session() as session:
+def preflight(app: App, provider: Provider) -> None:
+    """Ask the provider about its settings before anything is sent: a wrong key or a stream that cannot
+    carry this newsletter stops here, and what it warns about is said (see Provider.preflight). The
+    question is paced and asked again after a 429, 5xx or dropped connection."""
+    with PacedSession(provider.rate_limit) as session:
         for warning in provider.preflight(session):
             app.warn(warning)
 

@@ -35,10 +35,12 @@ that recipient fails, the rest of the batch goes back to pending.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -289,7 +291,7 @@ class Provider:
         try:
             response = session.request(request.method, request.url, headers=dict(request.headers),
                                        json=request.json, data=request.data, files=request.files,
-                                       timeout=self.timeout)
+                                       timeout=self.timeout, allow_redirects=False)
         except requests.Timeout as err:
             # The request may have arrived: the caller decides between retry (idempotent) and unknown.
             raise ProviderError(f"{self.name}: no answer within {self.timeout:g} s", retryable=True,
@@ -304,6 +306,11 @@ class Provider:
         status = response.status_code
         if status in (401, 403):
             raise self.auth_error(response)
+        if 300 <= status < 400:  # never followed: the key would go with it (requests keeps Postmark's header)
+            raise ProviderError(f"{self.name} answered HTTP {status}, a redirect to "
+                                f"{response.headers.get('Location', '(nowhere)')!r}, which is not followed",
+                                status=status, retryable=False,
+                                hint="check [provider] api_base: it should be the provider's API origin")
         if status == 429 or status >= 500:
             raise ProviderError(f"{self.name} answered HTTP {status}", status=status, body=self.scrub(response.text),
                                 retryable=True, retry_after=retry_after(response.headers))
@@ -366,24 +373,29 @@ def template_once(batch: Batch, key: Callable[[str, int], str],
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch)."""
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch);
+    None when neither is there or readable (the caller's backoff decides then)."""
     value = headers.get("Retry-After")
     if value:
         try:
             return max(0.0, float(value))
         except ValueError:
+            pass
+        try:
             when = email.utils.parsedate_to_datetime(value)
-            if when is not None:
-                import datetime as dt
-                return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        except (ValueError, TypeError):  # "soon", or a date that is no date
+            when = None
+        if when is not None:
+            if when.tzinfo is None:  # "-0000": a time in UTC with no zone given
+                when = when.replace(tzinfo=dt.timezone.utc)
+            return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
     reset = headers.get("X-RateLimit-Reset")
     if reset:
         try:
-            import time
-            value = float(reset)
-            return max(0.0, value - time.time()) if value > 1e9 else value
+            number = float(reset)
         except ValueError:
             return None
+        return max(0.0, number - time.time()) if number > 1e9 else number
     return None
 
 
@@ -416,6 +428,8 @@ def outcomes_from_logs(batch: Batch, accepted: Mapping[str, str], *, age: float 
 _ABOUT_SENDER = re.compile(r"sender|\bfrom\b|domain|sandbox|authori[sz]ed recipient|verif", re.I)
 _ABOUT_KEY = re.compile(r"api[ _-]?key|\btoken\b|authori[sz]ation grant|credential", re.I)
 MESSAGE_CHARS = 300  # of a provider's own error text in our messages
+# For a list whose paging does not end as documented (the same page again, a cursor that does not move).
+PAGING_HINT = "nothing was changed; the provider's paging did not end as documented: try again later, and report it"
 
 
 def provider_message(response: requests.Response) -> str:

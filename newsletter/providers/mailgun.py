@@ -46,8 +46,8 @@ from email_validator import EmailNotValidError, validate_email
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, names_address, outcomes_from_logs,
-                   provider_message, template_once)
+from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
+                   names_address, outcomes_from_logs, provider_message, template_once)
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -240,7 +240,7 @@ class MailgunProvider(Provider):
             while url:  # until a page comes back empty
                 if url in seen or len(seen) == SUPPRESSION_PAGES:  # a next link that does not move on
                     raise ProviderError(f"mailgun's {name} list did not come to an end after {len(seen)} pages; "
-                                        "cannot read it to the end", retryable=False)
+                                        "cannot read it to the end", retryable=False, hint=PAGING_HINT)
                 seen.add(url)
                 body = self.get_json(session, url, params, f"{name} list", expect=dict)
                 items = body.get("items") or []

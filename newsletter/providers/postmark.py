@@ -209,17 +209,19 @@ class PostmarkProvider(Provider):
                                     f"{self.stream!r} ({err.message}), and with [unsubscribe] url = \"provider\" "
                                     "nothing is sent without knowing", status=err.status, body=err.body,
                                     retryable=err.retryable,
-                                    hint="run the send again in a while; nothing was planned or sent") from err
-            return [f"could not check Postmark's stream {self.stream!r} before sending ({err.message}); "
-                    "sending as configured"]
+                                    hint="try again in a while; nothing was sent") from err
+            headers = (", with the List-Unsubscribe headers left to Postmark on its broadcast stream"
+                       if self.stream == "broadcast" else "")
+            return [f"could not check Postmark's stream {self.stream!r} before sending ({err.message}); sending "
+                    f"as configured{headers}"]
         where = self.settings.origins.get("provider.message_stream")
         if kind != "Broadcasts":
             raise ConfigError(f"Postmark's message stream {self.stream!r} is a {kind} stream; Postmark requires "
                               "newsletters to go through a Broadcasts stream", path=where, hint=_BROADCAST)
         if archived:
+            purge = f" (it is deleted for good after {archived})" if archived != "archived" else ""
             raise ConfigError(f"Postmark's message stream {self.stream!r} is archived, which stops sending "
-                              "through it", path=where, hint=f"unarchive it in Postmark (it is deleted for good "
-                                                            f"after {archived}), or {_BROADCAST}")
+                              "through it", path=where, hint=f"unarchive it in Postmark{purge}, or {_BROADCAST}")
         self.manages_unsubscribes = handling == "Postmark"
         if provider_managed and not self.manages_unsubscribes:
             raise ConfigError(f'[unsubscribe] url = "provider", but Postmark\'s stream {self.stream!r} leaves '

@@ -28,8 +28,8 @@ import requests
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, names_address,
-                   provider_message)
+from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
+                   names_address, provider_message)
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -
@@ -175,7 +175,7 @@ class ResendProvider(Provider):
                 return
             if items[-1]["id"] == params.get("after"):  # a cursor that does not move would loop for ever
                 raise ProviderError("resend's suppressions list did not move past its cursor; cannot read it "
-                                    "to the end", retryable=False)
+                                    "to the end", retryable=False, hint=PAGING_HINT)
             params = {"limit": SUPPRESSION_PAGE, "after": items[-1]["id"]}
 
 

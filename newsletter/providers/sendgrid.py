@@ -33,8 +33,8 @@ import requests
 from ..errors import ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, split_address,
-                   template_once)
+from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
+                   split_address, template_once)
 
 # The suppression lists `newsletter suppressions sync` reads, and what each means. Blocks are left out:
 # SendGrid keeps those for temporary refusals (a full mailbox, a reputation block), not for good.
@@ -173,7 +173,7 @@ class SendGridProvider(Provider):
                                      {"limit": SUPPRESSION_PAGE, "offset": offset}, f"{name} list", expect=list)
                 if page and page == previous:  # an offset the server ignores would loop for ever
                     raise ProviderError(f"sendgrid's {name} list answered the same page for offset {offset}; "
-                                        "cannot read it to the end", retryable=False)
+                                        "cannot read it to the end", retryable=False, hint=PAGING_HINT)
                 previous = page
                 for item in page:
                     item = item if isinstance(item, dict) else {}
