@@ -198,7 +198,7 @@ def test_a_redirect_is_never_followed_with_the_token():
     ({}, None),
 ])
 def test_retry_after_reads_what_it_can_and_never_raises(headers, expected):
-    from newsletter.providers.base import retry_after
+    from newsletter.providers.answers import retry_after
 
     got = retry_after(headers)
     assert got > 1e9 if expected == "future" else got == expected

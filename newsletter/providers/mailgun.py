@@ -46,8 +46,8 @@ from email_validator import EmailNotValidError, validate_email
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
-                   names_address, outcomes_from_logs, provider_message, template_once)
+from .answers import PAGING_HINT, json_body, names_address, provider_message
+from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs, template_once
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)

@@ -40,8 +40,8 @@ from ..errors import AuthError, ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
 from ..unsubscribe import PROVIDER_MANAGED
-from .base import (Batch, Provider, ProviderSuppression, Request, all_outcomes, json_body, outcomes_from_logs,
-                   provider_message)
+from .answers import json_body, provider_message
+from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"

@@ -28,8 +28,8 @@ import requests
 from ..errors import ConfigError, ProviderError
 from ..jsontext import json_array, json_with_bodies
 from ..models import Message, Outcome
-from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
-                   names_address, provider_message)
+from .answers import PAGING_HINT, json_body, names_address, provider_message
+from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes
 
 IDEMPOTENCY_WINDOW = 23 * 3600  # Resend keeps keys 24 h; replaying later would send again
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tag names and values: ASCII letters, digits, _ and -

@@ -33,8 +33,8 @@ import requests
 from ..errors import ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
-from .base import (Batch, PAGING_HINT, Provider, ProviderSuppression, Request, all_outcomes, json_body,
-                   split_address, template_once)
+from .answers import PAGING_HINT, json_body
+from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, split_address, template_once
 
 # The suppression lists `newsletter suppressions sync` reads, and what each means. Blocks are left out:
 # SendGrid keeps those for temporary refusals (a full mailbox, a reputation block), not for good.
