@@ -257,3 +257,28 @@ def test_a_proof_through_postmarks_link_warns_that_it_is_live(run, workspace, fa
     assert "the proofs carry postmark's own unsubscribe link, which works" in result.stderr
     [proof] = fake.delivered("postmark")
     assert postmark_unsubscribe_url("editor@example.com") in proof.html
+
+
+def test_readers_who_left_through_postmarks_link_are_left_out_of_the_next_send(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 4)
+    fake.suppress("postmark", "Reader1@Example.com", "unsubscribe")  # used Postmark's link last week
+    env = env_for("postmark", fake)
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 0, result.stderr  # not 3: nobody was refused and failed
+    assert "Suppressed: 1 new from postmark (unsubscribes, bounces, complaints)" in result.output
+    assert sorted(a.to for a in fake.delivered("postmark")) == ["reader0@example.com", "reader2@example.com",
+                                                                "reader3@example.com"]
+    counts = json.loads(run("status", ISSUE, "--json", env=env).stdout)
+    assert (counts["total"], counts["sent"], counts["failed"]) == (3, 3, 0)
+
+
+def test_without_the_sync_postmark_refuses_them_and_they_fail(run, workspace, fake):
+    """What the sync spares: the same reader, with our own page (no sync before the send), is refused (406)."""
+    write_list(workspace, 2)
+    fake.suppress("postmark", "reader1@example.com", "unsubscribe")
+    env = env_for("postmark", fake, NEWSLETTER_SECRET="s3cret")
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 3 and "Suppressed:" not in result.output
+    counts = json.loads(run("status", ISSUE, "--json", env=env).stdout)
+    assert (counts["sent"], counts["failed"]) == (1, 1)

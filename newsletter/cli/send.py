@@ -23,7 +23,7 @@ import click
 
 from ..config import Settings
 from ..dispatch import RunTotals
-from ..errors import ConfigError, IssueError, NewsletterError
+from ..errors import ConfigError, IssueError, NewsletterError, ProviderError
 from ..issue import load_issue
 from ..lookups import PacedSession
 from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
@@ -31,7 +31,8 @@ from ..pipeline import build_issue, issue_path
 from ..providers import open_provider
 from ..providers.base import Provider
 from ..sendrun import LEASE_STALE_AFTER, LeaseKeeper, SendOptions, SendRun, Summary
-from ..unsubscribe import PREVIEW_SECRET
+from ..suppression_sync import sync_suppressions
+from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 from . import App, cli, pass_app
 from .indoubt import in_doubt_line, offer_reconcile
 from .progress import Progress
@@ -90,6 +91,8 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
             return 0
         preflight(app, provider)
         with open_ledger(settings) as ledger:
+            if settings.unsubscribe.url == PROVIDER_MANAGED:
+                _sync_unsubscribes(app, provider, ledger, as_json)
             run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
                 summary = run.summary()
@@ -124,6 +127,20 @@ def preflight(app: App, provider: Provider) -> None:
     with PacedSession(provider.rate_limit) as session:
         for warning in provider.preflight(session):
             app.warn(warning)
+
+
+def _sync_unsubscribes(app: App, provider: Provider, ledger: Ledger, as_json: bool) -> None:
+    """With the provider's own unsubscribe links, those who used them are on its list, not in ours: bring
+    them in before planning, so they are left out rather than refused (and failed) one by one."""
+    try:
+        report = sync_suppressions(provider, ledger)
+    except ProviderError as err:  # the provider refuses them anyway: a nuisance, not a danger
+        app.warn(f"could not read {provider.name}'s suppressions before sending ({err.message}); those who "
+                 f"unsubscribed through {provider.name} since the last sync will be refused by it and marked failed")
+        return
+    if report.added and not app.quiet:
+        click.echo(f"Suppressed: {report.added} new from {provider.name} (unsubscribes, bounces, complaints)",
+                   err=as_json)
 
 
 def _signing_secret(app: App, settings: Settings, provider: Provider) -> bytes:
