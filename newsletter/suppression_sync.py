@@ -25,10 +25,11 @@ from email_validator import EmailNotValidError
 
 from .errors import AuthError, ProviderError
 from .ledger import Ledger, address_key
-from .providers.base import Provider, ProviderSuppression
 from .lookups import PacedSession
+from .providers.base import Provider, ProviderSuppression
 from .ratelimit import Backoff, wait_words
 from .subscriber_address import normalise_address
+
 
 @dataclass
 class SyncReport:

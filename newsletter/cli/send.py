@@ -25,8 +25,8 @@ from ..config import Settings
 from ..dispatch import RunTotals
 from ..errors import ConfigError, IssueError, NewsletterError, ProviderError
 from ..issue import load_issue
-from ..lookups import PacedSession
 from ..ledger import DOUBT_STATES, STATES, Lease, Ledger, open_ledger
+from ..lookups import PacedSession
 from ..pipeline import build_issue, issue_path
 from ..providers import open_provider
 from ..providers.base import Provider

@@ -92,7 +92,8 @@ class SQLiteLedger(Ledger):
             else:
                 if str(path) != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                           timeout=BUSY_TIMEOUT_S)
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
             if not readonly:
                 self._enter_wal()
@@ -104,7 +105,8 @@ class SQLiteLedger(Ledger):
             # (a chunk is looked up before any of its rows can be claimed: nothing it reads is stale).
             self._lookups, self._lookup_lock = self._db, self._lock
             if not readonly and str(path) != ":memory:":
-                self._lookups = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+                self._lookups = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                                timeout=BUSY_TIMEOUT_S)
                 self._lookups.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
                 self._lookup_lock = threading.Lock()
         except sqlite3.Error as err:

@@ -218,8 +218,8 @@ class Provider:
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression] | None:
         """Optional verb: every address the provider refuses to send to (bounces, complaints,
         unsubscribes), read page by page; None when it keeps no such list (see ``sync_note``).
-        Raises :class:`ProviderError` (``retryable`` for 429, 5xx and network trouble) part-way:
-        the caller keeps nothing from an incomplete read."""
+        Raises :class:`ProviderError` (``retryable`` when trying again may help) part-way: the
+        caller keeps nothing from an incomplete read."""
         return None
 
     def get_json(self, session: requests.Session, url: str, params: Mapping[str, Any] | None, what: str,
@@ -241,8 +241,9 @@ class Provider:
         self.raise_for_status(response)
         if response.status_code != 200:
             said = self.scrub(provider_message(response))
-            raise ProviderError(f"{self.name}'s {what} answered HTTP {response.status_code}" + (f": {said}" if said else ""),
-                                status=response.status_code, body=self.scrub(response.text))
+            raise ProviderError(f"{self.name}'s {what} answered HTTP {response.status_code}"
+                                + (f": {said}" if said else ""), status=response.status_code,
+                                body=self.scrub(response.text))
         body = json_body(response)
         if body is None or not isinstance(body, expect):
             raise ProviderError(f"{self.name}'s {what} answered something we cannot read", status=200,
