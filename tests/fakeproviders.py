@@ -83,6 +83,7 @@ class FakeProviders:
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
         self.send_calls = 0
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
+        self.read_times: list[float] = []  # time.monotonic() of each GET, as it arrived
         self._faults: list[Fault | None] = []  # None: a healthy call
         self._read_faults: list[Fault] = []  # for the look-up (GET) endpoints: ``inject_read``
         self.resend_read_times: list[float] = []  # Resend allows 2 requests a second: its 429 beyond that
@@ -163,6 +164,7 @@ class FakeProviders:
             self.postmark_streams = dict(POSTMARK_STREAMS)
             self.suppressed.clear()
             self.requests_seen.clear()
+            self.read_times.clear()
             self.send_calls = 0
             self._idempotency.clear()
             self._in_progress.clear()
@@ -238,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.owner.requests_seen.append((method, url.path))
+        if method == "GET":
+            self.owner.read_times.append(time.monotonic())
         body = self._body() if method == "POST" else b""
         fault = self.owner._next_read_fault() if method == "GET" else None
         if fault:

@@ -338,14 +338,18 @@ def test_resends_two_requests_a_second_are_kept_and_its_429s_waited_out(run, fak
     del paced["NEWSLETTER_PROVIDER_RATE_LIMIT"]  # Resend's documented 2 requests a second
     result = run("suppressions", "sync", env=paced)
     assert result.exit_code == 0, result.output
-    assert "250 added" in result.output and fake.rate_limited == 0
+    assert "250 added" in result.output
+    gaps = [b - a for a, b in zip(fake.read_times, fake.read_times[1:])]
+    assert len(gaps) >= 2 and min(gaps) > 0.4  # paced at 2 a second (give or take the sockets' jitter)
+    assert fake.rate_limited <= 1  # at the very edge of Resend's window a 429 may still come, and is waited out
 
     fake.reset()
     for n in range(250):
         fake.suppress("resend", f"later{n:03d}@example.com", "complaint")
     hurried = run("suppressions", "sync", env=provider_env("resend", fake))  # 1000 a second: Resend says 429
     assert hurried.exit_code == 0, hurried.output
-    assert "250 added" in hurried.output and fake.rate_limited >= 1
+    assert "250 added" in hurried.output and fake.rate_limited >= 1 and min(
+        b - a for a, b in zip(fake.read_times, fake.read_times[1:])) < 0.1
 
 
 def test_a_read_the_provider_will_not_answer_for_an_hour_exits_1_and_changes_nothing(run, fake):
