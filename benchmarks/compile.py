@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from newsletter import config  # noqa: E402
-from newsletter.inline import inline_css  # noqa: E402
-from newsletter.issue import load_issue  # noqa: E402
-from newsletter.markdown import render_body  # noqa: E402
+from newsletter.compile.inline import inline_css  # noqa: E402
+from newsletter.compile.issue import load_issue  # noqa: E402
+from newsletter.compile.markdown import render_body  # noqa: E402
+from newsletter.compile.pipeline import personalizer  # noqa: E402
+from newsletter.compile.render import compile_issue, mjml_to_html, render_mjml, text_part  # noqa: E402
 from newsletter.models import Subscriber  # noqa: E402
-from newsletter.pipeline import personalizer  # noqa: E402
-from newsletter.render import compile_issue, mjml_to_html, render_mjml, text_part  # noqa: E402
 
 NODE_BENCH = """
 const mjml2html = require(process.argv[2]);

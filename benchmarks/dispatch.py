@@ -117,10 +117,11 @@ def timed(obj, name: str, clock: dict, lock: threading.Lock) -> None:
 
 def run_tool(root: Path, kind: str, url: str) -> dict:
     """The steps of ``newsletter send --yes`` after the compile, each timed."""
+    from newsletter.compile.pipeline import build_issue
     from newsletter.ledger import open_ledger
-    from newsletter.pipeline import build_issue
-    from newsletter.sendrun import LeaseKeeper, SendOptions, SendRun
-    from newsletter.subscribers import iter_subscribers
+    from newsletter.sending.lease import LeaseKeeper
+    from newsletter.sending.plan import SendOptions, SendRun
+    from newsletter.subscribers.reader import iter_subscribers
 
     settings = settings_for(root, kind, url)
     build = build_issue(settings, ISSUE)
@@ -161,9 +162,9 @@ def run_tool(root: Path, kind: str, url: str) -> dict:
 
 def first_requests(settings, kind: str) -> list[tuple[int, object]]:
     """The adapter's own requests for the first three batches of the list: (recipients, Request)."""
-    from newsletter.pipeline import build_issue, personalizer
+    from newsletter.compile.pipeline import build_issue, personalizer
     from newsletter.providers.base import Batch
-    from newsletter.subscribers import iter_subscribers
+    from newsletter.subscribers.reader import iter_subscribers
 
     build = build_issue(settings, ISSUE)
     provider = make_provider(settings, kind)
@@ -198,7 +199,7 @@ def run_baseline(root: Path, kind: str, url: str, *, wire: bool) -> dict:
     """
     import requests
 
-    from newsletter.subscribers import iter_subscribers
+    from newsletter.subscribers.reader import iter_subscribers
 
     settings = settings_for(root, kind, url)
     total = sum(1 for _ in iter_subscribers(settings.workspace_path(settings.subscribers.file)))

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.ledger.sqlite import SQLiteLedger  # noqa: E402
 from newsletter.models import Outcome  # noqa: E402
-from newsletter.subscriber_address import normalise_address  # noqa: E402
+from newsletter.subscribers.address import normalise_address  # noqa: E402
 from newsletter.unsubscribe import make_token  # noqa: E402
 
 BATCH = 1000

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from newsletter import config  # noqa: E402
+from newsletter.compile.pipeline import build_issue, personalizer  # noqa: E402
 from newsletter.models import Subscriber  # noqa: E402
-from newsletter.pipeline import build_issue, personalizer  # noqa: E402
 from newsletter.unsubscribe import list_unsubscribe_headers, unsubscribe_url  # noqa: E402
 
 ISSUE = "2026-11-30-weekly"

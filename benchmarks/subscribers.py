@@ -64,7 +64,7 @@ def rss_now_mb() -> float:
 
 def child(task: str, path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from newsletter.subscribers import check_list, eligible, iter_subscribers, load_subscribers, validate_list
+    from newsletter.subscribers.reader import check_list, eligible, iter_subscribers, load_subscribers, validate_list
 
     start_rss = rss_now_mb()
     started, cpu = time.perf_counter(), time.process_time()

@@ -1,3 +1,32 @@
-"""newsletter: write your newsletter in Markdown; compile it once, preview it, send it exactly once."""
+"""newsletter: write your newsletter in Markdown; compile it once, preview it, send it exactly once.
+
+The parts, each importing only what lies below it (``tests/test_layout.py`` checks the rules;
+docs/architecture.md tells the whole story)::
+
+    cli/            click commands: parse, ask, print (the only package that imports click)
+      |
+    sending/        the send loop. Public: run (one run of `send`), plan (freeze/resume the
+      |             plan), outcomes (its vocabulary), lease, reconcile, suppression_sync,
+      |             proofs. Internal: pool (workers: claim -> call -> record), lookups,
+      |             ratelimit (token bucket, the one retry policy)
+      |
+    providers/      one adapter per email API behind base.Provider; answers.py reads replies
+    ledger/         the delivery state machine (base.py draws it), sqlite.py
+    compile/        issue.md -> compiled template with slots -> one personalised Message;
+      |             lint. Knows nothing of providers, sending, the ledger or the CLI.
+    subscribers/    the CSV list: read, validate, edit, import, export
+      |
+    config, models, errors, unsubscribe, jsontext     the leaves everything may use
+
+Where the protocol happens:
+
+- a batch is claimed (rows ``sending`` under a batch id, committed) in
+  ``sending/pool.py`` through ``Ledger.claim`` before its API call;
+- the call is the shared template method ``providers/base.py: Provider.send_batch``,
+  which no adapter overrides; an answer is mapped to per-recipient outcomes by the
+  adapter's ``parse_response`` (with ``providers/answers.py``);
+- outcomes are recorded in one transaction by ``Ledger.record``, called from the
+  pool's settle path.
+"""
 
 __version__ = "0.1.0"

@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from .compile.issue import load_issue
+from .compile.personalize import Personalizer
+from .compile.render import compile_issue, long_date
 from .config import Settings
-from .csvfile import fsync_dir
 from .errors import IssueError
-from .issue import load_issue
-from .ledger import open_ledger, parse_time
+from .ledger import open_ledger
+from .ledger.base import parse_time
 from .models import Issue, Subscriber
-from .personalize import Personalizer
-from .render import compile_issue, long_date
+from .subscribers.csvfile import fsync_dir
 from .unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 
 _PERSONAL = ("{token}", "{email}")  # the per-subscriber placeholders of [unsubscribe] url

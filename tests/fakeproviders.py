@@ -656,10 +656,10 @@ def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_i
     """A batch with real slot templates and distinct merge values per recipient (no workspace needed).
 
     ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values")."""
-    from newsletter.personalize import values_bytes
+    from newsletter.compile.personalize import values_bytes
+    from newsletter.compile.slots import SlotTemplate
     from newsletter.models import Message
     from newsletter.providers.base import Batch
-    from newsletter.slots import SlotTemplate
     from newsletter.unsubscribe import list_unsubscribe_headers
 
     padding = "x" * body_bytes

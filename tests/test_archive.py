@@ -12,7 +12,7 @@ import pytest
 
 from newsletter import archive as archive_module
 from newsletter.archive import anonymous_unsubscribe_url, atomic_write
-from newsletter.ledger import SQLiteLedger
+from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.unsubscribe import PREVIEW_SECRET, make_token
 
 ISSUE = "2026-11-30-weekly"

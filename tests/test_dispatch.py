@@ -10,12 +10,13 @@ import pytest
 import requests
 
 from newsletter.config import resolve
-from newsletter.dispatch import Dispatcher, Work
 from newsletter.errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
-from newsletter.ledger import SQLiteLedger
+from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Message, Outcome
 from newsletter.providers.base import Batch, Provider, Request
-from newsletter.ratelimit import Backoff, TokenBucket, wait_words
+from newsletter.sending.outcomes import Work
+from newsletter.sending.pool import Dispatcher
+from newsletter.sending.ratelimit import Backoff, TokenBucket, wait_words
 
 ISSUE = "weekly"
 SETTINGS = resolve({}, {}, {}, source=None)
@@ -392,7 +393,7 @@ def test_an_unexpected_error_after_a_request_leaves_the_batch_unknown(ledger, mo
         session.requests_made += 1  # what CountingSession.request counts, without a network
         raise ValueError("bad answer")
 
-    monkeypatch.setattr("newsletter.batches.CountingSession.request", answered)
+    monkeypatch.setattr("newsletter.sending.outcomes.CountingSession.request", answered)
     totals = run(ledger, BrokenBuilder("parse"), EMAILS[:2])
     assert set(states(ledger).values()) == {"unknown"} and isinstance(totals.error.__cause__, ValueError)
 

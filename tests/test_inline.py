@@ -1,4 +1,4 @@
-"""Both inliners pass the same fidelity tests on the same fixture (DESIGN.md §5)."""
+"""Both inliners pass the same fidelity tests on the same fixture (docs/architecture.md)."""
 
 import re
 import socket
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mjml import mjml2html
 
-from newsletter.inline import inline_css
+from newsletter.compile.inline import inline_css
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inline" / "layout.mjml"
 

@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
+from newsletter.compile.issue import parse_issue
 from newsletter.errors import IssueError
-from newsletter.issue import parse_issue
 
 
 def test_front_matter_and_body_line():
@@ -40,7 +40,7 @@ def test_bad_front_matter_is_refused_with_line(text, message):
 
 
 def test_bom_and_crlf(tmp_path):
-    from newsletter.issue import load_issue
+    from newsletter.compile.issue import load_issue
     path = tmp_path / "a.md"
     path.write_bytes("\ufeff---\r\nsubject: Caf\u00e9\r\n---\r\nHi\r\n".encode("utf-8"))
     issue = load_issue(path)
@@ -48,7 +48,7 @@ def test_bom_and_crlf(tmp_path):
 
 
 def test_not_utf8_is_refused(tmp_path):
-    from newsletter.issue import load_issue
+    from newsletter.compile.issue import load_issue
     path = tmp_path / "a.md"
     path.write_bytes(b"---\nsubject: ok\n---\nCaf\xe9\n")
     with pytest.raises(IssueError, match=r"a.md:4: not UTF-8"):

@@ -1,7 +1,6 @@
 """The compiled example in headless Chromium at 600 px and 375 px: it fits and it stacks."""
 
 import pytest
-
 from browser import chrome, shot
 
 pytestmark = pytest.mark.browser

@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 import pytest
 
 from newsletter.errors import LeaseHeld, LedgerError
-from newsletter.ledger import SQLiteLedger, erased_key, open_ledger, sqlite as ledger_sqlite
+from newsletter.ledger import open_ledger
+from newsletter.ledger.base import erased_key
+from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.ledger.migrations import LATEST, MIGRATIONS
 from newsletter.models import Outcome
 
@@ -289,7 +292,7 @@ def test_a_second_holder_is_refused_while_the_first_is_alive(ledger):
 
 def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
     path = tmp_path / "l.sqlite3"
-    code = (f"from newsletter.ledger import SQLiteLedger; "
+    code = (f"from newsletter.ledger.sqlite import SQLiteLedger; "
             f"SQLiteLedger({str(path)!r}).acquire_lease({ISSUE!r}, 'dead-run', stale_after=60)")
     subprocess.run([sys.executable, "-c", code], check=True)  # exits without releasing: a dead holder
     with SQLiteLedger(path) as db:

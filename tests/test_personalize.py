@@ -9,14 +9,14 @@ import hashlib
 import hmac
 import json
 
-import pytest
 import hypothesis
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import escape
 
+from newsletter.compile.slots import SlotTemplate, escape_html
 from newsletter.models import Subscriber
-from newsletter.slots import SlotTemplate, escape_html
 from newsletter.unsubscribe import _Signer, make_token, unsubscribe_url, verify_token
 
 
@@ -76,7 +76,7 @@ def test_unsubscribe_url_fills_token_and_email_or_nothing():
 
 def test_mailto_stands_in_for_a_missing_unsubscribe_url(workspace):
     from newsletter import config
-    from newsletter.pipeline import build_issue, personalizer
+    from newsletter.compile.pipeline import build_issue, personalizer
 
     settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_UNSUBSCRIBE_URL": "",
                                                            "NEWSLETTER_UNSUBSCRIBE_MAILTO": "u@example.com"})

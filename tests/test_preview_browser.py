@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-
 from browser import chrome, shot
 from test_preview import ISSUE, PreviewProcess, save
 

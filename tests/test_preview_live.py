@@ -8,10 +8,13 @@ import threading
 import pytest
 
 from newsletter import config
-from newsletter.preview import LiveIssue, Watcher, has_display, is_loopback
+from newsletter.preview import has_display
+from newsletter.preview.live import LiveIssue
+from newsletter.preview.server import is_loopback
+from newsletter.preview.watch import Watcher
 from newsletter.preview.live import LOOKUPS_KEPT, NO_FIELDS_EMAIL, PICKER_SEARCH
-from newsletter.subscriber_lookup import find_subscriber
 from newsletter.preview.server import is_loopback_name, refusal, with_link_target
+from newsletter.subscribers.lookup import find_subscriber
 
 ISSUE = "issues/2026-11-30-weekly.md"
 
@@ -124,7 +127,7 @@ LONG = 50_000
 @pytest.fixture
 def rows_read(monkeypatch):
     """Count the CSV records every reader of the list reads (the header included)."""
-    from newsletter import subscribers
+    from newsletter.subscribers import reader as subscribers
 
     counter = {"rows": 0}
     original = subscribers.read_records

@@ -16,14 +16,14 @@ import json
 import hypothesis
 import pytest
 import requests
+from fakeproviders import FakeProviders, sample_batch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fakeproviders import FakeProviders, sample_batch
 from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
-from newsletter.providers import provider_class
 from newsletter.jsontext import json_size
+from newsletter.providers import provider_class
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
 KEY = "contract-key-7f3a"

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fakeproviders import FakeProviders
+
 from newsletter import config
-from newsletter.ledger import open_ledger, sqlite as ledger_sqlite
-from newsletter.pipeline import build_issue, personalizer
+from newsletter.compile.pipeline import build_issue, personalizer
+from newsletter.ledger import open_ledger
+from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import open_provider
 from newsletter.providers.base import Batch
-from newsletter.reconcile import reconcile_issue
+from newsletter.sending.reconcile import reconcile_issue
 
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
 KEY = "e2e-key-Zq81"

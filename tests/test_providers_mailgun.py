@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-
 from fakeproviders import _multipart, sample_batch
+
 from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.mailgun import MailgunProvider

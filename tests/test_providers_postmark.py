@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-
 from fakeproviders import sample_batch
+
 from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.postmark import PostmarkProvider

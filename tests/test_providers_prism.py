@@ -1,6 +1,6 @@
 """Contract tests with Prism: every request our adapters build is accepted by the provider's published spec.
 
-Prism (npm ``@stoplight/prism-cli``) serves each spec from tests/fixtures/specs/ (copies of ../shared/provider-specs/)
+Prism (npm ``@stoplight/prism-cli``) serves each spec from tests/fixtures/specs/ (copies of the providers' published specs)
 on 127.0.0.1 with ``--errors``, so a request that breaks the spec is answered
 with an error (and an ``sl-violations`` header) instead of a mocked success.
 Mailgun publishes no spec; the Postmark file is an old Swagger 2.0 copy that
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fakeproviders import sample_batch
+
 from newsletter import config
 from newsletter.errors import ProviderError
 from newsletter.providers import provider_class
 
 REPO = Path(__file__).resolve().parent.parent
-# The providers' published specs, copied from ../shared/provider-specs (SOURCE.txt says where from),
+# The providers' published specs, copied from the providers' own publications (SOURCE.txt says where from),
 # so a clean checkout on a fresh machine can run these tests.
 SPECS = Path(__file__).resolve().parent / "fixtures" / "specs"
 SPEC_FILES = {"postmark": "postmark/postmark-server-swagger2.yml", "sendgrid": "sendgrid/tsg_mail_v3.yaml",

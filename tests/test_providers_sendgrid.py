@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-
 from fakeproviders import sample_batch
+
 from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers.sendgrid import SendGridProvider

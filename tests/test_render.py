@@ -6,11 +6,11 @@ import re
 import pytest
 
 from newsletter import config
+from newsletter.compile.issue import load_issue
+from newsletter.compile.pipeline import build_issue, personalizer
+from newsletter.compile.render import compile_issue
 from newsletter.errors import TemplateError
-from newsletter.issue import load_issue
 from newsletter.models import Subscriber
-from newsletter.pipeline import build_issue, personalizer
-from newsletter.render import compile_issue
 
 
 def write_issue(workspace, body, front='subject: "Hi {{ subscriber.name | default(\'friend\') }}"\npreheader: P'):
@@ -29,7 +29,8 @@ def test_personalising_is_a_substitution_not_a_recompile(workspace, monkeypatch)
     settings = settings_for(workspace)
     compiled = build_issue(settings, "t").compiled
     import mjml
-    import newsletter.render as render
+
+    import newsletter.compile.render as render
 
     def refuse(*a, **k):
         raise AssertionError("compiled again")

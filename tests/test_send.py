@@ -8,7 +8,8 @@ import re
 import pytest
 
 from newsletter.errors import AuthError, ProviderError, RecipientError
-from newsletter.ledger import SQLiteLedger, sqlite as ledger_sqlite
+from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
@@ -535,7 +536,7 @@ def test_a_proof_as_someone_not_in_the_list_warns(run, workspace):
 
 # -- waits and retries that run out ---------------------------------------------------------------
 def test_a_retry_after_beyond_15_minutes_stops_the_run_as_incomplete(run, workspace, keyed, monkeypatch):
-    from newsletter.ratelimit import Backoff, TokenBucket
+    from newsletter.sending.ratelimit import Backoff, TokenBucket
 
     monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None, **kw: 0.0)  # no 2 h wait
     monkeypatch.setattr(TokenBucket, "pause", lambda self, seconds: None)  # should this test ever fail
@@ -549,7 +550,7 @@ def test_a_retry_after_beyond_15_minutes_stops_the_run_as_incomplete(run, worksp
 
 
 def test_retries_that_run_out_say_why_the_run_is_incomplete(run, workspace, keyed, monkeypatch):
-    from newsletter.ratelimit import Backoff
+    from newsletter.sending.ratelimit import Backoff
 
     monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None, **kw: 0.0)
     monkeypatch.setattr(KeyedProvider, "behaviour", "503")
@@ -663,9 +664,9 @@ def test_a_recipient_in_doubt_whose_batch_cannot_be_rebuilt_does_not_stop_the_se
 def test_a_run_that_waited_while_another_froze_and_sent_the_plan_resumes_it(run, workspace, monkeypatch):
     """cron and a person start together: the first froze the plan (and finished) while the second was
     still checking the list. The second, once it holds the lease, resumes that plan: nobody twice."""
-    from newsletter import sendrun
+    from newsletter.sending import lease
 
-    original = sendrun.LeaseKeeper.__enter__
+    original = lease.LeaseKeeper.__enter__
 
     def another_run_finished_first(keeper):
         other = keeper.ledger
@@ -674,10 +675,10 @@ def test_a_run_that_waited_while_another_froze_and_sent_the_plan_resumes_it(run,
         other.claim(ISSUE, "otherbatch", SUBSCRIBED, "the-other-run")
         other.record(ISSUE, "otherbatch", [Outcome(e, "sent", provider_id="x") for e in SUBSCRIBED], source="outbox")
         other.release_lease(ISSUE, "the-other-run")
-        monkeypatch.setattr(sendrun.LeaseKeeper, "__enter__", original)
+        monkeypatch.setattr(lease.LeaseKeeper, "__enter__", original)
         return original(keeper)
 
-    monkeypatch.setattr(sendrun.LeaseKeeper, "__enter__", another_run_finished_first)
+    monkeypatch.setattr(lease.LeaseKeeper, "__enter__", another_run_finished_first)
     result = run("send", ISSUE, "--yes", "--allow-changed", env=SECRET)
     assert result.exit_code == 0, result.stderr
     assert "sent 0 now" in result.stdout and "Totals: 4 sent" in result.stdout

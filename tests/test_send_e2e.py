@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from sendkill import ISSUE, kill_and_resume, outbox_deliveries, run_send, send_env, start_send, write_list
 
 pytestmark = pytest.mark.slow

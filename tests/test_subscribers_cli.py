@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from newsletter import config
-from newsletter.ledger import erased_key, open_ledger
+from newsletter.ledger import open_ledger
+from newsletter.ledger.base import erased_key
 
 LIST = Path("subscribers/subscribers.csv")
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"

@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from newsletter import csvfile
-from newsletter.csvfile import Dialect, RowFormatter, locked
+from newsletter.subscribers import csvfile
 from newsletter.errors import SubscriberError
-from newsletter.subscriber_edits import ListEditor, add_subscriber, remove_subscriber, unsubscribe
-from newsletter.subscribers import iter_subscribers
+from newsletter.subscribers.csvfile import Dialect, RowFormatter, locked
+from newsletter.subscribers.edits import ListEditor, add_subscriber, remove_subscriber, unsubscribe
+from newsletter.subscribers.reader import iter_subscribers
 
 NOW = "2026-11-29T10:00:00Z"
 

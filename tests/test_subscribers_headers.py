@@ -1,14 +1,14 @@
 """A subscriber's name and address go into the To header: line breaks and control characters are refused
-by the list check, import and add, and by to_mime itself (DESIGN.md §8)."""
+by the list check, import and add, and by to_mime itself (docs/architecture.md, security)."""
 
 from pathlib import Path
 
 import pytest
 
+from newsletter.compile.mime import to_mime
 from newsletter.errors import RecipientError, SubscriberError
-from newsletter.mime import to_mime
 from newsletter.models import Message
-from newsletter.subscribers import check_list, iter_subscribers, validate_list
+from newsletter.subscribers.reader import check_list, iter_subscribers, validate_list
 
 LIST = Path("subscribers/subscribers.csv")
 HEADER = "email,name,status,tags,subscribed_at,city\n"

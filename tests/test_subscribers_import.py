@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.subscribers import iter_subscribers
+from newsletter.subscribers.reader import iter_subscribers
 
 LIST = Path("subscribers/subscribers.csv")
 ORIGINAL = (
@@ -24,7 +24,7 @@ NOW = "2026-12-01T09:00:00Z"
 @pytest.fixture(autouse=True)
 def known_list(workspace, monkeypatch):
     assert LIST.read_text() == ORIGINAL  # the example list these tests are written against
-    monkeypatch.setattr("newsletter.subscriber_import.utc_now", lambda: NOW)  # new rows' subscribed_at
+    monkeypatch.setattr("newsletter.subscribers.importer.utc_now", lambda: NOW)  # new rows' subscribed_at
 
 
 def imported(run, content: bytes | str, *args):

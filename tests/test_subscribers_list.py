@@ -4,11 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import subscribers as module
+from newsletter.subscribers import reader as module
 from newsletter.errors import SubscriberError
 from newsletter.models import Subscriber
-from newsletter.subscribers import (Problem, check_list, eligible, iter_subscribers, load_subscribers, merge_columns,
-                                    normalise_column, validate_list)
+from newsletter.subscribers.reader import (
+    Problem,
+    check_list,
+    eligible,
+    iter_subscribers,
+    load_subscribers,
+    merge_columns,
+    normalise_column,
+    validate_list,
+)
 
 BAD = ("email,name,status,tags,First Name\n"
        "ada@example.com,Ada,subscribed,weekly,Ada\n"

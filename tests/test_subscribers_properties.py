@@ -10,10 +10,10 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter.csvfile import Dialect, RowFormatter
-from newsletter.subscriber_export import export_columns, write_csv
-from newsletter.subscriber_import import import_subscribers
-from newsletter.subscribers import STATUSES, address_key, iter_subscribers, normalise_address, validate_list
+from newsletter.subscribers.csvfile import Dialect, RowFormatter
+from newsletter.subscribers.export import export_columns, write_csv
+from newsletter.subscribers.importer import import_subscribers
+from newsletter.subscribers.reader import STATUSES, address_key, iter_subscribers, normalise_address, validate_list
 
 
 def verdict(check, value):

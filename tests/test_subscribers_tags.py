@@ -2,7 +2,7 @@
 
 import pytest
 
-from newsletter.subscribers import eligible, iter_subscribers
+from newsletter.subscribers.reader import eligible, iter_subscribers
 
 
 @pytest.mark.parametrize("cell, tags", [

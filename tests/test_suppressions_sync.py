@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 import responses
+from fakeproviders import FakeProviders
 from responses.matchers import query_param_matcher
 
-from fakeproviders import FakeProviders
 from newsletter import config
 from newsletter.errors import AuthError, ProviderError
-from newsletter.ledger import SQLiteLedger
+from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.providers import provider_class
-from newsletter.ratelimit import Backoff
-from newsletter.lookups import TRIES as READ_TRIES
-from newsletter.suppression_sync import sync_suppressions
+from newsletter.sending.lookups import TRIES as READ_TRIES
+from newsletter.sending.ratelimit import Backoff
+from newsletter.sending.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from newsletter import config
-from newsletter.issue import load_issue
-from newsletter.render import render_mjml
+from newsletter.compile.issue import load_issue
+from newsletter.compile.render import render_mjml
 
 REPO = Path(__file__).resolve().parent.parent
 MJML_CLI = REPO / "node_modules" / ".bin" / "mjml"

@@ -15,12 +15,12 @@ import json
 import pytest
 import requests
 import responses
-
 from fakeproviders import FakeProviders, postmark_unsubscribe_url
+
 from newsletter import config
+from newsletter.compile.pipeline import build_issue, personalizer, sample_subscriber
 from newsletter.errors import ConfigError, ProviderError
-from newsletter.pipeline import build_issue, personalizer, sample_subscriber
-from newsletter.providers import open_provider, provider_class
+from newsletter.providers import open_provider, provider_class, provider_facts
 
 KEY = "managed-key-Tt40"
 ISSUE = "2026-11-30-weekly"
@@ -84,7 +84,7 @@ def test_the_link_is_postmarks_placeholder_and_the_headers_are_left_to_postmark(
     managed(workspace)
     settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": "postmark"})
     built = build_issue(settings, ISSUE)
-    message = personalizer(settings, built.compiled).message(sample_subscriber(built))
+    message = personalizer(settings, built.compiled, facts=provider_facts(settings)).message(sample_subscriber(built))
     assert message.html.count('href="{{{ pm:unsubscribe }}}"') == 1
     assert "Unsubscribe: {{{ pm:unsubscribe }}}" in message.text
     assert message.headers == {} and OWN_PAGE not in message.html

@@ -1,7 +1,7 @@
 """The ``newsletter`` command line: the only place that imports click.
 
 Library code raises :mod:`newsletter.errors`; :class:`NewsletterGroup` turns them
-into one ``Error: ...`` line on stderr and the exit code of DESIGN.md §3.
+into one ``Error: ...`` line on stderr and the exit code of docs/sending.md.
 """
 
 from __future__ import annotations
@@ -88,12 +88,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 
 
 # One module per command group; importing it adds its commands to ``cli``.
-from . import build, config_cmd, workspace  # noqa: E402,F401
-from . import preview  # noqa: E402,F401
-from . import send, suppressions  # noqa: E402,F401
-from . import subscribers  # noqa: E402,F401
-from . import proof  # noqa: E402,F401
-from . import archive  # noqa: E402,F401
+from . import archive, build, config_cmd, dispatch, preview, proof, send, status  # noqa: E402,F401
+from . import subscribers, suppressions, workspace  # noqa: E402,F401
+
 
 def main() -> None:
     cli(prog_name="newsletter")

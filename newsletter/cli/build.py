@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from .. import config
-from .. import lint as lint_module
-from ..pipeline import build_issue, lint_build, personalizer, sample_subscriber, write_build
+from ..compile import lint as lint_module
+from ..compile.pipeline import build_issue, lint_build, personalizer, sample_subscriber, write_build
+from ..providers import provider_facts
 from . import App, cli, pass_app
 
 inliner_option = click.option("--inliner", type=click.Choice(config.INLINERS),
@@ -29,19 +30,20 @@ as_option = click.option("--as", "as_email", metavar="EMAIL",
 def build(app: App, issue: str, out_dir: Path, open_browser: bool, inliner: str | None, as_email: str | None) -> None:
     """Compile ISSUE (path or id) and write HTML, text and a sample .eml."""
     settings = app.settings()
+    facts = provider_facts(settings)
     built = build_issue(settings, issue, inliner=inliner)
     subscriber = sample_subscriber(built, as_email)
     if as_email and not subscriber.line:  # not a row of the list: merge fields fall back to their defaults
         app.warn(f"{as_email} is not in {settings.subscribers.file}: the build is personalised with the "
                  f"merge fields' fallbacks only")
-    message = personalizer(settings, built.compiled).message(subscriber)
+    message = personalizer(settings, built.compiled, facts=facts).message(subscriber)
     paths = write_build(out_dir, message)
     for path in paths.values():
         app.info(f"wrote {path}")
     size = len(message.html.encode())
     share = size / lint_module.GMAIL_CLIP
     app.info(f"HTML size: {size / 1024:.1f} KB ({share:.0%} of Gmail's ~102 KB clip), rendered for {subscriber.email}")
-    findings = lint_build(settings, built, message)
+    findings = lint_build(settings, built, message, facts)
     _print_findings(app, findings, summary_only=True)
     if open_browser:
         url = paths["html"].resolve().as_uri()
@@ -56,9 +58,10 @@ def build(app: App, issue: str, out_dir: Path, open_browser: bool, inliner: str 
 def lint_command(app: App, issue: str, inliner: str | None) -> None:
     """Check ISSUE for deliverability problems; exit 1 if there are errors."""
     settings = app.settings()
+    facts = provider_facts(settings)
     built = build_issue(settings, issue, inliner=inliner)
-    message = personalizer(settings, built.compiled).message(sample_subscriber(built))
-    findings = lint_build(settings, built, message)
+    message = personalizer(settings, built.compiled, facts=facts).message(sample_subscriber(built))
+    findings = lint_build(settings, built, message, facts)
     _print_findings(app, findings, summary_only=False)
     if any(f.level == "error" for f in findings):
         raise click.exceptions.Exit(1)

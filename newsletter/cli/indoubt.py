@@ -4,22 +4,16 @@
 reconciliation, the question ``send`` asks on a terminal before sending, and
 the one line it prints otherwise (cron, ``--yes``) saying how many are in doubt
 and the exact command to run. The look-up itself is
-:func:`newsletter.reconcile.reconcile_issue`, the same code for both commands.
+:func:`newsletter.sending.reconcile.reconcile_issue`, the same code for both commands.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import click
 
-from ..errors import AuthError
-from ..ledger import Ledger
-from ..personalize import Personalizer
-from ..pipeline import Build
 from ..providers.base import Provider
-from ..reconcile import ReconcileInterrupted, Reconciliation, can_reconcile, reconcile_issue
-from ..subscribers import iter_valid_subscribers
+from ..sending.reconcile import Reconciliation, can_reconcile
 
 
 def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, sending: bool = False) -> None:
@@ -47,29 +41,3 @@ def in_doubt_line(provider: Provider, issue_id: str, unknown: int) -> str:
     return (f"{who}, and {provider.name} cannot tell whether it accepted them; check its dashboard, and if "
             f"they never went out, send them again (they may get a second copy): "
             f"newsletter send {issue_id} --resend-unknown")
-
-
-def offer_reconcile(echo: Callable[[str], None], provider: Provider, ledger: Ledger, built: Build,
-                    personalizer: Personalizer, unknown: int) -> bool:
-    """On a terminal, before sending: ask, then reconcile as ``newsletter reconcile`` does. True if it ran.
-
-    The caller holds the issue's lease. A provider that cannot answer is not asked
-    (the run's last line says so). A look-up that fails mid-way keeps what it resolved
-    and the send goes on: the rest stay ``unknown``, never sent.
-    """
-    if not unknown or not can_reconcile(provider):
-        return False
-    who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
-    if not click.confirm(f"{who}; ask {provider.name} now?", default=True):
-        return False
-    try:
-        report = reconcile_issue(built.issue.id, iter_valid_subscribers(built.list_path), provider, ledger,
-                                 personalizer)
-    except ReconcileInterrupted as err:
-        say_reconciliation(echo, err.report, sending=True)
-        if isinstance(err.__cause__, AuthError):
-            raise err.__cause__  # the send would be refused too: stop here, nothing was sent
-        click.echo(f"Warning: {err.message}; sending the others now", err=True)
-        return True
-    say_reconciliation(echo, report, sending=True)
-    return True

@@ -10,9 +10,11 @@ import webbrowser
 import click
 
 from .. import config
+from ..compile.pipeline import issue_path
 from ..errors import IssueError
-from ..pipeline import issue_path
-from ..preview import PreviewSession, Snapshot, has_display, is_loopback
+from ..preview import PreviewSession, has_display
+from ..preview.live import Snapshot
+from ..preview.server import is_loopback
 from . import App, cli, pass_app
 
 

@@ -11,7 +11,7 @@ import threading
 
 import click
 
-from ..dispatch import BatchReport
+from ..sending.outcomes import BatchReport
 
 
 class Progress:
@@ -27,8 +27,8 @@ class Progress:
     def __enter__(self) -> "Progress":
         if self.tty and not self.quiet:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),

@@ -10,21 +10,21 @@ import click
 import requests
 from email_validator import EmailNotValidError, validate_email
 
-from ..batches import not_accepted
+from ..compile.pipeline import build_issue, personalizer, sample_subscriber
+from ..compile.slots import SlotTemplate
 from ..errors import NewsletterError, ProviderError
 from ..ledger import open_ledger
 from ..models import Outcome
-from ..pipeline import build_issue, personalizer, sample_subscriber
-from ..providers import open_provider
+from ..providers import open_provider, provider_facts
 from ..providers.base import Batch, Provider
-from ..reconcile import ReconcileInterrupted, reconcile_issue
-from ..sendrun import LeaseKeeper
-from ..slots import SlotTemplate
-from ..subscribers import iter_valid_subscribers
+from ..sending.outcomes import not_accepted
+from ..sending.reconcile import ReconcileInterrupted, reconcile_issue
+from ..sending.run import preflight, signing_secret
+from ..sending.lease import LeaseKeeper
+from ..subscribers.reader import iter_valid_subscribers
 from ..unsubscribe import PROVIDER_MANAGED
 from . import App, cli, pass_app
 from .indoubt import say_reconciliation
-from .send import _signing_secret, preflight
 
 MAX_PROOFS = 50
 PROOF_ATTEMPTS = 3  # a proof is worth a short retry on 429/5xx, not a long wait
@@ -62,7 +62,7 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
                  f"merge fields' fallbacks only")
     # Our own links are signed with the preview key: a proof's cannot unsubscribe anyone. A provider's own
     # link (url = "provider", or one Postmark adds) is live: the preflight and the warning below say so.
-    personal = personalizer(settings, built.compiled)
+    personal = personalizer(settings, built.compiled, facts=provider_facts(settings))
     message, values = personal.message_with_values(subscriber)
     proofs = [dataclasses.replace(message, to=address, to_name="", subject=f"[TEST] {message.subject}")
               for address in recipients]
@@ -78,7 +78,7 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     outcomes: list[Outcome] = []
     try:
         if not test_mode:  # in test mode nothing is delivered (and Postmark's test token cannot look up streams)
-            preflight(app, provider)
+            preflight(provider, app.warn)
             if settings.unsubscribe.url == PROVIDER_MANAGED:
                 app.warn(f"the proofs carry {provider.name}'s own unsubscribe link, which works: using it (or the "
                          f"mail program's unsubscribe button) suppresses {', '.join(recipients)} at {provider.name}")
@@ -142,8 +142,8 @@ def reconcile(app: App, issue: str) -> None:
     settings = app.settings()
     built = build_issue(settings, issue)
     provider = open_provider(settings)
-    secret = _signing_secret(app, settings, provider)  # the very links of the original send (Resend replays it)
-    personal = personalizer(settings, built.compiled, secret=secret)
+    secret = signing_secret(settings, provider, app.warn)  # the very links of the original send (Resend replays it)
+    personal = personalizer(settings, built.compiled, secret=secret, facts=provider_facts(settings))
     try:
         with open_ledger(settings) as ledger, LeaseKeeper(ledger, built.issue.id):
             try:

@@ -1,9 +1,9 @@
 """``newsletter subscribers import/add/unsubscribe/remove/list/count/export/check``.
 
 The list is a CSV file (``[subscribers] file``); the rules live in
-:mod:`newsletter.subscribers` (reading, validating),
-:mod:`newsletter.subscriber_edits` (locked, atomic changes) and
-:mod:`newsletter.subscriber_import`.
+:mod:`newsletter.subscribers.reader` (reading, validating),
+:mod:`newsletter.subscribers.edits` (locked, atomic changes) and
+:mod:`newsletter.subscribers.importer`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,20 @@ from pathlib import Path
 
 import click
 
-from .. import subscriber_edits as edits
 from ..errors import SubscriberError
-from ..subscriber_export import export_columns, write_csv, write_json
-from ..subscriber_import import import_subscribers
-from ..subscribers import (STATUSES, Problem, check_list, count_by_status, in_segment, iter_subscribers,
-                           problems_error, validate_list)
+from ..subscribers import edits as edits
+from ..subscribers.export import export_columns, write_csv, write_json
+from ..subscribers.importer import import_subscribers
+from ..subscribers.reader import (
+    STATUSES,
+    Problem,
+    check_list,
+    count_by_status,
+    in_segment,
+    iter_subscribers,
+    problems_error,
+    validate_list,
+)
 from . import App, cli, pass_app
 
 segment_option = click.option("--segment", metavar="TAG", help="Only subscribers tagged TAG (any case).")

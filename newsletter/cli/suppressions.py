@@ -16,8 +16,8 @@ from email_validator import EmailNotValidError
 from ..errors import NewsletterError
 from ..ledger import open_ledger
 from ..providers import open_provider
-from ..suppression_sync import SyncReport, can_sync, sync_suppressions
-from ..subscriber_address import normalise_address
+from ..sending.suppression_sync import SyncReport, can_sync, sync_suppressions
+from ..subscribers.address import normalise_address
 from . import App, cli, pass_app
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..errors import ConfigError
-from .base import (DOUBT_STATES, STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression,
-                   address_key, erased_key, parse_time)
+from .base import Ledger
 from .sqlite import SQLiteLedger
 
 
@@ -25,7 +24,3 @@ def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:
                           path=settings.origins.get("ledger.url"))
     return SQLiteLedger(settings.workspace_path(url), readonly=readonly)
 
-
-__all__ = ["DOUBT_STATES", "STATES", "DeliveryRow", "IssueRecord", "Lease", "Ledger",
-           "SQLiteLedger", "Suppression", "address_key", "erased_key", "open_ledger",
-           "parse_time"]

@@ -28,8 +28,7 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   erased_key, parse_time)
+from .base import STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key, erased_key, parse_time
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the

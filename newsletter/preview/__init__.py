@@ -15,12 +15,10 @@ import threading
 from typing import Callable, Mapping
 
 from ..config import Settings
-from .live import CompileError, LiveIssue, Snapshot
-from .server import PreviewServer, is_loopback
+from .live import LiveIssue, Snapshot
+from .server import PreviewServer
 from .watch import Watcher
 
-__all__ = ["CompileError", "LiveIssue", "PreviewServer", "PreviewSession", "Snapshot", "Watcher",
-           "has_display", "is_loopback"]
 
 
 def has_display(env: Mapping[str, str], platform: str = sys.platform) -> bool:

@@ -20,15 +20,16 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any, Callable
 
+from ..compile.lint import GMAIL_CLIP, SIZE_WARNING, Finding
+from ..compile.personalize import Personalizer
+from ..compile.pipeline import Build, build_issue, lint_build, personalizer
+from ..compile.render import templates_dir
 from ..config import Settings
 from ..errors import NewsletterError
-from ..lint import GMAIL_CLIP, SIZE_WARNING, Finding
 from ..models import Subscriber
-from ..personalize import Personalizer
-from ..pipeline import Build, build_issue, lint_build, personalizer
-from ..render import templates_dir
-from ..subscriber_lookup import find_subscriber
-from ..subscribers import iter_valid_subscribers
+from ..providers import provider_facts
+from ..subscribers.lookup import find_subscriber
+from ..subscribers.reader import iter_valid_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,11 @@ class LiveIssue:
         try:
             self.settings = self._load_settings()
             build = build_issue(self.settings, self.issue_path)
-            person = personalizer(self.settings, build.compiled)
+            facts = provider_facts(self.settings)
+            person = personalizer(self.settings, build.compiled, facts=facts)
             lookup = Readers(build.list_path, readers_worth_seeing(build))
             message = person.message(lookup.reader(self.default_email))
-            findings = tuple(lint_build(self.settings, build, message))
+            findings = tuple(lint_build(self.settings, build, message, facts))
             snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings, lookup)
         except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
             if not isinstance(err, NewsletterError):

@@ -7,7 +7,8 @@ import importlib
 from ..config import Settings
 from ..errors import ConfigError
 from ..unsubscribe import PROVIDER_MANAGED
-from .base import Batch, Provider, Request
+from ..compile.pipeline import ProviderFacts
+from .base import Provider
 
 # name -> "module:Class"
 ADAPTERS = {
@@ -35,6 +36,13 @@ def unsubscribe_refusal(settings: Settings) -> str:
     return provider_class(settings.provider.name).unsubscribe_refusal(settings)
 
 
+def provider_facts(settings: Settings) -> ProviderFacts:
+    """What compiling needs to know of the configured provider (compile/ asks no provider itself)."""
+    managed = settings.unsubscribe.url == PROVIDER_MANAGED
+    return ProviderFacts(unsubscribe_link=provider_class(settings.provider.name).unsubscribe_placeholder if managed
+                         else "", unsubscribe_refusal=unsubscribe_refusal(settings))
+
+
 def open_provider(settings: Settings) -> Provider:
     """The configured adapter with its key read from the environment (never from the TOML)."""
     cls = provider_class(settings.provider.name)
@@ -50,5 +58,3 @@ def open_provider(settings: Settings) -> Provider:
                           hint=f"export {settings.provider.api_key_env}=... (the key never goes in newsletter.toml)")
     return cls(settings, key)
 
-
-__all__ = ["ADAPTERS", "Batch", "Provider", "Request", "open_provider", "provider_class", "unsubscribe_refusal"]

@@ -1,6 +1,6 @@
 """Reading a provider's answer: its JSON body, its own words in an error, how long it asks us to wait.
 
-Shared by every adapter and by the look-ups (:mod:`newsletter.lookups`): the
+Shared by every adapter and by the look-ups (:mod:`newsletter.sending.lookups`): the
 documented shapes of each provider's error bodies are read in one place.
 """
 

@@ -43,12 +43,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import requests
 
+from ..compile.mime import has_line_break
+from ..compile.slots import SlotTemplate, escape_html
 from ..config import Settings
 from ..errors import AuthError, ProviderError, RecipientError
 from ..jsontext import json_size
-from ..mime import has_line_break
 from ..models import Message, Outcome
-from ..slots import SlotTemplate, escape_html
 from .answers import about_sender, json_body, provider_message, retry_after
 
 
@@ -78,7 +78,7 @@ class Batch:
         return f"{self.issue_id}/{self.batch_id}"
 
 
-# Why a provider will not send to an address, in our words (DESIGN's subscriber statuses, plus "blocked":
+# Why a provider will not send to an address, in our words (the list's subscriber statuses, plus "blocked":
 # suppressed by the account owner, not by the reader).
 SUPPRESSION_KINDS = ("bounced", "complained", "unsubscribed", "blocked")
 
@@ -395,7 +395,7 @@ def outcomes_from_logs(batch: Batch, accepted: Mapping[str, str], *, age: float 
 
 
 def refuse_line_breaks(batch: Batch) -> None:
-    """DESIGN §8: CR or LF in a header value could add headers (a Bcc) to the email, so it is never sent.
+    """docs/architecture.md, security: CR or LF in a header value could add headers (a Bcc) to the email, so it is never sent.
 
     A recipient's own values (address, name, subject, headers) are theirs: :class:`RecipientError`, the
     others are sent. The sender and Reply-To come from ``[newsletter]`` and are the same for every

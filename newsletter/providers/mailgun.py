@@ -7,7 +7,7 @@ variables also make Mailgun send one message per ``to`` instead of one message
 showing every address. Headers whose value differs per recipient
 (List-Unsubscribe) go the same way: ``h:List-Unsubscribe: %recipient.hdr0%``.
 
-There is no Mailgun OpenAPI file in ../shared/provider-specs; this follows
+There is no Mailgun OpenAPI file among the specs in tests/fixtures/specs; this follows
 Mailgun's documentation (messages API, batch sending, events API; checked
 2026-11): the ``o:``, ``h:`` and ``v:`` options are limited to 16 kB in total,
 at most 3 ``o:tag`` values, and a 200 answer carries one id for the whole call.

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import requests
 
-from ..csvfile import fsync_dir
+from ..compile.mime import sender_domain, to_mime
 from ..errors import ProviderError
-from ..mime import sender_domain, to_mime
 from ..models import Outcome
+from ..subscribers.csvfile import fsync_dir
 from .base import Batch, Provider
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError
 
-from .models import Subscriber
-from .subscriber_address import normalise_address
-from .subscribers import ListReader, RowParser
+from ..models import Subscriber
+from .address import normalise_address
+from .reader import ListReader, RowParser
 
 
 def find_subscriber(path: Path, email: str) -> Subscriber | None:

@@ -1,9 +1,9 @@
 """``subscribers import``: merge another CSV file into the list, all rows or none.
 
 The file is read and checked whole first (every problem reported as ``FILE:LINE``);
-then one :class:`~newsletter.subscriber_edits.ListEditor` pass updates the rows
+then one :class:`~newsletter.subscribers.edits.ListEditor` pass updates the rows
 already in the list and appends the new ones, by the rules of
-:mod:`newsletter.subscriber_edits`: values are filled and updated, never blanked;
+:mod:`newsletter.subscribers.edits`: values are filled and updated, never blanked;
 tags are added, never removed; an address that left is never re-subscribed. A new
 subscribed row that does not say since when gets ``subscribed_at`` = now, as ``add`` does.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .errors import SubscriberError
-from .subscriber_edits import Incoming, ListEditor, merge_row, new_row, union_tags, utc_now
-from .subscribers import STATUSES, Header, ListReader, Problem, RowParser, problems_error, validate_list
+from ..errors import SubscriberError
+from .edits import Incoming, ListEditor, merge_row, new_row, union_tags, utc_now
+from .reader import STATUSES, Header, ListReader, Problem, RowParser, problems_error, validate_list
 
 
 @dataclass

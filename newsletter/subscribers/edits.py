@@ -25,10 +25,10 @@ from typing import Iterable, Iterator
 
 from email_validator import EmailNotValidError
 
+from ..errors import SubscriberError
+from .address import normalise_address
 from .csvfile import AtomicWriter, Dialect, RowFormatter, locked
-from .errors import SubscriberError
-from .subscriber_address import normalise_address
-from .subscribers import BUILTIN_COLUMNS, Header, ListReader, Row, RowParser, address_key, header_value_problem
+from .reader import BUILTIN_COLUMNS, Header, ListReader, Row, RowParser, address_key, header_value_problem
 
 
 def utc_now() -> str:

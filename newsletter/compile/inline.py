@@ -1,4 +1,4 @@
-"""CSS inlining: one seam, two backends (DESIGN.md §5).
+"""CSS inlining: one seam, two backends (docs/architecture.md).
 
 ``css-inline`` is the default: maintained, fast (~1 ms), and with the settings
 below it keeps every ``<style>`` block, media query, ``!important`` and slot
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 
-from .errors import TemplateError
+from ..errors import TemplateError
 
 _DOCTYPE = re.compile(r"^\s*<!doctype[^>]*>", re.I)
 _IMPORT = re.compile(r"@import\s+url\([^)]*\)\s*;?|@import\s+['\"][^'\"]*['\"]\s*;?", re.I)

@@ -41,11 +41,11 @@ from typing import Iterable
 
 import requests
 
-from .errors import ProviderError, RecipientError
-from .ledger import DeliveryRow, Ledger, address_key, parse_time
-from .models import Subscriber
-from .personalize import Personalizer
-from .providers.base import Batch, Provider
+from ..compile.personalize import Personalizer
+from ..errors import ProviderError, RecipientError
+from ..ledger.base import DeliveryRow, Ledger, address_key, parse_time
+from ..models import Subscriber
+from ..providers.base import Batch, Provider
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The subscriber list: read, validate and normalise ``subscribers/*.csv`` (DESIGN.md §4).
+"""The subscriber list: read, validate and normalise ``subscribers/*.csv`` (docs/subscribers.md).
 
 Header: ``email`` is required (``Email``, ``Email Address``, ``E-mail`` … are mapped
 to it); ``name``, ``status``, ``tags`` (``;``-separated) and ``subscribed_at`` are
@@ -19,7 +19,7 @@ For the send loop::
 :func:`validate_list` reads the file once with a Bloom filter of the addresses
 (half a byte of memory per byte of file) and reads it a second time
 only when the filter saw a possible repeat, to confirm it and name the first line.
-Changing the file is :mod:`newsletter.subscriber_edits`.
+Changing the file is :mod:`newsletter.subscribers.edits`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import Iterable, Iterator, NamedTuple
 
 from email_validator import EmailNotValidError
 
+from ..compile.mime import has_line_break
+from ..errors import SubscriberError
+from ..models import Subscriber
+from .address import normalise_address
 from .csvfile import Dialect, Record, read_records
-from .errors import SubscriberError
-from .mime import has_line_break
-from .models import Subscriber
-from .subscriber_address import normalise_address
 
 STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
 BUILTIN_COLUMNS = ("email", "name", "status", "tags", "subscribed_at")
@@ -68,7 +68,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def header_value_problem(column: str, value: str) -> str | None:
     """Why ``value`` (an address or name: they go into the To header) cannot be used, or None.
 
-    A line break could add headers to the message (DESIGN.md §8); other control characters
+    A line break could add headers to the message (docs/architecture.md, security); other control characters
     (a tab, NUL, …) have no place in a name or an address either.
     """
     found = _CONTROL.search(value)

@@ -1,5 +1,5 @@
 """The send loop's vocabulary: a batch of work, what one API call did, a run's totals, and what
-a failed call means (accepted or certainly not), used by :mod:`newsletter.dispatch`.
+a failed call means (accepted or certainly not), used by :mod:`newsletter.sending.pool`.
 
 A provider's answer to a batch is one of:
 
@@ -17,12 +17,11 @@ from typing import Sequence
 
 import requests
 
-from .errors import NewsletterError, ProviderError
-from .ledger.base import address_key
-from .models import Message, Outcome
-from .providers.base import Batch, Provider
+from ..errors import NewsletterError, ProviderError
+from ..ledger.base import address_key
+from ..models import Message, Outcome
+from ..providers.base import Batch, Provider
 from .ratelimit import wait_words
-
 
 # A gateway in front of the provider gave up (502 Bad Gateway, 504 Gateway Timeout): the
 # provider behind it may have accepted the batch, so the answer is no answer at all.

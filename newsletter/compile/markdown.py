@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from .models import Section
+from ..models import Section
 from .slots import TOKEN
 
 _UNNUMBERED = re.compile(r"\s*\{(?:-|\.unnumbered)\}\s*$")

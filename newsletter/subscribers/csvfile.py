@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, TextIO
 
-from .errors import SubscriberError
+from ..errors import SubscriberError
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}  # in order of preference on a tie
 LOCK_TIMEOUT = 30.0  # seconds a writer waits for another one

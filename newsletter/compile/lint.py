@@ -12,13 +12,12 @@ from typing import Iterable
 
 from markupsafe import escape
 
-from .config import Settings
+from ..config import Settings
+from ..models import Subscriber
+from ..unsubscribe import PROVIDER_MANAGED
 from .issue import KNOWN_KEYS
-from .models import Subscriber
 from .render import CompiledIssue
-from .providers import unsubscribe_refusal
 from .slots import Slot
-from .unsubscribe import PROVIDER_MANAGED
 
 GMAIL_CLIP = 102 * 1024  # Gmail clips HTML above ~102 KB (measured by others, not documented)
 SIZE_WARNING = 90 * 1024
@@ -95,8 +94,9 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     return findings
 
 
-def settings_findings(settings: Settings) -> list[Finding]:
-    """What the configuration gets wrong for sending: From, unsubscribe link and header."""
+def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list[Finding]:
+    """What the configuration gets wrong for sending: From, unsubscribe link and header.
+    ``unsubscribe_refusal``: why the provider cannot manage unsubscribes (``ProviderFacts``)."""
     findings = []
     origin = settings.origins
     if "@" not in email.utils.parseaddr(settings.newsletter.from_)[1]:
@@ -104,9 +104,8 @@ def settings_findings(settings: Settings) -> list[Finding]:
                                          "in newsletter.toml", origin["newsletter.from"]))
     url, mailto = settings.unsubscribe.url, settings.unsubscribe.mailto
     if url == PROVIDER_MANAGED:  # the provider's own link and headers: nothing of ours to check
-        refusal = unsubscribe_refusal(settings)
-        if refusal:
-            findings.append(Finding("error", f'[unsubscribe] url = "provider": {refusal}; nobody would get a '
+        if unsubscribe_refusal:
+            findings.append(Finding("error", f'[unsubscribe] url = "provider": {unsubscribe_refusal}; nobody would get a '
                                              "working unsubscribe link", origin["unsubscribe.url"]))
         elif mailto:
             findings.append(Finding("warning", '[unsubscribe] mailto is not used in emails with url = "provider": '

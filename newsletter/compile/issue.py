@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import IssueError
-from .models import Issue
+from ..errors import IssueError
+from ..models import Issue
 
 KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "segment", "id", "cta")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -6,18 +6,26 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
-from .errors import TemplateError
+from ..config import Settings
+from ..errors import TemplateError
+from ..models import Issue, Message, Subscriber
+from ..subscribers.lookup import find_subscriber
+from ..subscribers.reader import iter_valid_subscribers, load_subscribers, merge_columns
+from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 from .issue import load_issue, resolve_issue_path
 from .lint import Finding, lint, merge_field_findings, settings_findings
 from .mime import to_mime
-from .models import Issue, Message, Subscriber
 from .personalize import Personalizer
-from .providers import provider_class
 from .render import CompiledIssue, compile_issue
-from .subscriber_lookup import find_subscriber
-from .subscribers import iter_valid_subscribers, load_subscribers, merge_columns
-from .unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
+
+
+@dataclass(frozen=True)
+class ProviderFacts:
+    """What compiling needs to know of the configured provider, handed in by the caller: compile/ knows
+    nothing of providers (newsletter.providers.provider_facts gives them)."""
+
+    unsubscribe_link: str = ""  # the placeholder the provider fills with its own link (url = "provider")
+    unsubscribe_refusal: str = ""  # why url = "provider" cannot work with this provider ("" when it can)
 
 
 @dataclass(frozen=True)
@@ -64,27 +72,29 @@ def sample_subscriber(build: Build, email: str | None = None) -> Subscriber:
     return Subscriber(email="reader@example.com", name="Sample Reader")
 
 
-def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes | None = None) -> Personalizer:
+def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes | None = None,
+                 facts: ProviderFacts = ProviderFacts()) -> Personalizer:
     """Personalizer with the configured sender and unsubscribe settings.
 
     Without ``secret`` (builds, previews, proofs) links are signed with a preview-only
     key; ``send`` passes the real secret from the environment. With ``[unsubscribe] url =
-    "provider"`` the link is the provider's placeholder, and the provider adds the headers.
+    "provider"`` the link is the provider's placeholder (``facts``), and the provider adds the headers.
     """
     url, managed = settings.unsubscribe.url, settings.unsubscribe.url == PROVIDER_MANAGED
     if managed:
-        url = provider_class(settings.provider.name).unsubscribe_placeholder
+        url = facts.unsubscribe_link
     return Personalizer(compiled, sender=settings.newsletter.from_ or f"{settings.newsletter.name} <newsletter@example.com>",
                         reply_to=settings.newsletter.reply_to,
                         unsubscribe_template=url, unsubscribe_mailto=settings.unsubscribe.mailto,
                         secret=secret or PREVIEW_SECRET, list_headers=not managed)
 
 
-def lint_build(settings: Settings, build: Build, message: Message) -> list[Finding]:
+def lint_build(settings: Settings, build: Build, message: Message, facts: ProviderFacts = ProviderFacts()
+               ) -> list[Finding]:
     findings = lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
                     subscribers=iter_valid_subscribers(build.list_path), postal_address=settings.newsletter.postal_address,
                     list_path=settings.subscribers.file)
-    return settings_findings(settings) + findings
+    return settings_findings(settings, facts.unsubscribe_refusal) + findings
 
 
 def write_build(out: Path, message: Message) -> dict[str, Path]:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..models import Subscriber
 from .csvfile import Dialect, RowFormatter
-from .models import Subscriber
-from .subscribers import ListReader
+from .reader import ListReader
 
 FIRST_COLUMNS = ("email", "name", "status", "tags")
 

@@ -20,7 +20,7 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import escape
 
-from .jsontext import json_inner
+from ..jsontext import json_inner
 
 RECIPIENT_NAMES = frozenset({"subscriber", "unsubscribe_url"})
 TOKEN = re.compile(r"zqslot(\d+)qz")
@@ -102,7 +102,7 @@ def _evaluator(source: str, ast: nodes.Template, names: set[str],
 def replace_recipient_expressions(text: str, path: str, first_line: int,
                                   replace: Callable[[str, str, int], str]) -> str:
     """Call ``replace(source, path, line)`` for each ``{{ }}`` naming a recipient field; keep the others."""
-    from .errors import TemplateError
+    from ..errors import TemplateError
 
     if TOKEN.search(text):
         raise TemplateError("contains the reserved word 'zqslot<n>qz'", path=path,

@@ -1,7 +1,7 @@
 """Compile an issue once: Markdown -> Jinja2 layout -> MJML -> inlined HTML, plus text.
 
-Recipient-level merge fields become slots first (see :mod:`newsletter.slots`),
-so the result is a template that :mod:`newsletter.personalize` fills per
+Recipient-level merge fields become slots first (see :mod:`newsletter.compile.slots`),
+so the result is a template that :mod:`newsletter.compile.personalize` fills per
 subscriber without compiling anything again.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from .config import Settings
-from .errors import TemplateError
+from ..config import Settings
+from ..errors import TemplateError
+from ..models import Issue
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
-from .models import Issue
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
 
 

@@ -51,18 +51,23 @@ import uuid
 from collections import deque
 from typing import Callable, Mapping, Sequence
 
-from .batches import (GATEWAY_STATUSES, BatchReport, CountingSession, RunTotals, Work, as_newsletter_error,
-                      complete_outcomes, key_window, never_reached_provider, not_accepted)
-from .errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
-from .ledger import Ledger, address_key
-from .models import Outcome
-from .providers.base import Batch, Provider, all_outcomes
+from ..compile.slots import SlotTemplate
+from ..errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
+from ..ledger.base import Ledger, address_key
+from ..models import Outcome
+from ..providers.base import Batch, Provider, all_outcomes
+from .outcomes import (
+    BatchReport,
+    CountingSession,
+    RunTotals,
+    Work,
+    as_newsletter_error,
+    complete_outcomes,
+    key_window,
+    not_accepted,
+)
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
-from .slots import SlotTemplate
 
-
-__all__ = ["GATEWAY_STATUSES", "BatchReport", "Dispatcher", "RunTotals", "Work", "key_window",
-           "never_reached_provider", "new_batch_id", "not_accepted"]
 
 
 def new_batch_id() -> str:

@@ -22,28 +22,26 @@ suppressed since the plan was frozen is ``skipped`` when their turn comes.
 
 from __future__ import annotations
 
-import os
-import threading
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from typing import Callable, Iterator
 
-from .config import Settings
-from .dispatch import BatchReport, Dispatcher, RunTotals, Work, key_window
-from .errors import LedgerError, RecipientError
-from .ledger import Ledger, address_key
-from .models import Subscriber
-from .personalize import Personalizer
-from .pipeline import Build, personalizer
-from .providers.base import Provider
+from ..compile.personalize import Personalizer
+from ..compile.pipeline import Build, personalizer
+from ..config import Settings
+from ..errors import LedgerError, RecipientError
+from ..ledger.base import Ledger, address_key
+from ..models import Subscriber
+from ..providers import provider_facts
+from ..providers.base import Provider
+from ..subscribers.reader import Problem, check_list, eligible, iter_subscribers
+from .lease import LeaseKeeper
+from .outcomes import BatchReport, RunTotals, Work, key_window
+from .pool import Dispatcher
 from .ratelimit import Backoff
-from .subscribers import Problem, check_list, eligible, iter_subscribers
 
-LEASE_STALE_AFTER = 60.0  # seconds without a heartbeat before another host may take the issue over
-HEARTBEAT_EVERY = 5.0
 _CHUNK = 1000  # subscribers per ledger look-up
 
 
@@ -98,41 +96,6 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-class LeaseKeeper:
-    """Holds the issue's lease for the run and beats its heart in a thread; ``on_lost`` when taken over."""
-
-    def __init__(self, ledger: Ledger, issue_id: str, *, every: float = HEARTBEAT_EVERY):
-        self.ledger = ledger
-        self.issue_id = issue_id
-        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.every = every
-        self.on_lost: Callable[[], None] = lambda: None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "LeaseKeeper":
-        self.ledger.acquire_lease(self.issue_id, self.holder, stale_after=LEASE_STALE_AFTER)
-        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self.ledger.release_lease(self.issue_id, self.holder)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                alive = self.ledger.heartbeat(self.issue_id, self.holder)
-            except LedgerError:
-                continue  # busy for a moment: the next beat tries again
-            if not alive:
-                self.on_lost()
-                return
-
-
 class SendRun:
     def __init__(self, settings: Settings, build: Build, provider: Provider, ledger: Ledger,
                  options: SendOptions, *, secret: bytes):
@@ -144,7 +107,8 @@ class SendRun:
         self.options = options
         self.list_path = settings.workspace_path(settings.subscribers.file)
         self.list_name = settings.subscribers.file
-        self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret)
+        self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret,
+                                                                facts=provider_facts(settings))
         self._issue_segment = build.issue.segment
         self._load_plan()
         # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .errors import RecipientError
-from .models import Message, Subscriber
-from .jsontext import json_size
+from ..errors import RecipientError
+from ..jsontext import json_size
+from ..models import Message, Subscriber
+from ..unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from .mime import has_line_break
 from .render import CompiledIssue
 from .slots import escape_html
-from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
 
 
 class Personalizer:

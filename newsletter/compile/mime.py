@@ -9,9 +9,8 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from .errors import RecipientError
-from .models import Message
-
+from ..errors import RecipientError
+from ..models import Message
 
 # Long List-Unsubscribe URLs must be folded, never RFC 2047-encoded (clients would not parse them);
 # RFC 5322 allows 998 characters a line, and non-ASCII subjects are still encoded.
@@ -21,7 +20,7 @@ _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def has_line_break(value: str) -> bool:
-    """Whether ``value`` would break a header line (DESIGN.md §8): CR, LF or any other line separator."""
+    """Whether ``value`` would break a header line (docs/architecture.md, security): CR, LF or any other line separator."""
     return _LINE_BREAK.search(value) is not None
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -30,7 +29,7 @@ def to_mime(message: Message, *, message_id: str | None = None, date: str | None
     """The message as MIME; :class:`RecipientError` when a header value cannot be written for this recipient.
 
     A line break in any header value (also in the recipient's name) is refused, never folded
-    or encoded (DESIGN.md §8), and so is any other control character in the name or address.
+    or encoded (docs/architecture.md, security), and so is any other control character in the name or address.
     """
     headers = (("Subject", message.subject), ("From", message.sender), ("To", message.to),
                ("To", message.to_name), ("Reply-To", message.reply_to), *message.headers.items())

@@ -12,7 +12,7 @@ from typing import Callable
 
 import requests
 
-from .providers.answers import retry_after
+from ..providers.answers import retry_after
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket
 
 TRIES = 4  # tries of each look-up in all

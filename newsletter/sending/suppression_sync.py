@@ -23,12 +23,12 @@ from typing import Callable
 import requests
 from email_validator import EmailNotValidError
 
-from .errors import AuthError, ProviderError
-from .ledger import Ledger, address_key
+from ..errors import AuthError, ProviderError
+from ..ledger.base import Ledger, address_key
+from ..providers.base import Provider, ProviderSuppression
+from ..subscribers.address import normalise_address
 from .lookups import PacedSession
-from .providers.base import Provider, ProviderSuppression
 from .ratelimit import Backoff, wait_words
-from .subscriber_address import normalise_address
 
 
 @dataclass

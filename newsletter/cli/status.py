@@ -1,0 +1,92 @@
+"""``newsletter status``: what the ledger knows of one issue, or of every issue."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import click
+
+from ..compile.issue import load_issue
+from ..compile.pipeline import issue_path
+from ..config import Settings
+from ..errors import IssueError, NewsletterError
+from ..ledger import open_ledger
+from ..ledger.base import DOUBT_STATES, STATES, Lease, Ledger
+from ..sending.lease import LEASE_STALE_AFTER
+from . import App, cli, pass_app
+
+
+@cli.command()
+@click.argument("issue", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object for ISSUE, a list without.")
+@click.option("--failed", is_flag=True, help="List failed and unknown recipients with the reason.")
+@pass_app
+def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
+    """Delivery counts per state for ISSUE (path or id), or a table of every issue."""
+    settings = app.settings()
+    with open_ledger(settings, readonly=True) as ledger:
+        if issue is None:
+            _status_table(ledger, as_json, failed)
+            return
+        issue_id, has_file = _issue_id(settings, issue)
+        if ledger.issue(issue_id) is None and not (as_json and has_file):
+            raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                                  hint=f"run `newsletter send {issue}`")
+        counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
+        rows = ledger.rows(issue_id, DOUBT_STATES) if failed else []
+        if as_json:
+            obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES}}
+            if failed:
+                obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
+                                    "updated_at": r.updated_at} for r in rows]
+            click.echo(json.dumps(obj))
+            return
+        click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
+        lease = ledger.lease(issue_id)
+        if lease:
+            click.echo(_lease_line(lease, issue_id))
+        for row in rows:
+            click.echo(f"{row.state:8} {row.email}  {row.reason}")
+
+
+def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
+    records = ledger.issues()
+    table = [{"issue": r.issue_id, "total": r.planned, **ledger.counts(r.issue_id)} for r in records]
+    if as_json:
+        click.echo(json.dumps(table))
+        return
+    if not table:
+        click.echo("No issue has been sent yet.")
+        return
+    columns = ("issue", "total", *STATES)
+    widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in table:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+    if failed:
+        for r in records:
+            for row in ledger.rows(r.issue_id, DOUBT_STATES):
+                click.echo(f"{r.issue_id}  {row.state:8} {row.email}  {row.reason}")
+
+
+def _lease_line(lease: Lease, issue_id: str) -> str:
+    """Who holds the issue, unless that run is gone (killed, or silent on another host)."""
+    if lease.holder_alive(stale_after=LEASE_STALE_AFTER):
+        return f"being sent now by pid {lease.pid} on {lease.host}"
+    since = datetime.fromtimestamp(lease.heartbeat, timezone.utc).isoformat(timespec="seconds")
+    return (f"the run by pid {lease.pid} on {lease.host} stopped without finishing (last heard from {since}); "
+            f"`newsletter send {issue_id}` resumes it")
+
+
+def _issue_id(settings: Settings, ref: str) -> tuple[str, bool]:
+    """An issue's id from its path or id, and whether its file exists; an id the ledger knows works
+    even when the file is gone."""
+    try:
+        return load_issue(issue_path(settings, ref)).id, True
+    except IssueError:
+        if "/" in ref or ref.endswith(".md"):
+            raise
+        return ref, False
+
+

@@ -1,0 +1,224 @@
+"""One run of ``newsletter send`` (and of each issue ``dispatch`` sends), start to finish.
+
+The sequence, the same every time (docs/sending.md)::
+
+    refuse test mode -> compile once -> open the provider -> the signing secret
+    -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
+    -> validate the list -> take the issue's lease (or exit 75) -> summary
+    -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
+
+The run never prints and never reads the terminal: what it says and asks goes through
+:class:`Conversation`, which the CLI supplies. Errors are raised; the result says what the
+ledger holds after the run, from which the caller derives the exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+from ..compile.pipeline import build_issue
+from ..config import Settings
+from ..errors import AuthError, ConfigError, NewsletterError, ProviderError
+from ..ledger import open_ledger
+from ..ledger.base import Ledger
+from ..providers import open_provider
+from ..providers.base import Provider
+from ..subscribers.reader import iter_valid_subscribers
+from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
+from .lease import LeaseKeeper
+from .lookups import PacedSession
+from .outcomes import BatchReport, RunTotals
+from .plan import SendOptions, SendRun, Summary
+from .reconcile import ReconcileInterrupted, Reconciliation, can_reconcile, reconcile_issue
+from .suppression_sync import sync_suppressions
+
+
+
+class ProgressDisplay(Protocol):
+    """What shows the batches as they are recorded (a bar on a terminal, a line each under cron)."""
+
+    def __enter__(self) -> ProgressDisplay: ...
+    def __exit__(self, *exc) -> None: ...
+    def batch(self, report: BatchReport) -> None: ...
+
+
+@dataclass
+class Conversation:
+    """How a run talks to whoever started it. ``ask`` is None when nobody can answer (no terminal)."""
+
+    info: Callable[[str], None]
+    warn: Callable[[str], None]
+    summary: Callable[[Summary], None]
+    ask: Callable[[str, bool], bool] | None  # (question, default) -> answer
+    reconciled: Callable[[Reconciliation], None]
+    progress: Callable[[int], ProgressDisplay]  # the number of recipients to send -> the display
+
+
+@dataclass
+class SendResult:
+    summary: Summary
+    totals: RunTotals | None  # None for a dry run
+    counts: dict[str, int]  # the issue's rows per state after the run
+    provider: Provider  # closed; its name and capabilities remain
+
+
+def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Conversation, *, dry_run: bool = False,
+               yes: bool = False, allow_changed: bool = False) -> SendResult:
+    """Send (or resume) the issue ``ref`` (a path or an id); ``dry_run`` writes nothing anywhere."""
+    if not dry_run:
+        refuse_test_mode(settings, "send")
+    built = build_issue(settings, ref)
+    provider = open_provider(settings)
+    try:
+        secret = signing_secret(settings, provider, talk.warn)
+        if dry_run:
+            with open_ledger(settings, readonly=True) as ledger:
+                summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
+                talk.summary(summary)
+                return SendResult(summary, None, summary.counts, provider)
+        preflight(provider, talk.warn)
+        with open_ledger(settings) as ledger:
+            if settings.unsubscribe.url == PROVIDER_MANAGED:
+                _sync_unsubscribes(provider, ledger, talk)
+            run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
+            with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
+                summary = run.summary()
+                talk.summary(summary)
+                unknown = summary.counts["unknown"]
+                if unknown and not yes and not options.resend_unknown and talk.ask is not None:
+                    if _offer_reconcile(provider, ledger, run, talk, unknown):
+                        summary = run.summary()  # some may be sent, or back to pending, now
+                _confirm(summary, talk, yes=yes, allow_changed=allow_changed)
+                run.freeze_plan()
+                with talk.progress(summary.sending_now) as progress:
+                    totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
+            return SendResult(summary, totals, ledger.counts(summary.issue_id), provider)
+    finally:
+        provider.close()
+
+
+def exit_code(counts: dict[str, int]) -> int:
+    """The exit code of a run that finished (docs/sending.md): 4 pending left, 3 failed or in doubt, else 0."""
+    if counts["pending"] or counts["sending"]:
+        return 4
+    if counts["failed"] or counts["unknown"]:
+        return 3
+    return 0
+
+
+def refuse_test_mode(settings: Settings, command: str) -> None:
+    """A provider in test mode accepts and delivers nothing: a real send would record everyone as sent."""
+    if settings.provider.test_mode:
+        raise ConfigError(f"[provider] test_mode is on: {settings.provider.name} accepts messages in test mode "
+                          f"without delivering them, and `{command}` would record every reader as sent",
+                          path=settings.origins.get("provider.test_mode"),
+                          hint="for proof copies use `newsletter test ISSUE --to ADDR`; set test_mode = false "
+                               "to send for real")
+
+
+def preflight(provider: Provider, warn: Callable[[str], None]) -> None:
+    """Ask the provider about its settings before anything is sent: a wrong key or a stream that cannot
+    carry this newsletter stops here, and what it warns about is said (see Provider.preflight). The
+    question is paced and asked again after a 429, 5xx or dropped connection."""
+    with PacedSession(provider.rate_limit) as session:
+        for warning in provider.preflight(session):
+            warn(warning)
+
+
+def signing_secret(settings: Settings, provider: Provider, warn: Callable[[str], None]) -> bytes:
+    """The unsubscribe signing secret from the environment; the outbox may fall back to the preview key."""
+    if "{token}" not in settings.unsubscribe.url:
+        return PREVIEW_SECRET  # no signed links in this newsletter
+    secret = settings.secret("unsubscribe", "secret_env")
+    if secret:
+        return secret.encode()
+    name = settings.unsubscribe.secret_env
+    if provider.name == "outbox":
+        warn(f"${name} is not set: the outbox's unsubscribe links are signed with the preview-only key "
+             f"(set it before sending through a real provider)")
+        return PREVIEW_SECRET
+    raise ConfigError(f"${name} is not set, and unsubscribe links must be signed with a secret",
+                      hint=f"export {name}=<a long random string>, e.g. from "
+                           f"`python -c 'import secrets; print(secrets.token_urlsafe(32))'`; keep it the same "
+                           f"for every send so old links keep working")
+
+
+def _sync_unsubscribes(provider: Provider, ledger: Ledger, talk: Conversation) -> None:
+    """With the provider's own unsubscribe links, those who used them are on its list, not in ours: bring
+    them in before planning, so they are left out rather than refused (and failed) one by one."""
+    try:
+        report = sync_suppressions(provider, ledger)
+    except ProviderError as err:  # the provider refuses them anyway: a nuisance, not a danger
+        talk.warn(f"could not read {provider.name}'s suppressions before sending ({err.message}); those who "
+                  f"unsubscribed through {provider.name} since the last sync will be refused by it and marked "
+                  f"failed")
+        return
+    if report.added:
+        talk.info(f"Suppressed: {report.added} new from {provider.name} (unsubscribes, bounces, complaints)")
+
+
+def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Conversation, unknown: int) -> bool:
+    """Before sending, on a terminal: ask, then reconcile as ``newsletter reconcile`` does. True if it ran.
+
+    The caller holds the issue's lease. A provider that cannot answer is not asked (the run's
+    last line says so). A look-up that fails mid-way keeps what it resolved and the send goes
+    on: the rest stay ``unknown``, never sent.
+    """
+    if not can_reconcile(provider):
+        return False
+    who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
+    if not talk.ask(f"{who}; ask {provider.name} now?", True):
+        return False
+    try:
+        report = reconcile_issue(run.issue_id, iter_valid_subscribers(run.list_path), provider, ledger, run.personalizer)
+    except ReconcileInterrupted as err:
+        talk.reconciled(err.report)
+        if isinstance(err.__cause__, AuthError):
+            raise err.__cause__  # the send would be refused too: stop here, nothing was sent
+        talk.warn(f"{err.message}; sending the others now")
+        return True
+    talk.reconciled(report)
+    return True
+
+
+def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: bool) -> None:
+    if summary.sending_now == 0 and not summary.in_doubt:
+        return  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
+    if summary.content_changed:
+        if yes and not allow_changed:
+            raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
+                                  f"under --yes", hint=f"check the change, then run `newsletter send "
+                                                       f"{summary.issue_id} --yes --allow-changed` to send the new "
+                                                       f"content to the remaining recipients")
+        if not yes:
+            _ask(talk, "The issue changed since its first send. Send the NEW content to the remaining recipients?")
+    if not yes:
+        _ask(talk, f"Send {summary.sending_now} email(s) now?")
+
+
+def _ask(talk: Conversation, question: str) -> None:
+    if talk.ask is None:
+        raise NewsletterError("not sending without confirmation, and there is no terminal to ask on",
+                              hint="pass --yes to send from scripts and cron; --dry-run shows what would be sent")
+    if not talk.ask(question, False):
+        raise NewsletterError("not confirmed; nothing was sent")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill`` (cron timeouts, systemd stop) stops like Ctrl-C: batches in flight are recorded first."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
