@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 import responses
+from helpers import canned, make_adapter, send
 from fakeproviders import _multipart, sample_batch
 
-from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.mailgun import MailgunProvider
 
@@ -27,18 +27,11 @@ EVENTS = "https://api.mailgun.net/v3/mg.example.com/events"
 
 
 def fixture(name: str):
-    return json.loads((FIXTURES / name).read_text())
+    return canned("mailgun", name)
 
 
 def mailgun(**provider) -> MailgunProvider:
-    flags = {"provider.name": "mailgun", "provider.domain": "mg.example.com",
-             **{f"provider.{k}": v for k, v in provider.items()}}
-    return MailgunProvider(config.resolve({}, {}, flags, source=None), KEY)
-
-
-def send(provider, batch):
-    with requests.Session() as session:
-        return provider.send_batch(batch, session)
+    return make_adapter("mailgun", KEY, **{"domain": "mg.example.com", **provider})
 
 
 def fields(request) -> dict[str, list[str]]:

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
 import responses
+from helpers import canned, make_adapter, send
 from fakeproviders import sample_batch
 
-from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.postmark import PostmarkProvider
 
-FIXTURES = Path(__file__).parent / "fixtures" / "postmark"
 KEY = "pm-server-token-123"
 URL = "https://api.postmarkapp.com/email/batch"
 
 
 def fixture(name: str):
-    return json.loads((FIXTURES / name).read_text())
+    return canned("postmark", name)
 
 
 def postmark(**provider) -> PostmarkProvider:
-    flags = {"provider.name": "postmark", **{f"provider.{k}": v for k, v in provider.items()}}
-    return PostmarkProvider(config.resolve({}, {}, flags, source=None), KEY)
+    return make_adapter("postmark", KEY, **provider)
 
 
 def receivers(count: int):
     return sample_batch(addresses=[f"receiver{n}@example.com" for n in range(1, count + 1)])
-
-
-def send(provider, batch):
-    with requests.Session() as session:
-        return provider.send_batch(batch, session)
 
 
 @responses.activate

@@ -3,34 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
 import responses
+from helpers import canned, make_adapter, send
 from fakeproviders import sample_batch
 
-from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.resend import ResendProvider
 
-FIXTURES = Path(__file__).parent / "fixtures" / "resend"
 KEY = "re_secret_321"
 URL = "https://api.resend.com/emails/batch"
 
 
 def fixture(name: str):
-    return json.loads((FIXTURES / name).read_text())
+    return canned("resend", name)
 
 
 def resend(**provider) -> ResendProvider:
-    flags = {"provider.name": "resend", **{f"provider.{k}": v for k, v in provider.items()}}
-    return ResendProvider(config.resolve({}, {}, flags, source=None), KEY)
-
-
-def send(provider, batch):
-    with requests.Session() as session:
-        return provider.send_batch(batch, session)
+    return make_adapter("resend", KEY, **provider)
 
 
 def ab():

@@ -5,34 +5,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import pytest
 import requests
 import responses
+from helpers import canned, make_adapter, send
 from fakeproviders import sample_batch
 
-from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers.sendgrid import SendGridProvider
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sendgrid"
 KEY = "SG.secret-key-456"
 URL = "https://api.sendgrid.com/v3/mail/send"
 
 
 def fixture(name: str):
-    return json.loads((FIXTURES / name).read_text())
+    return canned("sendgrid", name)
 
 
 def sendgrid(**provider) -> SendGridProvider:
-    flags = {"provider.name": "sendgrid", **{f"provider.{k}": v for k, v in provider.items()}}
-    return SendGridProvider(config.resolve({}, {}, flags, source=None), KEY)
-
-
-def send(provider, batch):
-    with requests.Session() as session:
-        return provider.send_batch(batch, session)
+    return make_adapter("sendgrid", KEY, **provider)
 
 
 def accepted():

@@ -8,35 +8,27 @@ local fake serves long, paged lists through real sockets to the real CLI.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import responses
 from fakeproviders import FakeProviders
+from helpers import SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
-from newsletter import config
 from newsletter.errors import AuthError, ProviderError
 from newsletter.ledger.sqlite import SQLiteLedger
-from newsletter.providers import provider_class
 from newsletter.sending.lookups import TRIES as READ_TRIES
 from newsletter.sending.ratelimit import Backoff
 from newsletter.sending.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ORIGIN = "https://api.test"
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
 
 
-def fixture(provider: str, name: str):
-    return json.loads((FIXTURES / provider / name).read_text(encoding="utf-8"))
-
-
 def adapter(name: str, **flags):
-    settings = config.resolve({}, {}, {"provider.name": name, "provider.api_base": ORIGIN,
-                                       "provider.domain": "mg.example.com", **flags}, source=None)
-    return provider_class(name)(settings, KEY)
+    return make_adapter(name, KEY, api_base=ORIGIN, domain="mg.example.com",
+                        **{k.removeprefix("provider."): v for k, v in flags.items()})
 
 
 @pytest.fixture
@@ -45,29 +37,18 @@ def ledger(tmp_path):
         yield opened
 
 
-class Clock:
-    """Time that passes only when the code under test sleeps (the pacing and backoff waits are recorded)."""
-
-    def __init__(self):
-        self.now, self.waits = 0.0, []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
-def sync(provider, ledger, *, clock: Clock | None = None, **kw):
-    clock = clock or Clock()
+
+def sync(provider, ledger, *, clock: SleepClock | None = None, **kw):
+    clock = clock or SleepClock()
     return sync_suppressions(provider, ledger, sleep=clock.sleep, clock=clock, **kw)
 
 
 # -- each provider's documented answer --------------------------------------------------------------
 @responses.activate
 def test_postmark_reads_the_streams_dump_and_maps_reason_and_origin(ledger):
-    responses.get(f"{ORIGIN}/message-streams/broadcast/suppressions/dump", json=fixture("postmark", "suppressions.json"))
+    responses.get(f"{ORIGIN}/message-streams/broadcast/suppressions/dump", json=canned("postmark", "suppressions.json"))
     report = sync(adapter("postmark"), ledger)
     [call] = responses.calls
     assert call.request.headers["X-Postmark-Server-Token"] == KEY
@@ -91,16 +72,16 @@ def test_postmark_manual_suppressions_by_the_account_are_blocks_not_unsubscribes
 
 @responses.activate
 def test_sendgrid_reads_four_lists_leaves_out_blocks_and_pages_by_offset(ledger):
-    bounces = fixture("sendgrid", "suppression_bounces.json")
+    bounces = canned("sendgrid", "suppression_bounces.json")
     many = [{"created": 1763626500, "email": f"gone{n:04d}@example.com", "reason": "550", "status": "5.1.1"}
             for n in range(500)]
     responses.get(f"{ORIGIN}/v3/suppression/bounces", json=many,
                   match=[query_param_matcher({"limit": "500", "offset": "0"})])
     responses.get(f"{ORIGIN}/v3/suppression/bounces", json=bounces,
                   match=[query_param_matcher({"limit": "500", "offset": "500"})])
-    responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=fixture("sendgrid", "suppression_invalid_emails.json"))
-    responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=fixture("sendgrid", "suppression_spam_reports.json"))
-    responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=fixture("sendgrid", "suppression_unsubscribes.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=canned("sendgrid", "suppression_invalid_emails.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=canned("sendgrid", "suppression_spam_reports.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=canned("sendgrid", "suppression_unsubscribes.json"))
     report = sync(adapter("sendgrid"), ledger)
     paths = [call.request.path_url.split("?")[0] for call in responses.calls]
     assert paths == ["/v3/suppression/bounces"] * 2 + ["/v3/suppression/invalid_emails",
@@ -115,7 +96,7 @@ def test_sendgrid_reads_four_lists_leaves_out_blocks_and_pages_by_offset(ledger)
 def test_mailgun_follows_each_lists_next_page_until_it_is_empty(ledger):
     base = f"{ORIGIN}/v3/mg.example.com"
     for name in ("bounces", "complaints", "unsubscribes"):
-        page = fixture("mailgun", f"{name}.json")
+        page = canned("mailgun", f"{name}.json")
         responses.get(f"{base}/{name}", json=page, match=[query_param_matcher({"limit": "1000"})])
         responses.get(f"{base}/{name}", json={"items": [], "paging": page["paging"]}, match=[query_param_matcher(
             {"page": "next", "address": page["items"][-1]["address"], "limit": "1000"})])
@@ -139,7 +120,7 @@ def test_mailgun_never_follows_paging_to_another_host(ledger):
 
 @responses.activate
 def test_resend_pages_with_the_last_id_as_cursor(ledger):
-    page = fixture("resend", "suppressions.json")
+    page = canned("resend", "suppressions.json")
     second = {"object": "list", "has_more": False, "data": [
         {"id": "2d6c3a1e-4e8f-4b52-9f0e-2b8f1c6a7d10", "email": "complainer@example.com", "origin": "complaint",
          "source_id": None, "created_at": "2026-11-20 08:15:00.000+00"}]}
@@ -154,7 +135,7 @@ def test_resend_pages_with_the_last_id_as_cursor(ledger):
 
 @responses.activate
 def test_resend_stops_when_the_cursor_does_not_move(ledger):
-    page = {**fixture("resend", "suppressions.json"), "has_more": True}
+    page = {**canned("resend", "suppressions.json"), "has_more": True}
     responses.get(f"{ORIGIN}/suppressions", json=page)
     with pytest.raises(ProviderError, match="did not move past its cursor"):
         sync(adapter("resend"), ledger)
@@ -179,7 +160,7 @@ def test_existing_suppressions_keep_their_reason_and_addresses_are_stored_as_the
 @responses.activate
 def test_dry_run_counts_what_would_be_added_and_writes_nothing(ledger):
     ledger.add_suppression("address@wildbit.com", "earlier")
-    responses.get(f"{ORIGIN}/message-streams/broadcast/suppressions/dump", json=fixture("postmark", "suppressions.json"))
+    responses.get(f"{ORIGIN}/message-streams/broadcast/suppressions/dump", json=canned("postmark", "suppressions.json"))
     report = sync(adapter("postmark"), ledger, dry_run=True)
     assert (report.fetched, report.added) == (3, 2)
     assert [s.email for s in ledger.suppressions()] == ["address@wildbit.com"]
@@ -187,14 +168,14 @@ def test_dry_run_counts_what_would_be_added_and_writes_nothing(ledger):
 
 @responses.activate
 def test_a_transient_error_asks_for_that_page_again_honouring_retry_after(ledger):
-    responses.get(f"{ORIGIN}/v3/suppression/bounces", json=fixture("sendgrid", "suppression_bounces.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/bounces", json=canned("sendgrid", "suppression_bounces.json"))
     responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=[])
     spam = [responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=429, headers={"Retry-After": "7"},
                           json={"errors": [{"message": "too many requests"}]}),
             responses.get(f"{ORIGIN}/v3/suppression/spam_reports", status=500, json={"errors": [{"message": "oops"}]}),
             responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=[])]
     responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=[])
-    clock = Clock()
+    clock = SleepClock()
     report = sync(adapter("sendgrid"), ledger, clock=clock, backoff=Backoff(base=0.5))
     assert [r.call_count for r in spam] == [1, 1, 1]
     assert len(responses.calls) == 6  # the pages already read are not read again
@@ -203,7 +184,7 @@ def test_a_transient_error_asks_for_that_page_again_honouring_retry_after(ledger
     assert len(long_waits) == 2 and 7 <= long_waits[0] <= 7.1 and 0.5 <= long_waits[1] <= 1
     # pacing: the 2nd and 3rd requests wait their turn, the 4th and 5th come after a long wait anyway
     assert [round(w, 6) for w in clock.waits if w not in long_waits] == [0.1, 0.1, 0.1]
-    assert report.added == len(fixture("sendgrid", "suppression_bounces.json"))
+    assert report.added == len(canned("sendgrid", "suppression_bounces.json"))
 
 
 @pytest.mark.parametrize("answer, expected, tries", [
@@ -217,7 +198,7 @@ def test_a_transient_error_asks_for_that_page_again_honouring_retry_after(ledger
 ])
 @responses.activate
 def test_a_read_that_does_not_finish_changes_nothing_and_says_what_to_do(ledger, answer, expected, tries):
-    responses.get(f"{ORIGIN}/v3/suppression/bounces", json=fixture("sendgrid", "suppression_bounces.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/bounces", json=canned("sendgrid", "suppression_bounces.json"))
     responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", **answer)
     with pytest.raises(ProviderError) as caught:
         sync(adapter("sendgrid"), ledger)
@@ -233,7 +214,7 @@ def test_the_same_address_in_two_lists_or_two_cases_counts_once(ledger):
     responses.get(f"{ORIGIN}/v3/suppression/invalid_emails", json=[])
     responses.get(f"{ORIGIN}/v3/suppression/spam_reports", json=[{"created": 1, "email": "user3@example.COM"},
                                                                  {"created": 1, "email": "new@example.com"}])
-    responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=fixture("sendgrid", "suppression_unsubscribes.json"))
+    responses.get(f"{ORIGIN}/v3/suppression/unsubscribes", json=canned("sendgrid", "suppression_unsubscribes.json"))
     dry = sync(adapter("sendgrid"), ledger, dry_run=True)
     # user3 three times (and in the ledger already), new@ once, and the fixture's user4@
     assert (dry.fetched, dry.added, dry.kinds) == (3, 2, {"bounced": 1, "complained": 1, "unsubscribed": 1})
@@ -244,7 +225,7 @@ def test_the_same_address_in_two_lists_or_two_cases_counts_once(ledger):
 
 @responses.activate
 def test_mailgun_paging_that_never_ends_is_an_error_not_a_short_list(ledger):
-    page = fixture("mailgun", "bounces.json")
+    page = canned("mailgun", "bounces.json")
     responses.get(f"{ORIGIN}/v3/mg.example.com/bounces", json=page)  # the next link is ignored: always page 1
     with pytest.raises(ProviderError, match="did not come to an end after 2 pages"):
         sync(adapter("mailgun"), ledger)

@@ -1,0 +1,47 @@
+"""Test scaffolding shared by several modules: canned provider answers, adapters built from flags,
+one batch sent through a fresh session, and a clock that moves only when the code sleeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from newsletter import config
+from newsletter.providers import provider_class
+from newsletter.providers.base import Provider
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def canned(provider: str, name: str) -> Any:
+    """A provider's documented answer kept in ``tests/fixtures/<provider>/<name>``."""
+    return json.loads((FIXTURES / provider / name).read_text(encoding="utf-8"))
+
+
+def make_adapter(name: str, key: str | None, **provider: Any) -> Provider:
+    """The ``name`` adapter with ``[provider]`` settings given as keywords (``api_base=...``)."""
+    flags = {"provider.name": name, **{f"provider.{k}": v for k, v in provider.items()}}
+    return provider_class(name)(config.resolve({}, {}, flags, source=None), key)
+
+
+def send(provider: Provider, batch) -> list:
+    """One batch through the shared send path, in a session of its own."""
+    with requests.Session() as session:
+        return provider.send_batch(batch, session)
+
+
+class SleepClock:
+    """Time that passes only when the code under test sleeps; ``waits`` records each sleep."""
+
+    def __init__(self) -> None:
+        self.now, self.waits = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
