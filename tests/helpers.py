@@ -45,3 +45,15 @@ class SleepClock:
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+
+
+def walk_commands(command, path: str = "newsletter"):
+    """``(path, command)`` for the CLI and every command under it, loading lazily loaded commands
+    the way click does when one is run (``list_commands`` and ``get_command``)."""
+    import click
+
+    yield path, command
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from walk_commands(command.get_command(ctx, name), f"{path} {name}")

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import click
+from helpers import walk_commands
 import pytest
 
 from newsletter import config
@@ -49,14 +50,7 @@ def prose(text: str) -> str:
 
 
 # -- 1. every command and option --------------------------------------------------------------
-def walk(command: click.Command, path: str = "newsletter"):
-    yield path, command
-    if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
-            yield from walk(sub, f"{path} {name}")
-
-
-COMMANDS = list(walk(cli))
+COMMANDS = list(walk_commands(cli))
 DOC_CODE = [t for page in PAGES for t in code_texts(text_of(page))]
 
 

@@ -6,6 +6,7 @@ into one ``Error: ...`` line on stderr and the exit code of docs/sending.md.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -46,8 +47,47 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+# command -> (the module of newsletter.cli that defines it, the first line of its help). A command's
+# module, and the libraries it needs, load only when that command runs, so `newsletter --help` and a
+# quick `status` start fast; tests/test_cli_help.py checks these lines against the commands' own help.
+COMMANDS = {
+    "archive": ("archive", "Write the static web archive of sent issues: one page each, an index and an Atom feed."),
+    "build": ("build", "Compile ISSUE (path or id) and write HTML, text and a sample .eml."),
+    "config": ("config_cmd", "Inspect the resolved configuration."),
+    "dispatch": ("dispatch", "For cron: send every issue whose send_at has passed, and resume unfinished ones."),
+    "init": ("workspace", "Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."),
+    "lint": ("build", "Check ISSUE for deliverability problems; exit 1 if there are errors."),
+    "new": ("workspace", "Start a new issue titled TITLE in issues/<today>-<slug>.md."),
+    "preview": ("preview", "Preview ISSUE (path or id) in a browser; it recompiles each time you save."),
+    "reconcile": ("proof", "Ask the provider what happened to ISSUE's recipients marked unknown."),
+    "send": ("send", "Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run."),
+    "status": ("status", "Delivery counts per state for ISSUE (path or id), or a table of every issue."),
+    "subscribers": ("subscribers", "The subscriber list ([subscribers] file, a UTF-8 CSV): import, add, unsubscribe, "
+                                   "remove, list, count,"),
+    "suppressions": ("suppressions", "Addresses that never get an issue (bounces, complaints, manual blocks)."),
+    "test": ("proof", "Send proof copies of ISSUE through the configured provider."),
+}
+
+
 class NewsletterGroup(click.Group):
-    """Turns library errors into ``Error: ...`` + exit code; ``--debug`` shows the traceback."""
+    """Loads a command's module when the command is asked for (``COMMANDS``); turns library errors
+    into ``Error: ...`` + exit code; ``--debug`` shows the traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")  # its decorators add it to ``cli``
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list in ``--help`` from ``COMMANDS``, without importing every command's module."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -85,11 +125,6 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
     and `newsletter send` inside it.
     """
     ctx.obj = App(config_path=config_path, verbose=verbose, quiet=quiet, debug=debug)
-
-
-# One module per command group; importing it adds its commands to ``cli``.
-from . import archive, build, config_cmd, dispatch, preview, proof, send, status  # noqa: E402,F401
-from . import subscribers, suppressions, workspace  # noqa: E402,F401
 
 
 def main() -> None:
