@@ -277,6 +277,7 @@ def describe(settings: Settings) -> list[tuple[str, Any, str]]:
 
 def _coerce(section: str, key: str, value: Any, where: str) -> Any:
     default = SCHEMA[section][key][0]
+    given = value  # as written, for the message
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -301,7 +302,7 @@ def _coerce(section: str, key: str, value: Any, where: str) -> Any:
             raise ValueError(value)
     except (TypeError, ValueError):
         kind = {bool: "true or false", str: "a string", int: "a non-negative int", float: "a non-negative float"}
-        raise ConfigError(f"[{section}] {key} must be {kind[type(default)]}, got {value!r}", path=where) from None
+        raise ConfigError(f"[{section}] {key} must be {kind[type(default)]}, got {given!r}", path=where) from None
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}"
