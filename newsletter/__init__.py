@@ -16,7 +16,7 @@ docs/architecture.md tells the whole story)::
       |             lint. Knows nothing of providers, sending, the ledger or the CLI.
     subscribers/    the CSV list: read, validate, edit, import, export
       |
-    config, models, errors, unsubscribe, jsontext     the leaves everything may use
+    config, models, errors, unsubscribe, jsontext, text     the leaves everything may use
 
 Where the protocol happens:
 

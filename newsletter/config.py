@@ -10,6 +10,7 @@ Secrets never live in the TOML: a key that looks like one is refused.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .text import first_line_break
 
 PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend")
 INLINERS = ("css-inline", "premailer")
@@ -46,7 +49,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "rate_limit": (0.0, "requests per second; 0 = the provider's documented limit"),
         "concurrency": (4, "parallel API requests"),
         "timeout": (30.0, "seconds to wait for one API answer"),
-        "max_attempts": (5, "tries per recipient before it is marked failed"),
+        "max_attempts": (5, "tries per recipient in one run; then it stays pending for the next run"),
         "track_opens": (False, "provider open tracking"),
         "track_clicks": (False, "provider click tracking"),
         "test_mode": (False, "provider test/sandbox mode: accepted, not delivered"),
@@ -178,6 +181,8 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
         origins[dotted] = "flag"
 
     _check_urls(values, origins)
+    _check_api_base(values["provider"]["api_base"], origins["provider.api_base"])
+    _check_lower_bounds(values, origins)
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = values[section][key]
         if not _ENV_NAME.match(name):
@@ -204,6 +209,55 @@ def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, s
                                                 f"environment instead, or use the service's own credential file")
 
 
+_URL_USERINFO = re.compile(r"(://)[^/@]*@")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_API_BASE_HINT = 'write e.g. api_base = "https://api.eu.mailgun.net", or "" for the provider\'s own'
+
+
+def _check_api_base(api_base: str, origin: str) -> None:
+    """``[provider] api_base`` is "" or an absolute https:// URL (http:// only to this machine): a URL that
+    cannot work is refused here, not discovered batch by batch as failures in the middle of a send."""
+    if not api_base:
+        return
+    shown = _URL_USERINFO.sub(r"\1****@", api_base)  # a user name alone may be a token
+    try:
+        parts = urlsplit(api_base)
+        parts.port  # noqa: B018 -- a port that is not a number raises here
+    except ValueError as err:
+        raise ConfigError(f"[provider] api_base {shown!r} is not a URL ({err})", path=origin,
+                          hint=_API_BASE_HINT) from None
+    problem = ""
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        problem = "must be an absolute https:// URL"
+    elif "@" in parts.netloc:
+        problem = "must not hold credentials (user@ or user:password@)"
+    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        problem = f"may use http:// only for this machine ({', '.join(_LOOPBACK_HOSTS)}); use https://"
+    elif parts.query or parts.fragment or api_base.endswith(("?", "#")):
+        problem = "must not hold a ?query or #fragment (the API's paths are appended to it)"
+    if problem:
+        hint = ("the API key is read from the variable named by api_key_env" if "@" in parts.netloc
+                else _API_BASE_HINT)
+        raise ConfigError(f"[provider] api_base {shown!r} {problem}", path=origin, hint=hint)
+
+
+# (section, key) -> the smallest value that can work, and whether that value itself is allowed
+# (a negative number is already refused by _coerce).
+_LOWER_BOUNDS = {("provider", "timeout"): (0, False), ("provider", "concurrency"): (1, True),
+                 ("provider", "max_attempts"): (1, True)}
+
+
+def _check_lower_bounds(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
+    for (section, key), (bound, inclusive) in _LOWER_BOUNDS.items():
+        value = values[section][key]
+        if value > bound or (inclusive and value == bound):
+            continue
+        default, meaning = SCHEMA[section][key]
+        need = f"at least {bound}" if inclusive else f"more than {bound}"
+        raise ConfigError(f"[{section}] {key} must be {need}, got {display(value)}", path=origins[f"{section}.{key}"],
+                          hint=f"{meaning}; write e.g. {key} = {display(default)}")
+
+
 def describe(settings: Settings) -> list[tuple[str, Any, str]]:
     """(key, value, origin) rows for ``config show``: values as resolved (a password in a URL masked),
     env-named secrets shown as "****" or "(not set)"."""
@@ -223,6 +277,7 @@ def describe(settings: Settings) -> list[tuple[str, Any, str]]:
 
 def _coerce(section: str, key: str, value: Any, where: str) -> Any:
     default = SCHEMA[section][key][0]
+    given = value  # as written, for the message
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -241,19 +296,21 @@ def _coerce(section: str, key: str, value: Any, where: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             value = float(value)
-            if value < 0:
+            if value < 0 or not math.isfinite(value):
                 raise ValueError(value)
         elif not isinstance(value, str):
             raise ValueError(value)
     except (TypeError, ValueError):
         kind = {bool: "true or false", str: "a string", int: "a non-negative int", float: "a non-negative float"}
-        raise ConfigError(f"[{section}] {key} must be {kind[type(default)]}, got {value!r}", path=where) from None
+        raise ConfigError(f"[{section}] {key} must be {kind[type(default)]}, got {given!r}", path=where) from None
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}"
                           f"{_suggest(value, choices)}", path=where)
-    if isinstance(value, str) and ("\r" in value or "\n" in value) and key != "postal_address":
-        raise ConfigError(f"[{section}] {key} must be one line", path=where)
+    # Most strings land in a header (From, Reply-To, List-Unsubscribe, Postmark's stream) or a URL.
+    if isinstance(value, str) and key != "postal_address" and (found := first_line_break(value)):
+        raise ConfigError(f"[{section}] {key} must be one line, and it holds a line break (U+{ord(found):04X})",
+                          path=where, hint="write it on one line")
     return value
 
 

@@ -11,17 +11,11 @@ from email.message import EmailMessage
 
 from ..errors import RecipientError
 from ..models import Message
+from ..text import has_line_break
 
 # Long List-Unsubscribe URLs must be folded, never RFC 2047-encoded (clients would not parse them);
 # RFC 5322 allows 998 characters a line, and non-ASCII subjects are still encoded.
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
-# What str.splitlines() splits at: the email package refuses them all in a header value.
-_LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
-
-
-def has_line_break(value: str) -> bool:
-    """Whether ``value`` would break a header line (docs/architecture.md, security): CR, LF or any other line separator."""
-    return _LINE_BREAK.search(value) is not None
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

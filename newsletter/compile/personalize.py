@@ -13,8 +13,8 @@ from typing import Sequence
 from ..errors import RecipientError
 from ..jsontext import json_size
 from ..models import Message, Subscriber
+from ..text import has_line_break
 from ..unsubscribe import list_unsubscribe_headers, unsubscribe_url
-from .mime import has_line_break
 from .render import CompiledIssue
 from .slots import escape_html
 

@@ -37,10 +37,13 @@ def unsubscribe_refusal(settings: Settings) -> str:
 
 
 def provider_facts(settings: Settings) -> ProviderFacts:
-    """What compiling needs to know of the configured provider (compile/ asks no provider itself)."""
+    """What compiling needs to know of the configured provider (compile/ asks no provider itself); a build for
+    a provider that cannot take the configured batch size is refused as sending would be."""
+    cls = provider_class(settings.provider.name)
+    cls.refuse_batch_size(settings)
     managed = settings.unsubscribe.url == PROVIDER_MANAGED
-    return ProviderFacts(unsubscribe_link=provider_class(settings.provider.name).unsubscribe_placeholder if managed
-                         else "", unsubscribe_refusal=unsubscribe_refusal(settings))
+    return ProviderFacts(unsubscribe_link=cls.unsubscribe_placeholder if managed else "",
+                         unsubscribe_refusal=unsubscribe_refusal(settings))
 
 
 def open_provider(settings: Settings) -> Provider:

@@ -43,12 +43,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import requests
 
-from ..compile.mime import has_line_break
 from ..compile.slots import SlotTemplate, escape_html
 from ..config import Settings
-from ..errors import AuthError, ProviderError, RecipientError
+from ..errors import AuthError, ConfigError, ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
+from ..text import has_line_break
 from .answers import about_sender, json_body, provider_message, retry_after
 
 
@@ -144,9 +144,20 @@ class Provider:
     sender_hint = "verify the From address or its domain with the provider"
 
     def __init__(self, settings: Settings, api_key: str | None = None):
+        self.refuse_batch_size(settings)
         self.settings = settings
         self.api_key = api_key
         self.timeout = settings.provider.timeout
+
+    @classmethod
+    def refuse_batch_size(cls, settings: Settings) -> None:
+        """:class:`ConfigError` when ``[provider] batch_size`` is more than this provider takes in one call
+        (docs/configuration.md, values that are refused): never cut down silently to something not asked for."""
+        configured = settings.provider.batch_size
+        if configured > cls.max_batch:
+            raise ConfigError(f"[provider] batch_size = {configured} is more than {cls.name} takes in one batch "
+                              f"({cls.max_batch})", path=settings.origins.get("provider.batch_size"),
+                              hint=f"write batch_size = {cls.max_batch} or less, or 0 for {cls.name}'s maximum")
 
     @classmethod
     def unsubscribe_refusal(cls, settings: Settings) -> str:
@@ -261,8 +272,7 @@ class Provider:
     # -- the shared path ----------------------------------------------------------------
     @property
     def batch_size(self) -> int:
-        configured = self.settings.provider.batch_size
-        return min(configured, self.max_batch) if configured else self.max_batch
+        return self.settings.provider.batch_size or self.max_batch  # never above max_batch: see refuse_batch_size
 
     @property
     def rate_limit(self) -> float:

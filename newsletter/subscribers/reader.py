@@ -32,9 +32,9 @@ from typing import Iterable, Iterator, NamedTuple
 
 from email_validator import EmailNotValidError
 
-from ..compile.mime import has_line_break
 from ..errors import SubscriberError
 from ..models import Subscriber
+from ..text import has_line_break
 from .address import normalise_address
 from .csvfile import Dialect, Record, read_records
 
