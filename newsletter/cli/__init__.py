@@ -89,7 +89,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 
 # One module per command group; importing it adds its commands to ``cli``.
 from . import archive, build, config_cmd, dispatch, preview, proof, send, status  # noqa: E402,F401
-from . import subscribers, suppressions, workspace  # noqa: E402,F401
+from . import subscribers, suppressions, unsubscribe, workspace  # noqa: E402,F401
 
 
 def main() -> None:
