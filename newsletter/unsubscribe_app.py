@@ -284,13 +284,19 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow client never keeps the process from stopping
 
 
+def open_server(settings: Settings, host: str, port: int, **kwargs) -> ThreadingServer:
+    """The app under wsgiref, bound (port 0: any free port) but not serving yet."""
+    app = make_app(settings, **kwargs)
+    server = make_server(host, port, app, server_class=ThreadingServer, handler_class=_QuietHandler)
+    server.app_route = app.route  # type: ignore[attr-defined]
+    return server
+
+
 def serve(settings: Settings, host: str, port: int, *, ready: Callable[[str], None] = print) -> None:
     """Run the app under wsgiref until interrupted."""
-    app = make_app(settings)
-    with make_server(host, port, app, server_class=ThreadingServer, handler_class=_QuietHandler) as server:
-        server.app_route = app.route  # type: ignore[attr-defined]
+    with open_server(settings, host, port) as server:
         ready(f"Serving unsubscribes for {settings.newsletter.name} at http://{host}:{server.server_port}"
-              f"{app.route.path} (Ctrl-C to stop)")
+              f"{server.app_route.path} (Ctrl-C to stop)")  # type: ignore[attr-defined]
         server.serve_forever()
 
 
