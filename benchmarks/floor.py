@@ -90,7 +90,7 @@ def main() -> None:
     url = "https://example.com/unsubscribe?t="
 
     def personalization(row: list[str]) -> str:  # SendGrid's, by hand: to, subject, headers, substitutions
-        link = quoted(url + make_token(row[0], secret))
+        link = quoted(url + make_token(row[0], secret, "2026-11-30-weekly"))
         return (f'{{"to":[{{"email":{quoted(row[0])},"name":{quoted(row[1])}}}],"subject":{quoted("News for " + row[1])},'
                 f'"headers":{{"List-Unsubscribe":{link}}},"substitutions":{{"-zqh0-":{quoted(row[1])},'
                 f'"-zqh1-":{link},"-zqt0-":{quoted(row[1])},"-zqt1-":{link}}}}}')
@@ -100,7 +100,7 @@ def main() -> None:
         per_recipient("read the row (one streaming csv.reader)", lambda _: next(reader),
                       range(len(lines) // PASSES)),
         per_recipient("check the address", normalise_address, addresses),
-        per_recipient("sign the unsubscribe link", lambda a: make_token(a, secret), addresses),
+        per_recipient("sign the unsubscribe link", lambda a: make_token(a, secret, "2026-11-30-weekly"), addresses),
         per_recipient("write its part of the request (JSON text)", personalization, rows),
         ("claim and record in the ledger (wall)", ledger_per_recipient(addresses)),
     ]

@@ -18,6 +18,10 @@ docs/architecture.md tells the whole story)::
       |
     config, models, errors, unsubscribe, jsontext, text     the leaves everything may use
 
+Beside the CLI, ``unsubscribe_app`` (the WSGI unsubscribe page) and ``unsubscribe_records``
+(what an unsubscribe through it records) use the ledger, the list and the providers
+(docs/unsubscribe.md).
+
 Where the protocol happens:
 
 - a batch is claimed (rows ``sending`` under a batch id, committed) in

@@ -59,8 +59,9 @@ def subscriber_values(workspace) -> list[str]:
     with open(workspace / "subscribers" / "subscribers.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     emails = [row["email"] for row in rows]
-    b64 = [base64.urlsafe_b64encode(e.lower().encode()).rstrip(b"=").decode() for e in emails]  # token's first half
-    tokens = [make_token(e, secret) for e in emails for secret in (b"test-secret", PREVIEW_SECRET)]
+    b64 = [base64.urlsafe_b64encode(e.lower().encode()).rstrip(b"=").decode() for e in emails]  # the old token's first half
+    tokens = [make_token(e, secret, issue) for e in emails for secret in (b"test-secret", PREVIEW_SECRET)
+              for issue in ("", ISSUE)]
     return emails + [row["name"] for row in rows if row["name"]] + b64 + tokens
 
 

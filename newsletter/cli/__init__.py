@@ -66,6 +66,7 @@ COMMANDS = {
                                    "remove, list, count,"),
     "suppressions": ("suppressions", "Addresses that never get an issue (bounces, complaints, manual blocks)."),
     "test": ("proof", "Send proof copies of ISSUE through the configured provider."),
+    "unsubscribe": ("unsubscribe", "Your own unsubscribe page: serve it, or check a link for support."),
 }
 
 

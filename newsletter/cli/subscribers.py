@@ -1,4 +1,4 @@
-"""``newsletter subscribers import/add/unsubscribe/remove/list/count/export/check``.
+"""``newsletter subscribers import/add/unsubscribe/apply-unsubscribes/remove/list/count/export/check``.
 
 The list is a CSV file (``[subscribers] file``); the rules live in
 :mod:`newsletter.subscribers.reader` (reading, validating),
@@ -123,6 +123,32 @@ def unsubscribe(app: App, email: str) -> None:
         click.echo(f"{change.email} is already {change.status} ({where}); nothing changed")
     else:
         click.echo(f"unsubscribed {change.email} ({where}) in {path}")
+
+
+@subscribers.command("apply-unsubscribes")
+@click.option("--dry-run", is_flag=True, help="Say what would change, but write nothing.")
+@pass_app
+def apply_unsubscribes(app: App, dry_run: bool) -> None:
+    """Mark unsubscribed in the list everyone the ledger holds as unsubscribed (links served on another
+    machine), with the time they left. Rows already unsubscribed, bounced or complained stay as they are."""
+    from ..ledger import open_ledger
+    from ..ledger.base import parse_time
+
+    settings = app.settings()
+    path = _list_path(app)
+    with open_ledger(settings, readonly=True) as ledger:
+        left = {s.email: _list_time(parse_time(s.created_at)) or s.created_at
+                for s in ledger.suppressions() if s.reason == "unsubscribed"}
+    changes = edits.apply_unsubscribes(path, left, dry_run=dry_run)
+    for change in changes:
+        click.echo(f"{'would unsubscribe' if dry_run else 'unsubscribed'} {change.email} (line {change.lines[0]})")
+    click.echo(f"{len(changes)} row(s) {'would be ' if dry_run else ''}marked unsubscribed in {path}"
+               f" ({len(left)} unsubscribe(s) in the ledger)")
+
+
+def _list_time(when) -> str:
+    """A ledger time as the list writes its timestamps (``2026-05-01T12:00:00Z``)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else ""
 
 
 @subscribers.command("remove")

@@ -31,12 +31,13 @@ class Personalizer:
         # False when the provider manages unsubscribes: it adds List-Unsubscribe itself, for its own link.
         self._list_headers = list_headers
         self._secret = secret
+        self._issue_id = compiled.issue.id  # sealed into each token: the endpoint records which issue it came from
         self._slots = compiled.slots
         self._mailto_url = f"mailto:{unsubscribe_mailto}?subject=unsubscribe" if unsubscribe_mailto else ""
 
     def values(self, subscriber: Subscriber) -> tuple[list[str], str]:
         """Slot values for one subscriber (also used by providers that substitute server-side)."""
-        url = unsubscribe_url(self._url_template, subscriber.email, self._secret)
+        url = unsubscribe_url(self._url_template, subscriber.email, self._secret, self._issue_id)
         context = {"subscriber": subscriber.merge_values(), "unsubscribe_url": url or self._mailto_url}
         return [slot.evaluate(context) for slot in self._slots], url
 

@@ -104,6 +104,7 @@ class Suppression:
     reason: str
     source: str
     created_at: str
+    issue_id: str = ""  # the issue whose unsubscribe link was used (source "link"), else ""
 
 
 @dataclass(frozen=True)
@@ -260,13 +261,13 @@ class Ledger(ABC):
         """``unknown -> sent | pending | failed`` from a provider look-up, one transaction."""
 
     # -- suppressions and erasure ----------------------------------------------------
-    def add_suppression(self, email: str, reason: str, source: str = "manual") -> bool:
-        return self.add_suppressions([(email, reason)], source) == 1
+    def add_suppression(self, email: str, reason: str, source: str = "manual", *, issue_id: str = "") -> bool:
+        return self.add_suppressions([(email, reason)], source, issue_id=issue_id) == 1
 
     @abstractmethod
-    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str) -> int:
-        """Suppress each ``(email, reason)`` not suppressed yet (an existing entry keeps its reason and
-        source), in one transaction; returns how many were added."""
+    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
+        """Suppress each ``(email, reason)`` not suppressed yet (an existing entry keeps its reason,
+        source and issue), in one transaction; returns how many were added."""
 
     @abstractmethod
     def remove_suppression(self, email: str) -> bool: ...

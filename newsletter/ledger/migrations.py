@@ -56,6 +56,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE deliveries SET claimed_at = (SELECT created_at FROM issues i WHERE i.issue_id = deliveries.issue_id)
             WHERE batch_id != ''
     """),
+    # (3 is another change's step.) Numbers only need to rise: each step runs once, in order.
+    (4, "suppressions.issue_id: the issue whose link a reader unsubscribed with", """
+        -- An unsubscribe through the link of an issue (docs/unsubscribe.md) records that issue,
+        -- so a complaint about "I left after issue X" can be answered. '' for every other source.
+        ALTER TABLE suppressions ADD COLUMN issue_id TEXT NOT NULL DEFAULT ''
+    """),
 ]
 
 LATEST = MIGRATIONS[-1][0]

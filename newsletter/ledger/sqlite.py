@@ -322,7 +322,7 @@ class SQLiteLedger(Ledger):
                        "WHERE deliveries.id = m.id AND +deliveries.batch_id = ?3 AND +deliveries.state = 'sending'",
                        (json.dumps(rows), issue_id, batch_id, now))
             if suppress:
-                db.execute("INSERT OR IGNORE INTO suppressions "
+                db.execute("INSERT OR IGNORE INTO suppressions (email, reason, source, created_at) "
                            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, ?3 "
                            "FROM json_each(?1)", (json.dumps(suppress), source, now))
 
@@ -424,12 +424,13 @@ class SQLiteLedger(Ledger):
             return db.total_changes - before
 
     # -- suppressions and erasure ---------------------------------------------------
-    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str) -> int:
+    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
         now = _now()
         with self._tx() as db:
             before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
-                           [(address_key(email), reason, source, now) for email, reason in entries])
+            db.executemany("INSERT OR IGNORE INTO suppressions (email, reason, source, created_at, issue_id) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(address_key(email), reason, source, now, issue_id) for email, reason in entries])
             return db.total_changes - before
 
     def remove_suppression(self, email: str) -> bool:
@@ -438,7 +439,7 @@ class SQLiteLedger(Ledger):
 
     def suppressions(self) -> list[Suppression]:
         return [Suppression(*r) for r in self._read(
-            "SELECT email, reason, source, created_at FROM suppressions ORDER BY email")]
+            "SELECT email, reason, source, created_at, issue_id FROM suppressions ORDER BY email")]
 
     def suppressed_set(self) -> set[str]:
         return {r[0] for r in self._read("SELECT email FROM suppressions")}

@@ -315,3 +315,23 @@ def _matching_lines(path: Path, key: str, *, subscribed_only: bool) -> list[int]
     with ListReader(path) as reader:
         return [row.line for row in reader.rows()
                 if row.key == key and (not subscribed_only or _status(row) not in _OPTED_OUT)]
+
+
+def apply_unsubscribes(list_path: Path, unsubscribed_at: dict[str, str], *, dry_run: bool = False) -> list[Change]:
+    """Mark every subscribed row whose address key is in ``unsubscribed_at`` unsubscribed, with that
+    timestamp, in one locked pass (``newsletter subscribers apply-unsubscribes``). Rows already opted out
+    are left alone; addresses not in the list are not added."""
+    def applies(row: Row) -> bool:
+        return row.key in unsubscribed_at and row.subscriber is not None and row.subscriber.status not in _OPTED_OUT
+
+    with ListEditor(list_path, dry_run=dry_run) as edit:
+        with ListReader(list_path) as reader:  # a first look, under the lock: are columns to be added?
+            if any(applies(row) for row in reader.rows()):
+                edit.add_columns(["status", "unsubscribed_at"])
+        changes = []
+        for row in edit.rows():
+            if applies(row):
+                edit.replace(row, {"status": "unsubscribed", "unsubscribed_at": unsubscribed_at[row.key]})
+                changes.append(Change("unsubscribed", row.email, (row.line,), row.subscriber.status))
+        edit.commit()
+    return changes

@@ -1,0 +1,58 @@
+"""``newsletter unsubscribe serve`` and ``newsletter unsubscribe verify`` (docs/unsubscribe.md)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import click
+
+from ..errors import ConfigError
+from ..unsubscribe import open_token
+from ..unsubscribe_app import Route, serve as serve_app
+from ..unsubscribe_records import token_secrets
+from . import App, cli, pass_app
+
+
+@cli.group()
+def unsubscribe() -> None:
+    """Your own unsubscribe page: serve it, or check a link for support."""
+
+
+@unsubscribe.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the unsubscribe page ([unsubscribe] url's path) with the stdlib's wsgiref server.
+
+    For production, run newsletter.unsubscribe_app:application under gunicorn or any WSGI server.
+    """
+    try:
+        serve_app(app.settings(), host, port, ready=lambda line: click.echo(line, err=True))
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+@unsubscribe.command("verify")
+@click.argument("token_or_url")
+@pass_app
+def verify(app: App, token_or_url: str) -> None:
+    """Print the address and issue an unsubscribe token or link stands for (for support)."""
+    settings = app.settings()
+    secrets = token_secrets(settings)
+    token = token_or_url.strip()
+    if "://" in token or token.startswith("/"):
+        parts = urlsplit(token)
+        token = Route.of(settings.unsubscribe.url).token(parts.path, parts.query) or ""
+        if not token:
+            raise ConfigError("that link holds no token where [unsubscribe] url puts one",
+                              path=settings.origins.get("unsubscribe.url"),
+                              hint=f"the links look like {settings.unsubscribe.url}")
+    facts = open_token(token, secrets)
+    if facts is None:
+        name = settings.unsubscribe.secret_env
+        raise ConfigError(f"the token is not valid: changed or cut short, or made with another secret than "
+                          f"${name}{' or $' + name + '_OLD' if len(secrets) > 1 else ''}")
+    click.echo(f"address: {facts.email}")
+    click.echo(f"newsletter: {settings.newsletter.name}")
+    click.echo(f"issue: {facts.issue_id or '(none: a confirmation link)'}")
