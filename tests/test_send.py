@@ -83,8 +83,11 @@ def test_without_a_terminal_and_without_yes_it_refuses(run, workspace):
 def test_a_terminal_asks_and_no_means_nothing_is_sent(run, workspace, monkeypatch):
     monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
     result = run("send", ISSUE, env=SECRET, input="n\n")
-    assert "Send 4 email(s) now? [y/N]" in result.stdout and result.exit_code == 1
+    # issue 10: "no" is an answer, not an error: exit 0, "Not sent.", no plan frozen
+    assert "Send 4 email(s) now? [y/N]: n\nNot sent.\n" in result.stdout and result.exit_code == 0
+    assert "Error" not in result.output
     assert delivered(workspace) == []
+    assert run("status", ISSUE).exit_code == 1  # no plan was frozen
     result = run("send", ISSUE, env=SECRET, input="y\n")
     assert result.exit_code == 0 and delivered(workspace) == SUBSCRIBED
 
