@@ -570,7 +570,8 @@ def test_status_json_of_an_issue_not_sent_yet_is_all_zero(run, workspace):
     assert json.loads(result.stdout) == {"issue": ISSUE, "total": 0, "pending": 0, "sending": 0, "sent": 0,
                                          "failed": 0, "unknown": 0, "skipped": 0}
     missing = run("status", "no-such-issue", "--json")
-    assert missing.exit_code == 1 and "issue no-such-issue has not been sent yet" in missing.stderr
+    # issue 10: an id that is no issue at all is "no such issue", never "not sent yet"
+    assert missing.exit_code == 1 and "Error: no such issue 'no-such-issue'" in missing.stderr and missing.stdout == ""
 
 
 def test_status_does_not_call_a_killed_run_the_sender(run, workspace):
