@@ -67,7 +67,10 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
              allow_changed: bool = False, as_json: bool = False) -> int:
     """One issue, start to finish; returns the exit code of docs/sending.md (errors are raised)."""
     say = _Say(app, as_json, dry_run=dry_run)
-    talk = Conversation(info=say, warn=app.warn, summary=say.summary, ask=_ask if _interactive() else None,
+    def ask(question: str, default: bool) -> bool:  # on stderr when stdout carries JSON
+        return click.confirm(question, default=default, err=as_json)
+
+    talk = Conversation(info=say, warn=app.warn, summary=say.summary, ask=ask if _interactive() else None,
                         reconciled=lambda report: say_reconciliation(say, report, sending=True),
                         progress=lambda total: Progress(total, quiet=app.quiet))
     result = send_issue(app.settings(), issue, options, talk, dry_run=dry_run, yes=yes, allow_changed=allow_changed)
@@ -89,10 +92,6 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
 
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def _ask(question: str, default: bool) -> bool:
-    return click.confirm(question, default=default)
 
 
 def _finish(result: SendResult, as_json: bool) -> int:

@@ -3,7 +3,7 @@
 The sequence, the same every time (docs/sending.md)::
 
     refuse test mode -> compile once -> lint's checks (refuse on errors) -> open the provider -> the signing secret
-    -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
+    -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
     -> validate the list -> take the issue's lease (or exit 75) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
@@ -78,11 +78,13 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
     provider = open_provider(settings)
     try:
         secret = signing_secret(settings, provider, talk.warn)
+        # Read-only first: what the plan would be refuses (a segment of nobody, a frozen segment, an
+        # invalid list) before the provider is asked anything or the ledger is written.
+        with open_ledger(settings, readonly=True) as ledger:
+            summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
         if dry_run:
-            with open_ledger(settings, readonly=True) as ledger:
-                summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
-                talk.summary(summary)
-                return SendResult(summary, None, summary.counts, provider)
+            talk.summary(summary)
+            return SendResult(summary, None, summary.counts, provider)
         preflight(provider, talk.warn)
         with open_ledger(settings) as ledger:
             if settings.unsubscribe.url == PROVIDER_MANAGED:
