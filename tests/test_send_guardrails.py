@@ -367,3 +367,30 @@ def test_ctrl_c_finishes_batches_in_flight_and_twice_stops_now_with_exit_130(wor
     summary = json.loads(resume.stdout)
     assert summary["unknown"] == 4 and summary["sent"] == 6 and summary["pending"] == 0
     assert fake.duplicates() == {} and sorted(a.to for a in fake.delivered("postmark")) == addresses
+
+
+def test_one_ctrl_c_records_the_batches_in_flight_and_leaves_the_rest_pending(workspace, fake):
+    write_list(workspace, 10)
+    env = provider_env(fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="2")
+    held = [fake.inject("hold"), fake.inject("hold")]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    process = subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()", "send", ISSUE,
+                                "--yes", "--json"], cwd=workspace, env=full, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        for fault in held:
+            assert fault.reached.wait(30), "the fake never saw two batches"
+        stderr = lines_of(process.stderr)
+        process.send_signal(signal.SIGINT)
+        assert "finishing 2 batches in flight" in wait_for(stderr, "in flight", [])
+        for fault in held:  # the held answers come (as dropped connections): the batches are recorded
+            fault.release.set()
+        out = process.stdout.read()
+        assert process.wait(30) == 4
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    summary = json.loads(out)
+    assert summary["stopped"] == "interrupted" and summary["unknown"] == 4 and summary["pending"] == 6
+    assert summary["sending"] == 0  # nothing left for the next run to guess about
