@@ -7,6 +7,7 @@
      +-- SubscriberError            the subscriber list
      +-- RecipientError             one recipient cannot be sent (their data); the others can
      +-- LedgerError                the delivery ledger
+     +-- StoppedNow                 a second Ctrl-C stopped a send mid-batch (exit 130)
      |    +-- LeaseHeld             another run holds the issue (exit 75)
      +-- ProviderError              an email API answered badly (never carries the key)
           +-- AuthError             401/403: abort the whole run
@@ -76,6 +77,13 @@ class LeaseHeld(LedgerError):
     """Another run holds this issue's lease; nothing was done (EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class StoppedNow(NewsletterError):
+    """A second Ctrl-C (or SIGTERM) stopped a send without waiting for its batches in flight: their rows
+    stay ``sending``, which the next run resolves (docs/sending.md, exit codes)."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C
 
 
 class ProviderError(NewsletterError):

@@ -214,7 +214,7 @@ def test_debug_shows_traceback(run, workspace):
 def test_issue_by_id_and_unknown_id(run):
     assert run("lint", "2026-11-30-weekly").exit_code == 0
     result = run("lint", "no-such-issue")
-    assert result.exit_code == 1 and "no issue 'no-such-issue'" in result.stderr
+    assert result.exit_code == 1 and "no such issue 'no-such-issue'" in result.stderr  # issue 10's wording
 
 
 def test_unwritable_output_is_an_error_line(run, workspace):

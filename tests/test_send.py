@@ -83,8 +83,11 @@ def test_without_a_terminal_and_without_yes_it_refuses(run, workspace):
 def test_a_terminal_asks_and_no_means_nothing_is_sent(run, workspace, monkeypatch):
     monkeypatch.setattr("newsletter.cli.send._interactive", lambda: True)
     result = run("send", ISSUE, env=SECRET, input="n\n")
-    assert "Send 4 email(s) now? [y/N]" in result.stdout and result.exit_code == 1
+    # issue 10: "no" is an answer, not an error: exit 0, "Not sent.", no plan frozen
+    assert "Send 4 email(s) now? [y/N]: n\nNot sent.\n" in result.stdout and result.exit_code == 0
+    assert "Error" not in result.output
     assert delivered(workspace) == []
+    assert run("status", ISSUE).exit_code == 1  # no plan was frozen
     result = run("send", ISSUE, env=SECRET, input="y\n")
     assert result.exit_code == 0 and delivered(workspace) == SUBSCRIBED
 
@@ -567,7 +570,8 @@ def test_status_json_of_an_issue_not_sent_yet_is_all_zero(run, workspace):
     assert json.loads(result.stdout) == {"issue": ISSUE, "total": 0, "pending": 0, "sending": 0, "sent": 0,
                                          "failed": 0, "unknown": 0, "skipped": 0}
     missing = run("status", "no-such-issue", "--json")
-    assert missing.exit_code == 1 and "issue no-such-issue has not been sent yet" in missing.stderr
+    # issue 10: an id that is no issue at all is "no such issue", never "not sent yet"
+    assert missing.exit_code == 1 and "Error: no such issue 'no-such-issue'" in missing.stderr and missing.stdout == ""
 
 
 def test_status_does_not_call_a_killed_run_the_sender(run, workspace):

@@ -41,6 +41,11 @@ def managed(workspace):
     toml.write_text(text.replace(line, 'url = "provider"   # Postmark handles unsubscribes', 1), encoding="utf-8")
 
 
+def other_warnings(stderr: str) -> list[str]:
+    """Warnings but lint's, which every send prints (issue 10; lint's end with their check's name)."""
+    return [line for line in stderr.splitlines() if line.startswith("Warning") and not line.endswith("[unsubscribe]")]
+
+
 def env_for(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
     # No NEWSLETTER_SECRET: with the provider's links there is nothing of ours to sign.
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
@@ -96,7 +101,7 @@ def test_a_send_gives_every_reader_postmarks_one_link_and_headers(run, workspace
     addresses = write_list(workspace, 4)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
     assert result.exit_code == 0, result.output + result.stderr
-    assert "Warning" not in result.stderr
+    assert other_warnings(result.stderr) == []
     got = {a.to: a for a in fake.delivered("postmark")}
     assert sorted(got) == addresses
     for address, mail in got.items():
@@ -238,7 +243,7 @@ def test_a_send_relying_on_postmarks_link_asks_again_and_never_sends_unanswered(
     fake.inject_read(status=503, times=1)  # a blip: asked again, answered
     blip = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
     assert blip.exit_code == 0, blip.stderr
-    assert "Warning" not in blip.stderr and len(fake.delivered("postmark")) == 2
+    assert other_warnings(blip.stderr) == [] and len(fake.delivered("postmark")) == 2
 
     write_list(workspace, 3)
     fake.inject_read(status=429, retry_after=3600, times=1)  # no answer within the run: nothing is sent

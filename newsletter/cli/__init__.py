@@ -1,7 +1,7 @@
 """The ``newsletter`` command line: the only place that imports click.
 
 Library code raises :mod:`newsletter.errors`; :class:`NewsletterGroup` turns them
-into one ``Error: ...`` line on stderr and the exit code of docs/sending.md.
+into one ``Error: ...`` line on stderr and the exit code of docs/sending.md (Ctrl-C: 130).
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class NewsletterGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {err.render()}", err=True)
             ctx.exit(err.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the send loop (which stops gently, see StoppedNow)
+            click.echo("Stopped (Ctrl-C).", err=True)
+            ctx.exit(130)  # 128 + SIGINT, as a shell reports it; never click's "Aborted!" and 1
         except BrokenPipeError:  # `newsletter subscribers export | head`: the reader left, not an error
             sys.stderr.close()  # nothing more to say, and Python must not complain at exit either
             ctx.exit(141)  # 128 + SIGPIPE, as a shell reports it

@@ -13,14 +13,15 @@ from ..ledger import open_ledger
 from ..sending.plan import SendOptions
 from ..sending.run import refuse_test_mode
 from . import App, cli, pass_app
-from .send import send_one
+from .send import ignore_lint_option, send_one
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="List what would be sent; write nothing anywhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per issue on stdout.")
+@ignore_lint_option
 @pass_app
-def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
+def dispatch(app: App, dry_run: bool, as_json: bool, ignore_lint: tuple[str, ...]) -> None:
     """For cron: send every issue whose send_at has passed, and resume unfinished ones.
 
     Never asks; an issue whose content changed since its first send is left alone
@@ -41,7 +42,7 @@ def dispatch(app: App, dry_run: bool, as_json: bool) -> None:
     for ref in due:
         app.info(f"== {ref}")
         try:
-            codes.append(send_one(app, ref, SendOptions(), dry_run=dry_run, yes=True, as_json=as_json))
+            codes.append(send_one(app, ref, SendOptions(ignore_lint=frozenset(ignore_lint)), dry_run=dry_run, yes=True, as_json=as_json))
         except NewsletterError as err:
             click.echo(f"Error: {err.render()}", err=True)
             codes.append(err.exit_code)

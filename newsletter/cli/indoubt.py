@@ -29,6 +29,10 @@ def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, s
          f"{report.still_unknown} still unknown.")
     for reason in report.reasons:
         echo(f"  {reason}")
+    if report.come_back_at is not None:
+        when = report.come_back_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        echo(f"{report.too_recent} recipient(s) were tried too recently for {report.provider} to tell; "
+             f"run `newsletter reconcile {report.issue_id}` again after {when}.")
     if resolved["retry"] and not sending:
         echo(f"Run `newsletter send {report.issue_id}` to send the {resolved['retry']} pending recipient(s).")
 

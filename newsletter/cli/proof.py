@@ -19,12 +19,13 @@ from ..providers import open_provider, provider_facts
 from ..providers.base import Batch, Provider
 from ..sending.outcomes import not_accepted
 from ..sending.reconcile import ReconcileInterrupted, reconcile_issue
-from ..sending.run import preflight, signing_secret
+from ..sending.run import check_issue, preflight, signing_secret
 from ..sending.lease import LeaseKeeper
 from ..subscribers.reader import iter_valid_subscribers
 from ..unsubscribe import PROVIDER_MANAGED
 from . import App, cli, pass_app
 from .indoubt import say_reconciliation
+from .send import ignore_lint_option
 
 MAX_PROOFS = 50
 PROOF_ATTEMPTS = 3  # a proof is worth a short retry on 429/5xx, not a long wait
@@ -47,8 +48,10 @@ def _address(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
               help="Send a proof copy to ADDR (repeat for more addresses).")
 @click.option("--as", "as_email", metavar="EMAIL",
               help="Personalise the proof for this subscriber [default: the first subscribed one].")
+@ignore_lint_option
 @pass_app
-def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: str | None) -> None:
+def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: str | None,
+                 ignore_lint: tuple[str, ...]) -> None:
     """Send proof copies of ISSUE through the configured provider.
 
     The subject is prefixed with [TEST]; proofs are never recorded in the
@@ -56,6 +59,7 @@ def test_command(app: App, issue: str, recipients: tuple[str, ...], as_email: st
     """
     settings = app.settings()
     built = build_issue(settings, issue)
+    check_issue(settings, built, frozenset(ignore_lint), app.warn)  # a proof shows what the send would be
     subscriber = sample_subscriber(built, as_email)
     if as_email and not subscriber.line:  # not a row of the list: merge fields fall back to their defaults
         app.warn(f"{as_email} is not in {settings.subscribers.file}: the proof is personalised with the "

@@ -16,11 +16,18 @@ import sys
 
 import click
 
+from ..compile.lint import CHECKS
 from ..sending.plan import SendOptions, Summary
 from ..sending.run import Conversation, SendResult, exit_code, send_issue
 from . import App, cli, pass_app
 from .indoubt import in_doubt_line, say_reconciliation
 from .progress import Progress
+
+
+ignore_lint_option = click.option(
+    "--ignore-lint", multiple=True, metavar="CHECK", type=click.Choice(CHECKS),
+    help="Send even though lint's CHECK (named in brackets in its errors) finds an error; repeat for more "
+         "checks. 'from' cannot be ignored.")
 
 
 @cli.command()
@@ -38,18 +45,19 @@ from .progress import Progress
 @click.option("--include-new", is_flag=True, help="Add subscribers who joined since the first run to the plan.")
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows of the list (recorded as skipped) instead of refusing.")
 @click.option("--allow-changed", is_flag=True, help="With --yes: resume even though the issue changed since the first run.")
+@ignore_lint_option
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @pass_app
 def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, limit: int | None,
          resend_unknown: bool, retry_failed: bool, include_new: bool, skip_invalid: bool, allow_changed: bool,
-         as_json: bool) -> None:
+         ignore_lint: tuple[str, ...], as_json: bool) -> None:
     """Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run.
 
     The first run freezes the list of recipients in the ledger; later runs resume it
     and never send anybody a second copy.
     """
     options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed,
-                          include_new=include_new, skip_invalid=skip_invalid)
+                          include_new=include_new, skip_invalid=skip_invalid, ignore_lint=frozenset(ignore_lint))
     code = send_one(app, issue, options, dry_run=dry_run, yes=yes, allow_changed=allow_changed, as_json=as_json)
     if code:
         raise click.exceptions.Exit(code)
@@ -59,7 +67,10 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
              allow_changed: bool = False, as_json: bool = False) -> int:
     """One issue, start to finish; returns the exit code of docs/sending.md (errors are raised)."""
     say = _Say(app, as_json, dry_run=dry_run)
-    talk = Conversation(info=say, warn=app.warn, summary=say.summary, ask=_ask if _interactive() else None,
+    def ask(question: str, default: bool) -> bool:  # on stderr when stdout carries JSON
+        return click.confirm(question, default=default, err=as_json)
+
+    talk = Conversation(info=say, warn=app.warn, summary=say.summary, ask=ask if _interactive() else None,
                         reconciled=lambda report: say_reconciliation(say, report, sending=True),
                         progress=lambda total: Progress(total, quiet=app.quiet))
     result = send_issue(app.settings(), issue, options, talk, dry_run=dry_run, yes=yes, allow_changed=allow_changed)
@@ -67,17 +78,20 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
     if dry_run:
         if as_json:
             click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
-                                   "planned": summary.planned, **summary.counts}))
+                                   "planned": summary.planned, "new_subscribers": summary.new_subscribers,
+                                   **summary.counts}))
+        return 0
+    if result.declined:
+        click.echo("Not sent.", err=as_json)
+        if as_json:
+            click.echo(json.dumps({"issue": summary.issue_id, "declined": True, "exit_code": 0, "sent_now": 0,
+                                   **summary.counts}))
         return 0
     return _finish(result, as_json)
 
 
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def _ask(question: str, default: bool) -> bool:
-    return click.confirm(question, default=default)
 
 
 def _finish(result: SendResult, as_json: bool) -> int:
@@ -87,7 +101,8 @@ def _finish(result: SendResult, as_json: bool) -> int:
         click.echo(json.dumps({"issue": summary.issue_id, "exit_code": 1 if totals.error else code,
                                "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
                                "retried_failed": summary.retry_failed, "batches": totals.batches,
-                               "stopped": totals.aborted or None, "total": sum(counts.values()), **counts}))
+                               "stopped": totals.aborted or None, "new_subscribers": summary.new_subscribers,
+                               "total": sum(counts.values()), **counts}))
     else:
         click.echo(f"{summary.issue_id}: sent {totals.sent} now. Totals: {counts['sent']} sent, "
                    f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['skipped']} skipped, "
@@ -122,12 +137,21 @@ class _Say:
         self(f"Subject:    {s.subject}")
         self(f"Provider:   {s.provider}")
         self(f"Segment:    {s.segment or '(everyone subscribed)'}")
-        if s.first_run:
-            self(f"Recipients: {s.planned} (first run: the plan is frozen now)")
+        if s.replanned_from is not None:
+            frozen = "would be planned again with these" if self.dry_run else "is planned again now"
+            self(f"Recipients: {s.planned} (nobody was sent this issue yet, so the plan for segment "
+                 f"{s.replanned_from or '(everyone)'!r} {frozen})")
+        elif s.first_run:
+            frozen = f"a send would freeze these {s.planned} as the plan" if self.dry_run else "the plan is frozen now"
+            self(f"Recipients: {s.planned} (first run: {frozen})")
         else:
             self(f"Plan:       {s.planned} recipients, {s.counts['sent']} already sent, {s.counts['skipped']} skipped")
-            if s.new_subscribers:
-                self(f"New:        {s.new_subscribers} subscriber(s) joined since; added with --include-new")
+            if s.new_subscribers and s.include_new:
+                self(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "
+                     f"(--include-new)")
+            elif s.new_subscribers:
+                self(f"New:        {s.new_subscribers} subscriber(s) joined since the first run and are not in "
+                     f"the plan; add them with `newsletter send {s.issue_id} --include-new`")
             if s.counts["unknown"] and s.resend_unknown:
                 self(f"In doubt:   {s.counts['unknown']} unknown, sent again now (--resend-unknown)")
             elif s.counts["unknown"]:

@@ -29,10 +29,13 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         if issue is None:
             _status_table(ledger, as_json, failed)
             return
-        issue_id, has_file = _issue_id(settings, issue)
-        if ledger.issue(issue_id) is None and not (as_json and has_file):
-            raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
-                                  hint=f"run `newsletter send {issue}`")
+        issue_id, missing = _issue_id(settings, issue)
+        if ledger.issue(issue_id) is None:
+            if missing is not None:  # neither a file nor an issue the ledger knows: "no such issue"
+                raise missing
+            if not as_json:
+                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                                      hint=f"run `newsletter send {issue}`")
         counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
         rows = ledger.rows(issue_id, DOUBT_STATES) if failed else []
         if as_json:
@@ -79,14 +82,12 @@ def _lease_line(lease: Lease, issue_id: str) -> str:
             f"`newsletter send {issue_id}` resumes it")
 
 
-def _issue_id(settings: Settings, ref: str) -> tuple[str, bool]:
-    """An issue's id from its path or id, and whether its file exists; an id the ledger knows works
-    even when the file is gone."""
+def _issue_id(settings: Settings, ref: str) -> tuple[str, IssueError | None]:
+    """An issue's id from its path, file name or id, and why its file could not be read (None when it
+    was): an id the ledger knows works even when the file is gone."""
     try:
-        return load_issue(issue_path(settings, ref)).id, True
-    except IssueError:
+        return load_issue(issue_path(settings, ref)).id, None
+    except IssueError as err:
         if "/" in ref or ref.endswith(".md"):
             raise
-        return ref, False
-
-
+        return ref, err

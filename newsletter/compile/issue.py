@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
 
@@ -143,16 +144,42 @@ def _cta(value, path: str, line: int) -> dict[str, str] | None:
 
 
 def resolve_issue_path(ref: str, issues_dir: Path) -> Path:
-    """An issue given by path or by id (front matter ``id`` or file stem)."""
+    """An issue given by path, by bare file name (``2026-12-03-x.md``, in ``issues_dir``) or by id
+    (front matter ``id`` or file stem). One that is none of these is "no such issue", with the closest
+    names in ``issues_dir``."""
     path = Path(ref)
-    if path.suffix == ".md" or path.exists():
+    if path.exists():
         return path
+    if path.suffix == ".md" and len(path.parts) == 1 and (issues_dir / path).exists():
+        return issues_dir / path
     candidate = issues_dir / f"{ref}.md"
-    if candidate.exists():
-        return candidate
+    if path.suffix != ".md" and len(path.parts) == 1:
+        if candidate.exists():
+            return candidate
+        for md in sorted(issues_dir.glob("*.md")):
+            if _declared_id(md) == ref:
+                return md
+    names = _issue_names(issues_dir)
+    close = difflib.get_close_matches(path.stem if path.suffix == ".md" else ref, names, n=3, cutoff=0.5)
+    guess = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    listed = f"{len(names)} issue(s) in {issues_dir}" if names else f"no issue in {issues_dir} yet"
+    hint = f"{guess}give the issue file's path, its file name or its id (front matter 'id', else the file name); {listed}"
+    if len(path.parts) > 1:  # a path: name it as given
+        raise IssueError("no such issue file", path=ref, hint=hint)
+    raise IssueError(f"no such issue {ref!r}", hint=hint)
+
+
+def _declared_id(md: Path) -> str:
+    head = md.read_text(encoding="utf-8-sig", errors="replace")[:2000]
+    found = re.search(r"(?m)^id:\s*['\"]?([^'\"\n]*?)['\"]?\s*$", head)
+    return found.group(1) if found else ""
+
+
+def _issue_names(issues_dir: Path) -> list[str]:
+    """Every name an issue in ``issues_dir`` answers to: file stems and declared ids."""
+    names = []
     for md in sorted(issues_dir.glob("*.md")):
-        head = md.read_text(encoding="utf-8-sig", errors="replace")[:2000]
-        if re.search(rf"(?m)^id:\s*['\"]?{re.escape(ref)}['\"]?\s*$", head):
-            return md
-    raise IssueError(f"no issue {ref!r}", path=str(issues_dir),
-                     hint="give the issue file's path or its id (front matter 'id', else the file name)")
+        names.append(md.stem)
+        if (declared := _declared_id(md)) and declared != md.stem:
+            names.append(declared)
+    return names

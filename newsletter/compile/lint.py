@@ -1,11 +1,16 @@
-"""Deliverability checks on a compiled issue, with the issue file's line where known."""
+"""Deliverability checks on a compiled issue, with the issue file's line where known.
+
+Each finding names its check (``Finding.check``): ``send``, ``dispatch`` and ``test`` refuse on
+errors unless the user passes ``--ignore-lint CHECK`` for each (docs/sending.md, "Checks before
+a send"); there, unknown front matter keys are errors too (:func:`for_sending`).
+"""
 
 from __future__ import annotations
 
 import difflib
 import email.utils
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable
@@ -24,16 +29,39 @@ SIZE_WARNING = 90 * 1024
 PREHEADER_MAX = 140
 
 
+# The checks by name, as ``--ignore-lint`` takes them. ``from`` is not among those it may
+# ignore: without a From address there is no email to send.
+CHECKS = ("front-matter", "preheader", "merge-field", "mailchimp-tag", "template-expression", "unsubscribe",
+          "postal-address", "image", "size", "from")
+NOT_IGNORABLE = frozenset({"from"})
+# Keys other tools (or habit) use for ours, which difflib would not guess.
+KEY_SYNONYMS = {"call_to_action": "cta", "button": "cta", "tags": "segment", "tag": "segment",
+                "audience": "segment", "preview": "preheader", "preview_text": "preheader",
+                "layout": "template", "schedule": "send_at", "send_time": "send_at", "slug": "id"}
+# Mailchimp's merge tags, which the newsletter would send as they are: *|FNAME|*.
+MAILCHIMP_TAG = re.compile(r"\*\|([A-Za-z0-9_:]+)\|\*")
+MAILCHIMP_FIELDS = {"FNAME": "subscriber.name", "LNAME": "subscriber.name", "NAME": "subscriber.name",
+                    "EMAIL": "subscriber.email", "UNSUB": "unsubscribe_url", "LIST:ADDRESS": "newsletter.postal_address",
+                    "LIST:NAME": "newsletter.name", "ARCHIVE": "view_online_url"}
+
+
 @dataclass(frozen=True)
 class Finding:
     level: str  # "error" | "warning"
     message: str
     path: str
     line: int | None = None
+    check: str = ""  # one of CHECKS
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.level}: {self.message}"
+        return f"{where}: {self.level}: {self.message}" + (f" [{self.check}]" if self.check else "")
+
+
+def for_sending(findings: list[Finding]) -> list[Finding]:
+    """The findings as a send judges them: an unknown front matter key is an error (``call_to_action:``
+    for ``cta:`` would silently drop the button from every copy)."""
+    return [replace(f, level="error") if f.check == "front-matter" else f for f in findings]
 
 
 def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscribers: Iterable[Subscriber],
@@ -45,52 +73,53 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     for key in issue.front_matter:
         if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            close = [KEY_SYNONYMS[key]] if key in KEY_SYNONYMS else difflib.get_close_matches(key, KNOWN_KEYS, n=1)
             add(Finding("warning", f"unknown front matter key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                        issue.path, issue.front_matter_lines.get(key)))
+                        issue.path, issue.front_matter_lines.get(key), "front-matter"))
 
     if not issue.preheader:
         add(Finding("warning", "no preheader: inboxes will show the first words of the email instead "
-                               "(add 'preheader: ...' to the front matter)", issue.path, 1))
+                               "(add 'preheader: ...' to the front matter)", issue.path, 1, "preheader"))
     elif len(issue.preheader) > PREHEADER_MAX:
         add(Finding("warning", f"preheader is {len(issue.preheader)} characters; inboxes show about {PREHEADER_MAX}",
-                    issue.path, issue.front_matter_lines.get("preheader")))
+                    issue.path, issue.front_matter_lines.get("preheader"), "preheader"))
 
     findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
+    findings.extend(mailchimp_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
     for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
         add(Finding("error", f"unresolved template expression {leftover.group(0)!r} in the compiled HTML",
-                    issue.path, _line_in(source, leftover.group(0))))
+                    issue.path, _line_in(source, leftover.group(0)), "template-expression"))
 
     unsubscribe_ids = {i for i, slot in enumerate(compiled.slots) if slot.source.startswith("unsubscribe_url")}
     if not any(f'href="zqslot{i}qz"' in html for i in unsubscribe_ids):
         add(Finding("error", "no unsubscribe link: the layout or body needs <a href=\"{{ unsubscribe_url }}\">",
-                    str(compiled.layout)))
+                    str(compiled.layout), check="unsubscribe"))
     if not postal_address:
         add(Finding("error", "no postal address: set [newsletter] postal_address in newsletter.toml "
-                             "(required by CAN-SPAM and printed in the footer)", "newsletter.toml"))
+                             "(required by CAN-SPAM and printed in the footer)", "newsletter.toml", check="postal-address"))
     elif not any(form in html for form in (postal_address, str(escape(postal_address)))):
         add(Finding("error", "the layout does not print [newsletter] postal_address; add "
-                             "{{ newsletter.postal_address }} to its footer", str(compiled.layout)))
+                             "{{ newsletter.postal_address }} to its footer", str(compiled.layout), check="postal-address"))
 
     for image in _images(html):
         src, alt = image.get("src") or "", image.get("alt")
         line = _line_in(source, src) if src else None
         where = issue.path if line else str(compiled.layout)
         if alt is None or not alt.strip():
-            add(Finding("warning", f"image {src!r} has no alt text (many clients block images)", where, line))
+            add(Finding("warning", f"image {src!r} has no alt text (many clients block images)", where, line, "image"))
         if src.startswith("http://"):
-            add(Finding("warning", f"image {src!r} uses http://; use https:// or clients may block it", where, line))
+            add(Finding("warning", f"image {src!r} uses http://; use https:// or clients may block it", where, line, "image"))
         elif not src.startswith(("https://", "cid:", "data:")):
             add(Finding("error", f"image {src!r} is not an absolute https:// URL; it will be broken in every inbox",
-                        where, line))
+                        where, line, "image"))
 
     kb = html_size / 1024
     if html_size >= GMAIL_CLIP:
-        add(Finding("error", f"HTML is {kb:.1f} KB; Gmail clips messages above ~102 KB", issue.path))
+        add(Finding("error", f"HTML is {kb:.1f} KB; Gmail clips messages above ~102 KB", issue.path, check="size"))
     elif html_size >= SIZE_WARNING:
-        add(Finding("warning", f"HTML is {kb:.1f} KB, close to Gmail's ~102 KB clip", issue.path))
+        add(Finding("warning", f"HTML is {kb:.1f} KB, close to Gmail's ~102 KB clip", issue.path, check="size"))
     return findings
 
 
@@ -101,28 +130,28 @@ def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list
     origin = settings.origins
     if "@" not in email.utils.parseaddr(settings.newsletter.from_)[1]:
         findings.append(Finding("error", "no From address: set [newsletter] from = \"Name <you@example.com>\" "
-                                         "in newsletter.toml", origin["newsletter.from"]))
+                                         "in newsletter.toml", origin["newsletter.from"], check="from"))
     url, mailto = settings.unsubscribe.url, settings.unsubscribe.mailto
     if url == PROVIDER_MANAGED:  # the provider's own link and headers: nothing of ours to check
         if unsubscribe_refusal:
             findings.append(Finding("error", f'[unsubscribe] url = "provider": {unsubscribe_refusal}; nobody would get a '
-                                             "working unsubscribe link", origin["unsubscribe.url"]))
+                                             "working unsubscribe link", origin["unsubscribe.url"], check="unsubscribe"))
         elif mailto:
             findings.append(Finding("warning", '[unsubscribe] mailto is not used in emails with url = "provider": '
                                                "the provider's List-Unsubscribe header replaces ours (the web "
-                                               "archive still offers it)", origin["unsubscribe.mailto"]))
+                                               "archive still offers it)", origin["unsubscribe.mailto"], check="unsubscribe"))
         return findings
     if not url and not mailto:
         findings.append(Finding("error", "no unsubscribe link: set [unsubscribe] url (an https:// page with "
                                          "{token}) and/or mailto; without them there is no List-Unsubscribe "
-                                         "header and the footer link is empty", origin["unsubscribe.url"]))
+                                         "header and the footer link is empty", origin["unsubscribe.url"], check="unsubscribe"))
     if url and "{token}" not in url and "{email}" not in url:
         findings.append(Finding("warning", "[unsubscribe] url has no {token}: every reader gets the same link, "
-                                           "so the page cannot tell who clicked", origin["unsubscribe.url"]))
+                                           "so the page cannot tell who clicked", origin["unsubscribe.url"], check="unsubscribe"))
     if url and not url.startswith("https://"):
         findings.append(Finding("warning", "[unsubscribe] url is not https://: Gmail and Yahoo need an HTTPS "
                                            "one-click unsubscribe (RFC 8058) from bulk senders",
-                                origin["unsubscribe.url"]))
+                                origin["unsubscribe.url"], check="unsubscribe"))
     return findings
 
 
@@ -146,7 +175,7 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
             level = "warning" if slot.defaulted else "error"
             findings.append(Finding(
                 level, f"merge field subscriber.{name}: no column {name!r} in {list_path}{hint}; "
-                       f"columns: {', '.join(sorted(available))}", slot.path, slot.line))
+                       f"columns: {', '.join(sorted(available))}", slot.path, slot.line, "merge-field"))
     if unguarded:
         blank = dict.fromkeys(unguarded, 0)
         for subscriber in subscribers:
@@ -159,7 +188,19 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
                 findings.extend(Finding(
                     "warning", f"merge field subscriber.{name} is blank for {blank[name]} subscriber(s) and has "
                                f"no fallback; write {{{{ subscriber.{name} | default(\"...\") }}}}",
-                    slot.path, slot.line) for slot in slots)
+                    slot.path, slot.line, "merge-field") for slot in slots)
+    return findings
+
+
+def mailchimp_tag_findings(path: str, source: str) -> list[Finding]:
+    """Mailchimp merge tags (``*|FNAME|*``) left in an issue pasted from there: every reader would see them."""
+    findings = []
+    for number, text in enumerate(source.split("\n"), 1):
+        for match in MAILCHIMP_TAG.finditer(text):
+            tag = match.group(1).upper()
+            field = MAILCHIMP_FIELDS.get(tag, f"subscriber.{tag.lower()}")
+            findings.append(Finding("error", f"Mailchimp merge tag {match.group(0)!r} would be sent as it is; write "
+                                             f"{{{{ {field} }}}} instead", path, number, "mailchimp-tag"))
     return findings
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import TemplateError
+from ..errors import ConfigError, TemplateError
 from ..models import Issue, Message, Subscriber
 from ..subscribers.lookup import find_subscriber
 from ..subscribers.reader import iter_valid_subscribers, load_subscribers, merge_columns
@@ -17,6 +17,8 @@ from .lint import Finding, lint, merge_field_findings, settings_findings
 from .mime import to_mime
 from .personalize import Personalizer
 from .render import CompiledIssue, compile_issue
+
+FROM_PLACEHOLDER = "from-is-not-set@invalid"  # builds and previews without [newsletter] from
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,29 @@ def personalizer(settings: Settings, compiled: CompiledIssue, *, secret: bytes |
     """Personalizer with the configured sender and unsubscribe settings.
 
     Without ``secret`` (builds, previews, proofs) links are signed with a preview-only
-    key; ``send`` passes the real secret from the environment. With ``[unsubscribe] url =
+    key and an empty From shows :data:`FROM_PLACEHOLDER`; ``send`` passes the real secret from the
+    environment, and there an empty From is refused. With ``[unsubscribe] url =
     "provider"`` the link is the provider's placeholder (``facts``), and the provider adds the headers.
     """
     url, managed = settings.unsubscribe.url, settings.unsubscribe.url == PROVIDER_MANAGED
     if managed:
         url = facts.unsubscribe_link
-    return Personalizer(compiled, sender=settings.newsletter.from_ or f"{settings.newsletter.name} <newsletter@example.com>",
+    return Personalizer(compiled, sender=sender(settings, for_sending=secret is not None),
                         reply_to=settings.newsletter.reply_to,
                         unsubscribe_template=url, unsubscribe_mailto=settings.unsubscribe.mailto,
                         secret=secret or PREVIEW_SECRET, list_headers=not managed)
+
+
+def sender(settings: Settings, *, for_sending: bool) -> str:
+    """The From header. An empty ``[newsletter] from`` is never replaced by a made-up address: builds and
+    previews show a placeholder that says what is missing (``.invalid`` can never be delivered), a send refuses."""
+    if settings.newsletter.from_:
+        return settings.newsletter.from_
+    if for_sending:
+        raise ConfigError("[newsletter] from is empty: there is no From address to send from",
+                          path=settings.origins.get("newsletter.from"),
+                          hint='set from = "Name <you@example.com>" in newsletter.toml')
+    return f"{settings.newsletter.name} <{FROM_PLACEHOLDER}>"
 
 
 def lint_build(settings: Settings, build: Build, message: Message, facts: ProviderFacts = ProviderFacts()

@@ -187,6 +187,11 @@ class Ledger(ABC):
         """``--include-new``: add ``pending`` rows for addresses not yet in the plan; returns how many."""
 
     @abstractmethod
+    def replan(self, issue_id: str, *, segment: str, emails: Iterable[str]) -> int:
+        """Plan again for another ``segment``, in one transaction, a plan nobody has been tried from yet
+        (every row ``pending`` or ``skipped``; else :class:`LedgerError`); returns its new size."""
+
+    @abstractmethod
     def set_content_hash(self, issue_id: str, content_hash: str) -> None: ...
 
     # -- the send loop ---------------------------------------------------------------

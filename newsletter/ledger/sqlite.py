@@ -244,6 +244,17 @@ class SQLiteLedger(Ledger):
         with self._tx() as db:
             return self._insert_pending(db, issue_id, emails)
 
+    def replan(self, issue_id: str, *, segment: str, emails: Iterable[str]) -> int:
+        with self._tx() as db:
+            tried = db.execute("SELECT count(*) FROM deliveries WHERE issue_id = ? AND state NOT IN "
+                               "('pending', 'skipped')", (issue_id,)).fetchone()[0]
+            if tried:
+                raise LedgerError(f"issue {issue_id}: {tried} recipient(s) were already tried; its plan cannot "
+                                  f"change now", path=self.url)
+            db.execute("DELETE FROM deliveries WHERE issue_id = ?", (issue_id,))
+            db.execute("UPDATE issues SET segment = ?, planned = 0 WHERE issue_id = ?", (segment, issue_id))
+            return self._insert_pending(db, issue_id, emails)
+
     def _insert_pending(self, db: sqlite3.Connection, issue_id: str, emails: Iterable[str]) -> int:
         # Stage the addresses in a temporary table, then one INSERT ... SELECT leaves out the
         # suppressed ones and those erased earlier (kept as a hash), in SQL rather than per row.

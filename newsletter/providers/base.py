@@ -131,6 +131,9 @@ class Provider:
     fills_bodies = False
     envelope_bytes = 512  # what one message's fixed JSON keys and addresses add, generously
     default_origin = ""  # the API origin; ``[provider] api_base`` overrides it (EU regions, tests)
+    # Seconds after a try before the provider's logs can prove it was never accepted (``reconcile``):
+    # asked sooner it answers ``unknown``, and `newsletter reconcile` says when to come back.
+    reconcile_settles = 0.0
     # What `newsletter reconcile` says when ``reconcile`` cannot answer for this provider.
     reconcile_note = "this provider has no API to look up whether an in-doubt batch was accepted"
     # ``[unsubscribe] url = "provider"``: what stands for the provider's own unsubscribe link in a body

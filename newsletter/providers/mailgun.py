@@ -72,6 +72,7 @@ class MailgunProvider(Provider):
     substitutes = True  # the template once, per-recipient values: no per-reader bodies needed
     max_payload_bytes = 25 * 1000 * 1000  # Mailgun's maximum message size
     default_rate = 10.0
+    reconcile_settles = float(EVENTS_DELAY)
     reconcile_note = ("Mailgun is asked through its events API (the issue's accepted events, "
                       "with the batch id in their user variables)")
     sender_hint = ("a sandbox domain sends only to its authorized recipients: add them in Mailgun, or set "

@@ -84,6 +84,7 @@ class PostmarkProvider(Provider):
     envelope_bytes = 1024  # From, To, MessageStream/tags, tracking switches per message
     fills_bodies = True
     default_rate = 10.0  # Postmark documents no request rate; it throttles with 429
+    reconcile_settles = float(SEARCH_DELAY)
     reconcile_note = "Postmark is asked through its Messages API (outbound search by tag and batch metadata)"
 
     def __init__(self, settings, api_key=None):

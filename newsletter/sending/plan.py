@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
-from ..errors import LedgerError, RecipientError
+from ..errors import LedgerError, RecipientError, StoppedNow, SubscriberError
 from ..ledger.base import Ledger, address_key
 from ..models import Subscriber
 from ..providers import provider_facts
@@ -53,6 +53,7 @@ class SendOptions:
     retry_failed: bool = False
     include_new: bool = False
     skip_invalid: bool = False
+    ignore_lint: frozenset[str] = frozenset()  # lint checks whose errors do not stop this send (--ignore-lint)
 
 
 @dataclass
@@ -67,7 +68,9 @@ class Summary:
     planned: int  # recipients in the plan (or that the first run would plan)
     to_send: int  # recipients this run will try (before --limit)
     counts: dict[str, int]
-    new_subscribers: int = 0  # eligible but not in the plan (added with --include-new)
+    new_subscribers: int = 0  # eligible but not in the plan (added with --include-new), counted every run
+    include_new: bool = False  # --include-new: they are added now
+    replanned_from: str | None = None  # a plan nobody was tried from, planned again for another segment
     in_doubt: int = 0  # rows a dead run left `sending`
     in_doubt_action: str = ""  # what this run does with them
     retry_failed: int = 0  # failed rows moved back to pending by --retry-failed (suppressed ones stay failed)
@@ -110,6 +113,7 @@ class SendRun:
         self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret,
                                                                 facts=provider_facts(settings))
         self._issue_segment = build.issue.segment
+        self._issue_segment_at = f"{build.issue.path}:{build.issue.front_matter_lines.get('segment', 1)}"
         self._load_plan()
         # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
         self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
@@ -124,9 +128,17 @@ class SendRun:
         options = self.options
         planned_segment = self.record.segment if self.record else None
         self.segment = options.segment or planned_segment or self._issue_segment or ""
+        self.replan_from: str | None = None
         if self.record and options.segment is not None and options.segment != self.record.segment:
-            raise LedgerError(f"issue {self.issue_id} was planned for segment {self.record.segment or '(everyone)'!r}, "
-                              f"not {options.segment!r}", hint="resume it without --segment, or send a new issue")
+            counts = self.ledger.counts(self.issue_id)
+            tried = sum(n for state, n in counts.items() if state not in ("pending", "skipped"))
+            if tried:
+                raise LedgerError(
+                    f"issue {self.issue_id} was planned for segment {self.record.segment or '(everyone)'!r}, not "
+                    f"{options.segment!r}, and {tried} recipient(s) were already tried: its segment cannot change now",
+                    hint=f"resume it without --segment (`newsletter send {self.issue_id}`), or send "
+                         f"{options.segment!r} a copy of the issue under another id")
+            self.replan_from = self.record.segment  # nobody was tried yet: plan again, under the lease
 
     def subscribers(self) -> Iterator[Subscriber]:
         """The valid rows of the list, streamed."""
@@ -143,12 +155,15 @@ class SendRun:
         record = self.record
         summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
                           first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
-                          invalid=[str(p) for p in self.problems], limit=self.options.limit)
-        if record is None:
+                          invalid=[str(p) for p in self.problems], limit=self.options.limit,
+                          include_new=self.options.include_new, replanned_from=self.replan_from)
+        if record is None or self.replan_from is not None:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
             suppressed = self.ledger.suppressed_set()
             summary.planned = summary.to_send = sum(1 for key in self._eligible() if key not in suppressed)
+            if not summary.planned and self.segment:
+                raise self._nobody_in_segment(suppressed)
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
@@ -156,11 +171,12 @@ class SendRun:
         retry, expired = self.in_doubt_batches()
         retried = sum(len(keys) for keys in retry.values())
         summary.in_doubt_action = self._in_doubt_action(retried, sum(len(keys) for keys in expired.values()))
-        if self.options.include_new:
-            for keys in _chunks(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
-                known = self.ledger.lookup(self.issue_id, keys)
-                summary.new_subscribers += sum(1 for key in keys if key not in known)
-        summary.to_send = summary.counts["pending"] + summary.new_subscribers
+        # Counted on every run, so nobody who joined since is left out unnoticed (--include-new adds them).
+        suppressed = self.ledger.suppressed_set()
+        for keys in _chunks(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
+            known = self.ledger.lookup(self.issue_id, keys)
+            summary.new_subscribers += sum(1 for key in keys if key not in known and key not in suppressed)
+        summary.to_send = summary.counts["pending"] + (summary.new_subscribers if self.options.include_new else 0)
         if self.options.resend_unknown:
             summary.resend_unknown = True
             summary.to_send += summary.counts["unknown"]
@@ -171,6 +187,22 @@ class SendRun:
             summary.to_send += summary.retry_failed
         summary.to_send += retried
         return summary
+
+    def _nobody_in_segment(self, suppressed: set[str]) -> SubscriberError:
+        """A plan of nobody is refused before it is frozen: say which tags the list has, and how many carry each."""
+        tags: dict[str, int] = {}
+        for subscriber in self.subscribers():
+            if subscriber.status == "subscribed" and address_key(subscriber.email) not in suppressed:
+                for tag in subscriber.tags:
+                    tags[tag] = tags.get(tag, 0) + 1
+        listed = ", ".join(f"{tag} ({n})" for tag, n in sorted(tags.items(), key=lambda t: (-t[1], t[0])))
+        if self.options.segment is not None:
+            fix = f"pass --segment with one of those tags, e.g. `newsletter send {self.issue_id} --segment TAG`"
+        else:
+            fix = f"fix 'segment:' at {self._issue_segment_at}, or pass --segment TAG to send to another one"
+        return SubscriberError(f"segment {self.segment!r} matches nobody to send to in {self.list_name}: no subscribed, "
+                               f"unsuppressed reader has that tag; nothing was frozen. Tags in the list: "
+                               f"{listed or '(none)'}", hint=fix)
 
     def _in_doubt_action(self, retried: int, expired: int) -> str:
         """What happens to rows a dead run left `sending`, in the summary's words."""
@@ -190,6 +222,10 @@ class SendRun:
         if self.record is None:
             self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
                                     subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible())
+        elif self.replan_from is not None:
+            self.ledger.replan(self.issue_id, segment=self.segment, emails=self._eligible())
+            if self.record.content_hash != self.compiled.content_hash:
+                self.ledger.set_content_hash(self.issue_id, self.compiled.content_hash)
         else:
             if self.options.include_new:
                 self.ledger.extend_plan(self.issue_id, self._eligible())
@@ -263,8 +299,14 @@ class SendRun:
         return work
 
     def send(self, holder: str, *, on_batch: Callable[[BatchReport], None], backoff: Backoff = Backoff(),
-             keeper: LeaseKeeper | None = None) -> RunTotals:
-        """Send everything pending (up to ``--limit``); returns what happened."""
+             keeper: LeaseKeeper | None = None, on_interrupt: Callable[[int], None] = lambda in_flight: None
+             ) -> RunTotals:
+        """Send everything pending (up to ``--limit``); returns what happened.
+
+        A first Ctrl-C (or SIGTERM) stops claiming, calls ``on_interrupt`` with the number of batches
+        in flight and lets them finish and be recorded; a second one raises :class:`StoppedNow` at
+        once, leaving those batches ``sending`` for the next run to resolve.
+        """
         provider = self.settings.provider
         dispatcher = Dispatcher(self.ledger, self.provider, self.issue_id, holder,
                                 concurrency=provider.concurrency, max_attempts=provider.max_attempts,
@@ -282,8 +324,7 @@ class SendRun:
                 dispatcher.submit(work)
             complete = self._feed(dispatcher)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let batches in flight finish and be recorded
-            dispatcher.abort("interrupted")
-            return dispatcher.finish()
+            return self._stop_gently(dispatcher, on_interrupt)
         except BaseException as err:
             dispatcher.abort(str(err))
             dispatcher.finish()
@@ -291,13 +332,32 @@ class SendRun:
         try:
             totals = dispatcher.finish()
         except KeyboardInterrupt:
-            dispatcher.abort("interrupted")
-            return dispatcher.finish()
+            return self._stop_gently(dispatcher, on_interrupt)
         if complete and not totals.aborted:
             gone = [(key, "no longer in the subscriber list") for key in self.ledger.pending_keys(self.issue_id)
                     if key not in totals.exhausted]
             self.ledger.skip(self.issue_id, gone)
         return totals
+
+    def _stop_gently(self, dispatcher: Dispatcher, on_interrupt: Callable[[int], None]) -> RunTotals:
+        dispatcher.abort("interrupted")
+        in_flight = dispatcher.in_flight
+        try:
+            on_interrupt(in_flight)
+            return dispatcher.finish()
+        except KeyboardInterrupt:  # the second one: stop now; the rows in flight stay `sending`
+            raise self._stopped_now(dispatcher.in_flight or in_flight) from None
+
+    def _stopped_now(self, in_flight: int) -> StoppedNow:
+        provider = self.provider
+        if provider.idempotent:
+            fate = (f"the next run sends them again under the same idempotency key while {provider.name} "
+                    f"remembers it, else marks them unknown")
+        else:
+            fate = "the next run marks them unknown (they may or may not have been sent)"
+        return StoppedNow(f"stopped at once: {in_flight} batch(es) were in flight and stay in doubt; {fate}",
+                          hint=f"run `newsletter send {self.issue_id}` to resume; `newsletter status "
+                               f"{self.issue_id} --failed` lists who is in doubt afterwards")
 
     def _feed(self, dispatcher: Dispatcher) -> bool:
         """Stream the list into the send loop; True when every subscriber was looked at."""

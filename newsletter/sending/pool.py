@@ -146,6 +146,12 @@ class Dispatcher:
             self._cond.notify_all()
 
     @property
+    def in_flight(self) -> int:
+        """Batches a worker has taken and not yet recorded (those a first Ctrl-C lets finish)."""
+        with self._cond:
+            return self._busy
+
+    @property
     def aborted(self) -> bool:
         return bool(self.totals.aborted)
 

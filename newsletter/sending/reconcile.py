@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import requests
@@ -58,7 +58,9 @@ class Reconciliation:
     batches: int = 0
     resolved: Counter = field(default_factory=Counter)  # outcome state -> recipients
     cannot_answer: str = ""  # why the provider cannot be asked ("" = it was asked)
-    reasons: list[str] = field(default_factory=list)  # why some stay unknown, one line each
+    reasons: list[str] = field(default_factory=list)  # why some stay unknown, one line each (no repeats)
+    come_back_at: datetime | None = None  # when the youngest batch in doubt can be judged (too recent now)
+    too_recent: int = 0  # recipients still unknown because their batch is too recent to judge
 
     @property
     def still_unknown(self) -> int:
@@ -100,12 +102,14 @@ def reconcile_issue(issue_id: str, subscribers: Iterable[Subscriber], provider: 
                 report.reasons.append(f"batch {batch_id} cannot be built again to ask about it ({err.render()}); "
                                       f"its {len(batch_rows)} recipient(s) stay unknown")
                 continue
-            outcomes = provider.reconcile(batch, session, age=_age(batch_rows, now),
-                                          since_last_try=_since_last_try(batch_rows, now)) or []
+            age, since_last_try = _age(batch_rows, now), _since_last_try(batch_rows, now)
+            outcomes = provider.reconcile(batch, session, age=age, since_last_try=since_last_try) or []
             decided = [o for o in outcomes if o.state in ("sent", "retry", "failed")]
             ledger.resolve(issue_id, decided)  # one transaction per batch: progress survives a later error
             report.resolved.update(o.state for o in decided)
-            report.reasons.extend(sorted({o.reason for o in outcomes if o.state == "unknown" and o.reason}))
+            undecided = [o for o in outcomes if o.state == "unknown"]
+            _note_too_recent(report, provider, len(undecided), age if since_last_try is None else since_last_try, now)
+            report.reasons.extend(r for r in sorted({o.reason for o in undecided if o.reason}) if r not in report.reasons)
     except ProviderError as err:
         report.reasons.append(f"stopped: {err.message}")
         raise ReconcileInterrupted(report, err) from err
@@ -123,6 +127,17 @@ class ReconcileInterrupted(ProviderError):
         super().__init__(f"{err.message} (after resolving {sum(report.resolved.values())} recipient(s); "
                          f"run `newsletter reconcile` again to continue)", status=err.status, body=err.body,
                          retryable=err.retryable, retry_after=err.retry_after, hint=err.hint)
+
+
+def _note_too_recent(report: Reconciliation, provider: Provider, undecided: int, settled: float | None,
+                     now: datetime) -> None:
+    """A batch whose last try is younger than the provider's logs need: note when it can be judged
+    (the latest such time over the run, so one "come back after" covers every batch)."""
+    if not undecided or settled is None or settled >= provider.reconcile_settles:
+        return
+    when = now + timedelta(seconds=provider.reconcile_settles - settled)
+    report.too_recent += undecided
+    report.come_back_at = max(report.come_back_at or when, when)
 
 
 def _by_batch(rows: list[DeliveryRow]) -> dict[str, list[DeliveryRow]]:

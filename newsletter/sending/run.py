@@ -2,8 +2,8 @@
 
 The sequence, the same every time (docs/sending.md)::
 
-    refuse test mode -> compile once -> open the provider -> the signing secret
-    -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
+    refuse test mode -> compile once -> lint's checks (refuse on errors) -> open the provider -> the signing secret
+    -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
     -> validate the list -> take the issue's lease (or exit 75) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
@@ -17,14 +17,15 @@ from __future__ import annotations
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Collection, Iterator, Protocol
 
-from ..compile.pipeline import build_issue
+from ..compile.lint import CHECKS, NOT_IGNORABLE, Finding, for_sending
+from ..compile.pipeline import Build, build_issue, lint_build, personalizer, sample_subscriber
 from ..config import Settings
 from ..errors import AuthError, ConfigError, NewsletterError, ProviderError
 from ..ledger import open_ledger
 from ..ledger.base import Ledger
-from ..providers import open_provider
+from ..providers import open_provider, provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import iter_valid_subscribers
 from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
@@ -63,6 +64,7 @@ class SendResult:
     totals: RunTotals | None  # None for a dry run
     counts: dict[str, int]  # the issue's rows per state after the run
     provider: Provider  # closed; its name and capabilities remain
+    declined: bool = False  # the user answered no: nothing was frozen or sent
 
 
 def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Conversation, *, dry_run: bool = False,
@@ -71,14 +73,18 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
     if not dry_run:
         refuse_test_mode(settings, "send")
     built = build_issue(settings, ref)
+    check_issue(settings, built, options.ignore_lint, talk.warn, enforce=_new_content(settings, built),
+                nothing="nothing was frozen or sent")
     provider = open_provider(settings)
     try:
         secret = signing_secret(settings, provider, talk.warn)
+        # Read-only first: what the plan would be refuses (a segment of nobody, a frozen segment, an
+        # invalid list) before the provider is asked anything or the ledger is written.
+        with open_ledger(settings, readonly=True) as ledger:
+            summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
         if dry_run:
-            with open_ledger(settings, readonly=True) as ledger:
-                summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
-                talk.summary(summary)
-                return SendResult(summary, None, summary.counts, provider)
+            talk.summary(summary)
+            return SendResult(summary, None, summary.counts, provider)
         preflight(provider, talk.warn)
         with open_ledger(settings) as ledger:
             if settings.unsubscribe.url == PROVIDER_MANAGED:
@@ -91,13 +97,73 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
                 if unknown and not yes and not options.resend_unknown and talk.ask is not None:
                     if _offer_reconcile(provider, ledger, run, talk, unknown):
                         summary = run.summary()  # some may be sent, or back to pending, now
-                _confirm(summary, talk, yes=yes, allow_changed=allow_changed)
+                if not _confirm(summary, talk, yes=yes, allow_changed=allow_changed):
+                    return SendResult(summary, None, summary.counts, provider, declined=True)
                 run.freeze_plan()
                 with talk.progress(summary.sending_now) as progress:
-                    totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
+                    totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper,
+                                      on_interrupt=lambda in_flight: talk.warn(_interrupted(in_flight, provider)))
             return SendResult(summary, totals, ledger.counts(summary.issue_id), provider)
     finally:
         provider.close()
+
+
+def check_issue(settings: Settings, built: Build, ignore: Collection[str], warn: Callable[[str], None], *,
+                enforce: bool = True, nothing: str = "nothing was sent") -> None:
+    """``newsletter lint``'s checks before anything is frozen or sent (docs/sending.md, "Checks before a
+    send"): errors refuse, unless their check is in ``ignore``; warnings are said and do not stop.
+
+    ``enforce`` False (a resume of content already sent to some) says the errors as warnings: the
+    first run let them through, and stopping half-way would help nobody.
+    """
+    _check_ignorable(ignore)
+    facts = provider_facts(settings)
+    message = personalizer(settings, built.compiled, facts=facts).message(sample_subscriber(built))
+    errors = []
+    for finding in for_sending(lint_build(settings, built, message, facts)):
+        if finding.level == "error" and finding.check in ignore:
+            warn(f"{_place(finding)}: {finding.message} (an error, let through by --ignore-lint {finding.check})")
+        elif finding.level == "error" and enforce:
+            errors.append(finding)
+        else:
+            warn(f"{_place(finding)}: {finding.message} [{finding.check}]")
+    if errors:
+        checks = sorted({f.check for f in errors} - NOT_IGNORABLE)
+        override = (f"; if you know better, {' '.join(f'--ignore-lint {c}' for c in checks)} lets "
+                    f"{'it' if len(checks) == 1 else 'them'} through") if checks else ""
+        raise NewsletterError(f"{len(errors)} lint error(s), {nothing}:\n" + "\n".join(f"  {f}" for f in errors),
+                              hint=f"fix {'it' if len(errors) == 1 else 'them'} and run again (`newsletter lint "
+                                   f"{built.issue.id}` checks without sending){override}")
+
+
+def _check_ignorable(ignore: Collection[str]) -> None:
+    for name in ignore:
+        if name in NOT_IGNORABLE:
+            raise ConfigError(f"--ignore-lint {name}: this check cannot be ignored (without it there is nothing "
+                              f"to send)", hint="fix what it reports; `newsletter lint ISSUE` shows it")
+        if name not in CHECKS:
+            raise ConfigError(f"--ignore-lint {name}: no such check", hint=f"checks: {', '.join(CHECKS)}")
+
+
+def _place(finding: Finding) -> str:
+    return f"{finding.path}:{finding.line}" if finding.line else finding.path
+
+
+def _new_content(settings: Settings, built: Build) -> bool:
+    """True unless this issue's plan is frozen with this very content (a resume): then lint's errors
+    were judged by the first run."""
+    with open_ledger(settings, readonly=True) as ledger:
+        record = ledger.issue(built.issue.id)
+    return record is None or record.content_hash != built.compiled.content_hash
+
+
+def _interrupted(in_flight: int, provider: Provider) -> str:
+    """What the first Ctrl-C says (the second raises StoppedNow)."""
+    if not in_flight:
+        return "stopping: no batch is in flight; the rest stay pending for the next run"
+    fate = "they are retried under the same key by the next run" if provider.idempotent else "they become unknown"
+    return (f"finishing {in_flight} batch{'es' if in_flight != 1 else ''} in flight; Ctrl-C again to stop now "
+            f"({fate})")
 
 
 def exit_code(counts: dict[str, int]) -> int:
@@ -184,27 +250,27 @@ def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Con
     return True
 
 
-def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: bool) -> None:
+def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: bool) -> bool:
+    """False when the user answered no."""
     if summary.sending_now == 0 and not summary.in_doubt:
-        return  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
+        return True  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
     if summary.content_changed:
         if yes and not allow_changed:
             raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
                                   f"under --yes", hint=f"check the change, then run `newsletter send "
                                                        f"{summary.issue_id} --yes --allow-changed` to send the new "
                                                        f"content to the remaining recipients")
-        if not yes:
-            _ask(talk, "The issue changed since its first send. Send the NEW content to the remaining recipients?")
-    if not yes:
-        _ask(talk, f"Send {summary.sending_now} email(s) now?")
+        if not yes and not _ask(talk, "The issue changed since its first send. Send the NEW content to the "
+                                      "remaining recipients?"):
+            return False
+    return yes or _ask(talk, f"Send {summary.sending_now} email(s) now?")
 
 
-def _ask(talk: Conversation, question: str) -> None:
+def _ask(talk: Conversation, question: str) -> bool:
     if talk.ask is None:
         raise NewsletterError("not sending without confirmation, and there is no terminal to ask on",
                               hint="pass --yes to send from scripts and cron; --dry-run shows what would be sent")
-    if not talk.ask(question, False):
-        raise NewsletterError("not confirmed; nothing was sent")
+    return talk.ask(question, False)
 
 
 @contextmanager
