@@ -8,6 +8,7 @@
      +-- RecipientError             one recipient cannot be sent (their data); the others can
      +-- LedgerError                the delivery ledger
      |    +-- LeaseHeld             another run holds the issue (exit 75)
+     |    +-- RouteRefused          a run through another provider than the plan's; a --restart of a real send
      +-- ProviderError              an email API answered badly (never carries the key)
           +-- AuthError             401/403: abort the whole run
 
@@ -76,6 +77,11 @@ class LeaseHeld(LedgerError):
     """Another run holds this issue's lease; nothing was done (EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class RouteRefused(LedgerError):
+    """A run through another provider than the one the issue's plan is bound to, or a ``--restart`` that
+    could give a reader a second real copy; nothing was sent or changed."""
 
 
 class ProviderError(NewsletterError):

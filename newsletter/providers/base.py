@@ -142,11 +142,19 @@ class Provider:
     sync_key_hint = ""
     # The hint for a 403 that is about the sender or sending domain rather than the key.
     sender_hint = "verify the From address or its domain with the provider"
+    # The [provider] key naming what, within this provider, an issue's plan is bound to besides the
+    # provider itself (docs/sending.md, provider binding): Mailgun's domain, Postmark's stream.
+    scope_key = ""
 
     def __init__(self, settings: Settings, api_key: str | None = None):
         self.settings = settings
         self.api_key = api_key
         self.timeout = settings.provider.timeout
+
+    @property
+    def plan_scope(self) -> str:
+        """The value of ``scope_key`` this provider sends through ("" when it has none)."""
+        return ""
 
     @classmethod
     def unsubscribe_refusal(cls, settings: Settings) -> str:

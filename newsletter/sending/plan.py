@@ -37,6 +37,7 @@ from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import Problem, check_list, eligible, iter_subscribers
+from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
 from .lease import LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
 from .pool import Dispatcher
@@ -53,6 +54,8 @@ class SendOptions:
     retry_failed: bool = False
     include_new: bool = False
     skip_invalid: bool = False
+    restart: bool = False  # drop a plan that never left the outbox and freeze a new one (docs/sending.md)
+    provider_confirmed: bool = False  # the user confirmed an `unknown` plan went through this provider
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Summary:
     content_changed: bool = False
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
+    restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
 
     @property
     def sending_now(self) -> int:
@@ -110,6 +114,7 @@ class SendRun:
         self.personalizer: Personalizer = personalizer(settings, build.compiled, secret=secret,
                                                                 facts=provider_facts(settings))
         self._issue_segment = build.issue.segment
+        self.route = Route.of(provider)
         self._load_plan()
         # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
         self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
@@ -122,6 +127,13 @@ class SendRun:
         """
         self.record = self.ledger.issue(self.issue_id)
         options = self.options
+        # Before anything else: a plan bound to another provider is refused (docs/sending.md).
+        self.verdict = route_verdict(self.record, self.provider, self.ledger, restart=options.restart)
+        if self.verdict == ASK and not options.provider_confirmed:
+            raise unknown_refused(self.record, self.provider, self.ledger, asked=False)
+        self.restarting = self.ledger.counts(self.issue_id) if self.verdict == RESTART else None
+        if self.restarting is not None:
+            self.record = None  # the plan is dropped before sending: this run plans afresh
         planned_segment = self.record.segment if self.record else None
         self.segment = options.segment or planned_segment or self._issue_segment or ""
         if self.record and options.segment is not None and options.segment != self.record.segment:
@@ -141,9 +153,11 @@ class SendRun:
     def summary(self) -> Summary:
         self._load_plan()
         record = self.record
-        summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
-                          first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
-                          invalid=[str(p) for p in self.problems], limit=self.options.limit)
+        counts = self.ledger.counts(self.issue_id) if self.restarting is None else dict.fromkeys(self.restarting, 0)
+        summary = Summary(self.issue_id, self.compiled.issue.subject, self.route.label(), self.segment,
+                          first_run=record is None, planned=0, to_send=0, counts=counts,
+                          invalid=[str(p) for p in self.problems], limit=self.options.limit,
+                          restarting=self.restarting)
         if record is None:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
@@ -185,12 +199,19 @@ class SendRun:
         return f"{retried} retried with the same idempotency key, {expired} marked unknown ({why})"
 
     # -- sending (holding the lease) --------------------------------------------------
-    def freeze_plan(self) -> None:
-        """First run: freeze the plan; later runs: add new subscribers if asked, accept new content."""
+    def freeze_plan(self, holder: str = "") -> None:
+        """First run: freeze the plan, bound to this provider; later runs: bind a plan not bound yet (or
+        confirmed), add new subscribers if asked, accept new content. ``--restart`` first drops the outbox
+        trial's plan, fenced by the lease ``holder``."""
+        if self.restarting is not None:
+            self.ledger.drop_plan(self.issue_id, holder, only_provider=OUTBOX)
         if self.record is None:
             self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
-                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible())
+                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible(),
+                                    provider=self.route.provider, provider_scope=self.route.scope)
         else:
+            if self.verdict in (BIND, ASK):  # ASK got here only confirmed (see _load_plan)
+                self.ledger.bind_provider(self.issue_id, self.route.provider, self.route.scope)
             if self.options.include_new:
                 self.ledger.extend_plan(self.issue_id, self._eligible())
             if self.record.content_hash != self.compiled.content_hash:
@@ -202,6 +223,7 @@ class SendRun:
         # Invalid rows skipped under --skip-invalid are on the record, with the reason.
         self.ledger.add_skipped(self.issue_id, [(p.email, str(p)) for p in self.problems if p.email])
         self.record = self.ledger.issue(self.issue_id)
+        self.verdict, self.restarting = SAME, None
 
     def in_doubt_batches(self, now: datetime | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """Rows a dead run left ``sending``, as (batches to retry under their key, batches to mark unknown).

@@ -3,6 +3,7 @@
 The sequence, the same every time (docs/sending.md)::
 
     refuse test mode -> compile once -> open the provider -> the signing secret
+    -> refuse a plan bound to another provider (or ask about one an older version left unknown)
     -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
     -> validate the list -> take the issue's lease (or exit 75) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol
 
 from ..compile.pipeline import build_issue
@@ -28,6 +29,7 @@ from ..providers import open_provider
 from ..providers.base import Provider
 from ..subscribers.reader import iter_valid_subscribers
 from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
+from .binding import ASK, NEW, route_verdict, unknown_question, unknown_refused
 from .lease import LeaseKeeper
 from .lookups import PacedSession
 from .outcomes import BatchReport, RunTotals
@@ -76,11 +78,13 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
         secret = signing_secret(settings, provider, talk.warn)
         if dry_run:
             with open_ledger(settings, readonly=True) as ledger:
+                options = _settle_route(ledger, built.issue.id, provider, options, talk, dry_run=True, yes=yes)
                 summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
                 talk.summary(summary)
                 return SendResult(summary, None, summary.counts, provider)
-        preflight(provider, talk.warn)
         with open_ledger(settings) as ledger:
+            options = _settle_route(ledger, built.issue.id, provider, options, talk, dry_run=False, yes=yes)
+            preflight(provider, talk.warn)
             if settings.unsubscribe.url == PROVIDER_MANAGED:
                 _sync_unsubscribes(provider, ledger, talk)
             run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
@@ -92,7 +96,7 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
                     if _offer_reconcile(provider, ledger, run, talk, unknown):
                         summary = run.summary()  # some may be sent, or back to pending, now
                 _confirm(summary, talk, yes=yes, allow_changed=allow_changed)
-                run.freeze_plan()
+                run.freeze_plan(keeper.holder)
                 with talk.progress(summary.sending_now) as progress:
                     totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper)
             return SendResult(summary, totals, ledger.counts(summary.issue_id), provider)
@@ -160,6 +164,27 @@ def _sync_unsubscribes(provider: Provider, ledger: Ledger, talk: Conversation) -
         talk.info(f"Suppressed: {report.added} new from {provider.name} (unsubscribes, bounces, complaints)")
 
 
+def _settle_route(ledger: Ledger, issue_id: str, provider: Provider, options: SendOptions, talk: Conversation,
+                  *, dry_run: bool, yes: bool) -> SendOptions:
+    """Refuse a plan bound to another provider before anything is asked of the provider or written
+    (``SendRun`` checks again under the lease); for a plan an older version left ``unknown``, ask on a
+    terminal whether it went through this provider. Returns the options, with the answer."""
+    record = ledger.issue(issue_id)
+    verdict = route_verdict(record, provider, ledger, restart=options.restart)
+    if options.restart and verdict == NEW:
+        talk.info(f"Restart: issue {issue_id} has no plan yet; nothing to forget")
+    if verdict != ASK:
+        return options
+    if dry_run:
+        talk.warn(f"{unknown_question(record, provider, ledger)} A real run asks this first (on a terminal).")
+        return replace(options, provider_confirmed=True)
+    if yes or talk.ask is None:
+        raise unknown_refused(record, provider, ledger, asked=False)
+    if not talk.ask(unknown_question(record, provider, ledger), False):
+        raise unknown_refused(record, provider, ledger, asked=True)
+    return replace(options, provider_confirmed=True)
+
+
 def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Conversation, unknown: int) -> bool:
     """Before sending, on a terminal: ask, then reconcile as ``newsletter reconcile`` does. True if it ran.
 
@@ -185,7 +210,7 @@ def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Con
 
 
 def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: bool) -> None:
-    if summary.sending_now == 0 and not summary.in_doubt:
+    if summary.sending_now == 0 and not summary.in_doubt and summary.restarting is None:
         return  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
     if summary.content_changed:
         if yes and not allow_changed:
@@ -195,7 +220,10 @@ def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: 
                                                        f"content to the remaining recipients")
         if not yes:
             _ask(talk, "The issue changed since its first send. Send the NEW content to the remaining recipients?")
-    if not yes:
+    if not yes and summary.restarting is not None:  # one question: the trial is dropped only if the send goes on
+        _ask(talk, f"Forget the outbox trial of {summary.issue_id} and send {summary.sending_now} email(s) "
+                   f"through {summary.provider} now?")
+    elif not yes:
         _ask(talk, f"Send {summary.sending_now} email(s) now?")
 
 
