@@ -151,9 +151,9 @@ class Provider:
         self.api_key = api_key
         self.timeout = settings.provider.timeout
 
-    @property
-    def plan_scope(self) -> str:
-        """The value of ``scope_key`` this provider sends through ("" when it has none)."""
+    @classmethod
+    def plan_scope(cls, settings: Settings) -> str:
+        """The value of ``scope_key`` that ``settings`` send through ("" for a provider without one)."""
         return ""
 
     @classmethod

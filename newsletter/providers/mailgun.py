@@ -87,9 +87,9 @@ class MailgunProvider(Provider):
                               path=settings.origins.get("provider.domain"),
                               hint='set domain = "mg.example.com" in [provider]')
 
-    @property
-    def plan_scope(self) -> str:
-        return self.domain.lower()  # DNS names compare without case
+    @classmethod
+    def plan_scope(cls, settings) -> str:
+        return settings.provider.domain.lower()  # DNS names compare without case
 
     def read_headers(self) -> dict[str, str]:
         # HTTP Basic with user "api" and the key as password, built here so it stays out of reprs.

@@ -98,9 +98,9 @@ class PostmarkProvider(Provider):
         # `preflight` has asked; until then the default broadcast stream is taken to (its default).
         self.manages_unsubscribes: bool | None = None
 
-    @property
-    def plan_scope(self) -> str:
-        return self.stream
+    @classmethod
+    def plan_scope(cls, settings) -> str:
+        return settings.provider.message_stream or "broadcast"
 
     def _token(self) -> str:
         return TEST_TOKEN if self.settings.provider.test_mode else (self.api_key or "")

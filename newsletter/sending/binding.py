@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import Settings
 from ..errors import NewsletterError, RouteRefused
 from ..ledger.base import UNKNOWN_PROVIDER, IssueRecord, Ledger
 from ..providers import ADAPTERS, provider_class
@@ -44,7 +45,7 @@ class Route:
 
     @classmethod
     def of(cls, provider: Provider) -> "Route":
-        return cls(provider.name, provider.plan_scope)
+        return cls(provider.name, provider.plan_scope(provider.settings))
 
     @classmethod
     def planned(cls, record: IssueRecord) -> "Route":
@@ -126,23 +127,24 @@ def _mismatch(issue_id: str, planned: Route, current: Route, provider: Provider)
 
 def _switch_back(planned: Route, current: Route, provider: Provider) -> str:
     """The settings that route this issue back to ``planned``, said the way they are set now."""
-    origins = provider.settings.origins
+    settings = provider.settings
+    origins = settings.origins
     wanted = [("name", planned.provider)] if planned.provider != current.provider else []
-    if planned.scope and planned.scope != (current.scope if planned.provider == current.provider else None):
+    if planned.scope and planned.scope != provider_class(planned.provider).plan_scope(settings):
         wanted.append((planned.scope_key, planned.scope))
     parts = []
     for key, value in wanted:
         env = f"NEWSLETTER_PROVIDER_{key.upper()}"
         if origins.get(f"provider.{key}", "").startswith("env "):
-            parts.append(f'unset {env} (it says {_current_value(key, current)}) with [provider] {key} = "{value}" '
+            parts.append(f'unset {env} (it says {_current_value(key, settings)}) with [provider] {key} = "{value}" '
                          f'in newsletter.toml, or set {env}={value}')
         else:
             parts.append(f'[provider] {key} = "{value}" in newsletter.toml (or export {env}={value})')
     return "; ".join(parts)
 
 
-def _current_value(key: str, current: Route) -> str:
-    return current.provider if key == "name" else current.scope
+def _current_value(key: str, settings: Settings) -> str:
+    return settings.values["provider"][key]
 
 
 def _restart_refused(record: IssueRecord, planned: Route, current: Route, ledger: Ledger) -> RouteRefused:
