@@ -473,7 +473,7 @@ def test_an_adapter_refusing_one_recipient_sends_the_others(run, workspace, keye
     assert delivered(workspace) == ["ada@example.com", "linus@example.net", "margaret@example.com"]
     assert status(run) | {"issue": ISSUE} == {"issue": ISSUE, "total": 4, "pending": 0, "sending": 0, "sent": 3,
                                               "failed": 1, "unknown": 0, "skipped": 0,
-                                              "provider": "postmark:broadcast"}
+                                              "provider": "postmark"}  # KeyedProvider: no stream
     assert "failed   grace@example.org  the To name of grace@example.org contains a line break" in \
         run("status", ISSUE, "--failed").stdout
 
