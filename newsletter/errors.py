@@ -9,6 +9,7 @@
      +-- LedgerError                the delivery ledger
      +-- StoppedNow                 a second Ctrl-C stopped a send mid-batch (exit 130)
      |    +-- LeaseHeld             another run holds the issue (exit 75)
+     |    +-- RouteRefused          a run through another provider than the plan's; a --restart of a real send
      +-- ProviderError              an email API answered badly (never carries the key)
           +-- AuthError             401/403: abort the whole run
 
@@ -84,6 +85,10 @@ class StoppedNow(NewsletterError):
     stay ``sending``, which the next run resolves (docs/sending.md, exit codes)."""
 
     exit_code = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C
+
+class RouteRefused(LedgerError):
+    """A run through another provider than the one the issue's plan is bound to, or a ``--restart`` that
+    could give a reader a second real copy; nothing was sent or changed."""
 
 
 class ProviderError(NewsletterError):

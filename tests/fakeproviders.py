@@ -149,6 +149,14 @@ class FakeProviders:
             self.send_calls += 1
             return self._faults.pop(0) if self._faults else None
 
+    def clear_faults(self) -> None:
+        """Drop the faults no send call has met yet."""
+        with self._lock:
+            for fault in self._faults:
+                if fault:
+                    fault.release.set()
+            self._faults.clear()
+
     def reset(self) -> None:
         """Everything a test changed back to a fresh fake (held faults are released first)."""
         with self._lock:

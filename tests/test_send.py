@@ -51,7 +51,7 @@ def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, wor
     assert re.search(r"batch [0-9a-f]{16}: 4 sent in [\d.]+ s \[4/4\]", result.stderr)
     assert delivered(workspace) == SUBSCRIBED  # alan unsubscribed
     assert status(run) == {"issue": ISSUE, "total": 4, "pending": 0, "sending": 0, "sent": 4, "failed": 0,
-                           "unknown": 0, "skipped": 0}
+                           "unknown": 0, "skipped": 0, "provider": "outbox"}
     again = run("send", ISSUE, "--yes", env=SECRET)
     assert again.exit_code == 0 and "sent 0 now" in again.stdout
     assert delivered(workspace) == SUBSCRIBED  # nobody twice
@@ -336,8 +336,9 @@ def test_status_table_of_all_issues(run, workspace):
     assert run("status").stdout == "No issue has been sent yet.\n"
     run("send", ISSUE, "--yes", env=SECRET)
     table = run("status").stdout.splitlines()
-    assert table[0].split() == ["issue", "total", "pending", "sending", "sent", "failed", "unknown", "skipped"]
-    assert table[1].split() == [ISSUE, "4", "0", "0", "4", "0", "0", "0"]
+    assert table[0].split() == ["issue", "total", "pending", "sending", "sent", "failed", "unknown", "skipped",
+                                "provider"]
+    assert table[1].split() == [ISSUE, "4", "0", "0", "4", "0", "0", "0", "outbox"]
     assert json.loads(run("status", "--json").stdout)[0]["sent"] == 4
     assert "sent" in run("status", f"issues/{ISSUE}.md").stdout  # by path too
 
@@ -405,7 +406,7 @@ def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, work
     assert delivered(workspace) == SUBSCRIBED
 
 
-def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, workspace, keyed):
+def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, workspace):
     """Another live run (this very process, a fresh heartbeat) holds the lease: both leave the issue alone."""
     set_send_at(workspace, "2020-01-01T09:00:00+00:00")
     assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
@@ -413,7 +414,7 @@ def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, w
         db.acquire_lease(ISSUE, "the-other-run", stale_after=60)
     dispatched = run("dispatch", env=SECRET)
     assert dispatched.exit_code == 75 and "another run is sending issue" in dispatched.stderr
-    reconciled = run("reconcile", ISSUE, env=keyed)
+    reconciled = run("reconcile", ISSUE, env=SECRET)  # the plan's own provider: another one is refused first
     assert reconciled.exit_code == 75 and "another run is sending issue" in reconciled.stderr
     assert delivered(workspace) == ["ada@example.com"]
 
@@ -474,7 +475,8 @@ def test_an_adapter_refusing_one_recipient_sends_the_others(run, workspace, keye
     assert result.exit_code == 3, result.stderr
     assert delivered(workspace) == ["ada@example.com", "linus@example.net", "margaret@example.com"]
     assert status(run) | {"issue": ISSUE} == {"issue": ISSUE, "total": 4, "pending": 0, "sending": 0, "sent": 3,
-                                              "failed": 1, "unknown": 0, "skipped": 0}
+                                              "failed": 1, "unknown": 0, "skipped": 0,
+                                              "provider": "postmark"}  # KeyedProvider: no stream
     assert "failed   grace@example.org  the To name of grace@example.org contains a line break" in \
         run("status", ISSUE, "--failed").stdout
 
@@ -568,7 +570,7 @@ def test_status_json_of_an_issue_not_sent_yet_is_all_zero(run, workspace):
     result = run("status", ISSUE, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == {"issue": ISSUE, "total": 0, "pending": 0, "sending": 0, "sent": 0,
-                                         "failed": 0, "unknown": 0, "skipped": 0}
+                                         "failed": 0, "unknown": 0, "skipped": 0, "provider": ""}
     missing = run("status", "no-such-issue", "--json")
     # issue 10: an id that is no issue at all is "no such issue", never "not sent yet"
     assert missing.exit_code == 1 and "Error: no such issue 'no-such-issue'" in missing.stderr and missing.stdout == ""

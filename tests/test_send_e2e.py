@@ -44,7 +44,7 @@ def test_sigkill_at_random_moments_then_resume_delivers_exactly_once(workspace, 
         f"duplicates: {[a for a, n in delivered.items() if n > 1]}, missing: {set(eligible) - set(delivered)}"
     counts = status(workspace, env)
     assert counts == {"issue": ISSUE, "total": len(eligible), "pending": 0, "sending": 0, "sent": len(eligible),
-                      "failed": 0, "unknown": 0, "skipped": 0}
+                      "failed": 0, "unknown": 0, "skipped": 0, "provider": "outbox"}
 
     sample = next((workspace / "outbox" / ISSUE).glob("reader0001@example.com--*.eml"))
     mail = email.message_from_bytes(sample.read_bytes(), policy=email.policy.default)

@@ -18,6 +18,8 @@ from ..models import Outcome
 from ..providers import open_provider, provider_facts
 from ..providers.base import Batch, Provider
 from ..sending.outcomes import not_accepted
+from ..ledger.base import Ledger
+from ..sending.binding import ASK, route_verdict, unknown_refused
 from ..sending.reconcile import ReconcileInterrupted, reconcile_issue
 from ..sending.run import check_issue, preflight, signing_secret
 from ..sending.lease import LeaseKeeper
@@ -128,6 +130,13 @@ def _send_proof(app: App, provider: Provider, batch: Batch, session: requests.Se
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def _require_route(ledger: Ledger, issue_id: str, provider: Provider) -> None:
+    """Another provider's logs would "prove" the plan's readers were never sent: refuse (docs/sending.md)."""
+    record = ledger.issue(issue_id)
+    if route_verdict(record, provider, ledger) == ASK:  # reconcile never asks: `send` on a terminal does
+        raise unknown_refused(record, provider, ledger, asked=False)
+
+
 def _proof_batch_id() -> str:
     return f"proof-{uuid.uuid4().hex[:12]}"
 
@@ -149,13 +158,16 @@ def reconcile(app: App, issue: str) -> None:
     secret = signing_secret(settings, provider, app.warn)  # the very links of the original send (Resend replays it)
     personal = personalizer(settings, built.compiled, secret=secret, facts=provider_facts(settings))
     try:
-        with open_ledger(settings) as ledger, LeaseKeeper(ledger, built.issue.id):
-            try:
-                report = reconcile_issue(built.issue.id, iter_valid_subscribers(built.list_path), provider,
-                                         ledger, personal)
-            except ReconcileInterrupted as err:
-                say_reconciliation(app.info, err.report)
-                raise
+        with open_ledger(settings) as ledger:
+            _require_route(ledger, built.issue.id, provider)
+            with LeaseKeeper(ledger, built.issue.id):
+                _require_route(ledger, built.issue.id, provider)  # again under the lease: a send may have bound it
+                try:
+                    report = reconcile_issue(built.issue.id, iter_valid_subscribers(built.list_path), provider,
+                                             ledger, personal)
+                except ReconcileInterrupted as err:
+                    say_reconciliation(app.info, err.report)
+                    raise
     finally:
         provider.close()
     say_reconciliation(app.info, report)

@@ -44,20 +44,24 @@ ignore_lint_option = click.option(
                    "them; suppressed addresses stay failed.")
 @click.option("--include-new", is_flag=True, help="Add subscribers who joined since the first run to the plan.")
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows of the list (recorded as skipped) instead of refusing.")
+@click.option("--restart", is_flag=True,
+              help="Forget a plan that was only ever sent through the outbox (a trial) and send the issue afresh "
+                   "through the configured provider; refused once any reader went through a real provider.")
 @click.option("--allow-changed", is_flag=True, help="With --yes: resume even though the issue changed since the first run.")
 @ignore_lint_option
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @pass_app
 def send(app: App, issue: str, dry_run: bool, yes: bool, segment: str | None, limit: int | None,
-         resend_unknown: bool, retry_failed: bool, include_new: bool, skip_invalid: bool, allow_changed: bool,
-         ignore_lint: tuple[str, ...], as_json: bool) -> None:
+         resend_unknown: bool, retry_failed: bool, include_new: bool, skip_invalid: bool, restart: bool,
+         allow_changed: bool, ignore_lint: tuple[str, ...], as_json: bool) -> None:
     """Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run.
 
     The first run freezes the list of recipients in the ledger; later runs resume it
     and never send anybody a second copy.
     """
     options = SendOptions(segment=segment, limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed,
-                          include_new=include_new, skip_invalid=skip_invalid, ignore_lint=frozenset(ignore_lint))
+                          include_new=include_new, skip_invalid=skip_invalid, restart=restart,
+                          ignore_lint=frozenset(ignore_lint))
     code = send_one(app, issue, options, dry_run=dry_run, yes=yes, allow_changed=allow_changed, as_json=as_json)
     if code:
         raise click.exceptions.Exit(code)
@@ -137,6 +141,10 @@ class _Say:
         self(f"Subject:    {s.subject}")
         self(f"Provider:   {s.provider}")
         self(f"Segment:    {s.segment or '(everyone subscribed)'}")
+        if s.restarting is not None:
+            trial = ", ".join(f"{n} {state}" for state, n in s.restarting.items() if n) or "no rows"
+            forgotten = "would be forgotten" if self.dry_run else "is forgotten"
+            self(f"Restart:    the outbox trial's plan ({trial}) {forgotten}; its .eml files stay in outbox/")
         if s.replanned_from is not None:
             frozen = "would be planned again with these" if self.dry_run else "is planned again now"
             self(f"Recipients: {s.planned} (nobody was sent this issue yet, so the plan for segment "

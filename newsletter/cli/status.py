@@ -12,7 +12,8 @@ from ..compile.pipeline import issue_path
 from ..config import Settings
 from ..errors import IssueError, NewsletterError
 from ..ledger import open_ledger
-from ..ledger.base import DOUBT_STATES, STATES, Lease, Ledger
+from ..ledger.base import DOUBT_STATES, STATES, UNKNOWN_PROVIDER, Lease, Ledger
+from ..sending.binding import UNBOUND, Route
 from ..sending.lease import LEASE_STALE_AFTER
 from . import App, cli, pass_app
 
@@ -37,15 +38,19 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
                 raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
                                       hint=f"run `newsletter send {issue}`")
         counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
+        record = ledger.issue(issue_id)
+        route = Route.planned(record) if record else Route("")
         rows = ledger.rows(issue_id, DOUBT_STATES) if failed else []
         if as_json:
-            obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES}}
+            obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES},
+                   "provider": route.key()}
             if failed:
                 obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
                                     "updated_at": r.updated_at} for r in rows]
             click.echo(json.dumps(obj))
             return
         click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
+        click.echo(f"provider: {_provider_line(route)}")
         lease = ledger.lease(issue_id)
         if lease:
             click.echo(_lease_line(lease, issue_id))
@@ -55,14 +60,17 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
 
 def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
     records = ledger.issues()
-    table = [{"issue": r.issue_id, "total": r.planned, **ledger.counts(r.issue_id)} for r in records]
+    table = [{"issue": r.issue_id, "total": r.planned, **ledger.counts(r.issue_id),
+              "provider": Route.planned(r).key()} for r in records]
     if as_json:
         click.echo(json.dumps(table))
         return
+    for row in table:
+        row["provider"] = row["provider"] or "-"  # not bound yet
     if not table:
         click.echo("No issue has been sent yet.")
         return
-    columns = ("issue", "total", *STATES)
+    columns = ("issue", "total", *STATES, "provider")
     widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) for c in columns))
     for row in table:
@@ -71,6 +79,15 @@ def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
         for r in records:
             for row in ledger.rows(r.issue_id, DOUBT_STATES):
                 click.echo(f"{r.issue_id}  {row.state:8} {row.email}  {row.reason}")
+
+
+def _provider_line(route: Route) -> str:
+    """Where the plan is bound, in words (docs/sending.md, provider binding)."""
+    if route.provider == UNKNOWN_PROVIDER:
+        return "unknown (recorded by an older newsletter; the next send asks which provider it was)"
+    if route.provider == UNBOUND:
+        return "not bound yet (nothing was ever sent; the next send binds it)"
+    return route.label()
 
 
 def _lease_line(lease: Lease, issue_id: str) -> str:

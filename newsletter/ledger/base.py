@@ -50,6 +50,7 @@ from ..models import Outcome
 
 STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
 DOUBT_STATES = ("failed", "unknown")  # `status --failed` lists these
+UNKNOWN_PROVIDER = "unknown"  # issues.provider of an older plan that went through a provider nobody can name now
 
 
 def address_key(email: str) -> str:
@@ -81,6 +82,11 @@ class IssueRecord:
     segment: str
     planned: int
     created_at: str
+    # The provider the plan is sent through (docs/sending.md, provider binding): its name, and
+    # Mailgun's domain or Postmark's message stream. "" = not bound yet; UNKNOWN_PROVIDER = the plan
+    # of an older version whose rows cannot tell which provider sent them.
+    provider: str = ""
+    provider_scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,20 @@ class Ledger(ABC):
 
     @abstractmethod
     def create_plan(self, issue_id: str, *, content_hash: str, subject: str, segment: str,
-                    emails: Iterable[str]) -> int:
-        """Freeze the plan: one ``pending`` row per address (suppressed ones left out); returns its size."""
+                    emails: Iterable[str], provider: str = "", provider_scope: str = "") -> int:
+        """Freeze the plan, bound to ``provider`` (and its scope): one ``pending`` row per address
+        (suppressed ones left out); returns its size."""
+
+    @abstractmethod
+    def bind_provider(self, issue_id: str, provider: str, provider_scope: str) -> bool:
+        """Bind a plan that is not bound yet (``""``) or bound to :data:`UNKNOWN_PROVIDER`; False (and
+        nothing changed) when it is bound to a provider already."""
+
+    @abstractmethod
+    def drop_plan(self, issue_id: str, holder: str, *, only_provider: str) -> int:
+        """``send --restart``: delete the plan and all its rows, in one transaction, only while ``holder``
+        holds the issue's lease and the plan is bound to ``only_provider`` or not bound at all; raise
+        LedgerError otherwise. Suppressions stay. Returns the rows dropped."""
 
     @abstractmethod
     def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:

@@ -56,7 +56,41 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE deliveries SET claimed_at = (SELECT created_at FROM issues i WHERE i.issue_id = deliveries.issue_id)
             WHERE batch_id != ''
     """),
-    # (3 is another change's step.) Numbers only need to rise: each step runs once, in order.
+    (3, "issues.provider, issues.provider_scope: where the plan is sent (docs/sending.md, provider binding)", """
+        -- A plan belongs to the provider of its first send (and Mailgun's domain or Postmark's
+        -- stream, the scope): a run through another one is refused, so a trial through the
+        -- outbox never counts as the real send, nor does a lost override finish a real send
+        -- in the outbox. '' = not bound yet (the next run binds it), 'unknown' = sent by a
+        -- version that did not record it, and the rows cannot tell which provider.
+        ALTER TABLE issues ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+        ALTER TABLE issues ADD COLUMN provider_scope TEXT NOT NULL DEFAULT '';
+        -- Older plans: what their rows' provider ids prove. The outbox's id is the file name
+        -- (ends .eml), Mailgun's is <...@domain> (the sending domain), Postmark's, Resend's and
+        -- SendGrid's cannot be told apart. A row in doubt (sending, unknown, or sent without
+        -- an id) may have gone through any provider.
+        CREATE TEMP TABLE v3_evidence AS SELECT issue_id,
+            sum(provider_id LIKE '%.eml') AS outbox,
+            sum(provider_id LIKE '<%@%>') AS mailgun,
+            count(DISTINCT CASE WHEN provider_id LIKE '<%@%>' THEN substr(provider_id,
+                instr(provider_id, '@') + 1, length(provider_id) - instr(provider_id, '@') - 1) END) AS domains,
+            max(CASE WHEN provider_id LIKE '<%@%>' THEN substr(provider_id,
+                instr(provider_id, '@') + 1, length(provider_id) - instr(provider_id, '@') - 1) END) AS domain,
+            sum(provider_id != '' AND provider_id NOT LIKE '%.eml' AND provider_id NOT LIKE '<%@%>') AS other,
+            sum(state IN ('sending', 'unknown') OR (state = 'sent' AND provider_id = '')) AS doubt
+            FROM deliveries GROUP BY issue_id;
+        -- Mailgun (one domain) wins over outbox rows: the plan went on through Mailgun, and a
+        -- restart must not give its readers a second real copy. Nothing sent and nothing in
+        -- doubt: nobody has a copy, the next run may bind the plan to its provider.
+        UPDATE issues SET provider = coalesce((SELECT CASE
+                WHEN e.other > 0 OR e.domains > 1 THEN 'unknown'
+                WHEN e.mailgun > 0 THEN 'mailgun'
+                WHEN e.doubt > 0 THEN 'unknown'
+                WHEN e.outbox > 0 THEN 'outbox'
+                ELSE '' END FROM v3_evidence e WHERE e.issue_id = issues.issue_id), '');
+        UPDATE issues SET provider_scope = coalesce((SELECT e.domain FROM v3_evidence e
+            WHERE e.issue_id = issues.issue_id), '') WHERE provider = 'mailgun';
+        DROP TABLE v3_evidence
+    """),
     (4, "suppressions.issue_id: the issue whose link a reader unsubscribed with", """
         -- An unsubscribe through the link of an issue (docs/unsubscribe.md) records that issue,
         -- so a complaint about "I left after issue X" can be answered. '' for every other source.

@@ -28,13 +28,15 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import STATES, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key, erased_key, parse_time
+from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
+                   erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
 # unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
 _RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
+_ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
 
 
 # ``m``: the rows of issue ?2 named by the JSON array ?1 of [address key, ...] arrays, with their
@@ -223,22 +225,42 @@ class SQLiteLedger(Ledger):
 
     # -- the plan -------------------------------------------------------------------
     def issue(self, issue_id: str) -> IssueRecord | None:
-        rows = self._read("SELECT issue_id, content_hash, subject, segment, planned, created_at FROM issues "
-                          "WHERE issue_id = ?", (issue_id,))
+        rows = self._read(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE issue_id = ?", (issue_id,))
         return IssueRecord(*rows[0]) if rows else None
 
     def issues(self) -> list[IssueRecord]:
-        rows = self._read("SELECT issue_id, content_hash, subject, segment, planned, created_at FROM issues "
-                          "ORDER BY created_at, issue_id")
+        rows = self._read(f"SELECT {_ISSUE_COLUMNS} FROM issues ORDER BY created_at, issue_id")
         return [IssueRecord(*row) for row in rows]
 
     def create_plan(self, issue_id: str, *, content_hash: str, subject: str, segment: str,
-                    emails: Iterable[str]) -> int:
+                    emails: Iterable[str], provider: str = "", provider_scope: str = "") -> int:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM issues WHERE issue_id = ?", (issue_id,)).fetchone():
                 raise LedgerError(f"issue {issue_id} already has a plan", path=self.url)
-            db.execute("INSERT INTO issues VALUES (?, ?, ?, ?, 0, ?)", (issue_id, content_hash, subject, segment, _now()))
+            db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                       (issue_id, content_hash, subject, segment, _now(), provider, provider_scope))
             return self._insert_pending(db, issue_id, emails)
+
+    def bind_provider(self, issue_id: str, provider: str, provider_scope: str) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE issues SET provider = ?, provider_scope = ? WHERE issue_id = ? "
+                              "AND provider IN ('', ?)", (provider, provider_scope, issue_id,
+                                                          UNKNOWN_PROVIDER)).rowcount == 1
+
+    def drop_plan(self, issue_id: str, holder: str, *, only_provider: str) -> int:
+        with self._tx() as db:
+            found = db.execute("SELECT provider FROM issues WHERE issue_id = ?", (issue_id,)).fetchone()
+            if found is None:
+                return 0
+            if found[0] not in ("", only_provider):
+                raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
+                                  f"its plan is kept", path=self.url)
+            if not db.execute("SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?", (issue_id, holder)).fetchone():
+                raise LedgerError(f"this run no longer holds issue {issue_id}'s lease: its plan is kept",
+                                  path=self.url)
+            dropped = db.execute("DELETE FROM deliveries WHERE issue_id = ?", (issue_id,)).rowcount
+            db.execute("DELETE FROM issues WHERE issue_id = ?", (issue_id,))
+            return dropped
 
     def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
         with self._tx() as db:

@@ -145,6 +145,9 @@ class Provider:
     sync_key_hint = ""
     # The hint for a 403 that is about the sender or sending domain rather than the key.
     sender_hint = "verify the From address or its domain with the provider"
+    # The [provider] key naming what, within this provider, an issue's plan is bound to besides the
+    # provider itself (docs/sending.md, provider binding): Mailgun's domain, Postmark's stream.
+    scope_key = ""
 
     def __init__(self, settings: Settings, api_key: str | None = None):
         self.refuse_batch_size(settings)
@@ -161,6 +164,10 @@ class Provider:
             raise ConfigError(f"[provider] batch_size = {configured} is more than {cls.name} takes in one batch "
                               f"({cls.max_batch})", path=settings.origins.get("provider.batch_size"),
                               hint=f"write batch_size = {cls.max_batch} or less, or 0 for {cls.name}'s maximum")
+
+    def plan_scope(cls, settings: Settings) -> str:
+        """The value of ``scope_key`` that ``settings`` send through ("" for a provider without one)."""
+        return ""
 
     @classmethod
     def unsubscribe_refusal(cls, settings: Settings) -> str:

@@ -75,6 +75,7 @@ class MailgunProvider(Provider):
     reconcile_settles = float(EVENTS_DELAY)
     reconcile_note = ("Mailgun is asked through its events API (the issue's accepted events, "
                       "with the batch id in their user variables)")
+    scope_key = "domain"
     sender_hint = ("a sandbox domain sends only to its authorized recipients: add them in Mailgun, or set "
                    "[provider] domain to your own verified sending domain")
 
@@ -86,6 +87,10 @@ class MailgunProvider(Provider):
             raise ConfigError(f"[provider] domain must be your Mailgun sending domain, not {self.domain!r}",
                               path=settings.origins.get("provider.domain"),
                               hint='set domain = "mg.example.com" in [provider]')
+
+    @classmethod
+    def plan_scope(cls, settings) -> str:
+        return settings.provider.domain.lower()  # DNS names compare without case
 
     def read_headers(self) -> dict[str, str]:
         # HTTP Basic with user "api" and the key as password, built here so it stays out of reprs.

@@ -86,6 +86,7 @@ class PostmarkProvider(Provider):
     default_rate = 10.0  # Postmark documents no request rate; it throttles with 429
     reconcile_settles = float(SEARCH_DELAY)
     reconcile_note = "Postmark is asked through its Messages API (outbound search by tag and batch metadata)"
+    scope_key = "message_stream"
 
     def __init__(self, settings, api_key=None):
         super().__init__(settings, api_key)
@@ -97,6 +98,10 @@ class PostmarkProvider(Provider):
         # Whether Postmark handles this stream's unsubscribes (its UnsubscribeHandlingType), once
         # `preflight` has asked; until then the default broadcast stream is taken to (its default).
         self.manages_unsubscribes: bool | None = None
+
+    @classmethod
+    def plan_scope(cls, settings) -> str:
+        return settings.provider.message_stream or "broadcast"
 
     def _token(self) -> str:
         return TEST_TOKEN if self.settings.provider.test_mode else (self.api_key or "")

@@ -37,6 +37,7 @@ from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import Problem, check_list, eligible, iter_subscribers
+from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
 from .lease import LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
 from .pool import Dispatcher
@@ -54,6 +55,8 @@ class SendOptions:
     include_new: bool = False
     skip_invalid: bool = False
     ignore_lint: frozenset[str] = frozenset()  # lint checks whose errors do not stop this send (--ignore-lint)
+    restart: bool = False  # drop a plan that never left the outbox and freeze a new one (docs/sending.md)
+    provider_confirmed: bool = False  # the user confirmed an `unknown` plan went through this provider
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Summary:
     content_changed: bool = False
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
+    restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
 
     @property
     def sending_now(self) -> int:
@@ -114,6 +118,7 @@ class SendRun:
                                                                 facts=provider_facts(settings))
         self._issue_segment = build.issue.segment
         self._issue_segment_at = f"{build.issue.path}:{build.issue.front_matter_lines.get('segment', 1)}"
+        self.route = Route.of(provider)
         self._load_plan()
         # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
         self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
@@ -126,6 +131,13 @@ class SendRun:
         """
         self.record = self.ledger.issue(self.issue_id)
         options = self.options
+        # Before anything else: a plan bound to another provider is refused (docs/sending.md).
+        self.verdict = route_verdict(self.record, self.provider, self.ledger, restart=options.restart)
+        if self.verdict == ASK and not options.provider_confirmed:
+            raise unknown_refused(self.record, self.provider, self.ledger, asked=False)
+        self.restarting = self.ledger.counts(self.issue_id) if self.verdict == RESTART else None
+        if self.restarting is not None:
+            self.record = None  # the plan is dropped before sending: this run plans afresh
         planned_segment = self.record.segment if self.record else None
         self.segment = options.segment or planned_segment or self._issue_segment or ""
         self.replan_from: str | None = None
@@ -153,10 +165,12 @@ class SendRun:
     def summary(self) -> Summary:
         self._load_plan()
         record = self.record
-        summary = Summary(self.issue_id, self.compiled.issue.subject, self.provider.name, self.segment,
-                          first_run=record is None, planned=0, to_send=0, counts=self.ledger.counts(self.issue_id),
+        counts = self.ledger.counts(self.issue_id) if self.restarting is None else dict.fromkeys(self.restarting, 0)
+        summary = Summary(self.issue_id, self.compiled.issue.subject, self.route.label(), self.segment,
+                          first_run=record is None, planned=0, to_send=0, counts=counts,
                           invalid=[str(p) for p in self.problems], limit=self.options.limit,
-                          include_new=self.options.include_new, replanned_from=self.replan_from)
+                          include_new=self.options.include_new, replanned_from=self.replan_from,
+                          restarting=self.restarting)
         if record is None or self.replan_from is not None:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
@@ -217,16 +231,25 @@ class SendRun:
         return f"{retried} retried with the same idempotency key, {expired} marked unknown ({why})"
 
     # -- sending (holding the lease) --------------------------------------------------
-    def freeze_plan(self) -> None:
-        """First run: freeze the plan; later runs: add new subscribers if asked, accept new content."""
+    def freeze_plan(self, holder: str = "") -> None:
+        """First run: freeze the plan, bound to this provider; later runs: bind a plan not bound yet (or
+        confirmed), add new subscribers if asked, accept new content. ``--restart`` first drops the outbox
+        trial's plan, fenced by the lease ``holder``."""
+        if self.restarting is not None:
+            self.ledger.drop_plan(self.issue_id, holder, only_provider=OUTBOX)
         if self.record is None:
             self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
-                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible())
+                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible(),
+                                    provider=self.route.provider, provider_scope=self.route.scope)
         elif self.replan_from is not None:
+            if self.verdict in (BIND, ASK):  # nobody was tried yet: the plan may still be unbound
+                self.ledger.bind_provider(self.issue_id, self.route.provider, self.route.scope)
             self.ledger.replan(self.issue_id, segment=self.segment, emails=self._eligible())
             if self.record.content_hash != self.compiled.content_hash:
                 self.ledger.set_content_hash(self.issue_id, self.compiled.content_hash)
         else:
+            if self.verdict in (BIND, ASK):  # ASK got here only confirmed (see _load_plan)
+                self.ledger.bind_provider(self.issue_id, self.route.provider, self.route.scope)
             if self.options.include_new:
                 self.ledger.extend_plan(self.issue_id, self._eligible())
             if self.record.content_hash != self.compiled.content_hash:
@@ -238,6 +261,7 @@ class SendRun:
         # Invalid rows skipped under --skip-invalid are on the record, with the reason.
         self.ledger.add_skipped(self.issue_id, [(p.email, str(p)) for p in self.problems if p.email])
         self.record = self.ledger.issue(self.issue_id)
+        self.verdict, self.restarting = SAME, None
 
     def in_doubt_batches(self, now: datetime | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """Rows a dead run left ``sending``, as (batches to retry under their key, batches to mark unknown).

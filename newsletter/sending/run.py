@@ -3,7 +3,9 @@
 The sequence, the same every time (docs/sending.md)::
 
     refuse test mode -> compile once -> lint's checks (refuse on errors) -> open the provider -> the signing secret
-    -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings (preflight) -> read its unsubscribes (url = "provider")
+    -> refuse a plan bound to another provider (or ask about one an older version left unknown)
+    -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings
+    (preflight) -> read its unsubscribes (url = "provider")
     -> validate the list -> take the issue's lease (or exit 75) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Collection, Iterator, Protocol
 
 from ..compile.lint import CHECKS, NOT_IGNORABLE, Finding, for_sending
@@ -29,6 +31,7 @@ from ..providers import open_provider, provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import iter_valid_subscribers
 from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
+from .binding import ASK, NEW, route_verdict, unknown_question, unknown_refused
 from .lease import LeaseKeeper
 from .lookups import PacedSession
 from .outcomes import BatchReport, RunTotals
@@ -78,9 +81,11 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
     provider = open_provider(settings)
     try:
         secret = signing_secret(settings, provider, talk.warn)
-        # Read-only first: what the plan would be refuses (a segment of nobody, a frozen segment, an
-        # invalid list) before the provider is asked anything or the ledger is written.
+        # Read-only first: the plan's provider (a plan bound to another one) and what the plan would be (a
+        # segment of nobody, a frozen segment, an invalid list) refuse before the provider is asked anything
+        # or the ledger is written.
         with open_ledger(settings, readonly=True) as ledger:
+            options = _settle_route(ledger, built.issue.id, provider, options, talk, dry_run=dry_run, yes=yes)
             summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
         if dry_run:
             talk.summary(summary)
@@ -99,7 +104,7 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
                         summary = run.summary()  # some may be sent, or back to pending, now
                 if not _confirm(summary, talk, yes=yes, allow_changed=allow_changed):
                     return SendResult(summary, None, summary.counts, provider, declined=True)
-                run.freeze_plan()
+                run.freeze_plan(keeper.holder)
                 with talk.progress(summary.sending_now) as progress:
                     totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper,
                                       on_interrupt=lambda in_flight: talk.warn(_interrupted(in_flight, provider)))
@@ -226,6 +231,27 @@ def _sync_unsubscribes(provider: Provider, ledger: Ledger, talk: Conversation) -
         talk.info(f"Suppressed: {report.added} new from {provider.name} (unsubscribes, bounces, complaints)")
 
 
+def _settle_route(ledger: Ledger, issue_id: str, provider: Provider, options: SendOptions, talk: Conversation,
+                  *, dry_run: bool, yes: bool) -> SendOptions:
+    """Refuse a plan bound to another provider before anything is asked of the provider or written
+    (``SendRun`` checks again under the lease); for a plan an older version left ``unknown``, ask on a
+    terminal whether it went through this provider. Returns the options, with the answer."""
+    record = ledger.issue(issue_id)
+    verdict = route_verdict(record, provider, ledger, restart=options.restart)
+    if options.restart and verdict == NEW:
+        talk.info(f"Restart: issue {issue_id} has no plan yet; nothing to forget")
+    if verdict != ASK:
+        return options
+    if dry_run:
+        talk.warn(f"{unknown_question(record, provider, ledger)} A real run asks this first (on a terminal).")
+        return replace(options, provider_confirmed=True)
+    if yes or talk.ask is None:
+        raise unknown_refused(record, provider, ledger, asked=False)
+    if not talk.ask(unknown_question(record, provider, ledger), False):
+        raise unknown_refused(record, provider, ledger, asked=True)
+    return replace(options, provider_confirmed=True)
+
+
 def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Conversation, unknown: int) -> bool:
     """Before sending, on a terminal: ask, then reconcile as ``newsletter reconcile`` does. True if it ran.
 
@@ -252,7 +278,7 @@ def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Con
 
 def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: bool) -> bool:
     """False when the user answered no."""
-    if summary.sending_now == 0 and not summary.in_doubt:
+    if summary.sending_now == 0 and not summary.in_doubt and summary.restarting is None:
         return True  # nothing will be sent: no question to ask (cron and scripts need no --yes for that)
     if summary.content_changed:
         if yes and not allow_changed:
@@ -263,7 +289,12 @@ def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: 
         if not yes and not _ask(talk, "The issue changed since its first send. Send the NEW content to the "
                                       "remaining recipients?"):
             return False
-    return yes or _ask(talk, f"Send {summary.sending_now} email(s) now?")
+    if yes:
+        return True
+    if summary.restarting is not None:  # one question: the trial is dropped only if the send goes on
+        return _ask(talk, f"Forget the outbox trial of {summary.issue_id} and send {summary.sending_now} email(s) "
+                          f"through {summary.provider} now?")
+    return _ask(talk, f"Send {summary.sending_now} email(s) now?")
 
 
 def _ask(talk: Conversation, question: str) -> bool:
