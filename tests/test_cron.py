@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from newsletter.cli.eventlog import JSON, PLAIN, STAMPED, EventLog
 from newsletter.config import load
 from newsletter.errors import ConfigError
 from newsletter.ledger.base import Lease
@@ -306,3 +307,28 @@ def test_two_dispatches_started_together_send_each_reader_once(workspace, slow_l
     loser = [err for code, _, err in results if code == 75]
     assert loser in ([], [""])  # the one left out says nothing: cron mails nothing for it
     assert outbox_deliveries(workspace) == {email: 1 for email in eligible}
+
+
+# -- the pieces ---------------------------------------------------------------------------------------
+def test_a_notice_is_recorded_once_across_connections(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with SQLiteLedger(path) as one, SQLiteLedger(path) as other:
+        assert one.mark_noticed("x", "too-old:2026-11-20T08:00:00+01:00") is True
+        assert other.mark_noticed("x", "too-old:2026-11-20T08:00:00+01:00") is False
+        assert other.mark_noticed("x", "too-old:2026-11-21T08:00:00+01:00") is True  # a new send_at
+        assert one.mark_noticed("y", "too-old:2026-11-20T08:00:00+01:00") is True
+
+
+@pytest.mark.parametrize("style, expected", [
+    (PLAIN, "Warning: late\n"),
+    (STAMPED, "2026-12-03T09:00:00+01:00 Warning: late\n"),
+    (JSON, '{"time": "2026-12-03T09:00:00.000+01:00", "level": "warning", "event": "too_old", "message": "late", '
+           '"issue": "x"}\n'),
+])
+def test_event_log_styles(capsys, style, expected):
+    clock = lambda: datetime(2026, 12, 3, 9, 0, tzinfo=timezone(timedelta(hours=1)))  # noqa: E731
+    log = EventLog(style, quiet=True, clock=clock)
+    log.info("dropped under -q")
+    log.detail("dropped without -v")
+    log.warn("late", event="too_old", issue="x")
+    assert capsys.readouterr() == ("", expected)
