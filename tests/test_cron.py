@@ -258,18 +258,19 @@ def test_a_config_error_is_one_timestamped_line(run, workspace):
 
 
 # -- two dispatch processes at once ---------------------------------------------------------------------
-def start_dispatch(workspace, env, *args):
-    return subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()", *args, "dispatch"],
+def start_dispatch(workspace, env, *args, json_out=False):
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()", *args, "dispatch"]
+    return subprocess.Popen(command + (["--json"] if json_out else []),
                             cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture
 def slow_list(workspace):
-    """300 readers, sent 10 a batch at 20 batches a second: a dispatch holds the issue for over a second."""
+    """300 readers, sent 10 a batch at 5 batches a second: a dispatch holds the issue for about 6 s."""
     eligible = write_list(workspace / "subscribers" / "subscribers.csv", 300)
     set_send_at(workspace, ago(hours=1))
     env = send_env(NEWSLETTER_SECRET="test-secret", NEWSLETTER_PROVIDER_BATCH_SIZE="10",
-                   NEWSLETTER_PROVIDER_RATE_LIMIT="20", NEWSLETTER_PROVIDER_CONCURRENCY="1")
+                   NEWSLETTER_PROVIDER_RATE_LIMIT="5", NEWSLETTER_PROVIDER_CONCURRENCY="1")
     return eligible, env
 
 
@@ -288,6 +289,11 @@ def test_a_second_dispatch_leaves_a_held_issue_alone_quietly_with_exit_75(worksp
     second = start_dispatch(workspace, env)
     out, err = second.communicate(timeout=60)
     assert (second.returncode, out, err) == (75, "", "")
+    as_json = start_dispatch(workspace, env, json_out=True)
+    out, err = as_json.communicate(timeout=60)
+    if first.poll() is None:  # still sending: --json names the issue left alone
+        [record] = json.loads(out)
+        assert as_json.returncode == 75 and record["issue"] == ISSUE and record["exit_code"] == 75
     verbose = start_dispatch(workspace, env, "-v")
     out, err = verbose.communicate(timeout=60)
     if first.poll() is None:  # still sending: -v says who holds it

@@ -77,7 +77,8 @@ def _dispatch(app: App, log: EventLog, records: list[dict], *, dry_run: bool, ma
     for verdict in too_old:
         _say_too_old(log, verdict, max_age_text, first=verdict in fresh, dry_run=dry_run)
     for verdict in schedule.having(Action.BUSY):
-        _say_busy(log, verdict)
+        records.append({"issue": verdict.facts.issue_id, "exit_code": LeaseHeld.exit_code,
+                        "error": _say_busy(log, verdict)})
         codes.append(LeaseHeld.exit_code)
     _say_why_not(log, schedule)
     for verdict in schedule.having(Action.SEND, Action.RESUME):
@@ -153,11 +154,14 @@ def _say_too_old(log: EventLog, verdict: Verdict, max_age_text: str, *, first: b
         log.detail(f"{text} (reported before); to send it anyway: newsletter send {facts.issue_id}", **fields)
 
 
-def _say_busy(log: EventLog, verdict: Verdict) -> None:
+def _say_busy(log: EventLog, verdict: Verdict) -> str:
+    """Only with -v: the other run carries on, and the next dispatch picks up what it leaves. Returns the words."""
     lease = verdict.facts.held_by
     since = datetime.fromtimestamp(lease.acquired, timezone.utc).isoformat(timespec="seconds")
-    log.detail(f"{verdict.facts.issue_id}: another run is sending it (pid {lease.pid} on {lease.host}, since "
-               f"{since}); left to it", event="busy", issue=verdict.facts.issue_id, pid=lease.pid, host=lease.host)
+    text = (f"{verdict.facts.issue_id}: another run is sending it (pid {lease.pid} on {lease.host}, since "
+            f"{since}); left to it")
+    log.detail(text, event="busy", issue=verdict.facts.issue_id, pid=lease.pid, host=lease.host)
+    return text
 
 
 def _say_why_not(log: EventLog, schedule: Schedule) -> None:
