@@ -7,7 +7,7 @@ docs/architecture.md tells the whole story)::
       |
     sending/        the send loop. Public: run (one run of `send`), plan (freeze/resume the
       |             plan), outcomes (its vocabulary), lease, reconcile, suppression_sync,
-      |             proofs. Internal: pool (workers: claim -> call -> record), lookups,
+      |             proofs, schedule (what dispatch sends now). Internal: pool (workers: claim -> call -> record), lookups,
       |             ratelimit (token bucket, the one retry policy)
       |
     providers/      one adapter per email API behind base.Provider; answers.py reads replies

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "newsletter"
-SENDING_PUBLIC = {"run", "plan", "outcomes", "reconcile", "suppression_sync", "lease", "proofs", "binding"}
+SENDING_PUBLIC = {"run", "plan", "outcomes", "reconcile", "suppression_sync", "lease", "proofs", "binding",
+                  "schedule"}
 
 
 def module_name(path: Path) -> str:

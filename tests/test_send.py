@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -378,6 +379,11 @@ def test_a_repeated_address_is_refused_and_with_skip_invalid_sent_once(run, work
 
 
 # -- dispatch (cron) ---------------------------------------------------------------------------
+def an_hour_ago() -> str:
+    """A send_at that has passed, well within dispatch's --max-age."""
+    return (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+
+
 def set_send_at(workspace, when: str) -> None:
     issue = workspace / "issues" / f"{ISSUE}.md"
     text = re.sub(r"(?m)^send_at: .*\n", "", issue.read_text())
@@ -387,12 +393,13 @@ def set_send_at(workspace, when: str) -> None:
 def test_dispatch_sends_issues_whose_time_has_come_once(run, workspace):
     set_send_at(workspace, "2099-01-01T09:00:00+00:00")
     result = run("dispatch", env=SECRET)
-    assert result.exit_code == 0 and "Nothing to dispatch." in result.stdout
-    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")  # quiet when idle (was a line)
+    set_send_at(workspace, an_hour_ago())
     result = run("dispatch", env=SECRET)
     assert result.exit_code == 0, result.stderr
     assert delivered(workspace) == SUBSCRIBED
-    assert "Nothing to dispatch." in run("dispatch", env=SECRET).stdout  # finished issues are left alone
+    again = run("-v", "dispatch", env=SECRET)
+    assert again.stderr.endswith(" Nothing to dispatch.\n")  # finished issues are left alone
 
 
 def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, workspace):
@@ -408,12 +415,14 @@ def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, work
 
 def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, workspace):
     """Another live run (this very process, a fresh heartbeat) holds the lease: both leave the issue alone."""
-    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    set_send_at(workspace, "2020-01-01T09:00:00+00:00")  # long past --max-age: a started plan resumes anyway
     assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
     with ledger(workspace) as db:
         db.acquire_lease(ISSUE, "the-other-run", stale_after=60)
     dispatched = run("dispatch", env=SECRET)
-    assert dispatched.exit_code == 75 and "another run is sending issue" in dispatched.stderr
+    assert (dispatched.exit_code, dispatched.stderr) == (75, "")  # cron would mail a line every 10 min (was one)
+    dispatched = run("-v", "dispatch", env=SECRET)
+    assert dispatched.exit_code == 75 and f"{ISSUE}: another run is sending it (pid " in dispatched.stderr
     reconciled = run("reconcile", ISSUE, env=SECRET)  # the plan's own provider: another one is refused first
     assert reconciled.exit_code == 75 and "another run is sending issue" in reconciled.stderr
     assert delivered(workspace) == ["ada@example.com"]
@@ -597,14 +606,14 @@ def test_status_does_not_call_a_killed_run_the_sender(run, workspace):
 
 # -- dispatch and issues it cannot read ----------------------------------------------------------
 def test_dispatch_names_each_issue_it_cannot_read_and_still_sends_the_others(run, workspace):
-    set_send_at(workspace, "2020-01-01T09:00:00+00:00")
+    set_send_at(workspace, an_hour_ago())
     (workspace / "issues" / "2026-12-07-nozone.md").write_text(
         "---\nsubject: Next week\ndate: 2026-12-07\nsend_at: 2026-12-07T08:00:00\n---\nHello\n")
     (workspace / "issues" / "2026-12-14-broken.md").write_text("---\nsubject: [unclosed\n---\nHello\n")
     result = run("dispatch", env=SECRET)
     assert result.exit_code == 1
     assert delivered(workspace) == SUBSCRIBED
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line.split(" ", 1)[1] for line in result.stderr.splitlines() if " Error: " in line]  # after the time
     assert len(errors) == 2
     assert re.match(r"Error: \S*issues/2026-12-07-nozone\.md:4: send_at 2026-12-07 08:00:00 has no time zone", errors[0])
     assert re.match(r"Error: \S*issues/2026-12-14-broken\.md:\d+: front matter is not valid YAML", errors[1])

@@ -154,13 +154,13 @@ def test_warnings_are_printed_and_do_not_stop_the_send(run, workspace):
 def test_dispatch_and_test_refuse_on_lint_errors_too(run, workspace):
     edit(issue_file(workspace), "date: 2026-11-30\n", "date: 2026-11-30\nsend_at: 2026-01-01T08:00:00Z\n")
     body_line(workspace, "Hello *|FNAME|*")
-    result = run("dispatch", env=SECRET)
+    result = run("dispatch", "--max-age", "1000d", env=SECRET)  # send_at is long past
     assert result.exit_code == 1 and "Error: 1 lint error(s), nothing was frozen or sent:" in result.stderr
     assert delivered(workspace) == [] and ledger_snapshot(workspace) is None
     proof = run("test", ISSUE, "--to", "me@example.com", env=SECRET)
     assert proof.exit_code == 1 and "Error: 1 lint error(s), nothing was sent:" in proof.stderr
     assert not (workspace / "outbox").exists()
-    through = run("dispatch", "--ignore-lint", "mailchimp-tag", env=SECRET)
+    through = run("dispatch", "--max-age", "1000d", "--ignore-lint", "mailchimp-tag", env=SECRET)
     assert through.exit_code == 0, through.stderr
     assert delivered(workspace) == SUBSCRIBED
 

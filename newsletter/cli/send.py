@@ -81,9 +81,7 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
     summary = result.summary
     if dry_run:
         if as_json:
-            click.echo(json.dumps({"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
-                                   "planned": summary.planned, "new_subscribers": summary.new_subscribers,
-                                   **summary.counts}))
+            click.echo(json.dumps(dry_run_record(summary)))
         return 0
     if result.declined:
         click.echo("Not sent.", err=as_json)
@@ -99,29 +97,73 @@ def _interactive() -> bool:
 
 
 def _finish(result: SendResult, as_json: bool) -> int:
-    summary, totals, counts = result.summary, result.totals, result.counts
-    code = exit_code(counts)
     if as_json:
-        click.echo(json.dumps({"issue": summary.issue_id, "exit_code": 1 if totals.error else code,
-                               "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
-                               "retried_failed": summary.retry_failed, "batches": totals.batches,
-                               "stopped": totals.aborted or None, "new_subscribers": summary.new_subscribers,
-                               "total": sum(counts.values()), **counts}))
+        click.echo(json.dumps(result_record(result)))
     else:
-        click.echo(f"{summary.issue_id}: sent {totals.sent} now. Totals: {counts['sent']} sent, "
-                   f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['skipped']} skipped, "
-                   f"{counts['pending'] + counts['sending']} pending, of {sum(counts.values())} planned.")
-        if counts["failed"] or counts["unknown"]:
-            click.echo(f"See who and why: newsletter status {summary.issue_id} --failed")
-        if code == 4:
-            why = totals.incomplete_reason()
-            click.echo(f"Incomplete{': ' + why if why else ''}. "
-                       f"Run `newsletter send {summary.issue_id}` again to resume.")
-    if counts["unknown"]:
-        click.echo(in_doubt_line(result.provider, summary.issue_id, counts["unknown"]), err=as_json)
-    if totals.error is not None:
-        raise totals.error
-    return code
+        for line in result_lines(result):
+            click.echo(line)
+    if result.counts["unknown"]:
+        click.echo(in_doubt_line(result.provider, result.summary.issue_id, result.counts["unknown"]), err=as_json)
+    if result.totals.error is not None:
+        raise result.totals.error
+    return exit_code(result.counts)
+
+
+def dry_run_record(summary: Summary) -> dict:
+    """``send --dry-run --json``'s object (docs/sending.md)."""
+    return {"issue": summary.issue_id, "dry_run": True, "to_send": summary.sending_now,
+            "planned": summary.planned, "new_subscribers": summary.new_subscribers, **summary.counts}
+
+
+def result_record(result: SendResult) -> dict:
+    """``send --json``'s object (docs/sending.md)."""
+    summary, totals, counts = result.summary, result.totals, result.counts
+    return {"issue": summary.issue_id, "exit_code": 1 if totals.error else exit_code(counts),
+            "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
+            "retried_failed": summary.retry_failed, "batches": totals.batches,
+            "stopped": totals.aborted or None, "new_subscribers": summary.new_subscribers,
+            "total": sum(counts.values()), **counts}
+
+
+def result_lines(result: SendResult) -> list[str]:
+    """The final summary in words: totals, where to look at failures, how to resume."""
+    summary, totals, counts = result.summary, result.totals, result.counts
+    lines = [f"{summary.issue_id}: sent {totals.sent} now. Totals: {counts['sent']} sent, "
+             f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['skipped']} skipped, "
+             f"{counts['pending'] + counts['sending']} pending, of {sum(counts.values())} planned."]
+    if counts["failed"] or counts["unknown"]:
+        lines.append(f"See who and why: newsletter status {summary.issue_id} --failed")
+    if exit_code(counts) == 4:
+        why = totals.incomplete_reason()
+        lines.append(f"Incomplete{': ' + why if why else ''}. "
+                     f"Run `newsletter send {summary.issue_id}` again to resume.")
+    return lines
+
+
+def summary_notes(s: Summary) -> list[str]:
+    """What a resumed plan holds besides the plain counts, and the invalid rows skipped."""
+    notes = []
+    if not s.first_run:
+        if s.new_subscribers and s.include_new:
+            notes.append(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "
+                         f"(--include-new)")
+        elif s.new_subscribers:
+            notes.append(f"New:        {s.new_subscribers} subscriber(s) joined since the first run and are not in "
+                         f"the plan; add them with `newsletter send {s.issue_id} --include-new`")
+        if s.counts["unknown"] and s.resend_unknown:
+            notes.append(f"In doubt:   {s.counts['unknown']} unknown, sent again now (--resend-unknown)")
+        elif s.counts["unknown"]:
+            notes.append(f"In doubt:   {s.counts['unknown']} unknown (not re-sent without --resend-unknown)")
+        if s.retry_failed:
+            notes.append(f"Failed:     {s.retry_failed} failed recipient(s) back to pending (--retry-failed)")
+        elif s.counts["failed"]:
+            notes.append(f"Failed:     {s.counts['failed']} failed (not re-sent without --retry-failed)")
+        if s.in_doubt:
+            notes.append(f"Interrupted: {s.in_doubt} recipient(s) left mid-batch by a stopped run; {s.in_doubt_action}")
+        if s.content_changed:
+            notes.append("Changed:    the issue's content differs from the first run's")
+    notes.extend(f"Skipping invalid row: {problem}" for problem in s.invalid[:10])
+    return notes
 
 
 class _Say:
@@ -154,26 +196,8 @@ class _Say:
             self(f"Recipients: {s.planned} (first run: {frozen})")
         else:
             self(f"Plan:       {s.planned} recipients, {s.counts['sent']} already sent, {s.counts['skipped']} skipped")
-            if s.new_subscribers and s.include_new:
-                self(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "
-                     f"(--include-new)")
-            elif s.new_subscribers:
-                self(f"New:        {s.new_subscribers} subscriber(s) joined since the first run and are not in "
-                     f"the plan; add them with `newsletter send {s.issue_id} --include-new`")
-            if s.counts["unknown"] and s.resend_unknown:
-                self(f"In doubt:   {s.counts['unknown']} unknown, sent again now (--resend-unknown)")
-            elif s.counts["unknown"]:
-                self(f"In doubt:   {s.counts['unknown']} unknown (not re-sent without --resend-unknown)")
-            if s.retry_failed:
-                self(f"Failed:     {s.retry_failed} failed recipient(s) back to pending (--retry-failed)")
-            elif s.counts["failed"]:
-                self(f"Failed:     {s.counts['failed']} failed (not re-sent without --retry-failed)")
-            if s.in_doubt:
-                self(f"Interrupted: {s.in_doubt} recipient(s) left mid-batch by a stopped run; {s.in_doubt_action}")
-            if s.content_changed:
-                self("Changed:    the issue's content differs from the first run's")
-        for problem in s.invalid[:10]:
-            self(f"Skipping invalid row: {problem}")
+        for note in summary_notes(s):
+            self(note)
         self(f"Send now:   {s.sending_now}{f' (--limit {s.limit})' if s.limit is not None else ''}")
         if self.dry_run:
             self("Dry run: nothing was sent or written.")

@@ -283,6 +283,11 @@ class Ledger(ABC):
     def resolve(self, issue_id: str, outcomes: Sequence[Outcome]) -> int:
         """``unknown -> sent | pending | failed`` from a provider look-up, one transaction."""
 
+    # -- notices (dispatch says some things once) ----------------------------------
+    @abstractmethod
+    def mark_noticed(self, issue_id: str, notice: str) -> bool:
+        """Record that ``notice`` was given about the issue; True only the first time (across processes)."""
+
     # -- suppressions and erasure ----------------------------------------------------
     def add_suppression(self, email: str, reason: str, source: str = "manual", *, issue_id: str = "") -> bool:
         return self.add_suppressions([(email, reason)], source, issue_id=issue_id) == 1

@@ -96,6 +96,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         -- so a complaint about "I left after issue X" can be answered. '' for every other source.
         ALTER TABLE suppressions ADD COLUMN issue_id TEXT NOT NULL DEFAULT ''
     """),
+    (5, "notices: what dispatch has told the user once already", """
+        -- dispatch runs every few minutes: a notice such as "this issue is too old to send unasked"
+        -- is recorded here the first time it is given, and never repeated. No personal data.
+        CREATE TABLE notices (
+            issue_id   TEXT NOT NULL,
+            notice     TEXT NOT NULL,   -- what was said, e.g. too-old:<send_at>
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (issue_id, notice)
+        )
+    """),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -456,6 +456,12 @@ class SQLiteLedger(Ledger):
                            "WHERE issue_id = ? AND email = ? AND +state = 'unknown'", params)
             return db.total_changes - before
 
+    # -- notices --------------------------------------------------------------------
+    def mark_noticed(self, issue_id: str, notice: str) -> bool:
+        with self._tx() as db:
+            return db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?)",
+                              (issue_id, notice, _now())).rowcount == 1
+
     # -- suppressions and erasure ---------------------------------------------------
     def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
         now = _now()
