@@ -683,3 +683,19 @@ def test_a_run_that_waited_while_another_froze_and_sent_the_plan_resumes_it(run,
     assert result.exit_code == 0, result.stderr
     assert "sent 0 now" in result.stdout and "Totals: 4 sent" in result.stdout
     assert delivered(workspace) == []  # the other run's deliveries are not repeated
+
+
+def test_a_line_separator_in_from_stops_the_outbox_run_with_nobody_failed(run, workspace):
+    """Issue 17: the outbox had its own send_batch, skipped the shared header check, wrote every reader
+    through to_mime and marked each `failed` for good (exit 3). It now takes the shared send path: the
+    request is refused as a whole, the run stops with one error, nobody is failed or written."""
+    toml = workspace / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('from = "Field Notes Weekly <notes@example.com>"',
+                                             'from = "Field Notes Weekly\u2028Bcc: eve@example.net <notes@example.com>"'))
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.stderr and "From" in result.stderr and "line break" in result.stderr
+    assert delivered(workspace) == []
+    counts = status(run)
+    assert counts["failed"] == 0 and counts["unknown"] == 0 and counts["sending"] == 0
+    assert counts["sent"] == 0 and counts["pending"] == counts["total"]
