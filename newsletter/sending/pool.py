@@ -11,16 +11,17 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    COMMIT: ``sent`` with the provider's id, ``failed`` with the reason,
    ``unknown`` when the provider could not say, or back to ``pending`` with
    attempts + 1 for transient trouble.
-3. **Retry what was certainly not accepted.** A 429, 500 or 503 answer (any
-   5xx but the gateway ones), or a connection that was never made, means the
-   provider did not take the batch: its rows go back to ``pending`` and are
+3. **Retry what was certainly not accepted.** :class:`~newsletter.errors.NotAccepted`
+   from the shared send path (a 429, 500 or 503 answer, any 5xx but the gateway
+   ones, or a request that never left: connection refused, DNS failure, connect
+   timeout) means the provider did not take the batch: its rows go back to ``pending`` and are
    claimed again (under a new batch id) after an exponential backoff with
    jitter, or the server's ``Retry-After``, which also pauses every worker (a
    wait longer than ``max_wait`` stops the run instead: exit 4, run again
    later). After ``max_attempts`` tries in one run a recipient is left
    ``pending`` and the run ends incomplete (exit 4).
-4. **Never resend what may have been accepted.** No answer at all (timeout,
-   dropped connection), or a 502/504 from a gateway that gave up waiting while
+4. **Never resend what may have been accepted.** :class:`~newsletter.errors.NoAnswer`
+   (timeout, dropped connection), or a 502/504 from a gateway that gave up waiting while
    the provider behind it may have accepted, leaves the batch in doubt: a provider that honours
    idempotency keys gets the very same batch id again, but only while it still
    remembers the key (the batch's first claim is younger than the provider's
@@ -37,7 +38,9 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    back to ``pending`` when no HTTP request was made) and the run stops with
    one error.
 
-Nothing here knows a provider's wire format; adapters map their answers to
+What a failure means is decided by :func:`~newsletter.sending.outcomes.decide_failure`, a pure
+function; every outcome is written by :meth:`Dispatcher.settle` (one transaction, then the totals
+and the progress report). Nothing here knows a provider's wire format; adapters map their answers to
 :class:`~newsletter.models.Outcome` and :class:`~newsletter.errors.ProviderError`.
 """
 
@@ -68,7 +71,6 @@ from .outcomes import (
     key_window,
 )
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
-
 
 
 def new_batch_id() -> str:
