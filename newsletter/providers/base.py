@@ -333,24 +333,22 @@ class Provider:
     def network_error(self, err: requests.RequestException, url: str, what: str) -> ProviderError:
         """``err`` as :class:`NotAccepted` when the request certainly never left this machine (or never
         reached a server), else :class:`NoAnswer`; the message names the host it tried, never the key."""
-        host = _host(url)
+        host, nothing = _host(url), "; nothing was sent" if what == "request" else ""
         if isinstance(err, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
                             requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader)):
             return NotAccepted(f"{self.name}: the {what} could not be made to {url_origin(url)!r} "
-                               f"({self.scrub(str(err))}); nothing was sent", retryable=False,
+                               f"({self.scrub(str(err))}){nothing}", retryable=False,
                                hint="check [provider] api_base: it should be the provider's https:// API origin")
         if isinstance(err, requests.ConnectTimeout):
-            return NotAccepted(f"{self.name}: could not connect to {host} within {self.timeout:g} s; nothing "
-                               f"was sent", retryable=True)
+            return NotAccepted(f"{self.name}: could not connect to {host} within {self.timeout:g} s{nothing}",
+                               retryable=True)
         never_connected = _never_connected(err)
         if never_connected:
-            return NotAccepted(f"{self.name}: could not connect to {host} ({never_connected}); nothing was sent",
+            return NotAccepted(f"{self.name}: could not connect to {host} ({never_connected}){nothing}",
                                retryable=True, hint="check the network, and [provider] api_base")
         if isinstance(err, requests.Timeout):
-            return NoAnswer(f"{self.name}: no answer within {self.timeout:g} s from {host}; it may have been "
-                            f"accepted")
-        return NoAnswer(f"{self.name}: the connection to {host} broke before an answer ({type(err).__name__}); "
-                        f"it may have been accepted")
+            return NoAnswer(f"{self.name}: no answer within {self.timeout:g} s from {host}")
+        return NoAnswer(f"{self.name}: the connection to {host} broke before an answer ({type(err).__name__})")
 
     def raise_for_status(self, response: requests.Response) -> None:
         """401/403 abort; 429 and the provider's own 5xx were not accepted; a gateway's 502/504 is no
