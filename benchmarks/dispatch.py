@@ -91,9 +91,18 @@ def make_provider(settings, kind: str):
         name, max_batch, default_rate, idempotent, needs_api_key = "noop", 500, 0.0, True, False
         fills_bodies = True  # like Postmark and Resend: bodies are filled (encoded) per message
 
-        def send_batch(self, batch, session):
+        delivers_through_session = False
+
+        # The shared send path (Provider.send_batch) with a transport that only encodes the bodies.
+        def build_request(self, batch):
+            return batch
+
+        def transmit(self, batch, session):
             for _ in self.message_bodies(batch):
                 pass
+            return batch
+
+        def parse_response(self, batch, response):
             return [Outcome(m.to, "sent", provider_id="x") for m in batch.messages]
 
     return NoopProvider(settings) if kind == "noop" else open_provider(settings)

@@ -7,11 +7,18 @@
      +-- SubscriberError            the subscriber list
      +-- RecipientError             one recipient cannot be sent (their data); the others can
      +-- LedgerError                the delivery ledger
-     +-- StoppedNow                 a second Ctrl-C stopped a send mid-batch (exit 130)
      |    +-- LeaseHeld             another run holds the issue (exit 75)
      |    +-- RouteRefused          a run through another provider than the plan's; a --restart of a real send
-     +-- ProviderError              an email API answered badly (never carries the key)
+     +-- StoppedNow                 a second Ctrl-C stopped a send mid-batch (exit 130)
+     +-- ProviderError              an email API failed (retryable, retry_after; never carries the key);
+          |                         a bare one that is retryable is in doubt, like NoAnswer
           +-- AuthError             401/403: abort the whole run
+          +-- NotAccepted           certainly not accepted: the request never left (connection refused, DNS
+          |                         failure, connect timeout, a URL requests cannot use) or the provider
+          |                         itself said no for now (429, its own 5xx): back to pending
+          +-- NoAnswer              sent, but no answer came (read timeout, dropped connection, a gateway's
+          |                         502/504): the provider may have accepted it, so it is in doubt
+          +-- ReconcileInterrupted  the provider failed mid-reconcile; what was resolved is kept
 
 Every message says what went wrong, where (file:line, recipient) and what to do.
 Library code raises these; only ``newsletter.cli`` turns them into exit codes.
@@ -105,3 +112,29 @@ class ProviderError(NewsletterError):
 
 class AuthError(ProviderError):
     """The provider refused our credentials: stop sending at once."""
+
+
+class NotAccepted(ProviderError):
+    """The provider certainly did not take the request: it never left this machine (refused connection,
+    DNS failure, connect timeout, a URL requests cannot use) or the provider answered 429 or a 5xx of
+    its own. Sending it again cannot make a second copy (httpx's ConnectError, not its ReadError)."""
+
+
+class NoAnswer(ProviderError):
+    """The request went out and no answer came back (read timeout, dropped connection, a gateway's
+    502/504): the provider may have accepted it. Retried only under the same idempotency key."""
+
+    def __init__(self, message: str, *, retryable: bool = True, **kw):
+        super().__init__(message, retryable=retryable, **kw)
+
+
+class ReconcileInterrupted(ProviderError):
+    """``newsletter reconcile`` stopped on a provider error; batches already resolved are recorded.
+
+    ``report`` is what was found until then (a ``newsletter.sending.reconcile.Reconciliation``)."""
+
+    def __init__(self, report: object, err: ProviderError, resolved: int):
+        self.report = report
+        super().__init__(f"{err.message} (after resolving {resolved} recipient(s); run `newsletter reconcile` "
+                         f"again to continue)", status=err.status, body=err.body, retryable=err.retryable,
+                         retry_after=err.retry_after, hint=err.hint)

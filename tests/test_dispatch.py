@@ -10,11 +10,12 @@ import pytest
 import requests
 
 from newsletter.config import resolve
-from newsletter.errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
+from newsletter.errors import (AuthError, LedgerError, NewsletterError, NoAnswer, NotAccepted, ProviderError,
+                             RecipientError)
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Message, Outcome
 from newsletter.providers.base import Batch, Provider, Request
-from newsletter.sending.outcomes import Work
+from newsletter.sending.outcomes import Verdict, Work, decide_failure
 from newsletter.sending.pool import Dispatcher
 from newsletter.sending.ratelimit import Backoff, TokenBucket, wait_words
 
@@ -30,6 +31,7 @@ class ScriptedProvider(Provider):
     max_batch = 2
     default_rate = 0.0
     needs_api_key = False
+    delivers_through_session = False  # answers from its script: a bug in it may come after a delivery
 
     def __init__(self, *steps, idempotent=False):
         super().__init__(SETTINGS)
@@ -39,7 +41,13 @@ class ScriptedProvider(Provider):
         self.timed: list[tuple[str, list[str], float]] = []
         self._lock = threading.Lock()
 
-    def send_batch(self, batch: Batch, session) -> list[Outcome]:
+    def build_request(self, batch: Batch) -> Batch:
+        return batch
+
+    def parse_response(self, batch: Batch, outcomes: list[Outcome]) -> list[Outcome]:
+        return outcomes
+
+    def transmit(self, batch: Batch, session) -> list[Outcome]:
         with self._lock:
             self.calls.append((batch.batch_id, [m.to for m in batch.messages]))
             self.timed.append((batch.batch_id, [m.to for m in batch.messages], time.monotonic()))
@@ -92,7 +100,7 @@ def test_every_recipient_is_sent_once_in_batches_of_the_provider_size(ledger):
 
 
 def test_a_5xx_puts_the_batch_back_to_pending_and_it_is_claimed_again_under_a_new_batch_id(ledger):
-    provider = ScriptedProvider(ProviderError("HTTP 500", status=500, retryable=True))
+    provider = ScriptedProvider(NotAccepted("HTTP 500", status=500, retryable=True))
     totals = run(ledger, provider, EMAILS[:2])
     (first, who1), (second, who2) = provider.calls
     assert who1 == who2 and first != second
@@ -102,14 +110,14 @@ def test_a_5xx_puts_the_batch_back_to_pending_and_it_is_claimed_again_under_a_ne
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_a_provider_error_answer_is_certainly_not_accepted(ledger, status):
-    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True))
+    provider = ScriptedProvider(NotAccepted(f"HTTP {status}", status=status, retryable=True))
     totals = run(ledger, provider, EMAILS[:2])
     assert len({batch for batch, _ in provider.calls}) == 2 and totals.sent == 2 and totals.unknown == 0
 
 
 @pytest.mark.parametrize("status", [502, 504])
 def test_a_gateway_error_may_come_after_the_provider_accepted_so_it_is_never_resent_blindly(ledger, status):
-    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True))
+    provider = ScriptedProvider(NoAnswer(f"HTTP {status}", status=status, retryable=True))
     totals = run(ledger, provider, EMAILS[:2])
     assert len(provider.calls) == 1 and totals.unknown == 2
     assert set(states(ledger).values()) == {"unknown"}
@@ -118,7 +126,7 @@ def test_a_gateway_error_may_come_after_the_provider_accepted_so_it_is_never_res
 
 @pytest.mark.parametrize("status", [502, 504])
 def test_a_gateway_error_is_retried_under_the_same_batch_id_by_an_idempotent_provider(ledger, status):
-    provider = ScriptedProvider(ProviderError(f"HTTP {status}", status=status, retryable=True), idempotent=True)
+    provider = ScriptedProvider(NoAnswer(f"HTTP {status}", status=status, retryable=True), idempotent=True)
     totals = run(ledger, provider, EMAILS[:2])
     (first, _), (second, _) = provider.calls
     assert first == second and totals.sent == 2
@@ -133,7 +141,7 @@ def run_waiting_at_most(ledger, provider, emails, max_wait):
 
 
 def test_a_retry_after_longer_than_a_run_waits_stops_it_as_incomplete(ledger):
-    provider = ScriptedProvider(ProviderError("HTTP 429", status=429, retryable=True, retry_after=2))
+    provider = ScriptedProvider(NotAccepted("HTTP 429", status=429, retryable=True, retry_after=2))
     totals = run_waiting_at_most(ledger, provider, EMAILS[:4], max_wait=1)
     assert len(provider.calls) == 1
     assert totals.error is None  # incomplete (exit 4), not an error
@@ -144,7 +152,7 @@ def test_a_retry_after_longer_than_a_run_waits_stops_it_as_incomplete(ledger):
 
 def test_a_long_retry_after_on_an_in_doubt_batch_keeps_it_for_the_same_key_next_run(ledger):
     provider = ScriptedProvider(ProviderError("no answer", retryable=True),
-                                ProviderError("HTTP 429", status=429, retryable=True, retry_after=2),
+                                NotAccepted("HTTP 429", status=429, retryable=True, retry_after=2),
                                 idempotent=True)
     totals = run_waiting_at_most(ledger, provider, EMAILS[:2], max_wait=1)
     assert "asked to wait 2 s" in totals.aborted and len(provider.calls) == 2
@@ -157,7 +165,7 @@ def test_a_run_waits_15_minutes_at_most_by_default(ledger):
 
 
 def test_exhausted_retries_say_why_the_run_is_incomplete(ledger):
-    provider = ScriptedProvider(*[ProviderError("HTTP 503", status=503, retryable=True)] * 3)
+    provider = ScriptedProvider(*[NotAccepted("HTTP 503", status=503, retryable=True)] * 3)
     totals = run(ledger, provider, EMAILS[:2], max_attempts=3)
     assert not totals.aborted
     assert totals.incomplete_reason() == "2 recipient(s) still failing transiently after 3 tries"
@@ -168,7 +176,7 @@ def test_a_429_with_retry_after_pauses_every_worker(ledger):
 
     def too_many(batch):
         answered.append(time.monotonic())
-        raise ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.3)
+        raise NotAccepted("HTTP 429", status=429, retryable=True, retry_after=0.3)
 
     provider = ScriptedProvider(too_many)
     totals = run(ledger, provider, EMAILS[:4])  # two batches, one worker
@@ -180,7 +188,7 @@ def test_a_429_with_retry_after_pauses_every_worker(ledger):
 
 
 def test_transient_failures_stop_after_max_attempts_and_leave_recipients_pending(ledger):
-    error = ProviderError("HTTP 503", status=503, retryable=True)
+    error = NotAccepted("HTTP 503", status=503, retryable=True)
     provider = ScriptedProvider(*[error] * 20)
     totals = run(ledger, provider, EMAILS[:2], max_attempts=3)
     assert len(provider.calls) == 3
@@ -189,7 +197,7 @@ def test_transient_failures_stop_after_max_attempts_and_leave_recipients_pending
 
 
 def test_a_provider_that_keeps_failing_ends_the_run(ledger):
-    provider = ScriptedProvider(*[ProviderError("HTTP 503", status=503, retryable=True)] * 100)
+    provider = ScriptedProvider(*[NotAccepted("HTTP 503", status=503, retryable=True)] * 100)
     totals = run(ledger, provider, max_attempts=1)
     assert "kept failing" in totals.aborted
     assert len(provider.calls) == 3  # three batches in a row gave up: no point trying the rest
@@ -275,27 +283,80 @@ def test_a_provider_that_keeps_keys_forever_resends_an_in_doubt_batch_of_any_age
 def test_a_429_on_an_in_doubt_batch_keeps_it_in_doubt(ledger):
     """The first try may have been accepted; a later 429 says nothing about it."""
     provider = ScriptedProvider(ProviderError("no answer", retryable=True),
-                                ProviderError("HTTP 429", status=429, retryable=True), idempotent=True)
+                                NotAccepted("HTTP 429", status=429, retryable=True), idempotent=True)
     run(ledger, provider, EMAILS[:2])
     assert len({batch for batch, _ in provider.calls}) == 1 and len(provider.calls) == 3
     assert set(states(ledger).values()) == {"sent"}
 
 
 def test_a_connection_that_was_never_made_is_retried_not_in_doubt(ledger):
+    """Through the shared send path: a refused connection is NotAccepted there, so the batch goes back to
+    pending and is claimed again, never unknown."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: connections are refused
-
-    def refused(batch):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
-        except requests.ConnectionError as err:
-            raise ProviderError("connection failed", retryable=True) from err
-        raise AssertionError("the port answered")
-
-    provider = ScriptedProvider(refused)
+    provider = Posting(f"http://127.0.0.1:{port}/email")
     totals = run(ledger, provider, EMAILS[:2])
-    assert len(provider.calls) == 2 and totals.sent == 2 and totals.unknown == 0
+    assert len(provider.batch_ids) == 2 and totals.sent == 2 and totals.unknown == 0
+    assert len(set(provider.batch_ids)) == 2  # claimed again under a new batch id
+
+
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: connections are refused
+
+
+# Requests that provably never left this machine (issue 10): what the shared path raises, and where the batch goes.
+NEVER_LEFT = {
+    "InvalidSchema": ("ftp://127.0.0.1/email", False, "'ftp://127.0.0.1'"),
+    "InvalidURL": ("http:///email", False, "'http://'"),
+    "MissingSchema": ("api.example.com/email", False, "'api.example.com'"),
+    "refused connection": ("http://127.0.0.1:{port}/email", True, "127.0.0.1:{port} (connection refused)"),
+    "DNS failure": ("http://newsletter-test.invalid/email", True, "newsletter-test.invalid (host name not resolved)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEVER_LEFT))
+def test_a_request_that_never_left_is_not_accepted_and_names_the_host(case):
+    url, retryable, where = NEVER_LEFT[case]
+    port = refused_port()
+    provider = Posting(url.format(port=port))
+    provider.api_key = "SECRET-key-never-shown"
+    with requests.Session() as session, pytest.raises(NotAccepted) as caught:
+        provider.send_batch(Batch(ISSUE, "b1", (message("r0@example.com"),)), session)
+    assert caught.value.retryable is retryable and where.format(port=port) in caught.value.message
+    assert "nothing was sent" in caught.value.message and "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", sorted(NEVER_LEFT))
+def test_a_batch_whose_request_never_left_goes_back_to_pending_never_unknown(ledger, case):
+    url, retryable, _ = NEVER_LEFT[case]
+    provider = Posting(url.format(port=refused_port()), failures=99)
+    totals = run(ledger, provider, EMAILS[:2], max_attempts=2)
+    assert set(states(ledger).values()) == {"pending"} and totals.unknown == 0 and ledger.in_doubt(ISSUE) == {}
+    if retryable:  # tried again under a new batch id, then left pending for the next run
+        assert len(set(provider.batch_ids)) == 2 and totals.exhausted == set(EMAILS[:2])
+    else:  # trying again cannot help: the run stops at once, saying what to fix
+        assert len(provider.batch_ids) == 1 and "api_base" in str(totals.error)
+
+
+def test_the_progress_line_says_the_real_back_off():
+    """The "retry in X" of a report is the delay the batch is then held for."""
+    reports, delays = [], []
+    provider = ScriptedProvider(NotAccepted("HTTP 503", status=503, retryable=True))
+    with SQLiteLedger(":memory:") as db:
+        db.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=EMAILS[:2])
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        dispatcher = Dispatcher(db, provider, ISSUE, "me", backoff=Backoff(base=0.2, cap=0.2),
+                                on_batch=reports.append)
+        later = dispatcher._later
+        dispatcher._later = lambda work, delay: (delays.append(delay), later(work, delay))
+        dispatcher.start()
+        dispatcher.submit(Work([message(e) for e in EMAILS[:2]]))
+        dispatcher.finish()
+    assert len(delays) == 1 and 0.1 <= delays[0] <= 0.2
+    assert reports[0].note == f"HTTP 503; retry in {wait_words(delays[0])}"
 
 
 def test_a_definite_refusal_of_the_whole_request_stops_the_run_and_loses_nobody(ledger):
@@ -358,6 +419,33 @@ def test_an_unexpected_error_stops_the_run_with_one_error_and_the_batch_unknown(
                                           "r2@example.com": "pending", "r3@example.com": "pending"}
     assert ledger.in_doubt(ISSUE) == {}
     assert "disk on fire" in ledger.rows(ISSUE)[0].reason and totals.unknown == 2
+
+
+class Posting(Provider):
+    """The real shared send path to ``url`` for the first ``failures`` tries; the later ones are taken as if
+    the provider had accepted them (no network)."""
+
+    name = "posting"
+    max_batch = 2
+    default_rate = 0.0
+    needs_api_key = False
+
+    def __init__(self, url: str, *, failures: int = 1):
+        super().__init__(SETTINGS)
+        self.url, self.failures = url, failures
+        self.batch_ids: list[str] = []
+
+    def build_request(self, batch):
+        self.batch_ids.append(batch.batch_id)
+        return Request("POST", self.url, json={"to": [m.to for m in batch.messages]})
+
+    def transmit(self, request, session):
+        if len(self.batch_ids) <= self.failures:
+            return super().transmit(request, session)
+        return None
+
+    def parse_response(self, batch, response):
+        return [Outcome(m.to, "sent", provider_id=f"id-{m.to}") for m in batch.messages]
 
 
 class BrokenBuilder(Provider):
@@ -458,7 +546,7 @@ def test_a_recipient_error_on_an_in_doubt_batch_makes_that_recipient_unknown(led
 
 def test_a_recipient_error_after_a_request_makes_the_batch_unknown_without_idempotency(ledger):
     class AfterTheCall(BrokenBuilder):
-        def send_batch(self, batch, session):
+        def transmit(self, request, session):
             session.requests_made += 1  # as if the request had been made
             raise RecipientError("r1@example.com", "bad")
 
@@ -537,3 +625,53 @@ def test_backoff_is_exponential_with_jitter_and_capped(attempt, rand, expected):
 def test_backoff_honours_retry_after():
     assert Backoff().delay(1, retry_after=7, rand=lambda: 0.0) == pytest.approx(7.05)
     assert Backoff().delay(1, retry_after=7, rand=lambda: 1.0) == pytest.approx(7.1)
+
+
+# -- the failure decision, without threads -----------------------------------------------------
+POLICY = Backoff(tries=3, max_wait=60)
+
+
+def decide(err, *, in_doubt=False, idempotent=False, attempt=1):
+    return decide_failure(err, in_doubt=in_doubt, idempotent=idempotent, attempt=attempt, policy=POLICY)
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_not_accepted_goes_back_to_pending_under_a_new_batch_id(idempotent):
+    assert decide(NotAccepted("HTTP 503", status=503, retryable=True), idempotent=idempotent) == Verdict("retry", "new")
+
+
+def test_not_accepted_after_an_unanswered_try_is_still_in_doubt():
+    err = NotAccepted("HTTP 429", status=429, retryable=True)
+    assert decide(err, in_doubt=True) == Verdict("unknown")
+    assert decide(err, in_doubt=True, idempotent=True) == Verdict("", "same")
+
+
+@pytest.mark.parametrize("err", [NoAnswer("no answer within 30 s"), NoAnswer("HTTP 504", status=504),
+                                 ProviderError("a bare retryable error", retryable=True)])
+def test_no_answer_is_unknown_unless_the_same_key_makes_another_try_safe(err):
+    assert decide(err) == Verdict("unknown")
+    assert decide(err, idempotent=True) == Verdict("", "same")
+    assert decide(err, idempotent=True, attempt=3) == Verdict("unknown")  # no tries left
+
+
+def test_a_retry_after_longer_than_the_policy_waits_stops_the_run():
+    err = NotAccepted("HTTP 429", status=429, retryable=True, retry_after=61)
+    assert decide(err) == Verdict("retry", stop="wait")
+    assert decide(err, in_doubt=True, idempotent=True) == Verdict("", stop="wait")  # kept for the same key
+
+
+def test_a_refused_key_stops_and_leaves_an_in_doubt_batch_as_it_is():
+    err = AuthError("refused the API key (HTTP 401)", status=401)
+    assert decide(err) == Verdict("retry", stop="auth")
+    assert decide(err, in_doubt=True) == Verdict("", stop="auth")
+
+
+def test_a_refusal_of_the_whole_request_or_a_url_that_cannot_work_stops_with_nobody_failed():
+    assert decide(ProviderError("HTTP 422: sender not verified", status=422)) == Verdict("retry", stop="refused")
+    assert decide(NotAccepted("the request could not be made")) == Verdict("retry", stop="refused")
+    assert decide(ProviderError("HTTP 422", status=422), in_doubt=True) == Verdict("unknown")
+
+
+def test_the_policy_counts_tries_and_waits():
+    assert [POLICY.tries_left(n) for n in (1, 2, 3)] == [True, True, False]
+    assert not POLICY.too_long(60) and POLICY.too_long(60.5) and not POLICY.too_long(None)

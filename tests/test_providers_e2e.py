@@ -395,3 +395,12 @@ def test_proof_retries_a_429_then_succeeds(run, fake):
     result = run("test", ISSUE, "--to", "editor@example.com", env=provider_env("resend", fake))
     assert result.exit_code == 0, result.output
     assert fake.send_calls == 2 and len(fake.delivered("resend")) == 1
+
+
+def test_proof_does_not_wait_out_a_retry_after_longer_than_its_policy(run, fake):
+    """Was: a proof waited min(Retry-After, 30 s) and tried again; under the one retry policy a proof waits
+    at most 30 s, so a 429 asking for two hours stops it at once, saying so."""
+    fake.inject("status", status=429, retry_after=7200)
+    result = run("test", ISSUE, "--to", "editor@example.com", env=provider_env("resend", fake))
+    assert result.exit_code == 1 and "HTTP 429" in result.stderr
+    assert fake.send_calls == 1 and fake.delivered("resend") == []

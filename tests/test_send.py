@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from newsletter.errors import AuthError, ProviderError, RecipientError
+from newsletter.errors import AuthError, NoAnswer, NotAccepted, RecipientError
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
@@ -190,21 +190,27 @@ class KeyedProvider(OutboxProvider):
     calls = 0
     batch_ids: list = []
 
-    def send_batch(self, batch, session=None):
+    # The shared send path (Provider.send_batch) with scripted transports: it raises what the HTTP path raises.
+    def transmit(self, request, session=None):
         type(self).calls += 1
         if self.behaviour == "502":
-            raise ProviderError("postmark answered HTTP 502", status=502, retryable=True)
-        if self.behaviour == "recipient" and any(m.to.startswith("grace") for m in batch.messages):
+            raise NoAnswer("postmark answered HTTP 502", status=502)
+        if self.behaviour == "recipient" and any(name.startswith("grace") for name, _ in request.files):
             raise RecipientError("grace@example.org", "the To name of grace@example.org contains a line break")
         if self.behaviour == "bug":
             raise KeyError("MessageID")
         if self.behaviour == "429-for-2h":
-            raise ProviderError("postmark answered HTTP 429", status=429, retryable=True, retry_after=7200)
+            raise NotAccepted("postmark answered HTTP 429", status=429, retryable=True, retry_after=7200)
         if self.behaviour == "503":
-            raise ProviderError("postmark answered HTTP 503", status=503, retryable=True)
+            raise NotAccepted("postmark answered HTTP 503", status=503, retryable=True)
         if self.behaviour == "401":
             raise AuthError(f"{self.name} refused the API key (HTTP 401)", status=401,
                             body='{"ErrorCode": 10, "Message": "Bad or missing Server API token."}')
+        if self.behaviour == "mixed" or (self.behaviour == "retry-first" and not self.batch_ids):
+            return request  # answered per recipient below; nothing written
+        return super().transmit(request, session)
+
+    def parse_response(self, batch, response):
         if self.behaviour == "retry-first" and not self.batch_ids:
             self.batch_ids.append(batch.batch_id)
             return [Outcome(m.to, "retry" if n else "sent", provider_id="x") for n, m in enumerate(batch.messages)]
@@ -215,7 +221,7 @@ class KeyedProvider(OutboxProvider):
                             else "sent", reason="inactive recipient" if m.to.startswith("grace") else "no answer",
                             suppress=m.to.startswith("grace"))
                     for m in batch.messages]
-        return super().send_batch(batch, session)
+        return super().parse_response(batch, response)
 
 
 @pytest.fixture
@@ -698,3 +704,18 @@ def test_a_run_that_waited_while_another_froze_and_sent_the_plan_resumes_it(run,
     assert result.exit_code == 0, result.stderr
     assert "sent 0 now" in result.stdout and "Totals: 4 sent" in result.stdout
     assert delivered(workspace) == []  # the other run's deliveries are not repeated
+
+
+def test_a_line_separator_in_from_stops_the_outbox_run_with_nobody_failed(run, workspace):
+    """Issue 17: the outbox had its own send_batch, skipped the shared header check, wrote every reader
+    through to_mime and marked each `failed` for good (exit 3). Config now refuses such a From at load
+    (issue 10), and the outbox takes the shared send path, whose own refusal the contract suite checks for
+    every adapter (test_provider_contract.py): the run stops with one error, nobody is failed or written."""
+    toml = workspace / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('from = "Field Notes Weekly <notes@example.com>"',
+                                             'from = "Field Notes Weekly\u2028Bcc: eve@example.net <notes@example.com>"'))
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: newsletter.toml:") and "[newsletter] from" in result.stderr
+    assert "line break (U+2028)" in result.stderr
+    assert delivered(workspace) == [] and not (workspace / ".newsletter").exists()  # nothing planned or failed

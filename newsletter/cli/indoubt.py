@@ -13,7 +13,7 @@ from typing import Callable
 
 
 from ..providers.base import Provider
-from ..sending.reconcile import Reconciliation, can_reconcile
+from ..sending.reconcile import Reconciliation
 
 
 def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, sending: bool = False) -> None:
@@ -40,7 +40,7 @@ def say_reconciliation(echo: Callable[[str], None], report: Reconciliation, *, s
 def in_doubt_line(provider: Provider, issue_id: str, unknown: int) -> str:
     """One line: how many are in doubt, and the exact command that helps."""
     who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
-    if can_reconcile(provider):
+    if provider.can("reconcile"):
         return f"{who}; to ask {provider.name} whether it accepted them, run: newsletter reconcile {issue_id}"
     return (f"{who}, and {provider.name} cannot tell whether it accepted them; check its dashboard, and if "
             f"they never went out, send them again (they may get a second copy): "

@@ -16,7 +16,7 @@ from email_validator import EmailNotValidError
 from ..errors import NewsletterError
 from ..ledger import open_ledger
 from ..providers import open_provider
-from ..sending.suppression_sync import SyncReport, can_sync, sync_suppressions
+from ..sending.suppression_sync import SyncReport, sync_suppressions
 from ..subscribers.address import normalise_address
 from . import App, cli, pass_app
 
@@ -91,7 +91,7 @@ def sync(app: App, dry_run: bool, as_json: bool) -> None:
     settings = app.settings()
     provider = open_provider(settings)
     try:
-        if not can_sync(provider):
+        if not provider.can("suppression_list"):
             report = SyncReport(provider.name, supported=False)
         else:
             with open_ledger(settings, readonly=dry_run) as ledger:

@@ -40,6 +40,14 @@ class CompiledIssue:
     content_hash: str
     view_online_url: str
 
+    def send_template(self, *, subject_prefix: str = "") -> dict[str, SlotTemplate]:
+        """What an adapter sends once with per-recipient values (``Batch.template``): subject, html, text;
+        the subject's first literal part prefixed with ``subject_prefix`` (proofs' "[TEST] ")."""
+        subject = self.subject
+        if subject_prefix:
+            subject = SlotTemplate((subject_prefix + subject.parts[0],) + subject.parts[1:], subject.slot_ids)
+        return {"subject": subject, "html": self.html, "text": self.text}
+
 
 def templates_dir(settings: Settings) -> Path:
     return settings.workspace_path("templates")

@@ -44,13 +44,21 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from itertools import islice
+from typing import Iterable, Iterator, Sequence
 
 from ..models import Outcome
 
 STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
 DOUBT_STATES = ("failed", "unknown")  # `status --failed` lists these
 UNKNOWN_PROVIDER = "unknown"  # issues.provider of an older plan that went through a provider nobody can name now
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter): one SQL statement or ledger look-up per list."""
+    items = iter(items)
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 def address_key(email: str) -> str:

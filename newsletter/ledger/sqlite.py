@@ -29,7 +29,7 @@ from urllib.parse import quote
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
 from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   erased_key, parse_time)
+                   chunked, erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
@@ -56,17 +56,6 @@ def _all_sent_alike(outcomes: Sequence[Outcome]) -> bool:
 def _now() -> str:
     """The ledger's clock (UTC, ISO 8601): every timestamp it writes comes from here (tests move it)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 
@@ -284,7 +273,7 @@ class SQLiteLedger(Ledger):
         db.execute("DELETE FROM plan_input")
         has_erased = db.execute("SELECT 1 FROM deliveries WHERE issue_id = ? AND email >= 'sha256:' "
                                 "AND email < 'sha256;' LIMIT 1", (issue_id,)).fetchone()
-        for chunk in _chunks(emails, 5000):
+        for chunk in chunked(emails, 5000):
             db.executemany("INSERT INTO plan_input VALUES (?, ?)",
                            [(address_key(e), erased_key(e) if has_erased else "") for e in chunk])
         before = db.total_changes

@@ -1,18 +1,25 @@
 """The provider interface: one batch in, one outcome per recipient out.
 
 The send path is a template method that no adapter overrides (django-anymail's
-shape)::
+shape: its test backend replaces the transport step, not the path)::
 
     send_batch(batch, session)
-        request = self.build_request(batch)        # adapter verb: endpoint, auth, body
-        response = session.request(...)            # shared here: timeouts, network errors
-        return self.parse_response(batch, response)  # adapter verb: per-recipient outcomes
+        refuse_line_breaks(batch)                  # shared: no header injection, whatever the adapter
+        request = self.build_request(batch)        # adapter verb: endpoint, auth, body (the outbox: MIME files)
+        answer = self.transmit(request, session)   # shared HTTP here (timeouts, network errors); the outbox writes
+        return self.parse_response(batch, answer)  # adapter verb: per-recipient outcomes
 
-Whole-batch failures are exceptions: :class:`AuthError` (401/403, abort the
-run) and :class:`ProviderError` with ``retryable`` and ``retry_after`` (429,
-5xx, network). A partial rejection is data: ``Outcome(state="failed")`` for
-that recipient. An answer we cannot read after the provider may have accepted
-the batch is ``Outcome(state="unknown")``, never ``sent``.
+Whole-batch failures are exceptions (docs/architecture.md, errors):
+:class:`AuthError` (401/403, abort the run); :class:`NotAccepted` when the
+provider certainly did not take the batch (the request never left: connection
+refused, DNS failure, connect timeout, a URL requests cannot use; or it
+answered 429 or a 5xx of its own); :class:`NoAnswer` when the request went out
+and no answer came (read timeout, dropped connection, a gateway's 502/504), so
+it may have been accepted. The fact is known here, where the request is made;
+the send loop only reads the class. A partial rejection is data:
+``Outcome(state="failed")`` for that recipient. An answer we cannot read after
+the provider may have accepted the batch is ``Outcome(state="unknown")``,
+never ``sent``.
 
 Whose fault is a refusal? Only an error the provider attributes to one
 recipient (a malformed or inactive address) makes that recipient ``failed``,
@@ -40,12 +47,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
 from ..compile.slots import SlotTemplate, escape_html
 from ..config import Settings
-from ..errors import AuthError, ConfigError, ProviderError, RecipientError
+from ..errors import AuthError, ConfigError, NoAnswer, NotAccepted, ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..text import has_line_break
@@ -123,6 +132,9 @@ class Provider:
     # longer ago than this would be sent again by a retry, so it becomes ``unknown`` instead.
     idempotency_window = math.inf
     needs_api_key = True
+    # Its requests go through the worker's ``requests.Session`` (the outbox writes files instead): a
+    # session that made no request then proves nothing left, so a bug before the call loses nobody.
+    delivers_through_session = True
     # Sends the compiled template once with per-recipient values (Batch.template/slot_values):
     # the send loop then skips building each reader's html and text.
     substitutes = False
@@ -177,11 +189,24 @@ class Provider:
         return (f"newsletter leaves unsubscribe links to the provider only with Postmark (its broadcast streams), "
                 f"not with {cls.name}")
 
+    @property
+    def needs_bodies(self) -> bool:
+        """Whether each message must carry its own html and text; else the adapter builds them from the
+        batch's template and values (``substitutes``, ``fills_bodies``) and the send loop leaves them out."""
+        return not (self.substitutes or self.fills_bodies)
+
+    def can(self, verb: str) -> bool:
+        """Whether this adapter implements the optional ``verb`` ("reconcile", "suppression_list"), for
+        saying so before calling it; a call of one it lacks answers None."""
+        return getattr(type(self), verb) is not getattr(Provider, verb)
+
     # -- verbs the adapters implement -------------------------------------------------
-    def build_request(self, batch: Batch) -> Request:
+    def build_request(self, batch: Batch) -> Any:
+        """What :meth:`transmit` hands over: a :class:`Request` for the HTTP adapters."""
         raise NotImplementedError
 
-    def parse_response(self, batch: Batch, response: requests.Response) -> list[Outcome]:
+    def parse_response(self, batch: Batch, response: Any) -> list[Outcome]:
+        """One outcome per recipient from what :meth:`transmit` returned (a ``requests.Response``)."""
         raise NotImplementedError
 
     def payload_size(self, message: Message) -> int:
@@ -258,7 +283,7 @@ class Provider:
             response = session.get(url, params=params, headers=self.read_headers(), timeout=self.timeout,
                                    allow_redirects=False)
         except requests.RequestException as err:
-            raise ProviderError(f"{self.name}: {what} failed ({type(err).__name__})", retryable=True) from err
+            raise self.network_error(err, url, what) from err
         self.raise_for_status(response)
         if response.status_code != 200:
             said = self.scrub(provider_message(response))
@@ -304,24 +329,50 @@ class Provider:
         if group:
             yield group
 
-    def send_batch(self, batch: Batch, session: requests.Session) -> list[Outcome]:
+    def send_batch(self, batch: Batch, session: requests.Session | None) -> list[Outcome]:
+        """The one send path of every adapter (never overridden; override :meth:`transmit` instead)."""
         refuse_line_breaks(batch)
         request = self.build_request(batch)
+        return self.parse_response(batch, self.transmit(request, session))
+
+    def transmit(self, request: Any, session: requests.Session | None) -> Any:
+        """Hand the request over and return the answer: here an HTTP call without redirects, whose
+        failures say whether the provider certainly did not take it (:class:`NotAccepted`) or may
+        have (:class:`NoAnswer`); 401/403 raise :class:`AuthError`."""
+        if session is None:
+            raise ValueError(f"{self.name} sends over HTTP: it needs a requests.Session")
         try:
             response = session.request(request.method, request.url, headers=dict(request.headers),
                                        json=request.json, data=request.data, files=request.files,
                                        timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout as err:
-            # The request may have arrived: the caller decides between retry (idempotent) and unknown.
-            raise ProviderError(f"{self.name}: no answer within {self.timeout:g} s", retryable=True,
-                                status=None) from err
-        except requests.ConnectionError as err:
-            raise ProviderError(f"{self.name}: connection failed ({type(err).__name__})", retryable=True) from err
+        except requests.RequestException as err:
+            raise self.network_error(err, request.url, "request") from err
         self.raise_for_status(response)
-        return self.parse_response(batch, response)
+        return response
+
+    def network_error(self, err: requests.RequestException, url: str, what: str) -> ProviderError:
+        """``err`` as :class:`NotAccepted` when the request certainly never left this machine (or never
+        reached a server), else :class:`NoAnswer`; the message names the host it tried, never the key."""
+        host, nothing = _host(url), "; nothing was sent" if what == "request" else ""
+        if isinstance(err, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+                            requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader)):
+            return NotAccepted(f"{self.name}: the {what} could not be made to {url_origin(url)!r} "
+                               f"({self.scrub(str(err))}){nothing}", retryable=False,
+                               hint="check [provider] api_base: it should be the provider's https:// API origin")
+        if isinstance(err, requests.ConnectTimeout):
+            return NotAccepted(f"{self.name}: could not connect to {host} within {self.timeout:g} s{nothing}",
+                               retryable=True)
+        never_connected = _never_connected(err)
+        if never_connected:
+            return NotAccepted(f"{self.name}: could not connect to {host} ({never_connected}){nothing}",
+                               retryable=True, hint="check the network, and [provider] api_base")
+        if isinstance(err, requests.Timeout):
+            return NoAnswer(f"{self.name}: no answer within {self.timeout:g} s from {host}")
+        return NoAnswer(f"{self.name}: the connection to {host} broke before an answer ({type(err).__name__})")
 
     def raise_for_status(self, response: requests.Response) -> None:
-        """401/403 abort; 429 and 5xx are transient; other 4xx are left to ``parse_response``."""
+        """401/403 abort; 429 and the provider's own 5xx were not accepted; a gateway's 502/504 is no
+        answer; other 4xx are left to ``parse_response``."""
         status = response.status_code
         if status in (401, 403):
             raise self.auth_error(response)
@@ -331,8 +382,11 @@ class Provider:
                                 status=status, retryable=False,
                                 hint="check [provider] api_base: it should be the provider's API origin")
         if status == 429 or status >= 500:
-            raise ProviderError(f"{self.name} answered HTTP {status}", status=status, body=self.scrub(response.text),
-                                retryable=True, retry_after=retry_after(response.headers))
+            # A gateway in front of the provider gave up (502 Bad Gateway, 504 Gateway Timeout): the
+            # provider behind it may have accepted the batch, so that answer is no answer at all.
+            error = NoAnswer if status in GATEWAY_STATUSES else NotAccepted
+            raise error(f"{self.name} answered HTTP {status}", status=status, body=self.scrub(response.text),
+                        retryable=True, retry_after=retry_after(response.headers))
 
     def auth_error(self, response: requests.Response) -> AuthError:
         """401/403 with the provider's own words: a bad key, or (403) a key that may not send from this
@@ -433,6 +487,40 @@ def refuse_line_breaks(batch: Batch) -> None:
                 raise RecipientError(message.to, f"the {what} for {message.to!r} contains a line break, which "
                                      "could add headers to the email; not sent to this recipient",
                                      hint="remove line breaks from that subscriber's values in the list")
+
+
+GATEWAY_STATUSES = (502, 504)
+
+
+def _host(url: str) -> str:
+    """The host (and port) a request went to, for errors: never a path, a query or credentials."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else repr(url_origin(url))
+    except ValueError:
+        return repr(url_origin(url))
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` without credentials, or what stands before its path."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{netloc}" if parts.scheme else url.split("/", 1)[0]
+
+
+def _never_connected(err: requests.RequestException) -> str:
+    """Why no connection was ever made ("connection refused", "host name not resolved"), or "" when one may
+    have been: urllib3 wraps a failed connect as a NewConnectionError inside its MaxRetryError."""
+    if not isinstance(err, requests.ConnectionError) or isinstance(err, requests.exceptions.ProxyError):
+        return ""
+    for arg in err.args:
+        reason = arg.reason if isinstance(arg, MaxRetryError) else arg
+        if isinstance(reason, NameResolutionError):
+            return "host name not resolved"
+        if isinstance(reason, NewConnectionError):
+            return "connection refused" if isinstance(reason.__cause__ or reason.__context__,
+                                                      ConnectionRefusedError) else "no connection"
+    return ""
 
 
 def all_outcomes(batch: Batch, state: str, *, reason: str = "", provider_id: str = "") -> list[Outcome]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from ..compile.mime import sender_domain, to_mime
-from ..errors import ProviderError
+from ..errors import NoAnswer
 from ..models import Outcome
 from ..subscribers.csvfile import fsync_dir
 from .base import Batch, Provider
@@ -35,36 +36,58 @@ def outbox_name(address: str, batch_id: str) -> str:
     return f"{_UNSAFE.sub('_', address.lower())}--{batch_id}.eml"
 
 
+@dataclass(frozen=True)
+class Files:
+    """The outbox's request: each message of a batch as the bytes of its .eml file, by file name."""
+
+    folder: Path
+    files: tuple[tuple[str, bytes], ...]
+
+
 class OutboxProvider(Provider):
+    """The shared send path (:meth:`Provider.send_batch`) with files for a transport: ``build_request``
+    writes each message as MIME (a recipient whose headers cannot be written fails before any file is
+    written), ``transmit`` writes the files, ``parse_response`` says each was sent."""
+
     name = "outbox"
     max_batch = 50
     default_rate = 0.0  # local files: no rate limit unless configured
     idempotent = True  # the same batch id rewrites the same files
     idempotency_window = math.inf  # files stay where they are: a batch id never expires
     needs_api_key = False
+    delivers_through_session = False
 
     def folder(self, issue_id: str) -> Path:
         return self.settings.workspace_path("outbox") / issue_id
 
-    def send_batch(self, batch: Batch, session: requests.Session | None = None) -> list[Outcome]:
-        folder = self.folder(batch.issue_id)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            domain = sender_domain(batch.messages[0].sender) if batch.messages else "localhost"
-            outcomes = [self._write(folder, batch, n, message, domain) for n, message in enumerate(batch.messages)]
-            fsync_dir(folder)  # the renames are durable before we report "sent"
-        except OSError as err:
-            # Some files may exist: the caller treats this as in doubt and retries the same batch id.
-            raise ProviderError(f"outbox: cannot write to {folder}: {err.strerror}", retryable=True) from err
-        return outcomes
+    def build_request(self, batch: Batch) -> Files:
+        domain = sender_domain(batch.messages[0].sender) if batch.messages else "localhost"
+        return Files(self.folder(batch.issue_id), tuple(
+            (outbox_name(message.to, batch.batch_id),
+             to_mime(message, message_id=f"<{batch.batch_id}.{n}@{domain}>").as_bytes())
+            for n, message in enumerate(batch.messages)))
 
-    def _write(self, folder: Path, batch: Batch, n: int, message, domain: str) -> Outcome:
-        name = outbox_name(message.to, batch.batch_id)
-        data = to_mime(message, message_id=f"<{batch.batch_id}.{n}@{domain}>").as_bytes()
-        temp = folder / f".{name}.tmp"
-        with open(temp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, folder / name)
-        return Outcome(message.to, "sent", provider_id=name)
+    def transmit(self, request: Files, session: requests.Session | None) -> Files:
+        try:
+            request.folder.mkdir(parents=True, exist_ok=True)
+            for name, data in request.files:
+                _write(request.folder, name, data)
+            fsync_dir(request.folder)  # the renames are durable before we report "sent"
+        except OSError as err:
+            # Some files may exist: in doubt, and the same batch id rewrites the same files.
+            raise NoAnswer(f"outbox: cannot write to {request.folder}: {err.strerror}") from err
+        return request
+
+    def parse_response(self, batch: Batch, response: Files) -> list[Outcome]:
+        return [Outcome(message.to, "sent", provider_id=name)
+                for message, (name, _) in zip(batch.messages, response.files)]
+
+
+def _write(folder: Path, name: str, data: bytes) -> None:
+    """One file, atomically: a temporary file, fsync, rename."""
+    temp = folder / f".{name}.tmp"
+    with open(temp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, folder / name)

@@ -13,38 +13,41 @@ from typing import Callable
 import requests
 
 from ..providers.answers import retry_after
-from .ratelimit import MAX_WAIT, Backoff, TokenBucket
+from .ratelimit import Backoff, TokenBucket
 
 TRIES = 4  # tries of each look-up in all
+LOOKUP_RETRY = Backoff(tries=TRIES)
 
 
 class PacedSession(requests.Session):
-    """GETs at ``rate`` per second (Resend allows 2), each tried up to ``tries`` times in all on a 429, 5xx
-    or dropped connection. What still fails (or asks to wait over MAX_WAIT) is answered as is, for the
-    adapter to map to an error."""
+    """GETs at ``rate`` per second (Resend allows 2), each tried again after a 429, a 5xx or a dropped
+    connection as ``retry`` says. What still fails (or asks to wait over its ``max_wait``) is answered as
+    is, for the adapter to map to an error."""
 
-    def __init__(self, rate: float, *, tries: int = TRIES, backoff: Backoff = Backoff(),
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, rate: float, *, retry: Backoff = LOOKUP_RETRY, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.limiter = TokenBucket(rate, clock=clock, sleep=sleep)
-        self.tries, self.backoff, self.sleep = tries, backoff, sleep
+        self.retry, self.sleep = retry, sleep
 
     def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN201 (requests' own signature)
         if method.upper() != "GET":
             raise ValueError(f"PacedSession retries look-ups only, not {method}")
-        for attempt in range(1, self.tries + 1):
+        attempt = 1
+        while True:
             self.limiter.acquire()
             try:
                 response = super().request(method, url, *args, **kwargs)
             except (requests.ConnectionError, requests.Timeout):
-                if attempt == self.tries:
+                if not self.retry.tries_left(attempt):
                     raise
-                self.sleep(self.backoff.delay(attempt))
+                self.sleep(self.retry.delay(attempt))
+                attempt += 1
                 continue
             wait = retry_after(response.headers)
-            if (response.status_code != 429 and response.status_code < 500) or attempt == self.tries \
-                    or (wait or 0) > MAX_WAIT:
+            if (response.status_code != 429 and response.status_code < 500) or not self.retry.tries_left(attempt) \
+                    or self.retry.too_long(wait):
                 return response
             response.close()
-            self.sleep(self.backoff.delay(attempt, wait))
-        raise AssertionError("unreachable")
+            self.sleep(self.retry.delay(attempt, wait))
+            attempt += 1

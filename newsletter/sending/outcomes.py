@@ -1,13 +1,14 @@
-"""The send loop's vocabulary: a batch of work, what one API call did, a run's totals, and what
-a failed call means (accepted or certainly not), used by :mod:`newsletter.sending.pool`.
+"""The send loop's vocabulary: a batch of work, what one API call did, a run's totals, and what a
+failed call means for the batch (:func:`decide_failure`, a pure function the pool applies).
 
-A provider's answer to a batch is one of:
+A provider's answer to a batch is one of (docs/architecture.md, the send protocol):
 
 - outcomes per recipient (data, recorded as they are);
-- "certainly not accepted": 429, 500, 503 and any other 5xx of the provider's own,
-  or a connection that was never made (:func:`not_accepted`);
-- no answer: a read timeout, a dropped connection, or a 502/504 from a gateway that
-  gave up while the provider behind it may have accepted the batch (in doubt).
+- :class:`~newsletter.errors.NotAccepted`: certainly not accepted (the request never left, or
+  429 / a 5xx of the provider's own); the shared send path in ``providers/base.py`` knows it;
+- :class:`~newsletter.errors.NoAnswer`, or any other retryable ProviderError: the provider may
+  have accepted the batch (in doubt);
+- any other ProviderError: a refusal of the whole request (every batch would get it).
 """
 
 from __future__ import annotations
@@ -17,16 +18,11 @@ from typing import Sequence
 
 import requests
 
-from ..errors import NewsletterError, ProviderError
+from ..errors import AuthError, NewsletterError, NotAccepted, ProviderError
 from ..ledger.base import address_key
 from ..models import Message, Outcome
 from ..providers.base import Batch, Provider
-from .ratelimit import wait_words
-
-# A gateway in front of the provider gave up (502 Bad Gateway, 504 Gateway Timeout): the
-# provider behind it may have accepted the batch, so the answer is no answer at all.
-GATEWAY_STATUSES = (502, 504)
-
+from .ratelimit import Backoff, wait_words
 
 class CountingSession(requests.Session):
     """A worker's session that counts the requests it made: zero means an adapter failed before any call."""
@@ -86,24 +82,43 @@ class RunTotals:
         return ""
 
 
-def not_accepted(err: ProviderError) -> bool:
-    """True when the provider certainly did not take the batch: it answered 429 or a 5xx of its own
-    (500, 503, ...), or the request never arrived. A gateway's 502/504 and a read timeout are no answer."""
-    if not err.retryable or err.status in GATEWAY_STATUSES:
-        return False
-    return err.status is not None or never_reached_provider(err)
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a batch whose call raised a ProviderError.
+
+    ``record``: "retry" (back to pending), "unknown", or "" (the rows stay ``sending`` for the same key).
+    ``again``: "new" (claimed again under a new batch id), "same" (the same batch id), "" (not in this run).
+    ``stop``: why the run stops ("" when it goes on): "auth", "refused" or "wait" (a Retry-After too long).
+    """
+
+    record: str
+    again: str = ""
+    stop: str = ""
 
 
-def never_reached_provider(err: ProviderError) -> bool:
-    """True when the request certainly never arrived (connection refused, connect timeout)."""
-    cause = err.__cause__
-    if isinstance(cause, requests.ConnectTimeout):
-        return True
-    if isinstance(cause, requests.ConnectionError):
-        from urllib3.exceptions import MaxRetryError, NewConnectionError
-        return any(isinstance(arg, MaxRetryError) and isinstance(arg.reason, NewConnectionError)
-                   for arg in cause.args)
-    return False
+def decide_failure(err: ProviderError, *, in_doubt: bool, idempotent: bool, attempt: int, policy: Backoff) -> Verdict:
+    """The failure decision, without threads or a ledger.
+
+    ``in_doubt``: an earlier try of this very batch went unanswered (it may have been accepted then,
+    whatever this try says). ``idempotent``: the provider still remembers this batch's key.
+    ``attempt``: this try's number; ``policy`` says how many tries and how long a wait.
+    """
+    wait = "wait" if policy.too_long(err.retry_after) else ""
+    if isinstance(err, AuthError):  # refused before anything was accepted: back to pending, unless in doubt
+        return Verdict("" if in_doubt else "retry", stop="auth")
+    if isinstance(err, NotAccepted) and not in_doubt:
+        if not err.retryable:  # a URL requests cannot use: never left, but trying again cannot help
+            return Verdict("retry", stop="refused")
+        return Verdict("retry", "" if wait else "new", wait)
+    if err.retryable and idempotent and policy.tries_left(attempt):
+        return Verdict("", "" if wait else "same", wait)  # the same key makes another try safe
+    if err.retryable or in_doubt:
+        return Verdict("unknown")
+    # A definite refusal of the whole request (unverified sender, unknown domain or stream, payload
+    # too large). Adapters report a refused *recipient* as an outcome, so this is about our request
+    # or account: every later batch would be refused too, and marking them failed would lose those
+    # readers for good. Nothing was accepted: back to pending, and the run stops.
+    return Verdict("retry", stop="refused")
 
 
 def key_window(provider: Provider) -> str:

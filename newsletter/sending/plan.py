@@ -25,14 +25,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import islice
 from typing import Callable, Iterator
 
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
 from ..errors import LedgerError, RecipientError, StoppedNow, SubscriberError
-from ..ledger.base import Ledger, address_key
+from ..ledger.base import Ledger, address_key, chunked
 from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
@@ -96,11 +95,6 @@ def ineligible_reason(subscriber: Subscriber, segment: str) -> str:
     if subscriber.status != "subscribed":
         return f"status is {subscriber.status}"
     return f"not tagged {segment!r}"
-
-
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    while chunk := list(islice(items, size)):
-        yield chunk
 
 
 class SendRun:
@@ -187,7 +181,7 @@ class SendRun:
         summary.in_doubt_action = self._in_doubt_action(retried, sum(len(keys) for keys in expired.values()))
         # Counted on every run, so nobody who joined since is left out unnoticed (--include-new adds them).
         suppressed = self.ledger.suppressed_set()
-        for keys in _chunks(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
+        for keys in chunked(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
             known = self.ledger.lookup(self.issue_id, keys)
             summary.new_subscribers += sum(1 for key in keys if key not in known and key not in suppressed)
         summary.to_send = summary.counts["pending"] + (summary.new_subscribers if self.options.include_new else 0)
@@ -335,8 +329,7 @@ class SendRun:
         dispatcher = Dispatcher(self.ledger, self.provider, self.issue_id, holder,
                                 concurrency=provider.concurrency, max_attempts=provider.max_attempts,
                                 backoff=backoff, on_batch=on_batch,
-                                template={"subject": self.compiled.subject, "html": self.compiled.html,
-                                          "text": self.compiled.text})
+                                template=self.compiled.send_template())
         if keeper:
             keeper.on_lost = lambda: dispatcher.abort(
                 "another run took over this issue's lease",
@@ -386,7 +379,7 @@ class SendRun:
     def _feed(self, dispatcher: Dispatcher) -> bool:
         """Stream the list into the send loop; True when every subscriber was looked at."""
         limit, queued = self.options.limit, 0
-        for chunk in _chunks(self.subscribers(), max(_CHUNK, self.provider.batch_size)):
+        for chunk in chunked(self.subscribers(), max(_CHUNK, self.provider.batch_size)):
             if dispatcher.aborted:
                 return False
             found = self.ledger.lookup(self.issue_id, [s.email for s in chunk])
@@ -412,14 +405,13 @@ class SendRun:
     def _submit(self, dispatcher: Dispatcher, subscribers: list[Subscriber]) -> bool:
         """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long."""
         values: deque = deque()
-        bodies = not (self.provider.substitutes or self.provider.fills_bodies)  # else built from the template
         weigh = "bodies" if self.provider.fills_bodies else "values" if self.provider.substitutes else ""
 
         def messages():
             for subscriber in subscribers:
                 try:
                     message, slot_values = self.personalizer.message_with_values(
-                        subscriber, bodies=bodies, weigh=weigh)
+                        subscriber, bodies=self.provider.needs_bodies, weigh=weigh)
                 except RecipientError as err:  # their data alone: they fail, the others are sent
                     dispatcher.recipient_failed(err)
                     continue

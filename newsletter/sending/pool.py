@@ -11,16 +11,17 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    COMMIT: ``sent`` with the provider's id, ``failed`` with the reason,
    ``unknown`` when the provider could not say, or back to ``pending`` with
    attempts + 1 for transient trouble.
-3. **Retry what was certainly not accepted.** A 429, 500 or 503 answer (any
-   5xx but the gateway ones), or a connection that was never made, means the
-   provider did not take the batch: its rows go back to ``pending`` and are
+3. **Retry what was certainly not accepted.** :class:`~newsletter.errors.NotAccepted`
+   from the shared send path (a 429, 500 or 503 answer, any 5xx but the gateway
+   ones, or a request that never left: connection refused, DNS failure, connect
+   timeout) means the provider did not take the batch: its rows go back to ``pending`` and are
    claimed again (under a new batch id) after an exponential backoff with
    jitter, or the server's ``Retry-After``, which also pauses every worker (a
    wait longer than ``max_wait`` stops the run instead: exit 4, run again
    later). After ``max_attempts`` tries in one run a recipient is left
    ``pending`` and the run ends incomplete (exit 4).
-4. **Never resend what may have been accepted.** No answer at all (timeout,
-   dropped connection), or a 502/504 from a gateway that gave up waiting while
+4. **Never resend what may have been accepted.** :class:`~newsletter.errors.NoAnswer`
+   (timeout, dropped connection), or a 502/504 from a gateway that gave up waiting while
    the provider behind it may have accepted, leaves the batch in doubt: a provider that honours
    idempotency keys gets the very same batch id again, but only while it still
    remembers the key (the batch's first claim is younger than the provider's
@@ -37,22 +38,25 @@ The protocol (the ledger's state machine is drawn in :mod:`newsletter.ledger.bas
    back to ``pending`` when no HTTP request was made) and the run stops with
    one error.
 
-Nothing here knows a provider's wire format; adapters map their answers to
+What a failure means is decided by :func:`~newsletter.sending.outcomes.decide_failure`, a pure
+function; every outcome is written by :meth:`Dispatcher.settle` (one transaction, then the totals
+and the progress report). Nothing here knows a provider's wire format; adapters map their answers to
 :class:`~newsletter.models.Outcome` and :class:`~newsletter.errors.ProviderError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Callable, Mapping, Sequence
 
 from ..compile.slots import SlotTemplate
-from ..errors import AuthError, LedgerError, NewsletterError, ProviderError, RecipientError
+from ..errors import LedgerError, NewsletterError, ProviderError, RecipientError
 from ..ledger.base import Ledger, address_key
 from ..models import Outcome
 from ..providers.base import Batch, Provider, all_outcomes
@@ -63,11 +67,10 @@ from .outcomes import (
     Work,
     as_newsletter_error,
     complete_outcomes,
+    decide_failure,
     key_window,
-    not_accepted,
 )
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
-
 
 
 def new_batch_id() -> str:
@@ -89,7 +92,8 @@ class Dispatcher:
         self.concurrency = max(1, concurrency)
         self.max_attempts = max(1, max_attempts)
         self.limiter = limiter or TokenBucket(provider.rate_limit, burst=min(self.concurrency, provider.rate_limit))
-        self.backoff = backoff
+        # The one retry policy, with this run's [provider] max_attempts and longest wait.
+        self.retry = dataclasses.replace(backoff, tries=self.max_attempts, max_wait=max_wait)
         self.on_batch = on_batch
         self.template = template  # the compiled subject/html/text, for adapters that substitute server-side
         self.clock = clock  # epoch seconds: the age of a batch's idempotency key
@@ -213,13 +217,7 @@ class Dispatcher:
         session.requests_made = 0
         try:
             outcomes = self.provider.send_batch(batch, session)
-        except AuthError as err:
-            if not in_doubt:  # refused before anything was accepted: back to pending
-                self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
-                                   source=self.provider.name)
-            self.abort("the provider refused the API key", err)
-            return
-        except ProviderError as err:
+        except ProviderError as err:  # AuthError, NotAccepted and NoAnswer included
             self._batch_failed(work, batch, err, in_doubt, time.monotonic() - started)
             return
         except RecipientError as err:
@@ -230,11 +228,19 @@ class Dispatcher:
             self._unexpected(work, batch, err, in_doubt or self._may_have_reached(session),
                              time.monotonic() - started)
             return
-        self._record(work, batch, outcomes, time.monotonic() - started)
+        outcomes = complete_outcomes(batch, outcomes, self.provider.name)
+        states = self.settle(work, batch, outcomes, time.monotonic() - started)
+        if states.get("retry"):
+            again = {address_key(o.email) for o in outcomes if o.state == "retry"}
+            self._retry(_keep(work, lambda key: key in again, None, work.attempt + 1), None)
+        else:
+            with self._cond:
+                self._failing_in_a_row = 0
 
     def _may_have_reached(self, session: CountingSession) -> bool:
-        """False only when the adapter provably sent nothing: it uses the shared path and made no request."""
-        return session.requests_made > 0 or type(self.provider).send_batch is not Provider.send_batch
+        """False only when the adapter provably sent nothing: its deliveries go through the session, which
+        made no request."""
+        return session.requests_made > 0 or not self.provider.delivers_through_session
 
     def _claim(self, work: Work) -> Batch | None:
         if work.batch_id:  # an in-doubt batch, already `sending`: same id, same idempotency key
@@ -276,49 +282,40 @@ class Dispatcher:
                      template=self.template if work.values else None)
 
     def _batch_failed(self, work: Work, batch: Batch, err: ProviderError, in_doubt: bool, seconds: float) -> None:
-        size = len(batch.messages)
-        too_long = err.retry_after is not None and err.retry_after > self.max_wait
-        if not_accepted(err) and not in_doubt:
-            # The provider answered 429/500/503, or was never reached: certainly not accepted.
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
-                               source=self.provider.name)
-            self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
-            if too_long:
-                self._stop_for_wait(err)
-                return
-            if err.retry_after:
-                self.limiter.pause(err.retry_after)
-            self._retry(Work(work.messages, work.values, None, work.attempt + 1), err.retry_after)
-        elif err.retryable and self.provider.idempotent and work.attempt < self.max_attempts:
-            # It may have been accepted; the same idempotency key makes another try safe.
-            self.ledger.mark_attempt(self.issue_id, batch.batch_id)
-            self._report(batch, {"retry": size}, work.attempt, seconds, f"{err.message}; retrying the same batch id")
-            if too_long:  # left `sending`: the next run retries it under the same key
-                self._stop_for_wait(err)
-                return
-            if err.retry_after:
-                self.limiter.pause(err.retry_after)
-            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at),
-                        self.backoff.delay(work.attempt, err.retry_after))
-        elif err.retryable or in_doubt:
+        """Apply :func:`decide_failure`: record, try again (after the real back-off, which the report says), or stop."""
+        verdict = decide_failure(err, in_doubt=in_doubt, idempotent=self.provider.idempotent,
+                                 attempt=work.attempt, policy=self.retry)
+        size, note = len(batch.messages), err.message
+        delay = self.retry.delay(work.attempt, err.retry_after) if verdict.again else 0.0
+        if verdict.again == "new" and not self.retry.tries_left(work.attempt):
+            note += f"; left pending after {self.max_attempts} tries"
+        elif verdict.again:
+            note += f"; retry{' under the same batch id' if verdict.again == 'same' else ''} in {wait_words(delay)}"
+        if verdict.record == "unknown":
             reason = f"no clear answer from {self.provider.name}; it may or may not have been sent ({err.message})"
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
-                               source=self.provider.name)
-            self._count(unknown=size)
-            self._report(batch, {"unknown": size}, work.attempt, seconds, err.message)
-        else:
-            # A definite refusal of the whole request (unverified sender, unknown domain or stream,
-            # payload too large). Adapters report a refused *recipient* as an outcome, so this is
-            # about our request or account: every later batch would be refused too, and marking
-            # them `failed` would lose those readers for good. Nothing was accepted: back to
-            # pending, stop the run, and say what the provider said.
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=err.message),
-                               source=self.provider.name)
-            self._report(batch, {"retry": size}, work.attempt, seconds, err.message)
+            self.settle(work, batch, all_outcomes(batch, "unknown", reason=reason), seconds, note)
+        elif verdict.record == "retry":
+            self.settle(work, batch, all_outcomes(batch, "retry", reason=err.message), seconds, note)
+        elif verdict.stop != "auth":  # left `sending` for the same key: this run or the next one tries it again
+            self.ledger.mark_attempt(self.issue_id, batch.batch_id)
+            self._report(batch, {"retry": size}, work.attempt, seconds, note)
+        if verdict.stop == "auth":
+            self.abort("the provider refused the API key", err)
+        elif verdict.stop == "wait":
+            self._stop_for_wait(err)
+        elif verdict.stop == "refused":
             self.abort(f"{self.provider.name} refused the request", ProviderError(
                 f"{err.message}; nothing in that batch was sent and the run stopped", status=err.status,
                 hint=(f"{err.hint}; then " if err.hint else "fix the cause (sender, domain, stream or account), then ")
                 + "run `newsletter send` again"))
+        if not verdict.again:
+            return
+        if err.retry_after:  # the whole account waits, not only this batch
+            self.limiter.pause(err.retry_after)
+        if verdict.again == "same":
+            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at), delay)
+        else:
+            self._retry(Work(work.messages, work.values, None, work.attempt + 1), delay=delay)
 
     def _stop_for_wait(self, err: ProviderError) -> None:
         """A ``Retry-After`` longer than a run waits: stop (exit 4) rather than hold cron for hours."""
@@ -343,10 +340,7 @@ class Dispatcher:
         if uncertain and not idempotent:
             reason = f"{err.render()}; an earlier try of this batch may have been accepted, so it may or may not " \
                      f"have been sent"
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
-                               source=self.provider.name)
-            self._count(unknown=size)
-            self._report(batch, {"unknown": size}, work.attempt, seconds, err.message)
+            self.settle(work, batch, all_outcomes(batch, "unknown", reason=reason), seconds, err.message)
             return
         state = "unknown" if uncertain else "failed"
         why = err.render() + ("; an earlier try of this batch may have reached them: it may or may not have been "
@@ -355,14 +349,11 @@ class Dispatcher:
         outcomes = [Outcome(m.to, state, reason=why) for m in batch.messages if address_key(m.to) == key]
         if not idempotent:  # the others were certainly not sent: back to pending, claimed again under a new id
             outcomes += [Outcome(m.to, "retry", reason=again) for m in batch.messages if address_key(m.to) != key]
-        self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
-        self._count(**{state: 1})
-        self._report(batch, {state: 1, "retry": size - 1}, work.attempt, seconds, err.message)
-        keep = [n for n, m in enumerate(work.messages) if address_key(m.to) != key]
-        if keep:  # not a transient failure of theirs: no backoff, no attempt counted
-            self._later(Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
-                             batch.batch_id if idempotent else None, work.attempt, work.claimed_at,
-                             cut_for_recipient=not uncertain), 0.0)
+        self.settle(work, batch, outcomes, seconds, err.message, pending=size - 1)
+        others = _keep(work, lambda other: other != key, batch.batch_id if idempotent else None, work.attempt)
+        if others.messages:  # not a transient failure of theirs: no backoff, no attempt counted
+            others.claimed_at, others.cut_for_recipient = work.claimed_at, not uncertain
+            self._later(others, 0.0)
 
     def _unexpected(self, work: Work, batch: Batch, err: Exception, may_have_reached: bool, seconds: float) -> None:
         """An adapter raised something it should not: record the batch safely and stop the run with one error."""
@@ -370,15 +361,10 @@ class Dispatcher:
         if may_have_reached:
             reason = (f"unexpected error from the {self.provider.name} adapter ({name}: {err}); it may or may not "
                       f"have been sent")
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "unknown", reason=reason),
-                               source=self.provider.name)
-            self._count(unknown=size)
-            self._report(batch, {"unknown": size}, work.attempt, seconds, f"{name}: {err}")
+            self.settle(work, batch, all_outcomes(batch, "unknown", reason=reason), seconds, f"{name}: {err}")
             what = f"its {size} recipient(s) are marked unknown (they may or may not have been sent)"
         else:
-            self.ledger.record(self.issue_id, batch.batch_id, all_outcomes(batch, "retry", reason=f"{name}: {err}"),
-                               source=self.provider.name)
-            self._report(batch, {"retry": size}, work.attempt, seconds, f"{name}: {err}")
+            self.settle(work, batch, all_outcomes(batch, "retry", reason=f"{name}: {err}"), seconds, f"{name}: {err}")
             what = f"no request was made, so its {size} recipient(s) are back to pending"
         error = NewsletterError(f"unexpected {name} from the {self.provider.name} adapter while sending batch "
                                 f"{batch.batch_id}: {err}; {what}, and the run stopped",
@@ -387,30 +373,28 @@ class Dispatcher:
         error.__cause__ = err
         self.abort(f"unexpected {name} from the {self.provider.name} adapter", error)
 
-    def _record(self, work: Work, batch: Batch, outcomes: Sequence[Outcome], seconds: float) -> None:
-        outcomes = complete_outcomes(batch, outcomes, self.provider.name)
+    def settle(self, work: Work, batch: Batch, outcomes: Sequence[Outcome], seconds: float, note: str = "", *,
+               pending: int = 0) -> Counter:
+        """The one way a batch's outcomes are written: one ledger transaction, then the run's totals and the
+        progress report. ``pending``: recipients not in ``outcomes`` who go again (still ``sending``, same id).
+        Returns the count of each outcome state."""
         self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
-        states: dict[str, int] = {}
-        for outcome in outcomes:
-            states[outcome.state] = states.get(outcome.state, 0) + 1
-        self._count(sent=states.get("sent", 0), failed=states.get("failed", 0), unknown=states.get("unknown", 0))
-        self._report(batch, states, work.attempt, seconds)
-        if states.get("retry"):
-            again = {address_key(o.email) for o in outcomes if o.state == "retry"}
-            keep = [n for n, m in enumerate(work.messages) if address_key(m.to) in again]
-            retry = Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
-                         None, work.attempt + 1)
-            self._retry(retry, None)
-        else:
-            with self._cond:
-                self._failing_in_a_row = 0
+        states = Counter(outcome.state for outcome in outcomes)
+        self._count(sent=states["sent"], failed=states["failed"], unknown=states["unknown"])
+        report = dict(states)
+        if pending:
+            report["retry"] = report.get("retry", 0) + pending - states["retry"]
+        self._report(batch, report, work.attempt, seconds, note)
+        return states
 
     def _count(self, **counts: int) -> None:
         with self._cond:
             for name, value in counts.items():
                 setattr(self.totals, name, getattr(self.totals, name) + value)
 
-    def _retry(self, work: Work, retry_after: float | None) -> None:
+    def _retry(self, work: Work, retry_after: float | None = None, *, delay: float | None = None) -> None:
+        """Claim ``work`` again under a new batch id after its back-off (``delay`` when already drawn),
+        unless its tries are spent: then it stays pending for the next run."""
         self._count(retried=len(work.messages))
         if work.attempt > self.max_attempts:
             with self._cond:
@@ -420,8 +404,15 @@ class Dispatcher:
             if give_up:  # the provider keeps failing: stop, the next run resumes
                 self.abort(f"{self.provider.name} kept failing; {len(self.totals.exhausted)} recipient(s) left pending")
             return
-        self._later(work, self.backoff.delay(work.attempt - 1, retry_after))
+        self._later(work, self.retry.delay(work.attempt - 1, retry_after) if delay is None else delay)
 
     def _report(self, batch: Batch, states: dict[str, int], attempt: int, seconds: float, note: str = "") -> None:
         self._count(batches=1)
         self.on_batch(BatchReport(batch.batch_id, len(batch.messages), states, attempt, seconds, note))
+
+
+def _keep(work: Work, wanted: Callable[[str], bool], batch_id: str | None, attempt: int) -> Work:
+    """The part of ``work`` whose address keys are ``wanted``, with its merge values, as new work."""
+    keep = [n for n, m in enumerate(work.messages) if wanted(address_key(m.to))]
+    return Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
+                batch_id, attempt)

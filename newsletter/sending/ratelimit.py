@@ -1,4 +1,6 @@
-"""Pacing for the send loop: a token bucket for the request rate and backoff delays for retries."""
+"""Pacing: a token bucket for the request rate, and the one retry policy (:class:`Backoff`) that the
+send loop (``pool.py``), the paced look-ups (``lookups.py``) and proof copies (``proofs.py``) all use
+(docs/architecture.md, the send protocol)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ MAX_WAIT = 15 * 60.0
 
 def wait_words(seconds: float) -> str:
     """A wait in words: "45 s", "15 min", "2.5 h"."""
+    if seconds < 10:  # a back-off of 0.6 s is not "1 s"
+        return f"{seconds:.1f} s".replace(".0 s", " s")
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:
@@ -68,14 +72,18 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with jitter: attempt n waits between half and all of ``base * 2**(n-1)``, capped.
+    """The retry policy: exponential backoff with jitter, a server's ``Retry-After`` honoured up to
+    ``max_wait``, and ``tries`` in all.
 
-    A server's ``Retry-After`` replaces the exponential delay; jitter keeps the
-    workers that failed together from retrying together.
+    Attempt n waits between half and all of ``base * 2**(n-1)``, capped at ``cap``; jitter keeps the
+    workers that failed together from retrying together. A ``Retry-After`` replaces the exponential
+    delay; one longer than ``max_wait`` is not waited for (:meth:`too_long`): the caller stops instead.
     """
 
     base: float = 1.0
     cap: float = 60.0
+    max_wait: float = MAX_WAIT
+    tries: int = 5
 
     def delay(self, attempt: int, retry_after: float | None = None, *, rand: Callable[[], float] = random.random) -> float:
         ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
@@ -84,3 +92,11 @@ class Backoff:
             # At least what the server asked for, plus a little jitter so workers do not return in step.
             return max(0.0, retry_after) + 0.1 * jittered
         return jittered
+
+    def too_long(self, retry_after: float | None) -> bool:
+        """True when the server asks for a longer wait than this policy accepts."""
+        return retry_after is not None and retry_after > self.max_wait
+
+    def tries_left(self, attempt: int) -> bool:
+        """True when another try may follow try number ``attempt``."""
+        return attempt < self.tries

@@ -42,7 +42,7 @@ from typing import Iterable
 import requests
 
 from ..compile.personalize import Personalizer
-from ..errors import ProviderError, RecipientError
+from ..errors import ProviderError, ReconcileInterrupted, RecipientError
 from ..ledger.base import DeliveryRow, Ledger, address_key, parse_time
 from ..models import Subscriber
 from ..providers.base import Batch, Provider
@@ -67,10 +67,6 @@ class Reconciliation:
         return self.in_doubt - sum(self.resolved[s] for s in ("sent", "retry", "failed"))
 
 
-def can_reconcile(provider: Provider) -> bool:
-    return type(provider).reconcile is not Provider.reconcile
-
-
 def reconcile_issue(issue_id: str, subscribers: Iterable[Subscriber], provider: Provider, ledger: Ledger,
                     personalizer: Personalizer, *, session: requests.Session | None = None,
                     now: datetime | None = None) -> Reconciliation:
@@ -85,19 +81,19 @@ def reconcile_issue(issue_id: str, subscribers: Iterable[Subscriber], provider: 
     report.batches = len(batches)
     if not rows:
         return report
-    if not can_reconcile(provider):
+    if not provider.can("reconcile"):
         report.cannot_answer = provider.reconcile_note
         return report
     wanted = {row.email for row in rows}
     by_key = {key: s for s in subscribers if (key := address_key(s.email)) in wanted}
-    bodies = not (provider.substitutes or provider.fills_bodies)  # else built from the batch's template
     now = now or datetime.now(timezone.utc)
     own_session = session is None
     session = session or requests.Session()
     try:
         for batch_id, batch_rows in batches.items():
             try:
-                batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer, bodies=bodies)
+                batch = _rebuild(issue_id, batch_id, batch_rows, by_key, personalizer,
+                                 bodies=provider.needs_bodies)
             except RecipientError as err:
                 report.reasons.append(f"batch {batch_id} cannot be built again to ask about it ({err.render()}); "
                                       f"its {len(batch_rows)} recipient(s) stay unknown")
@@ -112,21 +108,11 @@ def reconcile_issue(issue_id: str, subscribers: Iterable[Subscriber], provider: 
             report.reasons.extend(r for r in sorted({o.reason for o in undecided if o.reason}) if r not in report.reasons)
     except ProviderError as err:
         report.reasons.append(f"stopped: {err.message}")
-        raise ReconcileInterrupted(report, err) from err
+        raise ReconcileInterrupted(report, err, sum(report.resolved.values())) from err
     finally:
         if own_session:
             session.close()
     return report
-
-
-class ReconcileInterrupted(ProviderError):
-    """The provider failed mid-way; batches already resolved are recorded (``report``)."""
-
-    def __init__(self, report: Reconciliation, err: ProviderError):
-        self.report = report
-        super().__init__(f"{err.message} (after resolving {sum(report.resolved.values())} recipient(s); "
-                         f"run `newsletter reconcile` again to continue)", status=err.status, body=err.body,
-                         retryable=err.retryable, retry_after=err.retry_after, hint=err.hint)
 
 
 def _note_too_recent(report: Reconciliation, provider: Provider, undecided: int, settled: float | None,
@@ -156,9 +142,7 @@ def _rebuild(issue_id: str, batch_id: str, rows: list[DeliveryRow], by_key: dict
         message, slot_values = personalizer.message_with_values(subscriber, bodies=bodies)
         messages.append(message)
         values.append(slot_values)
-    compiled = personalizer.compiled
-    template = {"subject": compiled.subject, "html": compiled.html, "text": compiled.text}
-    return Batch(issue_id, batch_id, tuple(messages), tuple(values), template)
+    return Batch(issue_id, batch_id, tuple(messages), tuple(values), personalizer.compiled.send_template())
 
 
 def _age(rows: list[DeliveryRow], now: datetime) -> float | None:

@@ -24,7 +24,7 @@ from typing import Callable, Collection, Iterator, Protocol
 from ..compile.lint import CHECKS, NOT_IGNORABLE, Finding, for_sending
 from ..compile.pipeline import Build, build_issue, lint_build, personalizer, sample_subscriber
 from ..config import Settings
-from ..errors import AuthError, ConfigError, NewsletterError, ProviderError
+from ..errors import AuthError, ConfigError, NewsletterError, ProviderError, ReconcileInterrupted
 from ..ledger import open_ledger
 from ..ledger.base import Ledger
 from ..providers import open_provider, provider_facts
@@ -36,7 +36,7 @@ from .lease import LeaseKeeper
 from .lookups import PacedSession
 from .outcomes import BatchReport, RunTotals
 from .plan import SendOptions, SendRun, Summary
-from .reconcile import ReconcileInterrupted, Reconciliation, can_reconcile, reconcile_issue
+from .reconcile import Reconciliation, reconcile_issue
 from .suppression_sync import sync_suppressions
 
 
@@ -259,7 +259,7 @@ def _offer_reconcile(provider: Provider, ledger: Ledger, run: SendRun, talk: Con
     last line says so). A look-up that fails mid-way keeps what it resolved and the send goes
     on: the rest stay ``unknown``, never sent.
     """
-    if not can_reconcile(provider):
+    if not provider.can("reconcile"):
         return False
     who = f"{unknown} recipient{'s are' if unknown != 1 else ' is'} in doubt"
     if not talk.ask(f"{who}; ask {provider.name} now?", True):

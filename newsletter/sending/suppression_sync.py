@@ -27,7 +27,7 @@ from ..errors import AuthError, ProviderError
 from ..ledger.base import Ledger, address_key
 from ..providers.base import Provider, ProviderSuppression
 from ..subscribers.address import normalise_address
-from .lookups import PacedSession
+from .lookups import LOOKUP_RETRY, PacedSession
 from .ratelimit import Backoff, wait_words
 
 
@@ -50,16 +50,12 @@ class SyncReport:
                 "kinds": dict(sorted(self.kinds.items())), "unreadable": self.unreadable}
 
 
-def can_sync(provider: Provider) -> bool:
-    return type(provider).suppression_list is not Provider.suppression_list
-
-
-def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False, backoff: Backoff = Backoff(),
+def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = False, backoff: Backoff = LOOKUP_RETRY,
                       sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], float] = time.monotonic) -> SyncReport:
     """Read the provider's suppression list and add what is new to the ledger (not with ``dry_run``)."""
     report = SyncReport(provider.name)
-    with PacedSession(provider.rate_limit, backoff=backoff, sleep=sleep, clock=clock) as session:
+    with PacedSession(provider.rate_limit, retry=backoff, sleep=sleep, clock=clock) as session:
         entries = _read_all(provider, session)
     if entries is None:
         report.supported = False
