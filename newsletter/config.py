@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend", "ses")
+PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend", "ses", "brevo")
 INLINERS = ("css-inline", "premailer")
 
 # section -> key -> (default, help). The type of the default is the type of the key.
@@ -37,7 +37,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "file": ("subscribers/subscribers.csv", "the list, relative to the workspace"),
     },
     "provider": {
-        "name": ("outbox", "outbox | postmark | sendgrid | mailgun | resend | ses"),
+        "name": ("outbox", "outbox | postmark | sendgrid | mailgun | resend | ses | brevo"),
         "api_base": ("", "override the API origin (EU regions, tests)"),
         "api_key_env": ("NEWSLETTER_API_KEY", "the NAME of the environment variable holding the key"),
         "message_stream": ("broadcast", "Postmark message stream"),

@@ -102,6 +102,7 @@ class FakeProviders:
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
         self._in_progress: set[str] = set()
         self._pages: dict[str, dict] = {}  # Mailgun events paging tokens
+        self.brevo_credits = True  # False: Brevo's 400 not_enough_credits
         # Amazon SES: GetAccount's answer (ProductionAccessEnabled False: the sandbox, where only
         # ``ses_verified`` addresses receive), and the regions whose signatures were checked.
         self.ses_account: dict = json.loads(json.dumps(SES_ACCOUNT))
@@ -185,6 +186,7 @@ class FakeProviders:
             self._idempotency.clear()
             self._in_progress.clear()
             self._pages.clear()
+            self.brevo_credits = True
             self.ses_account = json.loads(json.dumps(SES_ACCOUNT))
             self.ses_verified.clear()
             self.ses_regions.clear()
@@ -281,6 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/v2/email/outbound-bulk-emails", self.ses_send),
             ("GET", r"/v2/email/account", self.ses_account_get),
             ("GET", r"/v2/email/suppression/addresses", self.ses_suppressions),
+            ("POST", r"/v3/smtp/email", self.brevo_send),
+            ("GET", r"/v3/smtp/blockedContacts", self.brevo_blocked),
+            ("GET", r"/v3/smtp/statistics/events", self.brevo_events),
         ]
         for verb, pattern, handler in routes:
             match = re.fullmatch(pattern, url.path)
@@ -288,11 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return handler(body, query, *match.groups())
         self._answer(404, {"message": f"no route {method} {url.path}"})
 
-    def _send(self, body: bytes, handle) -> None:
-        """Shared by the four send endpoints: faults first, then the provider's own logic."""
+    def _send(self, body: bytes, handle, wait_headers=None) -> None:
+        """Shared by the send endpoints: faults first, then the provider's own logic. ``wait_headers``:
+        how the provider says how long to wait (seconds -> headers), else Retry-After and X-RateLimit-Reset."""
         fault = self.owner._next_fault()
         if fault and fault.kind == "status":
             fault.reached.set()
+            if wait_headers and fault.retry_after is not None:
+                return self._answer(fault.status, {"code": "too_many_requests", "message": "Too many requests"},
+                                    wait_headers(fault.retry_after))
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             if fault.retry_after is not None:
                 headers["X-RateLimit-Reset"] = f"{time.time() + fault.retry_after:.0f}"
@@ -731,6 +740,90 @@ class _Handler(BaseHTTPRequestHandler):
         if start + size < len(found):
             answer["NextToken"] = base64.b64encode(f"offset:{start + size}".encode()).decode()
         self._answer(200, answer)
+
+    # -- Brevo ------------------------------------------------------------------------------
+    def _brevo_auth(self) -> bool:
+        if self.headers.get("api-key") != self.owner.api_key:
+            self._answer(401, {"code": "unauthorized", "message": "Key not found"})
+            return False
+        return True
+
+    def brevo_send(self, body: bytes, query: dict) -> None:
+        if self._brevo_auth():
+            self._send(body, self._brevo_accept, lambda wait: {
+                "x-sib-ratelimit-limit": "1000", "x-sib-ratelimit-remaining": "0",
+                "x-sib-ratelimit-reset": f"{wait:g}"})
+
+    def _brevo_accept(self, raw: bytes):
+        def error(code: str, message: str):
+            return 400, {"code": code, "message": message}, {}
+
+        try:
+            mail = json.loads(raw)
+        except ValueError:
+            return error("bad_request", "Input must be a valid JSON object")
+        if not self.owner.brevo_credits:
+            return error("not_enough_credits", "Not enough credits to send the email")
+        versions = mail.get("messageVersions") or [{"to": mail.get("to") or []}]
+        if len(versions) > 1000 or sum(len(v.get("to") or []) for v in versions) > 2000 \
+                or any(len(v.get("to") or []) > 99 for v in versions):
+            return error("invalid_parameter", "messageVersions: at most 1000 versions, 2000 recipients in all "
+                                              "and 99 a version")
+        sender = (mail.get("sender") or {}).get("email", "")
+        if not VALID.match(sender):
+            return error("invalid_parameter", "valid sender email required")
+        if not mail.get("subject"):  # mandatory without a templateId, versions or not
+            return error("missing_parameter", "subject is missing")
+        if not (mail.get("htmlContent") or mail.get("textContent")):  # and the bodies a version may override
+            return error("missing_parameter", "htmlContent is missing")
+        addresses = [t.get("email", "") for v in versions for t in v.get("to") or []]
+        if not addresses or any(not VALID.match(a) for a in addresses):  # refused without saying whose
+            return error("invalid_parameter", "email is not valid in to")
+        sandbox = str((mail.get("headers") or {}).get("X-Sib-Sandbox", "")).lower() == "drop"
+        tags = tuple(mail.get("tags") or ())
+        ids, records = [], []
+        for version in versions:
+            message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:16]}@smtp-relay.mailin.fr>"
+            ids.append(message_id)
+            headers = {**(mail.get("headers") or {}), **(version.get("headers") or {})}
+            for to in version["to"]:
+                records.append(Accepted("brevo", to["email"], version.get("subject", mail.get("subject", "")),
+                                        version.get("htmlContent", mail.get("htmlContent", "")),
+                                        version.get("textContent", mail.get("textContent", "")), headers, tags,
+                                        str(headers.get("X-Newsletter-Batch", "")), message_id, sandbox))
+        self.owner._record(records)
+        return 201, {"messageIds": ids}, {}
+
+    def brevo_blocked(self, body: bytes, query: dict) -> None:
+        """Blocked or unsubscribed transactional contacts, ``limit`` (at most 100) from ``offset``."""
+        if not self._brevo_auth():
+            return
+        limit, offset = int(query.get("limit", 50)), int(query.get("offset", 0))
+        if not 0 <= limit <= 100:
+            return self._answer(400, {"code": "out_of_range", "message": "limit must be between 0 and 100"})
+        reasons = {"bounce": ("hardBounce", "Hard bounce"), "complaint": ("contactFlaggedAsSpam", "Marked as spam"),
+                   "unsubscribe": ("unsubscribedViaEmail", "Unsubscribed via email"),
+                   "block": ("adminBlocked", "Admin blocked")}
+        found = [{"email": address, "senderEmail": "notes@example.com", "blockedAt": "2026-11-20T08:15:00Z",
+                  "reason": {"code": reasons[kind][0], "message": reasons[kind][1]}}
+                 for address, kind in self.owner.suppressions_of("brevo") if kind in reasons]
+        if not found:
+            return self._answer(200, {})  # Brevo's answer when nobody is blocked
+        self._answer(200, {"count": len(found), "contacts": found[offset:offset + limit]})
+
+    def brevo_events(self, body: bytes, query: dict) -> None:
+        """Transactional events: each accepted message's ``requests`` event, filtered by tag and event."""
+        if not self._brevo_auth():
+            return
+        limit, offset = int(query.get("limit", 2500)), int(query.get("offset", 0))
+        if not 0 <= limit <= 5000:
+            return self._answer(400, {"code": "out_of_range", "message": "limit must be between 0 and 5000"})
+        found = [{"email": a.to, "date": "2026-11-30T09:00:00.000+01:00", "subject": a.subject,
+                  "messageId": a.message_id, "event": "requests", "tag": json.dumps(list(a.tags)),
+                  "from": "notes@example.com"}
+                 for a in self.owner.delivered("brevo")
+                 if query.get("event", "requests") == "requests" and ("tags" not in query or query["tags"] in a.tags)]
+        self._answer(200, {"events": found[offset:offset + limit]} if found[offset:offset + limit] else {})
 
 
 PM_UNSUBSCRIBE = "{{{ pm:unsubscribe }}}"

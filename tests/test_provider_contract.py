@@ -25,7 +25,7 @@ from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.jsontext import json_size
 from newsletter.providers import provider_class
 
-PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses"]
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 KEY = "contract-key-7f3a"
 BAD = "broken@@example.com"  # malformed: every provider refuses it at the API
 
@@ -155,7 +155,8 @@ def test_a_wrong_key_aborts_and_is_never_shown(fake, name):
 REFUSALS = {"postmark": "Bad or missing Server API token.",
             "sendgrid": "The provided authorization grant is invalid, expired, or revoked",
             "mailgun": "Forbidden", "resend": "API key is invalid",
-            "ses": "The request signature we calculated does not match the signature you provided"}
+            "ses": "The request signature we calculated does not match the signature you provided",
+            "brevo": "Key not found"}
 # What we call the refused secret, and where the hint says it lives (SES signs with AWS credentials, no API key).
 REFUSED = {"ses": ("refused the credentials", "AWS_SECRET_ACCESS_KEY")}
 
@@ -296,7 +297,7 @@ def test_bodies_filled_from_the_template_are_the_request_json_would_send(fake, n
     assert sent == json.dumps(plain).encode()  # the separators and escapes of json.dumps, as requests sends
 
 
-@pytest.mark.parametrize("name", ["postmark", "resend"])
+@pytest.mark.parametrize("name", ["postmark", "resend", "brevo"])
 def test_a_message_left_without_bodies_is_never_sent_empty(fake, name):
     """Bodies left to the adapter need the batch's template: without it, refuse rather than send empty mail."""
     batch = sample_batch(2, weigh="bodies")

@@ -28,7 +28,7 @@ from newsletter.providers import open_provider
 from newsletter.providers.base import Batch
 from newsletter.sending.reconcile import reconcile_issue
 
-PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses"]
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 # Providers that can never say whether an in-doubt batch went out, and the words `reconcile` says it with.
 CANNOT_RECONCILE = {"sendgrid": "Email Activity API", "ses": "no idempotency key and no log search"}
 KEY = "e2e-key-Zq81"

@@ -18,6 +18,7 @@ ADAPTERS = {
     "mailgun": "newsletter.providers.mailgun:MailgunProvider",
     "resend": "newsletter.providers.resend:ResendProvider",
     "ses": "newsletter.providers.ses:SesProvider",
+    "brevo": "newsletter.providers.brevo:BrevoProvider",
 }
 
 
