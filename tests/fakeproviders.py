@@ -283,9 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/v2/email/outbound-bulk-emails", self.ses_send),
             ("GET", r"/v2/email/account", self.ses_account_get),
             ("GET", r"/v2/email/suppression/addresses", self.ses_suppressions),
-            ("POST", r"/v3/smtp/email", self.brevo_send),
-            ("GET", r"/v3/smtp/blockedContacts", self.brevo_blocked),
-            ("GET", r"/v3/smtp/statistics/events", self.brevo_events),
+            ("POST", r"(?:/v3)?/smtp/email", self.brevo_send),  # Brevo's paths, under /v3 or an api_base for it
+            ("GET", r"(?:/v3)?/smtp/blockedContacts", self.brevo_blocked),
+            ("GET", r"(?:/v3)?/smtp/statistics/events", self.brevo_events),
         ]
         for verb, pattern, handler in routes:
             match = re.fullmatch(pattern, url.path)

@@ -239,11 +239,12 @@ def test_a_sender_refusal_beside_accepted_entries_sends_the_refused_again_not_fa
     assert [o.state for o in outcomes] == ["sent", "retry", "sent"]
 
 
+@pytest.mark.parametrize("size", [1, 2])
 @responses.activate
-def test_a_whole_call_refusal_about_the_sender_stops_the_run():
+def test_a_whole_call_refusal_about_the_sender_stops_the_run(size):
     answer("400-message-rejected.json", 400, "MessageRejected")
-    with pytest.raises(ProviderError) as caught:
-        send(ses(), sample_batch(2))
+    with pytest.raises(ProviderError) as caught:  # even alone in its batch, the reader is not to blame
+        send(ses(), sample_batch(size))
     assert not caught.value.retryable and "MessageRejected" in caught.value.message
     assert "notes@example.com" in caught.value.message  # SES's own words: whose identity failed
 

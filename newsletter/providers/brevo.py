@@ -61,6 +61,8 @@ HINTS = {
 }
 # "email is not valid in to", "Invalid email address": Brevo's words when an address is refused.
 _ABOUT_ADDRESS = re.compile(r"\bemail\b|address|\bto\b", re.I)
+# "Sender is not valid, please check sender email or create a new sender": ours, whatever it says of emails.
+_ABOUT_SENDER = re.compile(r"sender|\bfrom\b|reply", re.I)
 # An address a mail system would take (what Brevo refuses, it refuses without saying whose).
 _PLAUSIBLE = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:.]+$")
 _KIND_BY_REASON = {"hardBounce": "bounced", "contactFlaggedAsSpam": "complained",
@@ -71,7 +73,7 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 class BrevoProvider(Provider):
     name = "brevo"
-    default_origin = "https://api.brevo.com"
+    default_origin = "https://api.brevo.com/v3"  # the spec's server URL: [provider] api_base replaces all of it
     max_batch = MAX_VERSIONS
     fills_bodies = True
     envelope_bytes = 768  # to, subject keys, headers object per version
@@ -113,7 +115,7 @@ class BrevoProvider(Provider):
                               for m, (html, text) in zip(batch.messages, self.message_bodies(batch)))
         head = json.dumps(envelope)
         body = head[:-1].encode("ascii") + b', "messageVersions": ' + versions + b"}"
-        return Request("POST", self.url("/v3/smtp/email"), {**self.read_headers(),
+        return Request("POST", self.url("/smtp/email"), {**self.read_headers(),
                                                             "Content-Type": "application/json"}, data=body)
 
     def _version(self, message: Message) -> dict:
@@ -147,7 +149,9 @@ class BrevoProvider(Provider):
     def _refused(self, batch: Batch, response: requests.Response, body) -> list[Outcome]:
         code = str(body.get("code", "")) if isinstance(body, dict) else ""
         said = self.scrub(provider_message(response))
-        if code in ("invalid_parameter", "missing_parameter") and _ABOUT_ADDRESS.search(said) \
+        if _ABOUT_SENDER.search(said):
+            hint = self.sender_hint
+        elif code in ("invalid_parameter", "missing_parameter") and _ABOUT_ADDRESS.search(said) \
                 and "messageversions" not in said.lower():
             theirs = {m.to for m in batch.messages if not _PLAUSIBLE.match(m.to)}
             if not theirs and len(batch.messages) == 1:
@@ -158,7 +162,7 @@ class BrevoProvider(Provider):
                         for m in batch.messages]
             hint = ("Brevo refused an address of this batch without saying whose: run again with [provider] "
                     "batch_size = 1 to find it")
-        else:
+        else:  # the request's or the account's
             hint = HINTS.get(code, "fix what Brevo says")
         raise ProviderError(f"brevo refused the batch (HTTP 400 {code}): {said}", status=400,
                             body=self.scrub(response.text), retryable=False,
@@ -181,7 +185,7 @@ class BrevoProvider(Provider):
         while True:
             params = {"tags": _tag(batch.batch_id), "event": "requests", "limit": EVENTS_PAGE, "offset": offset,
                       "days": days, "sort": "asc"}
-            body = self.get_json(session, "/v3/smtp/statistics/events", params, "events look-up", expect=dict)
+            body = self.get_json(session, "/smtp/statistics/events", params, "events look-up", expect=dict)
             events = body.get("events", [])  # an empty report is answered as {}
             if not isinstance(events, list):
                 raise ProviderError("brevo's events look-up answered something we cannot read", status=200,
@@ -202,7 +206,7 @@ class BrevoProvider(Provider):
         """Blocked and unsubscribed transactional contacts, page by page (limit/offset, to ``count``)."""
         offset, previous = 0, None
         while True:
-            body = self.get_json(session, "/v3/smtp/blockedContacts", {"limit": BLOCKED_PAGE, "offset": offset},
+            body = self.get_json(session, "/smtp/blockedContacts", {"limit": BLOCKED_PAGE, "offset": offset},
                                  "blocked contacts list", expect=dict)
             contacts = body.get("contacts", [])  # none: answered as {} or {"count": 0}
             if not isinstance(contacts, list):

@@ -284,12 +284,16 @@ class SesProvider(Provider):
         if _THROTTLED.search(error_type) or _THROTTLED.search(said):
             raise ProviderError(f"ses is throttling ({error_type}): {said}", status=response.status_code,
                                 retryable=True)
-        if error_type in ("BadRequestException", "MessageRejected") and _ABOUT_ADDRESS.search(said):
+        first = batch.messages[0]
+        ours = [email.utils.parseaddr(a)[1] for a in (first.sender, first.reply_to) if a]
+        if error_type in ("BadRequestException", "MessageRejected") and _ABOUT_ADDRESS.search(said) \
+                and not any(names_address(said, a) for a in ours):  # the sender's identity is the request's
             named = {m.to for m in batch.messages if names_address(said, m.to)}
             if not named:  # "Missing final '@domain'", "Illegal address": the ones SES cannot parse
                 named = {m.to for m in batch.messages if not _PLAUSIBLE.match(m.to)}
-            if not named and len(batch.messages) == 1:
-                named = {batch.messages[0].to}
+            if not named and len(batch.messages) == 1 and error_type == "BadRequestException" \
+                    and _PLAUSIBLE.match(ours[0] if ours else ""):
+                named = {first.to}
             if named:
                 return [Outcome(m.to, "failed", reason=f"ses {error_type}: {said}") if m.to in named else
                         Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
