@@ -398,3 +398,29 @@ def test_proof_retries_a_429_then_succeeds(run, fake):
     result = run("test", ISSUE, "--to", "editor@example.com", env=provider_env("resend", fake))
     assert result.exit_code == 0, result.output
     assert fake.send_calls == 2 and len(fake.delivered("resend")) == 1
+
+
+# -- Amazon SES: what preflight learns of the account ---------------------------------------------------
+def test_ses_in_the_sandbox_warns_then_only_verified_readers_receive(workspace, fake):
+    addresses = write_list(workspace, 4)
+    fake.ses_account.update(ProductionAccessEnabled=False, SendQuota={"Max24HourSend": 200.0, "MaxSendRate": 50.0,
+                                                                      "SentLast24Hours": 0.0})
+    fake.ses_verified.add(addresses[2])
+    env = provider_env("ses", fake)
+    del env["NEWSLETTER_PROVIDER_RATE_LIMIT"]  # the account's MaxSendRate, read by preflight
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert "is in the sandbox: only verified addresses receive" in out + err
+    assert code == 3, err  # the unverified failed
+    assert [a.to for a in fake.delivered("ses")] == [addresses[2]]
+    counts = ledger_counts(workspace, env)
+    assert counts["sent"] == 1 and counts["failed"] == 3
+    assert KEY not in out + err
+
+
+def test_ses_without_credentials_stops_before_anything_is_planned(workspace, fake):
+    write_list(workspace, 2)
+    env = {k: v for k, v in provider_env("ses", fake).items() if not k.startswith("AWS_ACCESS")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(workspace / "none"), "AWS_CONFIG_FILE": str(workspace / "none")}
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert code != 0 and "needs AWS credentials" in err
+    assert fake.send_calls == 0 and KEY not in out + err
