@@ -172,13 +172,15 @@ class SesProvider(Provider):
     def build_request(self, batch: Batch) -> Request:
         first = batch.messages[0]
         subject, html, text, data = self._content(batch)
+        encoded = [json.dumps(mine) for mine in data]  # each reader's ReplacementTemplateData
+        _check_data_sizes(batch, encoded)
         body: dict = {
             "FromEmailAddress": _address(*email.utils.parseaddr(first.sender)),
             "DefaultContent": {"Template": {
                 "TemplateContent": {"Subject": subject, "Html": html, "Text": text},
                 "TemplateData": json.dumps({**{key: "" for key in data[0]}, **LITERALS}),
             }},
-            "BulkEmailEntries": [self._entry(batch, m, d) for m, d in zip(batch.messages, data)],
+            "BulkEmailEntries": [self._entry(batch, m, d) for m, d in zip(batch.messages, encoded)],
         }
         if first.reply_to:
             body["ReplyToAddresses"] = [_address(*email.utils.parseaddr(first.reply_to))]
@@ -210,17 +212,16 @@ class SesProvider(Provider):
                 data.append(mine)
         for mine in data:
             mine.update(LITERALS)
-        _check_data_sizes(batch, data)
         return "{{{subject}}}", html, text, data
 
-    def _entry(self, batch: Batch, message: Message, data: Mapping[str, str]) -> dict:
+    def _entry(self, batch: Batch, message: Message, data: str) -> dict:
         headers = [{"Name": name, "Value": value} for name, value in message.headers.items()]
         _check_headers(message)
         entry: dict = {
             "Destination": {"ToAddresses": [_address(message.to_name, message.to)]},
             "ReplacementTags": [{"Name": "issue", "Value": _tag(batch.issue_id)},
                                 {"Name": "batch", "Value": _tag(batch.batch_id)}],
-            "ReplacementEmailContent": {"ReplacementTemplate": {"ReplacementTemplateData": json.dumps(data)}},
+            "ReplacementEmailContent": {"ReplacementTemplate": {"ReplacementTemplateData": data}},
         }
         if headers:
             entry["ReplacementHeaders"] = headers
@@ -425,8 +426,8 @@ def _theirs(code: str, error: str, message: Message) -> bool:
     return code == "INVALID_PARAMETER" and bool(_ABOUT_ADDRESS.search(error)) and not _PLAUSIBLE.match(message.to)
 
 
-def _check_data_sizes(batch: Batch, data: list[dict[str, str]]) -> None:
-    over = [m.to for m, mine in zip(batch.messages, data) if len(json.dumps(mine)) > TEMPLATE_DATA_LIMIT]
+def _check_data_sizes(batch: Batch, encoded: list[str]) -> None:
+    over = [m.to for m, mine in zip(batch.messages, encoded) if len(mine) > TEMPLATE_DATA_LIMIT]
     if not over:
         return
     if len(batch.messages) > 1 and 2 * len(over) > len(batch.messages):
