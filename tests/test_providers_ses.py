@@ -387,3 +387,12 @@ def test_a_next_token_that_does_not_move_stops_the_read():
 def test_reconcile_says_it_cannot():
     assert ses().reconcile(sample_batch(1), requests.Session(), age=10) is None
     assert "no idempotency key and no log search" in SesProvider.reconcile_note
+
+
+def test_debug_logging_never_shows_the_session_token(caplog):
+    """botocore logs the canonical request, headers and all, at DEBUG: with the root logger at DEBUG, nothing."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    ses(env={"AWS_SESSION_TOKEN": TOKEN}).build_request(sample_batch(1))
+    assert TOKEN not in caplog.text and SECRET not in caplog.text

@@ -75,7 +75,7 @@ ACCOUNT_HINTS = {
     "ACCOUNT_DAILY_QUOTA_EXCEEDED": "the account's 24-hour sending quota is used up: run `newsletter send` "
                                     "again tomorrow, or ask AWS for a higher quota",
 }
-# Error types (x-amzn-ErrorType) of a whole-call 400 that are about the account or the sender.
+# SES's words about an address ("Illegal address", "Missing final '@domain'", "Email address is not verified").
 _ABOUT_ADDRESS = re.compile(r"address|domain|@|recipient|destination", re.I)
 _THROTTLED = re.compile(r"throttl|too many requests|maximum sending rate", re.I)
 LOW_QUOTA = 1000  # recipients left today under which preflight warns
