@@ -371,9 +371,9 @@ class _SignedGet:
     def __init__(self, session: requests.Session, headers: Mapping[str, str]):
         self._session, self._headers = session, headers
 
-    def get(self, url: str, *, params, headers, timeout, allow_redirects):
-        return self._session.get(url, params=params, headers={**headers, **self._headers}, timeout=timeout,
-                                 allow_redirects=allow_redirects)
+    def get(self, url: str, **kwargs):
+        headers = {**(kwargs.pop("headers", None) or {}), **self._headers}
+        return self._session.get(url, headers=headers, **kwargs)
 
 
 def aws_credentials(env: Mapping[str, str]):
