@@ -5,7 +5,7 @@
     python benchmarks/dispatch.py --providers postmark --recipients 20000 --rss-sizes 0
     python benchmarks/dispatch.py --fake faithful # the fake's full per-recipient work (a check, slower)
 
-For each provider (Postmark, SendGrid, Mailgun, Resend) against the fake of
+For each provider (Postmark, SendGrid, Mailgun, Resend, Amazon SES, Brevo) against the fake of
 ``tests/fakeproviders.py``, in zero-latency mode (``benchmarks/fakesink.py``, its
 own process):
 
@@ -53,7 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 ISSUE = "2026-11-30-weekly"
-PROVIDERS = ("postmark", "sendgrid", "mailgun", "resend")
+PROVIDERS = ("postmark", "sendgrid", "mailgun", "resend", "ses", "brevo")
 KEY, DOMAIN = "fake-key", "mg.example.com"
 
 
@@ -75,10 +75,15 @@ def make_workspace(root: Path, count: int) -> Path:
 def settings_for(root: Path, provider: str, url: str):
     from newsletter.config import load
 
+    sys.path.insert(0, str(REPO / "tests"))
+    from fakeproviders import SES_ACCESS_KEY
+
     env = {"NEWSLETTER_SECRET": "bench-secret", "NEWSLETTER_API_KEY": KEY,
            "NEWSLETTER_PROVIDER_NAME": provider if provider in PROVIDERS else "outbox",
            "NEWSLETTER_PROVIDER_API_BASE": url, "NEWSLETTER_PROVIDER_DOMAIN": DOMAIN,
-           "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000000"}  # no pacing: the fake answers at once
+           "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000000",  # no pacing: the fake answers at once
+           # SES signs with AWS credentials: the fake's access key, the key as its secret
+           "AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
     return load(root / "newsletter.toml", env=env)
 
 

@@ -1,4 +1,4 @@
-"""The local fake of the four providers (``tests/fakeproviders.py``), made fit for benchmarks.
+"""The local fake of the providers (``tests/fakeproviders.py``), made fit for benchmarks.
 
 Two modes, both counting what they are sent (requests, body bytes, recipients,
 repeated addresses) and keeping no message, so the fake's memory stays flat
@@ -7,7 +7,9 @@ however long the list:
 * ``sink`` (default): zero latency. The fake's routes, auth checks, fault
   plumbing and answers, but a send only counts its recipients and answers the
   provider's documented success shape (Postmark's per-message array, SendGrid's
-  202 + ``X-Message-Id``, Mailgun's ``Queued. Thank you.``, Resend's ``data[]``).
+  202 + ``X-Message-Id``, Mailgun's ``Queued. Thank you.``, Resend's ``data[]``,
+  SES's ``BulkEmailEntryResults[]``, Brevo's 201 ``messageIds``); SES's SigV4 is
+  still checked.
   It stands for a provider that does its work elsewhere: what is left is the cost
   of getting the bytes there.
 * ``faithful``: the fake unchanged (each message rebuilt as its recipient would
@@ -42,6 +44,8 @@ _POSTMARK_MESSAGE = re.compile(rb'"TextBody"\s*:')
 _RESEND_MESSAGE = re.compile(rb'"html"\s*:')
 _SENDGRID_RECIPIENT = re.compile(rb'"custom_args"\s*:')
 _MAILGUN_TO = re.compile(rb'name="to"\r\n')
+_SES_ENTRY = re.compile(rb'"Destination"\s*:')
+_BREVO_VERSION = re.compile(rb'"to"\s*:\s*\[')  # each message version's; the request itself has none
 
 
 class _Stats:
@@ -113,6 +117,18 @@ class _SinkHandler(_BenchHandler):
         if self.headers.get("x-batch-validation") == "permissive":
             answer["errors"] = []
         return 200, answer, {}
+
+
+    def _ses_accept(self, raw: bytes):
+        n = len(_SES_ENTRY.findall(raw))
+        self._count("ses", n)
+        return 200, {"BulkEmailEntryResults": [{"Status": "SUCCESS", "MessageId": f"0100018c{uuid.uuid4().hex}"}
+                                               for _ in range(n)]}, {}
+
+    def _brevo_accept(self, raw: bytes):
+        n = len(_BREVO_VERSION.findall(raw))
+        self._count("brevo", n)
+        return 201, {"messageIds": [f"<{uuid.uuid4().hex}@smtp-relay.mailin.fr>" for _ in range(n)]}, {}
 
 
 class BenchFake(FakeProviders):

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .text import first_line_break
 
-PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend")
+PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend", "ses", "brevo")
 INLINERS = ("css-inline", "premailer")
 
 # section -> key -> (default, help). The type of the default is the type of the key.
@@ -40,13 +40,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "file": ("subscribers/subscribers.csv", "the list, relative to the workspace"),
     },
     "provider": {
-        "name": ("outbox", "outbox | postmark | sendgrid | mailgun | resend"),
+        "name": ("outbox", "outbox | postmark | sendgrid | mailgun | resend | ses | brevo"),
         "api_base": ("", "override the API origin (EU regions, tests)"),
         "api_key_env": ("NEWSLETTER_API_KEY", "the NAME of the environment variable holding the key"),
         "message_stream": ("broadcast", "Postmark message stream"),
         "domain": ("", "Mailgun sending domain"),
+        "region": ("", "Amazon SES region, e.g. eu-west-1; \"\" = $AWS_REGION"),
+        "configuration_set": ("", "Amazon SES configuration set (event publishing, tracking); \"\" = none"),
         "batch_size": (0, "recipients per API call; 0 = the provider's maximum"),
-        "rate_limit": (0.0, "requests per second; 0 = the provider's documented limit"),
+        "rate_limit": (0.0, "requests per second (SES: recipients per second); 0 = the provider's documented limit"),
         "concurrency": (4, "parallel API requests"),
         "timeout": (30.0, "seconds to wait for one API answer"),
         "max_attempts": (5, "tries per recipient in one run; then it stays pending for the next run"),

@@ -1,9 +1,12 @@
-"""A faithful local fake of Postmark, SendGrid, Mailgun and Resend on one stdlib HTTP server.
+"""A faithful local fake of Postmark, SendGrid, Mailgun, Resend, Amazon SES and Brevo on one stdlib HTTP server.
 
 It speaks each provider's documented wire format on 127.0.0.1 (port 0): the
 same endpoints, auth schemes, limits, per-recipient merge semantics
-(SendGrid substitutions, Mailgun recipient variables), answers and error
-bodies, Resend's idempotency keys and Postmark's / Mailgun's look-up APIs.
+(SendGrid substitutions, Mailgun recipient variables, SES's Handlebars templates),
+answers and error bodies, Resend's idempotency keys and Postmark's / Mailgun's
+look-up APIs. SES requests must carry a valid SigV4 signature, checked here by
+an implementation of AWS's signing process of its own (not botocore's), for the
+access key ``SES_ACCESS_KEY`` with the fake's key as its secret.
 Every message it accepts is recorded *as the recipient would see it*
 (substitutions applied), so tests can assert zero duplicates and zero skipped.
 
@@ -21,10 +24,12 @@ Run it by hand (benchmarks, manual tests): ``python tests/fakeproviders.py``.
 from __future__ import annotations
 
 import base64
+import calendar
 import email.parser
 import email.policy
 import email.utils
 import hashlib
+import hmac
 import json
 import re
 import threading
@@ -33,12 +38,18 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 VALID = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\".]+$")
 POSTMARK_STREAMS = {"outbound": ("Transactional", "None"), "broadcast": ("Broadcasts", "Postmark")}
 # How an address came onto a provider's suppression list in the fake (each provider shows it its own way).
 LISTED_AS = ("bounce", "complaint", "unsubscribe", "invalid", "block", "manual")
+SES_ACCESS_KEY = "AKIAFAKEFAKEFAKE7Q3Z"  # the fake's AWS access key id; its secret access key is the fake's api_key
+SES_ACCOUNT = {"DedicatedIpAutoWarmupEnabled": False, "EnforcementStatus": "HEALTHY", "ProductionAccessEnabled": True,
+               "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0},
+               "SendingEnabled": True, "SuppressionAttributes": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
+               "Details": {"MailType": "MARKETING", "WebsiteURL": "https://example.com",
+                           "ReviewDetails": {"Status": "GRANTED", "CaseId": "1234"}}}
 
 
 @dataclass
@@ -91,6 +102,12 @@ class FakeProviders:
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}  # key -> (payload hash, status, body)
         self._in_progress: set[str] = set()
         self._pages: dict[str, dict] = {}  # Mailgun events paging tokens
+        self.brevo_credits = True  # False: Brevo's 400 not_enough_credits
+        # Amazon SES: GetAccount's answer (ProductionAccessEnabled False: the sandbox, where only
+        # ``ses_verified`` addresses receive), and the regions whose signatures were checked.
+        self.ses_account: dict = json.loads(json.dumps(SES_ACCOUNT))
+        self.ses_verified: set[str] = set()
+        self.ses_regions: set[str] = set()
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -177,6 +194,10 @@ class FakeProviders:
             self._idempotency.clear()
             self._in_progress.clear()
             self._pages.clear()
+            self.brevo_credits = True
+            self.ses_account = json.loads(json.dumps(SES_ACCOUNT))
+            self.ses_verified.clear()
+            self.ses_regions.clear()
 
     def suppress(self, provider: str, address: str, kind: str) -> None:
         """Put ``address`` on ``provider``'s own suppression list; Postmark then also refuses to send to it."""
@@ -251,6 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self.owner.read_times.append(time.monotonic())
         body = self._body() if method == "POST" else b""
+        self.raw_body = body  # SES signs it
         fault = self.owner._next_read_fault() if method == "GET" else None
         if fault:
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
@@ -266,6 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
              self.sendgrid_suppressions),
             ("GET", r"/v3/([^/]+)/(bounces|complaints|unsubscribes)", self.mailgun_suppressions),
             ("GET", r"/suppressions", self.resend_suppressions),
+            ("POST", r"/v2/email/outbound-bulk-emails", self.ses_send),
+            ("GET", r"/v2/email/account", self.ses_account_get),
+            ("GET", r"/v2/email/suppression/addresses", self.ses_suppressions),
+            ("POST", r"(?:/v3)?/smtp/email", self.brevo_send),  # Brevo's paths, under /v3 or an api_base for it
+            ("GET", r"(?:/v3)?/smtp/blockedContacts", self.brevo_blocked),
+            ("GET", r"(?:/v3)?/smtp/statistics/events", self.brevo_events),
         ]
         for verb, pattern, handler in routes:
             match = re.fullmatch(pattern, url.path)
@@ -273,11 +301,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return handler(body, query, *match.groups())
         self._answer(404, {"message": f"no route {method} {url.path}"})
 
-    def _send(self, body: bytes, handle) -> None:
-        """Shared by the four send endpoints: faults first, then the provider's own logic."""
+    def _send(self, body: bytes, handle, wait_headers=None) -> None:
+        """Shared by the send endpoints: faults first, then the provider's own logic. ``wait_headers``:
+        how the provider says how long to wait (seconds -> headers), else Retry-After and X-RateLimit-Reset."""
         fault = self.owner._next_fault()
         if fault and fault.kind == "status":
             fault.reached.set()
+            if wait_headers and fault.retry_after is not None:
+                return self._answer(fault.status, {"code": "too_many_requests", "message": "Too many requests"},
+                                    wait_headers(fault.retry_after))
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             if fault.retry_after is not None:
                 headers["X-RateLimit-Reset"] = f"{time.time() + fault.retry_after:.0f}"
@@ -617,6 +649,190 @@ class _Handler(BaseHTTPRequestHandler):
                 self.owner._idempotency[key] = (digest, 200, json.dumps(answer).encode())
         return 200, answer, {}
 
+    # -- Amazon SES (v2) ----------------------------------------------------------------------
+    def _ses_error(self, status: int, error_type: str, message: str) -> None:
+        """SES's rest-json errors: the type in ``x-amzn-ErrorType``, the words in ``{"message"}``."""
+        self._answer(status, {"message": message}, {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/"
+                                                                         "coral/com.amazonaws.sesv2/",
+                                                    "x-amzn-RequestId": str(uuid.uuid4())})
+
+    def _ses_auth(self) -> bool:
+        """SigV4, checked from scratch: a wrong key id 403s as UnrecognizedClientException, a wrong signature
+        (secret, body, headers, date) as InvalidSignatureException, as AWS answers them."""
+        verdict = sigv4_verdict(self.command, self.path, dict(self.headers.items()), self.raw_body,
+                                SES_ACCESS_KEY, self.owner.api_key, service="ses")
+        if verdict == "unknown key":
+            self._ses_error(403, "UnrecognizedClientException", "The security token included in the request is "
+                                                                "invalid.")
+            return False
+        if verdict != "ok":
+            self._ses_error(403, "InvalidSignatureException", "The request signature we calculated does not match "
+                            "the signature you provided. Check your AWS Secret Access Key and signing method. "
+                            f"Consult the service documentation for details. ({verdict})")
+            return False
+        self.owner.ses_regions.add(sigv4_scope(self.headers.get("Authorization", ""))[1])
+        return True
+
+    def ses_send(self, body: bytes, query: dict) -> None:
+        if self._ses_auth():
+            self._send(body, self._ses_accept)
+
+    def _ses_accept(self, raw: bytes):
+        def error(error_type: str, message: str):
+            return 400, {"message": message}, {"x-amzn-ErrorType": error_type}
+
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            return error("SerializationException", "Start of structure or map found where not expected.")
+        entries = request.get("BulkEmailEntries") or []
+        template = ((request.get("DefaultContent") or {}).get("Template") or {})
+        content = template.get("TemplateContent")
+        if not 1 <= len(entries) <= 50:
+            return error("BadRequestException", "The number of bulk email entries must be between 1 and 50.")
+        if not content:
+            return error("BadRequestException", "Template must contain either TemplateName, TemplateArn or "
+                                                "TemplateContent.")
+        sender = email.utils.parseaddr(str(request.get("FromEmailAddress", "")))[1]
+        if not VALID.match(sender):
+            return error("BadRequestException", "Missing final '@domain'")
+        addresses = [email.utils.parseaddr(str(to))[1] for e in entries
+                     for to in (e.get("Destination") or {}).get("ToAddresses") or []]
+        if any(not VALID.match(a) for a in addresses):  # the whole call is refused, without saying whose
+            return error("BadRequestException", "Illegal address")
+        defaults = json.loads(template.get("TemplateData") or "{}")
+        results, records = [], []
+        for entry in entries:
+            to = email.utils.parseaddr(entry["Destination"]["ToAddresses"][0])[1]
+            if not self.owner.ses_account.get("ProductionAccessEnabled") and to.lower() not in self.owner.ses_verified:
+                results.append({"Status": "MESSAGE_REJECTED", "Error": "Email address is not verified. The following "
+                                f"identities failed the check in region US-EAST-1: {to}"})
+                continue
+            data = {**defaults, **json.loads(((entry.get("ReplacementEmailContent") or {}).get("ReplacementTemplate")
+                                              or {}).get("ReplacementTemplateData") or "{}")}
+            message_id = f"0100018c{uuid.uuid4().hex[:24]}-000000"
+            results.append({"Status": "SUCCESS", "MessageId": message_id})
+            rendered = [handlebars(content.get(part) or "", data) for part in ("Subject", "Html", "Text")]
+            if None in rendered:  # SES accepts, then drops it with a Rendering Failure event: never delivered
+                continue
+            headers = {h["Name"]: h["Value"] for h in (template.get("Headers") or []) + (entry.get(
+                "ReplacementHeaders") or [])}
+            tags = {t["Name"]: t["Value"] for t in (request.get("DefaultEmailTags") or []) + (entry.get(
+                "ReplacementTags") or [])}
+            records.append(Accepted("ses", to, *rendered, headers, tuple(tags.values()), tags.get("batch", ""),
+                                    message_id))
+        self.owner._record(records)
+        return 200, {"BulkEmailEntryResults": results}, {}
+
+    def ses_account_get(self, body: bytes, query: dict) -> None:
+        if self._ses_auth():
+            self._answer(200, self.owner.ses_account)
+
+    def ses_suppressions(self, body: bytes, query: dict) -> None:
+        """The account-level suppression list, ``PageSize`` (1 to 1000) at a time, continued by ``NextToken``."""
+        if not self._ses_auth():
+            return
+        size = int(query.get("PageSize", 1000))
+        if not 1 <= size <= 1000:
+            return self._ses_error(400, "BadRequestException", "PageSize must be between 1 and 1000.")
+        reasons = {"bounce": "BOUNCE", "complaint": "COMPLAINT"}
+        found = [{"EmailAddress": address, "Reason": reasons[kind], "LastUpdateTime": 1763626500.0}
+                 for address, kind in self.owner.suppressions_of("ses") if kind in reasons]
+        start = 0
+        if "NextToken" in query:
+            token = base64.b64decode(query["NextToken"]).decode()
+            if not token.startswith("offset:"):
+                return self._ses_error(400, "InvalidNextTokenException", "The specified NextToken is invalid.")
+            start = int(token[7:])
+        answer: dict = {"SuppressedDestinationSummaries": found[start:start + size]}
+        if start + size < len(found):
+            answer["NextToken"] = base64.b64encode(f"offset:{start + size}".encode()).decode()
+        self._answer(200, answer)
+
+    # -- Brevo ------------------------------------------------------------------------------
+    def _brevo_auth(self) -> bool:
+        if self.headers.get("api-key") != self.owner.api_key:
+            self._answer(401, {"code": "unauthorized", "message": "Key not found"})
+            return False
+        return True
+
+    def brevo_send(self, body: bytes, query: dict) -> None:
+        if self._brevo_auth():
+            self._send(body, self._brevo_accept, lambda wait: {
+                "x-sib-ratelimit-limit": "1000", "x-sib-ratelimit-remaining": "0",
+                "x-sib-ratelimit-reset": f"{wait:g}"})
+
+    def _brevo_accept(self, raw: bytes):
+        def error(code: str, message: str):
+            return 400, {"code": code, "message": message}, {}
+
+        try:
+            mail = json.loads(raw)
+        except ValueError:
+            return error("bad_request", "Input must be a valid JSON object")
+        if not self.owner.brevo_credits:
+            return error("not_enough_credits", "Not enough credits to send the email")
+        versions = mail.get("messageVersions") or [{"to": mail.get("to") or []}]
+        if len(versions) > 1000 or sum(len(v.get("to") or []) for v in versions) > 2000 \
+                or any(len(v.get("to") or []) > 99 for v in versions):
+            return error("invalid_parameter", "messageVersions: at most 1000 versions, 2000 recipients in all "
+                                              "and 99 a version")
+        sender = (mail.get("sender") or {}).get("email", "")
+        if not VALID.match(sender):
+            return error("invalid_parameter", "valid sender email required")
+        if not mail.get("subject"):  # mandatory without a templateId, versions or not
+            return error("missing_parameter", "subject is missing")
+        if not (mail.get("htmlContent") or mail.get("textContent")):  # and the bodies a version may override
+            return error("missing_parameter", "htmlContent is missing")
+        addresses = [t.get("email", "") for v in versions for t in v.get("to") or []]
+        if not addresses or any(not VALID.match(a) for a in addresses):  # refused without saying whose
+            return error("invalid_parameter", "email is not valid in to")
+        sandbox = str((mail.get("headers") or {}).get("X-Sib-Sandbox", "")).lower() == "drop"
+        tags = tuple(mail.get("tags") or ())
+        ids, records = [], []
+        for version in versions:
+            message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:16]}@smtp-relay.mailin.fr>"
+            ids.append(message_id)
+            headers = {**(mail.get("headers") or {}), **(version.get("headers") or {})}
+            for to in version["to"]:
+                records.append(Accepted("brevo", to["email"], version.get("subject", mail.get("subject", "")),
+                                        version.get("htmlContent", mail.get("htmlContent", "")),
+                                        version.get("textContent", mail.get("textContent", "")), headers, tags,
+                                        str(headers.get("X-Newsletter-Batch", "")), message_id, sandbox))
+        self.owner._record(records)
+        return 201, {"messageIds": ids}, {}
+
+    def brevo_blocked(self, body: bytes, query: dict) -> None:
+        """Blocked or unsubscribed transactional contacts, ``limit`` (at most 100) from ``offset``."""
+        if not self._brevo_auth():
+            return
+        limit, offset = int(query.get("limit", 50)), int(query.get("offset", 0))
+        if not 0 <= limit <= 100:
+            return self._answer(400, {"code": "out_of_range", "message": "limit must be between 0 and 100"})
+        reasons = {"bounce": ("hardBounce", "Hard bounce"), "complaint": ("contactFlaggedAsSpam", "Marked as spam"),
+                   "unsubscribe": ("unsubscribedViaEmail", "Unsubscribed via email"),
+                   "block": ("adminBlocked", "Admin blocked")}
+        found = [{"email": address, "senderEmail": "notes@example.com", "blockedAt": "2026-11-20T08:15:00Z",
+                  "reason": {"code": reasons[kind][0], "message": reasons[kind][1]}}
+                 for address, kind in self.owner.suppressions_of("brevo") if kind in reasons]
+        if not found:
+            return self._answer(200, {})  # Brevo's answer when nobody is blocked
+        self._answer(200, {"count": len(found), "contacts": found[offset:offset + limit]})
+
+    def brevo_events(self, body: bytes, query: dict) -> None:
+        """Transactional events: each accepted message's ``requests`` event, filtered by tag and event."""
+        if not self._brevo_auth():
+            return
+        limit, offset = int(query.get("limit", 2500)), int(query.get("offset", 0))
+        if not 0 <= limit <= 5000:
+            return self._answer(400, {"code": "out_of_range", "message": "limit must be between 0 and 5000"})
+        found = [{"email": a.to, "date": "2026-11-30T09:00:00.000+01:00", "subject": a.subject,
+                  "messageId": a.message_id, "event": "requests", "tag": json.dumps(list(a.tags)),
+                  "from": "notes@example.com"}
+                 for a in self.owner.delivered("brevo")
+                 if query.get("event", "requests") == "requests" and ("tags" not in query or query["tags"] in a.tags)]
+        self._answer(200, {"events": found[offset:offset + limit]} if found[offset:offset + limit] else {})
+
 
 PM_UNSUBSCRIBE = "{{{ pm:unsubscribe }}}"
 
@@ -657,6 +873,82 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
         name = part.get_param("name", header="content-disposition")
         fields.setdefault(name, []).append(part.get_payload(decode=True).decode("utf-8"))
     return fields
+
+
+# -- AWS Signature Version 4, written from AWS's description of the signing process ---------------------
+_SIGV4 = re.compile(r"AWS4-HMAC-SHA256 Credential=([^,]+), ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$")
+
+
+def sigv4_scope(authorization: str) -> list[str]:
+    """[access key id, region, service] of an Authorization header (empty strings when it is not SigV4)."""
+    match = _SIGV4.match(authorization.strip())
+    parts = match.group(1).split("/") if match else []
+    return [parts[0], parts[2], parts[3]] if len(parts) == 5 else ["", "", ""]
+
+
+def sigv4_signature(method: str, target: str, headers: dict, body: bytes, signed: list[str], secret: str,
+                    amz_date: str, region: str, service: str) -> str:
+    """The hex signature of a request: canonical request -> string to sign -> HMAC chain from the secret."""
+    url = urlsplit(target)
+    path = quote(url.path or "/", safe="/-_.~")  # non-S3 services encode the path twice: once here suffices
+    pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~"))
+                   for k, v in parse_qsl(url.query, keep_blank_values=True))
+    query = "&".join(f"{k}={v}" for k, v in pairs)
+    lower = {k.lower(): v for k, v in headers.items()}
+    canonical_headers = "".join(f"{name}:{' '.join(str(lower.get(name, '')).split())}\n" for name in signed)
+    canonical = "\n".join([method, path, query, canonical_headers, ";".join(signed),
+                           hashlib.sha256(body).hexdigest()])
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = f"AWS4{secret}".encode()
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def sigv4_verdict(method: str, target: str, headers: dict, body: bytes, access_key: str, secret: str, *,
+                  service: str, now: float | None = None) -> str:
+    """"ok", "unknown key", or what is wrong with the request's signature."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    match = _SIGV4.match(str(lower.get("authorization", "")).strip())
+    if not match:
+        return "unknown key" if "authorization" not in lower else "not a SigV4 Authorization header"
+    key_id, date, region, scope_service, terminal = (match.group(1).split("/") + [""] * 5)[:5]
+    if key_id != access_key:
+        return "unknown key"
+    amz_date = str(lower.get("x-amz-date", ""))
+    if scope_service != service or terminal != "aws4_request" or amz_date[:8] != date:
+        return "credential scope does not match"
+    signed = match.group(2).split(";")
+    if "host" not in signed or signed != sorted(signed) or (body and "x-amz-date" not in signed):
+        return "host and x-amz-date must be signed"
+    try:
+        when = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return "X-Amz-Date is not a date"
+    if abs((time.time() if now is None else now) - when) > 300:
+        return "signature expired"
+    expected = sigv4_signature(method, target, headers, body, signed, secret, amz_date, region, service)
+    return "ok" if hmac.compare_digest(expected, match.group(3)) else "signature does not match"
+
+
+def handlebars(template: str, data: dict) -> str | None:
+    """What SES's Handlebars makes of ``template``: ``{{{x}}}`` as it is, ``{{x}}`` HTML-escaped; None when a
+    variable has no value (SES then drops the message with a Rendering Failure)."""
+    missing = []
+
+    def value(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in data:
+            missing.append(name)
+            return ""
+        text = str(data[name])
+        return text if match.group(1) else (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                                            .replace('"', "&quot;").replace("'", "&#x27;").replace("`", "&#x60;")
+                                            .replace("=", "&#x3D;"))
+
+    out = re.sub(r"\{\{\{\s*([\w.]+)\s*\}\}\}|\{\{\s*([\w.]+)\s*\}\}", value, template)
+    return None if missing else out
 
 
 def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_id: str = "b0001",

@@ -21,10 +21,11 @@ def canned(provider: str, name: str) -> Any:
     return json.loads((FIXTURES / provider / name).read_text(encoding="utf-8"))
 
 
-def make_adapter(name: str, key: str | None, **provider: Any) -> Provider:
-    """The ``name`` adapter with ``[provider]`` settings given as keywords (``api_base=...``)."""
+def make_adapter(name: str, key: str | None, *, env: dict[str, str] | None = None, **provider: Any) -> Provider:
+    """The ``name`` adapter with ``[provider]`` settings given as keywords (``api_base=...``) and the
+    environment ``env`` (AWS credentials for SES)."""
     flags = {"provider.name": name, **{f"provider.{k}": v for k, v in provider.items()}}
-    return provider_class(name)(config.resolve({}, {}, flags, source=None), key)
+    return provider_class(name)(config.resolve({}, env or {}, flags, source=None), key)
 
 
 def send(provider: Provider, batch) -> list:

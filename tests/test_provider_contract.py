@@ -24,7 +24,7 @@ import shutil
 import hypothesis
 import pytest
 import requests
-from fakeproviders import Accepted, FakeProviders, sample_batch
+from fakeproviders import SES_ACCESS_KEY, Accepted, FakeProviders, sample_batch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,7 +33,7 @@ from newsletter.errors import AuthError, NoAnswer, NotAccepted, ProviderError, R
 from newsletter.jsontext import json_size
 from newsletter.providers import provider_class
 
-HTTP = ["postmark", "sendgrid", "mailgun", "resend"]
+HTTP = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 PROVIDERS = ["outbox", *HTTP]
 KEY = "contract-key-7f3a"
 BAD = "broken@@example.com"  # malformed: every provider refuses it at the API
@@ -59,7 +59,10 @@ def fresh(fake):
 def adapter(name: str, fake: FakeProviders, *, key: str = KEY, **provider):
     flags = {"provider.name": name, "provider.api_base": fake.url, "provider.domain": fake.domain,
              "provider.timeout": 2.0, **{f"provider.{k}": v for k, v in provider.items()}}
-    settings = config.resolve({}, {}, flags, source=fake.workspace / "newsletter.toml")
+    env = {}
+    if name == "ses":  # AWS credentials from AWS's variables, the key as the secret access key
+        env = {"AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": key, "AWS_REGION": "eu-west-1"}
+    settings = config.resolve({}, env, flags, source=fake.workspace / "newsletter.toml")
     provider = provider_class(name)(settings, key)
     if name == "postmark":
         provider.manages_unsubscribes = False  # what its preflight learns of the fake's "Custom" stream (below)
@@ -186,15 +189,20 @@ def test_a_wrong_key_aborts_and_is_never_shown(fake, name):
 # What each fake (like each provider) says to a wrong key: the error carries it, so the user knows why.
 REFUSALS = {"postmark": "Bad or missing Server API token.",
             "sendgrid": "The provided authorization grant is invalid, expired, or revoked",
-            "mailgun": "Forbidden", "resend": "API key is invalid"}
+            "mailgun": "Forbidden", "resend": "API key is invalid",
+            "ses": "The request signature we calculated does not match the signature you provided",
+            "brevo": "Key not found"}
+# What we call the refused secret, and where the hint says it lives (SES signs with AWS credentials, no API key).
+REFUSED = {"ses": ("refused the credentials", "AWS_SECRET_ACCESS_KEY")}
 
 
 @pytest.mark.parametrize("name", HTTP)
 def test_a_wrong_key_says_what_the_provider_said(fake, name):
     with pytest.raises(AuthError) as caught:
         send(adapter(name, fake, key="wrong-key-SECRET-123"), sample_batch(1))
-    assert REFUSALS[name] in caught.value.message and "refused the API key" in caught.value.message
-    assert "NEWSLETTER_API_KEY" in caught.value.hint
+    what, where = REFUSED.get(name, ("refused the API key", "NEWSLETTER_API_KEY"))
+    assert REFUSALS[name] in caught.value.message and what in caught.value.message
+    assert where in caught.value.hint
 
 
 INJECTIONS = {
@@ -359,7 +367,7 @@ def test_bodies_filled_from_the_template_are_the_request_json_would_send(fake, n
     assert sent == json.dumps(plain).encode()  # the separators and escapes of json.dumps, as requests sends
 
 
-@pytest.mark.parametrize("name", ["postmark", "resend"])
+@pytest.mark.parametrize("name", ["postmark", "resend", "brevo"])
 def test_a_message_left_without_bodies_is_never_sent_empty(fake, name):
     """Bodies left to the adapter need the batch's template: without it, refuse rather than send empty mail."""
     batch = sample_batch(2, weigh="bodies")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from fakeproviders import FakeProviders
+from fakeproviders import SES_ACCESS_KEY, FakeProviders
 
 from newsletter import config
 from newsletter.compile.pipeline import build_issue, personalizer
@@ -28,7 +28,9 @@ from newsletter.providers import open_provider
 from newsletter.providers.base import Batch
 from newsletter.sending.reconcile import reconcile_issue
 
-PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
+# Providers that can never say whether an in-doubt batch went out, and the words `reconcile` says it with.
+CANNOT_RECONCILE = {"sendgrid": "Email Activity API", "ses": "no idempotency key and no log search"}
 KEY = "e2e-key-Zq81"
 SECRET = "e2e-signing-secret"
 ISSUE = "2026-11-30-weekly"
@@ -42,9 +44,10 @@ def fake():
 
 
 def provider_env(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
+    aws = {"AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_SECRET": SECRET,
-            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **extra}
+            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {}), **extra}
 
 
 def write_list(workspace: Path, count: int) -> list[str]:
@@ -55,7 +58,7 @@ def write_list(workspace: Path, count: int) -> list[str]:
 
 
 def newsletter(workspace: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "AWS_"))} | env
     return subprocess.Popen([NEWSLETTER, *args], cwd=workspace, env=full, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -139,8 +142,8 @@ def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(works
 
     result = finish(newsletter(workspace, env, "reconcile", ISSUE))
     after = ledger_counts(workspace, env)
-    if name == "sendgrid":
-        assert result[0] == 3 and "Email Activity API" in result[1]
+    if name in CANNOT_RECONCILE:
+        assert result[0] == 3 and CANNOT_RECONCILE[name] in result[1]
         assert after["unknown"] == 2
     else:  # Postmark's message search / Mailgun's events find the accepted batch
         assert result[0] == 0, result[2]
@@ -404,3 +407,29 @@ def test_proof_does_not_wait_out_a_retry_after_longer_than_its_policy(run, fake)
     result = run("test", ISSUE, "--to", "editor@example.com", env=provider_env("resend", fake))
     assert result.exit_code == 1 and "HTTP 429" in result.stderr
     assert fake.send_calls == 1 and fake.delivered("resend") == []
+
+
+# -- Amazon SES: what preflight learns of the account ---------------------------------------------------
+def test_ses_in_the_sandbox_warns_then_only_verified_readers_receive(workspace, fake):
+    addresses = write_list(workspace, 4)
+    fake.ses_account.update(ProductionAccessEnabled=False, SendQuota={"Max24HourSend": 200.0, "MaxSendRate": 50.0,
+                                                                      "SentLast24Hours": 0.0})
+    fake.ses_verified.add(addresses[2])
+    env = provider_env("ses", fake)
+    del env["NEWSLETTER_PROVIDER_RATE_LIMIT"]  # the account's MaxSendRate, read by preflight
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert "is in the sandbox: only verified addresses receive" in out + err
+    assert code == 3, err  # the unverified failed
+    assert [a.to for a in fake.delivered("ses")] == [addresses[2]]
+    counts = ledger_counts(workspace, env)
+    assert counts["sent"] == 1 and counts["failed"] == 3
+    assert KEY not in out + err
+
+
+def test_ses_without_credentials_stops_before_anything_is_planned(workspace, fake):
+    write_list(workspace, 2)
+    env = {k: v for k, v in provider_env("ses", fake).items() if not k.startswith("AWS_ACCESS")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(workspace / "none"), "AWS_CONFIG_FILE": str(workspace / "none")}
+    code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
+    assert code != 0 and "needs AWS credentials" in err
+    assert fake.send_calls == 0 and KEY not in out + err

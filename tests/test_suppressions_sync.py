@@ -11,7 +11,7 @@ import json
 
 import pytest
 import responses
-from fakeproviders import FakeProviders
+from fakeproviders import SES_ACCESS_KEY, FakeProviders
 from helpers import SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
@@ -23,7 +23,7 @@ from newsletter.sending.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
 ORIGIN = "https://api.test"
-PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend"]
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 
 
 def adapter(name: str, **flags):
@@ -261,20 +261,25 @@ def fake():
 
 
 def provider_env(name: str, fake: FakeProviders) -> dict[str, str]:
+    aws = {"AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_SECRET": "sync-secret",
-            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000"}
+            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {})}
 
 
 # Per provider: the kinds its list holds (as the fake records them) and how many, past one page.
 LISTS = {"postmark": {"bounce": 700, "complaint": 3, "unsubscribe": 2},
          "sendgrid": {"bounce": 1203, "invalid": 2, "complaint": 501, "unsubscribe": 4, "block": 5},
          "mailgun": {"bounce": 2100, "complaint": 2, "unsubscribe": 1001},
-         "resend": {"bounce": 250, "complaint": 3, "manual": 1}}
+         "resend": {"bounce": 250, "complaint": 3, "manual": 1},
+         "ses": {"bounce": 2100, "complaint": 3},
+         "brevo": {"bounce": 150, "complaint": 3, "unsubscribe": 2, "block": 1}}
 EXPECTED = {"postmark": {"bounced": 700, "complained": 3, "unsubscribed": 2},
             "sendgrid": {"bounced": 1205, "complained": 501, "unsubscribed": 4},  # blocks are temporary: left out
             "mailgun": {"bounced": 2100, "complained": 2, "unsubscribed": 1001},
-            "resend": {"bounced": 250, "complained": 3, "blocked": 1}}
+            "resend": {"bounced": 250, "complained": 3, "blocked": 1},
+            "ses": {"bounced": 2100, "complained": 3},  # read at 1 request a second, whatever the send rate
+            "brevo": {"bounced": 150, "complained": 3, "unsubscribed": 2, "blocked": 1}}
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ ADAPTERS = {
     "sendgrid": "newsletter.providers.sendgrid:SendGridProvider",
     "mailgun": "newsletter.providers.mailgun:MailgunProvider",
     "resend": "newsletter.providers.resend:ResendProvider",
+    "ses": "newsletter.providers.ses:SesProvider",
+    "brevo": "newsletter.providers.brevo:BrevoProvider",
 }
 
 

@@ -25,7 +25,8 @@ def json_body(response: requests.Response) -> Any:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch);
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), Brevo's ``x-sib-ratelimit-reset``
+    (seconds) or ``X-RateLimit-Reset`` (epoch);
     None when neither is there or readable (the caller's backoff decides then)."""
     value = headers.get("Retry-After")
     if value:
@@ -41,6 +42,12 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             if when.tzinfo is None:  # "-0000": a time in UTC with no zone given
                 when = when.replace(tzinfo=dt.timezone.utc)
             return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    brevo = headers.get("x-sib-ratelimit-reset")  # Brevo: seconds until its window resets
+    if brevo:
+        try:
+            return max(0.0, float(brevo))
+        except ValueError:
+            pass
     reset = headers.get("X-RateLimit-Reset")
     if reset:
         try:

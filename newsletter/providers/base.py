@@ -313,6 +313,12 @@ class Provider:
     def rate_limit(self) -> float:
         return self.settings.provider.rate_limit or self.default_rate
 
+    @property
+    def read_rate(self) -> float:
+        """Look-ups (GET) per second: the send rate, unless the provider paces its reads apart (SES
+        counts its send rate in recipients, its reads in requests)."""
+        return self.rate_limit
+
     def cut_batches(self, messages: Iterable[Message]) -> Iterator[list[Message]]:
         """Groups of messages within the count AND payload-size limits."""
         group: list[Message] = []

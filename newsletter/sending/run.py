@@ -194,7 +194,7 @@ def preflight(provider: Provider, warn: Callable[[str], None]) -> None:
     """Ask the provider about its settings before anything is sent: a wrong key or a stream that cannot
     carry this newsletter stops here, and what it warns about is said (see Provider.preflight). The
     question is paced and asked again after a 429, 5xx or dropped connection."""
-    with PacedSession(provider.rate_limit) as session:
+    with PacedSession(provider.read_rate) as session:
         for warning in provider.preflight(session):
             warn(warning)
 

@@ -55,7 +55,7 @@ def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = Fal
                       clock: Callable[[], float] = time.monotonic) -> SyncReport:
     """Read the provider's suppression list and add what is new to the ledger (not with ``dry_run``)."""
     report = SyncReport(provider.name)
-    with PacedSession(provider.rate_limit, retry=backoff, sleep=sleep, clock=clock) as session:
+    with PacedSession(provider.read_rate, retry=backoff, sleep=sleep, clock=clock) as session:
         entries = _read_all(provider, session)
     if entries is None:
         report.supported = False
