@@ -45,6 +45,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "api_key_env": ("NEWSLETTER_API_KEY", "the NAME of the environment variable holding the key"),
         "message_stream": ("broadcast", "Postmark message stream"),
         "domain": ("", "Mailgun sending domain"),
+        "asm_group_id": (0, 'SendGrid: the unsubscribe group for [unsubscribe] url = "provider"; 0 = none'),
         "batch_size": (0, "recipients per API call; 0 = the provider's maximum"),
         "rate_limit": (0.0, "requests per second; 0 = the provider's documented limit"),
         "concurrency": (4, "parallel API requests"),
@@ -55,7 +56,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "test_mode": (False, "provider test/sandbox mode: accepted, not delivered"),
     },
     "unsubscribe": {
-        "url": ("", 'unsubscribe link; {token} is replaced by a signed token; "provider": Postmark\'s own'),
+        "url": ("", 'unsubscribe link; {token} is replaced by a signed token; "provider": the provider\'s own'),
         "mailto": ("", "address for mailto: List-Unsubscribe"),
         "secret_env": ("NEWSLETTER_SECRET", "the NAME of the environment variable holding the signing secret"),
     },

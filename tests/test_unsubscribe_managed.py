@@ -56,17 +56,42 @@ def write_list(workspace, count: int) -> list[str]:
 
 
 # -- the setting, before any request -------------------------------------------------------------
-@pytest.mark.parametrize("name", ["outbox", "sendgrid", "mailgun", "resend"])
-def test_providers_that_cannot_manage_unsubscribes_refuse_the_setting_with_its_line(workspace, name):
+def load_managed(workspace, name: str, **env: str):
     managed(workspace)
-    settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_API_KEY": KEY,
-                                                           "NEWSLETTER_PROVIDER_DOMAIN": "mg.example.com"})
+    return config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_API_KEY": KEY,
+                                                       "NEWSLETTER_PROVIDER_DOMAIN": "mg.example.com", **env})
+
+
+def refusal(settings) -> str:
     with pytest.raises(ConfigError) as caught:
         open_provider(settings)
     text = caught.value.render()
-    assert ('[unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only with Postmark '
-            f"(its broadcast streams), not with {name}") in text
     assert "newsletter.toml:" in text and "give your own page" in text
+    return text
+
+
+def test_the_outbox_cannot_manage_unsubscribes_and_says_which_providers_can(workspace):
+    # Changed with issue 11: SendGrid and Mailgun manage them too now.
+    assert ('[unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only with Postmark '
+            "(its broadcast streams), SendGrid (an unsubscribe group) and Mailgun, not with outbox"
+            ) in refusal(load_managed(workspace, "outbox"))
+
+
+def test_resend_is_refused_with_the_reason(workspace):
+    text = refusal(load_managed(workspace, "resend"))
+    assert ("Resend's email API documents no unsubscribe link or List-Unsubscribe headers of its own "
+            "(its topic_id only skips contacts who opted out of a topic)") in text
+
+
+def test_sendgrid_without_an_unsubscribe_group_is_refused_with_the_line_to_add(workspace):
+    text = refusal(load_managed(workspace, "sendgrid"))
+    assert "SendGrid manages unsubscribes through an unsubscribe group, and [provider] asm_group_id is not set" in text
+    assert "add the line `asm_group_id = 12345` under [provider]" in text
+    assert open_provider(load_managed(workspace, "sendgrid", NEWSLETTER_PROVIDER_ASM_GROUP_ID="4242")).name == "sendgrid"
+
+
+def test_mailgun_opens_with_the_setting(workspace):
+    assert open_provider(load_managed(workspace, "mailgun")).name == "mailgun"
 
 
 def test_lint_says_the_same_before_a_send(run, workspace):
@@ -74,7 +99,8 @@ def test_lint_says_the_same_before_a_send(run, workspace):
     result = run("lint", f"issues/{ISSUE}.md")
     assert result.exit_code == 1
     assert 'error: [unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only ' \
-           "with Postmark (its broadcast streams), not with outbox" in result.output
+           "with Postmark (its broadcast streams), SendGrid (an unsubscribe group) and Mailgun, not with outbox" \
+           in result.output
     ok = run("lint", f"issues/{ISSUE}.md", env={"NEWSLETTER_PROVIDER_NAME": "postmark"})
     assert ok.exit_code == 0, ok.output
     assert 'warning: [unsubscribe] mailto is not used in emails with url = "provider"' in ok.output
