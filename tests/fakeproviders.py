@@ -717,10 +717,12 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
 
 
 def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_id: str = "b0001",
-                 addresses: list[str] | None = None, body_bytes: int = 0, weigh: str = ""):
+                 addresses: list[str] | None = None, body_bytes: int = 0, weigh: str = "", unsubscribe: str = ""):
     """A batch with real slot templates and distinct merge values per recipient (no workspace needed).
 
-    ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values")."""
+    ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values").
+    ``unsubscribe``: the provider's placeholder as every reader's link, and no List-Unsubscribe headers of
+    ours (``[unsubscribe] url = "provider"``)."""
     from newsletter.compile.personalize import values_bytes
     from newsletter.compile.slots import SlotTemplate
     from newsletter.models import Message
@@ -734,14 +736,14 @@ def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_i
     addresses = addresses or [f"reader{n}@example.com" for n in range(count)]
     messages, values = [], []
     for n, address in enumerate(addresses):
-        url = f"https://example.com/unsubscribe?t=token{n}"
+        url = unsubscribe or f"https://example.com/unsubscribe?t=token{n}"
         slot_values = [f"Reader <{n}> & \"friends\"", url]
         messages.append(Message(issue_id=issue_id, to=address, to_name=f"Reader {n}",
                                 subject=template["subject"].fill(slot_values, html=False),
                                 html=template["html"].fill(slot_values, html=True),
                                 text=template["text"].fill(slot_values, html=False),
                                 sender="Field Notes <notes@example.com>", reply_to="editor@example.com",
-                                headers=list_unsubscribe_headers(url, "unsubscribe@example.com"),
+                                headers={} if unsubscribe else list_unsubscribe_headers(url, "unsubscribe@example.com"),
                                 body_bytes=-1 if not weigh else values_bytes(slot_values) if weigh == "values" else
                                 template["html"].json_size(slot_values, html=True)
                                 + template["text"].json_size(slot_values, html=False)))
