@@ -15,7 +15,8 @@ import json
 import pytest
 import requests
 import responses
-from fakeproviders import FakeProviders, postmark_unsubscribe_url
+from fakeproviders import (SENDGRID_GROUP, FakeProviders, mailgun_unsubscribe_url, postmark_unsubscribe_url,
+                           sendgrid_unsubscribe_url)
 
 from newsletter import config
 from newsletter.compile.pipeline import build_issue, personalizer, sample_subscriber
@@ -180,6 +181,81 @@ def test_a_wrong_key_stops_at_the_question_without_printing_it(run, workspace, f
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s", NEWSLETTER_API_KEY="no-Kk1"))
     assert result.exit_code == 1 and "postmark refused the API key (HTTP 401)" in result.stderr
     assert "no-Kk1" not in result.output + result.stderr and fake.send_calls == 0
+
+
+# -- sends through the fake SendGrid (an unsubscribe group) and Mailgun (a domain tracking unsubscribes) --
+def assert_one_provider_link_each(mails, addresses, link_for):
+    got = {mail.to: mail for mail in mails}
+    assert sorted(got) == addresses
+    for address, mail in got.items():
+        link = link_for(address)
+        assert mail.html.count("Unsubscribe") == 1 and mail.html.count(f'href="{link}"') == 1
+        assert f"Unsubscribe: {link}" in mail.text and OWN_PAGE not in mail.html + mail.text
+        listed = {name: value for name, value in mail.headers.items() if name.lower().startswith("list-unsubscribe")}
+        assert listed == {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def test_a_sendgrid_send_gives_every_reader_the_groups_link_and_headers(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 4)
+    env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert_one_provider_link_each(fake.delivered("sendgrid"), addresses,
+                                  lambda address: sendgrid_unsubscribe_url(address, SENDGRID_GROUP))
+
+
+def test_a_sendgrid_send_without_a_group_is_refused_before_the_plan(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("sendgrid", fake))
+    assert result.exit_code == 1 and "add the line `asm_group_id = 12345` under [provider]" in result.stderr
+    assert fake.send_calls == 0
+
+
+def test_sync_brings_the_groups_unsubscribes_into_the_ledger_and_the_next_send_leaves_them_out(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 3)
+    fake.sendgrid_groups[SENDGRID_GROUP] = [addresses[1]]
+    env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
+    synced = run("suppressions", "sync", "--json", env=env)
+    assert synced.exit_code == 0, synced.output
+    assert json.loads(synced.stdout)["kinds"] == {"unsubscribed": 1}
+    assert ("GET", f"/v3/asm/groups/{SENDGRID_GROUP}/suppressions") in fake.requests_seen
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert sorted(mail.to for mail in fake.delivered("sendgrid")) == [addresses[0], addresses[2]]
+
+
+def test_a_mailgun_send_gives_every_reader_mailguns_link_and_headers(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 4)
+    fake.mailgun_unsubscribe["active"] = True
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "Warning" not in result.stderr
+    assert_one_provider_link_each(fake.delivered("mailgun"), addresses, mailgun_unsubscribe_url)
+
+
+def test_a_mailgun_domain_that_does_not_track_unsubscribes_is_refused_before_the_plan(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 1
+    assert "Mailgun's domain mg.example.com does not track unsubscribes" in result.stderr
+    assert fake.send_calls == 0
+    assert json.loads(run("status", "--json", env=env_for("mailgun", fake)).stdout) == []  # no plan frozen
+
+
+def test_a_mailgun_footer_is_sent_with_a_warning_about_the_second_link(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 1)
+    fake.mailgun_unsubscribe.update(active=True, text_footer="\nUnsubscribe here: %unsubscribe_url%\n")
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "readers see two unsubscribe links" in result.stderr
+    [mail] = fake.delivered("mailgun")
+    assert mail.text.count(mailgun_unsubscribe_url(mail.to)) == 2  # what the warning is about
 
 
 # -- the question itself ----------------------------------------------------------------------------
