@@ -47,6 +47,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "domain": ("", "Mailgun sending domain"),
         "region": ("", "Amazon SES region, e.g. eu-west-1; \"\" = $AWS_REGION"),
         "configuration_set": ("", "Amazon SES configuration set (event publishing, tracking); \"\" = none"),
+        "asm_group_id": (0, 'SendGrid: the unsubscribe group for [unsubscribe] url = "provider"; 0 = none'),
         "batch_size": (0, "recipients per API call; 0 = the provider's maximum"),
         "rate_limit": (0.0, "requests per second (SES: recipients per second); 0 = the provider's documented limit"),
         "concurrency": (4, "parallel API requests"),
@@ -57,7 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "test_mode": (False, "provider test/sandbox mode: accepted, not delivered"),
     },
     "unsubscribe": {
-        "url": ("", 'unsubscribe link; {token} is replaced by a signed token; "provider": Postmark\'s own'),
+        "url": ("", 'unsubscribe link; {token} is replaced by a signed token; "provider": the provider\'s own'),
         "mailto": ("", "address for mailto: List-Unsubscribe"),
         "secret_env": ("NEWSLETTER_SECRET", "the NAME of the environment variable holding the signing secret"),
     },

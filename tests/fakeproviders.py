@@ -9,6 +9,10 @@ an implementation of AWS's signing process of its own (not botocore's), for the
 access key ``SES_ACCESS_KEY`` with the fake's key as its secret.
 Every message it accepts is recorded *as the recipient would see it*
 (substitutions applied), so tests can assert zero duplicates and zero skipped.
+Provider-managed unsubscribes are played as documented: Postmark's broadcast stream,
+SendGrid's unsubscribe group (``asm``) and a Mailgun domain that tracks unsubscribes
+each put their own per-recipient link where their placeholder is and add their own
+List-Unsubscribe headers.
 
 Fault injection (``fake.inject(...)``) applies to the next send calls:
 ``status`` (500, 503, 429 + Retry-After, ...), ``drop`` (accept and record the
@@ -50,6 +54,8 @@ SES_ACCOUNT = {"DedicatedIpAutoWarmupEnabled": False, "EnforcementStatus": "HEAL
                "SendingEnabled": True, "SuppressionAttributes": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
                "Details": {"MailType": "MARKETING", "WebsiteURL": "https://example.com",
                            "ReviewDetails": {"Status": "GRANTED", "CaseId": "1234"}}}
+SENDGRID_GROUP = 4242  # the unsubscribe group the fake SendGrid account has
+MAILGUN_UNSUBSCRIBE = {"active": False, "html_footer": "", "text_footer": ""}
 
 
 @dataclass
@@ -89,6 +95,10 @@ class FakeProviders:
         # Postmark's streams: id -> (MessageStreamType, UnsubscribeHandlingType). On a stream whose
         # unsubscribes Postmark handles, it puts its own link in each message and its own headers.
         self.postmark_streams: dict[str, tuple[str, str]] = dict(POSTMARK_STREAMS)
+        # SendGrid's unsubscribe groups: id -> addresses that left that group (GET /v3/asm/groups/{id}/suppressions).
+        self.sendgrid_groups: dict[int, list[str]] = {SENDGRID_GROUP: []}
+        # Mailgun's domain setting "unsubscribe tracking" (off by default, as at Mailgun) and its footers.
+        self.mailgun_unsubscribe: dict = dict(MAILGUN_UNSUBSCRIBE)
         # Each provider's own suppression list (``newsletter suppressions sync``), set by tests through
         # ``suppress``: provider -> [(address, kind)], kind one of LISTED_AS.
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
@@ -187,6 +197,8 @@ class FakeProviders:
             self.accepted.clear()
             self.inactive.clear()
             self.postmark_streams = dict(POSTMARK_STREAMS)
+            self.sendgrid_groups = {SENDGRID_GROUP: []}
+            self.mailgun_unsubscribe = dict(MAILGUN_UNSUBSCRIBE)
             self.suppressed.clear()
             self.requests_seen.clear()
             self.read_times.clear()
@@ -286,6 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"/message-streams/([^/]+)", self.postmark_stream),
             ("GET", r"/v3/suppression/(bounces|blocks|invalid_emails|spam_reports|unsubscribes)",
              self.sendgrid_suppressions),
+            ("GET", r"/v3/asm/groups/(\d+)/suppressions", self.sendgrid_group_suppressions),
+            ("GET", r"/v3/domains/([^/]+)/tracking", self.mailgun_tracking),
             ("GET", r"/v3/([^/]+)/(bounces|complaints|unsubscribes)", self.mailgun_suppressions),
             ("GET", r"/suppressions", self.resend_suppressions),
             ("POST", r"/v2/email/outbound-bulk-emails", self.ses_send),
@@ -445,6 +459,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, [{"created": 1763626500, "email": address, **extra}
                            for address in found[offset:offset + limit]])
 
+    def sendgrid_group_suppressions(self, body: bytes, query: dict, group: str) -> None:
+        """An unsubscribe group's suppressed addresses: a JSON array of strings."""
+        if not self._sendgrid_auth():
+            return
+        found = self.owner.sendgrid_groups.get(int(group))
+        if found is None:
+            return self._answer(404, {"errors": [{"field": None, "message": "Unsubscribe group not found"}]})
+        self._answer(200, list(found))
+
     def _sendgrid_accept(self, raw: bytes):
         if len(raw) > 30_000_000:
             return 413, {"errors": [{"field": None, "message": "Payload Too Large"}]}, {}
@@ -458,6 +481,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not 1 <= len(people) <= 1000:
             errors.append({"field": "personalizations", "message": "The personalizations field is required and "
                            "must have at least one personalization, and at most 1000."})
+        group = (mail.get("asm") or {}).get("group_id")
+        if "asm" in mail and (not isinstance(group, int) or isinstance(group, bool)):
+            errors.append({"field": "asm.group_id", "message": "The asm.group_id must be an integer."})
         if errors:
             return 400, {"errors": errors}, {}
         content = {c["type"]: c["value"] for c in mail.get("content", [])}
@@ -467,9 +493,13 @@ class _Handler(BaseHTTPRequestHandler):
         for p in people:
             subs = p.get("substitutions") or {}
             fill = (lambda s, subs=subs: _substitute(s, subs))
-            records.append(Accepted("sendgrid", p["to"][0]["email"], fill(p.get("subject", mail.get("subject", ""))),
-                                    fill(content.get("text/html", "")), fill(content.get("text/plain", "")),
-                                    dict(p.get("headers") or {}), tuple(mail.get("categories") or ()),
+            to, headers = p["to"][0]["email"], dict(p.get("headers") or {})
+            html, text = fill(content.get("text/html", "")), fill(content.get("text/plain", ""))
+            if group is not None:
+                html, text = _provider_unsubscribe(html, text, headers, SENDGRID_TAG,
+                                                   sendgrid_unsubscribe_url(to, group))
+            records.append(Accepted("sendgrid", to, fill(p.get("subject", mail.get("subject", ""))), html, text,
+                                    headers, tuple(mail.get("categories") or ()),
                                     str((p.get("custom_args") or {}).get("batch", "")), message_id, sandbox))
         self.owner._record(records)
         if sandbox:  # sandbox mode validates and answers 200 with an empty body
@@ -486,6 +516,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"message": f"Domain not found: {domain}"})
             return False
         return True
+
+    def mailgun_tracking(self, body: bytes, query: dict, domain: str) -> None:
+        """The domain's tracking settings (GET /v3/domains/{name}/tracking)."""
+        if self._mailgun_auth(domain):
+            self._answer(200, {"tracking": {"open": {"active": False, "place_at_the_top": False},
+                                            "click": {"active": False},
+                                            "unsubscribe": dict(self.owner.mailgun_unsubscribe),
+                                            "web_scheme": "https"}})
 
     def mailgun_send(self, body: bytes, query: dict, domain: str) -> None:
         if self._mailgun_auth(domain):
@@ -512,8 +550,13 @@ class _Handler(BaseHTTPRequestHandler):
             mine = variables.get(address, {})
             fill = (lambda s, mine=mine: re.sub(r"%recipient\.([\w:-]+)%",
                                                 lambda m: str(mine.get(m.group(1), m.group(0))), s))
-            records.append(Accepted("mailgun", address, fill(get("subject")), fill(get("html")), fill(get("text")),
-                                    {k: fill(v) for k, v in headers.items()}, tuple(fields.get("o:tag", [])),
+            html, text, mine_headers = fill(get("html")), fill(get("text")), {k: fill(v) for k, v in headers.items()}
+            tracking = self.owner.mailgun_unsubscribe
+            if tracking["active"]:  # its link for the variable, its footers appended, its own headers
+                html, text = _provider_unsubscribe(html + tracking["html_footer"], text + tracking["text_footer"],
+                                                   mine_headers, MAILGUN_VARIABLE, mailgun_unsubscribe_url(address))
+            records.append(Accepted("mailgun", address, fill(get("subject")), html, text,
+                                    mine_headers, tuple(fields.get("o:tag", [])),
                                     get("v:newsletter-batch"), message_id, get("o:testmode") == "yes"))
         self.owner._record(records)
         return 200, {"id": message_id, "message": "Queued. Thank you."}, {}
@@ -857,6 +900,28 @@ def _postmark_unsubscribe(html: str, text: str, headers: dict, to: str) -> tuple
     return html, text
 
 
+SENDGRID_TAG = "<%asm_group_unsubscribe_raw_url%>"
+MAILGUN_VARIABLE = "%unsubscribe_url%"
+
+
+def sendgrid_unsubscribe_url(address: str, group: int) -> str:
+    """The link the fake SendGrid gives ``address`` to leave ``group`` (SendGrid's own is opaque)."""
+    return f"https://u.sendgrid.example/asm/{group}/{quote(address.lower())}"
+
+
+def mailgun_unsubscribe_url(address: str) -> str:
+    return f"https://email.mg.example/u/{quote(address.lower())}"
+
+
+def _provider_unsubscribe(html: str, text: str, headers: dict, placeholder: str, url: str) -> tuple[str, str]:
+    """What SendGrid (with an unsubscribe group) and Mailgun (on a domain that tracks unsubscribes) do: the
+    reader's link where the placeholder is, and their own List-Unsubscribe headers in place of any set."""
+    for name in [n for n in headers if n.lower() in ("list-unsubscribe", "list-unsubscribe-post")]:
+        del headers[name]
+    headers.update({"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    return html.replace(placeholder, url), text.replace(placeholder, url)
+
+
 def _substitute(text: str, substitutions: dict) -> str:
     """SendGrid replaces every occurrence of each key, longest keys first so ``-x1-`` never eats ``-x10-``."""
     if not substitutions:
@@ -952,10 +1017,12 @@ def handlebars(template: str, data: dict) -> str | None:
 
 
 def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_id: str = "b0001",
-                 addresses: list[str] | None = None, body_bytes: int = 0, weigh: str = ""):
+                 addresses: list[str] | None = None, body_bytes: int = 0, weigh: str = "", unsubscribe: str = ""):
     """A batch with real slot templates and distinct merge values per recipient (no workspace needed).
 
-    ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values")."""
+    ``weigh``: each message's ``body_bytes`` as the send loop sets it ("bodies" or "values").
+    ``unsubscribe``: the provider's placeholder as every reader's link, and no List-Unsubscribe headers of
+    ours (``[unsubscribe] url = "provider"``)."""
     from newsletter.compile.personalize import values_bytes
     from newsletter.compile.slots import SlotTemplate
     from newsletter.models import Message
@@ -969,14 +1036,14 @@ def sample_batch(count: int = 3, *, issue_id: str = "2026-11-30-weekly", batch_i
     addresses = addresses or [f"reader{n}@example.com" for n in range(count)]
     messages, values = [], []
     for n, address in enumerate(addresses):
-        url = f"https://example.com/unsubscribe?t=token{n}"
+        url = unsubscribe or f"https://example.com/unsubscribe?t=token{n}"
         slot_values = [f"Reader <{n}> & \"friends\"", url]
         messages.append(Message(issue_id=issue_id, to=address, to_name=f"Reader {n}",
                                 subject=template["subject"].fill(slot_values, html=False),
                                 html=template["html"].fill(slot_values, html=True),
                                 text=template["text"].fill(slot_values, html=False),
                                 sender="Field Notes <notes@example.com>", reply_to="editor@example.com",
-                                headers=list_unsubscribe_headers(url, "unsubscribe@example.com"),
+                                headers={} if unsubscribe else list_unsubscribe_headers(url, "unsubscribe@example.com"),
                                 body_bytes=-1 if not weigh else values_bytes(slot_values) if weigh == "values" else
                                 template["html"].json_size(slot_values, html=True)
                                 + template["text"].json_size(slot_values, html=False)))

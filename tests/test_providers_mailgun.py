@@ -17,6 +17,7 @@ import responses
 from helpers import canned, make_adapter, send
 from fakeproviders import _multipart, sample_batch
 
+from newsletter import config
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.mailgun import MailgunProvider
 
@@ -210,3 +211,83 @@ def test_reconcile_never_follows_paging_to_another_host():
     with requests.Session() as session, pytest.raises(ProviderError, match="another host"):
         mailgun(api_base="http://127.0.0.1:9").reconcile(sample_batch(1), session, age=7200.0)
     assert len(responses.calls) == 1
+
+
+# -- [unsubscribe] url = "provider": Mailgun's %unsubscribe_url% ------------------------------------
+VARIABLE = "%unsubscribe_url%"
+TRACKING = "https://api.mailgun.net/v3/domains/mg.example.com/tracking"
+
+
+def managed_mailgun() -> MailgunProvider:
+    flags = {"provider.name": "mailgun", "provider.domain": "mg.example.com", "unsubscribe.url": "provider"}
+    return MailgunProvider(config.resolve({}, {}, flags, source=None), KEY)
+
+
+def tracking(active, html_footer: str = "", text_footer: str = "") -> dict:
+    return {"tracking": {"open": {"active": False, "place_at_the_top": False}, "click": {"active": False},
+                         "unsubscribe": {"active": active, "html_footer": html_footer, "text_footer": text_footer},
+                         "web_scheme": "https"}}
+
+
+@responses.activate
+def test_a_managed_request_carries_mailguns_variable_in_the_bodies_and_no_list_unsubscribe_of_ours():
+    responses.add(responses.POST, URL, json=fixture("200.json"))
+    send(managed_mailgun(), sample_batch(2, unsubscribe=VARIABLE))
+    sent = fields(responses.calls[0].request)
+    assert sent["html"] == [f'<p>Hi %recipient.h0% &amp; co</p><a href="{VARIABLE}">Unsubscribe</a>']
+    assert sent["text"] == [f"Hi %recipient.t0% & co\n\nUnsubscribe: {VARIABLE}\n"]
+    assert not [name for name in sent if name.lower().startswith("h:list-unsubscribe")]
+    variables = json.loads(sent["recipient-variables"][0])
+    assert all(set(mine) == {"h0", "t0", "subject"} for mine in variables.values())
+
+
+@responses.activate
+def test_preflight_lets_a_domain_that_tracks_unsubscribes_send():
+    responses.get(TRACKING, json=tracking(True))
+    with requests.Session() as session:
+        assert managed_mailgun().preflight(session) == []
+    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+@responses.activate
+@pytest.mark.parametrize("active", [False, "false"])
+def test_preflight_refuses_a_domain_that_does_not_track_unsubscribes(active):
+    responses.get(TRACKING, json=tracking(active))
+    with requests.Session() as session, pytest.raises(ConfigError) as caught:
+        managed_mailgun().preflight(session)
+    text = caught.value.render()
+    assert "Mailgun's domain mg.example.com does not track unsubscribes: nobody would get a working" in text
+    assert "turn on unsubscribe tracking for the domain" in text and "give your own page" in text
+
+
+@responses.activate
+def test_preflight_warns_that_the_domains_footer_adds_a_second_link():
+    responses.get(TRACKING, json=tracking(True, html_footer="<p><a href=\"%unsubscribe_url%\">Unsubscribe</a></p>"))
+    with requests.Session() as session:
+        [warning] = managed_mailgun().preflight(session)
+    assert "two unsubscribe links" in warning and "empty the footers" in warning
+
+
+@responses.activate
+def test_preflight_with_a_sending_key_says_which_key_it_needs():
+    responses.get(TRACKING, status=401, body="Forbidden")
+    with requests.Session() as session, pytest.raises(AuthError) as caught:
+        managed_mailgun().preflight(session)
+    assert "needs to read whether domain mg.example.com tracks unsubscribes" in caught.value.message
+    assert "private API key" in caught.value.render() and KEY not in caught.value.render()
+
+
+@responses.activate
+@pytest.mark.parametrize("answer", [{"status": 503, "json": {"message": "down"}}, {"json": {"tracking": {}}}])
+def test_preflight_that_cannot_tell_sends_nothing(answer):
+    responses.get(TRACKING, **answer)
+    with requests.Session() as session, pytest.raises(ProviderError) as caught:
+        managed_mailgun().preflight(session)
+    assert caught.value.retryable and "nothing" in caught.value.render()
+
+
+@responses.activate
+def test_preflight_asks_nothing_when_the_newsletter_has_its_own_page():
+    with requests.Session() as session:
+        assert mailgun().preflight(session) == []
+    assert len(responses.calls) == 0

@@ -107,6 +107,20 @@ def test_the_spec_accepts_our_batch_request(prism, variant):
     assert response.status_code < 400, response.text[:2000]
 
 
+@pytest.mark.parametrize("prism", ["sendgrid"], indirect=True)
+def test_the_spec_accepts_a_request_with_an_unsubscribe_group(prism):
+    """``[unsubscribe] url = "provider"``: ``asm`` with the group, its tag in the body (the spec's own example shape)."""
+    name, url = prism
+    flags = {"provider.name": name, "provider.api_base": url, "provider.asm_group_id": 4242,
+             "unsubscribe.url": "provider"}
+    provider = provider_class(name)(config.resolve({}, {}, flags, source=None), "prism-test-key")
+    request = provider.build_request(sample_batch(3, unsubscribe=provider.unsubscribe_placeholder))
+    assert request.json["asm"] == {"group_id": 4242, "groups_to_display": [4242]}
+    response = requests.post(request.url, headers=dict(request.headers), json=request.json, timeout=30)
+    assert "sl-violations" not in response.headers, response.headers.get("sl-violations")
+    assert response.status_code < 400, response.text[:2000]
+
+
 @pytest.mark.parametrize("prism", ["resend"], indirect=True)
 def test_the_spec_accepts_our_suppression_list_reads(prism):
     """Only Resend's spec describes its suppression list (Postmark's copy predates it; SendGrid's is mail only)."""

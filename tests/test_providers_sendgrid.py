@@ -12,6 +12,7 @@ import responses
 from helpers import canned, make_adapter, send
 from fakeproviders import sample_batch
 
+from newsletter import config
 from newsletter.errors import AuthError, ProviderError, RecipientError
 from newsletter.providers.sendgrid import SendGridProvider
 
@@ -212,3 +213,69 @@ def test_without_a_template_only_identical_bodies_can_share_a_request():
 def test_sendgrid_says_plainly_that_it_cannot_reconcile():
     assert sendgrid().reconcile(sample_batch(1), requests.Session(), age=3600) is None
     assert "Email Activity API" in sendgrid().reconcile_note
+
+
+# -- [unsubscribe] url = "provider": an unsubscribe group ------------------------------------------
+GROUP = 4242
+TAG = "<%asm_group_unsubscribe_raw_url%>"
+
+
+def managed_sendgrid(**provider) -> SendGridProvider:
+    flags = {"provider.name": "sendgrid", "unsubscribe.url": "provider", "provider.asm_group_id": GROUP,
+             **{f"provider.{k}": v for k, v in provider.items()}}
+    return SendGridProvider(config.resolve({}, {}, flags, source=None), KEY)
+
+
+def test_a_managed_request_names_the_group_and_puts_its_tag_in_the_body_not_in_substitutions():
+    body = managed_sendgrid().build_request(sample_batch(2, unsubscribe=TAG)).json
+    assert body["asm"] == {"group_id": GROUP, "groups_to_display": [GROUP]}
+    assert body["content"] == [
+        {"type": "text/plain", "value": f"Hi -zqt0- & co\n\nUnsubscribe: {TAG}\n"},
+        {"type": "text/html", "value": f'<p>Hi -zqh0- &amp; co</p><a href="{TAG}">Unsubscribe</a>'}]
+    for person in body["personalizations"]:
+        assert set(person["substitutions"]) == {"-zqh0-", "-zqt0-"}  # no escaped copy of the tag to substitute
+        assert "headers" not in person  # SendGrid adds List-Unsubscribe for the group
+
+
+def test_a_proof_copy_without_the_template_gets_the_tag_unescaped():
+    batch = dataclasses.replace(sample_batch(1, unsubscribe=TAG), template=None, slot_values=())
+    assert "&lt;%asm" in batch.messages[0].html  # as rendered: the link HTML-escaped
+    html = managed_sendgrid().build_request(batch).json["content"][1]["value"]
+    assert f'href="{TAG}"' in html and "&lt;%asm" not in html
+
+
+def test_without_the_provider_setting_the_group_is_not_sent():
+    body = sendgrid(asm_group_id=GROUP).build_request(sample_batch(1)).json
+    assert "asm" not in body and "List-Unsubscribe" in body["personalizations"][0]["headers"]
+
+
+@responses.activate
+def test_sync_reads_the_unsubscribe_group_after_the_account_lists():
+    for name in ("bounces", "invalid_emails", "spam_reports", "unsubscribes"):
+        responses.get(f"https://api.sendgrid.com/v3/suppression/{name}", json=[])
+    responses.get(f"https://api.sendgrid.com/v3/asm/groups/{GROUP}/suppressions",
+                  json=["left@example.com", "gone@example.com"])
+    with requests.Session() as session:
+        found = list(managed_sendgrid().suppression_list(session))
+    assert [(s.email, s.kind, s.detail) for s in found] == [
+        ("left@example.com", "unsubscribed", f"unsubscribe group {GROUP}"),
+        ("gone@example.com", "unsubscribed", f"unsubscribe group {GROUP}")]
+    assert responses.calls[-1].request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+@responses.activate
+def test_sync_without_a_group_reads_no_group():
+    for name in ("bounces", "invalid_emails", "spam_reports", "unsubscribes"):
+        responses.get(f"https://api.sendgrid.com/v3/suppression/{name}", json=[])
+    with requests.Session() as session:
+        assert list(sendgrid().suppression_list(session)) == []
+    assert len(responses.calls) == 4
+
+
+@responses.activate
+def test_a_group_answer_that_is_not_a_list_of_addresses_is_not_read_as_one():
+    for name in ("bounces", "invalid_emails", "spam_reports", "unsubscribes"):
+        responses.get(f"https://api.sendgrid.com/v3/suppression/{name}", json=[])
+    responses.get(f"https://api.sendgrid.com/v3/asm/groups/{GROUP}/suppressions", json=[{"email": "a@example.com"}])
+    with requests.Session() as session, pytest.raises(ProviderError, match="other than a list of addresses"):
+        list(managed_sendgrid().suppression_list(session))

@@ -15,7 +15,8 @@ import json
 import pytest
 import requests
 import responses
-from fakeproviders import FakeProviders, postmark_unsubscribe_url
+from fakeproviders import (SENDGRID_GROUP, FakeProviders, mailgun_unsubscribe_url, postmark_unsubscribe_url,
+                           sendgrid_unsubscribe_url)
 
 from newsletter import config
 from newsletter.compile.pipeline import build_issue, personalizer, sample_subscriber
@@ -61,17 +62,42 @@ def write_list(workspace, count: int) -> list[str]:
 
 
 # -- the setting, before any request -------------------------------------------------------------
-@pytest.mark.parametrize("name", ["outbox", "sendgrid", "mailgun", "resend"])
-def test_providers_that_cannot_manage_unsubscribes_refuse_the_setting_with_its_line(workspace, name):
+def load_managed(workspace, name: str, **env: str):
     managed(workspace)
-    settings = config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_API_KEY": KEY,
-                                                           "NEWSLETTER_PROVIDER_DOMAIN": "mg.example.com"})
+    return config.load(workspace / "newsletter.toml", {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_API_KEY": KEY,
+                                                       "NEWSLETTER_PROVIDER_DOMAIN": "mg.example.com", **env})
+
+
+def refusal(settings) -> str:
     with pytest.raises(ConfigError) as caught:
         open_provider(settings)
     text = caught.value.render()
-    assert ('[unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only with Postmark '
-            f"(its broadcast streams), not with {name}") in text
     assert "newsletter.toml:" in text and "give your own page" in text
+    return text
+
+
+def test_the_outbox_cannot_manage_unsubscribes_and_says_which_providers_can(workspace):
+    # Changed with issue 11: SendGrid and Mailgun manage them too now.
+    assert ('[unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only with Postmark '
+            "(its broadcast streams), SendGrid (an unsubscribe group) and Mailgun, not with outbox"
+            ) in refusal(load_managed(workspace, "outbox"))
+
+
+def test_resend_is_refused_with_the_reason(workspace):
+    text = refusal(load_managed(workspace, "resend"))
+    assert ("Resend's email API documents no unsubscribe link or List-Unsubscribe headers of its own "
+            "(its topic_id only skips contacts who opted out of a topic)") in text
+
+
+def test_sendgrid_without_an_unsubscribe_group_is_refused_with_the_line_to_add(workspace):
+    text = refusal(load_managed(workspace, "sendgrid"))
+    assert "SendGrid manages unsubscribes through an unsubscribe group, and [provider] asm_group_id is not set" in text
+    assert "add the line `asm_group_id = 12345` under [provider]" in text
+    assert open_provider(load_managed(workspace, "sendgrid", NEWSLETTER_PROVIDER_ASM_GROUP_ID="4242")).name == "sendgrid"
+
+
+def test_mailgun_opens_with_the_setting(workspace):
+    assert open_provider(load_managed(workspace, "mailgun")).name == "mailgun"
 
 
 def test_lint_says_the_same_before_a_send(run, workspace):
@@ -79,7 +105,8 @@ def test_lint_says_the_same_before_a_send(run, workspace):
     result = run("lint", f"issues/{ISSUE}.md")
     assert result.exit_code == 1
     assert 'error: [unsubscribe] url = "provider": newsletter leaves unsubscribe links to the provider only ' \
-           "with Postmark (its broadcast streams), not with outbox" in result.output
+           "with Postmark (its broadcast streams), SendGrid (an unsubscribe group) and Mailgun, not with outbox" \
+           in result.output
     ok = run("lint", f"issues/{ISSUE}.md", env={"NEWSLETTER_PROVIDER_NAME": "postmark"})
     assert ok.exit_code == 0, ok.output
     assert 'warning: [unsubscribe] mailto is not used in emails with url = "provider"' in ok.output
@@ -138,7 +165,7 @@ def test_our_own_page_on_a_stream_we_manage_keeps_our_list_unsubscribe_headers(r
     write_list(workspace, 2)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s3cret"))
     assert result.exit_code == 0, result.stderr
-    assert "Warning" not in result.stderr
+    assert other_warnings(result.stderr) == []
     for mail in fake.delivered("postmark"):
         assert mail.html.count("unsubscribe?t=") == 1 and "pm.example" not in mail.html
         assert mail.headers["List-Unsubscribe"].startswith(f"<{OWN_PAGE}")
@@ -159,6 +186,81 @@ def test_a_wrong_key_stops_at_the_question_without_printing_it(run, workspace, f
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s", NEWSLETTER_API_KEY="no-Kk1"))
     assert result.exit_code == 1 and "postmark refused the API key (HTTP 401)" in result.stderr
     assert "no-Kk1" not in result.output + result.stderr and fake.send_calls == 0
+
+
+# -- sends through the fake SendGrid (an unsubscribe group) and Mailgun (a domain tracking unsubscribes) --
+def assert_one_provider_link_each(mails, addresses, link_for):
+    got = {mail.to: mail for mail in mails}
+    assert sorted(got) == addresses
+    for address, mail in got.items():
+        link = link_for(address)
+        assert mail.html.count("Unsubscribe") == 1 and mail.html.count(f'href="{link}"') == 1
+        assert f"Unsubscribe: {link}" in mail.text and OWN_PAGE not in mail.html + mail.text
+        listed = {name: value for name, value in mail.headers.items() if name.lower().startswith("list-unsubscribe")}
+        assert listed == {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def test_a_sendgrid_send_gives_every_reader_the_groups_link_and_headers(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 4)
+    env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert_one_provider_link_each(fake.delivered("sendgrid"), addresses,
+                                  lambda address: sendgrid_unsubscribe_url(address, SENDGRID_GROUP))
+
+
+def test_a_sendgrid_send_without_a_group_is_refused_before_the_plan(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("sendgrid", fake))
+    assert result.exit_code == 1 and "add the line `asm_group_id = 12345` under [provider]" in result.stderr
+    assert fake.send_calls == 0
+
+
+def test_sync_brings_the_groups_unsubscribes_into_the_ledger_and_the_next_send_leaves_them_out(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 3)
+    fake.sendgrid_groups[SENDGRID_GROUP] = [addresses[1]]
+    env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
+    synced = run("suppressions", "sync", "--json", env=env)
+    assert synced.exit_code == 0, synced.output
+    assert json.loads(synced.stdout)["kinds"] == {"unsubscribed": 1}
+    assert ("GET", f"/v3/asm/groups/{SENDGRID_GROUP}/suppressions") in fake.requests_seen
+    result = run("send", ISSUE, "--yes", env=env)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert sorted(mail.to for mail in fake.delivered("sendgrid")) == [addresses[0], addresses[2]]
+
+
+def test_a_mailgun_send_gives_every_reader_mailguns_link_and_headers(run, workspace, fake):
+    managed(workspace)
+    addresses = write_list(workspace, 4)
+    fake.mailgun_unsubscribe["active"] = True
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert other_warnings(result.stderr) == []
+    assert_one_provider_link_each(fake.delivered("mailgun"), addresses, mailgun_unsubscribe_url)
+
+
+def test_a_mailgun_domain_that_does_not_track_unsubscribes_is_refused_before_the_plan(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 2)
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 1
+    assert "Mailgun's domain mg.example.com does not track unsubscribes" in result.stderr
+    assert fake.send_calls == 0
+    assert json.loads(run("status", "--json", env=env_for("mailgun", fake)).stdout) == []  # no plan frozen
+
+
+def test_a_mailgun_footer_is_sent_with_a_warning_about_the_second_link(run, workspace, fake):
+    managed(workspace)
+    write_list(workspace, 1)
+    fake.mailgun_unsubscribe.update(active=True, text_footer="\nUnsubscribe here: %unsubscribe_url%\n")
+    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "readers see two unsubscribe links" in result.stderr
+    [mail] = fake.delivered("mailgun")
+    assert mail.text.count(mailgun_unsubscribe_url(mail.to)) == 2  # what the warning is about
 
 
 # -- the question itself ----------------------------------------------------------------------------

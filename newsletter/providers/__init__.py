@@ -54,7 +54,7 @@ def open_provider(settings: Settings) -> Provider:
     refusal = unsubscribe_refusal(settings)
     if refusal:  # nobody would get a working unsubscribe link
         raise ConfigError(f'[unsubscribe] url = "provider": {refusal}', path=settings.origins.get("unsubscribe.url"),
-                          hint='send through Postmark\'s broadcast stream, or give your own page: url = '
+                          hint='or give your own page: url = '
                                '"https://example.com/unsubscribe?t={token}"')
     key = settings.secret("provider", "api_key_env")
     if cls.needs_api_key and not key:

@@ -187,7 +187,7 @@ class Provider:
         if cls.unsubscribe_placeholder:
             return ""
         return (f"newsletter leaves unsubscribe links to the provider only with Postmark (its broadcast streams), "
-                f"not with {cls.name}")
+                f"SendGrid (an unsubscribe group) and Mailgun, not with {cls.name}")
 
     @property
     def needs_bodies(self) -> bool:

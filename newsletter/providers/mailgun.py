@@ -28,6 +28,17 @@ variables (its documented filters: event, list, attachment, from, message-id,
 subject, to, size, recipient, recipients, tags, severity), so reconciliation
 asks for the issue's ``accepted`` events inside the batch's time window and
 keeps those whose ``user-variables`` name the batch.
+
+With ``[unsubscribe] url = "provider"`` the body carries Mailgun's ``%unsubscribe_url%`` where the
+layout has the unsubscribe link ("Link to unsubscribe recipient from all messages sent by given
+domain", Tracking Unsubscribes). Its documented way, which we follow: "Enable the Unsubscription
+feature for your domain. Remove text in the HTML and text footer so they won't be appended
+automatically. Insert a variable in the HTML and text bodies of your email"; with the feature on,
+Mailgun adds the List-Unsubscribe and List-Unsubscribe-Post headers itself (help article 203306610:
+"Mailgun's automatic addition of the necessary List-Unsubscribe and List-Unsubscribe-Post headers"),
+so we add none (a second List-Unsubscribe of ours would compete with it). ``preflight`` asks the
+domain's tracking settings (``GET /v3/domains/{name}/tracking``) and refuses to send when the
+feature is off: nobody's link would work.
 """
 
 from __future__ import annotations
@@ -43,11 +54,13 @@ from urllib.parse import quote
 import requests
 from email_validator import EmailNotValidError, validate_email
 
-from ..errors import ConfigError, ProviderError
+from ..errors import AuthError, ConfigError, ProviderError
 from ..jsontext import json_size
 from ..models import Message, Outcome
+from ..unsubscribe import PROVIDER_MANAGED
 from .answers import PAGING_HINT, json_body, names_address, provider_message
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs, template_once
+from .managed import link_in_bodies
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -62,6 +75,10 @@ SUPPRESSION_PAGE = 1000  # the suppression endpoints' largest `limit`
 SUPPRESSION_PAGES = 10_000  # 10 million addresses a list: past that, paging that never ends
 # The one documented 400 about a recipient (not "'from' parameter ...", not "'h:Reply-To' ...").
 _TO_NOT_VALID = re.compile(r"(?:^|[\s\"])'?to'? parameter is not a valid address", re.I)
+# Mailgun's variable for the link that unsubscribes the recipient from all mail of the sending domain.
+UNSUBSCRIBE_VARIABLE = "%unsubscribe_url%"
+_TRACKING_HINT = ("turn on unsubscribe tracking for the domain in Mailgun (Sending > Domain settings > Tracking) "
+                  "and empty its HTML and text footers")
 
 
 class MailgunProvider(Provider):
@@ -78,6 +95,7 @@ class MailgunProvider(Provider):
     scope_key = "domain"
     sender_hint = ("a sandbox domain sends only to its authorized recipients: add them in Mailgun, or set "
                    "[provider] domain to your own verified sending domain")
+    unsubscribe_placeholder = UNSUBSCRIBE_VARIABLE  # filled per recipient when the domain tracks unsubscribes
 
     def __init__(self, settings, api_key=None):
         super().__init__(settings, api_key)
@@ -126,7 +144,11 @@ class MailgunProvider(Provider):
         return Request("POST", self.url(f"/v3/{quote(self.domain)}/messages"), self.read_headers(), files=files)
 
     def _bodies(self, batch: Batch, variables: dict) -> tuple[str, str]:
-        html, text, merge = template_once(batch, lambda part, i: f"{part[0]}{i}", lambda key: f"%recipient.{key}%")
+        key = (lambda part, i: f"{part[0]}{i}")
+        html, text, merge = template_once(batch, key, lambda name: f"%recipient.{name}%")
+        if self.settings.unsubscribe.url == PROVIDER_MANAGED:
+            html, text, merge = link_in_bodies(batch, html, text, merge, UNSUBSCRIBE_VARIABLE,
+                                               lambda part, i: f"%recipient.{key(part, i)}%", key)
         for message, mine in zip(batch.messages, merge):
             variables[message.to].update(mine)
         return html, text
@@ -194,6 +216,39 @@ class MailgunProvider(Provider):
         return [Outcome(m.to, "failed", reason=f"mailgun: {text}") if m.to in bad else
                 Outcome(m.to, "retry", reason="batch refused because of another recipient; sent again")
                 for m in batch.messages]
+
+    # -- before a send ---------------------------------------------------------------
+    def preflight(self, session: requests.Session) -> list[str]:
+        """With ``[unsubscribe] url = "provider"``: the domain must track unsubscribes, else Mailgun leaves
+        ``%unsubscribe_url%`` unfilled and adds no List-Unsubscribe. Not knowing stops the send too."""
+        if self.settings.unsubscribe.url != PROVIDER_MANAGED:
+            return []
+        where = self.settings.origins.get("unsubscribe.url")
+        try:
+            body = self.get_json(session, f"/v3/domains/{quote(self.domain)}/tracking", None,
+                                 "domain tracking settings", expect=dict)
+        except AuthError as err:
+            raise AuthError(f"{err.message}; [unsubscribe] url = \"provider\" needs to read whether domain "
+                            f"{self.domain} tracks unsubscribes", status=err.status, body=err.body,
+                            hint="use the account's private API key (a domain sending key can only send)") from err
+        except ProviderError as err:
+            raise ProviderError(f"could not ask Mailgun whether domain {self.domain} tracks unsubscribes "
+                                f"({err.message}), and with [unsubscribe] url = \"provider\" nothing is sent "
+                                "without knowing", status=err.status, body=err.body, retryable=err.retryable,
+                                hint="try again in a while; nothing was sent") from err
+        unsubscribe = (body.get("tracking") or {}).get("unsubscribe")
+        if not isinstance(unsubscribe, dict) or "active" not in unsubscribe:
+            raise ProviderError(f"mailgun's tracking settings of domain {self.domain} do not say whether it tracks "
+                                "unsubscribes; nothing was sent", status=200, retryable=True)
+        if unsubscribe["active"] not in (True, "true", "yes"):
+            raise ConfigError(f'[unsubscribe] url = "provider", but Mailgun\'s domain {self.domain} does not track '
+                              "unsubscribes: nobody would get a working unsubscribe link", path=where,
+                              hint=_TRACKING_HINT + '; or give your own page: url = '
+                                   '"https://example.com/unsubscribe?t={token}"')
+        if str(unsubscribe.get("html_footer") or "").strip() or str(unsubscribe.get("text_footer") or "").strip():
+            return [f"Mailgun appends domain {self.domain}'s unsubscribe footer to every message, so readers see "
+                    "two unsubscribe links; empty the footers (Sending > Domain settings > Tracking) for one"]
+        return []
 
     # -- reconciliation --------------------------------------------------------------
     def reconcile(self, batch: Batch, session: requests.Session, *, age: float | None,

@@ -14,6 +14,11 @@ beside accepted emails the refused ones go back to pending (see :mod:`.base`).
 Resend has no per-message tracking switch (open and click tracking are domain
 settings) and no sandbox flag (test addresses at resend.dev instead), so those
 settings are refused up front rather than silently ignored.
+
+``[unsubscribe] url = "provider"`` is refused too: Resend's email API (``POST /emails`` and
+``/emails/batch`` in its OpenAPI spec) documents no unsubscribe link of its own and no
+List-Unsubscribe it would add; its ``topic_id`` only skips contacts who opted out of a topic.
+Readers get the newsletter's own page and List-Unsubscribe headers instead.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class ResendProvider(Provider):
     reconcile_note = "Resend is asked by replaying the batch with its original Idempotency-Key (within 24 hours)"
     sender_hint = ("verify the From address's domain at resend.com/domains (until then Resend sends only to "
                    "your own address)")
+
+    @classmethod
+    def unsubscribe_refusal(cls, settings) -> str:
+        return ("Resend's email API documents no unsubscribe link or List-Unsubscribe headers of its own (its "
+                "topic_id only skips contacts who opted out of a topic)")
 
     def __init__(self, settings, api_key=None):
         super().__init__(settings, api_key)

@@ -20,6 +20,15 @@ a :class:`~newsletter.errors.RecipientError` before the call (the body is shared
 so they cannot be given a body of their own in this request). It has no
 idempotency key, and only the paid Email Activity API could tell whether an
 in-doubt batch went out.
+
+With ``[unsubscribe] url = "provider"`` each request names the newsletter's unsubscribe
+group (``asm.group_id``, ``[provider] asm_group_id``; the Mail Send spec: "An object allowing
+you to specify how to handle unsubscribes") and the body carries SendGrid's substitution tag
+``<%asm_group_unsubscribe_raw_url%>`` where the layout has the unsubscribe link, which SendGrid
+replaces with the reader's link to leave that group. It adds the List-Unsubscribe headers
+itself (its List-Unsubscribe guide and support article 20631133325467), so ours are left out.
+Those who leave land in the group's suppressions, which ``newsletter suppressions sync`` reads
+(``GET /v3/asm/groups/{group_id}/suppressions``).
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import requests
 from ..errors import ProviderError, RecipientError
 from ..jsontext import json_size
 from ..models import Message, Outcome
+from ..unsubscribe import PROVIDER_MANAGED
 from .answers import PAGING_HINT, json_body
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, split_address, template_once
+from .managed import link_in_bodies
 
 # The suppression lists `newsletter suppressions sync` reads, and what each means. Blocks are left out:
 # SendGrid keeps those for temporary refusals (a full mailbox, a reputation block), not for good.
@@ -44,6 +55,8 @@ SUPPRESSION_PAGE = 500  # the suppression endpoints' largest `limit`
 SUBSTITUTIONS_LIMIT = 10_000  # bytes per personalization (SendGrid's documented cap)
 # "field": "personalizations.3.to.0.email" -> the 4th recipient of the batch, and the part of it
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.([\w.]*))?$")
+# SendGrid's substitution tag for the link that unsubscribes the reader from the request's group (asm.group_id).
+GROUP_UNSUBSCRIBE_TAG = "<%asm_group_unsubscribe_raw_url%>"
 
 
 def html_key(slot: int) -> str:
@@ -69,6 +82,19 @@ class SendGridProvider(Provider):
                       "`newsletter send --resend-unknown` if they never went out")
     sender_hint = ("verify the From address as a Sender Identity in SendGrid (Settings > Sender "
                    "Authentication: a single sender or the whole domain)")
+    unsubscribe_placeholder = GROUP_UNSUBSCRIBE_TAG  # filled per recipient for the request's unsubscribe group
+
+    @classmethod
+    def unsubscribe_refusal(cls, settings) -> str:
+        if settings.provider.asm_group_id:
+            return ""
+        return ("SendGrid manages unsubscribes through an unsubscribe group, and [provider] asm_group_id is not set: "
+                "add the line `asm_group_id = 12345` under [provider], with your group's id (SendGrid: "
+                "Suppressions > Unsubscribe Groups)")
+
+    @property
+    def _managed(self) -> bool:
+        return self.settings.unsubscribe.url == PROVIDER_MANAGED
 
     def read_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key or ''}", "Accept": "application/json"}
@@ -96,14 +122,20 @@ class SendGridProvider(Provider):
         }
         if first.reply_to:
             body["reply_to"] = _address(*split_address(first.reply_to))
+        if self._managed:  # the group's link replaces the tag; unsubscribing leaves that group only
+            group = self.settings.provider.asm_group_id
+            body["asm"] = {"group_id": group, "groups_to_display": [group]}
         if self.settings.provider.test_mode:
             body["mail_settings"] = {"sandbox_mode": {"enable": True}}
         return Request("POST", self.url("/v3/mail/send"), self._headers(), json=body)
 
     def _content(self, batch: Batch) -> tuple[str, str, list[dict[str, str]]]:
         """The shared html and text with placeholders, and each recipient's substitutions."""
-        html, text, substitutions = template_once(batch, lambda part, i: html_key(i) if part == "html" else
-                                                  text_key(i), lambda key: key)
+        key = (lambda part, i: html_key(i) if part == "html" else text_key(i))
+        html, text, substitutions = template_once(batch, key, lambda name: name)
+        if self._managed:
+            html, text, substitutions = link_in_bodies(batch, html, text, substitutions, GROUP_UNSUBSCRIBE_TAG,
+                                                       key, key)
         if batch.template is not None:
             _check_substitution_sizes(batch, substitutions)
         return html, text, substitutions
@@ -165,7 +197,25 @@ class SendGridProvider(Provider):
 
     # -- suppressions ---------------------------------------------------------------------
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
-        """Bounces, invalid addresses, spam reports and global unsubscribes, page by page (limit/offset)."""
+        """Bounces, invalid addresses, spam reports and global unsubscribes, page by page (limit/offset),
+        then the unsubscribe group's suppressions (``[provider] asm_group_id``, when set)."""
+        yield from self._account_suppressions(session)
+        group = self.settings.provider.asm_group_id
+        if group:
+            yield from self._group_suppressions(session, group)
+
+    def _group_suppressions(self, session: requests.Session, group: int) -> Iterator[ProviderSuppression]:
+        """``GET /v3/asm/groups/{group_id}/suppressions``: every address of the group, as an array of strings
+        (the endpoint documents no paging)."""
+        what = f"unsubscribe group {group}"
+        addresses = self.get_json(session, f"/v3/asm/groups/{group}/suppressions", None, what, expect=list)
+        if not all(isinstance(address, str) for address in addresses):
+            raise ProviderError(f"sendgrid's {what} answered something other than a list of addresses", status=200,
+                                retryable=True)
+        for address in addresses:
+            yield ProviderSuppression(address, "unsubscribed", what)
+
+    def _account_suppressions(self, session: requests.Session) -> Iterator[ProviderSuppression]:
         for name, kind in SUPPRESSION_LISTS:
             offset, previous = 0, None
             while True:
