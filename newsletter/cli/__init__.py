@@ -60,6 +60,8 @@ COMMANDS = {
     "new": ("workspace", "Start a new issue titled TITLE in issues/<today>-<slug>.md."),
     "preview": ("preview", "Preview ISSUE (path or id) in a browser; it recompiles each time you save."),
     "reconcile": ("proof", "Ask the provider what happened to ISSUE's recipients marked unknown."),
+    "report": ("report", "How ISSUE (path or id) did, from the ledger and the provider; without ISSUE, a table of "
+                         "the latest."),
     "send": ("send", "Send ISSUE (path or id) to every eligible subscriber, or resume an earlier run."),
     "status": ("status", "Delivery counts per state for ISSUE (path or id), or a table of every issue."),
     "subscribers": ("subscribers", "The subscriber list ([subscribers] file, a UTF-8 CSV): import, add, unsubscribe, "

@@ -122,6 +122,14 @@ class Suppression:
 
 
 @dataclass(frozen=True)
+class IssueSummary:
+    """One issue's plan and its rows per state (``newsletter report`` without ISSUE)."""
+
+    issue: IssueRecord
+    counts: dict[str, int]  # state -> rows, every state present
+
+
+@dataclass(frozen=True)
 class Lease:
     """Who holds an issue: a random holder id, plus pid and host so a dead holder can be recognised."""
 
@@ -320,3 +328,28 @@ class Ledger(ABC):
     @abstractmethod
     def erase_address(self, email: str) -> int:
         """GDPR erasure: the address becomes a hash in every delivery row; rows changed."""
+
+    # -- reports (newsletter report): read-only, one query each -------------------------
+    @abstractmethod
+    def reason_counts(self, issue_id: str, state: str = "failed") -> dict[str, int]:
+        """reason -> rows of ``issue_id`` in ``state``, most frequent first."""
+
+    @abstractmethod
+    def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
+        """``(minute, rows)`` of the rows recorded ``sent``, by the UTC minute (``YYYY-MM-DDTHH:MM``) of their
+        last change (the record of the provider's acceptance), in time order; minutes without any are absent."""
+
+    @abstractmethod
+    def summaries(self, limit: int) -> list[IssueSummary]:
+        """The ``limit`` most recently planned issues, newest first, each with its rows per state."""
+
+    @abstractmethod
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
+        """(source, kind) -> suppressions attributed to ``issue_id``: those of its ``sent`` recipients added after
+        its first claim and before the next issue was planned. ``kind`` is read from the reason
+        ``suppressions sync`` writes (unsubscribed, complained, bounced, blocked), else "other".
+
+        The seam for link unsubscribes: the suppressions table does not record an issue yet, so
+        attribution goes by time. When it does (a column for the issue of a link unsubscribe), those
+        rows are counted by that column instead and this keeps its signature.
+        """

@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, Lease, Ledger, Suppression, address_key,
-                   chunked, erased_key, parse_time)
+from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
+                   address_key, chunked, erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
@@ -58,6 +58,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+
+# What a suppression is, from its reason: `suppressions sync` writes "<kind> at <provider> (...)"; an
+# address a send refused (Postmark's inactive recipient) or one added by hand says no kind: "other".
+_SUPPRESSION_KIND = ("CASE WHEN s.reason LIKE 'unsubscribed %' THEN 'unsubscribed' "
+                     "WHEN s.reason LIKE 'complained %' THEN 'complained' WHEN s.reason LIKE 'bounced %' "
+                     "THEN 'bounced' WHEN s.reason LIKE 'blocked %' THEN 'blocked' ELSE 'other' END")
 
 BUSY_TIMEOUT_S = 30  # how long a command waits for another one holding the ledger
 MIN_SQLITE = (3, 35, 0)  # UPDATE ... FROM, MATERIALIZED; and the JSON functions (checked on open)
@@ -498,3 +504,37 @@ class SQLiteLedger(Ledger):
             finally:
                 self._db.execute("PRAGMA secure_delete = OFF")
         return len(rows)
+
+    # -- reports --------------------------------------------------------------------
+    def reason_counts(self, issue_id: str, state: str = "failed") -> dict[str, int]:
+        return dict(self._read("SELECT reason, count(*) AS n FROM deliveries WHERE issue_id = ? AND state = ? "
+                               "GROUP BY reason ORDER BY n DESC, reason", (issue_id, state)))
+
+    def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
+        # Timestamps are written by _now() as UTC ISO 8601, so the first 16 characters are the minute.
+        return [(minute, n) for minute, n in self._read(
+            "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
+            "WHERE issue_id = ? AND state = 'sent' GROUP BY minute ORDER BY minute", (issue_id,))]
+
+    def summaries(self, limit: int) -> list[IssueSummary]:
+        found: dict[str, IssueSummary] = {}
+        for *record, state, n in self._read(
+                "SELECT i.issue_id, i.content_hash, i.subject, i.segment, i.planned, i.created_at, d.state, "
+                "count(d.id) FROM (SELECT * FROM issues ORDER BY created_at DESC, issue_id DESC LIMIT ?) i "
+                "LEFT JOIN deliveries d ON d.issue_id = i.issue_id "
+                "GROUP BY i.issue_id, d.state ORDER BY i.created_at DESC, i.issue_id DESC", (limit,)):
+            summary = found.setdefault(record[0], IssueSummary(IssueRecord(*record), dict.fromkeys(STATES, 0)))
+            if state is not None:
+                summary.counts[state] = n
+        return list(found.values())
+
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
+        return {(source, kind): n for source, kind, n in self._read(
+            "WITH this AS (SELECT created_at, (SELECT min(claimed_at) FROM deliveries WHERE issue_id = ?1 "
+            "AND claimed_at != '') AS first_claim FROM issues WHERE issue_id = ?1), "
+            "next AS (SELECT min(i.created_at) AS planned FROM issues i, this WHERE i.created_at > this.created_at) "
+            f"SELECT s.source, {_SUPPRESSION_KIND} AS kind, count(*) FROM suppressions s "
+            "JOIN deliveries d ON d.email = s.email AND d.issue_id = ?1 AND d.state = 'sent', this, next "
+            "WHERE s.created_at >= coalesce(this.first_claim, this.created_at) "
+            "AND (next.planned IS NULL OR s.created_at < next.planned) "
+            "GROUP BY s.source, kind ORDER BY s.source, kind", (issue_id,))}

@@ -46,6 +46,7 @@ import email.utils
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -59,6 +60,7 @@ from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..text import has_line_break
 from .answers import about_sender, json_body, provider_message, retry_after
+from .stats import IssueStats
 
 
 @dataclass(frozen=True)
@@ -422,6 +424,22 @@ class Provider:
 
     def close(self) -> None:
         """Release anything held open (files, connections)."""
+
+    # -- per-issue figures (newsletter report) ----------------------------------------------
+    # What `newsletter report` says when ``issue_stats`` cannot answer for this provider, and what a key
+    # needs to read the figures (named when the provider refuses the key).
+    stats_note = "this provider's API gives no per-issue figures"
+    stats_key_hint = ""
+    # Paths of read-only queries sent as POST (Mailgun's metrics API), which a look-up session may retry.
+    stats_queries: tuple[str, ...] = ()
+
+    def issue_stats(self, session: requests.Session, issue_id: str, since: date, *,
+                    detail: bool = True) -> IssueStats | None:
+        """Optional verb: the provider's figures for the messages tagged ``issue_id`` since ``since`` (the
+        day the issue was planned); with ``detail``, also per day and per link where the API gives them
+        (more calls). None when the provider has no per-issue figures (see ``stats_note``). Raises
+        :class:`AuthError` for a key that may not read them and :class:`ProviderError` otherwise."""
+        return None
 
 
 def template_once(batch: Batch, key: Callable[[str, int], str],

@@ -56,6 +56,7 @@ class OutboxProvider(Provider):
     idempotency_window = math.inf  # files stay where they are: a batch id never expires
     needs_api_key = False
     delivers_through_session = False
+    stats_note = "the outbox only writes .eml files: nothing is delivered, opened or clicked"
 
     def folder(self, issue_id: str) -> Path:
         return self.settings.workspace_path("outbox") / issue_id

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 from typing import Iterator
 
 import requests
@@ -42,6 +44,7 @@ from ..models import Message, Outcome
 from ..unsubscribe import PROVIDER_MANAGED
 from .answers import json_body, provider_message
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs
+from .stats import TOP_LINKS, IssueStats, count
 
 # Postmark's documented test token: the API validates and answers like a real send, delivers nothing.
 TEST_TOKEN = "POSTMARK_API_TEST"
@@ -73,6 +76,7 @@ SEARCH_DELAY = 60  # seconds before a message can be relied on to show in search
 # default, but as short as 7 with the Retention Add-on, and the API does not say which. 6 days stays a day clear.
 RETENTION = 6 * 86400
 SEARCH_PAGE = 500  # the Messages API's maximum count; count + offset may not exceed 10,000
+CLICK_SEARCH_LIMIT = 10_000  # count + offset of a Messages API search
 
 
 class PostmarkProvider(Provider):
@@ -303,6 +307,63 @@ class PostmarkProvider(Provider):
             reason, origin = str(item.get("SuppressionReason", "")), str(item.get("Origin", ""))
             yield ProviderSuppression(str(item.get("EmailAddress", "")), _KIND_BY_REASON.get(
                 (reason, origin), _KIND_BY_REASON.get((reason, ""), "blocked")), f"{reason} ({origin})")
+
+
+    # -- per-issue figures ---------------------------------------------------------------
+    def issue_stats(self, session: requests.Session, issue_id: str, since: date, *,
+                    detail: bool = True) -> IssueStats:
+        """The Stats API filtered by tag and stream: the outbound overview, and with ``detail`` the opens and
+        clicks per day and the most clicked links (from the Messages API's click search)."""
+        params = {"tag": issue_id, "fromdate": since.isoformat(), "messagestream": self.stream}
+        overview = self.get_json(session, "/stats/outbound", params, "outbound stats", expect=dict)
+        sent, bounced = count(overview.get("Sent")), count(overview.get("Bounced"))
+        figures = {"processed": sent, "bounced": bounced, "complained": count(overview.get("SpamComplaints")),
+                   "delivered": sent - bounced if sent is not None and bounced is not None else None,
+                   "opens": count(overview.get("Opens")), "unique_opens": count(overview.get("UniqueOpens")),
+                   "clicks": count(overview.get("TotalClicks")),
+                   "unique_clicks": count(overview.get("UniqueLinksClicked"))}
+        notes = ["delivered is Postmark's sent less its bounces",
+                 "unsubscribes through Postmark's link are counted from the ledger's suppressions "
+                 "(`newsletter suppressions sync`)"]
+        if not detail:
+            return IssueStats(**figures, notes=tuple(notes))
+        opens = self.get_json(session, "/stats/outbound/opens", params, "open stats", expect=dict)
+        clicks = self.get_json(session, "/stats/outbound/clicks", params, "click stats", expect=dict)
+        links, complete = self._top_links(session, issue_id)
+        if not complete:
+            notes.append(f"links are counted from the first {CLICK_SEARCH_LIMIT} clicks (Postmark's search limit)")
+        return IssueStats(**figures, opens_by_day=_per_day(opens, "Unique"), clicks_by_day=_per_day(clicks, "Unique"),
+                          top_links=links, notes=tuple(notes))
+
+    def _top_links(self, session: requests.Session, issue_id: str) -> tuple[tuple[tuple[str, int], ...], bool]:
+        """The most clicked links, from the click search (Postmark's Stats API has no per-link figures), and
+        whether every click was read (the search stops at 10,000)."""
+        clicked: Counter = Counter()
+        offset = 0
+        while True:
+            params = {"count": SEARCH_PAGE, "offset": offset, "tag": issue_id, "messagestream": self.stream}
+            body = self.get_json(session, "/messages/outbound/clicks", params, "click search", expect=dict)
+            items = body.get("Clicks")
+            if not isinstance(items, list):
+                raise ProviderError("postmark's click search answered something we cannot read", status=200,
+                                    body=json.dumps(body)[:500], retryable=True)
+            clicked.update(str(item.get("OriginalLink", "")) for item in items if isinstance(item, dict))
+            offset += len(items)
+            total = count(body.get("TotalCount")) or 0
+            if len(items) < SEARCH_PAGE or offset >= total:
+                return tuple(clicked.most_common(TOP_LINKS)), True
+            if offset + SEARCH_PAGE > CLICK_SEARCH_LIMIT:
+                return tuple(clicked.most_common(TOP_LINKS)), False
+
+
+def _per_day(body: dict, key: str) -> tuple[tuple[str, int], ...]:
+    """``Days: [{"Date": "2026-11-30", "Unique": 3}]`` -> ((date, count), ...), in date order."""
+    days = body.get("Days")
+    if not isinstance(days, list):
+        raise ProviderError("postmark's stats answered without the documented Days", status=200,
+                            body=json.dumps(body)[:500], retryable=True)
+    found = [(str(day.get("Date", ""))[:10], count(day.get(key)) or 0) for day in days if isinstance(day, dict)]
+    return tuple(sorted(found))
 
 
 # Postmark's SuppressionReason (and Origin): a ManualSuppression from the Recipient is their unsubscribe

@@ -56,6 +56,8 @@ class ResendProvider(Provider):
     idempotent = True
     idempotency_window = IDEMPOTENCY_WINDOW
     reconcile_note = "Resend is asked by replaying the batch with its original Idempotency-Key (within 24 hours)"
+    stats_note = ("Resend gives no per-issue figures: its metrics API (in private beta) filters by email id, 100 "
+                  "at a time, or by broadcast, never by tag; see the emails in Resend's dashboard")
     sender_hint = ("verify the From address's domain at resend.com/domains (until then Resend sends only to "
                    "your own address)")
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from datetime import date
 from typing import Iterator, Mapping
 
 import requests
@@ -46,6 +48,7 @@ from ..unsubscribe import PROVIDER_MANAGED
 from .answers import PAGING_HINT, json_body
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, split_address, template_once
 from .managed import link_in_bodies
+from .stats import IssueStats, count
 
 # The suppression lists `newsletter suppressions sync` reads, and what each means. Blocks are left out:
 # SendGrid keeps those for temporary refusals (a full mailbox, a reputation block), not for good.
@@ -80,6 +83,8 @@ class SendGridProvider(Provider):
     reconcile_note = ("SendGrid cannot say whether an in-doubt batch was accepted without its paid "
                       "Email Activity API add-on; check the SendGrid dashboard, then use "
                       "`newsletter send --resend-unknown` if they never went out")
+    stats_key_hint = ("report reads the category statistics: the key needs Stats read access (the stats.read and "
+                      "categories.stats.read scopes; a Mail Send-only key is refused)")
     sender_hint = ("verify the From address as a Sender Identity in SendGrid (Settings > Sender "
                    "Authentication: a single sender or the whole domain)")
     unsubscribe_placeholder = GROUP_UNSUBSCRIBE_TAG  # filled per recipient for the request's unsubscribe group
@@ -232,6 +237,41 @@ class SendGridProvider(Provider):
                 if len(page) < SUPPRESSION_PAGE:
                     break
                 offset += len(page)
+
+
+    # -- per-issue figures ---------------------------------------------------------------
+    def issue_stats(self, session: requests.Session, issue_id: str, since: date, *,
+                    detail: bool = True) -> IssueStats:
+        """Category statistics (every message carries the issue id as its category), one row per day since
+        ``since``, summed. SendGrid gives no per-link figures without its paid Email Activity API."""
+        days = self.get_json(session, "/v3/categories/stats",
+                             {"categories": _ascii(issue_id), "start_date": since.isoformat(), "aggregated_by": "day"},
+                             "category stats", expect=list)
+        totals: Counter = Counter()
+        opens_by_day, clicks_by_day = [], []
+        for day in days:
+            metrics = _category_metrics(day)
+            totals.update({name: value for name, value in metrics.items() if value is not None})
+            opens_by_day.append((str(day.get("date", ""))[:10], metrics.get("unique_opens") or 0))
+            clicks_by_day.append((str(day.get("date", ""))[:10], metrics.get("unique_clicks") or 0))
+        given = (lambda name: totals[name] if days else None)
+        return IssueStats(processed=given("processed"), delivered=given("delivered"), bounced=given("bounces"),
+                          complained=given("spam_reports"), unsubscribed=given("unsubscribes"),
+                          opens=given("opens"), unique_opens=given("unique_opens"), clicks=given("clicks"),
+                          unique_clicks=given("unique_clicks"),
+                          opens_by_day=tuple(opens_by_day) if detail else (),
+                          clicks_by_day=tuple(clicks_by_day) if detail else (),
+                          notes=("SendGrid's per-link clicks need its paid Email Activity API: not shown",))
+
+
+def _category_metrics(day: object) -> dict[str, int | None]:
+    """``{"date", "stats": [{"type": "category", "name", "metrics": {...}}]}`` -> the metrics of its one category."""
+    stats = day.get("stats") if isinstance(day, dict) else None
+    if not isinstance(stats, list) or len(stats) > 1 or (stats and not isinstance(stats[0], dict)):
+        raise ProviderError("sendgrid's category stats answered a day we cannot read", status=200,
+                            body=json.dumps(day)[:500], retryable=True)
+    metrics = (stats[0].get("metrics") if stats else None) or {}
+    return {name: count(value) for name, value in metrics.items()} if isinstance(metrics, dict) else {}
 
 
 def _attribute(personal: dict[int, list[tuple[str, str]]], size: int) -> tuple[dict[int, str], list[str]]:

@@ -2,13 +2,15 @@
 
 Suppression lists, stream settings: reading twice is harmless, so a 429 (after
 its ``Retry-After``), a 5xx or a dropped connection costs a wait, not the
-pages already read. Sends never come here: a POST tried again could send twice.
+pages already read. Sends never come here: a POST tried again could send twice; the only
+POSTs taken are read-only queries named by path (``queries``: Mailgun's metrics API).
 """
 
 from __future__ import annotations
 
 import time
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -25,13 +27,15 @@ class PacedSession(requests.Session):
     is, for the adapter to map to an error."""
 
     def __init__(self, rate: float, *, retry: Backoff = LOOKUP_RETRY, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, queries: tuple[str, ...] = ()):
         super().__init__()
+        self.queries = queries
         self.limiter = TokenBucket(rate, clock=clock, sleep=sleep)
         self.retry, self.sleep = retry, sleep
 
     def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN201 (requests' own signature)
-        if method.upper() != "GET":
+        query = method.upper() == "POST" and any(urlsplit(url).path.endswith(path) for path in self.queries)
+        if method.upper() != "GET" and not query:
             raise ValueError(f"PacedSession retries look-ups only, not {method}")
         attempt = 1
         while True:

@@ -1,0 +1,170 @@
+"""``newsletter report``: how an issue did, from the ledger and from the provider (docs/sending.md,
+"How an issue did: newsletter report").
+
+The ledger part (planned, sent, failed by reason, unknown, skipped, the send's timeline and the
+suppressions attributed to the issue) needs no network and always prints. The provider part is
+read through the paced, retried look-up session, as ``suppressions sync`` reads; a provider
+that gives no per-issue figures says why, and a key that cannot read them is named with what
+it needs, without taking the ledger part down. Nothing is cached: one call per issue for the
+table (three or four for one issue in detail) at the provider's request rate.
+
+Rates are over *delivered* messages, never over sent ones, and opens are inflated by Apple
+Mail Privacy Protection (which fetches every image of every message): both are said wherever
+the figures are shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+from .errors import AuthError, ProviderError
+from .ledger.base import STATES, IssueRecord, Ledger, parse_time
+from .providers.base import Provider
+from .providers.stats import IssueStats
+from .sending.lookups import LOOKUP_RETRY, PacedSession
+from .sending.ratelimit import Backoff
+
+RATES_NOTE = "rates are over delivered messages, not over sent ones"
+OPENS_NOTE = ("opens are inflated by Apple Mail Privacy Protection, which opens every message it downloads: "
+              "read them as an upper bound")
+DEFAULT_LAST = 10  # issues in the table without ISSUE
+
+
+@dataclass(frozen=True)
+class LedgerFigures:
+    issue_id: str
+    subject: str
+    planned_at: str
+    counts: dict[str, int]  # state -> rows, every state present
+    failed_reasons: dict[str, int]
+    timeline: list[tuple[str, int]]  # (UTC minute, recipients accepted), every minute from the first to the last
+    suppressions: dict[tuple[str, str], int]  # (source, kind) -> addresses suppressed after this issue
+
+    @property
+    def planned(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class ProviderFigures:
+    provider: str
+    stats: IssueStats | None = None
+    note: str = ""  # why there are no figures: unsupported, or the error and what to do
+
+    def rates(self) -> dict[str, float | None]:
+        """Delivered over processed; opens, clicks, bounces, complaints and unsubscribes over delivered."""
+        s = self.stats
+        if s is None:
+            return {}
+        return {"delivered": _ratio(s.delivered, s.processed), "open": _ratio(s.unique_opens, s.delivered),
+                "click": _ratio(s.unique_clicks, s.delivered), "bounce": _ratio(s.bounced, s.delivered),
+                "complaint": _ratio(s.complained, s.delivered), "unsubscribe": _ratio(s.unsubscribed, s.delivered)}
+
+
+@dataclass
+class IssueReport:
+    ledger: LedgerFigures
+    provider: ProviderFigures | None = None
+    notes: list[str] = field(default_factory=lambda: [RATES_NOTE, OPENS_NOTE])
+
+    def as_json(self) -> dict:
+        """The documented schema (docs/sending.md)."""
+        figures = self.ledger
+        obj = {"issue": figures.issue_id, "subject": figures.subject, "planned_at": figures.planned_at,
+               "planned": figures.planned, **{state: figures.counts[state] for state in STATES},
+               "failed_reasons": figures.failed_reasons,
+               "timeline": [{"minute": minute, "accepted": n} for minute, n in figures.timeline],
+               "suppressions": [{"source": source, "kind": kind, "count": n}
+                                for (source, kind), n in figures.suppressions.items()]}
+        if self.provider is not None:
+            stats = self.provider.stats
+            obj["provider"] = {"name": self.provider.provider, "note": self.provider.note,
+                               "figures": None if stats is None else _stats_json(stats),
+                               "rates": self.provider.rates()}
+        obj["notes"] = self.notes
+        return obj
+
+
+def ledger_figures(ledger: Ledger, record: IssueRecord) -> LedgerFigures:
+    issue_id = record.issue_id
+    return LedgerFigures(issue_id, record.subject, record.created_at, ledger.counts(issue_id),
+                         ledger.reason_counts(issue_id, "failed"), every_minute(ledger.sent_per_minute(issue_id)),
+                         ledger.issue_suppressions(issue_id))
+
+
+def every_minute(per_minute: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The ledger's minutes with sends, and a zero for each minute between them (a pause shows as a gap)."""
+    if not per_minute:
+        return []
+    counts = dict(per_minute)
+    first, last = (datetime.fromisoformat(per_minute[0][0]), datetime.fromisoformat(per_minute[-1][0]))
+    minutes = []
+    while first <= last:
+        key = first.strftime("%Y-%m-%dT%H:%M")
+        minutes.append((key, counts.get(key, 0)))
+        first += timedelta(minutes=1)
+    return minutes
+
+
+def can_report(provider: Provider) -> bool:
+    return provider.can("issue_stats")
+
+
+def provider_figures(provider: Provider, records: list[IssueRecord], *, detail: bool,
+                     retry: Backoff = LOOKUP_RETRY, sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> dict[str, ProviderFigures]:
+    """issue id -> what the provider says of it. A refused key or a failing API stops the reading and is
+    noted on every issue not read yet; it never raises, so the ledger part always prints."""
+    found = {r.issue_id: ProviderFigures(provider.name) for r in records}
+    if not can_report(provider):
+        for figures in found.values():
+            figures.note = f"{provider.name}: {provider.stats_note}"
+        return found
+    with PacedSession(provider.read_rate, retry=retry, sleep=sleep, clock=clock,
+                      queries=provider.stats_queries) as session:
+        for n, record in enumerate(records):
+            try:
+                found[record.issue_id].stats = provider.issue_stats(session, record.issue_id, _day(record),
+                                                                    detail=detail)
+            except ProviderError as err:
+                note = _error_note(provider, err)
+                for later in records[n:]:
+                    found[later.issue_id].note = note
+                break
+    return found
+
+
+def _error_note(provider: Provider, err: ProviderError) -> str:
+    if isinstance(err, AuthError):
+        need = provider.stats_key_hint or err.hint or ""
+        return f"{err.message}" + (f" ({need})" if need else "")
+    again = "run `newsletter report` again later" if err.retryable else (err.hint or "check the [provider] settings")
+    return f"{err.message} ({again})"
+
+
+def _day(record: IssueRecord) -> date:
+    """The first day the provider may hold figures of: the day the plan was frozen (UTC)."""
+    planned = parse_time(record.created_at)
+    return planned.date() if planned else date.today()
+
+
+def _ratio(part: int | None, whole: int | None) -> float | None:
+    if part is None or not whole:
+        return None
+    return part / whole
+
+
+def _stats_json(stats: IssueStats) -> dict:
+    obj = asdict(stats)
+    obj["opens_by_day"] = [{"day": d, "unique_opens": n} for d, n in stats.opens_by_day]
+    obj["clicks_by_day"] = [{"day": d, "unique_clicks": n} for d, n in stats.clicks_by_day]
+    obj["top_links"] = [{"url": url, "clicks": n} for url, n in stats.top_links]
+    obj["notes"] = list(stats.notes)
+    return obj
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
