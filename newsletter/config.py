@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend")
 INLINERS = ("css-inline", "premailer")
+NUMBERING = ("auto", "on", "off")  # docs/authoring.md#numbered-sections
 
 # section -> key -> (default, help). The type of the default is the type of the key.
 SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
@@ -58,13 +59,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     },
     "render": {
         "inliner": ("css-inline", "css-inline (default) | premailer"),
+        "numbering": ("auto", "section numbers: auto | on | off (an issue's `numbering:` overrides it)"),
     },
     "ledger": {
         "url": (".newsletter/ledger.sqlite3", "the SQLite file (PostgreSQL is not supported yet)"),
     },
 }
 
-CHOICES = {("provider", "name"): PROVIDERS, ("render", "inliner"): INLINERS}
+CHOICES = {("provider", "name"): PROVIDERS, ("render", "inliner"): INLINERS, ("render", "numbering"): NUMBERING}
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|token|password|passwd)$", re.I)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 

@@ -51,6 +51,7 @@ class Issue:
     date: str = ""
     send_at: datetime | None = None
     template: str = ""
+    numbering: str = ""  # auto | on | off from the front matter; "" = the config's
     segment: str = ""
     cta: Mapping[str, str] | None = None
     front_matter: Mapping[str, object] = field(default_factory=dict)

@@ -211,7 +211,7 @@ def test_subject_merge_fields_reach_title_heading_and_text_filled(workspace):
         Subscriber("a+b@example.com", name="Ada"))
     everything = message.html + message.text + message.subject
     assert "{{" not in everything and "subscriber." not in everything
-    assert ">Hi Ada</div>" in message.html.replace("\n", "")
+    assert re.search(r"<h1[^>]*>Hi Ada</h1>", message.html)  # issue 12: the title is a real <h1>
     assert re.match(r"Hi Ada\n=+\n", message.text)
     assert "Claim yours, Ada" in message.html and "https://example.com/c?e=a%2Bb%40example.com" in message.html
     assert "Claim yours, Ada: https://example.com/c?e=a%2Bb%40example.com" in message.text

@@ -16,6 +16,7 @@ from ..config import Settings
 from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
 from .issue import KNOWN_KEYS
+from .markdown import Heading, read_headings
 from .render import CompiledIssue
 from .slots import Slot
 
@@ -57,6 +58,7 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
                     issue.path, issue.front_matter_lines.get("preheader")))
 
     findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
+    findings.extend(numbering_findings(issue.path, read_headings(issue.body, issue.body_line)))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
     for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
@@ -123,6 +125,44 @@ def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list
         findings.append(Finding("warning", "[unsubscribe] url is not https://: Gmail and Yahoo need an HTTPS "
                                            "one-click unsubscribe (RFC 8058) from bulk senders",
                                 origin["unsubscribe.url"]))
+    return findings
+
+
+def numbering_findings(path: str, headings: list[Heading]) -> list[Finding]:
+    """Warnings on hand-written section numbers that look inconsistent: gaps, repeats, a mix
+    of numbered and unnumbered items, or of writing styles (docs/authoring.md#numbered-sections)."""
+    numbered = [h for h in headings if h.written is not None]
+    if not numbered:
+        return []
+    findings = []
+    expected, seen = 1, {}
+    for heading in numbered:
+        number = heading.written
+        if number in seen:
+            findings.append(Finding("warning", f"section number {number} is used twice (also at line "
+                                               f"{seen[number]}): {heading.text!r}", path, heading.line))
+        elif number != expected:
+            missing = f"{expected}" if number == expected + 1 else f"{expected}-{number - 1}"
+            if number > expected:
+                findings.append(Finding("warning", f"section numbers skip {missing}: {heading.text!r}",
+                                        path, heading.line))
+            else:
+                findings.append(Finding("warning", f"section number {number} comes after {expected - 1}: "
+                                                   f"{heading.text!r}", path, heading.line))
+        seen.setdefault(number, heading.line)
+        expected = max(expected, number + 1)
+    first, last = numbered[0].line, numbered[-1].line
+    for heading in headings:
+        if heading.written is None and not heading.unnumbered and first < heading.line < last:
+            findings.append(Finding("warning", f"section {heading.text!r} has no number but sits between "
+                                               "numbered ones; number it, or end it with {-} to say it has none",
+                                    path, heading.line))
+    styles = {h.style for h in numbered}
+    if len(styles) > 1:
+        first_of_style = sorted({h.style: h for h in reversed(numbered)}.values(), key=lambda h: h.line)
+        examples = ", ".join(f"{h.style!r} (line {h.line})" for h in first_of_style)
+        findings.append(Finding("warning", f"section numbers are written in {len(styles)} ways: {examples}; "
+                                           "pick one", path, numbered[0].line))
     return findings
 
 

@@ -109,7 +109,7 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
     title = front_matter_text("title", issue.title)  # defaults to the subject, merge fields and all
     cta = {part: front_matter_text("cta", value) for part, value in issue.cta.items()} if issue.cta else None
     context["issue"] = _issue_values(issue, subject, preheader, title, cta)
-    body = _render_body(table, issue, context)
+    body = _render_body(table, issue, context, issue.numbering or settings.render.numbering)
     context.update(
         intro=Markup(body.intro),
         content=Markup(body.html),
@@ -185,14 +185,14 @@ def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
         raise _jinja_error(err, issue.path, issue.front_matter_lines.get(key, 1)) from None
 
 
-def _render_body(table: SlotTable, issue: Issue, context: dict) -> Body:
+def _render_body(table: SlotTable, issue: Issue, context: dict, numbering: str) -> Body:
     source = table.extract(issue.body, issue.path, issue.body_line)
     try:
         if _HAS_JINJA.search(source):
             source = _plain_env.from_string(source).render(context)
     except jinja2.TemplateError as err:
         raise _jinja_error(err, issue.path, issue.body_line) from None
-    return render_body(source, issue.body_line)
+    return render_body(source, issue.body_line, numbering=numbering)
 
 
 def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> TemplateError:
