@@ -100,7 +100,7 @@ def test_unknown_template_lists_available(workspace):
     with pytest.raises(TemplateError) as err:
         compile_issue(load_issue(path), settings_for(workspace))
     assert str(err.value).startswith(f"{path}:3: unknown template 'fancy'")
-    assert "available layouts: digest" in str(err.value)
+    assert "available layouts: bulletin, digest, letter" in str(err.value)  # issue 12: three layouts
 
 
 def test_jinja_syntax_error_in_body_points_at_issue_line(workspace):

@@ -12,7 +12,8 @@ from ..config import NUMBERING
 from ..errors import IssueError
 from ..models import Issue
 
-KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "numbering", "segment", "id", "cta")
+KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "numbering", "signature", "segment",
+              "id", "cta")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FENCE = re.compile(r"^---\s*$")
 
@@ -98,6 +99,7 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         send_at=_send_at(meta.get("send_at"), path, where("send_at")),
         template=template,
         numbering=_numbering(meta.get("numbering"), path, where("numbering")),
+        signature=text_value("signature"),
         segment=text_value("segment"),
         cta=_cta(meta.get("cta"), path, where("cta")),
         front_matter=meta,

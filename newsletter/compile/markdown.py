@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ..models import Section
+from ..models import Image, Section
 from .slots import TOKEN
 
 _UNNUMBERED = re.compile(r"\s*\{(?:-|\.unnumbered)\}\s*$")
@@ -41,6 +41,8 @@ class Body:
     sections: tuple[Section, ...]
     html: str
     tokens: tuple[Token, ...]
+    hero: Image | None = None  # an image the intro starts with
+    intro_rest: str = ""  # ``intro`` without it
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def render_body(markdown: str, first_line: int = 1, numbering: str = "auto") -> 
     numbers = numbers_for(headings, numbering)
     bounds = [0, *starts, len(tokens)]
     intro = _md.renderer.render(tokens[: bounds[1]], _md.options, {}) if bounds[1] else ""
+    hero = _lead_image(tokens, 0, bounds[1])
+    intro_rest = _md.renderer.render(tokens[3: bounds[1]], _md.options, {}) if hero else intro
     sections = []
     for start, end, heading, number in zip(starts, bounds[2:], headings, numbers):
         inline = tokens[start + 1]
@@ -95,9 +99,28 @@ def render_body(markdown: str, first_line: int = 1, numbering: str = "auto") -> 
         tokens[start].meta["number"] = number  # for body_to_text
         title = _md.renderer.render([inline], _md.options, {})
         html = _md.renderer.render(tokens[start + 3: end], _md.options, {})
-        sections.append(Section(title=title, html=html, number=number, line=heading.line))
+        image = _lead_image(tokens, start + 3, end)
+        rest = _md.renderer.render(tokens[start + 6: end], _md.options, {}) if image else html
+        sections.append(Section(title=title, html=html, number=number, line=heading.line, image=image, rest=rest))
     full = _md.renderer.render(tokens, _md.options, {})
-    return Body(intro=intro, sections=tuple(sections), html=full, tokens=tuple(tokens))
+    return Body(intro=intro, sections=tuple(sections), html=full, tokens=tuple(tokens), hero=hero,
+                intro_rest=intro_rest)
+
+
+def _lead_image(tokens: list[Token], start: int, end: int) -> Image | None:
+    """The image of a paragraph holding nothing but it (maybe linked), when that paragraph comes first."""
+    if end - start < 3 or tokens[start].type != "paragraph_open":
+        return None
+    children = [c for c in tokens[start + 1].children or () if not (c.type == "text" and not c.content.strip())]
+    kinds = [c.type for c in children]
+    if kinds == ["image"]:
+        image, href = children[0], ""
+    elif kinds == ["link_open", "image", "link_close"]:
+        image, href = children[1], str(children[0].attrs.get("href", ""))
+    else:
+        return None
+    alt = "".join(c.content for c in image.children or ()) or image.content
+    return Image(src=str(image.attrs.get("src", "")), alt=alt, href=href)
 
 
 def read_headings(markdown: str, first_line: int = 1) -> list[Heading]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import email.utils
 import functools
 import hashlib
 import re
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from markupsafe import Markup
 
 from ..config import Settings
 from ..errors import TemplateError
-from ..models import Issue
+from ..models import Image, Issue, Section
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
@@ -113,10 +115,28 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
     context.update(
         intro=Markup(body.intro),
         content=Markup(body.html),
-        sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
+        sections=[_section_values(s) for s in body.sections],
+        hero=_image_values(body.hero),
+        intro_rest=Markup(body.intro_rest),
+        signature=_signature(issue, settings),
     )
     mjml_source = _render_layout(layout, table, context)
     return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online)
+
+
+def _section_values(section: Section) -> dict[str, Any]:
+    return {"title": Markup(section.title), "html": Markup(section.html), "number": section.number,
+            "image": _image_values(section.image), "rest": Markup(section.rest)}
+
+
+def _image_values(image: Image | None) -> dict[str, str] | None:
+    return {"src": image.src, "alt": image.alt, "href": image.href} if image else None
+
+
+def _signature(issue: Issue, settings: Settings) -> list[str]:
+    """The sign-off lines: front matter ``signature``, else the From display name, else the newsletter's name."""
+    text = issue.signature or email.utils.parseaddr(settings.newsletter.from_)[0] or settings.newsletter.name
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def long_date(day: dt.date) -> str:
@@ -236,6 +256,13 @@ def _check_tags(source: str, layout: Path) -> None:
                                 hint=f"did you mean <{close[0]}>?" if close else "see https://documentation.mjml.io")
 
 
+def _layout_uses(layout: Path, name: str) -> bool:
+    """Whether the layout reads the context value ``name`` (Jinja's own analysis, not a text search)."""
+    env = _layout_env(layout.parent)
+    source = env.loader.get_source(env, layout.name)[0]
+    return name in jinja2.meta.find_undeclared_variables(env.parse(source))
+
+
 def mjml_to_html(source: str, layout: Path) -> str:
     """Compile with mjml-python; includes are read from the layout's folder only."""
     from mjml import mjml2html
@@ -294,6 +321,9 @@ def text_part(source: LayoutSource, settings: Settings) -> str:
     parts = ["\n".join(head), body_to_text(body).rstrip()]
     if source.cta:
         parts.append(f"{source.cta['text']}: {source.cta['url']}")
+    if _layout_uses(source.layout, "signature"):  # the letter signs off in both parts
+        lines = _signature(issue, settings)
+        parts.append("\n".join([f"\u2014 {lines[0]}", *lines[1:]] if lines else []))
     footer = ["--", f"You are receiving {name} because you subscribed."]
     unsubscribe = table.extract("{{ unsubscribe_url }}", "text footer")
     footer.append(f"Unsubscribe: {unsubscribe}")
