@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from ..config import Settings
 from ..errors import TemplateError
@@ -69,7 +69,8 @@ class LayoutSource:
 
 def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None) -> CompiledIssue:
     source = render_mjml(issue, settings)
-    html = inline_css(mjml_to_html(source.mjml, source.layout), inliner or settings.render.inliner)
+    html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
+                      inliner or settings.render.inliner)
     text = text_part(source, settings)
     subject, preheader = source.subject, source.preheader
     digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
@@ -297,6 +298,16 @@ def mjml_to_html(source: str, layout: Path) -> str:
         raise TemplateError(f"MJML refused the layout: {err}{_mjml_context(source, str(err))}", path=str(layout),
                             hint="check tag names and nesting (mjml > mj-body > mj-section > mj-column); "
                                  "`npx mjml --validate` gives details") from None
+
+
+_ARTICLE = re.compile(r'<div aria-roledescription="email"[^>]*?role="article"')
+
+
+def label_article(html: str, title: str) -> str:
+    """Name MJML's ``role="article"`` wrapper after the issue, so a screen reader announces which
+    email it is in (mjml-python has no ``mj-html-attributes`` to do it from the layout)."""
+    label = str(escape(title))
+    return _ARTICLE.sub(lambda m: f'{m.group(0)} aria-label="{label}"', html, count=1)
 
 
 def _mjml_context(source: str, message: str) -> str:
