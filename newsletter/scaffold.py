@@ -10,6 +10,8 @@ import unicodedata
 from importlib import resources
 from pathlib import Path
 
+from anyascii import anyascii
+
 from .errors import NewsletterError
 
 GITIGNORE = ("# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n"
@@ -67,10 +69,24 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
     return done
 
 
+SLUG_MAX = 60
+
+
 def slugify(title: str) -> str:
-    """ASCII file-name slug; a title with no Latin letters (e.g. Chinese) gets a short stable hash."""
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].rstrip("-")
+    """ASCII file-name slug, transliterated (docs/authoring.md#a-new-issue): "微信 AI 内容" ->
+    "weixin-ai-neirong", "Zoë" -> "zoe"; cut at a word boundary, never inside a word. The slug is the
+    issue's id, used in URLs, file names and headers, hence ASCII. A title with nothing to
+    transliterate (only symbols) gets a short stable hash."""
+    ascii_title = anyascii(unicodedata.normalize("NFC", title))
+    words = re.findall(r"[a-z0-9]+", ascii_title.lower())
+    slug = ""
+    for word in words:
+        longer = f"{slug}-{word}" if slug else word
+        if len(longer) > SLUG_MAX:
+            break
+        slug = longer
+    if not slug and words:  # one word longer than the limit: nothing to cut at
+        slug = words[0][:SLUG_MAX]
     return slug or "issue-" + hashlib.sha1(title.strip().encode()).hexdigest()[:8]
 
 
