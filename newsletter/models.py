@@ -64,6 +64,7 @@ class Issue:
     template: str = ""
     numbering: str = ""  # auto | on | off from the front matter; "" = the config's
     signature: str = ""  # the letter layout's sign-off; "" = the From name
+    example: bool = False  # `init`'s example issue: `archive --all` leaves it out unless named
     segment: str = ""
     cta: Mapping[str, str] | None = None
     front_matter: Mapping[str, object] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from ..errors import IssueError
 from ..models import Issue
 
 KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "numbering", "signature", "segment",
-              "id", "cta")
+              "id", "cta", "example")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FENCE = re.compile(r"^---\s*$")
 
@@ -100,6 +100,7 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         template=template,
         numbering=_numbering(meta.get("numbering"), path, where("numbering")),
         signature=text_value("signature"),
+        example=_flag(meta.get("example"), "example", path, where("example")),
         segment=text_value("segment"),
         cta=_cta(meta.get("cta"), path, where("cta")),
         front_matter=meta,
@@ -119,6 +120,14 @@ def _date(value, path: str, line: int) -> str:
     except ValueError:
         raise IssueError(f"date {value!r} is not a date", path=path, line=line,
                          hint="write it as YYYY-MM-DD") from None
+
+
+def _flag(value, key: str, path: str, line: int) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise IssueError(f"front matter '{key}' must be true or false, not {value!r}", path=path, line=line)
+    return value
 
 
 def _numbering(value, path: str, line: int) -> str:
