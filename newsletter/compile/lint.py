@@ -59,6 +59,7 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
     findings.extend(numbering_findings(issue.path, read_headings(issue.body, issue.body_line)))
+    findings.extend(foreign_merge_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
     for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
@@ -163,6 +164,39 @@ def numbering_findings(path: str, headings: list[Heading]) -> list[Finding]:
         examples = ", ".join(f"{h.style!r} (line {h.line})" for h in first_of_style)
         findings.append(Finding("warning", f"section numbers are written in {len(styles)} ways: {examples}; "
                                            "pick one", path, numbered[0].line))
+    return findings
+
+
+# Other tools' merge tags that reach readers literally here (Jinja would refuse `{{ first_name }}` and
+# listmonk's `{{ .Subscriber.Name }}` at compile time, with a hint: compile/render.py).
+_FOREIGN_TAGS = (
+    ("Mailgun", re.compile(r"%recipient[._](\w+)%")),
+    ("Sendy", re.compile(r"\{\$(\w+)\}")),
+    ("Campaign Monitor", re.compile(r"\[(firstname|lastname|fullname|email)(?:,\s*fallback=(?P<fallback>[^\]]*))?\]",
+                                    re.I)),
+)
+_CODE_SPAN = re.compile(r"(`+).*?\1")  # a tag quoted in code is writing about it, not using it
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_FIELD_NAMES = {"firstname": "first_name", "fname": "first_name", "lastname": "last_name", "lname": "last_name",
+                "fullname": "name"}
+
+
+def foreign_merge_tag_findings(path: str, source: str) -> list[Finding]:
+    """Errors for merge tags written for another tool, each with the equivalent to write instead."""
+    findings = []
+    in_fence = False
+    for number, line in enumerate(source.splitlines(), 1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if in_fence or line.startswith("    "):
+            continue
+        for tool, pattern in _FOREIGN_TAGS:
+            for match in pattern.finditer(_CODE_SPAN.sub("", line)):
+                field = _FIELD_NAMES.get(match.group(1).lower(), match.group(1).lower())
+                fallback = (match.groupdict().get("fallback") or "...").replace('"', "'")
+                findings.append(Finding(
+                    "error", f"{match.group(0)} is a {tool} merge tag and would reach readers as written; "
+                             f"write {{{{ subscriber.{field} | default(\"{fallback}\") }}}}", path, number))
     return findings
 
 

@@ -230,11 +230,32 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
     if "subscriber" in message or "unsubscribe_url" in message:
         hint = "subscriber fields work only inside {{ }}, e.g. {{ subscriber.name | default(\"there\") }}"
     elif isinstance(err, jinja2.UndefinedError):
-        hint = "issue-level names are newsletter, issue, intro, sections, content, view_online_url"
+        hint = _undefined_hint(message)
     elif isinstance(err, jinja2.TemplateSyntaxError):
-        hint = "check the {{ }} / {% %} pairs on that line"
+        hint = _syntax_hint(err)
     return TemplateError(f"template error: {message}", path=path,
                          line=(first_line + line - 1) if line else None, hint=hint)
+
+
+ISSUE_NAMES = "newsletter, issue, intro, sections, content, view_online_url"
+
+
+def _undefined_hint(message: str) -> str:
+    """A bare ``{{ first_name }}`` (Buttondown, ConvertKit, HubSpot's ``contact.``...) is a subscriber field here."""
+    name = re.match(r"'(\w+)' is undefined", message)
+    if name and name.group(1) not in ("subscriber", "unsubscribe_url"):
+        field = name.group(1).lower()
+        example = "first_name" if field in ("contact", "recipient", "member", "person", "user") else field
+        return (f"write a subscriber's field as {{{{ subscriber.{example} }}}}, a column of the list; "
+                f"issue-level names are {ISSUE_NAMES}")
+    return f"issue-level names are {ISSUE_NAMES}"
+
+
+def _syntax_hint(err: jinja2.TemplateSyntaxError) -> str:
+    line = (err.source or "").splitlines()[err.lineno - 1] if err.source and err.lineno else ""
+    if re.search(r"\{\{\s*\.\w", line):  # listmonk's Go templates: {{ .Subscriber.Name }}
+        return "listmonk's {{ .Subscriber.Name }} is written {{ subscriber.name }} here"
+    return "check the {{ }} / {% %} pairs on that line"
 
 
 # mjml-python accepts unknown tags silently; a typo like <mj-sektion> would vanish from the email.
