@@ -33,6 +33,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "postal_address": ("", "printed in the footer; lint requires it (CAN-SPAM)"),
         "site_url": ("", "base URL of the web archive; view-online links point here"),
         "template": ("digest", "default layout: templates/<name>.mjml"),
+        "language": ("en", "the issues' language (BCP 47: en, de, pt-BR, ar): <html lang>, and dir=rtl for "
+                           "right-to-left scripts"),
     },
     "subscribers": {
         "file": ("subscribers/subscribers.csv", "the list, relative to the workspace"),
@@ -180,6 +182,9 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
         origins[dotted] = "flag"
 
     _check_urls(values, origins)
+    if not _LANGUAGE_TAG.match(values["newsletter"]["language"]):
+        raise ConfigError(f"[newsletter] language = {values['newsletter']['language']!r} is not a language tag",
+                          path=origins["newsletter.language"], hint='write a BCP 47 tag like "en", "de" or "pt-BR"')
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = values[section][key]
         if not _ENV_NAME.match(name):
@@ -192,6 +197,7 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
     return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
 
 
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 

@@ -147,3 +147,16 @@ def test_bulletin_hero_and_thumbnails(workspace):
     # the same issue in the digest keeps its images inline in the item
     digest, _ = build(workspace, "digest", text.replace("template: bulletin", "template: digest"))
     assert digest.count("ferry.jpg") == 1 and "mj-column-per-38" not in digest
+
+
+@pytest.mark.parametrize("language, direction", [("en", "ltr"), ("pt-BR", "ltr"), ("ar", "rtl"), ("he-IL", "rtl"),
+                                                 ("pa-Arab", "rtl")])
+def test_lang_and_dir_on_html_from_config(workspace, language, direction):
+    for layout in LAYOUTS:
+        html, _ = build(workspace, layout, seed(layout), {"NEWSLETTER_NEWSLETTER_LANGUAGE": language})
+        assert re.search(rf'<html lang="{language}" dir="{direction}"', html), layout
+
+
+def test_a_language_that_is_not_a_tag_is_refused(workspace):
+    with pytest.raises(config.ConfigError, match=r'\[newsletter\] language = \'en"><script\' is not a language tag'):
+        config.load(workspace / "newsletter.toml", {"NEWSLETTER_NEWSLETTER_LANGUAGE": 'en"><script'})

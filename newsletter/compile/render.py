@@ -99,6 +99,7 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
     context: dict[str, Any] = {
         "newsletter": {key: settings.values["newsletter"][key] for key in settings.values["newsletter"]},
         "view_online_url": view_online,
+        "text_direction": text_direction(settings.newsletter.language),
     }
     table = SlotTable(context)
 
@@ -138,6 +139,16 @@ def _signature(issue: Issue, settings: Settings) -> list[str]:
     """The sign-off lines: front matter ``signature``, else the From display name, else the newsletter's name."""
     text = issue.signature or email.utils.parseaddr(settings.newsletter.from_)[0] or settings.newsletter.name
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+_RTL_LANGUAGES = frozenset("ar arc ckb dv fa he iw ks ku ps sd ug ur yi".split())
+
+
+def text_direction(language: str) -> str:
+    """``rtl`` for a right-to-left language tag (``ar``, ``he-IL``, ``ur``; or a ``-Arab``/``-Hebr`` script)."""
+    subtags = language.lower().replace("_", "-").split("-")
+    rtl = subtags[0] in _RTL_LANGUAGES or any(tag in ("arab", "hebr", "thaa", "syrc", "nkoo") for tag in subtags[1:])
+    return "rtl" if rtl else "ltr"
 
 
 def long_date(day: dt.date) -> str:
@@ -237,7 +248,8 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
                          line=(first_line + line - 1) if line else None, hint=hint)
 
 
-ISSUE_NAMES = "newsletter, issue, intro, sections, content, view_online_url"
+ISSUE_NAMES = ("newsletter, issue, intro, intro_rest, hero, sections, content, signature, view_online_url, "
+               "text_direction")
 
 
 def _undefined_hint(message: str) -> str:
