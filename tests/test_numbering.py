@@ -162,3 +162,19 @@ def test_escaped_and_emphasised_written_numbers():
     body = render_body("## 1\\. *Ports* go electric\n\nx\n\n## Wrap\n")
     assert (body.sections[0].number, body.sections[0].title) == (1, "<em>Ports</em> go electric")
     assert [h.written for h in read_headings("## 1\\. Ports\n\n## 2. Rivers\n")] == [1, 2]
+
+
+def test_headings_pasted_as_plain_numbered_lines_get_a_lint_hint(run, workspace):
+    """The draft pasted from a web page without `## `: each `1. Title` line is a one-item list."""
+    plain = re.sub(r"(?m)^## ", "", seed_with())
+    write(workspace, "plain", plain)
+    out = run("lint", "issues/plain.md").output
+    lines = [n for n, line in enumerate(plain.splitlines(), 1) if re.match(r"\d\. ", line)]
+    assert len(lines) == 4
+    for n in lines:
+        assert f"issues/plain.md:{n}: warning: '" in out
+    assert ("'1. Port Of Valencia Requires Shore Power For …' reads like a numbered heading, but Markdown makes "
+            "it a one-item list; start the line with '## ' to make it a section") in out
+    write(workspace, "list", "---\nsubject: S\npreheader: P\n---\nSteps:\n\n1. Open the valve\n2. Wait\n\n"
+                             "Then:\n\n1. Close it\n")
+    assert "reads like a numbered heading" not in run("lint", "issues/list.md").output  # real lists are lists

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
 from .issue import KNOWN_KEYS
-from .markdown import Heading, read_headings
+from .markdown import Heading, headings_written_as_lists, read_headings
 from .render import CompiledIssue
 from .slots import Slot
 
@@ -59,6 +59,7 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
     findings.extend(numbering_findings(issue.path, read_headings(issue.body, issue.body_line)))
+    findings.extend(pasted_heading_findings(issue.path, headings_written_as_lists(issue.body, issue.body_line)))
     findings.extend(foreign_merge_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
@@ -127,6 +128,15 @@ def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list
                                            "one-click unsubscribe (RFC 8058) from bulk senders",
                                 origin["unsubscribe.url"]))
     return findings
+
+
+def pasted_heading_findings(path: str, lists: list[tuple[int, str]]) -> list[Finding]:
+    """Numbered headings pasted as plain lines: in Markdown they are lists, so the issue has no sections."""
+    def short(text: str) -> str:
+        return text if len(text) <= 50 else text[:50].rsplit(" ", 1)[0] + " …"
+    return [Finding("warning", f"'{short(text)}' reads like a numbered heading, but Markdown makes it a one-item "
+                               "list; start the line with '## ' to make it a section", path, line)
+            for line, text in lists]
 
 
 def numbering_findings(path: str, headings: list[Heading]) -> list[Finding]:

@@ -130,6 +130,29 @@ def read_headings(markdown: str, first_line: int = 1) -> list[Heading]:
             if t.type == "heading_open" and t.tag == "h2"]
 
 
+def headings_written_as_lists(markdown: str, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, text) of one-item numbered lists that read like headings: a draft pasted from a web page
+    or a word processor, where ``1. Title`` on its own line is a list in Markdown, not a heading.
+    Reported only when there are two or more, numbered on from each other."""
+    tokens = _md.parse(markdown)
+    found: list[tuple[int, str, int]] = []
+    for i, tok in enumerate(tokens):
+        if tok.type != "ordered_list_open" or tok.level != 0:
+            continue
+        close = next(j for j in range(i + 1, len(tokens)) if tokens[j].type == "ordered_list_close"
+                     and tokens[j].level == 0)
+        items = [t for t in tokens[i:close] if t.type == "list_item_open"]
+        inlines = [t for t in tokens[i:close] if t.type == "inline"]
+        if len(items) != 1 or len(inlines) != 1 or "\n" in inlines[0].content or len(inlines[0].content) > 150:
+            continue
+        start = int(tok.attrs.get("start", 1) or 1)
+        found.append((first_line + (tok.map[0] if tok.map else 0), inlines[0].content, start))
+    starts = [start for _, _, start in found]
+    if len(found) < 2 or starts != list(range(starts[0], starts[0] + len(starts))):
+        return []
+    return [(line, f"{start}. {text}") for line, text, start in found]
+
+
 def _read_heading(tokens: list[Token], start: int, first_line: int) -> Heading:
     inline = tokens[start + 1]
     line = first_line + (tokens[start].map[0] if tokens[start].map else 0)
