@@ -32,16 +32,25 @@ def bundled_workspace() -> Path:
                           hint="reinstall newsletter")
 
 
-def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path]]:
+def layout_choices() -> list[str]:
+    """The bundled layouts' names, for ``init --template``."""
+    return sorted(p.stem for p in (bundled_workspace() / "templates").glob("*.mjml"))
+
+
+def init_workspace(target: Path, *, force: bool = False, template: str = "") -> list[tuple[str, Path]]:
     """Copy the example workspace into ``target``; returns (what happened, path) pairs.
 
     Nothing that exists is overwritten unless ``force``; even then the subscriber list (your
     readers) is never replaced, and every replaced file is kept beside it as ``<name>.bak``.
+    ``template``: the bundled layout the new config names as ``[newsletter] template``.
     """
     if (target / "newsletter.toml").exists() and not force:
         raise NewsletterError("a workspace already exists here", path=str(target / "newsletter.toml"),
                               hint="use --force to rewrite its config, layouts and example issue "
                                    "(old versions kept as .bak; the subscriber list is never touched)")
+    if template and template not in layout_choices():
+        raise NewsletterError(f"there is no bundled layout {template!r}",
+                              hint=f"choose one of {', '.join(layout_choices())}")
     source = bundled_workspace()
     pairs = [(source / relative, target / relative) for relative in WORKSPACE_FILES]
     pairs += [(layout, target / "templates" / layout.name) for layout in sorted((source / "templates").glob("*.mjml"))]
@@ -60,6 +69,8 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
             done.append(("created", dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(origin, dest)
+    if template:
+        _choose_layout(target / "newsletter.toml", template)
     gitignore = target / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".newsletter/" not in existing:
@@ -67,6 +78,15 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
                              encoding="utf-8")
         done.append(("created" if not existing else "updated", gitignore))
     return done
+
+
+def _choose_layout(config_file: Path, template: str) -> None:
+    """Set ``template = "NAME"`` in the [newsletter] table of the config just written (comments kept)."""
+    text = config_file.read_text(encoding="utf-8")
+    changed, count = re.subn(r'(?m)^template\s*=\s*"[^"]*"', f'template = "{template}"', text, count=1)
+    if not count:
+        raise NewsletterError("the bundled newsletter.toml has no 'template = ...' line", path=str(config_file))
+    config_file.write_text(changed, encoding="utf-8")
 
 
 SLUG_MAX = 60

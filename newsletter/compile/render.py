@@ -67,8 +67,10 @@ class LayoutSource:
     view_online_url: str
 
 
-def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None) -> CompiledIssue:
-    source = render_mjml(issue, settings)
+def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None,
+                  layout: Path | None = None) -> CompiledIssue:
+    """``layout``: a layout file to use instead of the issue's (``lint --template FILE``)."""
+    source = render_mjml(issue, settings, layout)
     html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
                       inliner or settings.render.inliner)
     text = text_part(source, settings)
@@ -92,9 +94,9 @@ def find_layout(issue: Issue, settings: Settings) -> Path:
     return layout
 
 
-def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
+def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None) -> LayoutSource:
     """Markdown and Jinja: everything issue-level is filled in, recipient fields become slots."""
-    layout = find_layout(issue, settings)
+    layout = layout.resolve() if layout else find_layout(issue, settings)
     view_online = f"{settings.newsletter.site_url.rstrip('/')}/{issue.id}.html" if settings.newsletter.site_url else ""
     context: dict[str, Any] = {
         "newsletter": {key: settings.values["newsletter"][key] for key in settings.values["newsletter"]},
