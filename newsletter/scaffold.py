@@ -17,7 +17,10 @@ from .errors import NewsletterError
 GITIGNORE = ("# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n"
              ".newsletter/\noutbox/\n# `newsletter build` output (a sample .eml holds a real subscriber's address)\nout/\n"
              "# a subscriber-list lock left by a killed command\nsubscribers/.*.lock\n")
-WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", "issues/2026-11-30-weekly.md")
+EXAMPLE_ISSUE = "issues/2026-11-30-weekly.md"
+WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", EXAMPLE_ISSUE)
+# Written into the example's front matter as `init` copies it (docs/authoring.md#the-web-archive).
+EXAMPLE_MARK = b"example: true   # newsletter init's example: `archive --all` leaves it out; delete this line to publish it\n"
 
 
 def bundled_workspace() -> Path:
@@ -56,8 +59,11 @@ def init_workspace(target: Path, *, force: bool = False, template: str = "") -> 
     pairs += [(layout, target / "templates" / layout.name) for layout in sorted((source / "templates").glob("*.mjml"))]
     done = []
     for origin, dest in pairs:
+        content = origin.read_bytes()
+        if origin == source / EXAMPLE_ISSUE:
+            content = _mark_example(content)
         if dest.exists():
-            if dest.read_bytes() == origin.read_bytes():
+            if dest.read_bytes() == content:
                 done.append(("unchanged", dest))
                 continue
             if not force or dest.name == "subscribers.csv":
@@ -68,7 +74,7 @@ def init_workspace(target: Path, *, force: bool = False, template: str = "") -> 
         else:
             done.append(("created", dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(origin, dest)
+        dest.write_bytes(content)
     if template:
         _choose_layout(target / "newsletter.toml", template)
     gitignore = target / ".gitignore"
@@ -78,6 +84,12 @@ def init_workspace(target: Path, *, force: bool = False, template: str = "") -> 
                              encoding="utf-8")
         done.append(("created" if not existing else "updated", gitignore))
     return done
+
+
+def _mark_example(issue: bytes) -> bytes:
+    """The example issue with ``example: true`` as the front matter's first key."""
+    fence, newline, rest = issue.partition(b"\n")
+    return fence + newline + EXAMPLE_MARK + rest if fence.strip() == b"---" else issue
 
 
 def _choose_layout(config_file: Path, template: str) -> None:
