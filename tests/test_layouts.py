@@ -160,3 +160,16 @@ def test_lang_and_dir_on_html_from_config(workspace, language, direction):
 def test_a_language_that_is_not_a_tag_is_refused(workspace):
     with pytest.raises(config.ConfigError, match=r'\[newsletter\] language = \'en"><script\' is not a language tag'):
         config.load(workspace / "newsletter.toml", {"NEWSLETTER_NEWSLETTER_LANGUAGE": 'en"><script'})
+
+
+def test_compiling_again_does_not_grow_the_layout_loaders_record(workspace):
+    """The preview recompiles on every save: asking whether a layout signs off must not re-read it
+    through the slot loader, whose list of recipient expressions only grows."""
+    from newsletter.compile.render import _layout_env
+
+    build(workspace, "letter", seed("letter"))
+    recorded = len(_layout_env(workspace / "templates").loader.expressions)
+    assert recorded > 0  # the layout's {{ unsubscribe_url }} at least
+    for _ in range(3):
+        build(workspace, "letter", seed("letter"))
+    assert len(_layout_env(workspace / "templates").loader.expressions) == recorded

@@ -294,9 +294,13 @@ def _check_tags(source: str, layout: Path) -> None:
 
 def _layout_uses(layout: Path, name: str) -> bool:
     """Whether the layout reads the context value ``name`` (Jinja's own analysis, not a text search)."""
-    env = _layout_env(layout.parent)
-    source = env.loader.get_source(env, layout.name)[0]
-    return name in jinja2.meta.find_undeclared_variables(env.parse(source))
+    return name in _names_read(layout, layout.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _names_read(layout: Path, _mtime_ns: int) -> frozenset[str]:
+    """Read apart from the slot loader, which records every recipient expression it is given."""
+    return frozenset(jinja2.meta.find_undeclared_variables(_plain_env.parse(layout.read_text(encoding="utf-8"))))
 
 
 def mjml_to_html(source: str, layout: Path) -> str:
