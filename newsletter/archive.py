@@ -136,12 +136,18 @@ def sent_issues(settings: Settings) -> dict[str, str]:
                 if ledger.counts(record.issue_id)["sent"] > 0}
 
 
-def select_issues(settings: Settings, sent: dict[str, str], *, include_all: bool) -> tuple[list[Issue], list[str]]:
-    """The issue files to publish, and warnings about files and ledger entries left out."""
+def select_issues(settings: Settings, sent: dict[str, str], *, include_all: bool,
+                  named: frozenset[str] = frozenset()) -> tuple[list[Issue], list[str]]:
+    """The issue files to publish, and warnings about files and ledger entries left out.
+
+    ``named``: ids given on the command line, published whether sent or not. With ``include_all``,
+    ``init``'s example issue (front matter ``example: true``) is left out unless sent or named.
+    """
     folder = settings.workspace_path("issues")
     chosen: list[Issue] = []
     warnings: list[str] = []
     seen: dict[str, str] = {}
+    stems: dict[str, str] = {}  # file name without .md -> id, to name an issue either way
     for path in sorted(folder.glob("*.md")):
         try:
             issue = load_issue(path)
@@ -155,12 +161,27 @@ def select_issues(settings: Settings, sent: dict[str, str], *, include_all: bool
                              line=issue.front_matter_lines.get("id"),
                              hint="give each issue its own id: both would be published as the same page")
         seen[issue.id] = str(path)
-        if include_all or issue.id in sent:
+        stems[path.stem] = issue.id
+        if issue.id in sent or issue.id in named or path.stem in named:
             chosen.append(issue)
+        elif include_all and issue.example:
+            warnings.append(f"left out {path.name}: it is `newsletter init`'s example (front matter example: true); "
+                            f"name it to publish it anyway (`newsletter archive {issue.id}`), or delete that line")
+        elif include_all:
+            chosen.append(issue)
+    for ref in sorted(named - seen.keys() - stems.keys()):
+        raise IssueError(f"no issue {ref!r}", path=str(folder),
+                         hint="name an issue by its id (front matter 'id', else the file name without .md)")
     for issue_id in sorted(sent.keys() - seen.keys()):
         warnings.append(f"issue {issue_id} was sent but has no file in {folder}: left out of the index "
                         f"(an existing {issue_id}.html is left alone)")
     return chosen, warnings
+
+
+def _issue_id(ref: str) -> str:
+    """An issue named on the command line by id, file name or path -> its id."""
+    name = Path(ref).name
+    return name[:-3] if name.endswith(".md") else name
 
 
 def render_page(settings: Settings, issue: Issue, planned_at: str = "") -> ArchivePage:
@@ -186,14 +207,15 @@ def _published(issue: Issue, planned_at: str) -> dt.datetime:
     return when.astimezone(dt.timezone.utc).replace(microsecond=0)
 
 
-def build_archive(settings: Settings, *, include_all: bool = False) -> Archive:
+def build_archive(settings: Settings, *, include_all: bool = False, named: tuple[str, ...] = ()) -> Archive:
     """Compile every qualifying issue and render the index and feed, all in memory.
 
     Raises the first issue's :class:`~newsletter.errors.IssueError` or
     ``TemplateError`` before anything is written.
     """
     sent = sent_issues(settings)
-    issues, warnings = select_issues(settings, sent, include_all=include_all)
+    issues, warnings = select_issues(settings, sent, include_all=include_all,
+                                     named=frozenset(_issue_id(ref) for ref in named))
     pages = [render_page(settings, issue, sent.get(issue.id, "")) for issue in issues]
     pages.sort(key=lambda page: (page.published, page.issue_id), reverse=True)
     site_url = settings.newsletter.site_url.rstrip("/")

@@ -25,6 +25,7 @@ from .text import first_line_break
 
 PROVIDERS = ("outbox", "postmark", "sendgrid", "mailgun", "resend", "ses", "brevo")
 INLINERS = ("css-inline", "premailer")
+NUMBERING = ("auto", "on", "off")  # docs/authoring.md#numbered-sections
 
 # section -> key -> (default, help). The type of the default is the type of the key.
 SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
@@ -35,6 +36,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "postal_address": ("", "printed in the footer; lint requires it (CAN-SPAM)"),
         "site_url": ("", "base URL of the web archive; view-online links point here"),
         "template": ("digest", "default layout: templates/<name>.mjml"),
+        "language": ("en", "the issues' language (BCP 47: en, de, pt-BR, ar): <html lang>, and dir=rtl for "
+                           "right-to-left scripts"),
     },
     "subscribers": {
         "file": ("subscribers/subscribers.csv", "the list, relative to the workspace"),
@@ -64,13 +67,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     },
     "render": {
         "inliner": ("css-inline", "css-inline (default) | premailer"),
+        "numbering": ("auto", "section numbers: auto | on | off (an issue's `numbering:` overrides it)"),
     },
     "ledger": {
         "url": (".newsletter/ledger.sqlite3", "the SQLite file (PostgreSQL is not supported yet)"),
     },
 }
 
-CHOICES = {("provider", "name"): PROVIDERS, ("render", "inliner"): INLINERS}
+CHOICES = {("provider", "name"): PROVIDERS, ("render", "inliner"): INLINERS, ("render", "numbering"): NUMBERING}
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|token|password|passwd)$", re.I)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -186,6 +190,9 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
     _check_urls(values, origins)
     _check_api_base(values["provider"]["api_base"], origins["provider.api_base"])
     _check_lower_bounds(values, origins)
+    if not _LANGUAGE_TAG.match(values["newsletter"]["language"]):
+        raise ConfigError(f"[newsletter] language = {values['newsletter']['language']!r} is not a language tag",
+                          path=origins["newsletter.language"], hint='write a BCP 47 tag like "en", "de" or "pt-BR"')
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = values[section][key]
         if not _ENV_NAME.match(name):
@@ -198,6 +205,7 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
     return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
 
 
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 

@@ -28,6 +28,15 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A Markdown image that leads a section (a layout's thumbnail) or the intro (its hero)."""
+
+    src: str
+    alt: str
+    href: str = ""  # the link around it, if any
+
+
+@dataclass(frozen=True)
 class Section:
     """A ``## `` section of an issue: a numbered news item unless marked ``{-}``."""
 
@@ -35,6 +44,8 @@ class Section:
     html: str
     number: int | None
     line: int
+    image: Image | None = None  # the image the section starts with, if any
+    rest: str = ""  # ``html`` without that image
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class Issue:
     date: str = ""
     send_at: datetime | None = None
     template: str = ""
+    numbering: str = ""  # auto | on | off from the front matter; "" = the config's
+    signature: str = ""  # the letter layout's sign-off; "" = the From name
+    example: bool = False  # `init`'s example issue: `archive --all` leaves it out unless named
     segment: str = ""
     cta: Mapping[str, str] | None = None
     front_matter: Mapping[str, object] = field(default_factory=dict)

@@ -10,12 +10,17 @@ import unicodedata
 from importlib import resources
 from pathlib import Path
 
+from anyascii import anyascii
+
 from .errors import NewsletterError
 
 GITIGNORE = ("# newsletter: generated mail and the delivery ledger (personal data) stay out of git\n"
              ".newsletter/\noutbox/\n# `newsletter build` output (a sample .eml holds a real subscriber's address)\nout/\n"
              "# a subscriber-list lock left by a killed command\nsubscribers/.*.lock\n")
-WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", "issues/2026-11-30-weekly.md")
+EXAMPLE_ISSUE = "issues/2026-11-30-weekly.md"
+WORKSPACE_FILES = ("newsletter.toml", "subscribers/subscribers.csv", EXAMPLE_ISSUE)
+# Written into the example's front matter as `init` copies it (docs/authoring.md#the-web-archive).
+EXAMPLE_MARK = b"example: true   # newsletter init's example: `archive --all` leaves it out; delete this line to publish it\n"
 
 
 def bundled_workspace() -> Path:
@@ -30,23 +35,35 @@ def bundled_workspace() -> Path:
                           hint="reinstall newsletter")
 
 
-def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path]]:
+def layout_choices() -> list[str]:
+    """The bundled layouts' names, for ``init --template``."""
+    return sorted(p.stem for p in (bundled_workspace() / "templates").glob("*.mjml"))
+
+
+def init_workspace(target: Path, *, force: bool = False, template: str = "") -> list[tuple[str, Path]]:
     """Copy the example workspace into ``target``; returns (what happened, path) pairs.
 
     Nothing that exists is overwritten unless ``force``; even then the subscriber list (your
     readers) is never replaced, and every replaced file is kept beside it as ``<name>.bak``.
+    ``template``: the bundled layout the new config names as ``[newsletter] template``.
     """
     if (target / "newsletter.toml").exists() and not force:
         raise NewsletterError("a workspace already exists here", path=str(target / "newsletter.toml"),
                               hint="use --force to rewrite its config, layouts and example issue "
                                    "(old versions kept as .bak; the subscriber list is never touched)")
+    if template and template not in layout_choices():
+        raise NewsletterError(f"there is no bundled layout {template!r}",
+                              hint=f"choose one of {', '.join(layout_choices())}")
     source = bundled_workspace()
     pairs = [(source / relative, target / relative) for relative in WORKSPACE_FILES]
     pairs += [(layout, target / "templates" / layout.name) for layout in sorted((source / "templates").glob("*.mjml"))]
     done = []
     for origin, dest in pairs:
+        content = origin.read_bytes()
+        if origin == source / EXAMPLE_ISSUE:
+            content = _mark_example(content)
         if dest.exists():
-            if dest.read_bytes() == origin.read_bytes():
+            if dest.read_bytes() == content:
                 done.append(("unchanged", dest))
                 continue
             if not force or dest.name == "subscribers.csv":
@@ -57,7 +74,9 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
         else:
             done.append(("created", dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(origin, dest)
+        dest.write_bytes(content)
+    if template:
+        _choose_layout(target / "newsletter.toml", template)
     gitignore = target / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".newsletter/" not in existing:
@@ -67,10 +86,39 @@ def init_workspace(target: Path, *, force: bool = False) -> list[tuple[str, Path
     return done
 
 
+def _mark_example(issue: bytes) -> bytes:
+    """The example issue with ``example: true`` as the front matter's first key."""
+    fence, newline, rest = issue.partition(b"\n")
+    return fence + newline + EXAMPLE_MARK + rest if fence.strip() == b"---" else issue
+
+
+def _choose_layout(config_file: Path, template: str) -> None:
+    """Set ``template = "NAME"`` in the [newsletter] table of the config just written (comments kept)."""
+    text = config_file.read_text(encoding="utf-8")
+    changed, count = re.subn(r'(?m)^template\s*=\s*"[^"]*"', f'template = "{template}"', text, count=1)
+    if not count:
+        raise NewsletterError("the bundled newsletter.toml has no 'template = ...' line", path=str(config_file))
+    config_file.write_text(changed, encoding="utf-8")
+
+
+SLUG_MAX = 60
+
+
 def slugify(title: str) -> str:
-    """ASCII file-name slug; a title with no Latin letters (e.g. Chinese) gets a short stable hash."""
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].rstrip("-")
+    """ASCII file-name slug, transliterated (docs/authoring.md#a-new-issue): "微信 AI 内容" ->
+    "weixin-ai-neirong", "Zoë" -> "zoe"; cut at a word boundary, never inside a word. The slug is the
+    issue's id, used in URLs, file names and headers, hence ASCII. A title with nothing to
+    transliterate (only symbols) gets a short stable hash."""
+    ascii_title = anyascii(unicodedata.normalize("NFC", title))
+    words = re.findall(r"[a-z0-9]+", ascii_title.lower())
+    slug = ""
+    for word in words:
+        longer = f"{slug}-{word}" if slug else word
+        if len(longer) > SLUG_MAX:
+            break
+        slug = longer
+    if not slug and words:  # one word longer than the limit: nothing to cut at
+        slug = words[0][:SLUG_MAX]
     return slug or "issue-" + hashlib.sha1(title.strip().encode()).hexdigest()[:8]
 
 

@@ -264,7 +264,9 @@ def test_new_refuses_blank_title_and_slugs_any_script(run, workspace):
     assert result.exit_code == 1 and "Error: the title is empty" in result.stderr
     first, second = run("new", "微信的人工智能标签"), run("new", "抖音电商")
     assert first.exit_code == 0 and second.exit_code == 0
-    assert first.stdout != second.stdout and "-issue-" in first.stdout
+    # issue 12: transliterated, no longer a hash
+    assert first.stdout != second.stdout and "-weixinderengongzhinengbiaoqian.md" in first.stdout
+    assert run("new", "!!!").stdout.strip().endswith(".md") and "-issue-" in run("new", "???").stdout
 
 
 def test_output_cut_short_by_the_reader_is_not_an_error(workspace):

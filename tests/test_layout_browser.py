@@ -15,7 +15,7 @@ for (const el of document.body.querySelectorAll('*')) {
   if (r.right > widest) { widest = r.right; culprit = el.tagName + '.' + el.className; }
 }
 const columns = [...document.querySelectorAll('.mj-column-per-100')].map(c => c.getBoundingClientRect().width);
-const title = document.querySelector('.masthead-title div');
+const title = document.querySelector('.masthead-title h1');
 const button = [...document.querySelectorAll('a')].find(a => a.textContent.includes('port electrification study'));
 return {vw, widest, culprit, scrollWidth: document.documentElement.scrollWidth, columns,
         titleSize: parseFloat(getComputedStyle(title).fontSize),

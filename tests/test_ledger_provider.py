@@ -140,7 +140,7 @@ def test_an_unknown_plan_is_refused_without_a_terminal_and_sent_on_once_confirme
     with SQLiteLedger(old_ledger, readonly=True) as ledger:  # refused before anything was written
         assert ledger.issue("2026-12-07-postmark").provider == "unknown"
 
-    confirmed = run("send", "2026-12-07-postmark", env=SECRET, input="y\ny\n")
+    confirmed = run("send", "2026-12-07-postmark", env=SECRET, input="y\ny\ny\n")  # provider, content, send
     assert confirmed.exit_code == 0, confirmed.output + confirmed.stderr
     assert rows(old_ledger, "SELECT provider FROM issues WHERE issue_id = '2026-12-07-postmark'") == [("outbox",)]
     assert rows(old_ledger, "SELECT count(*) FROM deliveries WHERE issue_id = '2026-12-07-postmark' "

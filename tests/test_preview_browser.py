@@ -100,10 +100,11 @@ def test_keyboard_alone_reaches_every_control_and_the_view_is_kept(preview, brow
     browser.get(preview.url)
     wait_until(browser, lambda d: email_shows(d, "Rotterdam"), "the email to load")
     focused = []
-    for _ in range(6):
+    for _ in range(7):
         ActionChains(browser).send_keys(Keys.TAB).perform()
         focused.append(browser.switch_to.active_element.get_attribute("id") or "")
-    assert focused[1:6] == ["width-desktop", "width-mobile", "dark", "as", "tab-html"], focused
+    # issue 12 added the "Layout" picker before "Preview as"
+    assert focused[1:7] == ["width-desktop", "width-mobile", "dark", "layout", "as", "tab-html"], focused
 
     ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()  # tabs follow the ARIA pattern
     text = browser.find_element(By.ID, "text")

@@ -100,7 +100,7 @@ def test_unknown_template_lists_available(workspace):
     with pytest.raises(TemplateError) as err:
         compile_issue(load_issue(path), settings_for(workspace))
     assert str(err.value).startswith(f"{path}:3: unknown template 'fancy'")
-    assert "available layouts: digest" in str(err.value)
+    assert "available layouts: bulletin, digest, letter" in str(err.value)  # issue 12: three layouts
 
 
 def test_jinja_syntax_error_in_body_points_at_issue_line(workspace):
@@ -211,7 +211,7 @@ def test_subject_merge_fields_reach_title_heading_and_text_filled(workspace):
         Subscriber("a+b@example.com", name="Ada"))
     everything = message.html + message.text + message.subject
     assert "{{" not in everything and "subscriber." not in everything
-    assert ">Hi Ada</div>" in message.html.replace("\n", "")
+    assert re.search(r"<h1[^>]*>Hi Ada</h1>", message.html)  # issue 12: the title is a real <h1>
     assert re.match(r"Hi Ada\n=+\n", message.text)
     assert "Claim yours, Ada" in message.html and "https://example.com/c?e=a%2Bb%40example.com" in message.html
     assert "Claim yours, Ada: https://example.com/c?e=a%2Bb%40example.com" in message.text

@@ -24,7 +24,9 @@ def test_bundled_layout_passes_official_mjml_validator(layout, workspace, tmp_pa
     settings = config.load(workspace / "newsletter.toml", {})
     issue_path = workspace / "issues" / "v.md"
     issue_path.write_text(f"---\nsubject: Validate\npreheader: P\ntemplate: {layout.stem}\ndate: 2026-11-30\n"
-                          "cta:\n  text: Go\n  url: https://example.com\n---\nIntro\n\n## A\n\nB\n\n## C {-}\n\nD\n")
+                          "cta:\n  text: Go\n  url: https://example.com\n---\n![Hero](https://example.com/h.png)\n\nIntro\n\n"
+                          "## 1. A\n\n[![Thumb](https://example.com/t.png)](https://example.com/a)\n\nB\n\n"
+                          "## 2. B\n\n![Thumb](https://example.com/u.png)\n\nB\n\n### Sub\n\nE\n\n## C {-}\n\nD\n")
     rendered = tmp_path / f"{layout.stem}.mjml"
     rendered.write_text(render_mjml(load_issue(issue_path), settings).mjml, encoding="utf-8")
     result = subprocess.run([str(MJML_CLI), "--validate", str(rendered), "--config.validationLevel=strict"],

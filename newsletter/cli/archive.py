@@ -11,14 +11,18 @@ from . import App, cli, pass_app
 
 
 @cli.command()
+@click.argument("issues", nargs=-1)
 @click.option("--out", "out_dir", default="archive", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder to publish as [newsletter] site_url: <id>.html, index.html, feed.xml.")
 @click.option("--all", "include_all", is_flag=True,
               help="Publish every issue in issues/, not only those the ledger shows as sent.")
 @pass_app
-def archive(app: App, out_dir: Path, include_all: bool) -> None:
+def archive(app: App, issues: tuple[str, ...], out_dir: Path, include_all: bool) -> None:
     """Write the static web archive of sent issues: one page each, an index and an Atom feed.
+
+    ISSUES (ids) are published too, sent or not; `--all` publishes every issue
+    but `newsletter init`'s example, unless it is named.
 
     Pages are rendered for an anonymous reader: merge fields show their
     default(...) fallback or nothing, and the unsubscribe link carries no token.
@@ -26,7 +30,7 @@ def archive(app: App, out_dir: Path, include_all: bool) -> None:
     atomically. Pages of issues no longer in the archive are left alone.
     """
     settings = app.settings()
-    built = build_archive(settings, include_all=include_all)
+    built = build_archive(settings, include_all=include_all, named=issues)
     for warning in built.warnings:
         app.warn(warning)
     report = write_archive(out_dir, built)

@@ -9,7 +9,8 @@ import click
 
 from .. import config
 from ..compile import lint as lint_module
-from ..compile.pipeline import build_issue, lint_build, personalizer, sample_subscriber, write_build
+from ..compile.layout_check import layout_findings, sample_issue
+from ..compile.pipeline import build_issue, build_loaded, lint_build, personalizer, sample_subscriber, write_build
 from ..providers import provider_facts
 from . import App, cli, pass_app
 
@@ -52,16 +53,26 @@ def build(app: App, issue: str, out_dir: Path, open_browser: bool, inliner: str 
 
 
 @cli.command("lint")
-@click.argument("issue")
+@click.argument("issue", required=False)
+@click.option("--template", "layout_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Check this layout file: with ISSUE, or alone with a sample issue that uses everything a "
+                   "layout receives.")
 @inliner_option
 @pass_app
-def lint_command(app: App, issue: str, inliner: str | None) -> None:
+def lint_command(app: App, issue: str | None, layout_file: Path | None, inliner: str | None) -> None:
     """Check ISSUE for deliverability problems; exit 1 if there are errors."""
+    if not issue and not layout_file:
+        raise click.UsageError("give an ISSUE to check, or --template FILE to check a layout")
     settings = app.settings()
     facts = provider_facts(settings)
-    built = build_issue(settings, issue, inliner=inliner)
+    if issue:
+        built = build_issue(settings, issue, inliner=inliner, layout=layout_file)
+    else:
+        built = build_loaded(settings, sample_issue(), inliner=inliner, layout=layout_file)
     message = personalizer(settings, built.compiled, facts=facts).message(sample_subscriber(built))
     findings = lint_build(settings, built, message, facts)
+    if not issue:  # the sample issue: its preheader and sections must show
+        findings += layout_findings(built.compiled, message.html)
     _print_findings(app, findings, summary_only=False)
     if any(f.level == "error" for f in findings):
         raise click.exceptions.Exit(1)

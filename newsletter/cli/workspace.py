@@ -14,10 +14,12 @@ from . import App, cli, pass_app
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Rewrite the config, layouts and example issue of an existing workspace "
                                              "(old versions kept as .bak; the subscriber list is never touched).")
+@click.option("--template", default="", metavar="NAME",
+              help="The layout the workspace uses: digest (default), letter or bulletin.")
 @pass_app
-def init(app: App, directory: Path, force: bool) -> None:
+def init(app: App, directory: Path, force: bool, template: str) -> None:
     """Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."""
-    for what, path in scaffold.init_workspace(directory, force=force):
+    for what, path in scaffold.init_workspace(directory, force=force, template=template):
         app.info(f"{what}: {path}")
     app.info(f"\nNext: cd {directory} && newsletter build issues/2026-11-30-weekly.md --out out")
 

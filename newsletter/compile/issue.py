@@ -9,10 +9,12 @@ from pathlib import Path
 
 import yaml
 
+from ..config import NUMBERING
 from ..errors import IssueError
 from ..models import Issue
 
-KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "segment", "id", "cta")
+KNOWN_KEYS = ("subject", "preheader", "title", "date", "send_at", "template", "numbering", "signature", "segment",
+              "id", "cta", "example")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FENCE = re.compile(r"^---\s*$")
 
@@ -97,6 +99,9 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         date=_date(meta.get("date"), path, where("date")),
         send_at=_send_at(meta.get("send_at"), path, where("send_at")),
         template=template,
+        numbering=_numbering(meta.get("numbering"), path, where("numbering")),
+        signature=text_value("signature"),
+        example=_flag(meta.get("example"), "example", path, where("example")),
         segment=text_value("segment"),
         cta=_cta(meta.get("cta"), path, where("cta")),
         front_matter=meta,
@@ -116,6 +121,26 @@ def _date(value, path: str, line: int) -> str:
     except ValueError:
         raise IssueError(f"date {value!r} is not a date", path=path, line=line,
                          hint="write it as YYYY-MM-DD") from None
+
+
+def _flag(value, key: str, path: str, line: int) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise IssueError(f"front matter '{key}' must be true or false, not {value!r}", path=path, line=line)
+    return value
+
+
+def _numbering(value, path: str, line: int) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):  # YAML 1.1 reads a bare on/off as a boolean
+        return "on" if value else "off"
+    if str(value).strip().lower() not in NUMBERING:
+        raise IssueError(f"numbering {value!r} is not one of {', '.join(NUMBERING)}", path=path, line=line,
+                         hint="auto uses the numbers you wrote (else numbers every section), on numbers every "
+                              "section, off numbers none")
+    return str(value).strip().lower()
 
 
 def _send_at(value, path: str, line: int) -> dt.datetime | None:

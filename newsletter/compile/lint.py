@@ -21,6 +21,7 @@ from ..config import Settings
 from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
 from .issue import KNOWN_KEYS
+from .markdown import Heading, headings_written_as_lists, read_headings
 from .render import CompiledIssue
 from .slots import Slot
 
@@ -86,6 +87,9 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     findings.extend(merge_field_findings(compiled, columns, subscribers, list_path))
     findings.extend(mailchimp_tag_findings(issue.path, source))
+    findings.extend(numbering_findings(issue.path, read_headings(issue.body, issue.body_line)))
+    findings.extend(pasted_heading_findings(issue.path, headings_written_as_lists(issue.body, issue.body_line)))
+    findings.extend(foreign_merge_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
     for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
@@ -152,6 +156,86 @@ def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list
         findings.append(Finding("warning", "[unsubscribe] url is not https://: Gmail and Yahoo need an HTTPS "
                                            "one-click unsubscribe (RFC 8058) from bulk senders",
                                 origin["unsubscribe.url"], check="unsubscribe"))
+    return findings
+
+
+def pasted_heading_findings(path: str, lists: list[tuple[int, str]]) -> list[Finding]:
+    """Numbered headings pasted as plain lines: in Markdown they are lists, so the issue has no sections."""
+    def short(text: str) -> str:
+        return text if len(text) <= 50 else text[:50].rsplit(" ", 1)[0] + " …"
+    return [Finding("warning", f"'{short(text)}' reads like a numbered heading, but Markdown makes it a one-item "
+                               "list; start the line with '## ' to make it a section", path, line)
+            for line, text in lists]
+
+
+def numbering_findings(path: str, headings: list[Heading]) -> list[Finding]:
+    """Warnings on hand-written section numbers that look inconsistent: gaps, repeats, a mix
+    of numbered and unnumbered items, or of writing styles (docs/authoring.md#numbered-sections)."""
+    numbered = [h for h in headings if h.written is not None]
+    if not numbered:
+        return []
+    findings = []
+    expected, seen = 1, {}
+    for heading in numbered:
+        number = heading.written
+        if number in seen:
+            findings.append(Finding("warning", f"section number {number} is used twice (also at line "
+                                               f"{seen[number]}): {heading.text!r}", path, heading.line))
+        elif number != expected:
+            missing = f"{expected}" if number == expected + 1 else f"{expected}-{number - 1}"
+            if number > expected:
+                findings.append(Finding("warning", f"section numbers skip {missing}: {heading.text!r}",
+                                        path, heading.line))
+            else:
+                findings.append(Finding("warning", f"section number {number} comes after {expected - 1}: "
+                                                   f"{heading.text!r}", path, heading.line))
+        seen.setdefault(number, heading.line)
+        expected = max(expected, number + 1)
+    first, last = numbered[0].line, numbered[-1].line
+    for heading in headings:
+        if heading.written is None and not heading.unnumbered and first < heading.line < last:
+            findings.append(Finding("warning", f"section {heading.text!r} has no number but sits between "
+                                               "numbered ones; number it, or end it with {-} to say it has none",
+                                    path, heading.line))
+    styles = {h.style for h in numbered}
+    if len(styles) > 1:
+        first_of_style = sorted({h.style: h for h in reversed(numbered)}.values(), key=lambda h: h.line)
+        examples = ", ".join(f"{h.style!r} (line {h.line})" for h in first_of_style)
+        findings.append(Finding("warning", f"section numbers are written in {len(styles)} ways: {examples}; "
+                                           "pick one", path, numbered[0].line))
+    return findings
+
+
+# Other tools' merge tags that reach readers literally here (Jinja would refuse `{{ first_name }}` and
+# listmonk's `{{ .Subscriber.Name }}` at compile time, with a hint: compile/render.py).
+_FOREIGN_TAGS = (
+    ("Mailgun", re.compile(r"%recipient[._](\w+)%")),
+    ("Sendy", re.compile(r"\{\$(\w+)\}")),
+    ("Campaign Monitor", re.compile(r"\[(firstname|lastname|fullname|email)(?:,\s*fallback=(?P<fallback>[^\]]*))?\]",
+                                    re.I)),
+)
+_CODE_SPAN = re.compile(r"(`+).*?\1")  # a tag quoted in code is writing about it, not using it
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_FIELD_NAMES = {"firstname": "first_name", "fname": "first_name", "lastname": "last_name", "lname": "last_name",
+                "fullname": "name"}
+
+
+def foreign_merge_tag_findings(path: str, source: str) -> list[Finding]:
+    """Errors for merge tags written for another tool, each with the equivalent to write instead."""
+    findings = []
+    in_fence = False
+    for number, line in enumerate(source.splitlines(), 1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if in_fence or line.startswith("    "):
+            continue
+        for tool, pattern in _FOREIGN_TAGS:
+            for match in pattern.finditer(_CODE_SPAN.sub("", line)):
+                field = _FIELD_NAMES.get(match.group(1).lower(), match.group(1).lower())
+                fallback = (match.groupdict().get("fallback") or "...").replace('"', "'")
+                findings.append(Finding(
+                    "error", f"{match.group(0)} is a {tool} merge tag and would reach readers as written; "
+                             f"write {{{{ subscriber.{field} | default(\"{fallback}\") }}}}", path, number))
     return findings
 
 

@@ -1,8 +1,10 @@
 """Markdown body -> HTML fragments (intro + ``## `` sections) and plain text.
 
 CommonMark + tables via markdown-it-py; the author's raw HTML passes through.
-A ``## `` heading ending in ``{-}`` or ``{.unnumbered}`` (Pandoc's syntax) is a
-section without a number, e.g. the wrap-up.
+Section numbers follow docs/authoring.md#numbered-sections: a number the author
+wrote (``1.``, ``1)``, ``#1``, ``No. 1``, ``1 -``) is used and taken out of the
+title so it never shows twice; a ``## `` heading ending in ``{-}`` or
+``{.unnumbered}`` (Pandoc's syntax) has no number.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ..models import Section
+from ..models import Image, Section
 from .slots import TOKEN
 
 _UNNUMBERED = re.compile(r"\s*\{(?:-|\.unnumbered)\}\s*$")
+# A number written at the start of a heading. A bare number needs a separator after it (so
+# "3 ways to..." and "2026 in review" are titles), a dash needs spaces (so "1-2 punch" is one).
+_WRITTEN_NUMBER = re.compile(r"""^\s*(?:
+      (?P<prefix>\#|No\.?|Nr\.?|N[º°o]\.?)\s*(?P<n1>\d{1,4})(?:\s*[.):]\s+|\s+[-–—]\s+|\s+|$)
+    | (?P<n2>\d{1,4})(?:[.):](?:\s+|$)|\s+[-–—]\s+)
+    )""", re.X | re.I)
 
 
 def _parser() -> MarkdownIt:
@@ -33,39 +41,145 @@ class Body:
     sections: tuple[Section, ...]
     html: str
     tokens: tuple[Token, ...]
+    hero: Image | None = None  # an image the intro starts with
+    intro_rest: str = ""  # ``intro`` without it
 
 
-def render_body(markdown: str, first_line: int = 1) -> Body:
+@dataclass(frozen=True)
+class Heading:
+    """What a ``## `` heading says about its number, as written (before any numbering is decided)."""
+
+    line: int
+    text: str  # the heading's source, for messages
+    written: int | None  # the number the author wrote, if any
+    style: str  # how it was written: "1.", "1)", "#1", "No. 1", "1 -", or "" without one
+    unnumbered: bool  # marked {-} / {.unnumbered}
+
+
+def numbers_for(headings: list[Heading], numbering: str) -> list[int | None]:
+    """The number each section shows, by the ``numbering`` mode (auto | on | off).
+
+    auto: when any heading carries a written number, those numbers and only those are used
+    (a wrap-up after hand-numbered items stays unnumbered); otherwise every section is numbered.
+    on: every section is numbered, a written number used as is and counted on from.
+    off: none (written numbers stay part of the title).
+    """
+    if numbering == "off":
+        return [None] * len(headings)
+    if numbering == "auto" and any(h.written is not None for h in headings):
+        return [h.written for h in headings]
+    numbers: list[int | None] = []
+    last = 0
+    for heading in headings:
+        if heading.unnumbered:
+            numbers.append(None)
+            continue
+        last = heading.written if heading.written is not None else last + 1
+        numbers.append(last)
+    return numbers
+
+
+def render_body(markdown: str, first_line: int = 1, numbering: str = "auto") -> Body:
     """Split the body at ``## `` headings and render each part to HTML."""
     tokens = _md.parse(markdown)
     starts = [i for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
+    headings = [_read_heading(tokens, i, first_line) for i in starts]
+    numbers = numbers_for(headings, numbering)
     bounds = [0, *starts, len(tokens)]
     intro = _md.renderer.render(tokens[: bounds[1]], _md.options, {}) if bounds[1] else ""
+    hero = _lead_image(tokens, 0, bounds[1])
+    intro_rest = _md.renderer.render(tokens[3: bounds[1]], _md.options, {}) if hero else intro
     sections = []
-    number = 0
-    for start, end in zip(starts, bounds[2:]):
+    for start, end, heading, number in zip(starts, bounds[2:], headings, numbers):
         inline = tokens[start + 1]
-        title_source = inline.content
-        numbered = not _UNNUMBERED.search(title_source)
-        if not numbered:
-            _strip_marker(inline)
-        else:
-            number += 1
-        tokens[start].meta["number"] = number if numbered else None  # for body_to_text
+        if heading.unnumbered:
+            _strip(inline, _UNNUMBERED)
+        if number is not None and heading.written is not None:
+            _strip(inline, _WRITTEN_NUMBER, leading=True)  # the number shows once, as the section's number
+        tokens[start].meta["number"] = number  # for body_to_text
         title = _md.renderer.render([inline], _md.options, {})
         html = _md.renderer.render(tokens[start + 3: end], _md.options, {})
-        line = first_line + (tokens[start].map[0] if tokens[start].map else 0)
-        sections.append(Section(title=title, html=html, number=number if numbered else None, line=line))
+        image = _lead_image(tokens, start + 3, end)
+        rest = _md.renderer.render(tokens[start + 6: end], _md.options, {}) if image else html
+        sections.append(Section(title=title, html=html, number=number, line=heading.line, image=image, rest=rest))
     full = _md.renderer.render(tokens, _md.options, {})
-    return Body(intro=intro, sections=tuple(sections), html=full, tokens=tuple(tokens))
+    return Body(intro=intro, sections=tuple(sections), html=full, tokens=tuple(tokens), hero=hero,
+                intro_rest=intro_rest)
 
 
-def _strip_marker(inline: Token) -> None:
-    inline.content = _UNNUMBERED.sub("", inline.content)
+def _lead_image(tokens: list[Token], start: int, end: int) -> Image | None:
+    """The image of a paragraph holding nothing but it (maybe linked), when that paragraph comes first."""
+    if end - start < 3 or tokens[start].type != "paragraph_open":
+        return None
+    children = [c for c in tokens[start + 1].children or () if not (c.type == "text" and not c.content.strip())]
+    kinds = [c.type for c in children]
+    if kinds == ["image"]:
+        image, href = children[0], ""
+    elif kinds == ["link_open", "image", "link_close"]:
+        image, href = children[1], str(children[0].attrs.get("href", ""))
+    else:
+        return None
+    alt = "".join(c.content for c in image.children or ()) or image.content
+    return Image(src=str(image.attrs.get("src", "")), alt=alt, href=href)
+
+
+def read_headings(markdown: str, first_line: int = 1) -> list[Heading]:
+    """The ``## `` headings of a body with their written numbers (for lint)."""
+    tokens = _md.parse(markdown)
+    return [_read_heading(tokens, i, first_line) for i, t in enumerate(tokens)
+            if t.type == "heading_open" and t.tag == "h2"]
+
+
+def headings_written_as_lists(markdown: str, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, text) of one-item numbered lists that read like headings: a draft pasted from a web page
+    or a word processor, where ``1. Title`` on its own line is a list in Markdown, not a heading.
+    Reported only when there are two or more, numbered on from each other."""
+    tokens = _md.parse(markdown)
+    found: list[tuple[int, str, int]] = []
+    for i, tok in enumerate(tokens):
+        if tok.type != "ordered_list_open" or tok.level != 0:
+            continue
+        close = next(j for j in range(i + 1, len(tokens)) if tokens[j].type == "ordered_list_close"
+                     and tokens[j].level == 0)
+        items = [t for t in tokens[i:close] if t.type == "list_item_open"]
+        inlines = [t for t in tokens[i:close] if t.type == "inline"]
+        if len(items) != 1 or len(inlines) != 1 or "\n" in inlines[0].content or len(inlines[0].content) > 150:
+            continue
+        start = int(tok.attrs.get("start", 1) or 1)
+        found.append((first_line + (tok.map[0] if tok.map else 0), inlines[0].content, start))
+    starts = [start for _, _, start in found]
+    if len(found) < 2 or starts != list(range(starts[0], starts[0] + len(starts))):
+        return []
+    return [(line, f"{start}. {text}") for line, text, start in found]
+
+
+def _read_heading(tokens: list[Token], start: int, first_line: int) -> Heading:
+    inline = tokens[start + 1]
+    line = first_line + (tokens[start].map[0] if tokens[start].map else 0)
+    unnumbered = bool(_UNNUMBERED.search(inline.content))
+    first = inline.children[0] if inline.children else None
+    match = _WRITTEN_NUMBER.match(first.content) if first is not None and first.type == "text" else None
+    if match is None or unnumbered:
+        return Heading(line, inline.content, None, "", unnumbered)
+    number = int(match.group("n1") or match.group("n2"))
+    return Heading(line, inline.content, number, _style(match), unnumbered)
+
+
+def _style(match: re.Match) -> str:
+    if match.group("prefix"):
+        prefix = match.group("prefix")
+        return "#1" if prefix == "#" else "No. 1"
+    rest = match.group(0).strip()[len(match.group("n2")):].strip()
+    return "1 -" if rest[:1] in "-–—" else f"1{rest[:1]}"
+
+
+def _strip(inline: Token, pattern: re.Pattern, *, leading: bool = False) -> None:
+    """Remove a marker from the heading's source and from its first (or last) text token."""
+    inline.content = pattern.sub("", inline.content, count=1)
     if inline.children:
-        last = inline.children[-1]
-        if last.type == "text":
-            last.content = _UNNUMBERED.sub("", last.content)
+        child = inline.children[0 if leading else -1]
+        if child.type == "text":
+            child.content = pattern.sub("", child.content, count=1)
 
 
 def body_to_text(body: Body) -> str:
@@ -80,9 +194,9 @@ def body_to_text(body: Body) -> str:
         if kind == "heading_open":
             inline = tokens[i + 1]
             title = _inline_text(inline)
-            if tok.meta.get("number"):
+            if tok.meta.get("number") is not None:
                 title = f"{tok.meta['number']}. {title}"
-            rule = "=" if tok.tag == "h1" else "-"
+            rule = _RULES.get(tok.tag, "~")
             out.append(f"{title}\n{underline(title, rule)}\n\n")
         elif kind == "inline" and tokens[i - 1].type not in ("heading_open", "th_open", "td_open"):
             text = _inline_text(tok)
@@ -128,10 +242,15 @@ def body_to_text(body: Body) -> str:
     return re.sub(r"\n{3,}", "\n\n", "".join(out)).strip() + "\n"
 
 
+# Setext-style rules keep the hierarchy in the text part: the title (and any body h1) "=",
+# sections "-", sub-headings "~".
+_RULES = {"h1": "=", "h2": "-"}
+
+
 def underline(title: str, rule: str) -> str:
-    """A rule as long as the title reads (slot tokens count as a few characters), at most 72."""
+    """A rule as long as the title reads, however long (slot tokens count as a few characters)."""
     visible = TOKEN.sub("xxxxx", title)
-    return rule * min(len(visible), 72)
+    return rule * len(visible)
 
 
 def _inline_text(inline: Token) -> str:

@@ -7,7 +7,7 @@ import email.utils
 import re
 from email.errors import HeaderParseError
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from ..errors import RecipientError
 from ..models import Message
@@ -16,6 +16,9 @@ from ..text import has_line_break
 # Long List-Unsubscribe URLs must be folded, never RFC 2047-encoded (clients would not parse them);
 # RFC 5322 allows 998 characters a line, and non-ASCII subjects are still encoded.
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
+# Bodies are encoded with the policy's line length: quoted-printable lines must stay within
+# RFC 2045's 76 characters (spam filters score longer ones: SpamAssassin's MIME_QP_LONG_LINE).
+_BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -58,8 +61,12 @@ def _build(message: Message, message_id: str | None, date: str | None) -> EmailM
     for name, value in message.headers.items():
         mime[name] = value
     mime["X-Newsletter-Issue"] = message.issue_id
-    mime.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    mime.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    mime["MIME-Version"] = "1.0"
+    mime.make_alternative()
+    for body, subtype in ((message.text, "plain"), (message.html, "html")):
+        part = MIMEPart(policy=_BODY_POLICY)
+        part.set_content(body, subtype=subtype, charset="utf-8", cte="quoted-printable")
+        mime.attach(part)
     return mime
 
 

@@ -50,10 +50,14 @@ def issue_path(settings: Settings, ref: str) -> Path:
     return resolve_issue_path(ref, settings.workspace_path("issues"))
 
 
-def build_issue(settings: Settings, ref: str, *, inliner: str | None = None) -> Build:
+def build_issue(settings: Settings, ref: str, *, inliner: str | None = None, layout: Path | None = None) -> Build:
     """Compile the issue and refuse merge fields that no subscriber column provides."""
-    issue = load_issue(issue_path(settings, ref))
-    compiled = compile_issue(issue, settings, inliner=inliner)
+    return build_loaded(settings, load_issue(issue_path(settings, ref)), inliner=inliner, layout=layout)
+
+
+def build_loaded(settings: Settings, issue: Issue, *, inliner: str | None = None, layout: Path | None = None) -> Build:
+    """:func:`build_issue` for an issue already read (``layout``: a layout file instead of the issue's)."""
+    compiled = compile_issue(issue, settings, inliner=inliner, layout=layout)
     list_path = settings.workspace_path(settings.subscribers.file)
     columns = merge_columns(list_path)
     for finding in merge_field_findings(compiled, columns, (), settings.subscribers.file):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import email.utils
 import functools
 import hashlib
 import re
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+import jinja2.meta
+from markupsafe import Markup, escape
 
 from ..config import Settings
 from ..errors import TemplateError
-from ..models import Issue
+from ..models import Image, Issue, Section
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
@@ -73,9 +75,12 @@ class LayoutSource:
     view_online_url: str
 
 
-def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None) -> CompiledIssue:
-    source = render_mjml(issue, settings)
-    html = inline_css(mjml_to_html(source.mjml, source.layout), inliner or settings.render.inliner)
+def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None,
+                  layout: Path | None = None) -> CompiledIssue:
+    """``layout``: a layout file to use instead of the issue's (``lint --template FILE``)."""
+    source = render_mjml(issue, settings, layout)
+    html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
+                      inliner or settings.render.inliner)
     text = text_part(source, settings)
     subject, preheader = source.subject, source.preheader
     digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
@@ -97,13 +102,14 @@ def find_layout(issue: Issue, settings: Settings) -> Path:
     return layout
 
 
-def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
+def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None) -> LayoutSource:
     """Markdown and Jinja: everything issue-level is filled in, recipient fields become slots."""
-    layout = find_layout(issue, settings)
+    layout = layout.resolve() if layout else find_layout(issue, settings)
     view_online = f"{settings.newsletter.site_url.rstrip('/')}/{issue.id}.html" if settings.newsletter.site_url else ""
     context: dict[str, Any] = {
         "newsletter": {key: settings.values["newsletter"][key] for key in settings.values["newsletter"]},
         "view_online_url": view_online,
+        "text_direction": text_direction(settings.newsletter.language),
     }
     table = SlotTable(context)
 
@@ -117,14 +123,42 @@ def render_mjml(issue: Issue, settings: Settings) -> LayoutSource:
     title = front_matter_text("title", issue.title)  # defaults to the subject, merge fields and all
     cta = {part: front_matter_text("cta", value) for part, value in issue.cta.items()} if issue.cta else None
     context["issue"] = _issue_values(issue, subject, preheader, title, cta)
-    body = _render_body(table, issue, context)
+    body = _render_body(table, issue, context, issue.numbering or settings.render.numbering)
     context.update(
         intro=Markup(body.intro),
         content=Markup(body.html),
-        sections=[{"title": Markup(s.title), "html": Markup(s.html), "number": s.number} for s in body.sections],
+        sections=[_section_values(s) for s in body.sections],
+        hero=_image_values(body.hero),
+        intro_rest=Markup(body.intro_rest),
+        signature=_signature(issue, settings),
     )
     mjml_source = _render_layout(layout, table, context)
     return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online)
+
+
+def _section_values(section: Section) -> dict[str, Any]:
+    return {"title": Markup(section.title), "html": Markup(section.html), "number": section.number,
+            "image": _image_values(section.image), "rest": Markup(section.rest)}
+
+
+def _image_values(image: Image | None) -> dict[str, str] | None:
+    return {"src": image.src, "alt": image.alt, "href": image.href} if image else None
+
+
+def _signature(issue: Issue, settings: Settings) -> list[str]:
+    """The sign-off lines: front matter ``signature``, else the From display name, else the newsletter's name."""
+    text = issue.signature or email.utils.parseaddr(settings.newsletter.from_)[0] or settings.newsletter.name
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+_RTL_LANGUAGES = frozenset("ar arc ckb dv fa he iw ks ku ps sd ug ur yi".split())
+
+
+def text_direction(language: str) -> str:
+    """``rtl`` for a right-to-left language tag (``ar``, ``he-IL``, ``ur``; or a ``-Arab``/``-Hebr`` script)."""
+    subtags = language.lower().replace("_", "-").split("-")
+    rtl = subtags[0] in _RTL_LANGUAGES or any(tag in ("arab", "hebr", "thaa", "syrc", "nkoo") for tag in subtags[1:])
+    return "rtl" if rtl else "ltr"
 
 
 def long_date(day: dt.date) -> str:
@@ -193,14 +227,14 @@ def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
         raise _jinja_error(err, issue.path, issue.front_matter_lines.get(key, 1)) from None
 
 
-def _render_body(table: SlotTable, issue: Issue, context: dict) -> Body:
+def _render_body(table: SlotTable, issue: Issue, context: dict, numbering: str) -> Body:
     source = table.extract(issue.body, issue.path, issue.body_line)
     try:
         if _HAS_JINJA.search(source):
             source = _plain_env.from_string(source).render(context)
     except jinja2.TemplateError as err:
         raise _jinja_error(err, issue.path, issue.body_line) from None
-    return render_body(source, issue.body_line)
+    return render_body(source, issue.body_line, numbering=numbering)
 
 
 def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> TemplateError:
@@ -217,11 +251,33 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
     if "subscriber" in message or "unsubscribe_url" in message:
         hint = "subscriber fields work only inside {{ }}, e.g. {{ subscriber.name | default(\"there\") }}"
     elif isinstance(err, jinja2.UndefinedError):
-        hint = "issue-level names are newsletter, issue, intro, sections, content, view_online_url"
+        hint = _undefined_hint(message)
     elif isinstance(err, jinja2.TemplateSyntaxError):
-        hint = "check the {{ }} / {% %} pairs on that line"
+        hint = _syntax_hint(err)
     return TemplateError(f"template error: {message}", path=path,
                          line=(first_line + line - 1) if line else None, hint=hint)
+
+
+ISSUE_NAMES = ("newsletter, issue, intro, intro_rest, hero, sections, content, signature, view_online_url, "
+               "text_direction")
+
+
+def _undefined_hint(message: str) -> str:
+    """A bare ``{{ first_name }}`` (Buttondown, ConvertKit, HubSpot's ``contact.``...) is a subscriber field here."""
+    name = re.match(r"'(\w+)' is undefined", message)
+    if name and name.group(1) not in ("subscriber", "unsubscribe_url"):
+        field = name.group(1).lower()
+        example = "first_name" if field in ("contact", "recipient", "member", "person", "user") else field
+        return (f"write a subscriber's field as {{{{ subscriber.{example} }}}}, a column of the list; "
+                f"issue-level names are {ISSUE_NAMES}")
+    return f"issue-level names are {ISSUE_NAMES}"
+
+
+def _syntax_hint(err: jinja2.TemplateSyntaxError) -> str:
+    line = (err.source or "").splitlines()[err.lineno - 1] if err.source and err.lineno else ""
+    if re.search(r"\{\{\s*\.\w", line):  # listmonk's Go templates: {{ .Subscriber.Name }}
+        return "listmonk's {{ .Subscriber.Name }} is written {{ subscriber.name }} here"
+    return "check the {{ }} / {% %} pairs on that line"
 
 
 # mjml-python accepts unknown tags silently; a typo like <mj-sektion> would vanish from the email.
@@ -242,6 +298,17 @@ def _check_tags(source: str, layout: Path) -> None:
             raise TemplateError(f"unknown MJML tag <{tag}>", path=str(layout),
                                 line=template.count("\n", 0, index) + 1 if index >= 0 else None,
                                 hint=f"did you mean <{close[0]}>?" if close else "see https://documentation.mjml.io")
+
+
+def _layout_uses(layout: Path, name: str) -> bool:
+    """Whether the layout reads the context value ``name`` (Jinja's own analysis, not a text search)."""
+    return name in _names_read(layout, layout.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _names_read(layout: Path, _mtime_ns: int) -> frozenset[str]:
+    """Read apart from the slot loader, which records every recipient expression it is given."""
+    return frozenset(jinja2.meta.find_undeclared_variables(_plain_env.parse(layout.read_text(encoding="utf-8"))))
 
 
 def mjml_to_html(source: str, layout: Path) -> str:
@@ -280,6 +347,16 @@ def mjml_to_html(source: str, layout: Path) -> str:
                                  "`npx mjml --validate` gives details") from None
 
 
+_ARTICLE = re.compile(r'<div aria-roledescription="email"[^>]*?role="article"')
+
+
+def label_article(html: str, title: str) -> str:
+    """Name MJML's ``role="article"`` wrapper after the issue, so a screen reader announces which
+    email it is in (mjml-python has no ``mj-html-attributes`` to do it from the layout)."""
+    label = str(escape(title))
+    return _ARTICLE.sub(lambda m: f'{m.group(0)} aria-label="{label}"', html, count=1)
+
+
 def _mjml_context(source: str, message: str) -> str:
     m = re.search(r"position (\d+)", message)
     if not m:
@@ -302,6 +379,9 @@ def text_part(source: LayoutSource, settings: Settings) -> str:
     parts = ["\n".join(head), body_to_text(body).rstrip()]
     if source.cta:
         parts.append(f"{source.cta['text']}: {source.cta['url']}")
+    if _layout_uses(source.layout, "signature"):  # the letter signs off in both parts
+        lines = _signature(issue, settings)
+        parts.append("\n".join([f"\u2014 {lines[0]}", *lines[1:]] if lines else []))
     footer = ["--", f"You are receiving {name} because you subscribed."]
     unsubscribe = table.extract("{{ unsubscribe_url }}", "text footer")
     footer.append(f"Unsubscribe: {unsubscribe}")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ..compile.lint import GMAIL_CLIP, SIZE_WARNING, Finding
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, build_issue, lint_build, personalizer
-from ..compile.render import templates_dir
+from ..compile.render import layout_names, templates_dir
 from ..config import Settings
 from ..errors import NewsletterError
 from ..models import Subscriber
@@ -159,6 +159,7 @@ class LiveIssue:
         self.boot = secrets.token_hex(4)  # tells a page that reconnects to a restarted server to refresh
         self.snapshot = Snapshot(version=0, error=CompileError("not compiled yet"))
         self._changed = threading.Condition()
+        self._other_layouts: dict[tuple[int, str], Snapshot] = {}  # the page's layout choice, this version only
         self.closed = False
 
     def inputs(self) -> Inputs:
@@ -182,22 +183,59 @@ class LiveIssue:
         fingerprint = self.inputs().fingerprint()
         try:
             self.settings = self._load_settings()
-            build = build_issue(self.settings, self.issue_path)
-            facts = provider_facts(self.settings)
-            person = personalizer(self.settings, build.compiled, facts=facts)
-            lookup = Readers(build.list_path, readers_worth_seeing(build))
-            message = person.message(lookup.reader(self.default_email))
-            findings = tuple(lint_build(self.settings, build, message, facts))
-            snapshot = Snapshot(version, fingerprint, self.settings, build, person, findings, lookup)
-        except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
-            if not isinstance(err, NewsletterError):
-                log.exception("preview compile failed")
-            snapshot = Snapshot(version, fingerprint, self.settings, error=CompileError.from_exception(err))
+        except Exception as err:
+            snapshot = self._failed(version, fingerprint, err)
+        else:
+            snapshot = self._compile(version, fingerprint, self.settings)
         snapshot = dataclasses.replace(snapshot, took_ms=(time.perf_counter() - started) * 1000)
         with self._changed:
             self.snapshot = snapshot
             self._changed.notify_all()
         return snapshot
+
+    def _compile(self, version: int, fingerprint: tuple, settings: Settings, layout: Path | None = None) -> Snapshot:
+        """One compile, with the issue's layout or ``layout``; a failure becomes a failed snapshot."""
+        try:
+            build = build_issue(settings, self.issue_path, layout=layout)
+            facts = provider_facts(settings)
+            person = personalizer(settings, build.compiled, facts=facts)
+            lookup = Readers(build.list_path, readers_worth_seeing(build))
+            message = person.message(lookup.reader(self.default_email))
+            findings = tuple(lint_build(settings, build, message, facts))
+            return Snapshot(version, fingerprint, settings, build, person, findings, lookup)
+        except Exception as err:  # the author is mid-edit: show any failure in the page, keep serving
+            return self._failed(version, fingerprint, err, settings)
+
+    @staticmethod
+    def _failed(version: int, fingerprint: tuple, err: Exception, settings: Settings | None = None) -> Snapshot:
+        if not isinstance(err, NewsletterError):
+            log.exception("preview compile failed")
+        return Snapshot(version, fingerprint, settings, error=CompileError.from_exception(err))
+
+    def layouts(self) -> list[str]:
+        return layout_names(templates_dir(self.settings)) if self.settings is not None else []
+
+    def for_layout(self, layout: str | None) -> Snapshot:
+        """The current snapshot, or the same version compiled with another layout of the templates
+        folder (the page's "Layout" choice; compiled once per version, on first request)."""
+        snapshot = self.snapshot
+        if not layout or snapshot.error or snapshot.build is None or layout == snapshot.build.compiled.layout.stem:
+            return snapshot
+        if layout not in self.layouts():  # a name from the folder, never a path
+            return dataclasses.replace(snapshot, build=None, error=CompileError(
+                f"no layout {layout!r} in the templates folder", hint=f"layouts: {', '.join(self.layouts())}"))
+        key = (snapshot.version, layout)
+        with self._changed:
+            found = self._other_layouts.get(key)
+        if found is None:
+            started = time.perf_counter()
+            found = self._compile(snapshot.version, snapshot.fingerprint, snapshot.settings,
+                                  templates_dir(snapshot.settings) / f"{layout}.mjml")
+            found = dataclasses.replace(found, took_ms=(time.perf_counter() - started) * 1000)
+            with self._changed:
+                self._other_layouts = {k: v for k, v in self._other_layouts.items() if k[0] == snapshot.version}
+                self._other_layouts[key] = found
+        return found
 
     def wait_for_change(self, seen_tag: str, timeout: float) -> bool:
         """Block until the tag differs from ``seen_tag`` (True) or timeout/close (False)."""
@@ -209,9 +247,9 @@ class LiveIssue:
             self.closed = True
             self._changed.notify_all()
 
-    def email_html(self, email: str | None) -> str | None:
+    def email_html(self, email: str | None, layout: str | None = None) -> str | None:
         """The personalised HTML part, or None while the issue does not compile."""
-        snapshot = self.snapshot
+        snapshot = self.for_layout(layout)
         if snapshot.error:
             return None
         try:
@@ -219,9 +257,9 @@ class LiveIssue:
         except NewsletterError:
             return None
 
-    def view(self, email: str | None) -> dict[str, Any]:
+    def view(self, email: str | None, layout: str | None = None) -> dict[str, Any]:
         """Everything the page shows for one subscriber, as JSON-ready values."""
-        snapshot = self.snapshot
+        snapshot = self.for_layout(layout)
         data: dict[str, Any] = {
             "tag": f"{self.boot}-{snapshot.version}",
             "issue": {"path": self.issue_path, "id": Path(self.issue_path).stem},
@@ -237,6 +275,7 @@ class LiveIssue:
                 data["error"] = CompileError.from_exception(err).__dict__
         else:
             data["error"] = snapshot.error.__dict__
+        data["layouts"] = self.layouts()
         return data
 
 

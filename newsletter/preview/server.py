@@ -3,6 +3,8 @@
     /                 the preview page            /static/preview.css, preview.js
     /email.html?as=   the personalised HTML part  /email.txt?as=  the plain-text part
     /api/state?as=    headers, size, lint findings, subscriber choices or the compile error (JSON)
+    &layout=NAME      (on the three above) the issue with another layout of the templates folder:
+                      a name listed from that folder, never a path
     /events           Server-Sent Events: a "version" event each time the issue recompiles
 
 Anything else is 404. A target with a ``..`` or ``.`` segment (also percent-encoded),
@@ -114,7 +116,9 @@ class PreviewHandler(BaseHTTPRequestHandler):
             return self._send(403, f"Refused: Host {host!r} is not this machine; open the address "
                                    f"`newsletter preview` printed.\n".encode(), "text/plain; charset=utf-8")
         url = urlsplit(self.path)
-        email = parse_qs(url.query).get("as", [""])[0].strip() or None
+        query = parse_qs(url.query)
+        email = query.get("as", [""])[0].strip() or None
+        self.layout = query.get("layout", [""])[0].strip() or None  # the page's "Layout" choice
         route = ROUTES.get(url.path)
         if route is None:
             return self._send(404, b"Not found: the preview serves only its page and the compiled email.\n",
@@ -128,20 +132,20 @@ class PreviewHandler(BaseHTTPRequestHandler):
         self._send(200, static_file(name), STATIC[name], csp=PAGE_CSP)
 
     def email_html(self, email: str | None) -> None:
-        html = self.server.live.email_html(email)
+        html = self.server.live.email_html(email, self.layout)
         if html is None:
             return self._send(503, b"The issue does not compile right now; the preview page shows why.\n",
                               "text/plain; charset=utf-8")
         self._send(200, with_link_target(html).encode(), "text/html; charset=utf-8", csp=EMAIL_CSP)
 
     def email_text(self, email: str | None) -> None:
-        view = self.server.live.view(email)
+        view = self.server.live.view(email, self.layout)
         if view["error"]:
             return self._send(503, b"The issue does not compile right now.\n", "text/plain; charset=utf-8")
         self._send(200, view["text"].encode(), "text/plain; charset=utf-8")
 
     def state(self, email: str | None) -> None:
-        body = json.dumps(self.server.live.view(email), ensure_ascii=False).encode()
+        body = json.dumps(self.server.live.view(email, self.layout), ensure_ascii=False).encode()
         self._send(200, body, "application/json; charset=utf-8")
 
     def events(self, _email: str | None) -> None:

@@ -7,7 +7,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const frame = $("email");
-  const view = { width: "desktop", dark: false, tab: "html", as: "" };
+  const view = { width: "desktop", dark: false, tab: "html", as: "", layout: "" };
   let shownTag = null;
   let shownEmailUrl = "";
   let latestRequest = 0;
@@ -18,6 +18,7 @@
     view.dark = saved.get("dark") === "1";
     view.tab = saved.get("tab") === "text" ? "text" : "html";
     view.as = saved.get("as") || "";
+    view.layout = saved.get("layout") || "";
   }
 
   function saveView() {
@@ -26,6 +27,7 @@
     if (view.dark) params.set("dark", "1");
     if (view.tab !== "html") params.set("tab", view.tab);
     if (view.as) params.set("as", view.as);
+    if (view.layout) params.set("layout", view.layout);
     const fragment = params.toString();
     history.replaceState(null, "", fragment ? "#" + fragment : location.pathname + location.search);
   }
@@ -37,6 +39,7 @@
     $("device").dataset.width = view.width;
     $("dark").setAttribute("aria-pressed", String(view.dark));
     document.body.classList.toggle("dark", view.dark);
+    frame.style.colorScheme = view.dark ? "dark" : "light"; // the email's own prefers-color-scheme styles follow
     for (const tab of ["html", "text"]) {
       const selected = view.tab === tab;
       $("tab-" + tab).setAttribute("aria-selected", String(selected));
@@ -60,7 +63,8 @@
     const request = ++latestRequest;
     let state;
     try {
-      const response = await fetch("/api/state?as=" + encodeURIComponent(view.as), { cache: "no-store" });
+      const response = await fetch("/api/state?as=" + encodeURIComponent(view.as) + layoutQuery(),
+                                   { cache: "no-store" });
       state = await response.json();
     } catch (error) {
       setStatus("offline", "Cannot reach the preview server");
@@ -69,8 +73,13 @@
     if (request === latestRequest) render(state);
   }
 
+  function layoutQuery() {
+    return view.layout ? "&layout=" + encodeURIComponent(view.layout) : "";
+  }
+
   function render(state) {
     shownTag = state.tag;
+    renderLayouts(state.layouts || [], state.issue.layout);
     document.title = state.issue.id + " · Preview";
     $("issue-id").textContent = state.issue.id;
     const time = new Date(state.compiled_at * 1000).toLocaleTimeString();
@@ -99,6 +108,17 @@
     $("error-message").textContent = error.message;
     $("error-hint").textContent = error.hint || "";
     $("error-hint").hidden = !error.hint;
+  }
+
+  function renderLayouts(names, shown) {
+    const select = $("layout");
+    const key = JSON.stringify(names);
+    if (select.dataset.key !== key) {
+      select.replaceChildren(...names.map((name) => new Option(name, name)));
+      select.dataset.key = key;
+    }
+    const current = (shown || "").split(/[\\/]/).pop().replace(/\.mjml$/, "");
+    select.value = view.layout || current;
   }
 
   function renderPicker(choices, chosen) {
@@ -166,7 +186,7 @@
   }
 
   function showEmail(tag, as) {
-    const url = "/email.html?v=" + encodeURIComponent(tag) + "&as=" + encodeURIComponent(as);
+    const url = "/email.html?v=" + encodeURIComponent(tag) + "&as=" + encodeURIComponent(as) + layoutQuery();
     if (url === shownEmailUrl) return;
     shownEmailUrl = url;
     let x = 0;
@@ -217,11 +237,15 @@
     change({ as: event.target.value });
     refresh();
   });
+  $("layout").addEventListener("change", (event) => {
+    change({ layout: event.target.value });
+    refresh();
+  });
   window.addEventListener("hashchange", () => { // the address was edited, or Back was pressed
-    const before = view.as;
+    const before = view.as + "|" + view.layout;
     loadView();
     applyView();
-    if (view.as !== before) refresh();
+    if (view.as + "|" + view.layout !== before) refresh();
   });
   connect();
 })();
