@@ -6,12 +6,14 @@ docs/architecture.md tells the whole story)::
     cli/            click commands: parse, ask, print (the only package that imports click)
       |
     sending/        the send loop. Public: run (one run of `send`), plan (freeze/resume the
-      |             plan), outcomes (its vocabulary), lease, reconcile, suppression_sync,
-      |             proofs, schedule (what dispatch sends now). Internal: pool (workers: claim -> call -> record), lookups,
+      |             plan), binding (the provider a plan belongs to), outcomes (its vocabulary),
+      |             lease, reconcile, suppression_sync, proofs, schedule (what dispatch sends
+      |             now). Internal: pool (workers: claim -> call -> record), lookups,
       |             ratelimit (token bucket, the one retry policy)
       |
-    providers/      one adapter per email API behind base.Provider; answers.py reads replies
-    ledger/         the delivery state machine (base.py draws it), sqlite.py
+    providers/      one adapter per email API behind base.Provider; answers.py reads replies,
+      |             managed.py their own unsubscribe links, stats.py their per-issue figures
+    ledger/         the delivery state machine (base.py draws it), sqlite.py, migrations.py
     compile/        issue.md -> compiled template with slots -> one personalised Message;
       |             lint. Knows nothing of providers, sending, the ledger or the CLI.
     subscribers/    the CSV list: read, validate, edit, import, export
@@ -20,7 +22,9 @@ docs/architecture.md tells the whole story)::
 
 Beside the CLI, ``unsubscribe_app`` (the WSGI unsubscribe page) and ``unsubscribe_records``
 (what an unsubscribe through it records) use the ledger, the list and the providers
-(docs/unsubscribe.md).
+(docs/unsubscribe.md); ``report`` and ``reportpage`` (`newsletter report`, its HTML page) read
+the ledger and the providers' figures; ``archive`` writes the web archive; ``scaffold`` makes
+workspaces and new issues.
 
 Where the protocol happens:
 
