@@ -21,7 +21,7 @@ from newsletter.ledger.base import erased_key
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
-from newsletter.ledger.migrations import LATEST, MIGRATIONS, steps
+from newsletter.ledger.migrations import LATEST, MIGRATIONS, POSTGRES_VARIANTS, steps
 from newsletter.ledger.postgres import PostgresLedger
 from newsletter.models import Outcome
 
@@ -453,6 +453,94 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path, mon
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
     SQLiteLedger(path, readonly=True).close()  # upgraded: readers open it again
+
+
+def test_a_newer_postgres_schema_is_refused(pg_url):
+    PostgresLedger(pg_url).close()
+    with PostgresLedger(pg_url) as db:
+        raw(db, "INSERT INTO schema_version VALUES (?, 'later')", (LATEST + 1,))
+    with pytest.raises(LedgerError, match="newer than this newsletter knows"):
+        PostgresLedger(pg_url)
+
+
+def test_both_dialects_share_one_list_of_versions_and_differ_only_where_noted():
+    assert [n for n, _, _ in steps("postgresql")] == [n for n, _, _ in steps("sqlite")] == list(range(1, LATEST + 1))
+    for (n, about, lite), (_, about_pg, pg) in zip(steps("sqlite"), steps("postgresql")):
+        assert about == about_pg and (pg == lite) == (n not in POSTGRES_VARIANTS)
+
+
+def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monkeypatch):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        for statement in steps("postgresql")[0][2].split(";"):
+            if statement.strip():
+                admin.execute(statement)
+        admin.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        admin.execute("INSERT INTO schema_version VALUES (1, 'then')")
+        admin.execute("INSERT INTO issues VALUES (%s, 'h1', 'Hi', '', 2, '2026-11-30T08:00:00+00:00')", (ISSUE,))
+        admin.execute("INSERT INTO deliveries (issue_id, email, state, batch_id, updated_at) VALUES "
+                      "(%(i)s, 'sending@example.com', 'sending', 'b2', 'x'), (%(i)s, 'pending@example.com', "
+                      "'pending', '', 'x')", {"i": ISSUE})
+    with pytest.raises(LedgerError, match="run `newsletter ledger migrate`"):
+        PostgresLedger(pg_url, readonly=True)  # status never changes a shared database
+    with PostgresLedger(pg_url) as db:
+        assert db.schema_version() == LATEST
+        assert db.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+        assert db.counts(ISSUE)["pending"] == 1 and db.issue(ISSUE).provider == ""
+        assert db.mark_noticed(ISSUE, "too-old") and not db.mark_noticed(ISSUE, "too-old")
+    PostgresLedger(pg_url, readonly=True).close()
+
+
+def _open_pg_at_the_barrier(url, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        PostgresLedger(url).close()
+    except LedgerError as err:
+        errors.put(str(err))
+
+
+def test_processes_migrating_a_fresh_postgres_database_at_once_all_wait_their_turn(pg_cluster, pg_url):
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    for round_ in range(3):
+        url = pg_url if round_ == 0 else pg_cluster[0].new_database()
+        barrier = context.Barrier(3)
+        racers = [context.Process(target=_open_pg_at_the_barrier, args=(url, barrier, errors)) for _ in range(3)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+            assert racer.exitcode == 0
+        with PostgresLedger(url) as db:
+            assert db._read("SELECT version FROM schema_version ORDER BY version") == [
+                (n,) for n in range(1, LATEST + 1)]
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+
+
+def _claim_all(where, batch, emails, claimed) -> None:
+    with open_at(where) as db:
+        claimed.put(sorted(db.claim(ISSUE, batch, emails, "me")))
+
+
+def test_claims_racing_for_the_same_rows_take_each_row_once(ledger, backend):
+    emails = [f"r{n}@example.com" for n in range(300)]
+    plan(ledger, *emails)
+    context = multiprocessing.get_context("spawn")
+    claimed = context.Queue()
+    racers = [context.Process(target=_claim_all, args=(backend, f"b{n}", emails[n * 50:], claimed))
+              for n in range(4)]  # overlapping batches
+    for racer in racers:
+        racer.start()
+    taken = [claimed.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=60)
+    every = [e for batch in taken for e in batch]
+    assert len(every) == len(set(every)) == 300
+    assert ledger.counts(ISSUE)["sending"] == 300
 
 
 def test_a_newer_schema_is_refused(tmp_path):
