@@ -30,7 +30,7 @@ import psycopg
 from ..config import without_password
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
+from .base import (COPIED_TABLES, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
                    address_key, chunked, erased_key, parse_time)
 from .migrations import LATEST, steps
 
@@ -60,6 +60,8 @@ def schema_version(db: psycopg.Connection) -> int:
 
 
 class PostgresLedger(Ledger):
+    backend = "postgresql"
+
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self._shown = without_password(url)
@@ -109,7 +111,7 @@ class PostgresLedger(Ledger):
             return schema_version(self._db)
 
     def _migrate(self, readonly: bool) -> None:
-        version = self.schema_version()
+        version = self.migrated_from = self.schema_version()
         if version > LATEST:
             raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
                               path=self._shown, hint="upgrade newsletter")
@@ -130,6 +132,37 @@ class PostgresLedger(Ledger):
                         if statement.strip():
                             db.execute(statement)
                     db.execute("INSERT INTO schema_version VALUES (%s, %s)", (number, _now()))
+
+    def row_counts(self) -> dict[str, int]:
+        return {table: self._read(f"SELECT count(*) FROM {table}")[0][0] for table in COPIED_TABLES}
+
+    def dump_rows(self, table: str) -> Iterator[tuple]:
+        columns, key = COPIED_TABLES[table]
+        order = "id" if table == "deliveries" else key  # deliveries in plan order
+        with self._lock, self._db.transaction(), self._db.cursor(name=f"dump_{table}") as cursor:
+            cursor.itersize = 5000  # a server-side cursor: the rows stream, never all in memory
+            yield from cursor.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
+
+    def load_rows(self, tables: dict[str, Iterable[tuple]], *, merge: bool) -> dict[str, int]:
+        added = {}
+        with self._tx() as db:
+            db.execute("LOCK TABLE issues, deliveries, suppressions, notices IN SHARE ROW EXCLUSIVE MODE")
+            if not merge and any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in COPIED_TABLES):
+                raise LedgerError("the target ledger is not empty; nothing was copied", path=self._shown,
+                                  hint="add --merge to add only what it does not have yet")
+            for table, rows in tables.items():
+                columns, key = COPIED_TABLES[table]
+                marks = ", ".join(["%s"] * len(columns.split(",")))
+                added[table] = 0
+                with db.cursor() as cursor:
+                    for chunk in chunked(rows, 5000):
+                        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+                                           f"ON CONFLICT ({key}) DO NOTHING", chunk)
+                        added[table] += cursor.rowcount
+            if merge:  # an issue of both ledgers may have gained rows
+                db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries d "
+                           "WHERE d.issue_id = issues.issue_id)")
+        return added
 
     # -- the lease ------------------------------------------------------------------
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
