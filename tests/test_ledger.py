@@ -482,8 +482,13 @@ def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monke
         admin.execute("INSERT INTO deliveries (issue_id, email, state, batch_id, updated_at) VALUES "
                       "(%(i)s, 'sending@example.com', 'sending', 'b2', 'x'), (%(i)s, 'pending@example.com', "
                       "'pending', '', 'x')", {"i": ISSUE})
-    with pytest.raises(LedgerError, match="run `newsletter ledger migrate`"):
-        PostgresLedger(pg_url, readonly=True)  # status never changes a shared database
+    with PostgresLedger(pg_url, readonly=True) as reader:  # status, --dry-run: upgraded in a transaction never committed
+        assert reader.migrated_from == 1 and reader.lookup(ISSUE, ["pending@example.com"]) == {
+            "pending@example.com": ("pending", False)}
+        assert reader.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+    with psycopg.connect(pg_url) as look:  # the shared database was left as it was
+        assert look.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+        assert look.execute("SELECT to_regclass('notices')").fetchone() == (None,)
     with PostgresLedger(pg_url) as db:
         assert db.schema_version() == LATEST
         assert db.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}

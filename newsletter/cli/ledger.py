@@ -32,12 +32,14 @@ def migrate(app: App) -> None:
 @pass_app
 def info(app: App) -> None:
     """Backend, location (never a password), schema version, issues and suppressions."""
-    settings = app.settings()
-    with open_ledger(settings, readonly=True) as db:
+    with open_ledger(app.settings(), readonly=True) as db:
         counts = db.row_counts()
         click.echo(f"backend:       {db.backend}")
         click.echo(f"location:      {without_password(db.url)}")
-        click.echo(f"schema:        version {db.schema_version()}")
+        found = db.migrated_from  # a read-only open upgrades only a private view of an older ledger
+        behind = f" (this newsletter uses {db.schema_version()}: run `newsletter ledger migrate`)" \
+            if found < db.schema_version() else ""
+        click.echo(f"schema:        version {found}{behind}")
         click.echo(f"issues:        {counts['issues']}")
         click.echo(f"deliveries:    {counts['deliveries']}")
         click.echo(f"suppressions:  {counts['suppressions']}")

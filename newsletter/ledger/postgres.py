@@ -45,6 +45,7 @@ _SUPPRESSION_KIND = ("CASE WHEN s.reason LIKE 'unsubscribed %%' THEN 'unsubscrib
                      "WHEN s.reason LIKE 'complained %%' THEN 'complained' WHEN s.reason LIKE 'bounced %%' "
                      "THEN 'bounced' WHEN s.reason LIKE 'blocked %%' THEN 'blocked' ELSE 'other' END")
 CONNECT_TIMEOUT_S = 10
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
 
 
 def _now() -> str:
@@ -71,6 +72,9 @@ class PostgresLedger(Ledger):
         try:
             self._migrate(readonly)
             self._lookups = self._connect()
+            if readonly and self.migrated_from < LATEST:  # the upgrade is only visible inside our transaction
+                self._lookups.close()
+                self._lookups, self._lookup_lock = self._db, self._lock
         except BaseException:
             self._db.close()
             raise
@@ -118,20 +122,30 @@ class PostgresLedger(Ledger):
         if version == LATEST:
             return
         if readonly:
-            raise LedgerError(f"the PostgreSQL ledger has schema version {version}, this newsletter needs {LATEST}; "
-                              "a read-only command does not change it", path=self._shown,
-                              hint="run `newsletter ledger migrate` (or any send) first")
+            # Read-only commands (status, send --dry-run) must not change the database, but should still
+            # work on one an older newsletter wrote, or on a new empty one: upgrade it inside a transaction
+            # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
+            # On an older schema that transaction holds its tables' locks until the command ends.
+            self._db.execute("BEGIN")
+            self._apply(self._db, version)
+            return
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT "
-                       "NOT NULL)")
-            version = schema_version(db)  # another process may have won the race
-            for number, _, sql in steps("postgresql"):
-                if number > version:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute("INSERT INTO schema_version VALUES (%s, %s)", (number, _now()))
+            # Another process may have won the race. Read its version from the table itself: a catalog
+            # look-up right after the advisory lock (to_regclass) can still miss the tables it committed.
+            db.execute(_VERSION_TABLE)
+            self._apply(db, db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+
+    @staticmethod
+    def _apply(db: psycopg.Connection, version: int) -> None:
+        """The steps after ``version``, in the transaction ``db`` is in."""
+        db.execute(_VERSION_TABLE)
+        for number, _, sql in steps("postgresql"):
+            if number > version:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_version VALUES (%s, %s)", (number, _now()))
 
     def row_counts(self) -> dict[str, int]:
         return {table: self._read(f"SELECT count(*) FROM {table}")[0][0] for table in COPIED_TABLES}
