@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "numbering": ("auto", "section numbers: auto | on | off (an issue's `numbering:` overrides it)"),
     },
     "ledger": {
-        "url": (".newsletter/ledger.sqlite3", "the SQLite file (PostgreSQL is not supported yet)"),
+        "url": (".newsletter/ledger.sqlite3", "a SQLite file, or postgresql://user@host/db (docs/team.md)"),
     },
 }
 
