@@ -28,9 +28,9 @@ Only the holder of the issue's lease may claim rows: :meth:`Ledger.claim`
 checks the lease in the same statement (a fencing token), so a run whose lease
 was taken over cannot send another batch.
 
-This module is the interface; :mod:`newsletter.ledger.sqlite` implements it
-and a PostgreSQL implementation can follow (``claim`` becomes
-``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
+This module is the interface; :mod:`newsletter.ledger.sqlite` implements it in
+a file, :mod:`newsletter.ledger.postgres` in a database a team shares (docs/team.md;
+its ``claim`` is ``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
 the list compares them case-insensitively, and the ledger keeps no other
 personal data than the address, the outcome, the provider id and timestamps.
 """
