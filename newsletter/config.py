@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "numbering": ("auto", "section numbers: auto | on | off (an issue's `numbering:` overrides it)"),
     },
     "ledger": {
-        "url": (".newsletter/ledger.sqlite3", "the SQLite file (PostgreSQL is not supported yet)"),
+        "url": (".newsletter/ledger.sqlite3", "a SQLite file, or postgresql://user@host/db (docs/team.md)"),
     },
 }
 
@@ -209,6 +209,11 @@ _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 
+def without_password(url: str) -> str:
+    """``url`` with any password in it shown as ``****`` (what may be printed of a URL)."""
+    return _URL_PASSWORD.sub(r"\1****@", url)
+
+
 def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
     """No passwords inside URLs in the file."""
     for section, key in (("ledger", "url"), ("provider", "api_base"), ("unsubscribe", "url")):
@@ -277,7 +282,7 @@ def describe(settings: Settings) -> list[tuple[str, Any, str]]:
         for key in keys:
             value = settings.values[section][key]
             if isinstance(value, str):
-                value = _URL_PASSWORD.sub(r"\1****@", value)
+                value = without_password(value)
             rows.append((f"{section}.{key}", value, settings.origins[f"{section}.{key}"]))
     for section, key in (("provider", "api_key_env"), ("unsubscribe", "secret_env")):
         name = settings.values[section][key]

@@ -43,3 +43,25 @@ def run(workspace):
         return runner.invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server for the session (tests/pgserver.py), or the reason there is none."""
+    from pgserver import start_cluster
+
+    cluster, reason = start_cluster()
+    yield cluster, reason
+    if cluster:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """The URL of a fresh, empty PostgreSQL database; skips (fails in CI) where no server can be started."""
+    from pgserver import unavailable
+
+    cluster, reason = pg_cluster
+    if cluster is None:
+        unavailable(reason)
+    return cluster.new_database()

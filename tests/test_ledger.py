@@ -1,4 +1,5 @@
-"""The ledger's state machine, lease and suppressions against a real SQLite file."""
+"""The ledger's state machine, lease, suppressions and migrations: one suite, run against a real SQLite
+file and a real PostgreSQL server (the ``backend`` fixture; tests/pgserver.py starts the server)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,44 @@ from newsletter.errors import LeaseHeld, LedgerError
 from newsletter.ledger import open_ledger
 from newsletter.ledger.base import erased_key
 from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
-from newsletter.ledger.migrations import LATEST, MIGRATIONS
+from newsletter.ledger.migrations import LATEST, MIGRATIONS, POSTGRES_VARIANTS, steps
+from newsletter.ledger.postgres import PostgresLedger
 from newsletter.models import Outcome
 
 ISSUE = "2026-11-30-weekly"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """Where a test's ledger lives: a SQLite file's path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite3")
+    return request.getfixturevalue("pg_url")
+
+
+def open_at(where: str, **options):
+    return PostgresLedger(where, **options) if where.startswith("postgresql://") else SQLiteLedger(where, **options)
+
+
+def raw(ledger, sql: str, params=()):
+    """Change the ledger's tables behind its back (a test's way to age a lease); SQL written with ``?``."""
+    if isinstance(ledger, PostgresLedger):
+        ledger._db.execute(sql.replace("?", "%s"), params)
+    else:
+        ledger._db.execute(sql, params)
+
+
 @pytest.fixture
-def ledger(tmp_path):
+def ledger(backend):
+    with open_at(backend) as db:
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        yield db
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path):
     with SQLiteLedger(tmp_path / "ledger.sqlite3") as db:
         db.acquire_lease(ISSUE, "me", stale_after=60)
         yield db
@@ -72,7 +102,8 @@ class Clock:
 
     def __init__(self, monkeypatch):
         self.now = "2026-11-30T09:00:00+00:00"
-        monkeypatch.setattr(ledger_sqlite, "_now", lambda: self.now)
+        for module in (ledger_sqlite, ledger_postgres):
+            monkeypatch.setattr(module, "_now", lambda: self.now)
 
     def at(self, when: str) -> None:
         self.now = when + "+00:00"
@@ -290,12 +321,12 @@ def test_a_second_holder_is_refused_while_the_first_is_alive(ledger):
     assert ledger.heartbeat(ISSUE, "me")
 
 
-def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
-    path = tmp_path / "l.sqlite3"
-    code = (f"from newsletter.ledger.sqlite import SQLiteLedger; "
-            f"SQLiteLedger({str(path)!r}).acquire_lease({ISSUE!r}, 'dead-run', stale_after=60)")
+def test_a_lease_whose_process_died_is_taken_over_at_once(backend):
+    code = (f"from newsletter.ledger.sqlite import SQLiteLedger; from newsletter.ledger.postgres import PostgresLedger; "
+            f"Ledger = PostgresLedger if {backend!r}.startswith('postgresql://') else SQLiteLedger; "
+            f"Ledger({backend!r}).acquire_lease({ISSUE!r}, 'dead-run', stale_after=60)")
     subprocess.run([sys.executable, "-c", code], check=True)  # exits without releasing: a dead holder
-    with SQLiteLedger(path) as db:
+    with open_at(backend) as db:
         assert db.lease(ISSUE).holder == "dead-run"
         db.acquire_lease(ISSUE, "me", stale_after=60)
         assert db.lease(ISSUE).holder == "me"
@@ -304,7 +335,7 @@ def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
 
 def test_a_stale_heartbeat_is_taken_over(ledger):
     plan(ledger, "a@example.com")
-    ledger._db.execute("UPDATE leases SET host = 'elsewhere', heartbeat = ?", (time.time() - 120,))
+    raw(ledger, "UPDATE leases SET host = 'elsewhere', heartbeat = ?", (time.time() - 120,))
     ledger.acquire_lease(ISSUE, "new", stale_after=60)
     assert ledger.lease(ISSUE).holder == "new"
     assert ledger.claim(ISSUE, "b", ["a@example.com"], "me") == set()  # the old holder is fenced off
@@ -312,12 +343,12 @@ def test_a_stale_heartbeat_is_taken_over(ledger):
 
 
 def test_a_fresh_heartbeat_on_another_host_is_respected(ledger):
-    ledger._db.execute("UPDATE leases SET host = 'elsewhere', pid = 1")
+    raw(ledger, "UPDATE leases SET host = 'elsewhere', pid = 1")
     with pytest.raises(LeaseHeld, match="pid 1 on elsewhere"):
         ledger.acquire_lease(ISSUE, "new", stale_after=60)
 
 
-def test_a_lease_tells_whether_its_holder_may_still_be_sending(tmp_path):
+def test_a_lease_tells_whether_its_holder_may_still_be_sending(backend):
     from newsletter.ledger.base import Lease
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -331,9 +362,9 @@ def test_a_lease_tells_whether_its_holder_may_still_be_sending(tmp_path):
     # a live pid here whose heartbeat stopped (a hung run): what `status` says is what `send` does
     hung = Lease(ISSUE, "hung", os.getpid(), here, now - 90, now - 90)
     assert not hung.holder_alive(stale_after=60, now=now)
-    with SQLiteLedger(tmp_path / "ledger.sqlite3") as ledger:
+    with open_at(backend) as ledger:
         ledger.acquire_lease(ISSUE, "hung", stale_after=60)
-        ledger._db.execute("UPDATE leases SET heartbeat = heartbeat - 90")
+        raw(ledger, "UPDATE leases SET heartbeat = heartbeat - 90")
         assert ledger.acquire_lease(ISSUE, "next", stale_after=60).holder == "next"
 
 
@@ -424,6 +455,99 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path, mon
     SQLiteLedger(path, readonly=True).close()  # upgraded: readers open it again
 
 
+def test_a_newer_postgres_schema_is_refused(pg_url):
+    PostgresLedger(pg_url).close()
+    with PostgresLedger(pg_url) as db:
+        raw(db, "INSERT INTO schema_version VALUES (?, 'later')", (LATEST + 1,))
+    with pytest.raises(LedgerError, match="newer than this newsletter knows"):
+        PostgresLedger(pg_url)
+
+
+def test_both_dialects_share_one_list_of_versions_and_differ_only_where_noted():
+    assert [n for n, _, _ in steps("postgresql")] == [n for n, _, _ in steps("sqlite")] == list(range(1, LATEST + 1))
+    for (n, about, lite), (_, about_pg, pg) in zip(steps("sqlite"), steps("postgresql")):
+        assert about == about_pg and (pg == lite) == (n not in POSTGRES_VARIANTS)
+
+
+def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monkeypatch):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        for statement in steps("postgresql")[0][2].split(";"):
+            if statement.strip():
+                admin.execute(statement)
+        admin.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        admin.execute("INSERT INTO schema_version VALUES (1, 'then')")
+        admin.execute("INSERT INTO issues VALUES (%s, 'h1', 'Hi', '', 2, '2026-11-30T08:00:00+00:00')", (ISSUE,))
+        admin.execute("INSERT INTO deliveries (issue_id, email, state, batch_id, updated_at) VALUES "
+                      "(%(i)s, 'sending@example.com', 'sending', 'b2', 'x'), (%(i)s, 'pending@example.com', "
+                      "'pending', '', 'x')", {"i": ISSUE})
+    with PostgresLedger(pg_url, readonly=True) as reader:  # status, --dry-run: upgraded in a transaction never committed
+        assert reader.migrated_from == 1 and reader.lookup(ISSUE, ["pending@example.com"]) == {
+            "pending@example.com": ("pending", False)}
+        assert reader.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+    with psycopg.connect(pg_url) as look:  # the shared database was left as it was
+        assert look.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+        assert look.execute("SELECT to_regclass('notices')").fetchone() == (None,)
+    with PostgresLedger(pg_url) as db:
+        assert db.schema_version() == LATEST
+        assert db.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+        assert db.counts(ISSUE)["pending"] == 1 and db.issue(ISSUE).provider == ""
+        assert db.mark_noticed(ISSUE, "too-old") and not db.mark_noticed(ISSUE, "too-old")
+    PostgresLedger(pg_url, readonly=True).close()
+
+
+def _open_pg_at_the_barrier(url, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        PostgresLedger(url).close()
+    except LedgerError as err:
+        errors.put(str(err))
+
+
+def test_processes_migrating_a_fresh_postgres_database_at_once_all_wait_their_turn(pg_cluster, pg_url):
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    for round_ in range(3):
+        url = pg_url if round_ == 0 else pg_cluster[0].new_database()
+        barrier = context.Barrier(3)
+        racers = [context.Process(target=_open_pg_at_the_barrier, args=(url, barrier, errors)) for _ in range(3)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+            assert racer.exitcode == 0
+        with PostgresLedger(url) as db:
+            assert db._read("SELECT version FROM schema_version ORDER BY version") == [
+                (n,) for n in range(1, LATEST + 1)]
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+
+
+def _claim_all(where, batch, emails, claimed) -> None:
+    with open_at(where) as db:
+        claimed.put(sorted(db.claim(ISSUE, batch, emails, "me")))
+
+
+def test_claims_racing_for_the_same_rows_take_each_row_once(ledger, backend):
+    emails = [f"r{n}@example.com" for n in range(300)]
+    plan(ledger, *emails)
+    context = multiprocessing.get_context("spawn")
+    claimed = context.Queue()
+    racers = [context.Process(target=_claim_all, args=(backend, f"b{n}", emails[n * 50:], claimed))
+              for n in range(4)]  # overlapping batches
+    for racer in racers:
+        racer.start()
+    taken = [claimed.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=60)
+    every = [e for batch in taken for e in batch]
+    assert len(every) == len(set(every)) == 300
+    assert ledger.counts(ISSUE)["sending"] == 300
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     raw = sqlite3.connect(path)
@@ -449,18 +573,36 @@ def test_open_ledger_resolves_relative_to_the_workspace(workspace):
     assert (workspace / ".newsletter" / "ledger.sqlite3").exists()
 
 
-def test_open_ledger_refuses_postgres_for_now(workspace):
+def test_open_ledger_selects_postgres_by_url(workspace, pg_url):
+    from newsletter.config import load
+
+    settings = load(workspace / "newsletter.toml", env={"NEWSLETTER_LEDGER_URL": pg_url})
+    with open_ledger(settings) as db:
+        assert isinstance(db, PostgresLedger) and db.url == pg_url
+        assert db.schema_version() == LATEST
+    assert not (workspace / ".newsletter" / "ledger.sqlite3").exists()
+
+
+def test_open_ledger_refuses_a_url_it_cannot_use(workspace):
     from newsletter.config import load
     from newsletter.errors import ConfigError
 
-    settings = load(workspace / "newsletter.toml", env={"NEWSLETTER_LEDGER_URL": "postgresql://u@h/db"})
-    with pytest.raises(ConfigError, match="PostgreSQL ledger is not available"):
+    settings = load(workspace / "newsletter.toml", env={"NEWSLETTER_LEDGER_URL": "mysql://u:pw@h/db"})
+    with pytest.raises(ConfigError, match=r"'mysql://u:\*\*\*\*@h/db' is neither a file path nor postgresql://"):
         open_ledger(settings)
 
 
-def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(ledger):
+def test_psycopg_is_imported_only_for_a_postgres_ledger(workspace):
+    code = ("import sys; from pathlib import Path; from newsletter.config import load; from newsletter.ledger import open_ledger; "
+            "open_ledger(load(Path('newsletter.toml'), env={})).close(); print('psycopg' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=workspace)
+    assert done.stdout.strip() == "False"
+
+
+def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(sqlite_ledger):
     """Each statement of the send loop takes a whole batch: the planner, left to itself, scans every
     row of the issue once per address. The statements pin their plans; this keeps them pinned."""
+    ledger = sqlite_ledger
     plan(ledger, *[f"r{n}@example.com" for n in range(50)])
     statements: list[str] = []
     for connection in {ledger._db, ledger._lookups}:

@@ -56,6 +56,8 @@ COMMANDS = {
     "config": ("config_cmd", "Inspect the resolved configuration."),
     "dispatch": ("dispatch", "For cron: send every issue whose send_at has passed, and resume unfinished ones."),
     "init": ("workspace", "Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."),
+    "ledger": ("ledger", "The delivery ledger itself: create or upgrade its schema, show it, copy it (SQLite <-> "
+                         "PostgreSQL)."),
     "lint": ("build", "Check ISSUE for deliverability problems; exit 1 if there are errors."),
     "new": ("workspace", "Start a new issue titled TITLE in issues/<today>-<slug>.md."),
     "preview": ("preview", "Preview ISSUE (path or id) in a browser; it recompiles each time you save."),

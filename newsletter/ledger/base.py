@@ -28,9 +28,9 @@ Only the holder of the issue's lease may claim rows: :meth:`Ledger.claim`
 checks the lease in the same statement (a fencing token), so a run whose lease
 was taken over cannot send another batch.
 
-This module is the interface; :mod:`newsletter.ledger.sqlite` implements it
-and a PostgreSQL implementation can follow (``claim`` becomes
-``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
+This module is the interface; :mod:`newsletter.ledger.sqlite` implements it in
+a file, :mod:`newsletter.ledger.postgres` in a database a team shares (docs/team.md;
+its ``claim`` is ``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
 the list compares them case-insensitively, and the ledger keeps no other
 personal data than the address, the outcome, the provider id and timestamps.
 """
@@ -78,6 +78,18 @@ def parse_time(text: str) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+# What `ledger copy` moves, in this order (issues before the rows that reference them): table -> (columns,
+# key). Leases are not copied: they belong to runs of the ledger they were taken in.
+COPIED_TABLES: dict[str, tuple[str, str]] = {
+    "issues": ("issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope",
+               "issue_id"),
+    "deliveries": ("issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at",
+                   "issue_id, email"),
+    "suppressions": ("email, reason, source, created_at, issue_id", "email"),
+    "notices": ("issue_id, notice, created_at", "issue_id, notice"),
+}
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,27 @@ class Ledger(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # -- the whole ledger (newsletter ledger info / copy; docs/team.md) -------------------
+    backend: str  # "sqlite" | "postgresql"
+    migrated_from: int  # the schema version found on opening (LATEST when nothing was to do)
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def row_counts(self) -> dict[str, int]:
+        """table -> rows, for each of :data:`COPIED_TABLES`."""
+
+    @abstractmethod
+    def dump_rows(self, table: str) -> Iterator[tuple]:
+        """Every row of ``table`` (one of :data:`COPIED_TABLES`) with its columns in that order, streamed."""
+
+    @abstractmethod
+    def load_rows(self, tables: dict[str, Iterable[tuple]], *, merge: bool) -> dict[str, int]:
+        """Insert each table's rows (in :data:`COPIED_TABLES` order), one transaction for all, leaving any row
+        whose key is there already; refuse (LedgerError) a ledger that is not empty unless ``merge``.
+        Returns table -> rows added."""
 
     # -- the lease (one run per issue) ---------------------------------------------
     @abstractmethod

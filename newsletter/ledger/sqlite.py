@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
+from .base import (COPIED_TABLES, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
                    address_key, chunked, erased_key, parse_time)
 from .migrations import LATEST, MIGRATIONS
 
@@ -70,6 +70,8 @@ MIN_SQLITE = (3, 35, 0)  # UPDATE ... FROM, MATERIALIZED; and the JSON functions
 
 
 class SQLiteLedger(Ledger):
+    backend = "sqlite"
+
     def __init__(self, path: Path | str, *, readonly: bool = False):
         self.url = str(path)
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -163,7 +165,7 @@ class SQLiteLedger(Ledger):
             return self._db.execute(sql, params).fetchall()
 
     def _migrate(self, readonly: bool) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.migrated_from = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > LATEST:
             raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
                               path=self.url, hint="upgrade newsletter")
@@ -185,6 +187,37 @@ class SQLiteLedger(Ledger):
                         if statement.strip():
                             db.execute(statement)
                     db.execute(f"PRAGMA user_version = {number}")
+
+    # -- the whole ledger -----------------------------------------------------------
+    def schema_version(self) -> int:
+        return self._read("PRAGMA user_version")[0][0]
+
+    def row_counts(self) -> dict[str, int]:
+        return {table: self._read(f"SELECT count(*) FROM {table}")[0][0] for table in COPIED_TABLES}
+
+    def dump_rows(self, table: str) -> Iterator[tuple]:
+        columns, _ = COPIED_TABLES[table]
+        order = "id" if table == "deliveries" else "rowid"  # deliveries in plan order
+        with self._lock:
+            yield from self._db.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
+
+    def load_rows(self, tables: dict[str, Iterable[tuple]], *, merge: bool) -> dict[str, int]:
+        added = {}
+        with self._tx() as db:
+            if not merge and any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in COPIED_TABLES):
+                raise LedgerError("the target ledger is not empty; nothing was copied", path=self.url,
+                                  hint="add --merge to add only what it does not have yet")
+            for table, rows in tables.items():
+                columns, _ = COPIED_TABLES[table]
+                marks = ", ".join("?" * len(columns.split(",")))
+                before = db.total_changes
+                for chunk in chunked(rows, 5000):
+                    db.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", chunk)
+                added[table] = db.total_changes - before
+            if merge:  # an issue of both ledgers may have gained rows
+                db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries d "
+                           "WHERE d.issue_id = issues.issue_id)")
+        return added
 
     # -- the lease ------------------------------------------------------------------
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:

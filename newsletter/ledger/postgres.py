@@ -1,0 +1,536 @@
+"""The shared ledger: a PostgreSQL database, for a team or several machines (docs/team.md).
+
+The same protocol as the SQLite ledger (:mod:`newsletter.ledger.base`), the same tables and the same
+text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. The lease
+is still one holder per issue, as on SQLite (exit 75 for a second run); per-worker registrations
+come later (docs/team.md, what is not done yet). :meth:`PostgresLedger.claim` takes its rows with
+``SELECT ... FOR UPDATE SKIP LOCKED`` and holds the lease row ``FOR SHARE`` until it commits, so a
+takeover waits for a claim in flight and a claim after a takeover finds no lease (the fencing token).
+
+One connection per ledger object for its transactions, shared by the send loop's threads under a
+lock, as on SQLite, plus one for the send loop's look-ups; psycopg is imported only here, only for a
+postgresql:// URL (about 200 ms). A password comes from ``PGPASSWORD`` or ``~/.pgpass`` (libpq reads
+both); the configuration refuses one written in ``newsletter.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterable, Iterator, Sequence
+from urllib.parse import quote
+
+import psycopg
+
+from ..config import without_password
+from ..errors import LeaseHeld, LedgerError
+from ..models import Outcome
+from .base import (COPIED_TABLES, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
+                   address_key, chunked, erased_key, parse_time)
+from .migrations import LATEST, steps
+
+_RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
+_RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
+_ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
+_LEASE_COLUMNS = "issue_id, holder, pid, host, heartbeat, acquired"
+_ROW_COLUMNS = "issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at"
+_C = 'COLLATE "C"'  # order text byte-wise, as SQLite does, whatever the database's locale
+_MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
+_SUPPRESSION_KIND = ("CASE WHEN s.reason LIKE 'unsubscribed %%' THEN 'unsubscribed' "
+                     "WHEN s.reason LIKE 'complained %%' THEN 'complained' WHEN s.reason LIKE 'bounced %%' "
+                     "THEN 'bounced' WHEN s.reason LIKE 'blocked %%' THEN 'blocked' ELSE 'other' END")
+CONNECT_TIMEOUT_S = 10
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+
+
+def _now() -> str:
+    """The ledger's clock (UTC, ISO 8601): every timestamp it writes comes from here (tests move it)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def schema_version(db: psycopg.Connection) -> int:
+    """The database's schema version; 0 for a database without a ledger yet."""
+    if not db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+        return 0
+    return db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+
+
+class PostgresLedger(Ledger):
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, readonly: bool = False):
+        self.url = url
+        self._shown = without_password(url)
+        self._lock = threading.RLock()
+        self._lookup_lock = threading.Lock()
+        self._db = self._connect()
+        try:
+            self._migrate(readonly)
+            self._lookups = self._connect()
+            if readonly and self.migrated_from < LATEST:  # the upgrade is only visible inside our transaction
+                self._lookups.close()
+                self._lookups, self._lookup_lock = self._db, self._lock
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name="newsletter")
+        except psycopg.Error as err:
+            raise LedgerError(f"cannot connect to the PostgreSQL ledger: {str(err).strip()}", path=self._shown,
+                              hint="check [ledger] url (or NEWSLETTER_LEDGER_URL) and that the server runs; a "
+                                   "password goes in PGPASSWORD or ~/.pgpass") from None
+
+    def close(self) -> None:
+        with self._lock, self._lookup_lock:
+            self._lookups.close()
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection]:
+        with self._lock:
+            try:
+                with self._db.transaction():
+                    yield self._db
+            except psycopg.Error as err:
+                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
+                                  hint="nothing of this step was written; run the command again") from err
+
+    def _read(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except psycopg.Error as err:
+                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown) from err
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return schema_version(self._db)
+
+    def _migrate(self, readonly: bool) -> None:
+        version = self.migrated_from = self.schema_version()
+        if version > LATEST:
+            raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
+                              path=self._shown, hint="upgrade newsletter")
+        if version == LATEST:
+            return
+        if readonly:
+            # Read-only commands (status, send --dry-run) must not change the database, but should still
+            # work on one an older newsletter wrote, or on a new empty one: upgrade it inside a transaction
+            # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
+            # On an older schema that transaction holds its tables' locks until the command ends.
+            self._db.execute("BEGIN")
+            self._apply(self._db, version)
+            return
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            # Another process may have won the race. Read its version from the table itself: a catalog
+            # look-up right after the advisory lock (to_regclass) can still miss the tables it committed.
+            db.execute(_VERSION_TABLE)
+            self._apply(db, db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+
+    @staticmethod
+    def _apply(db: psycopg.Connection, version: int) -> None:
+        """The steps after ``version``, in the transaction ``db`` is in."""
+        db.execute(_VERSION_TABLE)
+        for number, _, sql in steps("postgresql"):
+            if number > version:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_version VALUES (%s, %s)", (number, _now()))
+
+    def row_counts(self) -> dict[str, int]:
+        return {table: self._read(f"SELECT count(*) FROM {table}")[0][0] for table in COPIED_TABLES}
+
+    def dump_rows(self, table: str) -> Iterator[tuple]:
+        columns, key = COPIED_TABLES[table]
+        order = "id" if table == "deliveries" else key  # deliveries in plan order
+        with self._lock, self._db.transaction(), self._db.cursor(name=f"dump_{table}") as cursor:
+            cursor.itersize = 5000  # a server-side cursor: the rows stream, never all in memory
+            yield from cursor.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
+
+    def load_rows(self, tables: dict[str, Iterable[tuple]], *, merge: bool) -> dict[str, int]:
+        added = {}
+        with self._tx() as db:
+            db.execute("LOCK TABLE issues, deliveries, suppressions, notices IN SHARE ROW EXCLUSIVE MODE")
+            if not merge and any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in COPIED_TABLES):
+                raise LedgerError("the target ledger is not empty; nothing was copied", path=self._shown,
+                                  hint="add --merge to add only what it does not have yet")
+            for table, rows in tables.items():
+                columns, key = COPIED_TABLES[table]
+                marks = ", ".join(["%s"] * len(columns.split(",")))
+                added[table] = 0
+                with db.cursor() as cursor:
+                    for chunk in chunked(rows, 5000):
+                        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+                                           f"ON CONFLICT ({key}) DO NOTHING", chunk)
+                        added[table] += cursor.rowcount
+            if merge:  # an issue of both ledgers may have gained rows
+                db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries d "
+                           "WHERE d.issue_id = issues.issue_id)")
+        return added
+
+    # -- the lease ------------------------------------------------------------------
+    def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._tx() as db:
+            row = db.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE issue_id = %s FOR UPDATE",
+                             (issue_id,)).fetchone()
+            other = Lease(*row) if row else None
+            if other and other.holder != holder and other.holder_alive(stale_after=stale_after, now=now):
+                since = datetime.fromtimestamp(other.acquired, timezone.utc).isoformat(timespec="seconds")
+                raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other.pid} on {other.host}, "
+                                f"since {since}); nothing was done",
+                                hint="wait for it to finish; if it died, its lease is taken over "
+                                     f"automatically (at once on this host, after {stale_after:g} s elsewhere)")
+            # The row read above is locked until we commit. Two runs finding no row both insert: the
+            # second waits on the key, then must not overwrite the first (``WHERE`` false: no row back).
+            taken = db.execute(
+                f"INSERT INTO leases ({_LEASE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (issue_id) "
+                "DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, "
+                "heartbeat = excluded.heartbeat, acquired = excluded.acquired WHERE %s RETURNING holder",
+                (issue_id, holder, pid, host, now, now, other is not None)).fetchone()
+            if taken is None:
+                raise LeaseHeld(f"another run took issue {issue_id} at this very moment; nothing was done",
+                                hint="wait for it to finish; if it died, its lease is taken over automatically")
+        return Lease(issue_id, holder, pid, host, now, now)
+
+    def heartbeat(self, issue_id: str, holder: str) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE leases SET heartbeat = %s WHERE issue_id = %s AND holder = %s",
+                              (time.time(), issue_id, holder)).rowcount == 1
+
+    def release_lease(self, issue_id: str, holder: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE issue_id = %s AND holder = %s", (issue_id, holder))
+
+    def lease(self, issue_id: str) -> Lease | None:
+        rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE issue_id = %s", (issue_id,))
+        return Lease(*rows[0]) if rows else None
+
+    # -- the plan -------------------------------------------------------------------
+    def issue(self, issue_id: str) -> IssueRecord | None:
+        rows = self._read(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE issue_id = %s", (issue_id,))
+        return IssueRecord(*rows[0]) if rows else None
+
+    def issues(self) -> list[IssueRecord]:
+        rows = self._read(f"SELECT {_ISSUE_COLUMNS} FROM issues ORDER BY created_at {_C}, issue_id {_C}")
+        return [IssueRecord(*row) for row in rows]
+
+    def create_plan(self, issue_id: str, *, content_hash: str, subject: str, segment: str,
+                    emails: Iterable[str], provider: str = "", provider_scope: str = "") -> int:
+        with self._tx() as db:
+            # A second planner waits here on the key until the first commits, then finds its plan.
+            inserted = db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (%s, %s, %s, %s, 0, %s, %s, %s) "
+                                  "ON CONFLICT (issue_id) DO NOTHING",
+                                  (issue_id, content_hash, subject, segment, _now(), provider,
+                                   provider_scope)).rowcount
+            if not inserted:
+                raise LedgerError(f"issue {issue_id} already has a plan", path=self._shown)
+            return self._insert_pending(db, issue_id, emails)
+
+    def bind_provider(self, issue_id: str, provider: str, provider_scope: str) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE issues SET provider = %s, provider_scope = %s WHERE issue_id = %s "
+                              "AND provider IN ('', %s)", (provider, provider_scope, issue_id,
+                                                           UNKNOWN_PROVIDER)).rowcount == 1
+
+    def drop_plan(self, issue_id: str, holder: str, *, only_provider: str) -> int:
+        with self._tx() as db:
+            found = db.execute("SELECT provider FROM issues WHERE issue_id = %s FOR UPDATE", (issue_id,)).fetchone()
+            if found is None:
+                return 0
+            if found[0] not in ("", only_provider):
+                raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
+                                  f"its plan is kept", path=self._shown)
+            if not db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
+                              (issue_id, holder)).fetchone():
+                raise LedgerError(f"this run no longer holds issue {issue_id}'s lease: its plan is kept",
+                                  path=self._shown)
+            dropped = db.execute("DELETE FROM deliveries WHERE issue_id = %s", (issue_id,)).rowcount
+            db.execute("DELETE FROM issues WHERE issue_id = %s", (issue_id,))
+            return dropped
+
+    def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
+        with self._tx() as db:
+            db.execute("SELECT 1 FROM issues WHERE issue_id = %s FOR UPDATE", (issue_id,))
+            return self._insert_pending(db, issue_id, emails)
+
+    def replan(self, issue_id: str, *, segment: str, emails: Iterable[str]) -> int:
+        with self._tx() as db:
+            db.execute("SELECT 1 FROM issues WHERE issue_id = %s FOR UPDATE", (issue_id,))
+            tried = db.execute("SELECT count(*) FROM deliveries WHERE issue_id = %s AND state NOT IN "
+                               "('pending', 'skipped')", (issue_id,)).fetchone()[0]
+            if tried:
+                raise LedgerError(f"issue {issue_id}: {tried} recipient(s) were already tried; its plan cannot "
+                                  f"change now", path=self._shown)
+            db.execute("DELETE FROM deliveries WHERE issue_id = %s", (issue_id,))
+            db.execute("UPDATE issues SET segment = %s, planned = 0 WHERE issue_id = %s", (segment, issue_id))
+            return self._insert_pending(db, issue_id, emails)
+
+    def _insert_pending(self, db: psycopg.Connection, issue_id: str, emails: Iterable[str]) -> int:
+        # Stage the addresses with COPY in a temporary table (ord = list order), then one INSERT ... SELECT
+        # leaves out the suppressed ones and those erased earlier (kept as a hash), in SQL.
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_input (ord BIGSERIAL, email TEXT, erased TEXT) "
+                   "ON COMMIT DELETE ROWS")
+        has_erased = db.execute("SELECT 1 FROM deliveries WHERE issue_id = %s AND email >= 'sha256:' "
+                                "AND email < 'sha256;' LIMIT 1", (issue_id,)).fetchone()
+        with db.cursor().copy("COPY plan_input (email, erased) FROM STDIN") as copy:
+            for chunk in chunked(emails, 5000):
+                for email in chunk:
+                    copy.write_row((address_key(email), erased_key(email) if has_erased else ""))
+        added = db.execute(
+            "INSERT INTO deliveries (issue_id, email, state, updated_at) "
+            "SELECT %(issue)s, p.email, 'pending', %(now)s FROM plan_input p "
+            "WHERE NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = p.email) "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.issue_id = %(issue)s AND e.email = p.erased) "
+            "ORDER BY p.ord ON CONFLICT (issue_id, email) DO NOTHING", {"issue": issue_id, "now": _now()}).rowcount
+        db.execute("DELETE FROM plan_input")
+        db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = %(issue)s) "
+                   "WHERE issue_id = %(issue)s", {"issue": issue_id})
+        return added
+
+    def set_content_hash(self, issue_id: str, content_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE issues SET content_hash = %s WHERE issue_id = %s", (content_hash, issue_id))
+
+    # -- the send loop: one statement per batch, the addresses as one array parameter -------------
+    def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        if not emails:
+            return {}
+        with self._lookup_lock:
+            found = self._lookups.execute(
+                "SELECT d.email, d.state, s.email IS NOT NULL FROM deliveries d "
+                "LEFT JOIN suppressions s ON s.email = d.email WHERE d.issue_id = %s AND d.email = ANY(%s)",
+                (issue_id, [address_key(e) for e in emails])).fetchall()
+        return {email: (state, suppressed) for email, state, suppressed in found}
+
+    def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
+        now = _now()
+        with self._tx() as db:
+            # FOR SHARE: a takeover (acquire_lease's FOR UPDATE) waits until this claim commits.
+            if db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
+                          (issue_id, holder)).fetchone():
+                db.execute(
+                    "WITH c AS (SELECT id FROM deliveries WHERE issue_id = %(issue)s AND state = 'pending' "
+                    "AND email = ANY(%(emails)s) FOR UPDATE SKIP LOCKED) "
+                    "UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
+                    "claimed_at = %(now)s FROM c WHERE d.id = c.id AND d.state = 'pending'",
+                    {"issue": issue_id, "emails": [address_key(e) for e in emails], "batch": batch_id, "now": now})
+            claimed = db.execute("SELECT email FROM deliveries WHERE issue_id = %s AND batch_id = %s",
+                                 (issue_id, batch_id)).fetchall()
+        return {email for (email,) in claimed}
+
+    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
+        now = _now()
+        keys, states, ids, reasons, suppress = [], [], [], [], []
+        for outcome in outcomes:
+            if outcome.state not in _RECORD_STATE:
+                raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
+            key = address_key(outcome.email)
+            keys.append(key)
+            states.append(_RECORD_STATE[outcome.state])
+            ids.append(outcome.provider_id)
+            reasons.append(outcome.reason[:500])
+            if outcome.suppress:
+                suppress.append((key, outcome.reason[:500] or "reported by the provider"))
+        with self._tx() as db:
+            db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, reason = v.reason, "
+                       "attempts = d.attempts + 1, updated_at = %s "
+                       "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(email, state, provider_id, "
+                       "reason) WHERE d.issue_id = %s AND d.email = v.email AND d.batch_id = %s "
+                       "AND d.state = 'sending'", (now, keys, states, ids, reasons, issue_id, batch_id))
+            if suppress:
+                self._insert_suppressions(db, suppress, source, "", now)
+
+    def mark_attempt(self, issue_id: str, batch_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET attempts = attempts + 1, updated_at = %s "
+                       "WHERE issue_id = %s AND batch_id = %s AND state = 'sending'", (_now(), issue_id, batch_id))
+
+    def skip(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        return self._close_pending(issue_id, "skipped", [(address_key(email), reason) for email, reason in reasons])
+
+    def _close_pending(self, issue_id: str, state: str, reasons: Sequence[tuple[str, str]]) -> int:
+        if not reasons:
+            return 0
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries d SET state = %s, reason = v.reason, updated_at = %s "
+                              "FROM unnest(%s::text[], %s::text[]) AS v(email, reason) "
+                              "WHERE d.issue_id = %s AND d.email = v.email AND d.state = 'pending'",
+                              (state, _now(), [k for k, _ in reasons], [r for _, r in reasons],
+                               issue_id)).rowcount
+
+    def add_skipped(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        entries = [(address_key(email), reason) for email, reason in reasons if email]
+        if not entries:
+            return 0
+        with self._tx() as db:
+            added = db.execute("INSERT INTO deliveries (issue_id, email, state, reason, updated_at) "
+                               "SELECT %s, v.email, 'skipped', v.reason, %s FROM unnest(%s::text[], %s::text[]) "
+                               "WITH ORDINALITY AS v(email, reason, n) ORDER BY v.n "
+                               "ON CONFLICT (issue_id, email) DO NOTHING",
+                               (issue_id, _now(), [k for k, _ in entries], [r for _, r in entries])).rowcount
+            db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = %(issue)s) "
+                       "WHERE issue_id = %(issue)s", {"issue": issue_id})
+            return added
+
+    def fail(self, issue_id: str, reasons: Sequence[tuple[str, str]]) -> int:
+        return self._close_pending(issue_id, "failed", [(address_key(email), reason[:500])
+                                                         for email, reason in reasons])
+
+    def retry_failed(self, issue_id: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET state = 'pending', reason = substr('sent again after: ' || "
+                              "reason, 1, 500), updated_at = %s WHERE issue_id = %s AND state = 'failed' "
+                              "AND email NOT IN (SELECT email FROM suppressions)", (_now(), issue_id)).rowcount
+
+    def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
+        batches: dict[str, list[str]] = {}
+        for batch_id, email in self._read("SELECT batch_id, email FROM deliveries WHERE issue_id = %s "
+                                          f"AND state = 'sending' ORDER BY batch_id {_C}, email {_C}", (issue_id,)):
+            batches.setdefault(batch_id, []).append(email)
+        return batches
+
+    def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
+        return {batch_id: parse_time(claimed) for batch_id, claimed in self._read(
+            "SELECT batch_id, min(claimed_at) FROM deliveries WHERE issue_id = %s AND state = %s AND batch_id != '' "
+            "GROUP BY batch_id", (issue_id, state))}
+
+    def mark_unknown(self, issue_id: str, batch_ids: Sequence[str], reason: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET state = 'unknown', reason = %s, updated_at = %s "
+                              "WHERE issue_id = %s AND batch_id = ANY(%s) AND state = 'sending'",
+                              (reason, _now(), issue_id, list(batch_ids))).rowcount
+
+    def resend_unknown(self, issue_id: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries SET state = 'pending', reason = 'resent after unknown outcome', "
+                              "updated_at = %s WHERE issue_id = %s AND state = 'unknown'",
+                              (_now(), issue_id)).rowcount
+
+    def pending_keys(self, issue_id: str) -> list[str]:
+        return [r[0] for r in self._read("SELECT email FROM deliveries WHERE issue_id = %s AND state = 'pending' "
+                                         "ORDER BY id", (issue_id,))]
+
+    def counts(self, issue_id: str) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        counts.update(self._read("SELECT state, count(*) FROM deliveries WHERE issue_id = %s GROUP BY state",
+                                 (issue_id,)))
+        return counts
+
+    # -- reconciliation -------------------------------------------------------------
+    def rows(self, issue_id: str, states: Sequence[str] = ("unknown",)) -> list[DeliveryRow]:
+        return [DeliveryRow(*r) for r in self._read(
+            f"SELECT {_ROW_COLUMNS} FROM deliveries WHERE issue_id = %s AND state = ANY(%s) "
+            f"ORDER BY state {_C}, email {_C}", (issue_id, list(states)))]
+
+    def resolve(self, issue_id: str, outcomes: Sequence[Outcome]) -> int:
+        known = [o for o in outcomes if o.state in _RESOLVE_STATE]
+        with self._tx() as db:
+            return db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, "
+                              "reason = v.reason, updated_at = %s "
+                              "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                              "AS v(email, state, provider_id, reason) "
+                              "WHERE d.issue_id = %s AND d.email = v.email AND d.state = 'unknown'",
+                              (_now(), [address_key(o.email) for o in known], [_RESOLVE_STATE[o.state] for o in known],
+                               [o.provider_id for o in known], [o.reason[:500] for o in known], issue_id)).rowcount
+
+    # -- notices --------------------------------------------------------------------
+    def mark_noticed(self, issue_id: str, notice: str) -> bool:
+        with self._tx() as db:
+            return db.execute("INSERT INTO notices VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                              (issue_id, notice, _now())).rowcount == 1
+
+    # -- suppressions and erasure ---------------------------------------------------
+    @staticmethod
+    def _insert_suppressions(db: psycopg.Connection, entries: Sequence[tuple[str, str]], source: str,
+                             issue_id: str, now: str) -> int:
+        # WITH ORDINALITY ... ORDER BY: of an address given twice, the first entry is the one kept.
+        return db.execute("INSERT INTO suppressions (email, reason, source, created_at, issue_id) "
+                          "SELECT v.email, v.reason, %s, %s, %s FROM unnest(%s::text[], %s::text[]) "
+                          "WITH ORDINALITY AS v(email, reason, n) ORDER BY v.n ON CONFLICT (email) DO NOTHING",
+                          (source, now, issue_id, [e for e, _ in entries], [r for _, r in entries])).rowcount
+
+    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
+        if not entries:
+            return 0
+        with self._tx() as db:
+            return self._insert_suppressions(db, [(address_key(e), r) for e, r in entries], source, issue_id,
+                                             _now())
+
+    def remove_suppression(self, email: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM suppressions WHERE email = %s", (address_key(email),)).rowcount == 1
+
+    def suppressions(self) -> list[Suppression]:
+        return [Suppression(*r) for r in self._read(
+            f"SELECT email, reason, source, created_at, issue_id FROM suppressions ORDER BY email {_C}")]
+
+    def suppressed_set(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT email FROM suppressions")}
+
+    def is_suppressed(self, email: str) -> bool:
+        return bool(self._read("SELECT 1 FROM suppressions WHERE email = %s", (address_key(email),)))
+
+    def erase_address(self, email: str) -> int:
+        """The address becomes a hash, and leaves ``provider_id`` and ``reason`` too (see the SQLite ledger).
+
+        PostgreSQL keeps old row versions until VACUUM; autovacuum reclaims them (docs/team.md).
+        """
+        key, erased = address_key(email), erased_key(email)
+        forms = {key, re.sub(r"[^a-z0-9@._+-]", "_", key), quote(key, safe=""), quote(key, safe="@")}
+        pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+        with self._tx() as db:
+            rows = db.execute("SELECT id, issue_id, provider_id, reason FROM deliveries WHERE email = %s FOR UPDATE",
+                              (key,)).fetchall()
+            # An older row of the same issue already erased gives way to this newer one (SQLite's OR REPLACE).
+            db.execute("DELETE FROM deliveries WHERE email = %s AND issue_id = ANY(%s)",
+                       (erased, [issue for _, issue, _, _ in rows]))
+            with db.cursor() as cursor:
+                cursor.executemany("UPDATE deliveries SET email = %s, provider_id = %s, reason = %s WHERE id = %s",
+                                   [(erased, pattern.sub("[erased]", provider_id), pattern.sub("[erased]", reason),
+                                     row_id) for row_id, _, provider_id, reason in rows])
+        return len(rows)
+
+    # -- reports --------------------------------------------------------------------
+    def reason_counts(self, issue_id: str, state: str = "failed") -> dict[str, int]:
+        return dict(self._read("SELECT reason, count(*) AS n FROM deliveries WHERE issue_id = %s AND state = %s "
+                               f"GROUP BY reason ORDER BY n DESC, reason {_C}", (issue_id, state)))
+
+    def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
+        return [(minute, n) for minute, n in self._read(
+            "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
+            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY minute {_C}", (issue_id,))]
+
+    def summaries(self, limit: int) -> list[IssueSummary]:
+        found: dict[str, IssueSummary] = {}
+        for *record, state, n in self._read(
+                "SELECT i.issue_id, i.content_hash, i.subject, i.segment, i.planned, i.created_at, d.state, "
+                f"count(d.id) FROM (SELECT * FROM issues ORDER BY created_at {_C} DESC, issue_id {_C} DESC "
+                "LIMIT %s) i LEFT JOIN deliveries d ON d.issue_id = i.issue_id "
+                "GROUP BY i.issue_id, i.content_hash, i.subject, i.segment, i.planned, i.created_at, d.state "
+                f"ORDER BY i.created_at {_C} DESC, i.issue_id {_C} DESC", (limit,)):
+            summary = found.setdefault(record[0], IssueSummary(IssueRecord(*record), dict.fromkeys(STATES, 0)))
+            if state is not None:
+                summary.counts[state] = n
+        return list(found.values())
+
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
+        return {(source, kind): n for source, kind, n in self._read(
+            "WITH this AS (SELECT created_at, (SELECT min(claimed_at) FROM deliveries WHERE issue_id = %(issue)s "
+            "AND claimed_at != '') AS first_claim FROM issues WHERE issue_id = %(issue)s), "
+            "next AS (SELECT min(i.created_at) AS planned FROM issues i, this WHERE i.created_at > this.created_at) "
+            f"SELECT s.source, {_SUPPRESSION_KIND} AS kind, count(*) FROM suppressions s "
+            "JOIN deliveries d ON d.email = s.email AND d.issue_id = %(issue)s AND d.state = 'sent', this, next "
+            "WHERE s.created_at >= coalesce(this.first_claim, this.created_at) "
+            "AND (next.planned IS NULL OR s.created_at < next.planned) "
+            f"GROUP BY s.source, kind ORDER BY s.source {_C}, kind {_C}", {"issue": issue_id})}

@@ -1,0 +1,131 @@
+"""``newsletter ledger migrate/info/copy`` through the CLI, against a SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.ledger.base import STATES
+from newsletter.ledger.migrations import LATEST
+from newsletter.ledger.postgres import PostgresLedger
+from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.models import Outcome
+
+ISSUE = "2026-11-30-weekly"
+
+
+def pg_env(url: str) -> dict[str, str]:
+    return {"NEWSLETTER_LEDGER_URL": url}
+
+
+def fill(db) -> None:
+    """A ledger mid-send: rows in every state, suppressions (one from a link), a notice, a second issue."""
+    db.add_suppression("gone@example.com", "bounced at postmark (hard)", source="postmark")
+    db.add_suppression("left@example.com", "unsubscribed", source="link", issue_id=ISSUE)
+    db.acquire_lease(ISSUE, "me", stale_after=60)
+    db.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", provider="postmark",
+                   emails=[f"r{n}@example.com" for n in range(8)] + ["gone@example.com"])
+    db.claim(ISSUE, "b1", ["r0@example.com", "r1@example.com", "r2@example.com", "r3@example.com"], "me")
+    db.record(ISSUE, "b1", [Outcome("r0@example.com", "sent", provider_id="pm-0"),
+                            Outcome("r1@example.com", "failed", reason="invalid"),
+                            Outcome("r2@example.com", "unknown", reason="timeout")], source="postmark")
+    db.claim(ISSUE, "b2", ["r4@example.com"], "me")  # left `sending`: in doubt
+    db.skip(ISSUE, [("r5@example.com", "unsubscribed")])
+    db.release_lease(ISSUE, "me")
+    db.mark_noticed(ISSUE, "too-old:2026-11-30")
+    db.create_plan("2026-12-07-next", content_hash="h2", subject="Next", segment="vip", emails=["r0@example.com"])
+
+
+def snapshot(db) -> tuple:
+    """Everything a ledger holds that `copy` moves, through the ledger interface."""
+    return (db.issues(),
+            {i.issue_id: db.rows(i.issue_id, STATES) for i in db.issues()},
+            {i.issue_id: db.claim_times(i.issue_id, "sending") for i in db.issues()},
+            db.suppressions(), db.mark_noticed(ISSUE, "too-old:2026-11-30"))
+
+
+def test_migrate_creates_then_has_nothing_to_do_on_postgres(run, pg_url):
+    first = run("ledger", "migrate", env=pg_env(pg_url))
+    assert first.exit_code == 0 and f"postgresql ledger upgraded from schema version 0 to {LATEST}" in first.output
+    again = run("ledger", "migrate", env=pg_env(pg_url))
+    assert again.exit_code == 0 and f"at schema version {LATEST}: nothing to do" in again.output
+    with PostgresLedger(pg_url, readonly=True) as db:
+        assert db.schema_version() == LATEST
+
+
+def test_migrate_on_sqlite(run, workspace):
+    result = run("ledger", "migrate")
+    assert result.exit_code == 0 and f"from schema version 0 to {LATEST}" in result.output
+    assert (workspace / ".newsletter" / "ledger.sqlite3").exists()
+
+
+def test_info_shows_backend_version_and_counts_and_never_the_password(run, pg_url):
+    with PostgresLedger(pg_url) as db:
+        fill(db)
+    with_password = pg_url.replace("postgres@", "postgres:s3cretpw@")  # the test server trusts any password
+    result = run("ledger", "info", env=pg_env(with_password))
+    assert result.exit_code == 0, result.output
+    assert "backend:       postgresql" in result.output and f"schema:        version {LATEST}" in result.output
+    assert "issues:        2" in result.output and "suppressions:  2" in result.output
+    assert "deliveries:    9" in result.output
+    assert "s3cretpw" not in result.output and "postgres:****@" in result.output
+
+
+def test_info_on_an_unmigrated_postgres_database_says_so_and_leaves_it_alone(run, pg_url):
+    result = run("ledger", "info", env=pg_env(pg_url))
+    assert result.exit_code == 0, result.output
+    assert f"schema:        version 0 (this newsletter uses {LATEST}: run `newsletter ledger migrate`)" \
+        in result.output and "issues:        0" in result.output
+    with PostgresLedger(pg_url) as db:
+        assert db.migrated_from == 0  # info created nothing
+
+
+def test_copy_sqlite_to_postgres_and_back_is_exact_and_refuses_a_non_empty_target(run, workspace, pg_url):
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3") as db:
+        fill(db)
+        before = snapshot(db)
+    result = run("ledger", "copy", "--to", pg_url)
+    assert result.exit_code == 0, result.output
+    assert "2 issues, 9 deliveries, 2 suppressions, 1 notices" in result.output
+    with PostgresLedger(pg_url) as db:
+        assert snapshot(db) == before
+    again = run("ledger", "copy", "--to", pg_url)
+    assert again.exit_code != 0 and "the target ledger is not empty; nothing was copied" in again.output
+    merged = run("ledger", "copy", "--to", pg_url, "--merge")
+    assert merged.exit_code == 0 and "0 issues, 0 deliveries, 0 suppressions, 0 notices" in merged.output
+    back = run("ledger", "copy", "--to", "back.sqlite3", env=pg_env(pg_url))
+    assert back.exit_code == 0, back.output
+    with SQLiteLedger(workspace / "back.sqlite3") as db:
+        assert snapshot(db) == before
+
+
+def test_copy_merge_adds_what_the_target_lacks_and_keeps_what_it_has(run, workspace, pg_url):
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3") as db:
+        fill(db)
+    with PostgresLedger(pg_url) as db:
+        db.add_suppression("gone@example.com", "added by hand", source="manual")
+        db.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=["r0@example.com",
+                                                                                    "extra@example.com"])
+    result = run("ledger", "copy", "--to", pg_url, "--merge")
+    assert result.exit_code == 0, result.output
+    with PostgresLedger(pg_url) as db:
+        rows = {r.email: r.state for r in db.rows(ISSUE, STATES)}
+        assert rows["r0@example.com"] == "pending" and rows["extra@example.com"] == "pending"  # kept as it was
+        assert rows["r4@example.com"] == "sending" and rows["r1@example.com"] == "failed"  # added
+        assert db.issue(ISSUE).planned == len(rows) == 9
+        assert {s.email: s.source for s in db.suppressions()} == {"gone@example.com": "manual",
+                                                                   "left@example.com": "link"}
+
+
+def test_copy_refuses_a_password_in_the_target_url(run, pg_url):
+    result = run("ledger", "copy", "--to", pg_url.replace("postgres@", "postgres:pw@"))
+    assert result.exit_code != 0 and "--to contains a password" in result.output
+    assert "pw@" not in result.output.replace("password", "")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_copy_into_itself_is_refused(run, workspace, pg_url, backend):
+    env = pg_env(pg_url) if backend == "postgresql" else {}
+    target = pg_url if backend == "postgresql" else str(workspace / ".newsletter" / "ledger.sqlite3")
+    run("ledger", "migrate", env=env)
+    result = run("ledger", "copy", "--to", target, "--merge", env=env)
+    assert result.exit_code != 0 and "the target is the ledger being copied" in result.output
