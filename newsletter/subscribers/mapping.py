@@ -35,6 +35,7 @@ class StatusRule:
     tool: str
     values: dict[str, str] = field(default_factory=dict)  # casefolded value -> status ("" says nothing)
     when_set: str = ""  # a non-blank value means this status
+    summary: str = ""  # what the dry run says instead of the whole table
 
     def status(self, value: str) -> str | None:
         """The status ``value`` says ("" for none), or None when the value is not known."""
@@ -47,6 +48,8 @@ class StatusRule:
     def describe(self) -> str:
         if self.when_set:
             return f"status {self.when_set} when set"
+        if self.summary:
+            return f"status ({self.summary})"
         said = {}
         for value, status in self.values.items():
             said.setdefault(status or "no say", []).append(value)
@@ -63,7 +66,8 @@ _BUTTONDOWN = StatusRule("Buttondown", {
                     "subscribed"),
     **dict.fromkeys(("unsubscribed", "unactivated", "removed", "blocked", "churned"), "unsubscribed"),
     **dict.fromkeys(("undeliverable", "spammy", "malformed", "disposable"), "bounced"),
-    "complained": "complained"})
+    "complained": "complained"}, summary="regular, premium, … = subscribed; unsubscribed, unactivated = "
+                                        "unsubscribed; undeliverable = bounced; complained = complained")
 _SUBSTACK = StatusRule("Substack", {"true": "unsubscribed", "false": "", "1": "unsubscribed", "0": ""})
 
 
@@ -79,15 +83,16 @@ class Known:
 # Normalised column names of the four tools' exports that are more than a merge field.
 KNOWN_COLUMNS = {
     "status": Known("status", _LISTMONK),  # ours, and listmonk's enabled / disabled / blocklisted
-    "unsubscribed_at": Known("unsubscribed_at", StatusRule("Mailchimp", when_set="unsubscribed")),
+    "unsubscribed_at": Known("unsubscribed_at", StatusRule("", when_set="unsubscribed")),
+    "unsubscription_date": Known("unsubscribed_at", StatusRule("Buttondown", when_set="unsubscribed")),
     "unsub_time": Known("unsubscribed_at", StatusRule("Mailchimp", when_set="unsubscribed")),
     "clean_time": Known("", StatusRule("Mailchimp", when_set="bounced")),  # Mailchimp's "cleaned" = bounced
     "member_rating": Known("member_rating", note="Mailchimp's 1-5 engagement stars: a merge field, not a status"),
     "subscriber_type": Known("", _BUTTONDOWN),
     "email_disabled": Known("", _SUBSTACK),
     "active_subscription": Known("active_subscription",
-                                 note="Substack: a paid subscription is active (false for free subscribers): "
-                                      "a merge field, not a status"),
+                                 note="Substack's paid-subscription flag, false for free readers: a merge field, "
+                                      "not a status"),
 }
 
 
@@ -114,7 +119,7 @@ class ColumnMap:
         elif self.rule and any(v != k for k, v in self.rule.values.items()):
             said[said.index("status")] = self.rule.describe()
         text = "; ".join(said)
-        tool = self.rule.tool if self.rule and self.rule.tool != "listmonk" else ""
+        tool = self.rule.tool if self.rule and self.rule.tool not in ("", "listmonk") else ""
         extra = [x for x in (tool, self.note, "--map" if self.mapped_by_user else "") if x]
         return text + (f" ({'; '.join(extra)})" if extra else "")
 
@@ -210,7 +215,7 @@ def _without_status(column: ColumnMap) -> ColumnMap:
 def _columns(names: tuple[str, ...], given: dict[str, str]) -> list[ColumnMap]:
     columns = []
     for name, key in zip(names, aliased_keys(names)):
-        known = KNOWN_COLUMNS.get(key) or KNOWN_COLUMNS.get(normalise_column(name))
+        known = KNOWN_COLUMNS.get(normalise_column(name)) or KNOWN_COLUMNS.get(key)
         if name in given:
             target = given[name]
             rule = known.rule if known and target in (known.field, "status") else None
