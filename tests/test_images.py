@@ -176,3 +176,11 @@ def test_an_image_without_alt_is_still_flagged(run, workspace, chart):
     assert run("archive").exit_code == 0
     result = run("lint", ISSUE)
     assert f"warning: image '{URL}' has no alt text (many clients block images) [image]" in result.output
+
+
+def test_send_refuses_an_unpublished_image_and_sends_nothing(run, workspace, chart):
+    result = run("send", ISSUE, "--yes", env={"NEWSLETTER_SECRET": "test-secret"})
+    assert result.exit_code == 1
+    assert f"Error: {ISSUE}:8: image 'images/chart.png' is not published" in result.stderr
+    outbox = workspace / "outbox"
+    assert not outbox.exists() or not any(outbox.rglob("*.eml"))
