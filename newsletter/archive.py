@@ -4,6 +4,8 @@
 serve as ``[newsletter] site_url``::
 
     <id>.html    each sent issue (every issue with --all), as an anonymous reader sees it
+    images/…     every image file under issues/, at its path there (compile/images.py): the emails link
+                 to these copies, so drafts' images are published too, before their issue is sent
     index.html   the issues, newest first: date, linked title, preheader
     feed.xml     an Atom feed with absolute links under site_url (skipped when site_url is empty)
 
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from .compile.images import image_files
 from .compile.issue import load_issue
 from .compile.personalize import Personalizer
 from .compile.render import compile_issue, long_date
@@ -88,6 +91,7 @@ class Archive:
     index_html: str
     feed_xml: bytes | None  # None when site_url is empty
     warnings: list[str] = field(default_factory=list)
+    images: list[tuple[str, Path]] = field(default_factory=list)  # (path under issues/ and the archive, file)
 
 
 @dataclass
@@ -186,7 +190,7 @@ def _issue_id(ref: str) -> str:
 
 def render_page(settings: Settings, issue: Issue, planned_at: str = "") -> ArchivePage:
     """Compile ``issue`` and fill its slots for :data:`ANONYMOUS` (no re-compile, no subscriber data)."""
-    compiled = compile_issue(issue, settings)
+    compiled = compile_issue(issue, settings, require_published=False)  # the archive publishes the images
     personalizer = Personalizer(compiled, sender=settings.newsletter.from_ or settings.newsletter.name,
                                 unsubscribe_template=anonymous_unsubscribe_url(settings.unsubscribe.url),
                                 unsubscribe_mailto=settings.unsubscribe.mailto,
@@ -223,7 +227,10 @@ def build_archive(settings: Settings, *, include_all: bool = False, named: tuple
         warnings.append("[newsletter] site_url is empty: no feed.xml written, and the pages have no "
                         "view-online link (set it to the address this folder is served from)")
     feed = render_feed(settings.newsletter.name, site_url, pages) if site_url else None
-    return Archive(pages, render_index(settings.newsletter.name, pages, feed=feed is not None), feed, warnings)
+    issues_dir = settings.workspace_path("issues")
+    images = [(path.relative_to(issues_dir).as_posix(), path) for path in image_files(issues_dir)]
+    return Archive(pages, render_index(settings.newsletter.name, pages, feed=feed is not None), feed, warnings,
+                   images)
 
 
 # -- the index and the feed ----------------------------------------------------------------------
@@ -322,13 +329,17 @@ def render_feed(name: str, site_url: str, pages: list[ArchivePage]) -> bytes:
 
 # -- writing ---------------------------------------------------------------------------------------
 def write_archive(out: Path, archive: Archive) -> WriteReport:
-    """Write pages first, then the index and feed, so the index never links to a page not yet there."""
+    """Write images, then pages, then the index and feed, so nothing links to a file not yet there."""
     out.mkdir(parents=True, exist_ok=True)
+    report = WriteReport()
+    for rel, source in archive.images:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (report.written if atomic_write(target, source.read_bytes()) else report.unchanged).append(target)
     files = [(out / page.filename, page.html.encode("utf-8")) for page in archive.pages]
     files.append((out / "index.html", archive.index_html.encode("utf-8")))
     if archive.feed_xml is not None:
         files.append((out / "feed.xml", archive.feed_xml))
-    report = WriteReport()
     for path, data in files:
         (report.written if atomic_write(path, data) else report.unchanged).append(path)
     names = {path.name for path, _ in files}

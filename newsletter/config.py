@@ -35,6 +35,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "reply_to": ("", "optional Reply-To address"),
         "postal_address": ("", "printed in the footer; lint requires it (CAN-SPAM)"),
         "site_url": ("", "base URL of the web archive; view-online links point here"),
+        "archive_dir": ("archive", "the folder `newsletter archive` writes and site_url serves (issues' images too)"),
         "template": ("digest", "default layout: templates/<name>.mjml"),
         "language": ("en", "the issues' language (BCP 47: en, de, pt-BR, ar): <html lang>, and dir=rtl for "
                            "right-to-left scripts"),

@@ -34,6 +34,8 @@ class Image:
     src: str
     alt: str
     href: str = ""  # the link around it, if any
+    width: int = 0  # for a file of the (compile/images.py); 0 = not known
+    height: int = 0
 
 
 @dataclass(frozen=True)

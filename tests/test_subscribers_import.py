@@ -50,7 +50,7 @@ def test_import_maps_columns_merges_and_counts(run):
                            "linus@example.net,,\n", "--tag", "imported")
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "mapped columns: 'Email Address' -> email, 'First Name' -> first_name, 'TAGS' -> tags\n"
+        "mapped columns: 'Email Address' -> email, 'First Name' -> first_name + name, 'TAGS' -> tags\n"
         "new columns in subscribers/subscribers.csv: first_name\n"
         "in.csv: 1 added, 2 updated, 0 unchanged\n")
     # the header gains the new column; changed rows are rewritten, the others stay byte for byte
@@ -61,7 +61,7 @@ def test_import_maps_columns_merges_and_counts(run):
         "linus@example.net,,subscribed,weekly;imported,2026-03-20,,\n"
         '"margaret@example.com","Margaret Hamilton, MIT",subscribed,weekly;founders,2026-05-02,Boston\n'
         "alan@example.com,Alan Turing,unsubscribed,weekly,2026-01-09,Manchester\n"
-        f"new@example.org,,,imported,{NOW},,Newbie\n")  # a new row is stamped, as `add` does
+        f"new@example.org,Newbie,,imported,{NOW},,Newbie\n")  # stamped, as `add` does; First Name fills name
 
 
 def test_import_again_changes_nothing_and_does_not_rewrite(run):
@@ -93,7 +93,9 @@ def test_import_status_option_applies_to_every_row(run):
 def test_import_dry_run_counts_and_writes_nothing(run):
     result = imported(run, "email\nnew@example.org\nada@example.com\n", "--dry-run", "--tag", "x")
     assert result.exit_code == 0
-    assert result.stdout == "in.csv: 1 added, 1 updated, 0 unchanged (dry run: nothing was written)\n"
+    assert result.stdout == ("columns (change one with --map COLUMN=FIELD):\n"
+                             "  'email' -> email\n"
+                             "in.csv: 1 added, 1 updated, 0 unchanged (dry run: nothing was written)\n")
     assert LIST.read_text() == ORIGINAL
     assert sorted(p.name for p in LIST.parent.iterdir()) == ["subscribers.csv"]
 
@@ -155,7 +157,8 @@ def test_import_refuses_a_delimiter_it_cannot_tell(run):
 def test_import_refuses_a_header_it_cannot_use(run, header, problem):
     stderr = refused(run, f"{header}\nada@example.com,a,b\n")
     assert stderr == (f"Error: in.csv: the header row cannot be used\nin.csv:1: {problem}\n"
-                      "Fix the header row (the first line) of the file.\n")
+                      "Fix the header row (the first line) of the file, or say which column is which with "
+                      "--map COLUMN=FIELD.\n")
 
 
 def test_import_refuses_malformed_quoting(run):

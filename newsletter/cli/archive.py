@@ -12,9 +12,9 @@ from . import App, cli, pass_app
 
 @cli.command()
 @click.argument("issues", nargs=-1)
-@click.option("--out", "out_dir", default="archive", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to publish as [newsletter] site_url: <id>.html, index.html, feed.xml.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to publish as [newsletter] site_url: <id>.html, index.html, feed.xml, and the images "
+                   "under issues/ [default: [newsletter] archive_dir, archive].")
 @click.option("--all", "include_all", is_flag=True,
               help="Publish every issue in issues/, not only those the ledger shows as sent.")
 @pass_app
@@ -30,6 +30,7 @@ def archive(app: App, issues: tuple[str, ...], out_dir: Path, include_all: bool)
     atomically. Pages of issues no longer in the archive are left alone.
     """
     settings = app.settings()
+    out_dir = out_dir or settings.workspace_path(settings.newsletter.archive_dir)
     built = build_archive(settings, include_all=include_all, named=issues)
     for warning in built.warnings:
         app.warn(warning)

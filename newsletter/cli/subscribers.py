@@ -63,23 +63,31 @@ def subscribers() -> None:
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add TAG to every imported subscriber (repeatable).")
 @click.option("--status", type=click.Choice(STATUSES),
               help="Give every imported subscriber this status (the file's status column is ignored).")
+@click.option("--map", "overrides", multiple=True, metavar="COLUMN=FIELD",
+              help="Read COLUMN as FIELD (email, name, status, tags, subscribed_at, unsubscribed_at, a merge field "
+                   "name, or - to leave it out); repeatable.")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows and print the rejected ones.")
-@click.option("--dry-run", is_flag=True, help="Check and count, but write nothing.")
+@click.option("--dry-run", is_flag=True, help="Print how the columns map, check and count, but write nothing.")
 @pass_app
-def import_command(app: App, file: Path, tags: tuple[str, ...], status: str | None, skip_invalid: bool,
-                   dry_run: bool) -> None:
+def import_command(app: App, file: Path, tags: tuple[str, ...], status: str | None, overrides: tuple[str, ...],
+                   skip_invalid: bool, dry_run: bool) -> None:
     """Merge FILE into the list: all rows or none (every problem is reported as FILE:LINE).
 
-    FILE may be another service's export: `Email`, `Email Address`, `E-mail`
-    … are read as the email column, and the mapping is printed. Existing
+    FILE may be another tool's export (Mailchimp, Buttondown, Substack,
+    listmonk): its email, name, tag, date and status columns are recognised,
+    and the mapping is printed (every column with --dry-run). Existing
     subscribers get the file's non-blank values and tags; an address that
     unsubscribed, bounced or complained is never re-subscribed by an import.
     """
     path = _list_path(app)
-    result = import_subscribers(path, file, tags=tags, status=status, skip_invalid=skip_invalid,
-                                      dry_run=dry_run)
-    if result.mapped:
-        app.info("mapped columns: " + ", ".join(f"{name!r} -> {key}" for name, key in result.mapped))
+    result = import_subscribers(path, file, tags=tags, status=status, overrides=overrides,
+                                skip_invalid=skip_invalid, dry_run=dry_run)
+    if dry_run:
+        click.echo("columns (change one with --map COLUMN=FIELD):")
+        for line in result.mapping:
+            click.echo(f"  {line}")
+    elif result.mapped:
+        app.info("mapped columns: " + ", ".join(result.mapped))
     if result.new_columns:
         app.info(f"new columns in {path}: {', '.join(result.new_columns)}")
     for problem in result.rejected:

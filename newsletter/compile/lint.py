@@ -20,6 +20,7 @@ from markupsafe import escape
 from ..config import Settings
 from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
+from .images import DISPLAY_WIDTH, MAX_BYTES, MAX_WIDTH
 from .issue import KNOWN_KEYS
 from .markdown import Heading, headings_written_as_lists, read_headings
 from .render import CompiledIssue
@@ -118,6 +119,16 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
         elif not src.startswith(("https://", "cid:", "data:")):
             add(Finding("error", f"image {src!r} is not an absolute https:// URL; it will be broken in every inbox",
                         where, line, "image"))
+
+    for image in compiled.images:
+        if image.size > MAX_BYTES:
+            add(Finding("warning", f"image {image.src!r} is {image.size / 1024 / 1024:.1f} MB: slow on mobile data "
+                                   f"(keep images under {MAX_BYTES // 1024 // 1024} MB; compress it or save it as JPEG)",
+                        issue.path, image.line, "image"))
+        if image.width > MAX_WIDTH:
+            add(Finding("warning", f"image {image.src!r} is {image.width} px wide: more than the {MAX_WIDTH} px "
+                                   f"a {DISPLAY_WIDTH} px email needs even on a retina screen (resize it)",
+                        issue.path, image.line, "image"))
 
     kb = html_size / 1024
     if html_size >= GMAIL_CLIP:

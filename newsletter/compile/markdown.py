@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from ..models import Image, Section
+from .images import LocalImage
 from .slots import TOKEN
 
 _UNNUMBERED = re.compile(r"\s*\{(?:-|\.unnumbered)\}\s*$")
@@ -79,9 +81,19 @@ def numbers_for(headings: list[Heading], numbering: str) -> list[int | None]:
     return numbers
 
 
-def render_body(markdown: str, first_line: int = 1, numbering: str = "auto") -> Body:
-    """Split the body at ``## `` headings and render each part to HTML."""
+# src as written, its line -> the published copy to use instead (None: leave the image as it is)
+ImageCallback = Callable[[str, "int | None"], "LocalImage | None"]
+
+
+def render_body(markdown: str, first_line: int = 1, numbering: str = "auto",
+                images: ImageCallback | None = None) -> Body:
+    """Split the body at ``## `` headings and render each part to HTML.
+
+    ``images`` (compile/images.py) turns an image's relative path into its published URL and size.
+    """
     tokens = _md.parse(markdown)
+    if images is not None:
+        _publish_images(tokens, first_line, images)
     starts = [i for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
     headings = [_read_heading(tokens, i, first_line) for i in starts]
     numbers = numbers_for(headings, numbering)
@@ -107,6 +119,19 @@ def render_body(markdown: str, first_line: int = 1, numbering: str = "auto") -> 
                 intro_rest=intro_rest)
 
 
+def _publish_images(tokens: list[Token], first_line: int, images: ImageCallback) -> None:
+    """Give every Markdown image that ``images`` knows its published URL, width and height."""
+    for token in tokens:
+        for child in token.children or ():
+            if child.type != "image":
+                continue
+            line = first_line + token.map[0] if token.map else None
+            published = images(str(child.attrs.get("src", "")), line)
+            if published is not None:
+                width, height = published.display
+                child.attrs.update(src=published.url, width=str(width), height=str(height))
+
+
 def _lead_image(tokens: list[Token], start: int, end: int) -> Image | None:
     """The image of a paragraph holding nothing but it (maybe linked), when that paragraph comes first."""
     if end - start < 3 or tokens[start].type != "paragraph_open":
@@ -120,7 +145,8 @@ def _lead_image(tokens: list[Token], start: int, end: int) -> Image | None:
     else:
         return None
     alt = "".join(c.content for c in image.children or ()) or image.content
-    return Image(src=str(image.attrs.get("src", "")), alt=alt, href=href)
+    return Image(src=str(image.attrs.get("src", "")), alt=alt, href=href,
+                 width=int(image.attrs.get("width", 0)), height=int(image.attrs.get("height", 0)))
 
 
 def read_headings(markdown: str, first_line: int = 1) -> list[Heading]:

@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 from ..config import Settings
 from ..errors import TemplateError
 from ..models import Image, Issue, Section
+from .images import ImageResolver, LocalImage
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
@@ -41,6 +42,7 @@ class CompiledIssue:
     layout: Path
     content_hash: str
     view_online_url: str
+    images: tuple[LocalImage, ...] = ()  # the issue's own image files it uses (compile/images.py)
 
     def send_template(self, *, subject_prefix: str = "") -> dict[str, SlotTemplate]:
         """What an adapter sends once with per-recipient values (``Batch.template``): subject, html, text;
@@ -73,12 +75,17 @@ class LayoutSource:
     table: SlotTable
     layout: Path
     view_online_url: str
+    images: tuple[LocalImage, ...] = ()
 
 
 def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = None,
-                  layout: Path | None = None) -> CompiledIssue:
-    """``layout``: a layout file to use instead of the issue's (``lint --template FILE``)."""
-    source = render_mjml(issue, settings, layout)
+                  layout: Path | None = None, require_published: bool = True) -> CompiledIssue:
+    """``layout``: a layout file to use instead of the issue's (``lint --template FILE``).
+
+    ``require_published=False`` is for ``archive``, which publishes the issue's images itself after
+    compiling; everything else refuses an image file whose published copy is missing (compile/images.py).
+    """
+    source = render_mjml(issue, settings, layout, require_published=require_published)
     html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
                       inliner or settings.render.inliner)
     text = text_part(source, settings)
@@ -87,7 +94,7 @@ def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = Non
     return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
                          html=SlotTemplate.split(html), text=SlotTemplate.split(text),
                          slots=tuple(source.table.slots), layout=source.layout, content_hash=digest,
-                         view_online_url=source.view_online_url)
+                         view_online_url=source.view_online_url, images=source.images)
 
 
 def find_layout(issue: Issue, settings: Settings) -> Path:
@@ -102,7 +109,8 @@ def find_layout(issue: Issue, settings: Settings) -> Path:
     return layout
 
 
-def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None) -> LayoutSource:
+def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None, *,
+                require_published: bool = True) -> LayoutSource:
     """Markdown and Jinja: everything issue-level is filled in, recipient fields become slots."""
     layout = layout.resolve() if layout else find_layout(issue, settings)
     view_online = f"{settings.newsletter.site_url.rstrip('/')}/{issue.id}.html" if settings.newsletter.site_url else ""
@@ -123,7 +131,10 @@ def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None) ->
     title = front_matter_text("title", issue.title)  # defaults to the subject, merge fields and all
     cta = {part: front_matter_text("cta", value) for part, value in issue.cta.items()} if issue.cta else None
     context["issue"] = _issue_values(issue, subject, preheader, title, cta)
-    body = _render_body(table, issue, context, issue.numbering or settings.render.numbering)
+    images = ImageResolver(issue.path, settings.workspace_path("issues"), settings.newsletter.site_url,
+                           settings.workspace_path(settings.newsletter.archive_dir),
+                           require_published=require_published)
+    body = _render_body(table, issue, context, issue.numbering or settings.render.numbering, images)
     context.update(
         intro=Markup(body.intro),
         content=Markup(body.html),
@@ -133,7 +144,8 @@ def render_mjml(issue: Issue, settings: Settings, layout: Path | None = None) ->
         signature=_signature(issue, settings),
     )
     mjml_source = _render_layout(layout, table, context)
-    return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online)
+    return LayoutSource(issue, mjml_source, subject, preheader, title, cta, body, table, layout, view_online,
+                        tuple(images.used))
 
 
 def _section_values(section: Section) -> dict[str, Any]:
@@ -142,7 +154,8 @@ def _section_values(section: Section) -> dict[str, Any]:
 
 
 def _image_values(image: Image | None) -> dict[str, str] | None:
-    return {"src": image.src, "alt": image.alt, "href": image.href} if image else None
+    return {"src": image.src, "alt": image.alt, "href": image.href, "width": image.width,
+            "height": image.height} if image else None
 
 
 def _signature(issue: Issue, settings: Settings) -> list[str]:
@@ -227,14 +240,14 @@ def _render_line(source: str, issue: Issue, key: str, context: dict) -> str:
         raise _jinja_error(err, issue.path, issue.front_matter_lines.get(key, 1)) from None
 
 
-def _render_body(table: SlotTable, issue: Issue, context: dict, numbering: str) -> Body:
+def _render_body(table: SlotTable, issue: Issue, context: dict, numbering: str, images: ImageResolver) -> Body:
     source = table.extract(issue.body, issue.path, issue.body_line)
     try:
         if _HAS_JINJA.search(source):
             source = _plain_env.from_string(source).render(context)
     except jinja2.TemplateError as err:
         raise _jinja_error(err, issue.path, issue.body_line) from None
-    return render_body(source, issue.body_line, numbering=numbering)
+    return render_body(source, issue.body_line, numbering=numbering, images=images)
 
 
 def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> TemplateError:

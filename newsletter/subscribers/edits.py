@@ -181,12 +181,14 @@ class Incoming:
     values: dict[str, str]  # column key -> value, for every column of the file (email, status, tags aside)
     tags: tuple[str, ...]
     status: str  # "" when the file does not say
+    fill_only: frozenset[str] = frozenset()  # keys that fill a blank cell but never replace a value
 
 
 def merge_row(row: Row, new: Incoming, keys: list[str], *, resubscribe: bool) -> tuple[dict[str, str], bool]:
     """The cells to change so that ``row`` takes ``new``'s values; and whether its status was kept."""
     old = row.subscriber.fields
-    changes = {k: v for k, v in new.values.items() if v and k in keys and old.get(k, "") != v}
+    changes = {k: v for k, v in new.values.items()
+               if v and k in keys and old.get(k, "") != v and not (k in new.fill_only and old.get(k))}
     tags = union_tags(row.subscriber.tags, new.tags)
     if tags != row.subscriber.tags:
         changes["tags"] = ";".join(tags)

@@ -16,13 +16,16 @@ from typing import Iterable
 
 from ..errors import SubscriberError
 from .edits import Incoming, ListEditor, merge_row, new_row, union_tags, utc_now
-from .reader import STATUSES, Header, ListReader, Problem, RowParser, problems_error, validate_list
+from .csvfile import Record
+from .mapping import Mapping, plan_mapping
+from .reader import STATUSES, ListReader, Problem, Row, RowParser, problems_error, validate_list
 
 
 @dataclass
 class ImportResult:
     source: str
-    mapped: list[tuple[str, str]] = field(default_factory=list)  # (column as written, key) where they differ
+    mapping: list[str] = field(default_factory=list)  # "'COLUMN' -> what", every column of the file
+    mapped: list[str] = field(default_factory=list)  # the same, for the columns not already named as their field
     new_columns: list[str] = field(default_factory=list)
     added: int = 0
     updated: int = 0
@@ -31,16 +34,29 @@ class ImportResult:
     rejected: list[Problem] = field(default_factory=list)  # invalid rows left out (skip_invalid)
 
 
-def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = None
-                ) -> tuple[Header, dict[str, Incoming], list[Problem]]:
-    """The valid rows of ``source`` by address key, and the problems of the others."""
+def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = None, overrides: Iterable[str] = ()
+                ) -> tuple[Mapping, dict[str, Incoming], list[Problem]]:
+    """How ``source``'s columns map, its valid rows by address key, and the problems of the others."""
     extra_tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
     incoming: dict[str, Incoming] = {}
     problems: list[Problem] = []
-    with ListReader(source, ignore_status=status is not None) as reader:
-        reader.require_header()
-        status_at = reader.header.index("status")
-        for row in reader.rows():
+    with ListReader(source) as reader:
+        if not reader.header.names:  # an empty file, or a header row that cannot be read
+            reader.require_header()
+        mapping = plan_mapping(reader.header.names, overrides, source=str(source), status_given=status is not None)
+        if mapping.header.problems:
+            raise problems_error(f"{source}: the header row cannot be used",
+                                 [Problem(str(source), 1, reason, fatal=True) for reason in mapping.header.problems],
+                                 "Fix the header row (the first line) of the file, or say which column is which "
+                                 "with --map COLUMN=FIELD.")
+        parse = RowParser(mapping.header, ignore_status=status is not None)
+        # a name made of First Name + Last Name fills a blank name; it never replaces one ("Ada" for "Ada Lovelace")
+        fill_only = frozenset(("name",) if mapping.name_parts else ())
+        status_at = mapping.header.index("status")
+        for record in reader.records(check_header=False):
+            if record.fields == []:
+                continue
+            row = _parsed(parse, mapping, record)
             if row.reasons:
                 problems.extend(Problem(str(source), row.line, reason, row.email) for reason in row.reasons)
             elif row.key in incoming:
@@ -51,17 +67,33 @@ def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = 
                                    and row.record.fields[status_at].strip() else "")
                 values = {k: v for k, v in row.subscriber.fields.items() if k not in ("email", "status", "tags")}
                 incoming[row.key] = Incoming(row.line, row.email, values, union_tags(row.subscriber.tags, extra_tags),
-                                             given)
-        return reader.header, incoming, problems
+                                             given, fill_only)
+        return mapping, incoming, problems
+
+
+def _parsed(parse: RowParser, mapping: Mapping, record: Record) -> Row:
+    """One record of the file mapped to a list row's values and checked as the list's rows are."""
+    if record.fields is None:
+        return parse(record)
+    values, reasons = mapping.translate(record.fields)
+    row = parse(record._replace(fields=values))
+    if reasons:
+        return row._replace(subscriber=None, reasons=reasons + row.reasons)
+    return row
 
 
 def import_subscribers(list_path: Path, source: Path, *, tags: Iterable[str] = (), status: str | None = None,
-                       skip_invalid: bool = False, dry_run: bool = False, now: str | None = None) -> ImportResult:
-    """Merge ``source`` into the list (see the module docstring for the rules); ``now`` stamps new rows."""
+                       overrides: Iterable[str] = (), skip_invalid: bool = False, dry_run: bool = False,
+                       now: str | None = None) -> ImportResult:
+    """Merge ``source`` into the list (see the module docstring for the rules); ``now`` stamps new rows.
+
+    ``overrides`` are ``COLUMN=FIELD`` (``import --map``): :mod:`newsletter.subscribers.mapping`.
+    """
     if status is not None and status not in STATUSES:
         raise SubscriberError(f"unknown status {status!r}", hint=f"use one of: {', '.join(STATUSES)}")
-    header, incoming, problems = read_import(source, tags=tags, status=status)
-    result = ImportResult(str(source), mapped=header.mapped())
+    mapping, incoming, problems = read_import(source, tags=tags, status=status, overrides=overrides)
+    header = mapping.header
+    result = ImportResult(str(source), mapping=mapping.lines(), mapped=mapping.changed())
     if problems and not skip_invalid:
         raise problems_error(f"{source}: {len(problems)} problem(s); nothing was imported", problems,
                              "Fix them, or pass --skip-invalid to import only the valid rows.")

@@ -48,7 +48,18 @@ COLUMN_ALIASES = {
     "tag": "tags",
     "created_at": "subscribed_at", "creation_date": "subscribed_at", "date_added": "subscribed_at",
     "optin_time": "subscribed_at", "signup_date": "subscribed_at",
+    "unsub_time": "unsubscribed_at", "unsubscription_date": "unsubscribed_at",  # Mailchimp, Buttondown
 }
+
+
+def aliased_keys(names: Iterable[str]) -> list[str]:
+    """Each column's key: its normalised name, or the :data:`COLUMN_ALIASES` target that no column is named."""
+    keys = [normalise_column(n) for n in names]
+    for i, key in enumerate(keys):
+        target = COLUMN_ALIASES.get(key)
+        if target and target not in keys:
+            keys[i] = target
+    return keys
 
 
 def normalise_column(name: str) -> str:
@@ -111,11 +122,12 @@ class Header:
     @classmethod
     def parse(cls, names: Iterable[str]) -> "Header":
         names = tuple(n.strip() for n in names)
-        keys = [normalise_column(n) for n in names]
-        for i, key in enumerate(keys):
-            target = COLUMN_ALIASES.get(key)
-            if target and target not in keys:
-                keys[i] = target
+        return cls.checked(names, aliased_keys(names))
+
+    @classmethod
+    def checked(cls, names: tuple[str, ...], keys: Iterable[str]) -> "Header":
+        """The header of these columns under these keys, with its problems (no email, two of one key)."""
+        keys = list(keys)
         problems = [f"column {i} has no name (name it, or delete the column)"
                     for i, name in enumerate(names, 1) if not name]
         first: dict[str, int] = {}
@@ -263,9 +275,13 @@ class ListReader:
             raise problems_error(f"{self.path}: the header row cannot be used", self.header_problems(),
                                  "Fix the header row (the first line) of the file.")
 
-    def records(self) -> Iterator[Record]:
-        """Every data record as read (blank lines too: their ``fields`` are [])."""
-        self.require_header()
+    def records(self, *, check_header: bool = True) -> Iterator[Record]:
+        """Every data record as read (blank lines too: their ``fields`` are []).
+
+        ``check_header=False`` is for a reader that maps the columns itself (``import --map``).
+        """
+        if check_header:
+            self.require_header()
         return self._records
 
     def rows(self) -> Iterator[Row]:
