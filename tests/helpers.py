@@ -1,5 +1,6 @@
 """Test scaffolding shared by several modules: canned provider answers, adapters built from flags,
-one batch sent through a fresh session, and a clock that moves only when the code sleeps."""
+one batch sent through a fresh session, a clock that moves only when the code sleeps, and the ledger's
+clock moved by hand."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import requests
 
 from newsletter import config
+from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
 from newsletter.providers.base import Provider
 
@@ -46,6 +48,17 @@ class SleepClock:
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+
+
+class LedgerClock:
+    """The ledger's time function, moved by hand: ``clock.at("2026-11-30T09:00:00")`` (UTC)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now = "2026-11-30T09:00:00+00:00"
+        monkeypatch.setattr(ledger_sqlite, "_now", lambda: self.now)
+
+    def at(self, when: str) -> None:
+        self.now = when + "+00:00"
 
 
 def walk_commands(command, path: str = "newsletter"):
