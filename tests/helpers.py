@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from newsletter import config
+from newsletter.errors import ProviderError
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
 from newsletter.providers.base import Provider
@@ -34,6 +36,13 @@ def send(provider: Provider, batch) -> list:
     """One batch through the shared send path, in a session of its own."""
     with requests.Session() as session:
         return provider.send_batch(batch, session)
+
+
+def refusal(provider: Provider, batch, kind: type[Exception] = ProviderError) -> Exception:
+    """The ``kind`` of error that sending ``batch`` raises (the test fails when it raises none)."""
+    with pytest.raises(kind) as caught:
+        send(provider, batch)
+    return caught.value
 
 
 class SleepClock:

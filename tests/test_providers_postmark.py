@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, send
+from helpers import canned, make_adapter, refusal, send
 from fakeproviders import sample_batch
 
 from newsletter.errors import AuthError, ConfigError, ProviderError
@@ -91,9 +91,7 @@ def test_error_codes_inside_a_200_are_per_recipient_failures():
 @responses.activate
 def test_an_unknown_stream_in_every_message_stops_the_run_and_fails_nobody():
     responses.add(responses.POST, URL, json=fixture("batch-stream-not-found.json"))
-    with pytest.raises(ProviderError) as caught:
-        send(postmark(), receivers(2))
-    err = caught.value
+    err = refusal(postmark(), receivers(2))
     assert not err.retryable and not isinstance(err, AuthError)
     assert "ErrorCode 1235" in err.message and "'MessageStream' provided does not exist" in err.message
     assert "message_stream" in err.hint
@@ -107,9 +105,8 @@ def test_an_unknown_stream_in_every_message_stops_the_run_and_fails_nobody():
 ])
 def test_account_and_request_codes_inside_a_200_mark_nobody_failed(code, text, hint):
     responses.add(responses.POST, URL, json=[{"ErrorCode": code, "Message": text}] * 3)
-    with pytest.raises(ProviderError) as caught:
-        send(postmark(), receivers(3))
-    assert not caught.value.retryable and text in caught.value.message and hint in caught.value.hint
+    refused = refusal(postmark(), receivers(3))
+    assert not refused.retryable and text in refused.message and hint in refused.hint
 
 
 @responses.activate
@@ -137,17 +134,15 @@ def test_a_200_array_of_the_wrong_length_is_unknown():
 @responses.activate
 def test_a_422_for_the_whole_request_is_a_definite_refusal():
     responses.add(responses.POST, URL, json=fixture("error-422.json"), status=422)
-    with pytest.raises(ProviderError) as caught:
-        send(postmark(), receivers(2))
-    assert not caught.value.retryable and "not a Sender Signature" in caught.value.message
+    refused = refusal(postmark(), receivers(2))
+    assert not refused.retryable and "not a Sender Signature" in refused.message
 
 
 @responses.activate
 def test_401_aborts_without_showing_the_token():
     responses.add(responses.POST, URL, json=fixture("error-401.json"), status=401)
-    with pytest.raises(AuthError) as caught:
-        send(postmark(), receivers(1))
-    assert KEY not in str(caught.value) + caught.value.body
+    refused = refusal(postmark(), receivers(1), AuthError)
+    assert KEY not in str(refused) + refused.body
 
 
 def test_a_stream_id_with_odd_characters_is_refused():
@@ -175,9 +170,8 @@ def test_reconcile_searches_by_tag_and_batch_metadata(age, missing):
 def test_a_redirect_is_never_followed_with_the_token():
     responses.add(responses.POST, URL, status=307, headers={"Location": "https://elsewhere.example/email/batch"})
     responses.add(responses.POST, "https://elsewhere.example/email/batch", json=fixture("batch-200.json"))
-    with pytest.raises(ProviderError) as caught:
-        send(postmark(), sample_batch(2))
-    assert not caught.value.retryable and "a redirect to 'https://elsewhere.example/email/batch'" in caught.value.message
+    refused = refusal(postmark(), sample_batch(2))
+    assert not refused.retryable and "a redirect to 'https://elsewhere.example/email/batch'" in refused.message
     assert [call.request.url for call in responses.calls] == [URL]
 
 
