@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+import responses
 
 from newsletter import config
 from newsletter.errors import ProviderError
@@ -36,6 +37,12 @@ def send(provider: Provider, batch) -> list:
     """One batch through the shared send path, in a session of its own."""
     with requests.Session() as session:
         return provider.send_batch(batch, session)
+
+
+def sent_request(provider: Provider, batch) -> requests.PreparedRequest:
+    """The first request sending ``batch`` made, as ``responses`` (active in the test) recorded it."""
+    send(provider, batch)
+    return responses.calls[0].request
 
 
 def refusal(provider: Provider, batch, kind: type[Exception] = ProviderError) -> Exception:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, refusal, send
+from helpers import canned, make_adapter, refusal, send, sent_request
 from fakeproviders import _multipart, sample_batch
 
 from newsletter import config
@@ -43,8 +43,7 @@ def fields(request) -> dict[str, list[str]]:
 def test_the_request_is_one_template_with_recipient_variables():
     responses.add(responses.POST, URL, json=fixture("200.json"))
     batch = sample_batch(2)
-    send(mailgun(), batch)
-    request = responses.calls[0].request
+    request = sent_request(mailgun(), batch)
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
     sent = fields(request)
     assert sent["from"] == ["Field Notes <notes@example.com>"]
@@ -69,8 +68,7 @@ def test_the_request_is_one_template_with_recipient_variables():
 @responses.activate
 def test_test_mode_and_tracking_switches():
     responses.add(responses.POST, URL, json=fixture("200.json"))
-    send(mailgun(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1))
-    sent = fields(responses.calls[0].request)
+    sent = fields(sent_request(mailgun(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1)))
     assert sent["o:testmode"] == ["yes"] and sent["o:tracking-opens"] == ["yes"]
     assert sent["o:tracking-clicks"] == ["yes"]
 
@@ -226,8 +224,7 @@ def tracking(active, html_footer: str = "", text_footer: str = "") -> dict:
 @responses.activate
 def test_a_managed_request_carries_mailguns_variable_in_the_bodies_and_no_list_unsubscribe_of_ours():
     responses.add(responses.POST, URL, json=fixture("200.json"))
-    send(managed_mailgun(), sample_batch(2, unsubscribe=VARIABLE))
-    sent = fields(responses.calls[0].request)
+    sent = fields(sent_request(managed_mailgun(), sample_batch(2, unsubscribe=VARIABLE)))
     assert sent["html"] == [f'<p>Hi %recipient.h0% &amp; co</p><a href="{VARIABLE}">Unsubscribe</a>']
     assert sent["text"] == [f"Hi %recipient.t0% & co\n\nUnsubscribe: {VARIABLE}\n"]
     assert not [name for name in sent if name.lower().startswith("h:list-unsubscribe")]

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, refusal, send
+from helpers import canned, make_adapter, refusal, send, sent_request
 from fakeproviders import sample_batch
 
 from newsletter.errors import AuthError, ConfigError, ProviderError
@@ -33,8 +33,7 @@ def receivers(count: int):
 def test_the_request_is_postmarks_batch_array_on_the_broadcast_stream():
     responses.add(responses.POST, URL, json=fixture("batch-200.json"))
     batch = receivers(2)
-    send(postmark(), batch)
-    request = responses.calls[0].request
+    request = sent_request(postmark(), batch)
     assert request.headers["X-Postmark-Server-Token"] == KEY
     assert request.headers["Accept"] == "application/json"
     first = batch.messages[0]
@@ -52,8 +51,7 @@ def test_the_request_is_postmarks_batch_array_on_the_broadcast_stream():
 @responses.activate
 def test_another_stream_carries_our_list_unsubscribe_and_tracking_and_test_token():
     responses.add(responses.POST, URL, json=fixture("batch-200.json"))
-    send(postmark(message_stream="newsletters", track_opens=True, track_clicks=True, test_mode=True), receivers(2))
-    request = responses.calls[0].request
+    request = sent_request(postmark(message_stream="newsletters", track_opens=True, track_clicks=True, test_mode=True), receivers(2))
     assert request.headers["X-Postmark-Server-Token"] == "POSTMARK_API_TEST"
     item = json.loads(request.body)[0]
     assert item["MessageStream"] == "newsletters" and item["TrackOpens"] is True

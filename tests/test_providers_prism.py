@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,11 +85,15 @@ def prism(request):
         process.kill()
 
 
-def recording_session(answers: list) -> requests.Session:
-    """A session that appends every response it gets to ``answers``."""
-    session = requests.Session()
-    session.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))
-    return session
+@contextmanager
+def looking_up(prism):
+    """``(adapter, session, answers)``: the adapter for the Prism server, and a session that appends
+    every response it gets to ``answers``."""
+    name, url = prism
+    answers = []
+    with requests.Session() as session:
+        session.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))
+        yield make_adapter(name, "prism-test-key", api_base=url), session, answers
 
 
 def assert_spec_accepted(answers, statuses=(200,)) -> None:
@@ -136,10 +141,7 @@ def test_the_spec_accepts_a_request_with_an_unsubscribe_group(prism):
 @pytest.mark.parametrize("prism", ["resend"], indirect=True)
 def test_the_spec_accepts_our_suppression_list_reads(prism):
     """Only Resend's spec describes its suppression list (Postmark's copy predates it; SendGrid's is mail only)."""
-    name, url = prism
-    provider = make_adapter(name, "prism-test-key", api_base=url)
-    answers = []
-    with recording_session(answers) as session:
+    with looking_up(prism) as (provider, session, answers):
         # Prism answers every page with the spec's example (has_more, the same id): the cursor guard stops it.
         with pytest.raises(ProviderError, match="did not move past its cursor"):
             list(provider.suppression_list(session))
@@ -150,10 +152,7 @@ def test_the_spec_accepts_our_suppression_list_reads(prism):
 @pytest.mark.parametrize("prism", ["brevo"], indirect=True)
 def test_the_spec_accepts_our_brevo_look_ups(prism):
     """The blocked contacts (suppressions sync) and the transactional events (reconcile)."""
-    name, url = prism
-    provider = make_adapter(name, "prism-test-key", api_base=url)
-    answers = []
-    with recording_session(answers) as session:
+    with looking_up(prism) as (provider, session, answers):
         blocked = list(provider.suppression_list(session))
         outcomes = provider.reconcile(sample_batch(1), session, age=600)
     assert [s.email for s in blocked] == ["abc@xyz.com"] and len(outcomes) == 1  # the spec's examples

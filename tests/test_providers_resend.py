@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, refusal, send
+from helpers import canned, make_adapter, refusal, send, sent_request
 from fakeproviders import sample_batch
 
 from newsletter.errors import AuthError, ConfigError, ProviderError
@@ -33,8 +33,7 @@ def ab():
 def test_the_request_carries_the_idempotency_key_and_asks_for_permissive_validation():
     responses.add(responses.POST, URL, json=fixture("batch-200.json"))
     batch = ab()
-    send(resend(), batch)
-    request = responses.calls[0].request
+    request = sent_request(resend(), batch)
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["Idempotency-Key"] == "2026-11-30-weekly/b0001"
     assert request.headers["x-batch-validation"] == "permissive"

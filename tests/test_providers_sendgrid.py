@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, refusal, send
+from helpers import canned, make_adapter, refusal, send, sent_request
 from fakeproviders import sample_batch
 
 from newsletter import config
@@ -37,8 +37,7 @@ def accepted():
 def test_the_request_sends_the_template_once_with_substitutions_per_recipient():
     accepted()
     batch = sample_batch(2)
-    send(sendgrid(), batch)
-    request = responses.calls[0].request
+    request = sent_request(sendgrid(), batch)
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     body = json.loads(request.body)
     assert body["content"] == [
