@@ -77,6 +77,15 @@ class LedgerClock:
         self.now = when + "+00:00"
 
 
+def write_readers(workspace: Path, count: int) -> list[str]:
+    """A subscriber list of ``count`` readers (``reader000@example.com``, ``Reader 000``, ...) in the
+    workspace; their addresses."""
+    addresses = [f"reader{n:03d}@example.com" for n in range(count)]
+    rows = ["email,name"] + [f"{a},Reader {n:03d}" for n, a in enumerate(addresses)]
+    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return addresses
+
+
 def walk_commands(command, path: str = "newsletter"):
     """``(path, command)`` for the CLI and every command under it, loading lazily loaded commands
     the way click does when one is run (``list_commands`` and ``get_command``)."""

@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 import requests
 from fakeproviders import FakeProviders, sample_batch
-from helpers import make_adapter, send
+from helpers import make_adapter, send, write_readers
 
 ISSUE = "2026-11-30-weekly"
 KEY = "report-fake-key-Qa52"
@@ -33,16 +33,9 @@ def env_for(name: str, fake: FakeProviders) -> dict[str, str]:
             "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", "NEWSLETTER_SECRET": "report-secret"}
 
 
-def write_list(workspace, count: int) -> list[str]:
-    addresses = [f"reader{n}@example.com" for n in range(count)]
-    rows = ["email,name"] + [f"{a},Reader {n}" for n, a in enumerate(addresses)]
-    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return addresses
-
-
 @pytest.mark.parametrize("name", ["postmark", "sendgrid", "mailgun"])
 def test_send_then_report_gives_the_figures_of_what_the_provider_received(run, workspace, fake, name):
-    readers = write_list(workspace, 7)
+    readers = write_readers(workspace, 7)
     env = env_for(name, fake)
     sent = run("send", ISSUE, "--yes", env=env)
     assert sent.exit_code == 0, sent.output + sent.stderr
