@@ -28,6 +28,7 @@ from ..models import Image, Issue, Section
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
+from .utm import tag_text, tagger
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class CompiledIssue:
     layout: Path
     content_hash: str
     view_online_url: str
+    utm_tagged: int | None = None  # links ([render] utm) tagged in the HTML part; None: utm is off
 
     def send_template(self, *, subject_prefix: str = "") -> dict[str, SlotTemplate]:
         """What an adapter sends once with per-recipient values (``Batch.template``): subject, html, text;
@@ -82,12 +84,17 @@ def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = Non
     html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
                       inliner or settings.render.inliner)
     text = text_part(source, settings)
+    tagged = None
+    campaign = tagger(settings, issue.id, source.view_online_url)
+    if campaign is not None:
+        html, links, tagged = campaign.tag_html(html)
+        text = tag_text(text, links)
     subject, preheader = source.subject, source.preheader
     digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
     return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
                          html=SlotTemplate.split(html), text=SlotTemplate.split(text),
                          slots=tuple(source.table.slots), layout=source.layout, content_hash=digest,
-                         view_online_url=source.view_online_url)
+                         view_online_url=source.view_online_url, utm_tagged=tagged)
 
 
 def find_layout(issue: Issue, settings: Settings) -> Path:
