@@ -69,6 +69,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "render": {
         "inliner": ("css-inline", "css-inline (default) | premailer"),
         "numbering": ("auto", "section numbers: auto | on | off (an issue's `numbering:` overrides it)"),
+        "utm": (False, "append utm_source, utm_medium and utm_campaign to links to your own site"),
+        "utm_source": ("{newsletter}", "utm_source; {newsletter} is the newsletter's name as a slug, {issue} the issue id"),
+        "utm_medium": ("email", "utm_medium"),
+        "utm_campaign": ("{issue}", "utm_campaign"),
+        "utm_domains": ("", "the domains whose links are tagged, comma-separated; \"\" = site_url's"),
     },
     "ledger": {
         "url": (".newsletter/ledger.sqlite3", "a SQLite file, or postgresql://user@host/db (docs/team.md)"),

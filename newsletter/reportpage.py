@@ -85,4 +85,7 @@ def _provider_section(report: IssueReport) -> str:
 _CSS = ("body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1d2330;background:#fafafa}"
         "main{max-width:760px;margin:2rem auto;padding:0 1rem}table{border-collapse:collapse;margin:.5rem 0}"
         "th,td{text-align:left;padding:.15rem .8rem .15rem 0}rect{fill:#3b6fd8}svg text{font-size:11px;fill:#555}"
-        "figure{margin:1rem 0}figcaption,.note,footer{color:#555;font-size:13px}.subject{font-size:1.2rem}")
+        "figure{margin:1rem 0}figcaption,.note,footer{color:#555;font-size:13px}.subject{font-size:1.2rem}"
+        # On a phone the charts shrink with the page (their viewBox keeps the proportions) and a long link
+        # wraps: nothing scrolls sideways at 375 px (tests/test_report_browser.py).
+        "svg{max-width:100%;height:auto}td{overflow-wrap:anywhere}")

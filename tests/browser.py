@@ -26,6 +26,18 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-backgroun
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
          "--hide-scrollbars", "--force-color-profile=srgb", "--lang=en-US")
 
+# A script fragment for measuring a page: it sets ``vw`` (the viewport's width), ``widest`` (the right
+# edge furthest right of any visible element) and ``culprit`` (that element), for a script to return.
+WIDEST = """
+const vw = document.documentElement.clientWidth;
+let widest = 0, culprit = '';
+for (const el of document.body.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) continue;
+  if (r.right > widest) { widest = r.right; culprit = el.tagName + '.' + el.className; }
+}
+"""
+
 
 def chrome(tmp_path: Path, width: int = 1280, height: int = 900):
     """A Selenium webdriver on a fresh profile in ``tmp_path``, its viewport ``width`` x ``height``.

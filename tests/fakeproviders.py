@@ -13,6 +13,10 @@ Provider-managed unsubscribes are played as documented: Postmark's broadcast str
 SendGrid's unsubscribe group (``asm``) and a Mailgun domain that tracks unsubscribes
 each put their own per-recipient link where their placeholder is and add their own
 List-Unsubscribe headers.
+The stats APIs that ``newsletter report`` reads (Postmark's ``/stats/outbound``, its opens and clicks and
+its click search; SendGrid's ``/v3/categories/stats``; Mailgun's ``POST /v1/analytics/metrics``) count
+what the fake accepted under the asked tag, day by day, and what its readers did with it:
+``fake.engage(provider, address, "open" | "click" | "bounce" | "complaint" | "unsubscribe", url=...)``.
 
 Fault injection (``fake.inject(...)``) applies to the next send calls:
 ``status`` (500, 503, 429 + Retry-After, ...), ``drop`` (accept and record the
@@ -41,6 +45,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
@@ -73,6 +78,50 @@ class Accepted:
     message_id: str
     test: bool = False  # accepted in a test/sandbox mode: validated, never delivered
     stream: str = ""  # Postmark message stream
+    day: str = field(default_factory=lambda: _today())  # YYYY-MM-DD (UTC) it was accepted
+
+
+ENGAGEMENTS = ("open", "click", "bounce", "complaint", "unsubscribe")
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """What a recipient (or their server) did with one accepted message: the provider's tracking saw it."""
+
+    message: Accepted
+    kind: str  # one of ENGAGEMENTS
+    day: str  # YYYY-MM-DD (UTC)
+    url: str = ""  # the link, for a click
+
+
+@dataclass
+class Tally:
+    """One tag's messages and what became of them, as a provider's stats API counts them."""
+
+    messages: list[Accepted]
+    events: list[Engagement]
+
+    def days(self) -> list[str]:
+        return sorted({m.day for m in self.messages} | {e.day for e in self.events})
+
+    def processed(self, day: str | None = None) -> int:
+        return sum(1 for m in self.messages if day in (None, m.day))
+
+    def delivered(self, day: str | None = None) -> int:
+        bounced = {id(e.message) for e in self.events if e.kind == "bounce"}
+        return sum(1 for m in self.messages if day in (None, m.day) and id(m) not in bounced)
+
+    def count(self, kind: str, day: str | None = None) -> int:
+        return sum(1 for e in self.events if e.kind == kind and day in (None, e.day))
+
+    def unique(self, kind: str, day: str | None = None) -> int:
+        """Messages with at least one ``kind`` (on ``day``): unique opens, unique clicks."""
+        return len({id(e.message) for e in self.events if e.kind == kind and day in (None, e.day)})
+
+    def unique_links(self, day: str | None = None) -> int:
+        """Distinct (message, link) pairs clicked: Postmark's unique clicks ("a click is unique if the
+        recipient has never clicked that link within that message")."""
+        return len({(id(e.message), e.url) for e in self.events if e.kind == "click" and day in (None, e.day)})
 
 
 @dataclass
@@ -103,6 +152,7 @@ class FakeProviders:
         # ``suppress``: provider -> [(address, kind)], kind one of LISTED_AS.
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
         self.send_calls = 0
+        self.engagements: list[Engagement] = []  # opens, clicks, bounces... that the stats APIs count
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self.read_times: list[float] = []  # time.monotonic() of each GET, as it arrived
         self._faults: list[Fault | None] = []  # None: a healthy call
@@ -200,6 +250,7 @@ class FakeProviders:
             self.sendgrid_groups = {SENDGRID_GROUP: []}
             self.mailgun_unsubscribe = dict(MAILGUN_UNSUBSCRIBE)
             self.suppressed.clear()
+            self.engagements.clear()
             self.requests_seen.clear()
             self.read_times.clear()
             self.send_calls = 0
@@ -222,6 +273,25 @@ class FakeProviders:
     def suppressions_of(self, provider: str) -> list[tuple[str, str]]:
         with self._lock:
             return list(self.suppressed.get(provider, []))
+
+    def engage(self, provider: str, to: str, kind: str, *, url: str = "", day: str | None = None) -> None:
+        """``to`` opened, clicked ``url``, bounced, complained of or unsubscribed from the last message
+        ``provider`` delivered to them: what the provider's stats then count for that message's tag."""
+        assert kind in ENGAGEMENTS and (kind == "click") == bool(url), (kind, url)
+        with self._lock:
+            message = next(a for a in reversed(self.delivered(provider)) if a.to.lower() == to.lower())
+            self.engagements.append(Engagement(message, kind, day or _today(), url))
+
+    def tally(self, provider: str, tag: str | None, *, since: str = "", until: str = "9999-12-31",
+              stream: str | None = None) -> Tally:
+        """The messages ``provider`` delivered with ``tag`` (any tag: None) on ``stream``, from day ``since`` to
+        ``until``, and the engagements with them in those days."""
+        with self._lock:
+            mine = [a for a in self.delivered(provider) if (tag is None or tag in a.tags)
+                    and stream in (None, a.stream)]
+            ids = {id(a) for a in mine}
+            events = [e for e in self.engagements if id(e.message) in ids and since <= e.day <= until]
+        return Tally([a for a in mine if since <= a.day <= until], events)
 
     def forget_idempotency_keys(self) -> None:
         """What 24 hours do to Resend's keys: a replay of an old batch is then a new request, sent again."""
@@ -291,6 +361,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
         routes = [
             ("POST", r"/email/batch", self.postmark_batch), ("GET", r"/messages/outbound", self.postmark_search),
+            ("GET", r"/stats/outbound(?:/(opens|clicks))?", self.postmark_stats),
+            ("GET", r"/messages/outbound/clicks", self.postmark_click_search),
+            ("GET", r"/v3/categories/stats", self.sendgrid_category_stats),
+            ("POST", r"/v1/analytics/metrics", self.mailgun_metrics),
             ("POST", r"/v3/mail/send", self.sendgrid_send), ("POST", r"/emails/batch", self.resend_batch),
             ("POST", r"/v3/([^/]+)/messages", self.mailgun_send),
             ("GET", r"/v3/([^/]+)/events(?:/(\d+))?", self.mailgun_events),
@@ -429,6 +503,46 @@ class _Handler(BaseHTTPRequestHandler):
                            "ArchivedAt": None, "ExpectedPurgeDate": None,
                            "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": handling}})
 
+    def postmark_stats(self, body: bytes, query: dict, part: str | None) -> None:
+        """The Stats API: the outbound overview, or opens or clicks per day, for ``tag`` and ``messagestream``
+        from ``fromdate`` to ``todate``, counted from what the fake accepted and the engagements with it."""
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        tally = self.owner.tally("postmark", query.get("tag"), since=query.get("fromdate", ""),
+                                 until=query.get("todate", "9999-12-31"), stream=query.get("messagestream"))
+        if part is None:
+            sent, bounced, complaints = tally.processed(), tally.count("bounce"), tally.count("complaint")
+            rate = (lambda n: round(100 * n / sent, 3) if sent else 0)
+            return self._answer(200, {
+                "Sent": sent, "Bounced": bounced, "SMTPApiErrors": 0, "BounceRate": rate(bounced),
+                "SpamComplaints": complaints, "SpamComplaintsRate": rate(complaints),
+                "Opens": tally.count("open"), "UniqueOpens": tally.unique("open"), "Tracked": sent,
+                "WithLinkTracking": sent, "WithOpenTracking": sent, "TotalTrackedLinksSent": sent,
+                "UniqueLinksClicked": tally.unique_links(), "TotalClicks": tally.count("click"),
+                "WithClientRecorded": 0, "WithPlatformRecorded": 0, "WithReadTimeRecorded": 0})
+        kind, total = {"opens": ("open", "Opens"), "clicks": ("click", "Clicks")}[part]
+        unique = (lambda day=None: tally.unique(kind, day)) if kind == "open" else tally.unique_links
+        days = [{"Date": day, total: tally.count(kind, day), "Unique": unique(day)}
+                for day in tally.days() if tally.count(kind, day)]  # Postmark lists the days with any
+        self._answer(200, {"Days": days, total: tally.count(kind), "Unique": unique()})
+
+    def postmark_click_search(self, body: bytes, query: dict) -> None:
+        """The Messages API's click search: each click, ``count`` (at most 500) from ``offset``; 10,000 at most."""
+        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
+            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
+        if "count" not in query or "offset" not in query or int(query["count"]) > 500 \
+                or int(query["count"]) + int(query["offset"]) > 10_000:
+            return self._answer(422, {"ErrorCode": 1000, "Message": "count and offset are required; count <= 500 "
+                                                                    "and count + offset <= 10000"})
+        clicks = [e for e in self.owner.tally("postmark", query.get("tag"), stream=query.get("messagestream")).events
+                  if e.kind == "click" and query.get("recipient", e.message.to).lower() == e.message.to.lower()]
+        offset, count = int(query["offset"]), int(query["count"])
+        page = [{"RecordType": "Click", "ClickLocation": "HTML", "Client": {}, "OS": {}, "Platform": "Desktop",
+                 "UserAgent": "Mozilla/5.0", "OriginalLink": e.url, "Geo": {}, "MessageID": e.message.message_id,
+                 "MessageStream": e.message.stream, "ReceivedAt": f"{e.day}T09:00:00Z",
+                 "Tag": e.message.tags[0], "Recipient": e.message.to} for e in clicks[offset:offset + count]]
+        self._answer(200, {"TotalCount": len(clicks), "Clicks": page})
+
     # -- SendGrid ---------------------------------------------------------------------------
     def _sendgrid_auth(self) -> bool:
         if self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
@@ -467,6 +581,30 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return self._answer(404, {"errors": [{"field": None, "message": "Unsubscribe group not found"}]})
         self._answer(200, list(found))
+
+    def sendgrid_category_stats(self, body: bytes, query: dict) -> None:
+        """Category statistics: one row for every day from ``start_date`` to ``end_date`` (today), zeros
+        included, with the metrics of the one category asked."""
+        if not self._sendgrid_auth():
+            return
+        missing = [name for name in ("start_date", "categories") if not query.get(name)]
+        if missing:
+            return self._answer(400, {"errors": [{"field": missing[0], "message": "missing required argument"}]})
+        if query.get("aggregated_by", "day") != "day":
+            return self._answer(400, {"errors": [{"field": "aggregated_by", "message": "the fake aggregates by day"}]})
+        category, end = query["categories"], query.get("end_date", _today())
+        tally = self.owner.tally("sendgrid", category, since=query["start_date"], until=end)
+        rows = []
+        for day in _days(query["start_date"], end):
+            metrics = {"blocks": 0, "bounce_drops": 0, "bounces": tally.count("bounce", day),
+                       "clicks": tally.count("click", day), "deferred": 0, "delivered": tally.delivered(day),
+                       "invalid_emails": 0, "opens": tally.count("open", day), "processed": tally.processed(day),
+                       "requests": tally.processed(day), "spam_report_drops": 0,
+                       "spam_reports": tally.count("complaint", day), "unique_clicks": tally.unique("click", day),
+                       "unique_opens": tally.unique("open", day), "unsubscribe_drops": 0,
+                       "unsubscribes": tally.count("unsubscribe", day)}
+            rows.append({"date": day, "stats": [{"type": "category", "name": category, "metrics": metrics}]})
+        self._answer(200, rows)
 
     def _sendgrid_accept(self, raw: bytes):
         if len(raw) > 30_000_000:
@@ -601,6 +739,43 @@ class _Handler(BaseHTTPRequestHandler):
             "first": f"{base}?limit={limit}", "last": f"{base}?page=last&limit={limit}",
             "next": f"{base}?page=next&address={quote(last)}&limit={limit}",
             "previous": f"{base}?page=previous&address={quote(items[0]['address'] if items else last)}&limit={limit}"}})
+
+    def mailgun_metrics(self, body: bytes, query: dict) -> None:
+        """The Metrics API: the asked metrics of the messages matching the filter (domain and tag, ANDed),
+        from ``start`` to ``end``, per day with the ``time`` dimension, and their aggregates."""
+        expected = "Basic " + base64.b64encode(f"api:{self.owner.api_key}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            return self._answer(401, b"Forbidden")
+        try:
+            asked = json.loads(body)
+            start = email.utils.parsedate_to_datetime(asked["start"]).date().isoformat()
+            end = email.utils.parsedate_to_datetime(asked.get("end") or email.utils.format_datetime(
+                datetime.now(timezone.utc))).date().isoformat()
+            where = {f["attribute"]: [v["value"] for v in f["values"]] for f in asked.get("filter", {}).get("AND", [])
+                     if f.get("comparator") == "="}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self._answer(400, {"message": "the query is not valid JSON with a start, an end and a filter"})
+        if asked.get("resolution", "day") != "day" or set(asked.get("dimensions") or []) - {"time"}:
+            return self._answer(400, {"message": "the fake knows the day resolution and the time dimension only"})
+        if where.get("domain", [self.owner.domain]) != [self.owner.domain]:
+            return self._answer(200, _metrics_answer(asked, [], {}))
+        tally = self.owner.tally("mailgun", (where.get("tag") or [None])[0], since=start, until=end)
+
+        def metrics(day: str | None) -> dict:
+            every = {"processed_count": tally.processed(day), "delivered_count": tally.delivered(day),
+                     "permanent_failed_count": tally.count("bounce", day),
+                     "complained_count": tally.count("complaint", day),
+                     "unsubscribed_count": tally.count("unsubscribe", day), "opened_count": tally.count("open", day),
+                     "unique_opened_count": tally.unique("open", day), "clicked_count": tally.count("click", day),
+                     "unique_clicked_count": tally.unique("click", day)}
+            return {name: every.get(name, 0) for name in asked.get("metrics") or []}
+
+        if "time" in (asked.get("dimensions") or []):
+            items = [{"dimensions": [{"dimension": "time", "value": _rfc2822(day), "display_value": _rfc2822(day)}],
+                      "metrics": metrics(day)} for day in _days(start, end)]
+        else:
+            items = [{"dimensions": [], "metrics": metrics(None)}]
+        self._answer(200, _metrics_answer(asked, items, metrics(None) if asked.get("include_aggregates") else {}))
 
     # -- Resend -----------------------------------------------------------------------------
     def _resend_auth(self) -> bool:
@@ -875,6 +1050,32 @@ class _Handler(BaseHTTPRequestHandler):
                  for a in self.owner.delivered("brevo")
                  if query.get("event", "requests") == "requests" and ("tags" not in query or query["tags"] in a.tags)]
         self._answer(200, {"events": found[offset:offset + limit]} if found[offset:offset + limit] else {})
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
+
+
+def _days(first: str, last: str) -> list[str]:
+    """Every YYYY-MM-DD from ``first`` to ``last``, both included."""
+    day, end, days = date.fromisoformat(first), date.fromisoformat(last), []
+    while day <= end:
+        days.append(day.isoformat())
+        day += timedelta(days=1)
+    return days
+
+
+def _rfc2822(day: str) -> str:
+    return email.utils.format_datetime(datetime.combine(date.fromisoformat(day), datetime.min.time(), timezone.utc))
+
+
+def _metrics_answer(asked: dict, items: list, aggregates: dict) -> dict:
+    """Mailgun's metrics answer around its rows: the query's window and its paging."""
+    limit = int(asked.get("limit") or 1500)
+    return {"start": asked.get("start"), "end": asked.get("end"), "resolution": asked.get("resolution", "day"),
+            "duration": "", "dimensions": asked.get("dimensions") or [], "items": items[:limit],
+            "pagination": {"sort": "", "skip": 0, "limit": limit, "total": len(items)},
+            "aggregates": {"metrics": aggregates}}
 
 
 PM_UNSUBSCRIBE = "{{{ pm:unsubscribe }}}"

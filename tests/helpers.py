@@ -1,5 +1,6 @@
 """Test scaffolding shared by several modules: canned provider answers, adapters built from flags,
-one batch sent through a fresh session, and a clock that moves only when the code sleeps."""
+one batch sent through a fresh session, a clock that moves only when the code sleeps, and the ledger's
+clock moved by hand."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+import responses
 
 from newsletter import config
+from newsletter.errors import ProviderError
+from newsletter.ledger import postgres as ledger_postgres
+from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
 from newsletter.providers.base import Provider
 
@@ -34,6 +40,19 @@ def send(provider: Provider, batch) -> list:
         return provider.send_batch(batch, session)
 
 
+def sent_request(provider: Provider, batch) -> requests.PreparedRequest:
+    """The first request sending ``batch`` made, as ``responses`` (active in the test) recorded it."""
+    send(provider, batch)
+    return responses.calls[0].request
+
+
+def refusal(provider: Provider, batch, kind: type[Exception] = ProviderError) -> Exception:
+    """The ``kind`` of error that sending ``batch`` raises (the test fails when it raises none)."""
+    with pytest.raises(kind) as caught:
+        send(provider, batch)
+    return caught.value
+
+
 class SleepClock:
     """Time that passes only when the code under test sleeps; ``waits`` records each sleep."""
 
@@ -46,6 +65,27 @@ class SleepClock:
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+
+
+class LedgerClock:
+    """The ledger's time function, moved by hand: ``clock.at("2026-11-30T09:00:00")`` (UTC)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now = "2026-11-30T09:00:00+00:00"
+        for module in (ledger_sqlite, ledger_postgres):  # the same seam in both ledgers
+            monkeypatch.setattr(module, "_now", lambda: self.now)
+
+    def at(self, when: str) -> None:
+        self.now = when + "+00:00"
+
+
+def write_readers(workspace: Path, count: int) -> list[str]:
+    """A subscriber list of ``count`` readers (``reader000@example.com``, ``Reader 000``, ...) in the
+    workspace; their addresses."""
+    addresses = [f"reader{n:03d}@example.com" for n in range(count)]
+    rows = ["email,name"] + [f"{a},Reader {n:03d}" for n, a in enumerate(addresses)]
+    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return addresses
 
 
 def walk_commands(command, path: str = "newsletter"):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+from helpers import SleepClock
 
 from newsletter.config import resolve
 from newsletter.errors import (AuthError, LedgerError, NewsletterError, NoAnswer, NotAccepted, ProviderError,
@@ -586,19 +587,8 @@ def test_batches_carry_slot_values_and_the_template_when_given(ledger):
 
 
 # -- pacing -------------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 def test_token_bucket_holds_the_rate():
-    clock = FakeClock()
+    clock = SleepClock()
     bucket = TokenBucket(10, burst=1, clock=clock, sleep=clock.sleep)
     for _ in range(11):
         bucket.acquire()
@@ -606,7 +596,7 @@ def test_token_bucket_holds_the_rate():
 
 
 def test_token_bucket_pause_delays_everyone_and_zero_rate_is_unlimited():
-    clock = FakeClock()
+    clock = SleepClock()
     bucket = TokenBucket(0, clock=clock, sleep=clock.sleep)
     for _ in range(100):
         bucket.acquire()

@@ -1,19 +1,12 @@
 """The compiled example in headless Chromium at 600 px and 375 px: it fits and it stacks."""
 
 import pytest
-from browser import chrome, shot
+from browser import WIDEST, chrome, shot
 
 pytestmark = pytest.mark.browser
 
 # Widest element's right edge, and whether text paragraphs sit inside the viewport.
-MEASURE = """
-const vw = document.documentElement.clientWidth;
-let widest = 0, culprit = '';
-for (const el of document.body.querySelectorAll('*')) {
-  const r = el.getBoundingClientRect();
-  if (r.width === 0 || r.height === 0) continue;
-  if (r.right > widest) { widest = r.right; culprit = el.tagName + '.' + el.className; }
-}
+MEASURE = WIDEST + """
 const columns = [...document.querySelectorAll('.mj-column-per-100')].map(c => c.getBoundingClientRect().width);
 const title = document.querySelector('.masthead-title h1');
 const button = [...document.querySelectorAll('a')].find(a => a.textContent.includes('port electrification study'));

@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from browser import chrome, shot
+from browser import WIDEST, chrome, shot
 
 pytestmark = pytest.mark.browser
 
@@ -26,14 +26,7 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 # with it. MJML wraps the body in one role="article" element, which render.py names after the issue.
 NOT_FOR_EMAIL = {"landmark-one-main", "region"}
 
-MEASURE = """
-const vw = document.documentElement.clientWidth;
-let widest = 0, culprit = '';
-for (const el of document.body.querySelectorAll('*')) {
-  const r = el.getBoundingClientRect();
-  if (r.width === 0 || r.height === 0) continue;
-  if (r.right > widest) { widest = r.right; culprit = el.tagName + '.' + el.className; }
-}
+MEASURE = WIDEST + """
 const h1 = document.querySelector('h1');
 return {vw, widest, culprit, scrollWidth: document.documentElement.scrollWidth,
         h1Color: getComputedStyle(h1).color, bodyBackground: getComputedStyle(document.body).backgroundColor};

@@ -14,13 +14,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from helpers import LedgerClock
 
 from newsletter.errors import LeaseHeld, LedgerError
 from newsletter.ledger import open_ledger
 from newsletter.ledger.base import erased_key
 from newsletter.ledger.sqlite import SQLiteLedger
-from newsletter.ledger import postgres as ledger_postgres
-from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.ledger.migrations import LATEST, MIGRATIONS, POSTGRES_VARIANTS, steps
 from newsletter.ledger.postgres import PostgresLedger
 from newsletter.models import Outcome
@@ -97,24 +96,12 @@ def test_claim_moves_pending_to_sending_under_the_batch_id(ledger):
     assert ledger.in_doubt(ISSUE) == {"b1": ["a@example.com"], "b2": ["b@example.com"]}
 
 
-class Clock:
-    """The ledger's time function, moved by hand: ``clock.at("2026-11-30T09:00:00")``."""
-
-    def __init__(self, monkeypatch):
-        self.now = "2026-11-30T09:00:00+00:00"
-        for module in (ledger_sqlite, ledger_postgres):
-            monkeypatch.setattr(module, "_now", lambda: self.now)
-
-    def at(self, when: str) -> None:
-        self.now = when + "+00:00"
-
-
 def utc(when: str) -> datetime:
     return datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
 
 
 def test_claimed_at_is_the_first_claim_of_that_batch_id_and_later_changes_keep_it(ledger, monkeypatch):
-    clock = Clock(monkeypatch)
+    clock = LedgerClock(monkeypatch)
     plan(ledger, "a@example.com", "b@example.com")
     ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
     clock.at("2026-11-30T09:05:00")
@@ -446,7 +433,7 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path, mon
         planned = utc("2026-11-30T08:00:00")
         assert db.claim_times(ISSUE) == {"b2": planned} and db.claim_times(ISSUE, "unknown") == {"b3": planned}
         assert rows["pending@example.com"].claimed_at == ""
-        Clock(monkeypatch).at("2026-11-30T10:00:00")
+        LedgerClock(monkeypatch).at("2026-11-30T10:00:00")
         db.acquire_lease(ISSUE, "me", stale_after=60)
         assert db.claim(ISSUE, "b4", ["pending@example.com"], "me") == {"pending@example.com"}
         assert db.claim_times(ISSUE)["b4"] == utc("2026-11-30T10:00:00")

@@ -10,7 +10,7 @@ import pytest
 import requests
 import responses
 from fakeproviders import FakeProviders, sample_batch
-from helpers import canned, make_adapter, send
+from helpers import canned, make_adapter, refusal, send
 
 from newsletter.errors import AuthError, ConfigError, ProviderError
 from newsletter.providers.brevo import BrevoProvider
@@ -93,9 +93,8 @@ def test_a_refused_address_fails_the_implausible_reader_and_sends_the_others_aga
 @responses.activate
 def test_a_refused_address_brevo_does_not_name_stops_the_run_when_none_looks_wrong():
     answer("400-invalid-email.json", 400)
-    with pytest.raises(ProviderError) as caught:
-        send(brevo(), sample_batch(3))
-    assert not caught.value.retryable and "batch_size = 1" in caught.value.hint
+    refused = refusal(brevo(), sample_batch(3))
+    assert not refused.retryable and "batch_size = 1" in refused.hint
 
 
 @responses.activate
@@ -120,18 +119,16 @@ def test_refusals_of_the_account_or_sender_stop_the_run(name, words, size):
 @responses.activate
 def test_401_aborts_with_brevos_words_and_never_the_key():
     answer("401.json", 401)
-    with pytest.raises(AuthError) as caught:
-        send(brevo(), sample_batch(1))
-    assert "Key not found" in caught.value.message and KEY not in str(caught.value) + caught.value.body
+    refused = refusal(brevo(), sample_batch(1), AuthError)
+    assert "Key not found" in refused.message and KEY not in str(refused) + refused.body
 
 
 @responses.activate
 def test_429_waits_as_long_as_its_rate_limit_headers_say():
     canned_429 = canned("brevo", "429-headers.json")
     responses.add(responses.POST, URL, json=canned_429["body"], status=429, headers=canned_429["headers"])
-    with pytest.raises(ProviderError) as caught:
-        send(brevo(), sample_batch(1))
-    assert caught.value.retryable and caught.value.retry_after == 7
+    refused = refusal(brevo(), sample_batch(1))
+    assert refused.retryable and refused.retry_after == 7
 
 
 @responses.activate

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import write_readers
 import requests
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
 
@@ -50,13 +51,6 @@ def provider_env(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]
             "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {}), **extra}
 
 
-def write_list(workspace: Path, count: int) -> list[str]:
-    addresses = [f"reader{n:03d}@example.com" for n in range(count)]
-    rows = ["email,name"] + [f"{a},Reader {n:03d}" for n, a in enumerate(addresses)]
-    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return addresses
-
-
 def newsletter(workspace: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "AWS_"))} | env
     return subprocess.Popen([NEWSLETTER, *args], cwd=workspace, env=full, stdout=subprocess.PIPE,
@@ -78,7 +72,7 @@ def ledger_counts(workspace: Path, env: dict[str, str]) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_send_delivers_each_subscriber_once_personalised(workspace, fake, name):
-    addresses = write_list(workspace, 12)
+    addresses = write_readers(workspace, 12)
     env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="5")
     code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
     assert code == 0, err
@@ -96,7 +90,7 @@ def test_a_stream_postmark_does_not_know_stops_before_the_plan(workspace, fake):
     """Asked before anything is planned, Postmark says the stream does not exist: nothing sent, nobody failed.
     (A stream that goes between that question and a batch, ErrorCode 1235 per message, stops the run
     with everyone pending: tests/test_providers_postmark.py.)"""
-    write_list(workspace, 6)
+    write_readers(workspace, 6)
     env = provider_env("postmark", fake, NEWSLETTER_PROVIDER_MESSAGE_STREAM="newsletters",
                        NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="1")
     code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
@@ -113,7 +107,7 @@ def test_a_stream_postmark_does_not_know_stops_before_the_plan(workspace, fake):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(workspace, fake, name):
-    addresses = write_list(workspace, 10)
+    addresses = write_readers(workspace, 10)
     env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="1")
     held = fake.inject("hold", after=2)  # the third batch is accepted, then the answer never comes
     first = newsletter(workspace, env, "send", ISSUE, "--yes")
@@ -185,7 +179,7 @@ def dead_run_batch(workspace: Path, env: dict[str, str], fake: FakeProviders, ad
 @pytest.mark.parametrize("hours, forgotten", [(22, False), (25, True)])
 def test_resend_retries_a_dead_runs_batch_only_while_it_remembers_the_key(run, workspace, fake, ledger_clock,
                                                                           hours, forgotten):
-    addresses = write_list(workspace, 6)
+    addresses = write_readers(workspace, 6)
     env = provider_env("resend", fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2")
     assert run("send", ISSUE, "--yes", "--limit", "2", env=env).exit_code == 4
     ledger_clock["now"] = datetime.now(timezone.utc) - timedelta(hours=hours)
@@ -211,7 +205,7 @@ def test_resend_retries_a_dead_runs_batch_only_while_it_remembers_the_key(run, w
 # -- newsletter reconcile: what a provider proves was never accepted goes back to pending -----------
 @pytest.mark.parametrize("name, age", [("postmark", timedelta(minutes=5)), ("mailgun", timedelta(hours=2))])
 def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, name, age, monkeypatch):
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     env = provider_env(name, fake)
     settings = config.load(workspace / "newsletter.toml", env)
     built = build_issue(settings, ISSUE)
@@ -242,7 +236,7 @@ def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, na
 def test_reconcile_judges_each_window_on_its_safe_side(workspace, fake, ledger_clock, name, claimed, marked):
     """Closing edges (a key or a log expiring) count from the first claim; opening ones (logs catching up)
     from the last change. Either way round, absence would prove nothing, and Resend would send again."""
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     env = provider_env(name, fake)
     settings = config.load(workspace / "newsletter.toml", env)
     built = build_issue(settings, ISSUE)
@@ -272,7 +266,7 @@ def test_reconcile_with_nothing_in_doubt_says_so(run, fake):
 def unknown_rows(workspace: Path, fake: FakeProviders, ledger_clock, name: str,
                  ago: timedelta = timedelta(minutes=5)) -> tuple[list[str], dict]:
     """An issue with 2 sent, 2 pending and 3 `unknown` (2 the provider accepted, 1 it never saw), ``ago`` old."""
-    addresses = write_list(workspace, 7)
+    addresses = write_readers(workspace, 7)
     env = provider_env(name, fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2")
     code, _, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes", "--limit", "2"))
     assert code == 4, err
@@ -411,7 +405,7 @@ def test_proof_does_not_wait_out_a_retry_after_longer_than_its_policy(run, fake)
 
 # -- Amazon SES: what preflight learns of the account ---------------------------------------------------
 def test_ses_in_the_sandbox_warns_then_only_verified_readers_receive(workspace, fake):
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     fake.ses_account.update(ProductionAccessEnabled=False, SendQuota={"Max24HourSend": 200.0, "MaxSendRate": 50.0,
                                                                       "SentLast24Hours": 0.0})
     fake.ses_verified.add(addresses[2])
@@ -427,7 +421,7 @@ def test_ses_in_the_sandbox_warns_then_only_verified_readers_receive(workspace, 
 
 
 def test_ses_without_credentials_stops_before_anything_is_planned(workspace, fake):
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     env = {k: v for k, v in provider_env("ses", fake).items() if not k.startswith("AWS_ACCESS")}
     env |= {"AWS_SHARED_CREDENTIALS_FILE": str(workspace / "none"), "AWS_CONFIG_FILE": str(workspace / "none")}
     code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-from helpers import canned, make_adapter, send
+from helpers import canned, make_adapter, refusal, send, sent_request
 from fakeproviders import _multipart, sample_batch
 
 from newsletter import config
@@ -43,8 +43,7 @@ def fields(request) -> dict[str, list[str]]:
 def test_the_request_is_one_template_with_recipient_variables():
     responses.add(responses.POST, URL, json=fixture("200.json"))
     batch = sample_batch(2)
-    send(mailgun(), batch)
-    request = responses.calls[0].request
+    request = sent_request(mailgun(), batch)
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
     sent = fields(request)
     assert sent["from"] == ["Field Notes <notes@example.com>"]
@@ -69,8 +68,7 @@ def test_the_request_is_one_template_with_recipient_variables():
 @responses.activate
 def test_test_mode_and_tracking_switches():
     responses.add(responses.POST, URL, json=fixture("200.json"))
-    send(mailgun(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1))
-    sent = fields(responses.calls[0].request)
+    sent = fields(sent_request(mailgun(test_mode=True, track_opens=True, track_clicks=True), sample_batch(1)))
     assert sent["o:testmode"] == ["yes"] and sent["o:tracking-opens"] == ["yes"]
     assert sent["o:tracking-clicks"] == ["yes"]
 
@@ -106,52 +104,46 @@ def test_a_refused_to_that_names_no_address_fails_a_lone_recipient():
 @responses.activate
 def test_a_refused_to_we_cannot_place_in_a_batch_stops_the_run_and_fails_nobody():
     responses.add(responses.POST, URL, status=400, json=fixture("400-invalid-to.json"))
-    with pytest.raises(ProviderError) as caught:
-        send(mailgun(), sample_batch(3))  # every address looks valid to us
-    assert not caught.value.retryable and "BATCH_SIZE=1" in caught.value.hint
+    refused = refusal(mailgun(), sample_batch(3))  # every address looks valid to us
+    assert not refused.retryable and "BATCH_SIZE=1" in refused.hint
 
 
 @responses.activate
 def test_a_400_about_the_request_that_mentions_recipients_fails_nobody():
     responses.add(responses.POST, URL, status=400, json=fixture("400-recipient-variables.json"))
-    with pytest.raises(ProviderError) as caught:
-        send(mailgun(), sample_batch(addresses=["a@example.com", "b@example", "c@example.com"]))
-    assert not caught.value.retryable and "'recipient-variables' parameter is not a valid JSON" in caught.value.message
+    refused = refusal(mailgun(), sample_batch(addresses=["a@example.com", "b@example", "c@example.com"]))
+    assert not refused.retryable and "'recipient-variables' parameter is not a valid JSON" in refused.message
 
 
 @responses.activate
 def test_a_403_from_a_sandbox_domain_says_so_and_points_at_the_domain():
     responses.add(responses.POST, URL, status=403, json=fixture("403-sandbox.json"))
-    with pytest.raises(AuthError) as caught:
-        send(mailgun(), sample_batch(1))
-    assert "is not allowed to send: Free accounts are for test purposes only" in caught.value.message
-    assert "authorized recipients" in caught.value.hint and "[provider] domain" in caught.value.hint
+    refused = refusal(mailgun(), sample_batch(1), AuthError)
+    assert "is not allowed to send: Free accounts are for test purposes only" in refused.message
+    assert "authorized recipients" in refused.hint and "[provider] domain" in refused.hint
 
 
 @responses.activate
 def test_an_unknown_domain_says_where_to_look():
     responses.add(responses.POST, URL, status=404, json=fixture("404-domain.json"))
-    with pytest.raises(ProviderError) as caught:
-        send(mailgun(), sample_batch(1))
-    assert "Domain not found" in caught.value.message and "api.eu.mailgun.net" in caught.value.hint
+    refused = refusal(mailgun(), sample_batch(1))
+    assert "Domain not found" in refused.message and "api.eu.mailgun.net" in refused.hint
 
 
 @responses.activate
 def test_401_aborts_without_showing_the_key():
     responses.add(responses.POST, URL, status=401, body="Forbidden")
-    with pytest.raises(AuthError) as caught:
-        send(mailgun(), sample_batch(1))
-    assert KEY not in str(caught.value) and base64.b64encode(f"api:{KEY}".encode()).decode() not in str(caught.value)
-    assert "refused the API key (HTTP 401): Forbidden" in caught.value.message
+    refused = refusal(mailgun(), sample_batch(1), AuthError)
+    assert KEY not in str(refused) and base64.b64encode(f"api:{KEY}".encode()).decode() not in str(refused)
+    assert "refused the API key (HTTP 401): Forbidden" in refused.message
 
 
 @responses.activate
 def test_the_key_and_its_basic_token_are_scrubbed_from_an_echoing_answer():
     token = base64.b64encode(f"api:{KEY}".encode()).decode()
     responses.add(responses.POST, URL, status=401, body=f"Forbidden: Basic {token} (key {KEY})")
-    with pytest.raises(AuthError) as caught:
-        send(mailgun(), sample_batch(1))
-    assert KEY not in str(caught.value) + caught.value.body and token not in str(caught.value) + caught.value.body
+    refused = refusal(mailgun(), sample_batch(1), AuthError)
+    assert KEY not in str(refused) + refused.body and token not in str(refused) + refused.body
 
 
 @pytest.mark.parametrize("domain", ["", "example.com/v3"])
@@ -232,8 +224,7 @@ def tracking(active, html_footer: str = "", text_footer: str = "") -> dict:
 @responses.activate
 def test_a_managed_request_carries_mailguns_variable_in_the_bodies_and_no_list_unsubscribe_of_ours():
     responses.add(responses.POST, URL, json=fixture("200.json"))
-    send(managed_mailgun(), sample_batch(2, unsubscribe=VARIABLE))
-    sent = fields(responses.calls[0].request)
+    sent = fields(sent_request(managed_mailgun(), sample_batch(2, unsubscribe=VARIABLE)))
     assert sent["html"] == [f'<p>Hi %recipient.h0% &amp; co</p><a href="{VARIABLE}">Unsubscribe</a>']
     assert sent["text"] == [f"Hi %recipient.t0% & co\n\nUnsubscribe: {VARIABLE}\n"]
     assert not [name for name in sent if name.lower().startswith("h:list-unsubscribe")]

@@ -15,7 +15,7 @@ import pytest
 import requests
 import responses
 from fakeproviders import SES_ACCESS_KEY, FakeProviders, handlebars, sample_batch, sigv4_signature, sigv4_verdict
-from helpers import canned, make_adapter, send
+from helpers import canned, make_adapter, refusal, send
 
 from newsletter.compile.slots import SlotTemplate
 from newsletter.errors import AuthError, ConfigError, ProviderError, RecipientError
@@ -226,10 +226,9 @@ def test_a_rejected_reader_fails_and_a_transient_failure_goes_back_to_pending():
 @responses.activate
 def test_an_account_refusal_for_every_entry_stops_the_run_and_fails_nobody():
     answer("bulk-account-suspended.json")
-    with pytest.raises(ProviderError) as caught:
-        send(ses(), sample_batch(3))
-    assert not caught.value.retryable and "ACCOUNT_SUSPENDED" in caught.value.message
-    assert "reputation" in caught.value.hint
+    refused = refusal(ses(), sample_batch(3))
+    assert not refused.retryable and "ACCOUNT_SUSPENDED" in refused.message
+    assert "reputation" in refused.hint
 
 
 @responses.activate
@@ -252,19 +251,17 @@ def test_a_whole_call_refusal_about_the_sender_stops_the_run(size):
 @responses.activate
 def test_throttling_in_a_400_is_retryable():
     answer("400-throttling.json", 400, "LimitExceededException")
-    with pytest.raises(ProviderError) as caught:
-        send(ses(), sample_batch(2))
-    assert caught.value.retryable
+    refused = refusal(ses(), sample_batch(2))
+    assert refused.retryable
 
 
 @responses.activate
 def test_a_refused_signature_aborts_without_any_secret_in_the_error():
     answer("403-signature.json", 403, "InvalidSignatureException")
-    with pytest.raises(AuthError) as caught:
-        send(ses(env={"AWS_SESSION_TOKEN": TOKEN}), sample_batch(1))
-    text = str(caught.value) + caught.value.body + caught.value.hint
+    refused = refusal(ses(env={"AWS_SESSION_TOKEN": TOKEN}), sample_batch(1), AuthError)
+    text = str(refused) + refused.body + refused.hint
     assert "signature we calculated" in text and SECRET not in text and TOKEN not in text
-    assert "AWS_SECRET_ACCESS_KEY" in caught.value.hint
+    assert "AWS_SECRET_ACCESS_KEY" in refused.hint
 
 
 # -- settings and credentials --------------------------------------------------------------------------

@@ -8,10 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import responses
-from helpers import SleepClock, canned, make_adapter
+from helpers import LedgerClock, SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
-from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Outcome
 from newsletter.report import every_minute, ledger_figures, provider_figures
@@ -19,17 +18,6 @@ from newsletter.report import every_minute, ledger_figures, provider_figures
 ISSUE = "2026-11-30-weekly"
 KEY = "report-key-Zr81"
 ORIGIN = "https://api.test"
-
-
-class Clock:
-    """The ledger's time, moved by hand (as tests/test_ledger.py's)."""
-
-    def __init__(self, monkeypatch):
-        self.now = "2026-11-30T09:00:00+00:00"
-        monkeypatch.setattr(ledger_sqlite, "_now", lambda: self.now)
-
-    def at(self, when: str) -> None:
-        self.now = when + "+00:00"
 
 
 @pytest.fixture
@@ -48,7 +36,7 @@ def sent(*emails):
 
 
 def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(ledger, monkeypatch):
-    clock = Clock(monkeypatch)
+    clock = LedgerClock(monkeypatch)
     emails = [f"r{n}@example.com" for n in range(8)]
     ledger.acquire_lease(ISSUE, "me", stale_after=60)
     ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=emails)
@@ -95,7 +83,7 @@ def adapter(name: str):
 
 
 def read(provider, ledger, monkeypatch, *, detail=True):
-    Clock(monkeypatch)
+    LedgerClock(monkeypatch)
     ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
     clock = SleepClock()
     return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, sleep=clock.sleep, clock=clock)[ISSUE]

@@ -30,6 +30,15 @@ def status(workspace, env):
     return json.loads(out)
 
 
+def sending(workspace, env):
+    """A `send` process, returned once its first message is in the outbox (or after 30 s)."""
+    process = start_send(workspace, env)
+    deadline = time.monotonic() + 30
+    while not outbox_deliveries(workspace) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_at_random_moments_then_resume_delivers_exactly_once(workspace, env, seed):
     eligible = write_list(workspace / "subscribers" / "subscribers.csv", 600, seed=seed)
@@ -56,10 +65,7 @@ def test_sigkill_at_random_moments_then_resume_delivers_exactly_once(workspace, 
 def test_a_killed_run_really_stops_midway(workspace, env):
     """Guards the test above: a kill after a second leaves a partial outbox and rows to resume."""
     eligible = write_list(workspace / "subscribers" / "subscribers.csv", 300)
-    process = start_send(workspace, env)
-    deadline = time.monotonic() + 30
-    while not outbox_deliveries(workspace) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process = sending(workspace, env)
     process.kill()
     process.wait()
     partial = sum(outbox_deliveries(workspace).values())
@@ -85,10 +91,7 @@ def test_two_concurrent_sends_one_sends_the_other_exits_75(workspace, env):
 
 def test_sigterm_stops_cleanly_with_exit_4_and_resumes(workspace, env):
     eligible = write_list(workspace / "subscribers" / "subscribers.csv", 300)
-    process = start_send(workspace, env)
-    deadline = time.monotonic() + 30
-    while not outbox_deliveries(workspace) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process = sending(workspace, env)
     process.terminate()
     out, err = process.communicate(timeout=60)
     assert process.returncode == 4, err

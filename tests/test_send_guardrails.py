@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import write_readers
 from fakeproviders import FakeProviders
 
 from newsletter.ledger.sqlite import SQLiteLedger
@@ -277,13 +278,6 @@ def provider_env(fake: FakeProviders, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def write_list(workspace: Path, count: int) -> list[str]:
-    addresses = [f"reader{n:03d}@example.com" for n in range(count)]
-    rows = ["email,name"] + [f"{a},Reader {n:03d}" for n, a in enumerate(addresses)]
-    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return addresses
-
-
 @pytest.fixture
 def fake():
     with FakeProviders(api_key=KEY) as server:
@@ -291,7 +285,7 @@ def fake():
 
 
 def test_reconcile_of_batches_too_recent_says_once_when_to_come_back(run, workspace, fake):
-    addresses = write_list(workspace, 6)
+    addresses = write_readers(workspace, 6)
     with SQLiteLedger(ledger_file(workspace)) as ledger:
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=addresses)
         ledger.acquire_lease(ISSUE, "me", stale_after=60)
@@ -335,7 +329,7 @@ def wait_for(lines: queue.Queue, pattern: str, seen: list[str], timeout: float =
 
 
 def test_ctrl_c_finishes_batches_in_flight_and_twice_stops_now_with_exit_130(workspace, fake):
-    addresses = write_list(workspace, 10)
+    addresses = write_readers(workspace, 10)
     env = provider_env(fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="2")
     held = [fake.inject("hold"), fake.inject("hold")]  # the slow provider: two batches accepted, answers held
     full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
@@ -371,7 +365,7 @@ def test_ctrl_c_finishes_batches_in_flight_and_twice_stops_now_with_exit_130(wor
 
 
 def test_one_ctrl_c_records_the_batches_in_flight_and_leaves_the_rest_pending(workspace, fake):
-    write_list(workspace, 10)
+    write_readers(workspace, 10)
     env = provider_env(fake, NEWSLETTER_PROVIDER_BATCH_SIZE="2", NEWSLETTER_PROVIDER_CONCURRENCY="2")
     held = [fake.inject("hold"), fake.inject("hold")]
     full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env

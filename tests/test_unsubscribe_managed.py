@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import write_readers
 import requests
 import responses
 from fakeproviders import (SENDGRID_GROUP, FakeProviders, mailgun_unsubscribe_url, postmark_unsubscribe_url,
@@ -52,13 +53,6 @@ def env_for(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY,
             "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **extra}
-
-
-def write_list(workspace, count: int) -> list[str]:
-    addresses = [f"reader{n}@example.com" for n in range(count)]
-    rows = ["email,name"] + [f"{a},Reader {n}" for n, a in enumerate(addresses)]
-    (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return addresses
 
 
 # -- the setting, before any request -------------------------------------------------------------
@@ -125,7 +119,7 @@ def test_the_link_is_postmarks_placeholder_and_the_headers_are_left_to_postmark(
 # -- sends through the fake Postmark -------------------------------------------------------------
 def test_a_send_gives_every_reader_postmarks_one_link_and_headers(run, workspace, fake):
     managed(workspace)
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
     assert result.exit_code == 0, result.output + result.stderr
     assert other_warnings(result.stderr) == []
@@ -138,19 +132,30 @@ def test_a_send_gives_every_reader_postmarks_one_link_and_headers(run, workspace
         assert mail.headers == {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def test_a_stream_that_leaves_unsubscribes_to_us_refuses_the_setting_before_the_plan(run, workspace, fake):
-    managed(workspace)
-    write_list(workspace, 3)
+def leave_unsubscribes_to_us(fake) -> None:
     fake.postmark_streams["broadcast"] = ("Broadcasts", "Custom")
-    result = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
+
+
+@pytest.mark.parametrize("name, unmanaged, refusal", [
+    ("postmark", leave_unsubscribes_to_us,
+     "Postmark's stream 'broadcast' leaves unsubscribes to you (UnsubscribeHandlingType 'Custom')"),
+    ("mailgun", lambda fake: None,  # the fake's domain does not track unsubscribes until told to
+     "Mailgun's domain mg.example.com does not track unsubscribes"),
+])
+def test_a_provider_that_leaves_unsubscribes_to_us_refuses_the_setting_before_the_plan(
+        run, workspace, fake, name, unmanaged, refusal):
+    managed(workspace)
+    write_readers(workspace, 3)
+    unmanaged(fake)
+    result = run("send", ISSUE, "--yes", env=env_for(name, fake))
     assert result.exit_code == 1
-    assert "Postmark's stream 'broadcast' leaves unsubscribes to you (UnsubscribeHandlingType 'Custom')" in result.stderr
+    assert refusal in result.stderr
     assert fake.send_calls == 0
-    assert json.loads(run("status", "--json", env=env_for("postmark", fake)).stdout) == []  # no plan frozen
+    assert json.loads(run("status", "--json", env=env_for(name, fake)).stdout) == []  # no plan frozen
 
 
 def test_our_own_page_on_a_stream_postmark_handles_is_sent_with_a_warning(run, workspace, fake):
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s3cret"))
     assert result.exit_code == 0, result.stderr
     assert 'Postmark handles the unsubscribes of stream \'broadcast\'' in result.stderr
@@ -162,7 +167,7 @@ def test_our_own_page_on_a_stream_postmark_handles_is_sent_with_a_warning(run, w
 
 def test_our_own_page_on_a_stream_we_manage_keeps_our_list_unsubscribe_headers(run, workspace, fake):
     fake.postmark_streams["broadcast"] = ("Broadcasts", "Custom")
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s3cret"))
     assert result.exit_code == 0, result.stderr
     assert other_warnings(result.stderr) == []
@@ -173,7 +178,7 @@ def test_our_own_page_on_a_stream_we_manage_keeps_our_list_unsubscribe_headers(r
 
 
 def test_a_transactional_stream_is_refused_before_the_plan(run, workspace, fake):
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     env = env_for("postmark", fake, NEWSLETTER_SECRET="s3cret", NEWSLETTER_PROVIDER_MESSAGE_STREAM="outbound")
     result = run("send", ISSUE, "--yes", env=env)
     assert result.exit_code == 1
@@ -182,7 +187,7 @@ def test_a_transactional_stream_is_refused_before_the_plan(run, workspace, fake)
 
 
 def test_a_wrong_key_stops_at_the_question_without_printing_it(run, workspace, fake):
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     result = run("send", ISSUE, "--yes", env=env_for("postmark", fake, NEWSLETTER_SECRET="s", NEWSLETTER_API_KEY="no-Kk1"))
     assert result.exit_code == 1 and "postmark refused the API key (HTTP 401)" in result.stderr
     assert "no-Kk1" not in result.output + result.stderr and fake.send_calls == 0
@@ -202,7 +207,7 @@ def assert_one_provider_link_each(mails, addresses, link_for):
 
 def test_a_sendgrid_send_gives_every_reader_the_groups_link_and_headers(run, workspace, fake):
     managed(workspace)
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
     result = run("send", ISSUE, "--yes", env=env)
     assert result.exit_code == 0, result.output + result.stderr
@@ -212,7 +217,7 @@ def test_a_sendgrid_send_gives_every_reader_the_groups_link_and_headers(run, wor
 
 def test_a_sendgrid_send_without_a_group_is_refused_before_the_plan(run, workspace, fake):
     managed(workspace)
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     result = run("send", ISSUE, "--yes", env=env_for("sendgrid", fake))
     assert result.exit_code == 1 and "add the line `asm_group_id = 12345` under [provider]" in result.stderr
     assert fake.send_calls == 0
@@ -220,7 +225,7 @@ def test_a_sendgrid_send_without_a_group_is_refused_before_the_plan(run, workspa
 
 def test_sync_brings_the_groups_unsubscribes_into_the_ledger_and_the_next_send_leaves_them_out(run, workspace, fake):
     managed(workspace)
-    addresses = write_list(workspace, 3)
+    addresses = write_readers(workspace, 3)
     fake.sendgrid_groups[SENDGRID_GROUP] = [addresses[1]]
     env = env_for("sendgrid", fake, NEWSLETTER_PROVIDER_ASM_GROUP_ID=str(SENDGRID_GROUP))
     synced = run("suppressions", "sync", "--json", env=env)
@@ -234,7 +239,7 @@ def test_sync_brings_the_groups_unsubscribes_into_the_ledger_and_the_next_send_l
 
 def test_a_mailgun_send_gives_every_reader_mailguns_link_and_headers(run, workspace, fake):
     managed(workspace)
-    addresses = write_list(workspace, 4)
+    addresses = write_readers(workspace, 4)
     fake.mailgun_unsubscribe["active"] = True
     result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
     assert result.exit_code == 0, result.output + result.stderr
@@ -242,19 +247,9 @@ def test_a_mailgun_send_gives_every_reader_mailguns_link_and_headers(run, worksp
     assert_one_provider_link_each(fake.delivered("mailgun"), addresses, mailgun_unsubscribe_url)
 
 
-def test_a_mailgun_domain_that_does_not_track_unsubscribes_is_refused_before_the_plan(run, workspace, fake):
-    managed(workspace)
-    write_list(workspace, 2)
-    result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
-    assert result.exit_code == 1
-    assert "Mailgun's domain mg.example.com does not track unsubscribes" in result.stderr
-    assert fake.send_calls == 0
-    assert json.loads(run("status", "--json", env=env_for("mailgun", fake)).stdout) == []  # no plan frozen
-
-
 def test_a_mailgun_footer_is_sent_with_a_warning_about_the_second_link(run, workspace, fake):
     managed(workspace)
-    write_list(workspace, 1)
+    write_readers(workspace, 1)
     fake.mailgun_unsubscribe.update(active=True, text_footer="\nUnsubscribe here: %unsubscribe_url%\n")
     result = run("send", ISSUE, "--yes", env=env_for("mailgun", fake))
     assert result.exit_code == 0, result.output + result.stderr
@@ -341,20 +336,20 @@ def test_a_missing_or_archived_stream_is_a_setting_to_fix():
 
 def test_a_send_relying_on_postmarks_link_asks_again_and_never_sends_unanswered(run, workspace, fake):
     managed(workspace)
-    write_list(workspace, 2)
+    write_readers(workspace, 2)
     fake.inject_read(status=503, times=1)  # a blip: asked again, answered
     blip = run("send", ISSUE, "--yes", env=env_for("postmark", fake))
     assert blip.exit_code == 0, blip.stderr
     assert other_warnings(blip.stderr) == [] and len(fake.delivered("postmark")) == 2
 
-    write_list(workspace, 3)
+    write_readers(workspace, 3)
     fake.inject_read(status=429, retry_after=3600, times=1)  # no answer within the run: nothing is sent
     result = run("send", ISSUE, "--yes", "--include-new", env=env_for("postmark", fake))
     assert result.exit_code == 1 and "nothing is sent without knowing" in result.stderr
     assert len(fake.delivered("postmark")) == 2
     again = run("send", ISSUE, "--yes", "--include-new", env=env_for("postmark", fake))
     assert again.exit_code == 0, again.stderr
-    assert sorted(a.to for a in fake.delivered("postmark")) == [f"reader{n}@example.com" for n in range(3)]
+    assert sorted(a.to for a in fake.delivered("postmark")) == [f"reader{n:03d}@example.com" for n in range(3)]
 
 
 def test_a_proof_through_postmarks_link_warns_that_it_is_live(run, workspace, fake):
@@ -368,22 +363,22 @@ def test_a_proof_through_postmarks_link_warns_that_it_is_live(run, workspace, fa
 
 def test_readers_who_left_through_postmarks_link_are_left_out_of_the_next_send(run, workspace, fake):
     managed(workspace)
-    write_list(workspace, 4)
-    fake.suppress("postmark", "Reader1@Example.com", "unsubscribe")  # used Postmark's link last week
+    write_readers(workspace, 4)
+    fake.suppress("postmark", "Reader001@Example.com", "unsubscribe")  # used Postmark's link last week
     env = env_for("postmark", fake)
     result = run("send", ISSUE, "--yes", env=env)
     assert result.exit_code == 0, result.stderr  # not 3: nobody was refused and failed
     assert "Suppressed: 1 new from postmark (unsubscribes, bounces, complaints)" in result.output
-    assert sorted(a.to for a in fake.delivered("postmark")) == ["reader0@example.com", "reader2@example.com",
-                                                                "reader3@example.com"]
+    assert sorted(a.to for a in fake.delivered("postmark")) == ["reader000@example.com", "reader002@example.com",
+                                                                "reader003@example.com"]
     counts = json.loads(run("status", ISSUE, "--json", env=env).stdout)
     assert (counts["total"], counts["sent"], counts["failed"]) == (3, 3, 0)
 
 
 def test_without_the_sync_postmark_refuses_them_and_they_fail(run, workspace, fake):
     """What the sync spares: the same reader, with our own page (no sync before the send), is refused (406)."""
-    write_list(workspace, 2)
-    fake.suppress("postmark", "reader1@example.com", "unsubscribe")
+    write_readers(workspace, 2)
+    fake.suppress("postmark", "reader001@example.com", "unsubscribe")
     env = env_for("postmark", fake, NEWSLETTER_SECRET="s3cret")
     result = run("send", ISSUE, "--yes", env=env)
     assert result.exit_code == 3 and "Suppressed:" not in result.output

@@ -74,6 +74,8 @@ def lint_command(app: App, issue: str | None, layout_file: Path | None, inliner:
     if not issue:  # the sample issue: its preheader and sections must show
         findings += layout_findings(built.compiled, message.html)
     _print_findings(app, findings, summary_only=False)
+    if built.compiled.utm_tagged is not None:
+        app.info(f"utm: {built.compiled.utm_tagged} link(s) tagged with campaign parameters ([render] utm)")
     if any(f.level == "error" for f in findings):
         raise click.exceptions.Exit(1)
 

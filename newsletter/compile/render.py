@@ -29,6 +29,7 @@ from .images import ImageResolver, LocalImage
 from .inline import inline_css
 from .markdown import Body, body_to_text, render_body, underline
 from .slots import Slot, SlotTable, SlotTemplate, replace_recipient_expressions
+from .utm import tag_text, tagger
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class CompiledIssue:
     content_hash: str
     view_online_url: str
     images: tuple[LocalImage, ...] = ()  # the issue's own image files it uses (compile/images.py)
+    utm_tagged: int | None = None  # links ([render] utm) tagged in the HTML part; None: utm is off
 
     def send_template(self, *, subject_prefix: str = "") -> dict[str, SlotTemplate]:
         """What an adapter sends once with per-recipient values (``Batch.template``): subject, html, text;
@@ -89,12 +91,17 @@ def compile_issue(issue: Issue, settings: Settings, *, inliner: str | None = Non
     html = inline_css(label_article(mjml_to_html(source.mjml, source.layout), source.title),
                       inliner or settings.render.inliner)
     text = text_part(source, settings)
+    tagged = None
+    campaign = tagger(settings, issue.id, source.view_online_url)
+    if campaign is not None:
+        html, links, tagged = campaign.tag_html(html)
+        text = tag_text(text, links)
     subject, preheader = source.subject, source.preheader
     digest = hashlib.sha256("\x00".join((subject, preheader, html, text)).encode()).hexdigest()
     return CompiledIssue(issue=issue, subject=SlotTemplate.split(subject), preheader=SlotTemplate.split(preheader),
                          html=SlotTemplate.split(html), text=SlotTemplate.split(text),
                          slots=tuple(source.table.slots), layout=source.layout, content_hash=digest,
-                         view_online_url=source.view_online_url, images=source.images)
+                         view_online_url=source.view_online_url, images=source.images, utm_tagged=tagged)
 
 
 def find_layout(issue: Issue, settings: Settings) -> Path:
