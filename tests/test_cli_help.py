@@ -48,14 +48,14 @@ HEAVY = ("requests", "jinja2", "markdown_it", "email_validator", "mjml", "css_in
          "newsletter.providers")
 
 
-def loaded_by(args: list[str], cwd=None) -> tuple[list[str], str]:
+def loaded_by(args: list[str], cwd=None, heavy: tuple[str, ...] = HEAVY) -> tuple[list[str], str]:
     """Run the CLI with ``args`` in a fresh interpreter; the heavy modules it loaded (after its own output)."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom newsletter.cli import cli\n"
             f"try:\n    cli({args!r}, prog_name='newsletter')\nexcept SystemExit:\n    pass\n"
-            f"heavy = {HEAVY!r}\n"
+            f"heavy = {heavy!r}\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd)
     *output, modules = result.stdout.strip().splitlines()
@@ -80,4 +80,13 @@ def test_status_of_a_sent_issue_loads_no_heavy_library(run, workspace):
     assert run("send", "2026-11-30-weekly", "--yes", env={"NEWSLETTER_SECRET": "s"}).exit_code == 0
     output, modules = loaded_by(["status", "2026-11-30-weekly"], cwd=workspace)
     assert output[0].startswith("2026-11-30-weekly: ") and "provider: outbox" in output
+    assert modules == "[]"
+
+
+def test_building_through_the_outbox_loads_no_http_library(workspace):
+    """`newsletter build` compiles and writes files: the outbox's adapter (asked what compiling must know of
+    the provider) must not bring requests and urllib3 with it, a third of the command's start."""
+    output, modules = loaded_by(["build", "2026-11-30-weekly", "--out", "out"], cwd=workspace,
+                                heavy=("requests", "urllib3"))
+    assert any(line.startswith("wrote ") for line in output)
     assert modules == "[]"
