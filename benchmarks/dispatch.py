@@ -4,6 +4,13 @@
     python benchmarks/dispatch.py --quick         # 5,000 per provider; RSS at 2k and 20k
     python benchmarks/dispatch.py --providers postmark --recipients 20000 --rss-sizes 0
     python benchmarks/dispatch.py --fake faithful # the fake's full per-recipient work (a check, slower)
+    python benchmarks/dispatch.py --latency 150   # each call takes 150 ms at the fake; 8 in flight
+
+At real latency (``--latency MS``, default concurrency 8): each provider at its
+maximum batch, the baseline as that many threads (one keep-alive session each,
+the same payloads) and the tool with ``[provider] concurrency`` set to it. The
+pipe holds concurrency x batch / latency recipients a second ("pipe /s"); the
+tool should keep it as full as the baseline does (target >= 0.8x).
 
 For each provider (Postmark, SendGrid, Mailgun, Resend, Amazon SES, Brevo) against the fake of
 ``tests/fakeproviders.py``, in zero-latency mode (``benchmarks/fakesink.py``, its
@@ -72,7 +79,7 @@ def make_workspace(root: Path, count: int) -> Path:
     return root
 
 
-def settings_for(root: Path, provider: str, url: str):
+def settings_for(root: Path, provider: str, url: str, concurrency: int = 0):
     from newsletter.config import load
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -84,6 +91,8 @@ def settings_for(root: Path, provider: str, url: str):
            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000000",  # no pacing: the fake answers at once
            # SES signs with AWS credentials: the fake's access key, the key as its secret
            "AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
+    if concurrency:
+        env["NEWSLETTER_PROVIDER_CONCURRENCY"] = str(concurrency)
     return load(root / "newsletter.toml", env=env)
 
 
@@ -129,7 +138,32 @@ def timed(obj, name: str, clock: dict, lock: threading.Lock) -> None:
     setattr(obj, name, wrapper)
 
 
-def run_tool(root: Path, kind: str, url: str) -> dict:
+class TimedLock:
+    """A lock (the ledger's) that adds the seconds its users waited to acquire it to ``clock["lock wait"]``."""
+
+    def __init__(self, lock, clock: dict, clock_lock: threading.Lock):
+        self.lock, self.clock, self.clock_lock = lock, clock, clock_lock
+
+    def acquire(self, *args, **kwargs):
+        start = time.perf_counter()
+        got = self.lock.acquire(*args, **kwargs)
+        waited = time.perf_counter() - start
+        with self.clock_lock:
+            seconds, calls = self.clock.get("lock wait", (0.0, 0))
+            self.clock["lock wait"] = (seconds + waited, calls + 1)
+        return got
+
+    def release(self):
+        self.lock.release()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
     """The steps of ``newsletter send --yes`` after the compile, each timed."""
     from newsletter.compile.pipeline import build_issue
     from newsletter.ledger import open_ledger
@@ -137,7 +171,7 @@ def run_tool(root: Path, kind: str, url: str) -> dict:
     from newsletter.sending.plan import SendOptions, SendRun
     from newsletter.subscribers.reader import iter_subscribers
 
-    settings = settings_for(root, kind, url)
+    settings = settings_for(root, kind, url, concurrency)
     build = build_issue(settings, ISSUE)
     provider = make_provider(settings, kind)
     laps: dict[str, float] = {}
@@ -156,6 +190,7 @@ def run_tool(root: Path, kind: str, url: str) -> dict:
     with open_ledger(settings) as ledger:
         for name in ("claim", "record", "lookup", "skip"):
             timed(ledger, name, clock, lock)
+        ledger._lock = TimedLock(ledger._lock, clock, lock)  # the writers' lock: how long batches queue for it
         lap("open")
         run = SendRun(settings, build, provider, ledger, SendOptions(), secret=b"bench-secret")  # checks the list
         timed(run.personalizer, "message_with_values", clock, lock)
@@ -171,7 +206,8 @@ def run_tool(root: Path, kind: str, url: str) -> dict:
     provider.close()
     laps["run"] = sum(laps[k] for k in ("check", "summary", "plan", "send"))
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
-            "seconds": laps, "clock": clock}
+            "seconds": laps, "clock": clock, "workers": settings.provider.concurrency,
+            "batch": provider.batch_size}
 
 
 def first_requests(settings, kind: str) -> list[tuple[int, object]]:
@@ -185,7 +221,10 @@ def first_requests(settings, kind: str) -> list[tuple[int, object]]:
     person = personalizer(settings, build.compiled, secret=b"bench-secret")
     template = {"subject": build.compiled.subject, "html": build.compiled.html, "text": build.compiled.text}
     readers = iter_subscribers(build.list_path)
-    first = [person.message_with_values(s) for _, s in zip(range(3 * provider.batch_size), readers)]
+    # personalised as the send loop does (plan.py): the same weights, so the same cut into batches
+    weigh = "bodies" if provider.fills_bodies else "values" if provider.substitutes else ""
+    first = [person.message_with_values(s, bodies=provider.needs_bodies, weigh=weigh)
+             for _, s in zip(range(3 * provider.batch_size), readers)]
     values = {id(m): v for m, v in first}
     out = []
     for n, group in enumerate(provider.cut_batches(m for m, _ in first)):
@@ -205,8 +244,9 @@ def as_plain_client(request):
     return request
 
 
-def run_baseline(root: Path, kind: str, url: str, *, wire: bool) -> dict:
-    """A bare requests loop posting the adapter's requests for the first batches over and over.
+def run_baseline(root: Path, kind: str, url: str, *, wire: bool, concurrency: int = 0) -> dict:
+    """A bare requests loop posting the adapter's requests for the first batches over and over; with
+    ``concurrency``, that many threads, each with its own keep-alive session, taking the next call in turn.
 
     ``wire``: the bodies are encoded before the clock starts (``PreparedRequest``), so only the
     bytes' trip is timed; otherwise each call encodes its JSON or multipart body, as any client must.
@@ -217,39 +257,61 @@ def run_baseline(root: Path, kind: str, url: str, *, wire: bool) -> dict:
 
     settings = settings_for(root, kind, url)
     total = sum(1 for _ in iter_subscribers(settings.workspace_path(settings.subscribers.file)))
-    session = requests.Session()
     batches = first_requests(settings, kind)
-    prepared = [session.prepare_request(requests.Request(r.method, r.url, headers=dict(r.headers), json=r.json,
-                                                         data=r.data, files=r.files)) for _, r in batches]
-    sent, n = 0, 0
+    counter = {"sent": 0, "calls": 0}
+    turn = threading.Lock()
+    failures: list[str] = []
+
+    def next_call() -> int | None:
+        with turn:
+            if counter["sent"] >= total or failures:
+                return None
+            n = counter["calls"]
+            counter["calls"] += 1
+            counter["sent"] += batches[n % len(batches)][0]
+            return n
+
+    def worker() -> None:
+        session = requests.Session()
+        prepared = [session.prepare_request(requests.Request(r.method, r.url, headers=dict(r.headers), json=r.json,
+                                                             data=r.data, files=r.files)) for _, r in batches]
+        while (n := next_call()) is not None:
+            r = batches[n % len(batches)][1]
+            headers = dict(r.headers)
+            if "Idempotency-Key" in headers:  # a replay would be answered from the fake's memory
+                headers["Idempotency-Key"] = f"{ISSUE}/baseline-{n}"
+            if wire:
+                request = prepared[n % len(batches)].copy()
+                request.headers.update(headers)
+                response = session.send(request, timeout=60)
+            else:
+                response = session.request(r.method, r.url, headers=headers, json=r.json, data=r.data,
+                                           files=r.files, timeout=60)
+            if response.status_code >= 300:
+                failures.append(f"baseline: the fake answered HTTP {response.status_code}: {response.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, concurrency))]
     started = time.perf_counter()
-    while sent < total:
-        size, r = batches[n % len(batches)]
-        headers = dict(r.headers)
-        if "Idempotency-Key" in headers:  # a replay would be answered from the fake's memory
-            headers["Idempotency-Key"] = f"{ISSUE}/baseline-{n}"
-        if wire:
-            request = prepared[n % len(batches)]
-            request.headers.update(headers)
-            response = session.send(request, timeout=60)
-        else:
-            response = session.request(r.method, r.url, headers=headers, json=r.json, data=r.data, files=r.files,
-                                       timeout=60)
-        if response.status_code >= 300:
-            raise SystemExit(f"baseline: the fake answered HTTP {response.status_code}: {response.text[:200]}")
-        sent, n = sent + size, n + 1
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     seconds = time.perf_counter() - started
-    return {"recipients": sent, "sent": sent, "batches": n, "seconds": {"send": seconds, "run": seconds}, "clock": {}}
+    if failures:
+        raise SystemExit(failures[0])
+    sent = counter["sent"]
+    return {"recipients": sent, "sent": sent, "batches": counter["calls"], "seconds": {"send": seconds, "run": seconds},
+            "clock": {}}
 
 
-def child(kind: str, role: str, count: int, url: str) -> None:
+def child(kind: str, role: str, count: int, url: str, concurrency: int) -> None:
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
         root = make_workspace(Path(tmp), count)
         if role == "tool":
-            result = run_tool(root, kind, url)
+            result = run_tool(root, kind, url, concurrency)
         else:
-            result = run_baseline(root, kind, url, wire=role == "wire")
+            result = run_baseline(root, kind, url, wire=role == "wire", concurrency=concurrency)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -258,8 +320,9 @@ def child(kind: str, role: str, count: int, url: str) -> None:
 class Fake:
     """The fake providers in a process of their own (``benchmarks/fakesink.py``), with their counters."""
 
-    def __init__(self, mode: str):
-        args = [sys.executable, str(HERE / "fakesink.py"), "--key", KEY, "--domain", DOMAIN]
+    def __init__(self, mode: str, latency_ms: float = 0.0):
+        args = [sys.executable, str(HERE / "fakesink.py"), "--key", KEY, "--domain", DOMAIN,
+                "--latency", str(latency_ms)]
         self.process = subprocess.Popen(args + (["--faithful"] if mode == "faithful" else []),
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.url = json.loads(self.process.stdout.readline())["url"]
@@ -281,9 +344,9 @@ class Fake:
         self.process.wait(10)
 
 
-def measure(fake: Fake, kind: str, role: str, count: int) -> dict:
+def measure(fake: Fake, kind: str, role: str, count: int, concurrency: int = 0) -> dict:
     fake.reset()
-    out = subprocess.run([sys.executable, __file__, "--child", kind, role, str(count), fake.url],
+    out = subprocess.run([sys.executable, __file__, "--child", kind, role, str(count), fake.url, str(concurrency)],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{kind} {role} ({count}) failed:\n{out.stderr[-3000:]}")
@@ -341,15 +404,18 @@ def _ratio(a: float, b: float | None) -> str:
 def print_breakdown(tools: list[dict]) -> None:
     print(f"{'provider':<9} {'recipients':>10} {'check':>6} {'summary':>8} {'plan':>6} {'send':>6} "
           f"{'list pass':>10} {'personalise':>12} {'build req':>10} {'API calls':>10} {'ledger ms/batch':>16} "
-          f"{'lookup ms':>10} {'peak RSS MB':>12}")
+          f"{'lock wait ms/batch':>19} {'ledger us/recip':>16} {'lookup ms':>10} {'peak RSS MB':>12}")
     for r in tools:
         s, c = r["seconds"], r["clock"]
         ledger = (c.get("claim", [0])[0] + c.get("record", [0])[0]) * 1000 / max(1, r["batches"])
         lookup = c.get("lookup", [0, 1])
+        wait = c.get("lock wait", [0])[0] * 1000 / max(1, r["batches"])
+        # the ledger's own work per recipient: claim + record time, less the waits for the lock
+        work = (c.get("claim", [0])[0] + c.get("record", [0])[0] - c.get("lock wait", [0])[0]) * 1e6 / max(1, r["count"])
         print(f"{r['kind']:<9} {r['count']:>10,} {s['check']:>6.2f} {s['summary']:>8.2f} {s['plan']:>6.2f} "
               f"{s['send']:>6.2f} {s['list pass']:>10.2f} {c.get('message_with_values', [0])[0]:>12.2f} "
               f"{c.get('build_request', [0])[0]:>10.2f} {c.get('send_batch', [0])[0]:>10.2f} {ledger:>16.2f} "
-              f"{lookup[0] * 1000 / max(1, lookup[1]):>10.2f} {r['peak_rss_mb']:>12.0f}")
+              f"{wait:>19.2f} {work:>16.1f} {lookup[0] * 1000 / max(1, lookup[1]):>10.2f} {r['peak_rss_mb']:>12.0f}")
 
 
 def main() -> None:
@@ -363,34 +429,42 @@ def main() -> None:
     parser.add_argument("--fake", choices=("sink", "faithful"), default="sink")
     parser.add_argument("--quick", action="store_true", help="defaults of 5,000 recipients, RSS at 2,000 and "
                                                                  "20,000, outbox 200")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="each call's time at the fake, in ms (a real provider: 100-500) [0]")
+    parser.add_argument("--concurrency", type=int, help="calls in flight: the tool's [provider] concurrency and the "
+                                                        "baseline's threads [8 with --latency; else the tool's "
+                                                        "default and one baseline thread]")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, role, count, url = args.child
-        child(kind, role, int(count), url)
+        kind, role, count, url, concurrency = args.child
+        child(kind, role, int(count), url, int(concurrency))
         return
+    if args.concurrency is None:
+        args.concurrency = 8 if args.latency else 0
     defaults = (5000, "2000,20000", 200) if args.quick else (100_000, "10000,200000", 2000)
     args.recipients = args.recipients or defaults[0]
     args.rss_sizes = args.rss_sizes or defaults[1]
     args.outbox_size = args.outbox_size or defaults[2]
     kinds = [k for k in args.providers.split(",") if k]
     rss_sizes = [int(n) for n in args.rss_sizes.split(",") if int(n)]
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), fake providers: {args.fake}; "
-          f"each row in its own process\n", flush=True)
-    fake = Fake(args.fake)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), fake providers: {args.fake}, "
+          f"latency {args.latency:g} ms, concurrency {args.concurrency or 'default'}; each row in its own process; "
+          f"load average {os.getloadavg()[0]:.1f}\n", flush=True)
+    fake = Fake(args.fake, args.latency)
     try:
         rows = []
         for kind in kinds:
             count = args.outbox_size if kind == "outbox" else args.recipients
             roles = ("wire", "baseline", "tool") if kind in PROVIDERS else ("tool",)
-            rows.append({role: measure(fake, kind, role, count) for role in roles})
-        rss = [measure(fake, args.rss_provider, "tool", n) for n in rss_sizes]
+            rows.append({role: measure(fake, kind, role, count, args.concurrency) for role in roles})
+        rss = [measure(fake, args.rss_provider, "tool", n, args.concurrency) for n in rss_sizes]
     finally:
         fake.close()
-    report(rows, rss)
+    report(rows, rss, args.latency)
 
 
-def report(rows: list[dict], rss: list[dict]) -> None:
+def report(rows: list[dict], rss: list[dict], latency_ms: float = 0.0) -> None:
     print("Throughput, recipients/s. wire: the same bodies pre-encoded (the machine's limit); requests: a bare "
           "requests loop\nencoding each body (the baseline); send: the tool's send loop; run: with check, "
           "summary and plan.\nfake busy: the fake's CPU share (wire/requests/tool).")
@@ -401,8 +475,11 @@ def report(rows: list[dict], rss: list[dict]) -> None:
     for row in rows:
         if "baseline" in row:
             ratio = rate(row["tool"]) / rate(row["baseline"])
-            print(f"{row['tool']['kind']}: {ratio:.2f}x the bare-requests baseline "
-                  f"({rate(row['tool']) / rate(row['wire']):.2f}x the pre-encoded wire limit): "
+            tool = row["tool"]
+            pipe = (f"; the pipe holds {tool['workers'] * tool['batch'] / (latency_ms / 1000):,.0f}/s "
+                    f"({tool['workers']} x {tool['batch']} per {latency_ms:g} ms)" if latency_ms else "")
+            print(f"{tool['kind']}: {ratio:.2f}x the bare-requests baseline "
+                  f"({rate(tool) / rate(row['wire']):.2f}x the pre-encoded wire limit{pipe}): "
                   f"{'meets' if ratio >= 0.8 else 'MISSES'} the 0.8x target")
     if rss:
         peaks = [r["peak_rss_mb"] for r in rss]
