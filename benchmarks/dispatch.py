@@ -1,6 +1,6 @@
 """The send path against a local fake of each provider, beside a bare ``requests`` loop of the same payloads.
 
-    python benchmarks/dispatch.py                 # 100,000 recipients per provider; RSS at 10k and 200k
+    python benchmarks/dispatch.py                 # 100,000 recipients per provider; RSS at 10k, 200k and 1M
     python benchmarks/dispatch.py --quick         # 5,000 per provider; RSS at 2k and 20k
     python benchmarks/dispatch.py --providers postmark --recipients 20000 --rss-sizes 0
     python benchmarks/dispatch.py --fake faithful # the fake's full per-recipient work (a check, slower)
@@ -36,7 +36,9 @@ ledger's lock included). "fake busy" is the fake's CPU over the loop's seconds
 Two more rows without HTTP: ``noop`` (a provider that fills each body like
 Postmark's and accepts at once: the send loop's own ceiling) and ``outbox``
 (fsync'ed ``.eml`` files). Then peak RSS of the tool with Postmark (the largest
-requests) at two list sizes: target <= 100 MB, flat.
+requests) at 10k and 200k recipients, and of the noop provider at 1M (the fake's
+HTTP server cannot take a million Postmark-sized bodies in reasonable time; the
+list, plan, ledger and personalisation are the same): target <= 100 MB, flat.
 
 Each row runs in its own process, so its peak RSS is its own. Numbers only;
 nothing is asserted.
@@ -423,7 +425,8 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, help="list size for the provider rows [100,000]")
     parser.add_argument("--providers", default=",".join(PROVIDERS) + ",noop,outbox",
                         help="rows to run (postmark,sendgrid,mailgun,resend,noop,outbox)")
-    parser.add_argument("--rss-sizes", help="list sizes for peak RSS, 0 for none [10000,200000]")
+    parser.add_argument("--rss-sizes", help="list sizes for peak RSS, each N (through --rss-provider) or "
+                                            "PROVIDER:N; 0 for none [10000,200000,noop:1000000]")
     parser.add_argument("--rss-provider", default="postmark", help="the provider of the RSS rows")
     parser.add_argument("--outbox-size", type=int, help="list size for the outbox row (fsync bound) [2,000]")
     parser.add_argument("--fake", choices=("sink", "faithful"), default="sink")
@@ -442,12 +445,13 @@ def main() -> None:
         return
     if args.concurrency is None:
         args.concurrency = 8 if args.latency else 0
-    defaults = (5000, "2000,20000", 200) if args.quick else (100_000, "10000,200000", 2000)
+    defaults = (5000, "2000,20000", 200) if args.quick else (100_000, "10000,200000,noop:1000000", 2000)
     args.recipients = args.recipients or defaults[0]
     args.rss_sizes = args.rss_sizes or defaults[1]
     args.outbox_size = args.outbox_size or defaults[2]
     kinds = [k for k in args.providers.split(",") if k]
-    rss_sizes = [int(n) for n in args.rss_sizes.split(",") if int(n)]
+    rss_rows = [(kind or args.rss_provider, int(n)) for kind, _, n in
+                (entry.rpartition(":") for entry in args.rss_sizes.split(",")) if int(n)]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), fake providers: {args.fake}, "
           f"latency {args.latency:g} ms, concurrency {args.concurrency or 'default'}; each row in its own process; "
           f"load average {os.getloadavg()[0]:.1f}\n", flush=True)
@@ -458,7 +462,7 @@ def main() -> None:
             count = args.outbox_size if kind == "outbox" else args.recipients
             roles = ("wire", "baseline", "tool") if kind in PROVIDERS else ("tool",)
             rows.append({role: measure(fake, kind, role, count, args.concurrency) for role in roles})
-        rss = [measure(fake, args.rss_provider, "tool", n, args.concurrency) for n in rss_sizes]
+        rss = [measure(fake, kind, "tool", n, args.concurrency) for kind, n in rss_rows]
     finally:
         fake.close()
     report(rows, rss, args.latency)
@@ -483,9 +487,9 @@ def report(rows: list[dict], rss: list[dict], latency_ms: float = 0.0) -> None:
                   f"{'meets' if ratio >= 0.8 else 'MISSES'} the 0.8x target")
     if rss:
         peaks = [r["peak_rss_mb"] for r in rss]
-        sizes = ", ".join(f"{r['count']:,}: {r['peak_rss_mb']:.0f} MB" for r in rss)
+        sizes = ", ".join(f"{r['kind']} {r['count']:,}: {r['peak_rss_mb']:.0f} MB" for r in rss)
         verdict = "meets" if max(peaks) <= 100 and max(peaks) - min(peaks) <= 10 else "MISSES"
-        print(f"peak RSS ({rss[0]['kind']}) at {sizes}: {verdict} the <= 100 MB and flat target")
+        print(f"peak RSS at {sizes}: {verdict} the <= 100 MB and flat (within 10 MB) target")
 
 
 if __name__ == "__main__":
