@@ -173,6 +173,8 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
     from newsletter.sending.plan import SendOptions, SendRun
     from newsletter.subscribers.reader import iter_subscribers
 
+    if os.environ.get("BENCH_SWITCH_MS"):  # --switch-interval: how long a thread may keep the GIL
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_MS"]) / 1000)
     settings = settings_for(root, kind, url, concurrency)
     build = build_issue(settings, ISSUE)
     provider = make_provider(settings, kind)
@@ -437,6 +439,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="calls in flight: the tool's [provider] concurrency and the "
                                                         "baseline's threads [8 with --latency; else the tool's "
                                                         "default and one baseline thread]")
+    parser.add_argument("--switch-interval", type=float, metavar="MS",
+                        help="the tool's sys.setswitchinterval, in ms [Python's 5]: a ledger call that gives up the "
+                             "GIL for SQLite waits up to this long to get it back, holding the ledger's lock")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -445,6 +450,8 @@ def main() -> None:
         return
     if args.concurrency is None:
         args.concurrency = 8 if args.latency else 0
+    if args.switch_interval:
+        os.environ["BENCH_SWITCH_MS"] = str(args.switch_interval)  # the children inherit it
     defaults = (5000, "2000,20000", 200) if args.quick else (100_000, "10000,200000,noop:1000000", 2000)
     args.recipients = args.recipients or defaults[0]
     args.rss_sizes = args.rss_sizes or defaults[1]
