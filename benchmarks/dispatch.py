@@ -204,14 +204,16 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
             lap("summary")
             run.freeze_plan()
             lap("plan")
+            cpu = time.process_time()
             totals = run.send(keeper.holder, on_batch=lambda report: None, keeper=keeper)
+            cpu = time.process_time() - cpu
             lap("send")
         counts = ledger.counts(ISSUE)
     provider.close()
     laps["run"] = sum(laps[k] for k in ("check", "summary", "plan", "send"))
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
             "seconds": laps, "clock": clock, "workers": settings.provider.concurrency,
-            "batch": provider.batch_size}
+            "batch": provider.batch_size, "send_cpu": cpu}
 
 
 def first_requests(settings, kind: str) -> list[tuple[int, object]]:
@@ -295,17 +297,17 @@ def run_baseline(root: Path, kind: str, url: str, *, wire: bool, concurrency: in
                 failures.append(f"baseline: the fake answered HTTP {response.status_code}: {response.text[:200]}")
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, concurrency))]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if failures:
         raise SystemExit(failures[0])
     sent = counter["sent"]
     return {"recipients": sent, "sent": sent, "batches": counter["calls"], "seconds": {"send": seconds, "run": seconds},
-            "clock": {}}
+            "clock": {}, "send_cpu": cpu}
 
 
 def child(kind: str, role: str, count: int, url: str, concurrency: int) -> None:
@@ -382,7 +384,7 @@ def rate(r: dict | None) -> float | None:
 
 def print_throughput(rows: list[dict]) -> None:
     print(f"{'provider':<9} {'recipients':>10} {'wire /s':>9} {'requests /s':>12} {'send /s':>9} {'x base':>7} "
-          f"{'x wire':>7} {'run /s':>8} {'bytes/recip':>12} {'fake busy':>10}")
+          f"{'x wire':>7} {'run /s':>8} {'bytes/recip':>12} {'fake busy':>10} {'CPU us/recip base/tool':>23}")
     for row in rows:
         tool, base, wire = row["tool"], row.get("baseline"), row.get("wire")
         send_rate, base_rate, wire_rate = rate(tool), rate(base), rate(wire)
@@ -391,10 +393,16 @@ def print_throughput(rows: list[dict]) -> None:
                         if r and r["fake"]["bytes"]) or "-"
         print(f"{tool['kind']:<9} {tool['count']:>10,} {_num(wire_rate):>9} {_num(base_rate):>12} {send_rate:>9,.0f} "
               f"{_ratio(send_rate, base_rate):>7} {_ratio(send_rate, wire_rate):>7} "
-              f"{tool['count'] / tool['seconds']['run']:>8,.0f} {_num(per):>12} {busy:>10}")
+              f"{tool['count'] / tool['seconds']['run']:>8,.0f} {_num(per):>12} {busy:>10} {_cpu(base, tool):>23}")
         for r in (base, wire, tool):
             if r and check(r):
                 print(f"  CHECK {r['kind']} {r['role']}: {check(r)}")
+
+
+def _cpu(*runs: dict | None) -> str:
+    """Each run's CPU microseconds per recipient in its send loop (all its threads): the measure the
+    machine's other load inflates least."""
+    return "/".join(f"{r['send_cpu'] * 1e6 / r['count']:.1f}" for r in runs if r)
 
 
 def _num(value: float | None) -> str:
