@@ -16,9 +16,13 @@ however long the list:
   see it: SendGrid substitutions, Mailgun recipient variables), only not kept.
   Slower than the client for the template providers: use it to check, not to time.
 
+``--latency MS`` makes every call wait that long once its body is read (a real
+provider takes 100-500 ms), on its own connection's thread, so calls in flight
+overlap as they do at a provider.
+
 ``GET /_bench/stats`` answers the counts and the CPU seconds the fake used;
 ``POST /_bench/reset`` zeroes them. Standalone: ``python benchmarks/fakesink.py
-[--faithful]`` prints its URL and serves until stdin closes.
+[--faithful] [--latency MS]`` prints its URL and serves until stdin closes.
 """
 
 from __future__ import annotations
@@ -165,10 +169,12 @@ class BenchFake(FakeProviders):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faithful", action="store_true", help="the fake's full per-recipient work")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS", help="each call's wait, in ms")
     parser.add_argument("--key", default="fake-key")
     parser.add_argument("--domain", default="mg.example.com")
     args = parser.parse_args()
     with BenchFake(faithful=args.faithful, api_key=args.key, domain=args.domain) as fake:
+        fake.latency = args.latency / 1000
         print(json.dumps({"url": fake.url}), flush=True)
         sys.stdin.read()  # serve until the parent closes our stdin (or exits)
 

@@ -22,10 +22,6 @@ from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import quote
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 # ``[unsubscribe] url = "provider"``: the provider puts its own link where ``{{ unsubscribe_url }}`` is
 # (its placeholder, Provider.unsubscribe_placeholder), adds the List-Unsubscribe headers and records
@@ -95,6 +91,12 @@ class _Sealer:
     """The two keys of one secret, derived once (a send seals one token per recipient)."""
 
     def __init__(self, secret: bytes):
+        # cryptography loads only where a token is made or read: commands that just name
+        # PROVIDER_MANAGED (`status`, through the providers' table) start without it
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         keys = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
                     info=b"newsletter unsubscribe token v1").derive(secret)
         self._aead = AESGCM(keys[:32])
@@ -105,6 +107,8 @@ class _Sealer:
         return _b64(_VERSION + nonce + self._aead.encrypt(nonce, plain, _VERSION))
 
     def open(self, raw: bytes) -> str | None:
+        from cryptography.exceptions import InvalidTag
+
         nonce, sealed = raw[1:1 + _NONCE], raw[1 + _NONCE:]
         try:
             plain = self._aead.decrypt(nonce, sealed, _VERSION)

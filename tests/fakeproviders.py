@@ -168,6 +168,9 @@ class FakeProviders:
         self.ses_account: dict = json.loads(json.dumps(SES_ACCOUNT))
         self.ses_verified: set[str] = set()
         self.ses_regions: set[str] = set()
+        # Seconds each call waits once its body is read, before it is handled: a real provider's own time
+        # (100-500 ms a call); benchmarks/fakesink.py --latency sets it. 0: answer at once.
+        self.latency = 0.0
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -354,6 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self.owner.read_times.append(time.monotonic())
         body = self._body() if method == "POST" else b""
+        if self.owner.latency:
+            time.sleep(self.owner.latency)
         self.raw_body = body  # SES signs it
         fault = self.owner._next_read_fault() if method == "GET" else None
         if fault:

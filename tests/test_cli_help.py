@@ -43,17 +43,50 @@ def test_every_command_is_found_through_the_lazy_table():
         assert (top[name].help or "").split("\n")[0] == first_line, name
 
 
-def test_starting_the_cli_loads_no_heavy_library():
-    """`newsletter --help` and a quick `status` must start fast: importing the CLI and printing its help
-    load none of the libraries only some commands need (measured in benchmarks/startup.py)."""
+# What `--help` and `status` must never load: the libraries and packages only building and sending need.
+HEAVY = ("requests", "jinja2", "markdown_it", "email_validator", "mjml", "css_inline", "premailer", "cryptography",
+         "newsletter.providers")
+
+
+def loaded_by(args: list[str], cwd=None, heavy: tuple[str, ...] = HEAVY) -> tuple[list[str], str]:
+    """Run the CLI with ``args`` in a fresh interpreter; the heavy modules it loaded (after its own output)."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom newsletter.cli import cli\n"
-            "try:\n    cli(['--help'], prog_name='newsletter')\nexcept SystemExit:\n    pass\n"
-            "heavy = ('requests', 'jinja2', 'markdown_it', 'email_validator', 'mjml', 'css_inline', 'yaml',\n"
-            "         'premailer', 'newsletter.providers', 'newsletter.compile', 'newsletter.sending')\n"
+            f"try:\n    cli({args!r}, prog_name='newsletter')\nexcept SystemExit:\n    pass\n"
+            f"heavy = {heavy!r}\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "Commands:" in result.stdout
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd)
+    *output, modules = result.stdout.strip().splitlines()
+    return output, modules
+
+
+def test_starting_the_cli_loads_no_heavy_library():
+    """`newsletter --help` and a quick `status` must start fast: importing the CLI and printing its help
+    load none of the libraries only some commands need (measured in benchmarks/startup.py)."""
+    output, modules = loaded_by(["--help"])
+    assert "Commands:" in "\n".join(output)
+    assert modules == "[]"
+    # nor does the help of a single command load its module's libraries (the ledger, the YAML reader)
+    output, modules = loaded_by(["status", "--help"])
+    assert "--failed" in "\n".join(output)
+    assert modules == "[]"
+
+
+def test_status_of_a_sent_issue_loads_no_heavy_library(run, workspace):
+    """`newsletter status ISSUE` reads the front matter and the ledger: no compiler, no provider, no
+    HTTP library, even for an issue the outbox sent (its route is named from the ledger)."""
+    assert run("send", "2026-11-30-weekly", "--yes", env={"NEWSLETTER_SECRET": "s"}).exit_code == 0
+    output, modules = loaded_by(["status", "2026-11-30-weekly"], cwd=workspace)
+    assert output[0].startswith("2026-11-30-weekly: ") and "provider: outbox" in output
+    assert modules == "[]"
+
+
+def test_building_through_the_outbox_loads_no_http_library(workspace):
+    """`newsletter build` compiles and writes files: the outbox's adapter (asked what compiling must know of
+    the provider) must not bring requests and urllib3 with it, a third of the command's start."""
+    output, modules = loaded_by(["build", "2026-11-30-weekly", "--out", "out"], cwd=workspace,
+                                heavy=("requests", "urllib3"))
+    assert any(line.startswith("wrote ") for line in output)
+    assert modules == "[]"

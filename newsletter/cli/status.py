@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import click
 
-from ..compile.issue import load_issue
-from ..compile.pipeline import issue_path
-from ..config import Settings
 from ..errors import IssueError, NewsletterError
-from ..ledger import open_ledger
-from ..ledger.base import DOUBT_STATES, STATES, UNKNOWN_PROVIDER, Lease, Ledger
-from ..sending.binding import UNBOUND, Route
-from ..sending.lease import LEASE_STALE_AFTER
 from . import App, cli, pass_app
+
+# The ledger, the issue reader (YAML) and the providers' table load when the command runs, not for
+# `status --help` (benchmarks/startup.py; tests/test_cli_help.py checks what loads).
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..ledger.base import Lease, Ledger
+    from ..sending.binding import Route
 
 
 @cli.command()
@@ -25,6 +26,10 @@ from . import App, cli, pass_app
 @pass_app
 def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
     """Delivery counts per state for ISSUE (path or id), or a table of every issue."""
+    from ..ledger import open_ledger
+    from ..ledger.base import DOUBT_STATES, STATES
+    from ..sending.binding import Route
+
     settings = app.settings()
     with open_ledger(settings, readonly=True) as ledger:
         if issue is None:
@@ -59,6 +64,9 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
 
 
 def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
+    from ..ledger.base import DOUBT_STATES, STATES
+    from ..sending.binding import Route
+
     records = ledger.issues()
     table = [{"issue": r.issue_id, "total": r.planned, **ledger.counts(r.issue_id),
               "provider": Route.planned(r).key()} for r in records]
@@ -83,6 +91,9 @@ def _status_table(ledger: Ledger, as_json: bool, failed: bool) -> None:
 
 def _provider_line(route: Route) -> str:
     """Where the plan is bound, in words (docs/sending.md, provider binding)."""
+    from ..ledger.base import UNKNOWN_PROVIDER
+    from ..sending.binding import UNBOUND
+
     if route.provider == UNKNOWN_PROVIDER:
         return "unknown (recorded by an older newsletter; the next send asks which provider it was)"
     if route.provider == UNBOUND:
@@ -92,6 +103,8 @@ def _provider_line(route: Route) -> str:
 
 def _lease_line(lease: Lease, issue_id: str) -> str:
     """Who holds the issue, unless that run is gone (killed, or silent on another host)."""
+    from ..sending.lease import LEASE_STALE_AFTER
+
     if lease.holder_alive(stale_after=LEASE_STALE_AFTER):
         return f"being sent now by pid {lease.pid} on {lease.host}"
     since = datetime.fromtimestamp(lease.heartbeat, timezone.utc).isoformat(timespec="seconds")
@@ -102,8 +115,10 @@ def _lease_line(lease: Lease, issue_id: str) -> str:
 def _issue_id(settings: Settings, ref: str) -> tuple[str, IssueError | None]:
     """An issue's id from its path, file name or id, and why its file could not be read (None when it
     was): an id the ledger knows works even when the file is gone."""
+    from ..compile.issue import load_issue, resolve_issue_path
+
     try:
-        return load_issue(issue_path(settings, ref)).id, None
+        return load_issue(resolve_issue_path(ref, settings.workspace_path("issues"))).id, None
     except IssueError as err:
         if "/" in ref or ref.endswith(".md"):
             raise

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import ConfigError
 from ..unsubscribe import PROVIDER_MANAGED
-from ..compile.pipeline import ProviderFacts
-from .base import Provider
+
+if TYPE_CHECKING:  # both load heavy libraries; this table is read by commands that need neither (`status`)
+    from ..compile.pipeline import ProviderFacts
+    from .base import Provider
 
 # name -> "module:Class"
 ADAPTERS = {
@@ -41,6 +44,8 @@ def unsubscribe_refusal(settings: Settings) -> str:
 def provider_facts(settings: Settings) -> ProviderFacts:
     """What compiling needs to know of the configured provider (compile/ asks no provider itself); a build for
     a provider that cannot take the configured batch size is refused as sending would be."""
+    from ..compile.pipeline import ProviderFacts
+
     cls = provider_class(settings.provider.name)
     cls.refuse_batch_size(settings)
     managed = settings.unsubscribe.url == PROVIDER_MANAGED

@@ -11,9 +11,10 @@ import email.utils
 import json
 import re
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import requests
+if TYPE_CHECKING:  # only named: the outbox's path (and `build`) load no HTTP library
+    import requests
 
 
 def json_body(response: requests.Response) -> Any:

@@ -47,11 +47,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
-
-import requests
-from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
 from ..compile.slots import SlotTemplate, escape_html
 from ..config import Settings
@@ -61,6 +58,9 @@ from ..models import Message, Outcome
 from ..text import has_line_break
 from .answers import about_sender, json_body, provider_message, retry_after
 from .stats import IssueStats
+
+if TYPE_CHECKING:  # requests loads where a call is made: the outbox, and `build` through it, never need it
+    import requests
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,8 @@ class Provider:
             url = self.url(url)
         elif not url.startswith(self.url("/")):  # never send the key to another host
             raise ProviderError(f"{self.name}: the {what} pointed to another host; stopped", retryable=False)
+        import requests
+
         try:  # no redirects either: requests would carry a key header such as Postmark's to the new host
             response = session.get(url, params=params, headers=self.read_headers(), timeout=self.timeout,
                                    allow_redirects=False)
@@ -349,6 +351,8 @@ class Provider:
         have (:class:`NoAnswer`); 401/403 raise :class:`AuthError`."""
         if session is None:
             raise ValueError(f"{self.name} sends over HTTP: it needs a requests.Session")
+        import requests
+
         try:
             response = session.request(request.method, request.url, headers=dict(request.headers),
                                        json=request.json, data=request.data, files=request.files,
@@ -361,6 +365,8 @@ class Provider:
     def network_error(self, err: requests.RequestException, url: str, what: str) -> ProviderError:
         """``err`` as :class:`NotAccepted` when the request certainly never left this machine (or never
         reached a server), else :class:`NoAnswer`; the message names the host it tried, never the key."""
+        import requests
+
         host, nothing = _host(url), "; nothing was sent" if what == "request" else ""
         if isinstance(err, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
                             requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader)):
@@ -535,6 +541,9 @@ def url_origin(url: str) -> str:
 def _never_connected(err: requests.RequestException) -> str:
     """Why no connection was ever made ("connection refused", "host name not resolved"), or "" when one may
     have been: urllib3 wraps a failed connect as a NewConnectionError inside its MaxRetryError."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
+
     if not isinstance(err, requests.ConnectionError) or isinstance(err, requests.exceptions.ProxyError):
         return ""
     for arg in err.args:

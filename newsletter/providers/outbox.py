@@ -19,14 +19,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from ..compile.mime import sender_domain, to_mime
 from ..errors import NoAnswer
 from ..models import Outcome
 from ..subscribers.csvfile import fsync_dir
 from .base import Batch, Provider
+
+if TYPE_CHECKING:  # only named: the outbox writes files, and `build` loads no HTTP library through it
+    import requests
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 

@@ -18,12 +18,14 @@ only after the user confirms, on a terminal, that it went through the configured
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import NewsletterError, RouteRefused
 from ..ledger.base import UNKNOWN_PROVIDER, IssueRecord, Ledger
-from ..providers import ADAPTERS, provider_class
-from ..providers.base import Provider
+
+if TYPE_CHECKING:  # the adapters load requests: `newsletter status` names a route without them
+    from ..providers.base import Provider
 
 OUTBOX = "outbox"
 UNBOUND = ""  # issues.provider of a plan an older version froze and that never sent anything
@@ -54,6 +56,8 @@ class Route:
     @property
     def scope_key(self) -> str:
         """The [provider] key that sets the scope ("" for a provider without one)."""
+        from ..providers import ADAPTERS, provider_class
+
         return provider_class(self.provider).scope_key if self.provider in ADAPTERS else ""
 
     def label(self) -> str:
@@ -127,6 +131,8 @@ def _mismatch(issue_id: str, planned: Route, current: Route, provider: Provider)
 
 def _switch_back(planned: Route, current: Route, provider: Provider) -> str:
     """The settings that route this issue back to ``planned``, said the way they are set now."""
+    from ..providers import provider_class
+
     settings = provider.settings
     origins = settings.origins
     wanted = [("name", planned.provider)] if planned.provider != current.provider else []
