@@ -370,31 +370,38 @@ def test_the_file_is_wal_with_the_latest_schema(tmp_path):
     assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST
 
 
-def _open_at_the_barrier(path, barrier, errors) -> None:
+def _open_at_the_barrier(ledger_class, where, barrier, errors) -> None:
     barrier.wait()
     try:
-        SQLiteLedger(path).close()
+        ledger_class(where).close()
     except LedgerError as err:
         errors.put(str(err))
+
+
+def _three_open_at_once(context, ledger_class, where) -> list[str]:
+    """Three processes open the ledger at ``where`` at the same moment; the errors they met."""
+    errors = context.Queue()
+    barrier = context.Barrier(3)
+    racers = [context.Process(target=_open_at_the_barrier, args=(ledger_class, where, barrier, errors))
+              for _ in range(3)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=60)
+        assert racer.exitcode == 0
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    return failures
 
 
 def test_commands_opening_a_fresh_ledger_at_once_all_wait_their_turn(tmp_path):
     # Switching a new file to WAL does not call SQLite's busy handler: without the ledger's own
     # wait, about one race in four failed with "database is locked" (the second of two crons).
     context = multiprocessing.get_context("fork")
-    errors = context.Queue()
-    for round_ in range(20):
-        path = tmp_path / f"race{round_}" / "ledger.sqlite3"
-        barrier = context.Barrier(3)
-        racers = [context.Process(target=_open_at_the_barrier, args=(path, barrier, errors)) for _ in range(3)]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(timeout=60)
-            assert racer.exitcode == 0
     failures = []
-    while not errors.empty():
-        failures.append(errors.get())
+    for round_ in range(20):
+        failures += _three_open_at_once(context, SQLiteLedger, tmp_path / f"race{round_}" / "ledger.sqlite3")
     assert failures == []
 
 
@@ -484,32 +491,15 @@ def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monke
     PostgresLedger(pg_url, readonly=True).close()
 
 
-def _open_pg_at_the_barrier(url, barrier, errors) -> None:
-    barrier.wait()
-    try:
-        PostgresLedger(url).close()
-    except LedgerError as err:
-        errors.put(str(err))
-
-
 def test_processes_migrating_a_fresh_postgres_database_at_once_all_wait_their_turn(pg_cluster, pg_url):
     context = multiprocessing.get_context("spawn")
-    errors = context.Queue()
+    failures = []
     for round_ in range(3):
         url = pg_url if round_ == 0 else pg_cluster[0].new_database()
-        barrier = context.Barrier(3)
-        racers = [context.Process(target=_open_pg_at_the_barrier, args=(url, barrier, errors)) for _ in range(3)]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(timeout=60)
-            assert racer.exitcode == 0
+        failures += _three_open_at_once(context, PostgresLedger, url)
         with PostgresLedger(url) as db:
             assert db._read("SELECT version FROM schema_version ORDER BY version") == [
                 (n,) for n in range(1, LATEST + 1)]
-    failures = []
-    while not errors.empty():
-        failures.append(errors.get())
     assert failures == []
 
 
