@@ -27,6 +27,8 @@ from .providers.stats import IssueStats
 from .sending.lookups import LOOKUP_RETRY, PacedSession
 from .sending.ratelimit import Backoff
 
+# How each attribution of a suppression is shown (docs/sending.md, "How an issue did").
+ATTRIBUTED = {"issue": "recorded with this issue", "time": "estimated: suppressed after this issue, before the next"}
 RATES_NOTE = "rates are over delivered messages, not over sent ones"
 OPENS_NOTE = ("opens are inflated by Apple Mail Privacy Protection, which opens every message it downloads: "
               "read them as an upper bound")
@@ -41,7 +43,9 @@ class LedgerFigures:
     counts: dict[str, int]  # state -> rows, every state present
     failed_reasons: dict[str, int]
     timeline: list[tuple[str, int]]  # (UTC minute, recipients accepted), every minute from the first to the last
-    suppressions: dict[tuple[str, str], int]  # (source, kind) -> addresses suppressed after this issue
+    # (source, kind, attributed) -> addresses suppressed because of this issue; attributed is "issue" (the
+    # suppression records it) or "time" (an estimate: sent this issue, suppressed before the next was planned)
+    suppressions: dict[tuple[str, str, str], int]
 
     @property
     def planned(self) -> int:
@@ -77,8 +81,8 @@ class IssueReport:
                "planned": figures.planned, **{state: figures.counts[state] for state in STATES},
                "failed_reasons": figures.failed_reasons,
                "timeline": [{"minute": minute, "accepted": n} for minute, n in figures.timeline],
-               "suppressions": [{"source": source, "kind": kind, "count": n}
-                                for (source, kind), n in figures.suppressions.items()]}
+               "suppressions": [{"source": source, "kind": kind, "attributed": attributed, "count": n}
+                                for (source, kind, attributed), n in figures.suppressions.items()]}
         if self.provider is not None:
             stats = self.provider.stats
             obj["provider"] = {"name": self.provider.provider, "note": self.provider.note,

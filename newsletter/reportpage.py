@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .report import OPENS_NOTE, RATES_NOTE, IssueReport, percent
+from .report import ATTRIBUTED, OPENS_NOTE, RATES_NOTE, IssueReport, percent
 
 CHART_WIDTH, CHART_HEIGHT, GAP = 720, 180, 1
 
@@ -40,8 +40,9 @@ def page(report: IssueReport) -> str:
     rows = "".join(f"<tr><th>{state}</th><td>{n}</td></tr>" for state, n in figures.counts.items())
     failed = "".join(f"<tr><td>{n}</td><td>{escape(reason or '(no reason)')}</td></tr>"
                      for reason, n in figures.failed_reasons.items())
-    suppressed = "".join(f"<tr><td>{n}</td><td>{escape(kind)}</td><td>{escape(source)}</td></tr>"
-                         for (source, kind), n in figures.suppressions.items())
+    suppressed = "".join(f"<tr><td>{n}</td><td>{escape(kind)}</td><td>{escape(source)}</td>"
+                         f"<td>{escape(ATTRIBUTED[attributed])}</td></tr>"
+                         for (source, kind, attributed), n in figures.suppressions.items())
     parts = [f"<h1>{escape(figures.issue_id)}</h1><p class=subject>{escape(figures.subject)}</p>",
              f"<h2>Delivery (the ledger)</h2><table>{rows}<tr><th>planned</th><td>{figures.planned}</td></tr></table>"]
     if failed:
@@ -49,7 +50,7 @@ def page(report: IssueReport) -> str:
     parts.append(bar_chart("Recipients accepted per minute (UTC)",
                            [(minute[11:], n) for minute, n in figures.timeline], "recipients"))
     if suppressed:
-        parts.append(f"<h3>Suppressed after this issue</h3><table>{suppressed}</table>")
+        parts.append(f"<h3>Unsubscribes and complaints from this issue</h3><table>{suppressed}</table>")
     if report.provider is not None:
         parts.append(_provider_section(report))
     parts.append("<footer>" + "".join(f"<p>{escape(note)}</p>" for note in (RATES_NOTE, OPENS_NOTE)) + "</footer>")

@@ -63,8 +63,8 @@ def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_th
     assert figures.failed_reasons == {"bad address": 1, "mailbox full": 1}
     assert figures.timeline == [("2026-11-30T09:01", 4), ("2026-11-30T09:02", 0), ("2026-11-30T09:03", 0),
                                 ("2026-11-30T09:04", 1)]
-    assert figures.suppressions == {("manual", "other"): 1, ("postmark", "complained"): 1,
-                                    ("postmark", "unsubscribed"): 1}
+    assert figures.suppressions == {("manual", "other", "time"): 1, ("postmark", "complained", "time"): 1,
+                                    ("postmark", "unsubscribed", "time"): 1}
     summaries = ledger.summaries(5)
     assert [s.issue.issue_id for s in summaries] == ["2026-12-07-weekly", ISSUE]  # newest first
     assert summaries[0].counts["pending"] == 1 and summaries[1].counts["failed"] == 2

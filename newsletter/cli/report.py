@@ -11,7 +11,7 @@ from ..errors import NewsletterError
 from ..ledger import open_ledger
 from ..ledger.base import STATES
 from ..providers import open_provider
-from ..report import (DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, ledger_figures, percent,
+from ..report import (ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, ledger_figures, percent,
                       provider_figures)
 from ..reportpage import page
 from .status import _issue_id
@@ -83,8 +83,8 @@ def _detail(report: IssueReport) -> None:
         peak = max(n for _, n in figures.timeline)
         click.echo(f"  sent from {figures.timeline[0][0]} to {figures.timeline[-1][0]} UTC: {accepted} accepted in "
                    f"{len(figures.timeline)} minute(s), at most {peak} a minute")
-    for (source, kind), n in figures.suppressions.items():
-        click.echo(f"  suppressed after this issue: {n} {kind} (source: {source})")
+    for (source, kind, attributed), n in figures.suppressions.items():
+        click.echo(f"  suppressed: {n} {kind} (source: {source}; {ATTRIBUTED[attributed]})")
     provider = report.provider
     if provider is None:
         return
@@ -122,7 +122,7 @@ def _table(reports: list[IssueReport]) -> None:
         rates = provider.rates() if provider else {}
         stats = provider.stats if provider else None
         unsubscribed = (stats.unsubscribed if stats and stats.unsubscribed is not None else
-                        sum(n for (_, kind), n in figures.suppressions.items() if kind == "unsubscribed"))
+                        sum(n for (_, kind, _), n in figures.suppressions.items() if kind == "unsubscribed"))
         rows.append((figures.issue_id, figures.planned_at[:10], str(figures.counts["sent"]),
                      str(figures.counts["failed"]), percent(rates.get("delivered")), percent(rates.get("open")),
                      percent(rates.get("click")), str(unsubscribed)))

@@ -319,9 +319,9 @@ class MailgunProvider(Provider):
                 items = body.get("items") or []
                 for item in items:
                     detail = " ".join(str(item.get(k) or "") for k in ("code", "error")).strip()
-                    yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "))
+                    yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "),
+                                              _unsubscribed_tag(item))
                 url, params = ((body.get("paging") or {}).get("next") or "") if items else "", None
-
 
     # -- per-issue figures ---------------------------------------------------------------
     # Mailgun's Metrics API (POST /v1/analytics/metrics, filtered by tag and domain), not the older
@@ -394,3 +394,12 @@ def _valid(address: str) -> bool:
         return True
     except EmailNotValidError:
         return False
+
+
+def _unsubscribed_tag(item: dict) -> str:
+    """The issue an unsubscribe entry names: Mailgun lists the tags a reader left ("*" = every mail of the
+    domain); one tag that is not "*" is the issue whose tag-unsubscribe link was used."""
+    tags = item.get("tags")
+    if isinstance(tags, list) and len(tags) == 1 and isinstance(tags[0], str) and tags[0] not in ("", "*"):
+        return tags[0]
+    return ""
