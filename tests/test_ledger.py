@@ -18,7 +18,7 @@ from helpers import LedgerClock
 
 from newsletter.errors import LeaseHeld, LedgerError
 from newsletter.ledger import open_ledger
-from newsletter.ledger.base import erased_key
+from newsletter.ledger.base import CachedFigures, erased_key
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.ledger.migrations import LATEST, MIGRATIONS, POSTGRES_VARIANTS, steps
 from newsletter.ledger.postgres import PostgresLedger
@@ -308,6 +308,18 @@ def test_issue_suppressions_count_what_records_the_issue_and_estimate_by_time_on
     # The later issue went to r2..r4 too: only r4's bounce (no issue recorded) falls in its window.
     assert ledger.issue_suppressions(later) == {("mailgun", "bounced", "time"): 1}
     assert {s.email: s.issue_id for s in ledger.suppressions()}["r3@example.com"] == ISSUE
+
+
+def test_provider_figures_are_kept_per_issue_and_provider_and_replaced(ledger):
+    first = CachedFigures(ISSUE, False, '{"processed":3}', 1_800_000_000.5)
+    other = CachedFigures("2026-12-07-weekly", True, '{"processed":9}', 1_800_000_100.25)
+    ledger.store_figures("mailgun:mg.example.com", [first, other])
+    assert ledger.cached_figures("mailgun:mg.example.com", [ISSUE, "absent"]) == {ISSUE: first}
+    assert ledger.cached_figures("mailgun:other.example.com", [ISSUE]) == {}  # another domain's are not these
+    newer = CachedFigures(ISSUE, True, '{"processed":4}', 1_800_003_700.0)
+    ledger.store_figures("mailgun:mg.example.com", [newer])
+    assert ledger.cached_figures("mailgun:mg.example.com", [ISSUE, "2026-12-07-weekly"]) == {
+        ISSUE: newer, "2026-12-07-weekly": other}
 
 
 def test_suppressions_add_remove(ledger):

@@ -86,7 +86,8 @@ def read(provider, ledger, monkeypatch, *, detail=True):
     LedgerClock(monkeypatch)
     ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
     clock = SleepClock()
-    return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, sleep=clock.sleep, clock=clock)[ISSUE]
+    return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, cache=ledger, sleep=clock.sleep,
+                            clock=clock)[ISSUE]
 
 
 @responses.activate
@@ -161,6 +162,43 @@ def test_a_metrics_query_that_meets_a_503_is_tried_again(ledger, monkeypatch):
 def test_providers_without_per_issue_figures_say_why(ledger, monkeypatch, name, words):
     figures = read(adapter(name), ledger, monkeypatch)
     assert figures.stats is None and words in figures.note
+
+
+# -- the figures kept in the ledger -------------------------------------------------------------------------
+@responses.activate
+def test_kept_figures_are_reused_for_an_hour_then_asked_again_and_refresh_always_asks(ledger, monkeypatch):
+    responses.get(ORIGIN + "/v3/categories/stats", json=canned("sendgrid", "categories-stats.json"))
+    LedgerClock(monkeypatch)
+    ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
+    provider, wall, record = adapter("sendgrid"), SleepClock(), [ledger.issue(ISSUE)]
+    wall.now = 1_800_000_000.0
+
+    def report(detail=False, refresh=False):
+        found = provider_figures(provider, record, detail=detail, cache=ledger, refresh=refresh, now=wall,
+                                 sleep=wall.sleep, clock=wall)[ISSUE]
+        return found, len(responses.calls)
+
+    first, asked = report()
+    assert asked == 1 and not first.cached and first.fetched_at == wall.now and first.stats.delivered == 98
+    wall.now += 3599
+    again, asked = report()
+    assert asked == 1 and again.cached and again.stats == first.stats and again.fetched_at == first.fetched_at
+    _, asked = report(detail=True)  # kept totals do not answer a question in detail
+    assert asked == 2
+    wall.now += 1  # an hour after the first reading, but the detailed one is a second old
+    assert report()[1] == 2
+    wall.now += 3600
+    old, asked = report()
+    assert asked == 3 and not old.cached and old.fetched_at == wall.now
+    assert report(refresh=True)[1] == 4
+    assert ledger.cached_figures("sendgrid:", [ISSUE])[ISSUE].fetched_at == wall.now
+
+
+@responses.activate
+def test_a_failed_reading_is_not_kept(ledger, monkeypatch):
+    responses.get(ORIGIN + "/v3/categories/stats", json=canned("sendgrid", "403-scope.json"), status=403)
+    read(adapter("sendgrid"), ledger, monkeypatch)
+    assert ledger.cached_figures("sendgrid:", [ISSUE]) == {}
 
 
 # -- the CLI, end to end ------------------------------------------------------------------------------------

@@ -79,3 +79,24 @@ def test_the_fake_counts_only_the_issues_tag(fake, name):
         one, two = (adapter.issue_stats(session, issue, since) for issue in ("issue-one", "issue-two"))
     assert (one.processed, one.delivered, one.bounced, one.opens, one.unique_opens) == (3, 3, 0, 1, 1)
     assert (two.processed, two.delivered, two.bounced, two.opens, two.unique_opens) == (2, 1, 1, 1, 1)
+
+
+def test_the_table_asks_the_provider_once_an_hour_not_once_a_run(run, workspace, fake):
+    write_readers(workspace, 3)
+    env = env_for("sendgrid", fake)
+    assert run("send", ISSUE, "--yes", env=env).exit_code == 0
+
+    def stats_calls(*args):
+        before = len(fake.requests_seen)
+        result = run("report", *args, env=env)
+        assert result.exit_code == 0, result.output + result.stderr
+        return sum(1 for _, path in fake.requests_seen[before:] if path == "/v3/categories/stats"), result.stdout
+
+    assert stats_calls()[0] == 1
+    asked, table = stats_calls()
+    assert asked == 0 and "kept from a run less than an hour ago" in table
+    assert stats_calls("--refresh")[0] == 1
+    asked, _ = stats_calls(ISSUE, "--json")  # in detail: the kept totals do not answer that
+    assert asked == 1
+    assert stats_calls(ISSUE)[0] == 0 and json.loads(run("report", ISSUE, "--json", env=env).stdout)[
+        "provider"]["cached"] is True

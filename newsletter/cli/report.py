@@ -12,7 +12,7 @@ from ..ledger import open_ledger
 from ..ledger.base import STATES
 from ..providers import open_provider
 from ..report import (ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, ledger_figures, percent,
-                      provider_figures)
+                      provider_figures, utc_text)
 from ..reportpage import page
 from .status import _issue_id
 from . import App, cli
@@ -26,9 +26,10 @@ from . import App, cli
 @click.option("--last", "last", metavar="N", type=click.IntRange(min=1), default=DEFAULT_LAST, show_default=True,
               help="Without ISSUE: how many of the latest issues the table shows.")
 @click.option("--no-provider", is_flag=True, help="Only what the ledger knows: ask the provider nothing.")
+@click.option("--refresh", is_flag=True, help="Ask the provider again even for figures read less than an hour ago.")
 @click.pass_context
 def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path | None, last: int,
-           no_provider: bool) -> None:
+           no_provider: bool, refresh: bool) -> None:
     """How ISSUE (path or id) did, from the ledger and the provider; without ISSUE, a table of the latest."""
     app = ctx.find_object(App)
     settings = app.settings()
@@ -49,8 +50,9 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
     reports = [IssueReport(f) for f in figures]
     if not no_provider and records:
         provider = open_provider(settings)
-        try:
-            found = provider_figures(provider, records, detail=issue is not None)
+        try:  # the ledger, writable now, keeps what the provider says (an hour; --refresh asks again)
+            with open_ledger(settings) as cache:
+                found = provider_figures(provider, records, detail=issue is not None, cache=cache, refresh=refresh)
         finally:
             provider.close()
         for one in reports:
@@ -94,7 +96,8 @@ def _detail(report: IssueReport) -> None:
                    else provider.note)
         return
     rates = provider.rates()
-    click.echo(f"{provider.provider} ({RATES_NOTE}):")
+    kept = " (kept from an earlier run: --refresh asks again)" if provider.cached else ""
+    click.echo(f"{provider.provider} as of {utc_text(provider.fetched_at)}{kept} ({RATES_NOTE}):")
     click.echo(f"  processed {_n(stats.processed)}, delivered {_n(stats.delivered)} ({percent(rates['delivered'])} "
                f"of processed), bounced {_n(stats.bounced)} ({percent(rates['bounce'])}), complaints "
                f"{_n(stats.complained)} ({percent(rates['complaint'])}), unsubscribed {_n(stats.unsubscribed)} "
@@ -132,6 +135,10 @@ def _table(reports: list[IssueReport]) -> None:
     notes = {one.provider.note for one in reports if one.provider and one.provider.note}
     for note in sorted(notes):
         click.echo(note)
+    kept = sum(1 for one in reports if one.provider and one.provider.cached)
+    if kept:
+        click.echo(f"({kept} of these issues' figures were kept from a run less than an hour ago: --refresh "
+                   "asks the provider again)")
     click.echo(f"(delivered: of processed; open and click: {RATES_NOTE}; * {OPENS_NOTE})")
 
 

@@ -124,6 +124,12 @@ ISSUE_SUPPRESSIONS_SQL = (
     ") found ORDER BY source {order}, kind {order}, attributed {order}")
 
 
+# Ledger.store_figures in PostgreSQL's text (SQLite's writes "?" for each "%s").
+STORE_FIGURES_SQL = ("INSERT INTO provider_figures (issue_id, provider, detail, figures, fetched_at) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (issue_id, provider) DO UPDATE SET "
+                     "detail = excluded.detail, figures = excluded.figures, fetched_at = excluded.fetched_at")
+
+
 @dataclass(frozen=True)
 class IssueRecord:
     """The frozen plan of one issue."""
@@ -163,6 +169,16 @@ class Suppression:
     source: str
     created_at: str
     issue_id: str = ""  # the issue whose unsubscribe link was used (source "link"), else ""
+
+
+@dataclass(frozen=True)
+class CachedFigures:
+    """What a provider said of one issue, as ``newsletter report`` keeps it (table ``provider_figures``)."""
+
+    issue_id: str
+    detail: bool  # read in detail (per day, links), or totals only
+    figures: str  # JSON (newsletter/providers/stats.py)
+    fetched_at: float  # epoch seconds
 
 
 @dataclass(frozen=True)
@@ -408,6 +424,15 @@ class Ledger(ABC):
     @abstractmethod
     def summaries(self, limit: int) -> list[IssueSummary]:
         """The ``limit`` most recently planned issues, newest first, each with its rows per state."""
+
+    # -- the provider's figures, cached (newsletter report) ------------------------------------
+    @abstractmethod
+    def cached_figures(self, provider: str, issue_ids: Sequence[str]) -> dict[str, CachedFigures]:
+        """issue id -> the figures ``provider`` (name:scope) last gave of it, of those kept; one query."""
+
+    @abstractmethod
+    def store_figures(self, provider: str, entries: Sequence[CachedFigures]) -> None:
+        """Keep ``entries`` as what ``provider`` says now, replacing what was kept of those issues."""
 
     @abstractmethod
     def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str, str], int]:

@@ -30,7 +30,8 @@ import psycopg
 from ..config import without_password
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord,
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER, CachedFigures,
+                   DeliveryRow, IssueRecord,
                    IssueSummary, Lease, Ledger, Suppression, address_key, chunked, erased_key, parse_time,
                    suppression_rows)
 from .migrations import LATEST, steps
@@ -521,6 +522,16 @@ class PostgresLedger(Ledger):
             if state is not None:
                 summary.counts[state] = n
         return list(found.values())
+
+    def cached_figures(self, provider: str, issue_ids: Sequence[str]) -> dict[str, CachedFigures]:
+        return {row[0]: CachedFigures(row[0], bool(row[1]), row[2], row[3]) for row in self._read(
+            "SELECT issue_id, detail, figures, fetched_at FROM provider_figures WHERE provider = %s "
+            "AND issue_id = ANY(%s)", (provider, list(issue_ids)))}
+
+    def store_figures(self, provider: str, entries: Sequence[CachedFigures]) -> None:
+        with self._tx() as db:
+            db.cursor().executemany(STORE_FIGURES_SQL, [(e.issue_id, provider, int(e.detail), e.figures, e.fetched_at)
+                                                       for e in entries])
 
     def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str, str], int]:
         return {(source, kind, attributed): n for source, kind, attributed, n in self._read(
