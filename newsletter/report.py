@@ -22,8 +22,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
-from .errors import AuthError, ProviderError
+from .config import Settings
+from .errors import AuthError, NewsletterError, ProviderError
+from .ledger import open_ledger
 from .ledger.base import STATES, CachedFigures, IssueRecord, Ledger, parse_time
+from .providers import open_provider
 from .providers.base import Provider
 from .providers.stats import IssueStats
 from .sending.lookups import LOOKUP_RETRY, PacedSession
@@ -98,6 +101,60 @@ class IssueReport:
                                "rates": self.provider.rates()}
         obj["notes"] = self.notes
         return obj
+
+
+@dataclass
+class Reports:
+    """What ``newsletter report`` shows: one issue (``shown``: one report) or the latest (newest first), and for
+    one issue's page the trend: the latest issues up to it, oldest first (its own report among them)."""
+
+    shown: list[IssueReport]
+    trend: list[IssueReport] = field(default_factory=list)
+
+
+def read_reports(settings: Settings, issue_id: str | None, *, last: int = DEFAULT_LAST, ask_provider: bool = True,
+                 refresh: bool = False, trend: bool = False) -> Reports:
+    """The reports of ``issue_id`` (with ``trend``, also of the ``last`` latest issues planned up to it), or
+    of the ``last`` latest issues; the provider's figures kept in the ledger or asked (:func:`provider_figures`).
+    :class:`NewsletterError` for an issue the ledger does not know."""
+    with open_ledger(settings, readonly=True) as ledger:
+        if issue_id is None:
+            records = [s.issue for s in ledger.summaries(last)]
+        else:
+            record = ledger.issue(issue_id)
+            if record is None:
+                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                                      hint=f"run `newsletter send {issue_id}`")
+            records = [record]
+            if trend:  # the latest issues up to this one, oldest first
+                records += [s.issue for s in reversed(ledger.summaries(last)) if s.issue.issue_id != issue_id
+                            and (s.issue.created_at, s.issue.issue_id) < (record.created_at, issue_id)]
+        reports = {r.issue_id: IssueReport(ledger_figures(ledger, r)) for r in records}
+    if ask_provider and records:
+        provider = open_provider(settings)
+        try:  # the ledger, writable now, keeps what the provider says (an hour; ``refresh`` asks again)
+            with open_ledger(settings) as cache:
+                found = provider_figures(provider, records[:1] if issue_id else records, detail=issue_id is not None,
+                                         cache=cache, refresh=refresh)
+                if len(records) > 1 and issue_id and found[issue_id].stats is not None:
+                    found.update(provider_figures(provider, records[1:], detail=False, cache=cache, refresh=refresh))
+        finally:
+            provider.close()
+        for one in reports.values():
+            one.provider = found.get(one.ledger.issue_id)
+    if issue_id is None:
+        return Reports(list(reports.values()))
+    ordered = list(reports.values())
+    return Reports([ordered[0]], ordered[1:] + [ordered[0]] if trend else [])
+
+
+def trend_points(reports: list[IssueReport]) -> list[tuple[str, int, float | None, float | None]]:
+    """``(issue id, sent, open rate, click rate)`` of each report, in order; a rate is None without figures."""
+    points = []
+    for one in reports:
+        rates = one.provider.rates() if one.provider else {}
+        points.append((one.ledger.issue_id, one.ledger.counts["sent"], rates.get("open"), rates.get("click")))
+    return points
 
 
 def ledger_figures(ledger: Ledger, record: IssueRecord) -> LedgerFigures:

@@ -249,3 +249,18 @@ def test_the_chart_draws_each_bar_in_proportion():
         ".//{http://www.w3.org/2000/svg}rect")
     assert [float(b.get("height")) for b in bars] == [CHART_HEIGHT / 4, CHART_HEIGHT, 0]
     assert [b.get("data-value") for b in bars] == ["1", "4", "0"]
+
+
+def test_the_trend_chart_has_a_bar_per_issue_and_points_only_where_there_are_rates():
+    from newsletter.reportpage import CHART_HEIGHT, trend_chart
+
+    svg = trend_chart([("one", 200, 0.5, 0.1), ("two", 100, None, None), ("three", 50, 0.25, 0.05)])
+    root = ET.fromstring(svg[svg.index("<svg"):svg.index("</svg>") + 6])
+    bars = root.findall(".//{http://www.w3.org/2000/svg}rect")
+    assert [(b.get("data-label"), float(b.get("height"))) for b in bars] == [
+        ("one", CHART_HEIGHT), ("two", CHART_HEIGHT / 2), ("three", CHART_HEIGHT / 4)]
+    points = [(c.get("data-series"), c.get("data-label"), float(c.get("cy")))
+              for c in root.findall(".//{http://www.w3.org/2000/svg}circle")]
+    assert points == [("open", "one", 0), ("open", "three", CHART_HEIGHT / 2),  # over the highest rate
+                      ("click", "one", CHART_HEIGHT * 0.8), ("click", "three", CHART_HEIGHT * 0.9)]
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2

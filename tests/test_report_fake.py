@@ -5,6 +5,7 @@ what the readers did with it, and the report must say exactly that."""
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from datetime import date
 
 import pytest
@@ -100,3 +101,45 @@ def test_the_table_asks_the_provider_once_an_hour_not_once_a_run(run, workspace,
     assert asked == 1
     assert stats_calls(ISSUE)[0] == 0 and json.loads(run("report", ISSUE, "--json", env=env).stdout)[
         "provider"]["cached"] is True
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_the_page_draws_the_trend_across_issues_from_what_the_provider_counted(run, workspace, fake):
+    """Two issues sent through the fake; the page of the second has one bar per issue (recipients sent, oldest
+    first) and a point per issue and rate, at heights in proportion to the figures the JSON gives."""
+    readers = write_readers(workspace, 6)
+    later = "2026-12-07-weekly"
+    text = (workspace / "issues" / f"{ISSUE}.md").read_text()
+    (workspace / "issues" / f"{later}.md").write_text(text.replace("date: 2026-11-30", "date: 2026-12-07"))
+    env = env_for("mailgun", fake)
+    assert run("send", ISSUE, "--yes", env=env).exit_code == 0
+    for reader in readers[:3]:
+        fake.engage("mailgun", reader, "open")
+    fake.engage("mailgun", readers[0], "click", url="https://example.com/story")
+    (workspace / "subscribers" / "subscribers.csv").write_text(
+        "email,name\n" + "".join(f"{r},R\n" for r in readers[:4]))  # the later issue goes to fewer readers
+    assert run("send", later, "--yes", env=env).exit_code == 0
+    fake.engage("mailgun", readers[1], "open")  # now the last message to readers[1]: the later issue's
+
+    page = workspace / "report.html"
+    result = run("report", later, "--html", str(page), env=env)
+    assert result.exit_code == 0, result.output + result.stderr
+    rates = {issue: json.loads(run("report", issue, "--json", env=env).stdout)["provider"]["rates"]
+             for issue in (ISSUE, later)}
+    assert rates[ISSUE]["open"] == pytest.approx(3 / 6) and rates[later]["open"] == pytest.approx(1 / 4)
+    html = page.read_text()
+    svg = ET.fromstring(html[html.index("<svg", html.index('class="trend"')):
+                             html.index("</svg>", html.index('class="trend"')) + 6])
+    bars = svg.findall(f".//{SVG}g[@class='bars']/{SVG}rect")
+    assert [(b.get("data-label"), int(b.get("data-value"))) for b in bars] == [(ISSUE, 6), (later, 4)]
+    assert float(bars[1].get("height")) == pytest.approx(float(bars[0].get("height")) * 4 / 6, abs=0.01)
+    points = {(c.get("data-series"), c.get("data-label")): c for c in svg.findall(f".//{SVG}circle")}
+    assert set(points) == {(s, i) for s in ("open", "click") for i in (ISSUE, later)}
+    floor = max(float(b.get("y")) + float(b.get("height")) for b in bars)  # the chart's baseline
+    highest = max(rates[i][s] for s, i in points)
+    for (series, issue), point in points.items():
+        assert float(point.get("data-value")) == pytest.approx(rates[issue][series])
+        height = floor - float(point.get("cy"))
+        assert height == pytest.approx(float(bars[0].get("height")) * rates[issue][series] / highest, abs=0.01)

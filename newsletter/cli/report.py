@@ -8,11 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import NewsletterError
-from ..ledger import open_ledger
 from ..ledger.base import STATES
-from ..providers import open_provider
-from ..report import (ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, ledger_figures, percent,
-                      provider_figures, utc_text)
+from ..report import ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, percent, read_reports, utc_text
 from ..reportpage import page
 from .status import _issue_id
 from . import App, cli
@@ -24,7 +21,7 @@ from . import App, cli
 @click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write ISSUE's report as one self-contained HTML page with its charts.")
 @click.option("--last", "last", metavar="N", type=click.IntRange(min=1), default=DEFAULT_LAST, show_default=True,
-              help="Without ISSUE: how many of the latest issues the table shows.")
+              help="Without ISSUE: how many of the latest issues the table shows; with --html: the trend chart.")
 @click.option("--no-provider", is_flag=True, help="Only what the ledger knows: ask the provider nothing.")
 @click.option("--refresh", is_flag=True, help="Ask the provider again even for figures read less than an hour ago.")
 @click.pass_context
@@ -35,30 +32,12 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
     settings = app.settings()
     if html_file is not None and issue is None:
         raise NewsletterError("--html needs an ISSUE", hint="run `newsletter report ISSUE --html FILE`")
-    with open_ledger(settings, readonly=True) as ledger:
-        if issue is None:
-            summaries = ledger.summaries(last)
-            records = [s.issue for s in summaries]
-            figures = [ledger_figures(ledger, r) for r in records]
-        else:
-            issue_id, _ = _issue_id(settings, issue)
-            record = ledger.issue(issue_id)
-            if record is None:
-                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
-                                      hint=f"run `newsletter send {issue}`")
-            records, figures = [record], [ledger_figures(ledger, record)]
-    reports = [IssueReport(f) for f in figures]
-    if not no_provider and records:
-        provider = open_provider(settings)
-        try:  # the ledger, writable now, keeps what the provider says (an hour; --refresh asks again)
-            with open_ledger(settings) as cache:
-                found = provider_figures(provider, records, detail=issue is not None, cache=cache, refresh=refresh)
-        finally:
-            provider.close()
-        for one in reports:
-            one.provider = found[one.ledger.issue_id]
+    issue_id = None if issue is None else _issue_id(settings, issue)[0]
+    found = read_reports(settings, issue_id, last=last, ask_provider=not no_provider, refresh=refresh,
+                         trend=html_file is not None)
+    reports = found.shown
     if html_file is not None:
-        html_file.write_text(page(reports[0]), encoding="utf-8")
+        html_file.write_text(page(reports[0], found.trend), encoding="utf-8")
         app.info(f"wrote {html_file}") if not as_json else None
     if as_json:
         obj = [r.as_json() for r in reports]
