@@ -258,6 +258,7 @@ def _stats_json(stats: IssueStats) -> dict:
     obj["opens_by_day"] = [{"day": d, "unique_opens": n} for d, n in stats.opens_by_day]
     obj["clicks_by_day"] = [{"day": d, "unique_clicks": n} for d, n in stats.clicks_by_day]
     obj["top_links"] = [{"url": url, "clicks": n} for url, n in stats.top_links]
+    obj["click_platforms"] = [{"platform": name, "clicks": n} for name, n in stats.click_platforms]
     obj["notes"] = list(stats.notes)
     return obj
 

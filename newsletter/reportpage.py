@@ -123,6 +123,9 @@ def _provider_section(report: IssueReport) -> str:
     parts = [head, f"<table>{table}</table><p class=note>* {escape(OPENS_NOTE)}</p>",
              bar_chart("Unique opens by day", list(stats.opens_by_day), "opens"),
              bar_chart("Unique clicks by day", list(stats.clicks_by_day), "clicks")]
+    if stats.click_platforms:
+        platforms = "".join(f"<tr><th>{escape(name)}</th><td>{n}</td></tr>" for name, n in stats.click_platforms)
+        parts.append(f"<h3>Clicks by platform</h3><table>{platforms}</table>")
     if stats.top_links:
         links = "".join(f"<tr><td>{n}</td><td>{escape(url)}</td></tr>" for url, n in stats.top_links)
         parts.append(f"<h3>Most clicked links</h3><table>{links}</table>")

@@ -82,10 +82,10 @@ def adapter(name: str):
     return make_adapter(name, KEY, api_base=ORIGIN, domain="mg.example.com")
 
 
-def read(provider, ledger, monkeypatch, *, detail=True):
+def read(provider, ledger, monkeypatch, *, detail=True, clock=None):
     LedgerClock(monkeypatch)
     ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
-    clock = SleepClock()
+    clock = clock or SleepClock()
     return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, cache=ledger, sleep=clock.sleep,
                             clock=clock)[ISSUE]
 
@@ -95,7 +95,8 @@ def test_postmark_reads_the_stats_api_by_tag_and_stream_and_counts_links_from_th
     stats = {"tag": ISSUE, "fromdate": "2026-11-30", "messagestream": "broadcast"}
     headers = {"X-Postmark-Server-Token": KEY}
     for path, name in (("/stats/outbound", "stats-outbound.json"), ("/stats/outbound/opens", "stats-opens.json"),
-                       ("/stats/outbound/clicks", "stats-clicks.json")):
+                       ("/stats/outbound/clicks", "stats-clicks.json"),
+                       ("/stats/outbound/clicks/platforms", "stats-clicks-platforms.json")):
         responses.get(ORIGIN + path, json=canned("postmark", name), match=[query_param_matcher(stats),
                       responses.matchers.header_matcher(headers)])
     responses.get(ORIGIN + "/messages/outbound/clicks", json=canned("postmark", "clicks-search.json"),
@@ -108,6 +109,7 @@ def test_postmark_reads_the_stats_api_by_tag_and_stream_and_counts_links_from_th
     assert s.opens_by_day == (("2026-11-30", 4), ("2026-12-01", 22))
     assert s.clicks_by_day == (("2026-11-30", 21), ("2026-12-01", 9))
     assert s.top_links == (("https://example.com/story", 2), ("https://example.com/about", 1))
+    assert s.click_platforms == (("Desktop", 42), ("Mobile", 25), ("Unknown", 5)) and s.machine_opens is None
     assert figures.rates()["open"] == pytest.approx(26 / 551)  # over delivered, not over sent
 
 
@@ -143,11 +145,42 @@ def test_mailgun_asks_the_metrics_api_for_the_tag_on_its_domain(ledger, monkeypa
         return 200, {}, json.dumps(canned("mailgun", "metrics.json"))
 
     responses.add_callback(responses.POST, ORIGIN + "/v1/analytics/metrics", callback=query)
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked, match=[query_param_matcher(
+        {"event": "clicked", "tags": ISSUE, "limit": "300", "ascending": "yes", "begin": "1795996800"})])
+    responses.get(clicked["paging"]["next"], json={"items": [], "paging": clicked["paging"]})
     s = read(adapter("mailgun"), ledger, monkeypatch).stats
     assert (s.processed, s.delivered, s.bounced, s.complained, s.unsubscribed) == (50, 48, 2, 1, 1)
     assert (s.unique_opens, s.unique_clicks) == (24, 6)
     assert s.opens_by_day == (("2026-11-30", 20), ("2026-12-01", 4))
-    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert s.top_links == (("https://example.com/story", 2), ("https://example.com/about", 1))
+    assert len(responses.calls) == 3  # the metrics, then the clicked events to their empty page
+    assert all(call.request.headers["Authorization"].startswith("Basic ") for call in responses.calls)
+
+
+@responses.activate
+def test_a_429_on_the_clicked_events_is_waited_out_as_mailgun_asks(ledger, monkeypatch):
+    responses.post(ORIGIN + "/v1/analytics/metrics", json=canned("mailgun", "metrics.json"))
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", status=429, headers={"Retry-After": "7"},
+                  json={"message": "Too many requests"})
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked)
+    responses.get(clicked["paging"]["next"], json={"items": []})
+    clock = SleepClock()
+    assert read(adapter("mailgun"), ledger, monkeypatch, clock=clock).stats.top_links[0] == (
+        "https://example.com/story", 2)
+    assert 7 <= max(clock.waits) < 8 and len(responses.calls) == 4
+
+
+@responses.activate
+def test_mailgun_clicked_events_that_never_end_are_an_error_not_a_short_count(ledger, monkeypatch):
+    responses.post(ORIGIN + "/v1/analytics/metrics", json=canned("mailgun", "metrics.json"))
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked)
+    responses.get(clicked["paging"]["next"], json=clicked)  # the next page links to itself, with items
+    figures = read(adapter("mailgun"), ledger, monkeypatch)
+    assert figures.stats is None and "did not come to an end" in figures.note
+    assert len(responses.calls) == 3
 
 
 @responses.activate

@@ -42,7 +42,7 @@ def test_send_then_report_gives_the_figures_of_what_the_provider_received(run, w
     fake.engage(name, readers[1], "open")  # a second open: in the opens, not in the unique opens
     fake.engage(name, readers[1], "click", url="https://example.com/story")
     fake.engage(name, readers[1], "click", url="https://example.com/story")
-    fake.engage(name, readers[2], "click", url="https://example.com/about")
+    fake.engage(name, readers[2], "click", url="https://example.com/about", platform="Mobile")
     fake.engage(name, readers[3], "complaint")
 
     result = run("report", ISSUE, "--json", env=env)
@@ -58,11 +58,14 @@ def test_send_then_report_gives_the_figures_of_what_the_provider_received(run, w
     assert figures["opens_by_day"] == [{"day": today, "unique_opens": 4}]
     assert figures["clicks_by_day"] == [{"day": today, "unique_clicks": 2}]
     assert provider["rates"]["open"] == pytest.approx(4 / 6)  # over delivered, not over sent
-    if name == "postmark":  # the only one of the three whose links are read (its click search)
+    if name in ("postmark", "mailgun"):  # Postmark's click search, Mailgun's clicked events
         assert figures["top_links"] == [{"url": "https://example.com/story", "clicks": 2},
                                         {"url": "https://example.com/about", "clicks": 1}]
-    else:
+    else:  # SendGrid's category stats have no per-link figures
         assert figures["top_links"] == []
+    assert figures["click_platforms"] == ([{"platform": "Desktop", "clicks": 2}, {"platform": "Mobile", "clicks": 1}]
+                                          if name == "postmark" else [])
+    assert figures["machine_opens"] is None  # no provider's per-tag figures count them
 
 
 @pytest.mark.parametrize("name", ["postmark", "sendgrid", "mailgun"])

@@ -84,6 +84,8 @@ def _detail(report: IssueReport) -> None:
     click.echo(f"  unique opens* {_n(stats.unique_opens)} ({percent(rates['open'])}), opens* {_n(stats.opens)}"
                + (f", by machines {stats.machine_opens}" if stats.machine_opens is not None else ""))
     click.echo(f"  unique clicks {_n(stats.unique_clicks)} ({percent(rates['click'])}), clicks {_n(stats.clicks)}")
+    if stats.click_platforms:
+        click.echo("  clicks by platform: " + ", ".join(f"{name} {n}" for name, n in stats.click_platforms))
     click.echo(f"  * {OPENS_NOTE}")
     if stats.top_links:
         click.echo("  most clicked links:")

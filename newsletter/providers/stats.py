@@ -25,6 +25,7 @@ class IssueStats:
     opens_by_day: tuple[tuple[str, int], ...] = ()  # (YYYY-MM-DD, unique opens)
     clicks_by_day: tuple[tuple[str, int], ...] = ()  # (YYYY-MM-DD, unique clicks)
     top_links: tuple[tuple[str, int], ...] = ()  # (URL, clicks), most clicked first, at most TOP_LINKS
+    click_platforms: tuple[tuple[str, int], ...] = ()  # (platform, clicks), most first: Postmark's Desktop, Mobile...
     notes: tuple[str, ...] = ()  # what these figures mean or leave out, in the provider's terms
 
     def to_cache(self) -> str:
