@@ -229,7 +229,11 @@ def _reuse(kept: CachedFigures | None, figures: ProviderFigures, detail: bool, n
     """Fill ``figures`` from ``kept`` when those are young enough and as detailed as asked."""
     if kept is None or not 0 <= now - kept.fetched_at < CACHE_MAX_AGE_S or (detail and not kept.detail):
         return False
-    figures.stats, figures.fetched_at, figures.cached = IssueStats.from_cache(kept.figures), kept.fetched_at, True
+    try:
+        stats = IssueStats.from_cache(kept.figures)
+    except (ValueError, TypeError):  # kept by a version that wrote them otherwise: ask again
+        return False
+    figures.stats, figures.fetched_at, figures.cached = stats, kept.fetched_at, True
     return True
 
 

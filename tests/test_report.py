@@ -11,6 +11,7 @@ import responses
 from helpers import LedgerClock, SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
+from newsletter.ledger.base import CachedFigures
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Outcome
 from newsletter.report import every_minute, ledger_figures, provider_figures
@@ -225,6 +226,9 @@ def test_kept_figures_are_reused_for_an_hour_then_asked_again_and_refresh_always
     assert asked == 3 and not old.cached and old.fetched_at == wall.now
     assert report(refresh=True)[1] == 4
     assert ledger.cached_figures("sendgrid:", [ISSUE])[ISSUE].fetched_at == wall.now
+    ledger.store_figures("sendgrid:", [CachedFigures(ISSUE, True, '{"processed": "many"', wall.now)])
+    unreadable, asked = report()  # what cannot be read back is asked again, never shown
+    assert asked == 5 and not unreadable.cached and unreadable.stats.processed == 100
 
 
 @responses.activate
