@@ -146,3 +146,15 @@ def test_the_page_draws_the_trend_across_issues_from_what_the_provider_counted(r
         assert float(point.get("data-value")) == pytest.approx(rates[issue][series])
         height = floor - float(point.get("cy"))
         assert height == pytest.approx(float(bars[0].get("height")) * rates[issue][series] / highest, abs=0.01)
+
+
+def test_a_key_that_cannot_read_the_figures_still_prints_the_ledger_part_and_keeps_nothing(run, workspace, fake):
+    write_readers(workspace, 3)
+    env = env_for("sendgrid", fake)
+    assert run("send", ISSUE, "--yes", env=env).exit_code == 0
+    fake.inject_read(status=403)  # the categories stats, refused to a Mail Send-only key
+    refused = run("report", ISSUE, env=env)
+    assert refused.exit_code == 1
+    assert "3 sent" in refused.stdout and "stats.read" in refused.stderr and KEY not in refused.output
+    again = run("report", ISSUE, "--json", env=env)  # nothing was kept: the provider is asked again
+    assert again.exit_code == 0 and json.loads(again.stdout)["provider"]["cached"] is False
