@@ -369,8 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
         routes = [
             ("POST", r"/email/batch", self.postmark_batch), ("GET", r"/messages/outbound", self.postmark_search),
-            ("GET", r"/stats/outbound/clicks/platforms", self.postmark_click_platforms),
-            ("GET", r"/stats/outbound(?:/(opens|clicks))?", self.postmark_stats),
+            ("GET", r"/stats/outbound(?:/(opens|clicks|clicks/platforms))?", self.postmark_stats),
             ("GET", r"/messages/outbound/clicks", self.postmark_click_search),
             ("GET", r"/v3/categories/stats", self.sendgrid_category_stats),
             ("POST", r"/v1/analytics/metrics", self.mailgun_metrics),
@@ -513,8 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
                            "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": handling}})
 
     def postmark_stats(self, body: bytes, query: dict, part: str | None) -> None:
-        """The Stats API: the outbound overview, or opens or clicks per day, for ``tag`` and ``messagestream``
-        from ``fromdate`` to ``todate``, counted from what the fake accepted and the engagements with it."""
+        """The Stats API: the outbound overview, opens or clicks per day, or clicks per platform, for ``tag`` and
+        ``messagestream`` from ``fromdate`` to ``todate``, counted from what the fake accepted and the
+        engagements with it."""
         if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
             return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
         tally = self.owner.tally("postmark", query.get("tag"), since=query.get("fromdate", ""),
@@ -529,22 +529,16 @@ class _Handler(BaseHTTPRequestHandler):
                 "WithLinkTracking": sent, "WithOpenTracking": sent, "TotalTrackedLinksSent": sent,
                 "UniqueLinksClicked": tally.unique_links(), "TotalClicks": tally.count("click"),
                 "WithClientRecorded": 0, "WithPlatformRecorded": 0, "WithReadTimeRecorded": 0})
+        if part == "clicks/platforms":  # the total of each platform, and the days with any clicks
+            clicks = [e for e in tally.events if e.kind == "click"]
+            days = [{"Date": day, **Counter(e.platform for e in clicks if e.day == day)}
+                    for day in sorted({e.day for e in clicks})]
+            return self._answer(200, {"Days": days, **Counter(e.platform for e in clicks)})
         kind, total = {"opens": ("open", "Opens"), "clicks": ("click", "Clicks")}[part]
         unique = (lambda day=None: tally.unique(kind, day)) if kind == "open" else tally.unique_links
         days = [{"Date": day, total: tally.count(kind, day), "Unique": unique(day)}
                 for day in tally.days() if tally.count(kind, day)]  # Postmark lists the days with any
         self._answer(200, {"Days": days, total: tally.count(kind), "Unique": unique()})
-
-    def postmark_click_platforms(self, body: bytes, query: dict) -> None:
-        """Clicks per platform (``/stats/outbound/clicks/platforms``): the total of each and the days with any."""
-        if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
-            return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
-        tally = self.owner.tally("postmark", query.get("tag"), since=query.get("fromdate", ""),
-                                 until=query.get("todate", "9999-12-31"), stream=query.get("messagestream"))
-        clicks = [e for e in tally.events if e.kind == "click"]
-        days = [{"Date": day, **Counter(e.platform for e in clicks if e.day == day)}
-                for day in sorted({e.day for e in clicks})]
-        self._answer(200, {"Days": days, **Counter(e.platform for e in clicks)})
 
     def postmark_click_search(self, body: bytes, query: dict) -> None:
         """The Messages API's click search: each click, ``count`` (at most 500) from ``offset``; 10,000 at most."""
