@@ -12,6 +12,7 @@ from helpers import LedgerClock, SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
 from newsletter.ledger.base import CachedFigures
+from newsletter.ledger.postgres import PostgresLedger
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Outcome
 from newsletter.report import every_minute, ledger_figures, provider_figures
@@ -27,6 +28,17 @@ def ledger(tmp_path):
         yield db
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request, tmp_path):
+    """A SQLite file or a fresh PostgreSQL database (tests/pgserver.py): the ledger part reads both alike."""
+    if request.param == "sqlite":
+        db = SQLiteLedger(tmp_path / "ledger.sqlite3")
+    else:
+        db = PostgresLedger(request.getfixturevalue("pg_url"))
+    with db:
+        yield db
+
+
 def send(ledger, issue, batch, outcomes):
     ledger.claim(issue, batch, [o.email for o in outcomes], "me")
     ledger.record(issue, batch, outcomes, source="postmark")
@@ -36,7 +48,8 @@ def sent(*emails):
     return [Outcome(e, "sent", provider_id=f"id-{e}") for e in emails]
 
 
-def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(ledger, monkeypatch):
+def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(any_ledger, monkeypatch):
+    ledger = any_ledger
     clock = LedgerClock(monkeypatch)
     emails = [f"r{n}@example.com" for n in range(8)]
     ledger.acquire_lease(ISSUE, "me", stale_after=60)

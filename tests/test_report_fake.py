@@ -85,9 +85,15 @@ def test_the_fake_counts_only_the_issues_tag(fake, name):
     assert (two.processed, two.delivered, two.bounced, two.opens, two.unique_opens) == (2, 1, 1, 1, 1)
 
 
-def test_the_table_asks_the_provider_once_an_hour_not_once_a_run(run, workspace, fake):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_env(request) -> dict[str, str]:
+    """The workspace's SQLite file, or a fresh PostgreSQL database (tests/pgserver.py)."""
+    return {} if request.param == "sqlite" else {"NEWSLETTER_LEDGER_URL": request.getfixturevalue("pg_url")}
+
+
+def test_the_table_asks_the_provider_once_an_hour_not_once_a_run(run, workspace, fake, ledger_env):
     write_readers(workspace, 3)
-    env = env_for("sendgrid", fake)
+    env = {**env_for("sendgrid", fake), **ledger_env}
     assert run("send", ISSUE, "--yes", env=env).exit_code == 0
 
     def stats_calls(*args):

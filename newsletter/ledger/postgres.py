@@ -508,7 +508,9 @@ class PostgresLedger(Ledger):
     def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
         return [(minute, n) for minute, n in self._read(
             "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
-            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY minute {_C}", (issue_id,))]
+            # ORDER BY with a collation takes an expression, not the output name "minute"
+            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY substr(updated_at, 1, 16) {_C}",
+            (issue_id,))]
 
     def summaries(self, limit: int) -> list[IssueSummary]:
         found: dict[str, IssueSummary] = {}
