@@ -13,9 +13,10 @@ Provider-managed unsubscribes are played as documented: Postmark's broadcast str
 SendGrid's unsubscribe group (``asm``) and a Mailgun domain that tracks unsubscribes
 each put their own per-recipient link where their placeholder is and add their own
 List-Unsubscribe headers.
-The stats APIs that ``newsletter report`` reads (Postmark's ``/stats/outbound``, its opens and clicks and
-its click search; SendGrid's ``/v3/categories/stats``; Mailgun's ``POST /v1/analytics/metrics``) count
-what the fake accepted under the asked tag, day by day, and what its readers did with it:
+The stats APIs that ``newsletter report`` reads (Postmark's ``/stats/outbound``, its opens and clicks, its
+clicks per platform and its click search; SendGrid's ``/v3/categories/stats``; Mailgun's ``POST
+/v1/analytics/metrics`` and its ``clicked`` events) count what the fake accepted under the asked tag, day
+by day, and what its readers did with it:
 ``fake.engage(provider, address, "open" | "click" | "bounce" | "complaint" | "unsubscribe", url=...)``.
 
 Fault injection (``fake.inject(...)``) applies to the next send calls:
@@ -92,6 +93,7 @@ class Engagement:
     kind: str  # one of ENGAGEMENTS
     day: str  # YYYY-MM-DD (UTC)
     url: str = ""  # the link, for a click
+    platform: str = "Desktop"  # where a click came from (Postmark's Desktop, Mobile, WebMail, Unknown)
 
 
 @dataclass
@@ -277,13 +279,14 @@ class FakeProviders:
         with self._lock:
             return list(self.suppressed.get(provider, []))
 
-    def engage(self, provider: str, to: str, kind: str, *, url: str = "", day: str | None = None) -> None:
-        """``to`` opened, clicked ``url``, bounced, complained of or unsubscribed from the last message
-        ``provider`` delivered to them: what the provider's stats then count for that message's tag."""
+    def engage(self, provider: str, to: str, kind: str, *, url: str = "", day: str | None = None,
+               platform: str = "Desktop") -> None:
+        """``to`` opened, clicked ``url`` (on ``platform``), bounced, complained of or unsubscribed from the last
+        message ``provider`` delivered to them: what the provider's stats then count for that message's tag."""
         assert kind in ENGAGEMENTS and (kind == "click") == bool(url), (kind, url)
         with self._lock:
             message = next(a for a in reversed(self.delivered(provider)) if a.to.lower() == to.lower())
-            self.engagements.append(Engagement(message, kind, day or _today(), url))
+            self.engagements.append(Engagement(message, kind, day or _today(), url, platform))
 
     def tally(self, provider: str, tag: str | None, *, since: str = "", until: str = "9999-12-31",
               stream: str | None = None) -> Tally:
@@ -366,7 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
         routes = [
             ("POST", r"/email/batch", self.postmark_batch), ("GET", r"/messages/outbound", self.postmark_search),
-            ("GET", r"/stats/outbound(?:/(opens|clicks))?", self.postmark_stats),
+            ("GET", r"/stats/outbound(?:/(opens|clicks|clicks/platforms))?", self.postmark_stats),
             ("GET", r"/messages/outbound/clicks", self.postmark_click_search),
             ("GET", r"/v3/categories/stats", self.sendgrid_category_stats),
             ("POST", r"/v1/analytics/metrics", self.mailgun_metrics),
@@ -509,8 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
                            "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": handling}})
 
     def postmark_stats(self, body: bytes, query: dict, part: str | None) -> None:
-        """The Stats API: the outbound overview, or opens or clicks per day, for ``tag`` and ``messagestream``
-        from ``fromdate`` to ``todate``, counted from what the fake accepted and the engagements with it."""
+        """The Stats API: the outbound overview, opens or clicks per day, or clicks per platform, for ``tag`` and
+        ``messagestream`` from ``fromdate`` to ``todate``, counted from what the fake accepted and the
+        engagements with it."""
         if self.headers.get("X-Postmark-Server-Token") != self.owner.api_key:
             return self._answer(401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."})
         tally = self.owner.tally("postmark", query.get("tag"), since=query.get("fromdate", ""),
@@ -525,6 +529,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "WithLinkTracking": sent, "WithOpenTracking": sent, "TotalTrackedLinksSent": sent,
                 "UniqueLinksClicked": tally.unique_links(), "TotalClicks": tally.count("click"),
                 "WithClientRecorded": 0, "WithPlatformRecorded": 0, "WithReadTimeRecorded": 0})
+        if part == "clicks/platforms":  # the total of each platform, and the days with any clicks
+            clicks = [e for e in tally.events if e.kind == "click"]
+            days = [{"Date": day, **Counter(e.platform for e in clicks if e.day == day)}
+                    for day in sorted({e.day for e in clicks})]
+            return self._answer(200, {"Days": days, **Counter(e.platform for e in clicks)})
         kind, total = {"opens": ("open", "Opens"), "clicks": ("click", "Clicks")}[part]
         unique = (lambda day=None: tally.unique(kind, day)) if kind == "open" else tally.unique_links
         days = [{"Date": day, total: tally.count(kind, day), "Unique": unique(day)}
@@ -542,7 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
         clicks = [e for e in self.owner.tally("postmark", query.get("tag"), stream=query.get("messagestream")).events
                   if e.kind == "click" and query.get("recipient", e.message.to).lower() == e.message.to.lower()]
         offset, count = int(query["offset"]), int(query["count"])
-        page = [{"RecordType": "Click", "ClickLocation": "HTML", "Client": {}, "OS": {}, "Platform": "Desktop",
+        page = [{"RecordType": "Click", "ClickLocation": "HTML", "Client": {}, "OS": {}, "Platform": e.platform,
                  "UserAgent": "Mozilla/5.0", "OriginalLink": e.url, "Geo": {}, "MessageID": e.message.message_id,
                  "MessageStream": e.message.stream, "ReceivedAt": f"{e.day}T09:00:00Z",
                  "Tag": e.message.tags[0], "Recipient": e.message.to} for e in clicks[offset:offset + count]]
@@ -710,14 +719,20 @@ class _Handler(BaseHTTPRequestHandler):
         if page:  # a "paging.next" URL: the original query, moved on
             query = self.owner._pages.get(page, {})
         offset, limit = int(query.get("_offset", 0)), min(int(query.get("limit", 100)), 300)
-        found = [a for a in self.owner.delivered("mailgun")
-                 if query.get("event", "accepted") == "accepted"
-                 and ("tags" not in query or query["tags"] in a.tags)
-                 and ("recipient" not in query or query["recipient"].lower() == a.to.lower())]
-        items = [{"event": "accepted", "recipient": a.to, "tags": list(a.tags), "timestamp": time.time(),
-                  "user-variables": {"newsletter-batch": a.batch},
-                  "message": {"headers": {"message-id": a.message_id.strip("<>"), "subject": a.subject}}}
-                 for a in found[offset:offset + limit]]
+        if query.get("event") == "clicked":  # each click on a message of the tag, with its URL
+            clicks = [e for e in self.owner.tally("mailgun", query.get("tags")).events if e.kind == "click"]
+            items = [{"event": "clicked", "url": e.url, "recipient": e.message.to, "tags": list(e.message.tags),
+                      "timestamp": time.time(), "message": {"headers": {"message-id": e.message.message_id.strip("<>")}}}
+                     for e in clicks[offset:offset + limit]]
+        else:
+            found = [a for a in self.owner.delivered("mailgun")
+                     if query.get("event", "accepted") == "accepted"
+                     and ("tags" not in query or query["tags"] in a.tags)
+                     and ("recipient" not in query or query["recipient"].lower() == a.to.lower())]
+            items = [{"event": "accepted", "recipient": a.to, "tags": list(a.tags), "timestamp": time.time(),
+                      "user-variables": {"newsletter-batch": a.batch},
+                      "message": {"headers": {"message-id": a.message_id.strip("<>"), "subject": a.subject}}}
+                     for a in found[offset:offset + limit]]
         with self.owner._lock:
             token = str(len(self.owner._pages))
             self.owner._pages[token] = {**query, "_offset": offset + limit}

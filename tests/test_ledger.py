@@ -18,7 +18,7 @@ from helpers import LedgerClock
 
 from newsletter.errors import LeaseHeld, LedgerError
 from newsletter.ledger import open_ledger
-from newsletter.ledger.base import erased_key
+from newsletter.ledger.base import CachedFigures, erased_key
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.ledger.migrations import LATEST, MIGRATIONS, POSTGRES_VARIANTS, steps
 from newsletter.ledger.postgres import PostgresLedger
@@ -279,6 +279,47 @@ def test_erase_address_again_after_the_address_came_back(ledger):
     assert ledger.erase_address("a@example.com") == 1  # the newer row replaces the older hash
     assert [(r.email, r.state) for r in ledger.rows(ISSUE, ("pending", "skipped"))] == [
         (erased_key("a@example.com"), "skipped")]
+
+
+def test_issue_suppressions_count_what_records_the_issue_and_estimate_by_time_only_what_records_none(
+        ledger, monkeypatch):
+    clock = LedgerClock(monkeypatch)
+    later = "2026-12-07-weekly"
+    readers = [f"r{n}@example.com" for n in range(5)]
+    ledger.create_plan(ISSUE, content_hash="h", subject="S", segment="", emails=readers)
+    clock.at("2026-11-30T09:05:00")
+    ledger.claim(ISSUE, "b1", readers, "me")
+    ledger.record(ISSUE, "b1", [Outcome(e, "sent", provider_id=e) for e in readers], source="mailgun")
+    clock.at("2026-12-01T10:00:00")
+    ledger.add_suppression("r0@example.com", "unsubscribed", "link", issue_id=ISSUE)
+    ledger.add_suppressions([("r1@example.com", "complained at mailgun (complaints)")], "mailgun")  # no issue: by time
+    clock.at("2026-12-07T09:00:00")
+    ledger.create_plan(later, content_hash="h", subject="S", segment="", emails=readers[2:])
+    ledger.acquire_lease(later, "me", stale_after=60)
+    ledger.claim(later, "c1", readers[2:], "me")
+    ledger.record(later, "c1", [Outcome(e, "sent", provider_id=e) for e in readers[2:]], source="mailgun")
+    clock.at("2026-12-08T09:00:00")  # after the next plan: a late click on the first issue's link is still its own
+    ledger.add_suppression("r2@example.com", "unsubscribed", "link", issue_id=ISSUE)
+    ledger.add_suppressions([("r3@example.com", "unsubscribed at mailgun (unsubscribes)", ISSUE),  # the tag named
+                             ("r4@example.com", "bounced at mailgun (bounces: 550)")], "mailgun")
+    assert ledger.issue_suppressions(ISSUE) == {("link", "unsubscribed", "issue"): 2,
+                                                ("mailgun", "complained", "time"): 1,
+                                                ("mailgun", "unsubscribed", "issue"): 1}
+    # The later issue went to r2..r4 too: only r4's bounce (no issue recorded) falls in its window.
+    assert ledger.issue_suppressions(later) == {("mailgun", "bounced", "time"): 1}
+    assert {s.email: s.issue_id for s in ledger.suppressions()}["r3@example.com"] == ISSUE
+
+
+def test_provider_figures_are_kept_per_issue_and_provider_and_replaced(ledger):
+    first = CachedFigures(ISSUE, False, '{"processed":3}', 1_800_000_000.5)
+    other = CachedFigures("2026-12-07-weekly", True, '{"processed":9}', 1_800_000_100.25)
+    ledger.store_figures("mailgun:mg.example.com", [first, other])
+    assert ledger.cached_figures("mailgun:mg.example.com", [ISSUE, "absent"]) == {ISSUE: first}
+    assert ledger.cached_figures("mailgun:other.example.com", [ISSUE]) == {}  # another domain's are not these
+    newer = CachedFigures(ISSUE, True, '{"processed":4}', 1_800_003_700.0)
+    ledger.store_figures("mailgun:mg.example.com", [newer])
+    assert ledger.cached_figures("mailgun:mg.example.com", [ISSUE, "2026-12-07-weekly"]) == {
+        ISSUE: newer, "2026-12-07-weekly": other}
 
 
 def test_suppressions_add_remove(ledger):

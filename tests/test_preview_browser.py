@@ -149,3 +149,26 @@ def test_the_email_cannot_script_the_preview_page(workspace, browser, tmp_path):
     finally:
         browser.switch_to.default_content()
         process.stop()
+
+
+def test_the_report_tab_appears_once_the_issue_is_sent_and_shows_the_report(preview, browser, run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(preview.url)
+    wait_until(browser, lambda d: email_shows(d, "Rotterdam Plugs In Its Cruise Terminal"), "the email to load")
+    assert not browser.find_element(By.ID, "tab-report").is_displayed()  # nothing sent yet: no tab
+    assert run("send", "2026-11-30-weekly", "--yes", env={"NEWSLETTER_SECRET": "test-secret"}).exit_code == 0
+    browser.refresh()
+    wait_until(browser, lambda d: d.find_element(By.ID, "tab-report").is_displayed(), "the Report tab")
+    browser.find_element(By.ID, "tab-report").click()
+    assert browser.find_element(By.ID, "panel-report").is_displayed()
+    assert not browser.find_element(By.ID, "panel-html").is_displayed()
+    browser.switch_to.frame(browser.find_element(By.ID, "report"))
+    try:
+        wait_until(browser, lambda d: d.find_elements(By.TAG_NAME, "svg"), "the report's charts")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "2026-11-30-weekly"
+        bars = browser.find_elements(By.CSS_SELECTOR, "svg rect")
+        assert bars and all(bar.size["height"] > 0 for bar in bars)  # drawn, styled by the page's own CSS
+    finally:
+        browser.switch_to.default_content()
+    shot(browser, tmp_path, "report-tab")

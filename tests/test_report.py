@@ -11,6 +11,8 @@ import responses
 from helpers import LedgerClock, SleepClock, canned, make_adapter
 from responses.matchers import query_param_matcher
 
+from newsletter.ledger.base import CachedFigures
+from newsletter.ledger.postgres import PostgresLedger
 from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Outcome
 from newsletter.report import every_minute, ledger_figures, provider_figures
@@ -26,6 +28,17 @@ def ledger(tmp_path):
         yield db
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request, tmp_path):
+    """A SQLite file or a fresh PostgreSQL database (tests/pgserver.py): the ledger part reads both alike."""
+    if request.param == "sqlite":
+        db = SQLiteLedger(tmp_path / "ledger.sqlite3")
+    else:
+        db = PostgresLedger(request.getfixturevalue("pg_url"))
+    with db:
+        yield db
+
+
 def send(ledger, issue, batch, outcomes):
     ledger.claim(issue, batch, [o.email for o in outcomes], "me")
     ledger.record(issue, batch, outcomes, source="postmark")
@@ -35,7 +48,8 @@ def sent(*emails):
     return [Outcome(e, "sent", provider_id=f"id-{e}") for e in emails]
 
 
-def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(ledger, monkeypatch):
+def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(any_ledger, monkeypatch):
+    ledger = any_ledger
     clock = LedgerClock(monkeypatch)
     emails = [f"r{n}@example.com" for n in range(8)]
     ledger.acquire_lease(ISSUE, "me", stale_after=60)
@@ -63,8 +77,8 @@ def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_th
     assert figures.failed_reasons == {"bad address": 1, "mailbox full": 1}
     assert figures.timeline == [("2026-11-30T09:01", 4), ("2026-11-30T09:02", 0), ("2026-11-30T09:03", 0),
                                 ("2026-11-30T09:04", 1)]
-    assert figures.suppressions == {("manual", "other"): 1, ("postmark", "complained"): 1,
-                                    ("postmark", "unsubscribed"): 1}
+    assert figures.suppressions == {("manual", "other", "time"): 1, ("postmark", "complained", "time"): 1,
+                                    ("postmark", "unsubscribed", "time"): 1}
     summaries = ledger.summaries(5)
     assert [s.issue.issue_id for s in summaries] == ["2026-12-07-weekly", ISSUE]  # newest first
     assert summaries[0].counts["pending"] == 1 and summaries[1].counts["failed"] == 2
@@ -82,11 +96,12 @@ def adapter(name: str):
     return make_adapter(name, KEY, api_base=ORIGIN, domain="mg.example.com")
 
 
-def read(provider, ledger, monkeypatch, *, detail=True):
+def read(provider, ledger, monkeypatch, *, detail=True, clock=None):
     LedgerClock(monkeypatch)
     ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
-    clock = SleepClock()
-    return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, sleep=clock.sleep, clock=clock)[ISSUE]
+    clock = clock or SleepClock()
+    return provider_figures(provider, [ledger.issue(ISSUE)], detail=detail, cache=ledger, sleep=clock.sleep,
+                            clock=clock)[ISSUE]
 
 
 @responses.activate
@@ -94,7 +109,8 @@ def test_postmark_reads_the_stats_api_by_tag_and_stream_and_counts_links_from_th
     stats = {"tag": ISSUE, "fromdate": "2026-11-30", "messagestream": "broadcast"}
     headers = {"X-Postmark-Server-Token": KEY}
     for path, name in (("/stats/outbound", "stats-outbound.json"), ("/stats/outbound/opens", "stats-opens.json"),
-                       ("/stats/outbound/clicks", "stats-clicks.json")):
+                       ("/stats/outbound/clicks", "stats-clicks.json"),
+                       ("/stats/outbound/clicks/platforms", "stats-clicks-platforms.json")):
         responses.get(ORIGIN + path, json=canned("postmark", name), match=[query_param_matcher(stats),
                       responses.matchers.header_matcher(headers)])
     responses.get(ORIGIN + "/messages/outbound/clicks", json=canned("postmark", "clicks-search.json"),
@@ -107,6 +123,7 @@ def test_postmark_reads_the_stats_api_by_tag_and_stream_and_counts_links_from_th
     assert s.opens_by_day == (("2026-11-30", 4), ("2026-12-01", 22))
     assert s.clicks_by_day == (("2026-11-30", 21), ("2026-12-01", 9))
     assert s.top_links == (("https://example.com/story", 2), ("https://example.com/about", 1))
+    assert s.click_platforms == (("Desktop", 42), ("Mobile", 25), ("Unknown", 5)) and s.machine_opens is None
     assert figures.rates()["open"] == pytest.approx(26 / 551)  # over delivered, not over sent
 
 
@@ -142,11 +159,42 @@ def test_mailgun_asks_the_metrics_api_for_the_tag_on_its_domain(ledger, monkeypa
         return 200, {}, json.dumps(canned("mailgun", "metrics.json"))
 
     responses.add_callback(responses.POST, ORIGIN + "/v1/analytics/metrics", callback=query)
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked, match=[query_param_matcher(
+        {"event": "clicked", "tags": ISSUE, "limit": "300", "ascending": "yes", "begin": "1795996800"})])
+    responses.get(clicked["paging"]["next"], json={"items": [], "paging": clicked["paging"]})
     s = read(adapter("mailgun"), ledger, monkeypatch).stats
     assert (s.processed, s.delivered, s.bounced, s.complained, s.unsubscribed) == (50, 48, 2, 1, 1)
     assert (s.unique_opens, s.unique_clicks) == (24, 6)
     assert s.opens_by_day == (("2026-11-30", 20), ("2026-12-01", 4))
-    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert s.top_links == (("https://example.com/story", 2), ("https://example.com/about", 1))
+    assert len(responses.calls) == 3  # the metrics, then the clicked events to their empty page
+    assert all(call.request.headers["Authorization"].startswith("Basic ") for call in responses.calls)
+
+
+@responses.activate
+def test_a_429_on_the_clicked_events_is_waited_out_as_mailgun_asks(ledger, monkeypatch):
+    responses.post(ORIGIN + "/v1/analytics/metrics", json=canned("mailgun", "metrics.json"))
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", status=429, headers={"Retry-After": "7"},
+                  json={"message": "Too many requests"})
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked)
+    responses.get(clicked["paging"]["next"], json={"items": []})
+    clock = SleepClock()
+    assert read(adapter("mailgun"), ledger, monkeypatch, clock=clock).stats.top_links[0] == (
+        "https://example.com/story", 2)
+    assert 7 <= max(clock.waits) < 8 and len(responses.calls) == 4
+
+
+@responses.activate
+def test_mailgun_clicked_events_that_never_end_are_an_error_not_a_short_count(ledger, monkeypatch):
+    responses.post(ORIGIN + "/v1/analytics/metrics", json=canned("mailgun", "metrics.json"))
+    clicked = canned("mailgun", "events-clicked.json")
+    responses.get(ORIGIN + "/v3/mg.example.com/events", json=clicked)
+    responses.get(clicked["paging"]["next"], json=clicked)  # the next page links to itself, with items
+    figures = read(adapter("mailgun"), ledger, monkeypatch)
+    assert figures.stats is None and "did not come to an end" in figures.note
+    assert len(responses.calls) == 3
 
 
 @responses.activate
@@ -161,6 +209,46 @@ def test_a_metrics_query_that_meets_a_503_is_tried_again(ledger, monkeypatch):
 def test_providers_without_per_issue_figures_say_why(ledger, monkeypatch, name, words):
     figures = read(adapter(name), ledger, monkeypatch)
     assert figures.stats is None and words in figures.note
+
+
+# -- the figures kept in the ledger -------------------------------------------------------------------------
+@responses.activate
+def test_kept_figures_are_reused_for_an_hour_then_asked_again_and_refresh_always_asks(ledger, monkeypatch):
+    responses.get(ORIGIN + "/v3/categories/stats", json=canned("sendgrid", "categories-stats.json"))
+    LedgerClock(monkeypatch)
+    ledger.create_plan(ISSUE, content_hash="h", subject="Hi", segment="", emails=["a@example.com"])
+    provider, wall, record = adapter("sendgrid"), SleepClock(), [ledger.issue(ISSUE)]
+    wall.now = 1_800_000_000.0
+
+    def report(detail=False, refresh=False):
+        found = provider_figures(provider, record, detail=detail, cache=ledger, refresh=refresh, now=wall,
+                                 sleep=wall.sleep, clock=wall)[ISSUE]
+        return found, len(responses.calls)
+
+    first, asked = report()
+    assert asked == 1 and not first.cached and first.fetched_at == wall.now and first.stats.delivered == 98
+    wall.now += 3599
+    again, asked = report()
+    assert asked == 1 and again.cached and again.stats == first.stats and again.fetched_at == first.fetched_at
+    _, asked = report(detail=True)  # kept totals do not answer a question in detail
+    assert asked == 2
+    wall.now += 1  # an hour after the first reading, but the detailed one is a second old
+    assert report()[1] == 2
+    wall.now += 3600
+    old, asked = report()
+    assert asked == 3 and not old.cached and old.fetched_at == wall.now
+    assert report(refresh=True)[1] == 4
+    assert ledger.cached_figures("sendgrid:", [ISSUE])[ISSUE].fetched_at == wall.now
+    ledger.store_figures("sendgrid:", [CachedFigures(ISSUE, True, '{"processed": "many"', wall.now)])
+    unreadable, asked = report()  # what cannot be read back is asked again, never shown
+    assert asked == 5 and not unreadable.cached and unreadable.stats.processed == 100
+
+
+@responses.activate
+def test_a_failed_reading_is_not_kept(ledger, monkeypatch):
+    responses.get(ORIGIN + "/v3/categories/stats", json=canned("sendgrid", "403-scope.json"), status=403)
+    read(adapter("sendgrid"), ledger, monkeypatch)
+    assert ledger.cached_figures("sendgrid:", [ISSUE]) == {}
 
 
 # -- the CLI, end to end ------------------------------------------------------------------------------------
@@ -211,3 +299,18 @@ def test_the_chart_draws_each_bar_in_proportion():
         ".//{http://www.w3.org/2000/svg}rect")
     assert [float(b.get("height")) for b in bars] == [CHART_HEIGHT / 4, CHART_HEIGHT, 0]
     assert [b.get("data-value") for b in bars] == ["1", "4", "0"]
+
+
+def test_the_trend_chart_has_a_bar_per_issue_and_points_only_where_there_are_rates():
+    from newsletter.reportpage import CHART_HEIGHT, trend_chart
+
+    svg = trend_chart([("one", 200, 0.5, 0.1), ("two", 100, None, None), ("three", 50, 0.25, 0.05)])
+    root = ET.fromstring(svg[svg.index("<svg"):svg.index("</svg>") + 6])
+    bars = root.findall(".//{http://www.w3.org/2000/svg}rect")
+    assert [(b.get("data-label"), float(b.get("height"))) for b in bars] == [
+        ("one", CHART_HEIGHT), ("two", CHART_HEIGHT / 2), ("three", CHART_HEIGHT / 4)]
+    points = [(c.get("data-series"), c.get("data-label"), float(c.get("cy")))
+              for c in root.findall(".//{http://www.w3.org/2000/svg}circle")]
+    assert points == [("open", "one", 0), ("open", "three", CHART_HEIGHT / 2),  # over the highest rate
+                      ("click", "one", CHART_HEIGHT * 0.8), ("click", "three", CHART_HEIGHT * 0.9)]
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2

@@ -59,8 +59,8 @@ def test_the_report_page_shows_its_charts_and_fits_a_phone(page, tmp_path):
     for width, m in measured.items():
         assert m["scrollWidth"] <= m["vw"], f"horizontal scrolling at {width} px ({m['scrollWidth']} px wide)"
         assert m["widest"] <= m["vw"] + 0.5, f"{m['culprit']} sticks out at {width} px: {m['widest']}"
-        # the send timeline, unique opens by day and unique clicks by day
-        assert len(m["charts"]) == 3
+        # the send timeline, unique opens by day, unique clicks by day and the trend across issues
+        assert len(m["charts"]) == 4
         for chart in m["charts"]:
             assert chart["width"] > 0 and chart["height"] > 0
             assert chart["left"] >= 0 and chart["right"] <= m["vw"] + 0.5, f"a chart sticks out at {width} px"

@@ -106,6 +106,22 @@ def test_mailgun_follows_each_lists_next_page_until_it_is_empty(ledger):
     assert report.kinds == {"bounced": 2, "complained": 1, "unsubscribed": 1}
     reason = {s.email: s.reason for s in ledger.suppressions()}["alice@example.com"]
     assert reason == "bounced at mailgun (bounces: 550 No such mailbox)"
+    assert {s.email: s.issue_id for s in ledger.suppressions()}["dave@example.com"] == ""  # tags ["*"]: every mail
+
+
+@responses.activate
+def test_a_mailgun_unsubscribe_from_one_tag_records_that_issue(ledger):
+    base = f"{ORIGIN}/v3/mg.example.com"
+    unsubscribes = canned("mailgun", "unsubscribes.json")
+    unsubscribes["items"] = [{**unsubscribes["items"][0], "tags": ["2026-11-30-weekly"]},
+                             {"address": "erin@example.com", "tags": ["a", "b"], "created_at": "x"}]
+    for name, page in (("bounces", {"items": []}), ("complaints", {"items": []}), ("unsubscribes", unsubscribes)):
+        responses.get(f"{base}/{name}", json=page, match=[query_param_matcher({"limit": "1000"})])
+    responses.get(f"{base}/unsubscribes", json={"items": []}, match=[query_param_matcher(
+        {"page": "next", "address": "dave@example.com", "limit": "1000"})])
+    sync(adapter("mailgun"), ledger)
+    issues = {s.email: s.issue_id for s in ledger.suppressions()}
+    assert issues == {"dave@example.com": "2026-11-30-weekly", "erin@example.com": ""}  # two tags: no one issue
 
 
 @responses.activate

@@ -8,11 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import NewsletterError
-from ..ledger import open_ledger
 from ..ledger.base import STATES
-from ..providers import open_provider
-from ..report import (DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, ledger_figures, percent,
-                      provider_figures)
+from ..report import ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, percent, read_reports, utc_text
 from ..reportpage import page
 from .status import _issue_id
 from . import App, cli
@@ -24,39 +21,23 @@ from . import App, cli
 @click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write ISSUE's report as one self-contained HTML page with its charts.")
 @click.option("--last", "last", metavar="N", type=click.IntRange(min=1), default=DEFAULT_LAST, show_default=True,
-              help="Without ISSUE: how many of the latest issues the table shows.")
+              help="Without ISSUE: how many of the latest issues the table shows; with --html: the trend chart.")
 @click.option("--no-provider", is_flag=True, help="Only what the ledger knows: ask the provider nothing.")
+@click.option("--refresh", is_flag=True, help="Ask the provider again even for figures read less than an hour ago.")
 @click.pass_context
 def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path | None, last: int,
-           no_provider: bool) -> None:
+           no_provider: bool, refresh: bool) -> None:
     """How ISSUE (path or id) did, from the ledger and the provider; without ISSUE, a table of the latest."""
     app = ctx.find_object(App)
     settings = app.settings()
     if html_file is not None and issue is None:
         raise NewsletterError("--html needs an ISSUE", hint="run `newsletter report ISSUE --html FILE`")
-    with open_ledger(settings, readonly=True) as ledger:
-        if issue is None:
-            summaries = ledger.summaries(last)
-            records = [s.issue for s in summaries]
-            figures = [ledger_figures(ledger, r) for r in records]
-        else:
-            issue_id, _ = _issue_id(settings, issue)
-            record = ledger.issue(issue_id)
-            if record is None:
-                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
-                                      hint=f"run `newsletter send {issue}`")
-            records, figures = [record], [ledger_figures(ledger, record)]
-    reports = [IssueReport(f) for f in figures]
-    if not no_provider and records:
-        provider = open_provider(settings)
-        try:
-            found = provider_figures(provider, records, detail=issue is not None)
-        finally:
-            provider.close()
-        for one in reports:
-            one.provider = found[one.ledger.issue_id]
+    issue_id = None if issue is None else _issue_id(settings, issue)[0]
+    found = read_reports(settings, issue_id, last=last, ask_provider=not no_provider, refresh=refresh,
+                         trend=html_file is not None)
+    reports = found.shown
     if html_file is not None:
-        html_file.write_text(page(reports[0]), encoding="utf-8")
+        html_file.write_text(page(reports[0], found.trend), encoding="utf-8")
         app.info(f"wrote {html_file}") if not as_json else None
     if as_json:
         obj = [r.as_json() for r in reports]
@@ -83,8 +64,8 @@ def _detail(report: IssueReport) -> None:
         peak = max(n for _, n in figures.timeline)
         click.echo(f"  sent from {figures.timeline[0][0]} to {figures.timeline[-1][0]} UTC: {accepted} accepted in "
                    f"{len(figures.timeline)} minute(s), at most {peak} a minute")
-    for (source, kind), n in figures.suppressions.items():
-        click.echo(f"  suppressed after this issue: {n} {kind} (source: {source})")
+    for (source, kind, attributed), n in figures.suppressions.items():
+        click.echo(f"  suppressed: {n} {kind} (source: {source}; {ATTRIBUTED[attributed]})")
     provider = report.provider
     if provider is None:
         return
@@ -94,7 +75,8 @@ def _detail(report: IssueReport) -> None:
                    else provider.note)
         return
     rates = provider.rates()
-    click.echo(f"{provider.provider} ({RATES_NOTE}):")
+    kept = " (kept from an earlier run: --refresh asks again)" if provider.cached else ""
+    click.echo(f"{provider.provider} as of {utc_text(provider.fetched_at)}{kept} ({RATES_NOTE}):")
     click.echo(f"  processed {_n(stats.processed)}, delivered {_n(stats.delivered)} ({percent(rates['delivered'])} "
                f"of processed), bounced {_n(stats.bounced)} ({percent(rates['bounce'])}), complaints "
                f"{_n(stats.complained)} ({percent(rates['complaint'])}), unsubscribed {_n(stats.unsubscribed)} "
@@ -102,6 +84,8 @@ def _detail(report: IssueReport) -> None:
     click.echo(f"  unique opens* {_n(stats.unique_opens)} ({percent(rates['open'])}), opens* {_n(stats.opens)}"
                + (f", by machines {stats.machine_opens}" if stats.machine_opens is not None else ""))
     click.echo(f"  unique clicks {_n(stats.unique_clicks)} ({percent(rates['click'])}), clicks {_n(stats.clicks)}")
+    if stats.click_platforms:
+        click.echo("  clicks by platform: " + ", ".join(f"{name} {n}" for name, n in stats.click_platforms))
     click.echo(f"  * {OPENS_NOTE}")
     if stats.top_links:
         click.echo("  most clicked links:")
@@ -122,7 +106,7 @@ def _table(reports: list[IssueReport]) -> None:
         rates = provider.rates() if provider else {}
         stats = provider.stats if provider else None
         unsubscribed = (stats.unsubscribed if stats and stats.unsubscribed is not None else
-                        sum(n for (_, kind), n in figures.suppressions.items() if kind == "unsubscribed"))
+                        sum(n for (_, kind, _), n in figures.suppressions.items() if kind == "unsubscribed"))
         rows.append((figures.issue_id, figures.planned_at[:10], str(figures.counts["sent"]),
                      str(figures.counts["failed"]), percent(rates.get("delivered")), percent(rates.get("open")),
                      percent(rates.get("click")), str(unsubscribed)))
@@ -132,6 +116,10 @@ def _table(reports: list[IssueReport]) -> None:
     notes = {one.provider.note for one in reports if one.provider and one.provider.note}
     for note in sorted(notes):
         click.echo(note)
+    kept = sum(1 for one in reports if one.provider and one.provider.cached)
+    if kept:
+        click.echo(f"({kept} of these issues' figures were kept from a run less than an hour ago: --refresh "
+                   "asks the provider again)")
     click.echo(f"(delivered: of processed; open and click: {RATES_NOTE}; * {OPENS_NOTE})")
 
 

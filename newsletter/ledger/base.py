@@ -71,6 +71,12 @@ def erased_key(email: str) -> str:
     return "sha256:" + hashlib.sha256(address_key(email).encode()).hexdigest()
 
 
+def suppression_rows(entries: Iterable[tuple[str, ...]], issue_id: str) -> list[tuple[str, str, str]]:
+    """``(address key, reason, issue)`` of each ``(email, reason[, issue])``: an entry's own issue, else ``issue_id``."""
+    return [(address_key(entry[0]), entry[1], entry[2] if len(entry) > 2 and entry[2] else issue_id)
+            for entry in entries]
+
+
 def parse_time(text: str) -> datetime | None:
     """A ledger timestamp (ISO 8601, UTC) as an aware datetime; None when empty or unreadable."""
     try:
@@ -90,6 +96,38 @@ COPIED_TABLES: dict[str, tuple[str, str]] = {
     "suppressions": ("email, reason, source, created_at, issue_id", "email"),
     "notices": ("issue_id, notice, created_at", "issue_id, notice"),
 }
+
+
+# What a suppression is, from its reason: `suppressions sync` writes "<kind> at <provider> (...)", a link
+# unsubscribe "unsubscribed"; an address a send refused (Postmark's inactive recipient) or one added by
+# hand says no kind: "other". (A space is appended so that a bare kind matches "<kind> %".)
+_SUPPRESSION_KIND = ("CASE WHEN s.reason || ' ' LIKE 'unsubscribed %' THEN 'unsubscribed' "
+                     "WHEN s.reason || ' ' LIKE 'complained %' THEN 'complained' WHEN s.reason || ' ' LIKE "
+                     "'bounced %' THEN 'bounced' WHEN s.reason || ' ' LIKE 'blocked %' THEN 'blocked' ELSE 'other' END")
+
+# Ledger.issue_suppressions in SQLite's text (PostgreSQL's doubles each "%"): {issue} is the issue id's
+# placeholder, {order} the collation that orders text byte-wise.
+ISSUE_SUPPRESSIONS_SQL = (
+    "WITH this AS (SELECT created_at, (SELECT min(claimed_at) FROM deliveries WHERE issue_id = {issue} "
+    "AND claimed_at != '') AS first_claim FROM issues WHERE issue_id = {issue}), "
+    "next AS (SELECT min(i.created_at) AS planned FROM issues i, this WHERE i.created_at > this.created_at) "
+    "SELECT * FROM ("
+    # Recorded with the issue: a link unsubscribe, or a synced entry whose provider named the tag.
+    "SELECT s.source, " + _SUPPRESSION_KIND + " AS kind, 'issue' AS attributed, count(*) AS n FROM suppressions s "
+    "WHERE s.issue_id = {issue} GROUP BY s.source, kind "
+    "UNION ALL "
+    # Recorded without one: the issue's sent recipients suppressed between its first claim and the next plan.
+    "SELECT s.source, " + _SUPPRESSION_KIND + " AS kind, 'time' AS attributed, count(*) AS n FROM suppressions s "
+    "JOIN deliveries d ON d.email = s.email AND d.issue_id = {issue} AND d.state = 'sent' CROSS JOIN this "
+    "CROSS JOIN next WHERE s.issue_id = '' AND s.created_at >= coalesce(this.first_claim, this.created_at) "
+    "AND (next.planned IS NULL OR s.created_at < next.planned) GROUP BY s.source, kind"
+    ") found ORDER BY source {order}, kind {order}, attributed {order}")
+
+
+# Ledger.store_figures in PostgreSQL's text (SQLite's writes "?" for each "%s").
+STORE_FIGURES_SQL = ("INSERT INTO provider_figures (issue_id, provider, detail, figures, fetched_at) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (issue_id, provider) DO UPDATE SET "
+                     "detail = excluded.detail, figures = excluded.figures, fetched_at = excluded.fetched_at")
 
 
 @dataclass(frozen=True)
@@ -131,6 +169,16 @@ class Suppression:
     source: str
     created_at: str
     issue_id: str = ""  # the issue whose unsubscribe link was used (source "link"), else ""
+
+
+@dataclass(frozen=True)
+class CachedFigures:
+    """What a provider said of one issue, as ``newsletter report`` keeps it (table ``provider_figures``)."""
+
+    issue_id: str
+    detail: bool  # read in detail (per day, links), or totals only
+    figures: str  # JSON (newsletter/providers/stats.py)
+    fetched_at: float  # epoch seconds
 
 
 @dataclass(frozen=True)
@@ -342,9 +390,10 @@ class Ledger(ABC):
         return self.add_suppressions([(email, reason)], source, issue_id=issue_id) == 1
 
     @abstractmethod
-    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
-        """Suppress each ``(email, reason)`` not suppressed yet (an existing entry keeps its reason,
-        source and issue), in one transaction; returns how many were added."""
+    def add_suppressions(self, entries: Sequence[tuple[str, ...]], source: str, *, issue_id: str = "") -> int:
+        """Suppress each ``(email, reason)`` or ``(email, reason, issue)`` not suppressed yet (an existing
+        entry keeps its reason, source and issue), in one transaction; returns how many were added. An entry
+        without its own issue records ``issue_id``."""
 
     @abstractmethod
     def remove_suppression(self, email: str) -> bool: ...
@@ -376,13 +425,23 @@ class Ledger(ABC):
     def summaries(self, limit: int) -> list[IssueSummary]:
         """The ``limit`` most recently planned issues, newest first, each with its rows per state."""
 
+    # -- the provider's figures, cached (newsletter report) ------------------------------------
     @abstractmethod
-    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
-        """(source, kind) -> suppressions attributed to ``issue_id``: those of its ``sent`` recipients added after
-        its first claim and before the next issue was planned. ``kind`` is read from the reason
-        ``suppressions sync`` writes (unsubscribed, complained, bounced, blocked), else "other".
+    def cached_figures(self, provider: str, issue_ids: Sequence[str]) -> dict[str, CachedFigures]:
+        """issue id -> the figures ``provider`` (name:scope) last gave of it, of those kept; one query."""
 
-        The seam for link unsubscribes: the suppressions table does not record an issue yet, so
-        attribution goes by time. When it does (a column for the issue of a link unsubscribe), those
-        rows are counted by that column instead and this keeps its signature.
+    @abstractmethod
+    def store_figures(self, provider: str, entries: Sequence[CachedFigures]) -> None:
+        """Keep ``entries`` as what ``provider`` says now, replacing what was kept of those issues."""
+
+    @abstractmethod
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str, str], int]:
+        """(source, kind, attributed) -> suppressions attributed to ``issue_id``. ``kind`` is read from the
+        reason ``suppressions sync`` writes (unsubscribed, complained, bounced, blocked), else "other".
+
+        ``attributed`` says how: "issue" for a suppression that records the issue (``suppressions.issue_id``:
+        a link unsubscribe, or a synced entry whose provider named the message's tag); "time" for one that
+        records none (a provider's complaint or bounce list, an address added by hand), counted only when
+        the issue was sent to that address and it was suppressed after the issue's first claim and before
+        the next issue was planned: an estimate, and labelled as one wherever it is shown.
         """

@@ -109,6 +109,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (issue_id, notice)
         )
     """),
+    (6, "provider_figures: what a provider said of an issue, and when (newsletter report)", """
+        -- `newsletter report` keeps the figures it read from the provider, so the table of the latest
+        -- issues does not ask it once per issue per run: reused while younger than an hour, read
+        -- again after (or with --refresh). A cache: `ledger copy` leaves it behind. No personal data.
+        CREATE TABLE provider_figures (
+            issue_id   TEXT NOT NULL,
+            provider   TEXT NOT NULL,             -- name:scope (Mailgun's domain, Postmark's stream)
+            detail     INTEGER NOT NULL,          -- 1 = read in detail (per day, links), 0 = totals only
+            figures    TEXT NOT NULL,             -- the figures as JSON (newsletter/providers/stats.py)
+            fetched_at DOUBLE PRECISION NOT NULL, -- when they were read, epoch seconds
+            PRIMARY KEY (issue_id, provider)
+        )
+    """),
 ]
 
 # PostgreSQL's text of the steps whose SQLite text it does not take (docs/team.md).

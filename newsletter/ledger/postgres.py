@@ -30,8 +30,10 @@ import psycopg
 from ..config import without_password
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (COPIED_TABLES, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
-                   address_key, chunked, erased_key, parse_time)
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER, CachedFigures,
+                   DeliveryRow, IssueRecord,
+                   IssueSummary, Lease, Ledger, Suppression, address_key, chunked, erased_key, parse_time,
+                   suppression_rows)
 from .migrations import LATEST, steps
 
 _RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
@@ -41,9 +43,6 @@ _LEASE_COLUMNS = "issue_id, holder, pid, host, heartbeat, acquired"
 _ROW_COLUMNS = "issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at"
 _C = 'COLLATE "C"'  # order text byte-wise, as SQLite does, whatever the database's locale
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
-_SUPPRESSION_KIND = ("CASE WHEN s.reason LIKE 'unsubscribed %%' THEN 'unsubscribed' "
-                     "WHEN s.reason LIKE 'complained %%' THEN 'complained' WHEN s.reason LIKE 'bounced %%' "
-                     "THEN 'bounced' WHEN s.reason LIKE 'blocked %%' THEN 'blocked' ELSE 'other' END")
 CONNECT_TIMEOUT_S = 10
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
 
@@ -349,7 +348,7 @@ class PostgresLedger(Ledger):
                        "reason) WHERE d.issue_id = %s AND d.email = v.email AND d.batch_id = %s "
                        "AND d.state = 'sending'", (now, keys, states, ids, reasons, issue_id, batch_id))
             if suppress:
-                self._insert_suppressions(db, suppress, source, "", now)
+                self._insert_suppressions(db, suppression_rows(suppress, ""), source, now)
 
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:
         with self._tx() as db:
@@ -452,20 +451,20 @@ class PostgresLedger(Ledger):
 
     # -- suppressions and erasure ---------------------------------------------------
     @staticmethod
-    def _insert_suppressions(db: psycopg.Connection, entries: Sequence[tuple[str, str]], source: str,
-                             issue_id: str, now: str) -> int:
+    def _insert_suppressions(db: psycopg.Connection, rows: Sequence[tuple[str, str, str]], source: str,
+                             now: str) -> int:
+        """Insert ``(address key, reason, issue)`` rows (:func:`suppression_rows`)."""
         # WITH ORDINALITY ... ORDER BY: of an address given twice, the first entry is the one kept.
         return db.execute("INSERT INTO suppressions (email, reason, source, created_at, issue_id) "
-                          "SELECT v.email, v.reason, %s, %s, %s FROM unnest(%s::text[], %s::text[]) "
-                          "WITH ORDINALITY AS v(email, reason, n) ORDER BY v.n ON CONFLICT (email) DO NOTHING",
-                          (source, now, issue_id, [e for e, _ in entries], [r for _, r in entries])).rowcount
+                          "SELECT v.email, v.reason, %s, %s, v.issue FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                          "WITH ORDINALITY AS v(email, reason, issue, n) ORDER BY v.n ON CONFLICT (email) DO NOTHING",
+                          (source, now, *(list(column) for column in zip(*rows)))).rowcount
 
-    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
+    def add_suppressions(self, entries: Sequence[tuple[str, ...]], source: str, *, issue_id: str = "") -> int:
         if not entries:
             return 0
         with self._tx() as db:
-            return self._insert_suppressions(db, [(address_key(e), r) for e, r in entries], source, issue_id,
-                                             _now())
+            return self._insert_suppressions(db, suppression_rows(entries, issue_id), source, _now())
 
     def remove_suppression(self, email: str) -> bool:
         with self._tx() as db:
@@ -509,7 +508,9 @@ class PostgresLedger(Ledger):
     def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
         return [(minute, n) for minute, n in self._read(
             "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
-            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY minute {_C}", (issue_id,))]
+            # ORDER BY with a collation takes an expression, not the output name "minute"
+            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY substr(updated_at, 1, 16) {_C}",
+            (issue_id,))]
 
     def summaries(self, limit: int) -> list[IssueSummary]:
         found: dict[str, IssueSummary] = {}
@@ -524,13 +525,17 @@ class PostgresLedger(Ledger):
                 summary.counts[state] = n
         return list(found.values())
 
-    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
-        return {(source, kind): n for source, kind, n in self._read(
-            "WITH this AS (SELECT created_at, (SELECT min(claimed_at) FROM deliveries WHERE issue_id = %(issue)s "
-            "AND claimed_at != '') AS first_claim FROM issues WHERE issue_id = %(issue)s), "
-            "next AS (SELECT min(i.created_at) AS planned FROM issues i, this WHERE i.created_at > this.created_at) "
-            f"SELECT s.source, {_SUPPRESSION_KIND} AS kind, count(*) FROM suppressions s "
-            "JOIN deliveries d ON d.email = s.email AND d.issue_id = %(issue)s AND d.state = 'sent', this, next "
-            "WHERE s.created_at >= coalesce(this.first_claim, this.created_at) "
-            "AND (next.planned IS NULL OR s.created_at < next.planned) "
-            f"GROUP BY s.source, kind ORDER BY s.source {_C}, kind {_C}", {"issue": issue_id})}
+    def cached_figures(self, provider: str, issue_ids: Sequence[str]) -> dict[str, CachedFigures]:
+        return {row[0]: CachedFigures(row[0], bool(row[1]), row[2], row[3]) for row in self._read(
+            "SELECT issue_id, detail, figures, fetched_at FROM provider_figures WHERE provider = %s "
+            "AND issue_id = ANY(%s)", (provider, list(issue_ids)))}
+
+    def store_figures(self, provider: str, entries: Sequence[CachedFigures]) -> None:
+        with self._tx() as db:
+            db.cursor().executemany(STORE_FIGURES_SQL, [(e.issue_id, provider, int(e.detail), e.figures, e.fetched_at)
+                                                       for e in entries])
+
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str, str], int]:
+        return {(source, kind, attributed): n for source, kind, attributed, n in self._read(
+            ISSUE_SUPPRESSIONS_SQL.replace("%", "%%").format(issue="%(issue)s", order=_C),
+            {"issue": issue_id})}

@@ -28,8 +28,9 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (COPIED_TABLES, STATES, UNKNOWN_PROVIDER, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression,
-                   address_key, chunked, erased_key, parse_time)
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
+                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression, address_key, chunked, erased_key, parse_time,
+                   suppression_rows)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
@@ -57,13 +58,6 @@ def _now() -> str:
     """The ledger's clock (UTC, ISO 8601): every timestamp it writes comes from here (tests move it)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-
-# What a suppression is, from its reason: `suppressions sync` writes "<kind> at <provider> (...)"; an
-# address a send refused (Postmark's inactive recipient) or one added by hand says no kind: "other".
-_SUPPRESSION_KIND = ("CASE WHEN s.reason LIKE 'unsubscribed %' THEN 'unsubscribed' "
-                     "WHEN s.reason LIKE 'complained %' THEN 'complained' WHEN s.reason LIKE 'bounced %' "
-                     "THEN 'bounced' WHEN s.reason LIKE 'blocked %' THEN 'blocked' ELSE 'other' END")
 
 BUSY_TIMEOUT_S = 30  # how long a command waits for another one holding the ledger
 MIN_SQLITE = (3, 35, 0)  # UPDATE ... FROM, MATERIALIZED; and the JSON functions (checked on open)
@@ -491,13 +485,14 @@ class SQLiteLedger(Ledger):
                               (issue_id, notice, _now())).rowcount == 1
 
     # -- suppressions and erasure ---------------------------------------------------
-    def add_suppressions(self, entries: Sequence[tuple[str, str]], source: str, *, issue_id: str = "") -> int:
+    def add_suppressions(self, entries: Sequence[tuple[str, ...]], source: str, *, issue_id: str = "") -> int:
         now = _now()
         with self._tx() as db:
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO suppressions (email, reason, source, created_at, issue_id) "
                            "VALUES (?, ?, ?, ?, ?)",
-                           [(address_key(email), reason, source, now, issue_id) for email, reason in entries])
+                           [(email, reason, source, now, issue) for email, reason, issue in
+                            suppression_rows(entries, issue_id)])
             return db.total_changes - before
 
     def remove_suppression(self, email: str) -> bool:
@@ -561,13 +556,16 @@ class SQLiteLedger(Ledger):
                 summary.counts[state] = n
         return list(found.values())
 
-    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str], int]:
-        return {(source, kind): n for source, kind, n in self._read(
-            "WITH this AS (SELECT created_at, (SELECT min(claimed_at) FROM deliveries WHERE issue_id = ?1 "
-            "AND claimed_at != '') AS first_claim FROM issues WHERE issue_id = ?1), "
-            "next AS (SELECT min(i.created_at) AS planned FROM issues i, this WHERE i.created_at > this.created_at) "
-            f"SELECT s.source, {_SUPPRESSION_KIND} AS kind, count(*) FROM suppressions s "
-            "JOIN deliveries d ON d.email = s.email AND d.issue_id = ?1 AND d.state = 'sent', this, next "
-            "WHERE s.created_at >= coalesce(this.first_claim, this.created_at) "
-            "AND (next.planned IS NULL OR s.created_at < next.planned) "
-            "GROUP BY s.source, kind ORDER BY s.source, kind", (issue_id,))}
+    def cached_figures(self, provider: str, issue_ids: Sequence[str]) -> dict[str, CachedFigures]:
+        return {row[0]: CachedFigures(row[0], bool(row[1]), row[2], row[3]) for row in self._read(
+            "SELECT issue_id, detail, figures, fetched_at FROM provider_figures WHERE provider = ? "
+            "AND issue_id IN (SELECT value FROM json_each(?))", (provider, json.dumps(list(issue_ids))))}
+
+    def store_figures(self, provider: str, entries: Sequence[CachedFigures]) -> None:
+        with self._tx() as db:
+            db.executemany(STORE_FIGURES_SQL.replace("%s", "?"), [(e.issue_id, provider, int(e.detail), e.figures,
+                                                                e.fetched_at) for e in entries])
+
+    def issue_suppressions(self, issue_id: str) -> dict[tuple[str, str, str], int]:
+        return {(source, kind, attributed): n for source, kind, attributed, n in self._read(
+            ISSUE_SUPPRESSIONS_SQL.format(issue="?1", order=""), (issue_id,))}

@@ -173,6 +173,12 @@ class LiveIssue:
         return Inputs(frozenset(files), templates)
 
     @property
+    def issue_id(self) -> str:
+        """The issue's id: the last good compile's, else the file's name (as the page's heading shows it)."""
+        build = self.snapshot.build
+        return build.issue.id if build is not None else Path(self.issue_path).stem
+
+    @property
     def tag(self) -> str:
         return f"{self.boot}-{self.snapshot.version}"
 

@@ -6,6 +6,7 @@
     &layout=NAME      (on the three above) the issue with another layout of the templates folder:
                       a name listed from that folder, never a path
     /events           Server-Sent Events: a "version" event each time the issue recompiles
+    /report.html      the issue's report (`newsletter report ISSUE --html`) once it has been sent; 404 before
 
 Anything else is 404. A target with a ``..`` or ``.`` segment (also percent-encoded),
 a backslash or an absolute form is refused with 400 before routing. When the server
@@ -27,8 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NewsletterError
 from .live import LiveIssue
+from .reporttab import is_sent, report_html
 
 KEEPALIVE_SECONDS = 15.0  # a comment line this often lets a stream notice a closed tab
 
@@ -43,6 +45,9 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-sr
 # The email is sandboxed twice: by the iframe's sandbox attribute and by this header, so it cannot
 # run scripts even when /email.html is opened on its own. Same-origin (without scripts) lets the
 # page keep the reader's scroll position across reloads.
+# The report page: inline CSS and SVG, nothing else (no script, no request of its own).
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+              "frame-ancestors 'self'")
 EMAIL_CSP = ("sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox; script-src 'none'; "
              "object-src 'none'; frame-ancestors 'self'")
 
@@ -145,8 +150,19 @@ class PreviewHandler(BaseHTTPRequestHandler):
         self._send(200, view["text"].encode(), "text/plain; charset=utf-8")
 
     def state(self, email: str | None) -> None:
-        body = json.dumps(self.server.live.view(email, self.layout), ensure_ascii=False).encode()
-        self._send(200, body, "application/json; charset=utf-8")
+        view = self.server.live.view(email, self.layout)
+        view["report"] = is_sent(self.server.live.settings, self.server.live.issue_id)  # the page's Report tab
+        self._send(200, json.dumps(view, ensure_ascii=False).encode(), "application/json; charset=utf-8")
+
+    def report(self, _email: str | None) -> None:
+        live = self.server.live
+        try:
+            if live.settings is None:
+                raise ConfigError("the configuration does not load; the preview page shows why")
+            html = report_html(live.settings, live.issue_id)
+        except NewsletterError as err:
+            return self._send(404, f"No report: {err.message}.\n".encode(), "text/plain; charset=utf-8")
+        self._send(200, html.encode(), "text/html; charset=utf-8", csp=REPORT_CSP)
 
     def events(self, _email: str | None) -> None:
         """Push the compile tag now and whenever it changes; the page then fetches /api/state."""
@@ -191,6 +207,7 @@ ROUTES = {
     "/email.txt": PreviewHandler.email_text,
     "/api/state": PreviewHandler.state,
     "/events": PreviewHandler.events,
+    "/report.html": PreviewHandler.report,
 }
 
 

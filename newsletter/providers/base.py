@@ -101,6 +101,7 @@ class ProviderSuppression:
     email: str
     kind: str  # one of SUPPRESSION_KINDS
     detail: str = ""  # the provider's own words: its reason, bounce code or origin
+    issue_id: str = ""  # the issue (the message's tag) the entry names, when the provider records one
 
     def __post_init__(self) -> None:
         if self.kind not in SUPPRESSION_KINDS:  # an adapter's mapping gone wrong, not the provider's data

@@ -48,6 +48,7 @@ import email.utils
 import json
 import re
 import time
+from collections import Counter
 from datetime import date, datetime, timezone
 from datetime import time as dt_time
 from typing import Iterator
@@ -63,7 +64,7 @@ from ..unsubscribe import PROVIDER_MANAGED
 from .answers import PAGING_HINT, json_body, names_address, provider_message
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs, template_once
 from .managed import link_in_bodies
-from .stats import IssueStats, count
+from .stats import TOP_LINKS, IssueStats, count
 
 OPTIONS_LIMIT = 16 * 1024  # bytes of o:, h: and v: fields per call
 MERGE_ALLOWANCE = 2048  # bytes of merge values assumed per recipient when cutting batches (checked when built)
@@ -71,6 +72,7 @@ EVENTS_DELAY = 30 * 60  # Mailgun: events can take up to ~30 minutes to show up;
 EVENTS_RETENTION = 2 * 86400  # events are kept at least 2 days (free plans) to 30 days
 EVENTS_MARGIN = 3600  # seconds either side of the batch's tries when asking for its events (clock skew, queueing)
 EVENTS_PAGES = 1000  # pages of 300 events: an issue of 300,000 readers; beyond that we cannot tell
+CLICK_PAGES = 1000  # pages of 300 clicked events (300,000 clicks) read for an issue's most clicked links
 # The suppression lists `newsletter suppressions sync` reads, and what each means. An unsubscribe may be for
 # one tag only; it is taken for the whole list all the same: the reader asked to hear less from us.
 SUPPRESSION_LISTS = (("bounces", "bounced"), ("complaints", "complained"), ("unsubscribes", "unsubscribed"))
@@ -284,24 +286,34 @@ class MailgunProvider(Provider):
                                "ascending": "yes", "begin": f"{now - (age or EVENTS_RETENTION) - EVENTS_MARGIN:.0f}"}
         if since_last_try is not None:
             params["end"] = f"{now - since_last_try + EVENTS_MARGIN:.0f}"
-        url = self.url(f"/v3/{quote(self.domain)}/events")
+        too_many = ProviderError(f"mailgun: more than {EVENTS_PAGES * 300} accepted events for issue "
+                                 f"{batch.issue_id} in this batch's window; cannot tell what this batch did",
+                                 retryable=False, hint="check the batch in Mailgun's logs, then `newsletter send "
+                                                       "--resend-unknown` if it never went out")
         accepted: dict[str, str] = {}
-        for _ in range(EVENTS_PAGES):
-            body = self.get_json(session, url, params, "events look-up", expect=dict)
+        # Not read to the end (too_many): absence would prove nothing, and concluding from it could send twice.
+        for item in self._events(session, params, EVENTS_PAGES, too_many):
+            if str((item.get("user-variables") or {}).get("newsletter-batch", "")) != batch.batch_id:
+                continue  # another batch of the issue
+            message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id", "")
+            accepted[str(item.get("recipient", "")).lower()] = str(message_id)
+        return accepted
+
+    def _events(self, session: requests.Session, params: dict, pages: int, too_many: ProviderError) -> Iterator[dict]:
+        """Each event the Events API lists for ``params``, following ``paging.next`` until a page comes back
+        empty; ``too_many`` past ``pages`` pages or at a next link that does not move on (pages that never end)."""
+        url, query, seen = self.url(f"/v3/{quote(self.domain)}/events"), params, set()
+        for _ in range(pages):
+            seen.add(url)
+            body = self.get_json(session, url, query, "events look-up", expect=dict)
             items = body.get("items") or []
-            for item in items:
-                if str((item.get("user-variables") or {}).get("newsletter-batch", "")) != batch.batch_id:
-                    continue  # another batch of the issue
-                message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id", "")
-                accepted[str(item.get("recipient", "")).lower()] = str(message_id)
-            url, params = (body.get("paging") or {}).get("next", ""), None
+            yield from (item for item in items if isinstance(item, dict))
+            url, query = (body.get("paging") or {}).get("next", ""), None
             if not items or not url:
-                return accepted
-        # Not read to the end: absence would prove nothing, and concluding from it could send twice.
-        raise ProviderError(f"mailgun: more than {EVENTS_PAGES * 300} accepted events for issue {batch.issue_id} "
-                            "in this batch's window; cannot tell what this batch did", retryable=False,
-                            hint="check the batch in Mailgun's logs, then `newsletter send --resend-unknown` "
-                                 "if it never went out")
+                return
+            if url in seen:
+                break
+        raise too_many
 
     # -- suppressions ---------------------------------------------------------------------
     def suppression_list(self, session: requests.Session) -> Iterator[ProviderSuppression]:
@@ -319,9 +331,9 @@ class MailgunProvider(Provider):
                 items = body.get("items") or []
                 for item in items:
                     detail = " ".join(str(item.get(k) or "") for k in ("code", "error")).strip()
-                    yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "))
+                    yield ProviderSuppression(str(item.get("address", "")), kind, f"{name}: {detail}".rstrip(": "),
+                                              _unsubscribed_tag(item))
                 url, params = ((body.get("paging") or {}).get("next") or "") if items else "", None
-
 
     # -- per-issue figures ---------------------------------------------------------------
     # Mailgun's Metrics API (POST /v1/analytics/metrics, filtered by tag and domain), not the older
@@ -349,8 +361,18 @@ class MailgunProvider(Provider):
         return IssueStats(**{ours: count(totals.get(theirs)) for ours, theirs in METRICS.items()},
                           opens_by_day=tuple(sorted((d, count(m.get("unique_opened_count")) or 0) for d, m in days)),
                           clicks_by_day=tuple(sorted((d, count(m.get("unique_clicked_count")) or 0) for d, m in days)),
-                          notes=("bounced is Mailgun's permanent failures",
-                                 "per-link clicks are not read (Mailgun's clicked events, one call per 300 clicks)"))
+                          top_links=self._top_links(session, issue_id, since) if detail else (),
+                          notes=("bounced is Mailgun's permanent failures",))
+
+    def _top_links(self, session: requests.Session, issue_id: str, since: date) -> tuple[tuple[str, int], ...]:
+        """The most clicked links: the issue's ``clicked`` events by URL (the metrics have no per-link figures),
+        one call per 300 clicks. A list that does not end is an error, not a short count."""
+        begin = datetime.combine(since, dt_time(), timezone.utc).timestamp()
+        params = {"event": "clicked", "tags": issue_id[:128], "limit": 300, "ascending": "yes", "begin": f"{begin:.0f}"}
+        too_many = ProviderError(f"mailgun's clicked events for issue {issue_id} did not come to an end after "
+                                 f"{CLICK_PAGES} pages; cannot count its links", retryable=False, hint=PAGING_HINT)
+        clicked = Counter(str(item.get("url", "")) for item in self._events(session, params, CLICK_PAGES, too_many))
+        return tuple(clicked.most_common(TOP_LINKS))
 
     def _query(self, session: requests.Session, path: str, query: dict, what: str) -> dict:
         """POST a read-only JSON query and return its JSON object (errors as :meth:`Provider.get_json`)."""
@@ -394,3 +416,12 @@ def _valid(address: str) -> bool:
         return True
     except EmailNotValidError:
         return False
+
+
+def _unsubscribed_tag(item: dict) -> str:
+    """The issue an unsubscribe entry names: Mailgun lists the tags a reader left ("*" = every mail of the
+    domain); one tag that is not "*" is the issue whose tag-unsubscribe link was used."""
+    tags = item.get("tags")
+    if isinstance(tags, list) and len(tags) == 1 and isinstance(tags[0], str) and tags[0] not in ("", "*"):
+        return tags[0]
+    return ""

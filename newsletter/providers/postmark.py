@@ -313,7 +313,8 @@ class PostmarkProvider(Provider):
     def issue_stats(self, session: requests.Session, issue_id: str, since: date, *,
                     detail: bool = True) -> IssueStats:
         """The Stats API filtered by tag and stream: the outbound overview, and with ``detail`` the opens and
-        clicks per day and the most clicked links (from the Messages API's click search)."""
+        clicks per day, the clicks per platform and the most clicked links (from the Messages API's click
+        search). No machine-open count: neither the overview nor the open stats give one."""
         params = {"tag": issue_id, "fromdate": since.isoformat(), "messagestream": self.stream}
         overview = self.get_json(session, "/stats/outbound", params, "outbound stats", expect=dict)
         sent, bounced = count(overview.get("Sent")), count(overview.get("Bounced"))
@@ -329,11 +330,13 @@ class PostmarkProvider(Provider):
             return IssueStats(**figures, notes=tuple(notes))
         opens = self.get_json(session, "/stats/outbound/opens", params, "open stats", expect=dict)
         clicks = self.get_json(session, "/stats/outbound/clicks", params, "click stats", expect=dict)
+        platforms = self.get_json(session, "/stats/outbound/clicks/platforms", params, "click platform stats",
+                                  expect=dict)
         links, complete = self._top_links(session, issue_id)
         if not complete:
             notes.append(f"links are counted from the first {CLICK_SEARCH_LIMIT} clicks (Postmark's search limit)")
         return IssueStats(**figures, opens_by_day=_per_day(opens, "Unique"), clicks_by_day=_per_day(clicks, "Unique"),
-                          top_links=links, notes=tuple(notes))
+                          top_links=links, click_platforms=_platforms(platforms), notes=tuple(notes))
 
     def _top_links(self, session: requests.Session, issue_id: str) -> tuple[tuple[tuple[str, int], ...], bool]:
         """The most clicked links, from the click search (Postmark's Stats API has no per-link figures), and
@@ -354,6 +357,15 @@ class PostmarkProvider(Provider):
                 return tuple(clicked.most_common(TOP_LINKS)), True
             if offset + SEARCH_PAGE > CLICK_SEARCH_LIMIT:
                 return tuple(clicked.most_common(TOP_LINKS)), False
+
+
+CLICK_PLATFORMS = ("Desktop", "Mobile", "WebMail", "Unknown")  # the totals /stats/outbound/clicks/platforms gives
+
+
+def _platforms(body: dict) -> tuple[tuple[str, int], ...]:
+    """``{"Desktop": 3, "Mobile": 1, "Unknown": 0, "Days": [...]}`` -> ((platform, clicks), ...), most first."""
+    found = [(name, count(body.get(name))) for name in CLICK_PLATFORMS]
+    return tuple(sorted(((name, n) for name, n in found if n), key=lambda pair: -pair[1]))
 
 
 def _per_day(body: dict, key: str) -> tuple[tuple[str, int], ...]:

@@ -6,7 +6,8 @@ and None means "not given", never zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,24 @@ class IssueStats:
     opens_by_day: tuple[tuple[str, int], ...] = ()  # (YYYY-MM-DD, unique opens)
     clicks_by_day: tuple[tuple[str, int], ...] = ()  # (YYYY-MM-DD, unique clicks)
     top_links: tuple[tuple[str, int], ...] = ()  # (URL, clicks), most clicked first, at most TOP_LINKS
+    click_platforms: tuple[tuple[str, int], ...] = ()  # (platform, clicks), most first: Postmark's Desktop, Mobile...
     notes: tuple[str, ...] = ()  # what these figures mean or leave out, in the provider's terms
+
+    def to_cache(self) -> str:
+        """These figures as JSON, as the ledger keeps them (:meth:`from_cache` reads them back)."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_cache(cls, text: str) -> IssueStats:
+        """Figures kept by :meth:`to_cache`; a key this version does not know is left out."""
+        kept = json.loads(text)
+        values = {}
+        for f in fields(cls):
+            if f.name in kept:
+                value = kept[f.name]
+                values[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in value) \
+                    if isinstance(value, list) else value
+        return cls(**values)
 
 
 TOP_LINKS = 10

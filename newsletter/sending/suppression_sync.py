@@ -60,7 +60,7 @@ def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = Fal
     if entries is None:
         report.supported = False
         return report
-    found: dict[str, tuple[str, str]] = {}  # address key -> (address, reason), the first listing wins
+    found: dict[str, tuple[str, str, str]] = {}  # address key -> (address, reason, issue), the first listing wins
     for entry in entries:
         try:
             address = normalise_address(entry.email)
@@ -69,7 +69,8 @@ def sync_suppressions(provider: Provider, ledger: Ledger, *, dry_run: bool = Fal
             continue
         key = address_key(address)
         if key not in found:
-            found[key] = (address, f"{entry.kind} at {provider.name}" + (f" ({entry.detail})" if entry.detail else ""))
+            found[key] = (address, f"{entry.kind} at {provider.name}" + (f" ({entry.detail})" if entry.detail else ""),
+                          entry.issue_id)
             report.kinds[entry.kind] += 1
     report.fetched = len(found)
     if dry_run:

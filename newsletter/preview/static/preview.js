@@ -7,6 +7,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const frame = $("email");
+  const TABS = ["html", "text", "report"]; // "report" only once the issue has been sent
   const view = { width: "desktop", dark: false, tab: "html", as: "", layout: "" };
   let shownTag = null;
   let shownEmailUrl = "";
@@ -16,7 +17,7 @@
     const saved = new URLSearchParams(location.hash.slice(1));
     view.width = saved.get("width") === "mobile" ? "mobile" : "desktop";
     view.dark = saved.get("dark") === "1";
-    view.tab = saved.get("tab") === "text" ? "text" : "html";
+    view.tab = TABS.includes(saved.get("tab")) ? saved.get("tab") : "html";
     view.as = saved.get("as") || "";
     view.layout = saved.get("layout") || "";
   }
@@ -40,12 +41,18 @@
     $("dark").setAttribute("aria-pressed", String(view.dark));
     document.body.classList.toggle("dark", view.dark);
     frame.style.colorScheme = view.dark ? "dark" : "light"; // the email's own prefers-color-scheme styles follow
-    for (const tab of ["html", "text"]) {
+    for (const tab of TABS) {
       const selected = view.tab === tab;
       $("tab-" + tab).setAttribute("aria-selected", String(selected));
       $("tab-" + tab).tabIndex = selected ? 0 : -1;
       $("panel-" + tab).hidden = !selected;
     }
+    if (view.tab === "report" && !$("report").getAttribute("src")) $("report").src = "/report.html";
+  }
+
+  function renderReportTab(sent) { // the issue's report, once the ledger has it (the same page as report --html)
+    $("tab-report").hidden = !sent;
+    if (!sent && view.tab === "report") change({ tab: "html" });
   }
 
   function change(update) {
@@ -83,6 +90,7 @@
     document.title = state.issue.id + " · Preview";
     $("issue-id").textContent = state.issue.id;
     const time = new Date(state.compiled_at * 1000).toLocaleTimeString();
+    renderReportTab(Boolean(state.report));
     const failed = Boolean(state.error);
     document.body.classList.toggle("compile-failed", failed);
     $("error").hidden = !failed;
@@ -203,7 +211,7 @@
   }
 
   function onTabKey(event) {
-    const tabs = ["html", "text"];
+    const tabs = TABS.filter((tab) => !$("tab-" + tab).hidden);
     let index = tabs.indexOf(view.tab);
     if (event.key === "ArrowRight") index = (index + 1) % tabs.length;
     else if (event.key === "ArrowLeft") index = (index + tabs.length - 1) % tabs.length;
@@ -229,7 +237,7 @@
     button.addEventListener("click", () => change({ width: button.dataset.width }));
   }
   $("dark").addEventListener("click", () => change({ dark: !view.dark }));
-  for (const tab of ["html", "text"]) {
+  for (const tab of TABS) {
     $("tab-" + tab).addEventListener("click", () => change({ tab }));
     $("tab-" + tab).addEventListener("keydown", onTabKey);
   }
