@@ -5,6 +5,7 @@ clock moved by hand."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import responses
 
 from newsletter import config
 from newsletter.errors import ProviderError
+from newsletter.ledger import open_url
 from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
@@ -77,6 +79,12 @@ class LedgerClock:
 
     def at(self, when: str) -> None:
         self.now = when + "+00:00"
+
+
+def workspace_ledger(workspace: Path):
+    """The ledger the CLI in the test uses: ``NEWSLETTER_LEDGER_URL`` (the ``ledger_backend`` fixture sets it for
+    PostgreSQL), else the workspace's SQLite file."""
+    return open_url(os.environ.get("NEWSLETTER_LEDGER_URL") or str(workspace / ".newsletter" / "ledger.sqlite3"))
 
 
 def write_readers(workspace: Path, count: int) -> list[str]:
