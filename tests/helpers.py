@@ -87,6 +87,33 @@ def workspace_ledger(workspace: Path):
     return open_url(os.environ.get("NEWSLETTER_LEDGER_URL") or str(workspace / ".newsletter" / "ledger.sqlite3"))
 
 
+def ledger_env() -> dict[str, str]:
+    """The ledger the ``ledger_backend`` fixture chose (PostgreSQL), for a run given an environment of its own."""
+    url = os.environ.get("NEWSLETTER_LEDGER_URL")
+    return {"NEWSLETTER_LEDGER_URL": url} if url else {}
+
+
+def ledger_tables(workspace: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of the ledger the test uses (see ``workspace_ledger``), sorted: to compare
+    before and after a refused run, or to look for an address anywhere in it."""
+    url = os.environ.get("NEWSLETTER_LEDGER_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url) as db:
+            names = [t for (t,) in db.execute("SELECT table_name FROM information_schema.tables "
+                                              "WHERE table_schema = 'public' ORDER BY table_name")]
+            return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in names}
+    import sqlite3
+
+    db = sqlite3.connect(workspace / ".newsletter" / "ledger.sqlite3")
+    try:
+        names = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in names}
+    finally:
+        db.close()
+
+
 def write_readers(workspace: Path, count: int) -> list[str]:
     """A subscriber list of ``count`` readers (``reader000@example.com``, ``Reader 000``, ...) in the
     workspace; their addresses."""

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import write_readers
+from helpers import ledger_env, write_readers
 import requests
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
 
@@ -51,12 +51,6 @@ def provider_env(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_SECRET": SECRET,
             "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {}), **ledger_env(), **extra}
-
-
-def ledger_env() -> dict[str, str]:
-    """The ledger the ``ledger_backend`` fixture chose (PostgreSQL), carried into a run's own environment."""
-    url = os.environ.get("NEWSLETTER_LEDGER_URL")
-    return {"NEWSLETTER_LEDGER_URL": url} if url else {}
 
 
 def newsletter(workspace: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
