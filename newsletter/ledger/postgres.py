@@ -508,8 +508,10 @@ class PostgresLedger(Ledger):
 
     def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
         return [(minute, n) for minute, n in self._read(
+            # ORDER BY an alias with COLLATE is an expression, where an alias cannot be named: spell it out.
             "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
-            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY minute {_C}", (issue_id,))]
+            f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY substr(updated_at, 1, 16) {_C}",
+            (issue_id,))]
 
     def summaries(self, limit: int) -> list[IssueSummary]:
         found: dict[str, IssueSummary] = {}
@@ -533,4 +535,4 @@ class PostgresLedger(Ledger):
             "JOIN deliveries d ON d.email = s.email AND d.issue_id = %(issue)s AND d.state = 'sent', this, next "
             "WHERE s.created_at >= coalesce(this.first_claim, this.created_at) "
             "AND (next.planned IS NULL OR s.created_at < next.planned) "
-            f"GROUP BY s.source, kind ORDER BY s.source {_C}, kind {_C}", {"issue": issue_id})}
+            f"GROUP BY s.source, kind ORDER BY s.source {_C}, {_SUPPRESSION_KIND} {_C}", {"issue": issue_id})}
