@@ -14,7 +14,7 @@ from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
-from helpers import workspace_ledger
+from helpers import ledger_tables, workspace_ledger
 
 ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
@@ -735,3 +735,14 @@ def test_a_line_separator_in_from_stops_the_outbox_run_with_nobody_failed(run, w
     assert result.stderr.startswith("Error: newsletter.toml:") and "[newsletter] from" in result.stderr
     assert "line break (U+2028)" in result.stderr
     assert delivered(workspace) == [] and not (workspace / ".newsletter").exists()  # nothing planned or failed
+
+
+def test_read_only_commands_leave_an_empty_postgres_database_empty(run, workspace, pg_url, monkeypatch):
+    """status, send --dry-run, report, reconcile's look and suppressions list create no table (docs/team.md)."""
+    monkeypatch.setenv("NEWSLETTER_LEDGER_URL", pg_url)
+    for args in (("status",), ("status", ISSUE), ("send", ISSUE, "--dry-run"), ("suppressions", "list"),
+                 ("report",)):
+        result = run(*args, env=SECRET)
+        assert result.exit_code in (0, 1), (args, result.output)  # 1: "not sent yet"
+        assert "ledger failed" not in result.output, (args, result.output)
+    assert ledger_tables(workspace) == {}
