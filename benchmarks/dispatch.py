@@ -81,7 +81,7 @@ def make_workspace(root: Path, count: int) -> Path:
     return root
 
 
-def settings_for(root: Path, provider: str, url: str, concurrency: int = 0):
+def settings_for(root: Path, provider: str, url: str, concurrency: int = 0, ledger_url: str = ""):
     from newsletter.config import load
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -95,6 +95,8 @@ def settings_for(root: Path, provider: str, url: str, concurrency: int = 0):
            "AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
     if concurrency:
         env["NEWSLETTER_PROVIDER_CONCURRENCY"] = str(concurrency)
+    if ledger_url:  # benchmarks/memory.py: a PostgreSQL ledger
+        env["NEWSLETTER_LEDGER_URL"] = ledger_url
     return load(root / "newsletter.toml", env=env)
 
 
@@ -165,8 +167,13 @@ class TimedLock:
         self.release()
 
 
-def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
-    """The steps of ``newsletter send --yes`` after the compile, each timed."""
+def peak_rss_mb() -> float:
+    """The process's peak RSS so far (VmHWM), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: str = "") -> dict:
+    """The steps of ``newsletter send --yes`` after the compile, each timed, with the peak RSS after each."""
     from newsletter.compile.pipeline import build_issue
     from newsletter.ledger import open_ledger
     from newsletter.sending.lease import LeaseKeeper
@@ -175,15 +182,17 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
 
     if os.environ.get("BENCH_SWITCH_MS"):  # --switch-interval: how long a thread may keep the GIL
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_MS"]) / 1000)
-    settings = settings_for(root, kind, url, concurrency)
+    settings = settings_for(root, kind, url, concurrency, ledger_url)
     build = build_issue(settings, ISSUE)
     provider = make_provider(settings, kind)
     laps: dict[str, float] = {}
+    peaks: dict[str, float] = {"build": peak_rss_mb()}
     last = [time.perf_counter()]
 
     def lap(name: str) -> None:
         now = time.perf_counter()
         laps[name], last[0] = now - last[0], now
+        peaks[name] = peak_rss_mb()
 
     listed = sum(1 for _ in iter_subscribers(build.list_path))  # one bare pass over the list, for scale
     lap("list pass")
@@ -212,7 +221,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
     provider.close()
     laps["run"] = sum(laps[k] for k in ("check", "summary", "plan", "send"))
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
-            "seconds": laps, "clock": clock, "workers": settings.provider.concurrency,
+            "seconds": laps, "peaks_mb": peaks, "clock": clock, "workers": settings.provider.concurrency,
             "batch": provider.batch_size, "send_cpu": cpu}
 
 
@@ -318,7 +327,7 @@ def child(kind: str, role: str, count: int, url: str, concurrency: int) -> None:
             result = run_tool(root, kind, url, concurrency)
         else:
             result = run_baseline(root, kind, url, wire=role == "wire", concurrency=concurrency)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

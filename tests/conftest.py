@@ -65,3 +65,15 @@ def pg_url(pg_cluster) -> str:
     if cluster is None:
         unavailable(reason)
     return cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_backend(request, monkeypatch) -> str:
+    """Run the test on each ledger: the workspace's SQLite file, then a fresh PostgreSQL database.
+
+    For ``postgresql`` it sets ``NEWSLETTER_LEDGER_URL``, which the CLI in the test reads as a user's
+    environment would; ``helpers.workspace_ledger`` opens the same ledger.
+    """
+    if request.param == "postgresql":
+        monkeypatch.setenv("NEWSLETTER_LEDGER_URL", request.getfixturevalue("pg_url"))
+    return request.param

@@ -5,6 +5,7 @@ clock moved by hand."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import responses
 
 from newsletter import config
 from newsletter.errors import ProviderError
+from newsletter.ledger import open_url
 from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
@@ -77,6 +79,39 @@ class LedgerClock:
 
     def at(self, when: str) -> None:
         self.now = when + "+00:00"
+
+
+def workspace_ledger(workspace: Path):
+    """The ledger the CLI in the test uses: ``NEWSLETTER_LEDGER_URL`` (the ``ledger_backend`` fixture sets it for
+    PostgreSQL), else the workspace's SQLite file."""
+    return open_url(os.environ.get("NEWSLETTER_LEDGER_URL") or str(workspace / ".newsletter" / "ledger.sqlite3"))
+
+
+def ledger_env() -> dict[str, str]:
+    """The ledger the ``ledger_backend`` fixture chose (PostgreSQL), for a run given an environment of its own."""
+    url = os.environ.get("NEWSLETTER_LEDGER_URL")
+    return {"NEWSLETTER_LEDGER_URL": url} if url else {}
+
+
+def ledger_tables(workspace: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of the ledger the test uses (see ``workspace_ledger``), sorted: to compare
+    before and after a refused run, or to look for an address anywhere in it."""
+    url = os.environ.get("NEWSLETTER_LEDGER_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url) as db:
+            names = [t for (t,) in db.execute("SELECT table_name FROM information_schema.tables "
+                                              "WHERE table_schema = 'public' ORDER BY table_name")]
+            return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in names}
+    import sqlite3
+
+    db = sqlite3.connect(workspace / ".newsletter" / "ledger.sqlite3")
+    try:
+        names = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in names}
+    finally:
+        db.close()
 
 
 def write_readers(workspace: Path, count: int) -> list[str]:

@@ -9,16 +9,17 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
+from helpers import workspace_ledger
 
 from newsletter import archive as archive_module
 from newsletter.archive import anonymous_unsubscribe_url, atomic_write
-from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.unsubscribe import PREVIEW_SECRET, make_token
 
 ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
 SITE = "https://example.com/notes"
 ATOM = "{http://www.w3.org/2005/Atom}"
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 DRAFT = """---
 subject: 'Draft for {{ subscriber.name | default("friend") }}: pipes'
@@ -66,6 +67,7 @@ def subscriber_values(workspace) -> list[str]:
 
 
 # -- which issues ---------------------------------------------------------------------------------
+@BOTH_LEDGERS
 def test_archive_publishes_only_sent_issues_with_an_index_and_feed(run, sent):
     result = run("archive")
     assert result.exit_code == 0, result.output
@@ -75,8 +77,9 @@ def test_archive_publishes_only_sent_issues_with_an_index_and_feed(run, sent):
     assert "draft" not in (sent / "archive" / "index.html").read_text()
 
 
+@BOTH_LEDGERS
 def test_an_issue_planned_but_sent_to_nobody_is_not_published(run, sent):
-    with SQLiteLedger(sent / ".newsletter" / "ledger.sqlite3") as ledger:
+    with workspace_ledger(sent) as ledger:
         ledger.create_plan("2026-12-07-draft", content_hash="x", subject="Draft", segment="",
                            emails=["ada@example.com"])
     assert run("status", "2026-12-07-draft", "--json").stdout.count('"pending": 1') == 1
@@ -84,6 +87,7 @@ def test_an_issue_planned_but_sent_to_nobody_is_not_published(run, sent):
     assert not (sent / "archive" / "2026-12-07-draft.html").exists()
 
 
+@BOTH_LEDGERS
 def test_all_publishes_every_issue_newest_first(run, sent):
     result = run("archive", "--all", "--out", "site")
     assert result.exit_code == 0, result.output
@@ -93,6 +97,7 @@ def test_all_publishes_every_issue_newest_first(run, sent):
     assert '<time datetime="2026-12-07">December 7, 2026</time>' in index
 
 
+@BOTH_LEDGERS
 def test_nothing_sent_writes_an_empty_index_and_says_how_to_publish_anyway(run, workspace):
     result = run("archive")
     assert result.exit_code == 0, result.output

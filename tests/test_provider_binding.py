@@ -8,16 +8,16 @@ as it was; ``send --restart`` forgets an outbox trial and refuses once a real pr
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from fakeproviders import FakeProviders
+from helpers import ledger_tables as dump
 
 KEY = "binding-key-Qx7"
 SECRET = {"NEWSLETTER_SECRET": "binding-signing-secret"}
 ISSUE = "2026-11-30-weekly"
-LEDGER = ".newsletter/ledger.sqlite3"
+pytestmark = pytest.mark.usefixtures("ledger_backend")  # every test on SQLite and on PostgreSQL
 SUBSCRIBED = ["ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com"]
 
 
@@ -39,16 +39,6 @@ def via(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]:
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY,
             "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **SECRET, **extra}
-
-
-def dump(workspace: Path) -> dict[str, list[tuple]]:
-    """Every row of every table of the ledger, to compare before and after a refused run."""
-    db = sqlite3.connect(workspace / LEDGER)
-    try:
-        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
-    finally:
-        db.close()
 
 
 def outbox_files(workspace: Path) -> list[str]:

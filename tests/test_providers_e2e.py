@@ -17,13 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import write_readers
+from helpers import ledger_env, write_readers
 import requests
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
 
 from newsletter import config
 from newsletter.compile.pipeline import build_issue, personalizer
 from newsletter.ledger import open_ledger
+from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import open_provider
 from newsletter.providers.base import Batch
@@ -36,6 +37,7 @@ KEY = "e2e-key-Zq81"
 SECRET = "e2e-signing-secret"
 ISSUE = "2026-11-30-weekly"
 NEWSLETTER = str(Path(sys.executable).with_name("newsletter"))
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ def provider_env(name: str, fake: FakeProviders, **extra: str) -> dict[str, str]
     aws = {"AWS_ACCESS_KEY_ID": SES_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
     return {"NEWSLETTER_PROVIDER_NAME": name, "NEWSLETTER_PROVIDER_API_BASE": fake.url,
             "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_SECRET": SECRET,
-            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {}), **extra}
+            "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000", **(aws if name == "ses" else {}), **ledger_env(), **extra}
 
 
 def newsletter(workspace: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
@@ -150,9 +152,9 @@ def test_sigkill_mid_batch_then_resume_sends_nobody_twice_and_skips_nobody(works
 def ledger_clock(monkeypatch):
     """The ledger's time function, moved by hand: ``ledger_clock["now"] = datetime``; None is real time."""
     clock = {"now": None}
-    real = ledger_sqlite._now
-    monkeypatch.setattr(ledger_sqlite, "_now",
-                        lambda: clock["now"].isoformat(timespec="seconds") if clock["now"] else real())
+    for module in (ledger_sqlite, ledger_postgres):  # the same seam in both ledgers
+        monkeypatch.setattr(module, "_now", lambda real=module._now: clock["now"].isoformat(timespec="seconds")
+                            if clock["now"] else real())
     return clock
 
 
@@ -177,6 +179,7 @@ def dead_run_batch(workspace: Path, env: dict[str, str], fake: FakeProviders, ad
 
 
 @pytest.mark.parametrize("hours, forgotten", [(22, False), (25, True)])
+@BOTH_LEDGERS
 def test_resend_retries_a_dead_runs_batch_only_while_it_remembers_the_key(run, workspace, fake, ledger_clock,
                                                                           hours, forgotten):
     addresses = write_readers(workspace, 6)
@@ -204,6 +207,7 @@ def test_resend_retries_a_dead_runs_batch_only_while_it_remembers_the_key(run, w
 
 # -- newsletter reconcile: what a provider proves was never accepted goes back to pending -----------
 @pytest.mark.parametrize("name, age", [("postmark", timedelta(minutes=5)), ("mailgun", timedelta(hours=2))])
+@BOTH_LEDGERS
 def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, name, age, monkeypatch):
     addresses = write_readers(workspace, 4)
     env = provider_env(name, fake)
@@ -233,6 +237,7 @@ def test_reconcile_moves_never_accepted_rows_back_to_pending(workspace, fake, na
     ("postmark", timedelta(hours=2), timedelta(seconds=10)),
     ("mailgun", timedelta(hours=2), timedelta(minutes=10)),
 ])
+@BOTH_LEDGERS
 def test_reconcile_judges_each_window_on_its_safe_side(workspace, fake, ledger_clock, name, claimed, marked):
     """Closing edges (a key or a log expiring) count from the first claim; opening ones (logs catching up)
     from the last change. Either way round, absence would prove nothing, and Resend would send again."""
@@ -257,6 +262,7 @@ def test_reconcile_judges_each_window_on_its_safe_side(workspace, fake, ledger_c
     assert fake.delivered() == []  # Resend was not asked to replay a batch whose key it has forgotten
 
 
+@BOTH_LEDGERS
 def test_reconcile_with_nothing_in_doubt_says_so(run, fake):
     result = run("reconcile", ISSUE, env=provider_env("postmark", fake))
     assert result.exit_code == 0 and "nothing to reconcile" in result.output
@@ -285,6 +291,7 @@ def searches(fake: FakeProviders) -> int:
     return sum(1 for method, path in fake.requests_seen if method == "GET" and path == "/messages/outbound")
 
 
+@BOTH_LEDGERS
 def test_send_on_a_terminal_offers_to_reconcile_then_sends_what_was_never_accepted(
         run, workspace, fake, ledger_clock, monkeypatch):
     addresses, env = unknown_rows(workspace, fake, ledger_clock, "postmark")
@@ -313,6 +320,7 @@ def test_send_on_a_terminal_declined_leaves_them_in_doubt_and_says_how(run, work
     assert fake.duplicates() == {}
 
 
+@BOTH_LEDGERS
 def test_send_under_yes_never_asks_and_prints_the_exact_command(run, workspace, fake, ledger_clock):
     # an hour old: mailgun's events are conclusive from 30 minutes after a send
     addresses, env = unknown_rows(workspace, fake, ledger_clock, "mailgun", timedelta(hours=1))

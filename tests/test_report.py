@@ -8,12 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import responses
-from helpers import LedgerClock, SleepClock, canned, make_adapter
+from helpers import LedgerClock, SleepClock, canned, make_adapter, workspace_ledger
 from responses.matchers import query_param_matcher
 
 from newsletter.ledger.base import CachedFigures
-from newsletter.ledger.postgres import PostgresLedger
-from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.models import Outcome
 from newsletter.report import every_minute, ledger_figures, provider_figures
 
@@ -22,20 +20,13 @@ KEY = "report-key-Zr81"
 ORIGIN = "https://api.test"
 
 
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
+
+
 @pytest.fixture
 def ledger(tmp_path):
-    with SQLiteLedger(tmp_path / "ledger.sqlite3") as db:
-        yield db
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_ledger(request, tmp_path):
-    """A SQLite file or a fresh PostgreSQL database (tests/pgserver.py): the ledger part reads both alike."""
-    if request.param == "sqlite":
-        db = SQLiteLedger(tmp_path / "ledger.sqlite3")
-    else:
-        db = PostgresLedger(request.getfixturevalue("pg_url"))
-    with db:
+    """A fresh ledger: SQLite, or PostgreSQL where the test asks for ``ledger_backend``."""
+    with workspace_ledger(tmp_path) as db:
         yield db
 
 
@@ -48,8 +39,8 @@ def sent(*emails):
     return [Outcome(e, "sent", provider_id=f"id-{e}") for e in emails]
 
 
-def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(any_ledger, monkeypatch):
-    ledger = any_ledger
+@BOTH_LEDGERS
+def test_the_ledger_part_counts_states_reasons_minutes_and_suppressions_after_the_issue(ledger, monkeypatch):
     clock = LedgerClock(monkeypatch)
     emails = [f"r{n}@example.com" for n in range(8)]
     ledger.acquire_lease(ISSUE, "me", stale_after=60)
@@ -255,6 +246,7 @@ def test_a_failed_reading_is_not_kept(ledger, monkeypatch):
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
 
 
+@BOTH_LEDGERS
 def test_report_after_an_outbox_send_prints_json_a_table_and_an_html_page(run, workspace):
     assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
     result = run("report", ISSUE, "--json", env=SECRET)
@@ -286,6 +278,7 @@ def test_report_after_an_outbox_send_prints_json_a_table_and_an_html_page(run, w
             m["accepted"] for m in obj["timeline"]), abs=0.01)
 
 
+@BOTH_LEDGERS
 def test_report_of_an_issue_never_sent_is_an_error(run, workspace):
     result = run("report", ISSUE, env=SECRET)
     assert result.exit_code == 1 and "has not been sent yet" in result.stderr

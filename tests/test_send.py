@@ -9,14 +9,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from newsletter.errors import AuthError, NoAnswer, NotAccepted, RecipientError
-from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.ledger import postgres as ledger_postgres
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
+from helpers import ledger_tables, workspace_ledger
 
 ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 SUBSCRIBED = ["ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com"]
 
 
@@ -38,11 +40,12 @@ def edit_list(workspace, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def ledger(workspace) -> SQLiteLedger:
-    return SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3")
+def ledger(workspace):
+    return workspace_ledger(workspace)
 
 
 # -- the happy path and its exits ----------------------------------------------------------
+@BOTH_LEDGERS
 def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, workspace):
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 0, result.stderr
@@ -102,6 +105,7 @@ def test_limit_leaves_the_rest_pending_with_exit_4(run, workspace):
 
 
 # -- between runs: the plan is frozen, the list moves -----------------------------------------
+@BOTH_LEDGERS
 def test_unsubscribed_suppressed_and_removed_readers_are_skipped_when_their_turn_comes(run, workspace):
     assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
     edit_list(workspace, "grace@example.org,Grace Hopper,subscribed", "grace@example.org,Grace Hopper,unsubscribed")
@@ -241,6 +245,7 @@ def test_a_refused_key_exits_1_marks_nothing_sent_and_never_prints_the_key(run, 
         assert all("pm-very-secret" not in r.reason for r in db.rows(ISSUE, ("pending",)))
 
 
+@BOTH_LEDGERS
 def test_failed_and_unknown_exit_3_and_status_failed_lists_them(run, workspace, keyed, monkeypatch):
     monkeypatch.setattr(KeyedProvider, "behaviour", "mixed")
     result = run("send", ISSUE, "--yes", env=keyed)
@@ -260,6 +265,7 @@ def test_failed_and_unknown_exit_3_and_status_failed_lists_them(run, workspace, 
     assert status(run)["unknown"] == 0 and status(run)["sent"] == 3
 
 
+@BOTH_LEDGERS
 def test_rows_a_dead_run_left_sending_become_unknown_without_idempotency(run, workspace, keyed):
     assert run("send", ISSUE, "--yes", "--limit", "1", env=keyed).exit_code == 4
     with ledger(workspace) as db:  # a run that claimed a batch and died before recording it
@@ -275,6 +281,7 @@ def test_rows_a_dead_run_left_sending_become_unknown_without_idempotency(run, wo
     assert "grace@example.org" not in delivered(workspace)
 
 
+@BOTH_LEDGERS
 def test_rows_a_dead_run_left_sending_are_retried_under_the_same_batch_id_with_the_outbox(run, workspace):
     assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4
     with ledger(workspace) as db:
@@ -294,8 +301,8 @@ def test_rows_a_dead_run_left_sending_are_retried_under_the_same_batch_id_with_t
 def ledger_clock(monkeypatch):
     """The ledger's time function, moved by hand: ``ledger_clock["now"] = "2026-...+00:00"``; None is real time."""
     clock = {"now": None}
-    real = ledger_sqlite._now
-    monkeypatch.setattr(ledger_sqlite, "_now", lambda: clock["now"] or real())
+    for module in (ledger_sqlite, ledger_postgres):  # the same seam in both ledgers
+        monkeypatch.setattr(module, "_now", lambda real=module._now: clock["now"] or real())
     return clock
 
 
@@ -304,6 +311,7 @@ def hours_ago(hours: float) -> str:
     return (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat(timespec="seconds")
 
 
+@BOTH_LEDGERS
 def test_a_dead_runs_batch_is_retried_under_its_key_only_while_the_provider_remembers_it(
         run, workspace, monkeypatch, ledger_clock):
     monkeypatch.setattr(OutboxProvider, "idempotency_window", 23 * 3600)  # as Resend: keys kept 23 h of 24
@@ -333,12 +341,14 @@ def test_a_dead_runs_batch_is_retried_under_its_key_only_while_the_provider_reme
 
 
 # -- status and suppressions ---------------------------------------------------------------------
+@BOTH_LEDGERS
 def test_status_of_an_issue_never_sent_is_an_error(run, workspace):
     result = run("status", ISSUE)
     assert result.exit_code == 1 and f"issue {ISSUE} has not been sent yet" in result.stderr
     assert not (workspace / ".newsletter").exists()
 
 
+@BOTH_LEDGERS
 def test_status_table_of_all_issues(run, workspace):
     assert run("status").stdout == "No issue has been sent yet.\n"
     run("send", ISSUE, "--yes", env=SECRET)
@@ -350,6 +360,7 @@ def test_status_table_of_all_issues(run, workspace):
     assert "sent" in run("status", f"issues/{ISSUE}.md").stdout  # by path too
 
 
+@BOTH_LEDGERS
 def test_suppressions_add_list_remove(run, workspace):
     assert run("suppressions", "add", "Bounce@Example.com", "--reason", "hard bounce").exit_code == 0
     listed = json.loads(run("suppressions", "list", "--json").stdout)
@@ -362,6 +373,7 @@ def test_suppressions_add_list_remove(run, workspace):
     assert missing.exit_code == 1 and "is not suppressed" in missing.stderr
 
 
+@BOTH_LEDGERS
 def test_a_suppression_written_in_another_form_of_the_address_still_holds(run, workspace):
     """The list keeps addresses normalised (an IDNA domain in Unicode): so must the suppressions."""
     path = workspace / "subscribers" / "subscribers.csv"
@@ -419,6 +431,7 @@ def test_dispatch_resumes_unfinished_issues_and_reports_the_worst_exit(run, work
     assert delivered(workspace) == SUBSCRIBED
 
 
+@BOTH_LEDGERS
 def test_dispatch_and_reconcile_exit_75_while_another_run_holds_the_issue(run, workspace):
     """Another live run (this very process, a fresh heartbeat) holds the lease: both leave the issue alone."""
     set_send_at(workspace, "2020-01-01T09:00:00+00:00")  # long past --max-age: a started plan resumes anyway
@@ -460,6 +473,7 @@ def test_any_line_separator_from_a_merge_value_in_the_subject_fails_that_reader_
     assert "the subject for margaret@example.com would contain a line break" in result.stderr
 
 
+@BOTH_LEDGERS
 def test_a_recipient_whose_message_cannot_be_built_fails_alone_and_retry_failed_recovers_them(run, workspace):
     subject_with_city(workspace, '"Boston\nMA"')
     result = run("send", ISSUE, "--yes", env=SECRET)
@@ -581,6 +595,7 @@ def test_retries_that_run_out_say_why_the_run_is_incomplete(run, workspace, keye
 
 
 # -- status ------------------------------------------------------------------------------------
+@BOTH_LEDGERS
 def test_status_json_of_an_issue_not_sent_yet_is_all_zero(run, workspace):
     result = run("status", ISSUE, "--json")
     assert result.exit_code == 0, result.stderr
@@ -625,6 +640,7 @@ def test_dispatch_names_each_issue_it_cannot_read_and_still_sends_the_others(run
     assert re.match(r"Error: \S*issues/2026-12-14-broken\.md:\d+: front matter is not valid YAML", errors[1])
 
 
+@BOTH_LEDGERS
 def test_a_dead_runs_batch_that_can_no_longer_be_built_becomes_unknown(run, workspace):
     """The same idempotency key needs the very same batch; with one message impossible now, nobody in it is
     re-sent blindly."""
@@ -719,3 +735,14 @@ def test_a_line_separator_in_from_stops_the_outbox_run_with_nobody_failed(run, w
     assert result.stderr.startswith("Error: newsletter.toml:") and "[newsletter] from" in result.stderr
     assert "line break (U+2028)" in result.stderr
     assert delivered(workspace) == [] and not (workspace / ".newsletter").exists()  # nothing planned or failed
+
+
+def test_read_only_commands_leave_an_empty_postgres_database_empty(run, workspace, pg_url, monkeypatch):
+    """status, send --dry-run, report, reconcile's look and suppressions list create no table (docs/team.md)."""
+    monkeypatch.setenv("NEWSLETTER_LEDGER_URL", pg_url)
+    for args in (("status",), ("status", ISSUE), ("send", ISSUE, "--dry-run"), ("suppressions", "list"),
+                 ("report",)):
+        result = run(*args, env=SECRET)
+        assert result.exit_code in (0, 1), (args, result.output)  # 1: "not sent yet"
+        assert "ledger failed" not in result.output, (args, result.output)
+    assert ledger_tables(workspace) == {}

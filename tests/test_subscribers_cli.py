@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import ledger_env, ledger_tables
 
 from newsletter import config
 from newsletter.ledger import open_ledger
@@ -69,8 +70,9 @@ def test_unsubscribe_an_unknown_address_is_an_error(run):
     assert result.stderr == "Error: subscribers/subscribers.csv: nobody@example.org is not in the list\n"
 
 
+@pytest.mark.usefixtures("ledger_backend")  # on SQLite and on PostgreSQL
 def test_remove_deletes_the_row_and_erases_the_ledger(run, workspace):
-    settings = config.load(Path("newsletter.toml"), {})
+    settings = config.load(Path("newsletter.toml"), ledger_env())
     with open_ledger(settings) as ledger:
         ledger.create_plan("2026-11-30-weekly", content_hash="h", subject="s", segment="",
                            emails=["ada@example.com", "grace@example.org"])
@@ -91,6 +93,7 @@ def test_remove_deletes_the_row_and_erases_the_ledger(run, workspace):
                              "(check the spelling of the address)\n")
 
 
+@pytest.mark.usefixtures("ledger_backend")  # on SQLite and on PostgreSQL
 def test_remove_erases_the_outbox_files_and_the_provider_id_that_name_the_address(run, workspace):
     assert run("send", "issues/2026-11-30-weekly.md", "--yes").exit_code == 0  # the outbox provider
     sent = workspace / "outbox" / "2026-11-30-weekly"
@@ -107,11 +110,14 @@ def test_remove_erases_the_outbox_files_and_the_provider_id_that_name_the_addres
     left = sorted(p.name for p in (workspace / "outbox").rglob("*"))
     assert left == sorted(["2026-11-30-weekly", "proofs", "grace@example.org--y.com--0123abcd.eml",
                            *(f"{a}--{batch}.eml" for a in ("ada@example.com", "linus@example.net", "margaret@example.com"))])
-    settings = config.load(Path("newsletter.toml"), {})
+    settings = config.load(Path("newsletter.toml"), ledger_env())
     with open_ledger(settings) as ledger:
         rows = {row.email: row for row in ledger.rows("2026-11-30-weekly", states=("sent",))}
     assert rows[erased_key("grace@example.org")].provider_id == f"[erased]--{batch}.eml"
-    assert "grace" not in (workspace / ".newsletter" / "ledger.sqlite3").read_bytes().decode("latin1").lower()
+    if ledger_env():  # PostgreSQL: in no table, no column (old row versions wait for vacuum: docs/team.md)
+        assert "grace" not in repr(ledger_tables(workspace)).lower()
+    else:  # SQLite: not even in the file's free pages (secure_delete)
+        assert "grace" not in (workspace / ".newsletter" / "ledger.sqlite3").read_bytes().decode("latin1").lower()
     again = run("subscribers", "remove", "grace@example.org")
     assert again.exit_code == 1 and again.stdout.endswith("outbox: no message files of grace@example.org\n")
 

@@ -58,6 +58,12 @@ def test_bloom_filter_says_new_for_new_items_and_maybe_for_repeats():
     assert all(seen.add(f"user{i}@example.com") for i in range(1000))
 
 
+def test_the_filter_grows_with_a_small_list_and_stops_at_its_cap():
+    assert module.bloom_bits(650_000) == 2_600_000  # 10,000 rows of 65 bytes: 4 bits a byte
+    assert module.bloom_bits(65_000_000) == module.BLOOM_MAX_BITS == 1 << 26  # 1M rows: 8 MB, not 32
+    assert module.bloom_bits(10) == 1 << 16
+
+
 def test_iter_subscribers_streams_valid_rows_and_refuses_an_invalid_one(tmp_path):
     path = write(tmp_path, BAD)
     stream = iter_subscribers(path)

@@ -12,16 +12,16 @@ import json
 import pytest
 import responses
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
-from helpers import SleepClock, canned, make_adapter
+from helpers import SleepClock, canned, make_adapter, workspace_ledger
 from responses.matchers import query_param_matcher
 
 from newsletter.errors import AuthError, ProviderError
-from newsletter.ledger.sqlite import SQLiteLedger
 from newsletter.sending.lookups import TRIES as READ_TRIES
 from newsletter.sending.ratelimit import Backoff
 from newsletter.sending.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 ORIGIN = "https://api.test"
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 
@@ -32,8 +32,9 @@ def adapter(name: str, **flags):
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    with SQLiteLedger(tmp_path / "ledger.sqlite3") as opened:
+def ledger(tmp_path, ledger_backend):
+    """A fresh ledger: a SQLite file, then a PostgreSQL database."""
+    with workspace_ledger(tmp_path) as opened:
         yield opened
 
 
@@ -319,6 +320,7 @@ def test_sync_reads_every_page_of_the_providers_list_once(run, fake, name):
 
 
 @pytest.mark.slow
+@BOTH_LEDGERS
 def test_a_synced_bounce_is_left_out_of_the_next_send(run, workspace, fake):
     rows = ["email,name"] + [f"reader{n}@example.com,Reader {n}" for n in range(5)]
     (workspace / "subscribers" / "subscribers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -354,6 +356,7 @@ def test_resends_two_requests_a_second_are_kept_and_its_429s_waited_out(run, fak
         b - a for a, b in zip(fake.read_times, fake.read_times[1:])) < 0.1
 
 
+@BOTH_LEDGERS
 def test_a_read_the_provider_will_not_answer_for_an_hour_exits_1_and_changes_nothing(run, fake):
     fake.suppress("sendgrid", "gone@example.com", "bounce")
     fake.inject_read(status=429, retry_after=3600, times=1)
@@ -365,6 +368,7 @@ def test_a_read_the_provider_will_not_answer_for_an_hour_exits_1_and_changes_not
     assert json.loads(run("suppressions", "list", "--json", env=env).stdout) == []
 
 
+@BOTH_LEDGERS
 def test_a_wrong_key_exits_1_without_printing_it_and_changes_nothing(run, fake):
     fake.suppress("mailgun", "gone@example.com", "bounce")
     env = {**provider_env("mailgun", fake), "NEWSLETTER_API_KEY": "wrong-key-Hh73"}

@@ -507,8 +507,8 @@ class PostgresLedger(Ledger):
 
     def sent_per_minute(self, issue_id: str) -> list[tuple[str, int]]:
         return [(minute, n) for minute, n in self._read(
+            # ORDER BY an alias with COLLATE is an expression, where an alias cannot be named: spell it out.
             "SELECT substr(updated_at, 1, 16) AS minute, count(*) FROM deliveries "
-            # ORDER BY with a collation takes an expression, not the output name "minute"
             f"WHERE issue_id = %s AND state = 'sent' GROUP BY minute ORDER BY substr(updated_at, 1, 16) {_C}",
             (issue_id,))]
 
