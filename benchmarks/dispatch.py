@@ -192,7 +192,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0) -> dict:
     for name in ("build_request", "send_batch"):
         timed(provider, name, clock, lock)
     with open_ledger(settings) as ledger:
-        for name in ("claim", "record", "lookup", "skip"):
+        for name in ("claim_rows", "record", "lookup_rows", "skip"):
             timed(ledger, name, clock, lock)
         ledger._lock = TimedLock(ledger._lock, clock, lock)  # the writers' lock: how long batches queue for it
         lap("open")
@@ -419,11 +419,11 @@ def print_breakdown(tools: list[dict]) -> None:
           f"{'lock wait ms/batch':>19} {'ledger us/recip':>16} {'lookup ms':>10} {'peak RSS MB':>12}")
     for r in tools:
         s, c = r["seconds"], r["clock"]
-        ledger = (c.get("claim", [0])[0] + c.get("record", [0])[0]) * 1000 / max(1, r["batches"])
-        lookup = c.get("lookup", [0, 1])
+        ledger = (c.get("claim_rows", [0])[0] + c.get("record", [0])[0]) * 1000 / max(1, r["batches"])
+        lookup = c.get("lookup_rows", [0, 1])
         wait = c.get("lock wait", [0])[0] * 1000 / max(1, r["batches"])
         # the ledger's own work per recipient: claim + record time, less the waits for the lock
-        work = (c.get("claim", [0])[0] + c.get("record", [0])[0] - c.get("lock wait", [0])[0]) * 1e6 / max(1, r["count"])
+        work = (c.get("claim_rows", [0])[0] + c.get("record", [0])[0] - c.get("lock wait", [0])[0]) * 1e6 / max(1, r["count"])
         print(f"{r['kind']:<9} {r['count']:>10,} {s['check']:>6.2f} {s['summary']:>8.2f} {s['plan']:>6.2f} "
               f"{s['send']:>6.2f} {s['list pass']:>10.2f} {c.get('message_with_values', [0])[0]:>12.2f} "
               f"{c.get('build_request', [0])[0]:>10.2f} {c.get('send_batch', [0])[0]:>10.2f} {ledger:>16.2f} "

@@ -318,8 +318,13 @@ class Ledger(ABC):
         key_of = {row.id: key for key, row in self.lookup_rows(issue_id, emails).items()}
         return {key_of[row] for row in self.claim_rows(issue_id, batch_id, list(key_of), holder)}
 
-    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
-        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions."""
+    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str,
+               rows: Sequence[int] | None = None) -> None:
+        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions.
+        ``rows``: each outcome's row id, when the caller knows them (the send loop); else found by address."""
+        if rows is not None:
+            self.record_rows(issue_id, batch_id, rows, outcomes, source=source)
+            return
         check_outcomes(outcomes)
         found = self.lookup_rows(issue_id, [o.email for o in outcomes])
         planned = [(found[key].id, o) for o in outcomes if (key := address_key(o.email)) in found]

@@ -46,6 +46,9 @@ class Work:
     # The same batch id again only because a recipient's data stopped its last try: no try of it went
     # unanswered, so the rest of it is not in doubt (a further bad recipient fails, not unknown).
     cut_for_recipient: bool = False
+    # Each message's ledger row id (PlanRow.id), which its claim and record go by; the dispatcher looks
+    # them up when the work came without (in-doubt batches, tests).
+    rows: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
