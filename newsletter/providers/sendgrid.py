@@ -157,7 +157,7 @@ class SendGridProvider(Provider):
     def payload_size(self, message: Message) -> int:
         # Per recipient: its own fields plus its merge values, when the send loop weighed them
         # (Message.body_bytes), else at most SUBSTITUTIONS_LIMIT of them (checked when built).
-        own = json_size(message.to) + json_size(message.to_name) + json_size(message.subject)
+        own = json_size(message.to + message.to_name + message.subject) + 4  # weighed joined: two more quotes each
         merge = message.body_bytes if message.body_bytes >= 0 else SUBSTITUTIONS_LIMIT  # weighed by the send loop
         return own + sum(len(k) + len(v) for k, v in message.headers.items()) + merge + 256
 

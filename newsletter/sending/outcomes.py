@@ -142,6 +142,8 @@ def as_newsletter_error(err: BaseException) -> BaseException:
 
 def complete_outcomes(batch: Batch, outcomes: Sequence[Outcome], provider: str) -> list[Outcome]:
     """One outcome per recipient of the batch: anything the provider did not mention is ``unknown``."""
+    if len(outcomes) == len(batch.messages) and all(o.email == m.to for o, m in zip(outcomes, batch.messages)):
+        return list(outcomes)  # the usual answer: one per recipient, in the batch's order
     by_key = {address_key(o.email): o for o in outcomes}
     complete = []
     for message in batch.messages:
