@@ -241,12 +241,21 @@ def first_requests(settings, kind: str) -> list[tuple[int, object]]:
 
 def as_plain_client(request):
     """The request as a plain client holds it: a JSON body as Python objects (``json=``), not the
-    bytes Postmark's and Resend's adapters assemble from pre-encoded parts."""
+    bytes Postmark's, Resend's and SendGrid's adapters assemble from pre-encoded parts; a form as its
+    fields (``files=``), not the multipart bytes Mailgun's adapter writes."""
     from dataclasses import replace
 
-    if request.json is None and isinstance(request.data, bytes) and \
-            request.headers.get("Content-Type", "").startswith("application/json"):
+    content_type = request.headers.get("Content-Type", "")
+    if request.json is None and isinstance(request.data, bytes) and content_type.startswith("application/json"):
         return replace(request, json=json.loads(request.data), data=None)
+    if isinstance(request.data, bytes) and content_type.startswith("multipart/form-data"):
+        sys.path.insert(0, str(REPO / "tests"))
+        from fakeproviders import _multipart
+
+        fields = _multipart(content_type, request.data)
+        headers = {k: v for k, v in request.headers.items() if k != "Content-Type"}
+        return replace(request, headers=headers, data=None,
+                       files=[(name, (None, value)) for name, values in fields.items() for value in values])
     return request
 
 
