@@ -37,6 +37,25 @@ def json_size(text: str) -> int:
             + 5 * (len(controls) - short) + 12 * (len(text) - len(ascii_part)))  # \uXXXX, or a surrogate pair
 
 
+quoted = encode_basestring_ascii  # a str as json.dumps writes it, quotes included
+
+
+def json_strings(mapping: Mapping[str, str]) -> str:
+    """``json.dumps(mapping)`` for a mapping of strings to strings, without the encoder's generic walk."""
+    return "{" + ", ".join([f"{quoted(key)}: {quoted(value)}" for key, value in mapping.items()]) + "}"
+
+
+def json_with_array(item: Mapping[str, Any], key: str, encoded: list[str]) -> bytes:
+    """The bytes requests sends for ``json=item``, with ``item[key]`` (an empty list, before any nested
+    object that could hold the same key) set to the array of the already-encoded JSON values ``encoded``."""
+    text = json.dumps(item)
+    at = text.find(f'"{key}": []')
+    if at < 0:
+        raise ValueError(f"json_with_array: {key!r} is not an empty list member of the item")
+    value_at = at + len(key) + 4  # past '"key": '
+    return "".join([text[:value_at], "[", ", ".join(encoded), "]", text[value_at + 2:]]).encode("ascii")
+
+
 def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, list[str]]) -> list[str]:
     """``json.dumps(item)`` (as requests encodes ``json=``), as pieces to join, with each key of
     ``bodies``, left "" in ``item``, set to that already-encoded JSON text instead.

@@ -19,7 +19,7 @@ import binascii
 import functools
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import quote
 
 
@@ -72,6 +72,16 @@ def unsubscribe_url(template: str, email: str, secret: bytes, issue_id: str = ""
     """``[unsubscribe] url`` with ``{token}`` (and ``{email}``) filled for one subscriber and issue."""
     url = template.replace("{token}", make_token(email, secret, issue_id)) if "{token}" in template else template
     return url.replace("{email}", quote(email, safe="@")) if "{email}" in template else url
+
+
+def url_maker(template: str, secret: bytes, issue_id: str = "") -> Callable[[str], str]:
+    """``lambda email: unsubscribe_url(template, email, secret, issue_id)``, with what does not depend on the
+    reader done once: the send loop makes one URL per recipient."""
+    before, token, after = template.partition("{token}")
+    if not token or "{token}" in after or "{email}" in template:
+        return lambda email: unsubscribe_url(template, email, secret, issue_id)
+    seal, prefix = _sealer(secret).seal, f"{issue_id}\n"
+    return lambda email: f"{before}{seal(f'{prefix}{email.lower()}'.encode())}{after}"
 
 
 def list_unsubscribe_headers(url: str, mailto: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ Prism is found at $PRISM, node_modules/.bin/prism (`npm ci` installs it from pac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -133,8 +134,8 @@ def test_the_spec_accepts_a_request_with_an_unsubscribe_group(prism):
              "unsubscribe.url": "provider"}
     provider = provider_class(name)(config.resolve({}, {}, flags, source=None), "prism-test-key")
     request = provider.build_request(sample_batch(3, unsubscribe=provider.unsubscribe_placeholder))
-    assert request.json["asm"] == {"group_id": 4242, "groups_to_display": [4242]}
-    response = requests.post(request.url, headers=dict(request.headers), json=request.json, timeout=30)
+    assert json.loads(request.data)["asm"] == {"group_id": 4242, "groups_to_display": [4242]}
+    response = requests.post(request.url, headers=dict(request.headers), data=request.data, timeout=30)
     assert_spec_accepted([response], statuses=range(100, 400))
 
 

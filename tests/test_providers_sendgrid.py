@@ -196,7 +196,7 @@ def test_without_a_template_only_identical_bodies_can_share_a_request():
     with pytest.raises(ProviderError, match="template"):
         sendgrid().build_request(bare)
     same = type(batch)(batch.issue_id, batch.batch_id, (batch.messages[0],) * 2)
-    body = sendgrid().build_request(same).json
+    body = json.loads(sendgrid().build_request(same).data)
     assert body["content"][1]["value"] == batch.messages[0].html
     assert "substitutions" not in body["personalizations"][0]
 
@@ -218,7 +218,7 @@ def managed_sendgrid(**provider) -> SendGridProvider:
 
 
 def test_a_managed_request_names_the_group_and_puts_its_tag_in_the_body_not_in_substitutions():
-    body = managed_sendgrid().build_request(sample_batch(2, unsubscribe=TAG)).json
+    body = json.loads(managed_sendgrid().build_request(sample_batch(2, unsubscribe=TAG)).data)
     assert body["asm"] == {"group_id": GROUP, "groups_to_display": [GROUP]}
     assert body["content"] == [
         {"type": "text/plain", "value": f"Hi -zqt0- & co\n\nUnsubscribe: {TAG}\n"},
@@ -231,12 +231,12 @@ def test_a_managed_request_names_the_group_and_puts_its_tag_in_the_body_not_in_s
 def test_a_proof_copy_without_the_template_gets_the_tag_unescaped():
     batch = dataclasses.replace(sample_batch(1, unsubscribe=TAG), template=None, slot_values=())
     assert "&lt;%asm" in batch.messages[0].html  # as rendered: the link HTML-escaped
-    html = managed_sendgrid().build_request(batch).json["content"][1]["value"]
+    html = json.loads(managed_sendgrid().build_request(batch).data)["content"][1]["value"]
     assert f'href="{TAG}"' in html and "&lt;%asm" not in html
 
 
 def test_without_the_provider_setting_the_group_is_not_sent():
-    body = sendgrid(asm_group_id=GROUP).build_request(sample_batch(1)).json
+    body = json.loads(sendgrid(asm_group_id=GROUP).build_request(sample_batch(1)).data)
     assert "asm" not in body and "List-Unsubscribe" in body["personalizations"][0]["headers"]
 
 

@@ -14,7 +14,7 @@ from ..errors import RecipientError
 from ..jsontext import json_size
 from ..models import Message, Subscriber
 from ..text import has_line_break
-from ..unsubscribe import list_unsubscribe_headers, unsubscribe_url
+from ..unsubscribe import list_unsubscribe_headers, url_maker
 from .render import CompiledIssue
 from .slots import escape_html
 
@@ -26,18 +26,17 @@ class Personalizer:
         self.compiled = compiled
         self.sender = sender
         self.reply_to = reply_to
-        self._url_template = unsubscribe_template
         self._mailto = unsubscribe_mailto
         # False when the provider manages unsubscribes: it adds List-Unsubscribe itself, for its own link.
         self._list_headers = list_headers
-        self._secret = secret
         self._issue_id = compiled.issue.id  # sealed into each token: the endpoint records which issue it came from
         self._slots = compiled.slots
         self._mailto_url = f"mailto:{unsubscribe_mailto}?subject=unsubscribe" if unsubscribe_mailto else ""
+        self._url_of = url_maker(unsubscribe_template, secret, self._issue_id)
 
     def values(self, subscriber: Subscriber) -> tuple[list[str], str]:
         """Slot values for one subscriber (also used by providers that substitute server-side)."""
-        url = unsubscribe_url(self._url_template, subscriber.email, self._secret, self._issue_id)
+        url = self._url_of(subscriber.email)
         context = {"subscriber": subscriber.merge_values(), "unsubscribe_url": url or self._mailto_url}
         return [slot.evaluate(context) for slot in self._slots], url
 
@@ -84,5 +83,10 @@ SLOT_KEY_BYTES = 24  # a slot's key and punctuation in a provider's merge data (
 
 def values_bytes(values: Sequence[str]) -> int:
     """An upper bound of what merge ``values`` add to a request that sends the template once: each
-    slot twice (HTML-escaped for the html part, as it is for the text), JSON-encoded, with its key."""
-    return sum(2 * (json_size(escape_html(value)) + SLOT_KEY_BYTES) for value in values)
+    slot twice (HTML-escaped for the html part, as it is for the text), JSON-encoded, with its key.
+
+    Escaping and JSON-encoding go character by character, so the values are weighed joined, in one
+    call (this runs per recipient): each one's own pair of quotes is added back."""
+    if not values:
+        return 0
+    return 2 * (json_size(escape_html("".join(values))) + (2 + SLOT_KEY_BYTES) * len(values) - 2)

@@ -45,8 +45,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
+from ..errors import LedgerError
 from ..models import Outcome
 
 STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
@@ -145,6 +146,33 @@ class IssueRecord:
     # of an older version whose rows cannot tell which provider sent them.
     provider: str = ""
     provider_scope: str = ""
+
+
+class PlanRow(NamedTuple):
+    """A recipient's row as the send loop looks it up: its state, whether the address is suppressed, and
+    its id (the plan's order), which the claim and the record of its batch go by."""
+
+    state: str
+    suppressed: bool
+    id: int
+
+
+# What each outcome state of a batch leaves its row in.
+RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
+
+
+def check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """:class:`LedgerError` for an outcome state a record cannot write (an adapter's bug), before anything is."""
+    for outcome in outcomes:
+        if outcome.state not in RECORD_STATE:
+            raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
+
+
+def all_sent_alike(outcomes: Sequence[Outcome]) -> bool:
+    """Every outcome ``sent`` under one provider id, with nothing to suppress: one plain UPDATE records them
+    (twice as fast as one that reads a state, id and reason per row)."""
+    first = outcomes[0].provider_id
+    return all(o.state == "sent" and o.provider_id == first and not o.suppress and not o.reason for o in outcomes)
 
 
 @dataclass(frozen=True)
@@ -310,17 +338,45 @@ class Ledger(ABC):
     def set_content_hash(self, issue_id: str, content_hash: str) -> None: ...
 
     # -- the send loop ---------------------------------------------------------------
+    # The send loop finds its rows once, when it looks a chunk of the list up (:meth:`lookup_rows`), and
+    # then claims and records them by their integer id (the plan's order): one statement per batch, each
+    # row touched once through the primary key. The address forms below are the same statements, for
+    # callers that hold only addresses.
     @abstractmethod
+    def lookup_rows(self, issue_id: str, emails: Sequence[str]) -> dict[str, PlanRow]:
+        """address key -> its row (state, suppressed, id) for those of ``emails`` that are in the plan."""
+
+    @abstractmethod
+    def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
+        """``pending -> sending`` under ``batch_id`` for the rows of these ids, only while ``holder`` holds the
+        lease, committed before it returns; the ids claimed."""
+
+    @abstractmethod
+    def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
+                    source: str) -> None:
+        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch, ``outcomes[n]`` being row
+        ``rows[n]``'s (only rows still ``sending`` under ``batch_id`` change); ``suppress`` adds suppressions."""
+
     def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
         """address key -> (state, suppressed) for those of ``emails`` that are in the plan."""
+        return {key: (row.state, row.suppressed) for key, row in self.lookup_rows(issue_id, emails).items()}
 
-    @abstractmethod
     def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
         """``pending -> sending`` under ``batch_id``, only while ``holder`` holds the lease; the keys claimed."""
+        key_of = {row.id: key for key, row in self.lookup_rows(issue_id, emails).items()}
+        return {key_of[row] for row in self.claim_rows(issue_id, batch_id, list(key_of), holder)}
 
-    @abstractmethod
-    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
-        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions."""
+    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str,
+               rows: Sequence[int] | None = None) -> None:
+        """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions.
+        ``rows``: each outcome's row id, when the caller knows them (the send loop); else found by address."""
+        if rows is not None:
+            self.record_rows(issue_id, batch_id, rows, outcomes, source=source)
+            return
+        check_outcomes(outcomes)
+        found = self.lookup_rows(issue_id, [o.email for o in outcomes])
+        planned = [(found[key].id, o) for o in outcomes if (key := address_key(o.email)) in found]
+        self.record_rows(issue_id, batch_id, [row for row, _ in planned], [o for _, o in planned], source=source)
 
     @abstractmethod
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:

@@ -30,13 +30,11 @@ import psycopg
 from ..config import without_password
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER, CachedFigures,
-                   DeliveryRow, IssueRecord,
-                   IssueSummary, Lease, Ledger, Suppression, address_key, chunked, erased_key, parse_time,
-                   suppression_rows)
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
+                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
+                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time, suppression_rows)
 from .migrations import LATEST, steps
 
-_RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
 _ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
 _LEASE_COLUMNS = "issue_id, holder, pid, host, heartbeat, acquired"
@@ -302,51 +300,54 @@ class PostgresLedger(Ledger):
             db.execute("UPDATE issues SET content_hash = %s WHERE issue_id = %s", (content_hash, issue_id))
 
     # -- the send loop: one statement per batch, the addresses as one array parameter -------------
-    def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    def lookup_rows(self, issue_id: str, emails: Sequence[str]) -> dict[str, PlanRow]:
         if not emails:
             return {}
         with self._lookup_lock:
             found = self._lookups.execute(
-                "SELECT d.email, d.state, s.email IS NOT NULL FROM deliveries d "
+                "SELECT d.email, d.state, s.email IS NOT NULL, d.id FROM deliveries d "
                 "LEFT JOIN suppressions s ON s.email = d.email WHERE d.issue_id = %s AND d.email = ANY(%s)",
                 (issue_id, [address_key(e) for e in emails])).fetchall()
-        return {email: (state, suppressed) for email, state, suppressed in found}
+        return {email: PlanRow(state, suppressed, row) for email, state, suppressed, row in found}
 
-    def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
+    def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
+        if not rows:
+            return set()
         now = _now()
         with self._tx() as db:
             # FOR SHARE: a takeover (acquire_lease's FOR UPDATE) waits until this claim commits.
-            if db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
-                          (issue_id, holder)).fetchone():
-                db.execute(
-                    "WITH c AS (SELECT id FROM deliveries WHERE issue_id = %(issue)s AND state = 'pending' "
-                    "AND email = ANY(%(emails)s) FOR UPDATE SKIP LOCKED) "
-                    "UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
-                    "claimed_at = %(now)s FROM c WHERE d.id = c.id AND d.state = 'pending'",
-                    {"issue": issue_id, "emails": [address_key(e) for e in emails], "batch": batch_id, "now": now})
-            claimed = db.execute("SELECT email FROM deliveries WHERE issue_id = %s AND batch_id = %s",
-                                 (issue_id, batch_id)).fetchall()
-        return {email for (email,) in claimed}
+            if not db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
+                              (issue_id, holder)).fetchone():
+                return set()
+            claimed = db.execute(
+                "WITH c AS (SELECT id FROM deliveries WHERE id = ANY(%(rows)s) AND issue_id = %(issue)s "
+                "AND state = 'pending' FOR UPDATE SKIP LOCKED) "
+                "UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
+                "claimed_at = %(now)s FROM c WHERE d.id = c.id AND d.state = 'pending' RETURNING d.id",
+                {"issue": issue_id, "rows": list(rows), "batch": batch_id, "now": now}).fetchall()
+        return {row for (row,) in claimed}
 
-    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
+    def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
+                    source: str) -> None:
+        check_outcomes(outcomes)
+        if not outcomes:
+            return
         now = _now()
-        keys, states, ids, reasons, suppress = [], [], [], [], []
-        for outcome in outcomes:
-            if outcome.state not in _RECORD_STATE:
-                raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
-            key = address_key(outcome.email)
-            keys.append(key)
-            states.append(_RECORD_STATE[outcome.state])
-            ids.append(outcome.provider_id)
-            reasons.append(outcome.reason[:500])
-            if outcome.suppress:
-                suppress.append((key, outcome.reason[:500] or "reported by the provider"))
         with self._tx() as db:
+            if all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
+                db.execute("UPDATE deliveries SET state = 'sent', provider_id = %s, reason = '', "
+                           "attempts = attempts + 1, updated_at = %s WHERE id = ANY(%s) AND issue_id = %s "
+                           "AND batch_id = %s AND state = 'sending'",
+                           (outcomes[0].provider_id, now, list(rows), issue_id, batch_id))
+                return
             db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, reason = v.reason, "
                        "attempts = d.attempts + 1, updated_at = %s "
-                       "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(email, state, provider_id, "
-                       "reason) WHERE d.issue_id = %s AND d.email = v.email AND d.batch_id = %s "
-                       "AND d.state = 'sending'", (now, keys, states, ids, reasons, issue_id, batch_id))
+                       "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, provider_id, "
+                       "reason) WHERE d.id = v.id AND d.issue_id = %s AND d.batch_id = %s AND d.state = 'sending'",
+                       (now, list(rows), [RECORD_STATE[o.state] for o in outcomes],
+                        [o.provider_id for o in outcomes], [o.reason[:500] for o in outcomes], issue_id, batch_id))
+            suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
+                        if o.suppress]
             if suppress:
                 self._insert_suppressions(db, suppression_rows(suppress, ""), source, now)
 

@@ -28,14 +28,13 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError
 from ..models import Outcome
-from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
-                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, Suppression, address_key, chunked, erased_key, parse_time,
-                   suppression_rows)
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
+                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
+                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time, suppression_rows)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
 # unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
-_RECORD_STATE = {"sent": "sent", "failed": "failed", "retry": "pending", "unknown": "unknown"}
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
 _ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
 
@@ -45,13 +44,6 @@ _ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at,
 # update by rowid (left to itself, the planner scans the issue's rows for each address).
 _BY_ADDRESS = ("WITH m AS MATERIALIZED (SELECT d.id AS id, j.value AS v FROM json_each(?1) j "
                "CROSS JOIN deliveries d ON d.issue_id = ?2 AND d.email = json_extract(j.value, '$[0]')) ")
-
-
-def _all_sent_alike(outcomes: Sequence[Outcome]) -> bool:
-    """Every outcome ``sent`` under one provider id, with nothing to suppress: one plain UPDATE records them
-    (twice as fast as one that reads a state, id and reason per row)."""
-    first = outcomes[0].provider_id
-    return all(o.state == "sent" and o.provider_id == first and not o.suppress and not o.reason for o in outcomes)
 
 
 def _now() -> str:
@@ -330,52 +322,58 @@ class SQLiteLedger(Ledger):
     # value: Python's sqlite3 releases the GIL around every step, so a statement per row (or a row
     # per step) waits for the GIL once per recipient while other threads personalise and encode;
     # with one step per statement the ledger costs a few hand-overs per batch, whatever its size.
-    def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    def lookup_rows(self, issue_id: str, emails: Sequence[str]) -> dict[str, PlanRow]:
         if not emails:
             return {}
         with self._lookup_lock:
             [(found,)] = self._lookups.execute(
-                "SELECT json_group_array(json_array(d.email, d.state, s.email IS NOT NULL)) "
+                "SELECT json_group_array(json_array(d.email, d.state, s.email IS NOT NULL, d.id)) "
                 "FROM json_each(?2) j CROSS JOIN deliveries d ON d.issue_id = ?1 AND d.email = j.value "
                 "LEFT JOIN suppressions s ON s.email = d.email",
                 (issue_id, json.dumps([address_key(e) for e in emails]))).fetchall()
-        return {email: (state, bool(suppressed)) for email, state, suppressed in json.loads(found)}
+        return {email: PlanRow(state, bool(suppressed), row) for email, state, suppressed, row in json.loads(found)}
 
-    def claim(self, issue_id: str, batch_id: str, emails: Sequence[str], holder: str) -> set[str]:
-        now = _now()
+    # By id: "id IN (json_each)" walks the primary key, one look-up per row of the batch; "+issue_id"
+    # keeps the planner off the indexes on issue_id (which would scan the issue's rows).
+    def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
+        if not rows:
+            return set()
+        now, wanted = _now(), set(rows)
         with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = 'sending', batch_id = ?1, updated_at = ?2, claimed_at = ?2 "
-                       "WHERE issue_id = ?3 AND +state = 'pending' AND email IN (SELECT value FROM json_each(?4)) "
-                       "AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ?3 AND holder = ?5)",
-                       (batch_id, now, issue_id, json.dumps([address_key(e) for e in emails]), holder))
-            [(claimed,)] = db.execute("SELECT json_group_array(email) FROM deliveries "
-                                      "WHERE issue_id = ? AND batch_id = ?", (issue_id, batch_id)).fetchall()
-        return set(json.loads(claimed))
+            claimed = db.execute(
+                "UPDATE deliveries SET state = 'sending', batch_id = ?1, updated_at = ?2, claimed_at = ?2 "
+                "WHERE id IN (SELECT value FROM json_each(?4)) AND +issue_id = ?3 AND +state = 'pending' "
+                "AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ?3 AND holder = ?5)",
+                (batch_id, now, issue_id, json.dumps(sorted(wanted)), holder)).rowcount
+            if claimed == len(wanted):  # every row asked for (the usual case): nothing to read back
+                return wanted
+            [(found,)] = db.execute("SELECT json_group_array(id) FROM deliveries "
+                                    "WHERE issue_id = ? AND batch_id = ?", (issue_id, batch_id)).fetchall()
+        return set(json.loads(found))
 
-    def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str) -> None:
+    def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
+                    source: str) -> None:
+        check_outcomes(outcomes)
+        if not outcomes:
+            return
         now = _now()
-        if outcomes and _all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
+        if all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
             with self._tx() as db:
                 db.execute("UPDATE deliveries SET state = 'sent', provider_id = ?1, reason = '', "
-                           "attempts = attempts + 1, updated_at = ?2 WHERE issue_id = ?3 AND batch_id = ?4 "
-                           "AND +state = 'sending' AND email IN (SELECT value FROM json_each(?5))",
-                           (outcomes[0].provider_id, now, issue_id, batch_id,
-                            json.dumps([address_key(o.email) for o in outcomes])))
+                           "attempts = attempts + 1, updated_at = ?2 WHERE id IN (SELECT value FROM json_each(?5)) "
+                           "AND +issue_id = ?3 AND +batch_id = ?4 AND +state = 'sending'",
+                           (outcomes[0].provider_id, now, issue_id, batch_id, json.dumps(list(rows))))
             return
-        rows, suppress = [], []
-        for outcome in outcomes:
-            if outcome.state not in _RECORD_STATE:
-                raise LedgerError(f"unknown outcome state {outcome.state!r} for {outcome.email}")
-            key = address_key(outcome.email)
-            rows.append((key, _RECORD_STATE[outcome.state], outcome.provider_id, outcome.reason[:500]))
-            if outcome.suppress:
-                suppress.append((key, outcome.reason[:500] or "reported by the provider"))
+        changes = [(row, RECORD_STATE[o.state], o.provider_id, o.reason[:500]) for row, o in zip(rows, outcomes)]
+        suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
+                    if o.suppress]
         with self._tx() as db:
-            db.execute(_BY_ADDRESS + "UPDATE deliveries SET state = json_extract(m.v, '$[1]'), "
-                       "provider_id = json_extract(m.v, '$[2]'), reason = json_extract(m.v, '$[3]'), "
-                       "attempts = attempts + 1, updated_at = ?4 FROM m "
-                       "WHERE deliveries.id = m.id AND +deliveries.batch_id = ?3 AND +deliveries.state = 'sending'",
-                       (json.dumps(rows), issue_id, batch_id, now))
+            db.execute("UPDATE deliveries SET state = json_extract(m.value, '$[1]'), "
+                       "provider_id = json_extract(m.value, '$[2]'), reason = json_extract(m.value, '$[3]'), "
+                       "attempts = attempts + 1, updated_at = ?4 FROM json_each(?1) AS m "
+                       "WHERE deliveries.id = json_extract(m.value, '$[0]') AND +deliveries.issue_id = ?2 "
+                       "AND +deliveries.batch_id = ?3 AND +deliveries.state = 'sending'",
+                       (json.dumps(changes), issue_id, batch_id, now))
             if suppress:
                 db.execute("INSERT OR IGNORE INTO suppressions (email, reason, source, created_at) "
                            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, ?3 "

@@ -506,11 +506,19 @@ def refuse_line_breaks(batch: Batch) -> None:
     others are sent. The sender and Reply-To come from ``[newsletter]`` and are the same for every
     reader (SendGrid and Mailgun send one per batch): a refusal of the request, which stops the run.
     """
-    for message in batch.messages:
-        for field_name, value in (("From", message.sender), ("Reply-To", message.reply_to)):
+    # The sender and Reply-To are the same for nearly every message: each distinct one is checked once.
+    for sender, reply_to in {(m.sender, m.reply_to) for m in batch.messages}:
+        for field_name, value in (("From", sender), ("Reply-To", reply_to)):
             if has_line_break(value):
                 raise ProviderError(f"the {field_name} address contains a line break; nothing was sent",
                                     hint=f"set [newsletter] {field_name.lower().replace('-', '_')} on one line")
+    for message in batch.messages:
+        # One search over the recipient's values together (this runs per recipient); the one at fault
+        # is named only when there is one.
+        headers = message.headers
+        if not has_line_break(f"{message.to}{message.to_name}{message.subject}{''.join(headers)}"
+                              f"{''.join(headers.values())}"):
+            continue
         values = [("address", message.to), ("name", message.to_name), ("subject", message.subject)]
         values += [(f"{name!r} header", name + value) for name, value in message.headers.items()]
         for what, value in values:

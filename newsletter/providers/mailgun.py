@@ -62,6 +62,7 @@ from ..jsontext import json_size
 from ..models import Message, Outcome
 from ..unsubscribe import PROVIDER_MANAGED
 from .answers import PAGING_HINT, json_body, names_address, provider_message
+from .multipart import multipart_form
 from .base import Batch, Provider, ProviderSuppression, Request, all_outcomes, outcomes_from_logs, template_once
 from .managed import link_in_bodies
 from .stats import TOP_LINKS, IssueStats, count
@@ -154,8 +155,9 @@ class MailgunProvider(Provider):
                                 hint="shorten the headers shared by every message")
         fields += options
         fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
-        files = [(k, (None, v)) for k, v in fields]  # (None, value): a plain form field, sent as multipart
-        return Request("POST", self.url(f"/v3/{quote(self.domain)}/messages"), self.read_headers(), files=files)
+        body, content_type = multipart_form(fields)
+        return Request("POST", self.url(f"/v3/{quote(self.domain)}/messages"),
+                       {**self.read_headers(), "Content-Type": content_type}, data=body)
 
     def _bodies(self, batch: Batch, variables: dict) -> tuple[str, str]:
         key = (lambda part, i: f"{part[0]}{i}")

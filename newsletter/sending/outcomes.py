@@ -46,6 +46,9 @@ class Work:
     # The same batch id again only because a recipient's data stopped its last try: no try of it went
     # unanswered, so the rest of it is not in doubt (a further bad recipient fails, not unknown).
     cut_for_recipient: bool = False
+    # Each message's ledger row id (PlanRow.id), which its claim and record go by; the dispatcher looks
+    # them up when the work came without (in-doubt batches, tests).
+    rows: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def as_newsletter_error(err: BaseException) -> BaseException:
 
 def complete_outcomes(batch: Batch, outcomes: Sequence[Outcome], provider: str) -> list[Outcome]:
     """One outcome per recipient of the batch: anything the provider did not mention is ``unknown``."""
+    if len(outcomes) == len(batch.messages) and all(o.email == m.to for o, m in zip(outcomes, batch.messages)):
+        return list(outcomes)  # the usual answer: one per recipient, in the batch's order
     by_key = {address_key(o.email): o for o in outcomes}
     complete = []
     for message in batch.messages:

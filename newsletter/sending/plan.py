@@ -382,18 +382,17 @@ class SendRun:
         for chunk in chunked(self.subscribers(), max(_CHUNK, self.provider.batch_size)):
             if dispatcher.aborted:
                 return False
-            found = self.ledger.lookup(self.issue_id, [s.email for s in chunk])
+            found = self.ledger.lookup_rows(self.issue_id, [s.email for s in chunk])
             ready, skips = [], []
             for subscriber in chunk:
-                key = address_key(subscriber.email)
-                state = found.get(key)
-                if state is None or state[0] != "pending":
+                row = found.get(address_key(subscriber.email))
+                if row is None or row.state != "pending":
                     continue
-                reason = ineligible_reason(subscriber, self.segment) or ("suppressed" if state[1] else "")
+                reason = ineligible_reason(subscriber, self.segment) or ("suppressed" if row.suppressed else "")
                 if reason:
                     skips.append((subscriber.email, reason))
                 elif limit is None or queued < limit:
-                    ready.append(subscriber)
+                    ready.append((subscriber, row.id))
                     queued += 1
             self.ledger.skip(self.issue_id, skips)
             if not self._submit(dispatcher, ready):
@@ -402,25 +401,30 @@ class SendRun:
                 return False
         return True
 
-    def _submit(self, dispatcher: Dispatcher, subscribers: list[Subscriber]) -> bool:
-        """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long."""
+    def _submit(self, dispatcher: Dispatcher, ready: list[tuple[Subscriber, int]]) -> bool:
+        """Personalise lazily, one batch at a time: a personalised body is tens of KB, a list is long.
+        ``ready``: each subscriber with their ledger row id."""
         values: deque = deque()
+        rows: deque = deque()
         weigh = "bodies" if self.provider.fills_bodies else "values" if self.provider.substitutes else ""
+        bodies = self.provider.needs_bodies
+        personalise = self.personalizer.message_with_values
 
         def messages():
-            for subscriber in subscribers:
+            for subscriber, row in ready:
                 try:
-                    message, slot_values = self.personalizer.message_with_values(
-                        subscriber, bodies=self.provider.needs_bodies, weigh=weigh)
+                    message, slot_values = personalise(subscriber, bodies=bodies, weigh=weigh)
                 except RecipientError as err:  # their data alone: they fail, the others are sent
                     dispatcher.recipient_failed(err)
                     continue
                 values.append(slot_values)
+                rows.append(row)
                 yield message
 
         for group in self.provider.cut_batches(messages()):
             # cut_batches may have personalised one message past this group; its values stay queued.
-            if not dispatcher.submit(Work(group, [values.popleft() for _ in group])):
+            work = Work(group, [values.popleft() for _ in group], rows=[rows.popleft() for _ in group])
+            if not dispatcher.submit(work):
                 return False
         return True
 

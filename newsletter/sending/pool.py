@@ -247,25 +247,34 @@ class Dispatcher:
             if not self.provider.honours_key(None if work.claimed_at is None else self.clock() - work.claimed_at):
                 self._key_expired(work)
                 return None
+            self._find_rows(work)
             return self._batch(work.batch_id, work)
+        self._find_rows(work)
         batch_id = new_batch_id()
         work.claimed_at = self.clock()
-        claimed = self.ledger.claim(self.issue_id, batch_id, [m.to for m in work.messages], self.holder)
+        claimed = self.ledger.claim_rows(self.issue_id, batch_id, work.rows, self.holder)
         if not claimed:
             if not self.ledger.heartbeat(self.issue_id, self.holder):
                 self.abort("another run took over this issue's lease",
                            LedgerError("another run took over this issue's lease; stopped sending",
                                        hint="check `newsletter status`; the other run continues the issue"))
             return None
-        keep, seen = [], set()
-        for n, message in enumerate(work.messages):  # only what we claimed, and each address once
-            key = address_key(message.to)
-            if key in claimed and key not in seen:
-                seen.add(key)
-                keep.append(n)
-        work.messages = [work.messages[n] for n in keep]
-        work.values = [work.values[n] for n in keep] if work.values else []
+        if len(claimed) < len(work.rows):  # some rows were not pending, or named twice
+            keep, seen = [], set()
+            for n, row in enumerate(work.rows):  # only what we claimed, and each row once
+                if row in claimed and row not in seen:
+                    seen.add(row)
+                    keep.append(n)
+            _narrow(work, keep)
         return self._batch(batch_id, work)
+
+    def _find_rows(self, work: Work) -> None:
+        """Work that came without its ledger rows (an in-doubt batch, a test's): look them up once; a message
+        whose address is not in the plan gets row -1, which matches none, so it is never claimed."""
+        if len(work.rows) == len(work.messages):
+            return
+        found = self.ledger.lookup_rows(self.issue_id, [m.to for m in work.messages])
+        work.rows = [found[key].id if (key := address_key(m.to)) in found else -1 for m in work.messages]
 
     def _key_expired(self, work: Work) -> None:
         """An in-doubt batch older than the provider's memory of its key: a retry could send it twice."""
@@ -313,9 +322,10 @@ class Dispatcher:
         if err.retry_after:  # the whole account waits, not only this batch
             self.limiter.pause(err.retry_after)
         if verdict.again == "same":
-            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at), delay)
+            self._later(Work(work.messages, work.values, batch.batch_id, work.attempt + 1, work.claimed_at,
+                             rows=work.rows), delay)
         else:
-            self._retry(Work(work.messages, work.values, None, work.attempt + 1), delay=delay)
+            self._retry(Work(work.messages, work.values, None, work.attempt + 1, rows=work.rows), delay=delay)
 
     def _stop_for_wait(self, err: ProviderError) -> None:
         """A ``Retry-After`` longer than a run waits: stop (exit 4) rather than hold cron for hours."""
@@ -378,7 +388,8 @@ class Dispatcher:
         """The one way a batch's outcomes are written: one ledger transaction, then the run's totals and the
         progress report. ``pending``: recipients not in ``outcomes`` who go again (still ``sending``, same id).
         Returns the count of each outcome state."""
-        self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name)
+        self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name,
+                           rows=_rows_of(work, outcomes))
         states = Counter(outcome.state for outcome in outcomes)
         self._count(sent=states["sent"], failed=states["failed"], unknown=states["unknown"])
         report = dict(states)
@@ -412,7 +423,25 @@ class Dispatcher:
 
 
 def _keep(work: Work, wanted: Callable[[str], bool], batch_id: str | None, attempt: int) -> Work:
-    """The part of ``work`` whose address keys are ``wanted``, with its merge values, as new work."""
+    """The part of ``work`` whose address keys are ``wanted``, with its merge values and rows, as new work."""
     keep = [n for n, m in enumerate(work.messages) if wanted(address_key(m.to))]
-    return Work([work.messages[n] for n in keep], [work.values[n] for n in keep] if work.values else [],
-                batch_id, attempt)
+    part = Work(work.messages, work.values, batch_id, attempt, rows=work.rows)
+    _narrow(part, keep)
+    return part
+
+
+def _narrow(work: Work, keep: list[int]) -> None:
+    """Keep only the messages at ``keep``, with their values and rows."""
+    work.messages = [work.messages[n] for n in keep]
+    work.values = [work.values[n] for n in keep] if work.values else []
+    work.rows = [work.rows[n] for n in keep] if work.rows else []
+
+
+def _rows_of(work: Work, outcomes: Sequence[Outcome]) -> list[int]:
+    """Each outcome's ledger row: ``work.rows`` as they are when the outcomes follow the batch's order
+    (complete_outcomes' answer, the usual case), else found by address (-1: not in this batch)."""
+    messages = work.messages
+    if len(outcomes) == len(messages) and all(o.email == m.to for o, m in zip(outcomes, messages)):
+        return work.rows
+    row_of = {address_key(m.to): row for m, row in zip(messages, work.rows)}
+    return [row_of.get(address_key(o.email), -1) for o in outcomes]
