@@ -131,7 +131,13 @@ class PostgresLedger(Ledger):
             # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
             # On an older schema that transaction holds its tables' locks until the command ends.
             self._db.execute("BEGIN")
-            self._apply(self._db, version)
+            try:
+                self._apply(self._db, version)
+            except psycopg.Error as err:  # another process created or upgraded the tables meanwhile
+                raise LedgerError(f"the ledger's schema (version {version}, this newsletter uses {LATEST}) was "
+                                  f"being upgraded by another process: {str(err).strip()}", path=self._shown,
+                                  hint="run `newsletter ledger migrate` once before starting several workers, "
+                                       "then run this again") from None
             return
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
