@@ -162,3 +162,25 @@ def test_the_keeper_shares_the_rate_among_live_workers_at_each_heartbeat(pg):
         mine = {w.holder: w.rate for w in pg.workers(ISSUE)}[keeper.holder]
         assert mine > 0  # its recipients/s, as of its last heartbeat
     assert pg.workers(ISSUE) == []  # left at the end
+
+
+def test_status_lists_the_live_workers_and_leaves_out_a_dead_one(run, pg_url):
+    import json
+    import os
+    import socket
+
+    with PostgresLedger(pg_url) as db:
+        plan(db, "a@example.com")
+        db.acquire_lease(ISSUE, "w-live", stale_after=STALE)
+        db.heartbeat(ISSUE, "w-live", 42.5)
+        register_in_a_process_that_exits(pg_url, "w-dead")
+    env = {"NEWSLETTER_LEDGER_URL": pg_url}
+    text = run("status", ISSUE, env=env)
+    assert text.exit_code == 0, text.output
+    assert "workers: 1 sending now" in text.output
+    assert f"pid {os.getpid()} on {socket.gethostname()}: heartbeat" in text.output
+    assert "42.5 recipients/s" in text.output and "(w-live)" in text.output and "w-dead" not in text.output
+    as_json = run("status", ISSUE, "--json", env=env)
+    [worker] = json.loads(as_json.output)["workers"]
+    assert (worker["holder"], worker["pid"], worker["recipients_per_s"]) == ("w-live", os.getpid(), 42.5)
+    assert 0 <= worker["heartbeat_age"] < 30
