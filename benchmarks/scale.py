@@ -1,0 +1,135 @@
+"""Several `newsletter send` workers on one issue of a PostgreSQL ledger: does throughput scale?
+
+    python benchmarks/scale.py                      # 1, 2 and 4 workers on 200,000 readers, 100 ms a call
+    python benchmarks/scale.py --readers 20000      # the same, smaller
+    python benchmarks/scale.py --workers 1,4 --batch-size 100 --concurrency 4
+
+Each row starts N workers at once (``newsletter send ISSUE --yes``, each a process of its own, the
+way N cron lines on N machines would) on a fresh database of a throwaway PostgreSQL cluster
+(tests/pgserver.py; ``ledger migrate`` first, as docs/team.md says), against the fake providers in a
+process of their own (benchmarks/fakesink.py) waiting ``--latency`` ms per call. The provider is
+SendGrid (the template goes once a call, each reader's values beside it: small requests, so the
+fake's own CPU is not the limit) at ``--batch-size`` recipients a call and ``--concurrency`` calls
+in flight per worker: one worker's pipe holds concurrency x batch / latency recipients a second.
+The global rate limit is left high, so the fake's latency is the only pacing.
+
+It prints, per worker count: recipients/s over the wall time from the first worker's start to the
+last one's end (compile, list check, planning and sending included), the speed-up over one worker,
+and the ledger's share of the wall time (the seconds the workers spent inside ledger calls, summed,
+over workers x wall). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
+also checks that the fake got each reader exactly once. Numbers only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
+
+# Runs in each worker: the CLI, with every public PostgresLedger method timed (outermost call only,
+# so a method calling another counts once); the total goes to stderr's last line as JSON at exit.
+_WORKER = """
+import atexit, json, sys, threading, time
+from newsletter.ledger.postgres import PostgresLedger
+spent, depth = [0.0], threading.local()
+def timed(method):
+    def wrapper(*args, **kwargs):
+        outer = not getattr(depth, "n", 0)
+        depth.n = getattr(depth, "n", 0) + 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            depth.n -= 1
+            if outer:
+                spent[0] += time.perf_counter() - start
+    return wrapper
+for name, value in list(vars(PostgresLedger).items()):
+    if callable(value) and not name.startswith("_"):
+        setattr(PostgresLedger, name, timed(value))
+atexit.register(lambda: print(json.dumps({"ledger_s": spent[0]}), file=sys.stderr, flush=True))
+from newsletter.cli import main
+main()
+"""
+
+
+def worker_env(url: str, ledger_url: str, args) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_SECRET": "bench-secret", "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_PROVIDER_NAME": "sendgrid",
+                "NEWSLETTER_PROVIDER_API_BASE": url, "NEWSLETTER_PROVIDER_DOMAIN": DOMAIN,
+                "NEWSLETTER_PROVIDER_RATE_LIMIT": "100000", "NEWSLETTER_PROVIDER_BATCH_SIZE": str(args.batch_size),
+                "NEWSLETTER_PROVIDER_CONCURRENCY": str(args.concurrency), "NEWSLETTER_LEDGER_URL": ledger_url})
+    return env
+
+
+def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict:
+    env = worker_env(fake.url, ledger_url, args)
+    subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "ledger", "migrate"],
+                   cwd=root, env=env, check=True, capture_output=True)
+    fake.reset()
+    start = time.perf_counter()
+    processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes"], cwd=root, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(workers)]
+    ledger_s, codes = 0.0, []
+    for process in processes:
+        _, err = process.communicate()
+        codes.append(process.returncode)
+        try:
+            ledger_s += json.loads(err.strip().splitlines()[-1])["ledger_s"]
+        except (ValueError, KeyError, IndexError):
+            raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
+    wall = time.perf_counter() - start
+    stats = fake.stats()
+    return {"workers": workers, "wall": wall, "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
+            "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readers", type=int, default=200_000)
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument("--latency", type=float, default=100.0, metavar="MS", help="the fake's wait per call")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=2, help="calls in flight per worker")
+    args = parser.parse_args()
+    from pgserver import start_cluster
+
+    cluster, reason = start_cluster()
+    if cluster is None:
+        raise SystemExit(f"no PostgreSQL server: {reason}")
+    fake = Fake("sink", args.latency)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = make_workspace(Path(tmp), args.readers)
+            pipe = args.concurrency * args.batch_size / (args.latency / 1000) if args.latency else float("inf")
+            print(f"{args.readers:,} readers, SendGrid at {args.batch_size} a call, {args.concurrency} in flight "
+                  f"per worker, {args.latency:g} ms a call (one worker's pipe: {pipe:,.0f}/s)")
+            for count in (int(n) for n in args.workers.split(",")):
+                row = run_row(root, fake, cluster.new_database(), count, args)
+                rows.append(row)
+                base = rows[0]["rate"]
+                print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
+                      f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
+                      f"received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}",
+                      flush=True)
+    finally:
+        fake.close()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
