@@ -41,7 +41,7 @@ from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
 _WORKER = """
 import atexit, json, sys, threading, time
 from newsletter.ledger.postgres import PostgresLedger
-spent, depth = [0.0], threading.local()
+spent, depth, by_name = [0.0], threading.local(), {}
 def timed(method):
     def wrapper(*args, **kwargs):
         outer = not getattr(depth, "n", 0)
@@ -52,12 +52,14 @@ def timed(method):
         finally:
             depth.n -= 1
             if outer:
-                spent[0] += time.perf_counter() - start
+                took = time.perf_counter() - start
+                spent[0] += took
+                by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
     return wrapper
 for name, value in list(vars(PostgresLedger).items()):
     if callable(value) and not name.startswith("_"):
         setattr(PostgresLedger, name, timed(value))
-atexit.register(lambda: print(json.dumps({"ledger_s": spent[0]}), file=sys.stderr, flush=True))
+atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name}), file=sys.stderr, flush=True))
 from newsletter.cli import main
 main()
 """
@@ -83,18 +85,22 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes"], cwd=root, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
-    ledger_s, codes = 0.0, []
+    ledger_s, codes, by_method = 0.0, [], {}
     for process in processes:
         _, err = process.communicate()
         codes.append(process.returncode)
         try:
-            ledger_s += json.loads(err.strip().splitlines()[-1])["ledger_s"]
+            spent = json.loads(err.strip().splitlines()[-1])
+            ledger_s += spent["ledger_s"]
+            for name, seconds in spent["by_method"].items():
+                by_method[name] = by_method.get(name, 0.0) + seconds
         except (ValueError, KeyError, IndexError):
             raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
     wall = time.perf_counter() - start
     stats = fake.stats()
     return {"workers": workers, "wall": wall, "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
-            "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes}
+            "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
+            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
 
 
 def main() -> None:
@@ -124,7 +130,8 @@ def main() -> None:
                 base = rows[0]["rate"]
                 print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
                       f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
-                      f"received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}",
+                      f"received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
+                      + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
                       flush=True)
     finally:
         fake.close()

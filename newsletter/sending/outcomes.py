@@ -46,6 +46,8 @@ class Work:
     # The same batch id again only because a recipient's data stopped its last try: no try of it went
     # unanswered, so the rest of it is not in doubt (a further bad recipient fails, not unknown).
     cut_for_recipient: bool = False
+    # Several workers: how many times rows of this work were passed over by a claim (SKIP LOCKED) and asked for again.
+    claim_tries: int = 0
 
 
 @dataclass(frozen=True)

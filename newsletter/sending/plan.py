@@ -238,8 +238,8 @@ class SendRun:
                                         subject=self.compiled.issue.subject, segment=self.segment,
                                         emails=self._eligible(), provider=self.route.provider,
                                         provider_scope=self.route.scope)
-            except PlanExists:
-                pass  # several workers: another one froze it while we counted; we join its plan as it is
+            except PlanExists:  # several workers: another one froze it while we counted; we join its plan
+                self._load_plan()  # as it is, unless it is bound to another provider (refused there)
         elif self.replan_from is not None:
             if self.verdict in (BIND, ASK):  # nobody was tried yet: the plan may still be unbound
                 self.ledger.bind_provider(self.issue_id, self.route.provider, self.route.scope)
