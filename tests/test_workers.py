@@ -184,3 +184,17 @@ def test_status_lists_the_live_workers_and_leaves_out_a_dead_one(run, pg_url):
     [worker] = json.loads(as_json.output)["workers"]
     assert (worker["holder"], worker["pid"], worker["recipients_per_s"]) == ("w-live", os.getpid(), 42.5)
     assert 0 <= worker["heartbeat_age"] < 30
+
+
+def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
+    emails = [f"r{n}@example.com" for n in range(5)]
+    plan(pg, *emails)
+    pg.acquire_lease(ISSUE, "me", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "other", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "silent", stale_after=STALE)
+    pg.reserve(ISSUE, "other", emails[:2])
+    pg.claim(ISSUE, "b", emails[:1], "other")  # one claimed, one reserved: both theirs
+    pg.reserve(ISSUE, "silent", emails[2:3])
+    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
+    pg.reserve(ISSUE, "me", emails[3:4])
+    assert pg.others_unfinished(ISSUE, "me", stale_after=STALE) == 2

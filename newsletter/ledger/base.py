@@ -265,6 +265,11 @@ class Ledger(ABC):
         transaction (so one worker resolves each batch); a live worker's rows are never among them."""
         return self.in_doubt(issue_id)
 
+    def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
+        """Rows still ``pending`` or ``sending`` that a live worker other than ``holder`` reserved or claimed
+        (heartbeat younger than ``stale_after``); 0 with one run per issue."""
+        return 0
+
     def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
         """Mark the ``pending`` rows of ``emails`` that no live worker reserved as ``holder``'s; the keys
         now reserved for it (a hint: the others do not personalise them). None: one run per issue,

@@ -240,7 +240,15 @@ class PostgresLedger(Ledger):
             batches.setdefault(batch_id, []).append(email)
         return batches
 
+    def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
+        return self._read("SELECT count(*) FROM deliveries d JOIN workers w ON w.issue_id = d.issue_id "
+                          "AND w.holder = d.claimed_by WHERE d.issue_id = %s AND d.state IN ('pending', 'sending') "
+                          "AND d.claimed_by != %s AND w.heartbeat > %s",
+                          (issue_id, holder, time.time() - stale_after))[0][0]
+
     def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
+        if not emails:
+            return set()
         keys = [address_key(e) for e in emails]
         with self._tx() as db:
             db.execute(f"UPDATE deliveries d SET claimed_by = %s WHERE d.issue_id = %s AND d.email = ANY(%s) "
