@@ -71,7 +71,7 @@ def worker_env(url: str, ledger_url: str, args) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update({"NEWSLETTER_SECRET": "bench-secret", "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_PROVIDER_NAME": "sendgrid",
                 "NEWSLETTER_PROVIDER_API_BASE": url, "NEWSLETTER_PROVIDER_DOMAIN": DOMAIN,
-                "NEWSLETTER_PROVIDER_RATE_LIMIT": "100000", "NEWSLETTER_PROVIDER_BATCH_SIZE": str(args.batch_size),
+                "NEWSLETTER_PROVIDER_RATE_LIMIT": str(args.rate_limit), "NEWSLETTER_PROVIDER_BATCH_SIZE": str(args.batch_size),
                 "NEWSLETTER_PROVIDER_CONCURRENCY": str(args.concurrency), "NEWSLETTER_LEDGER_URL": ledger_url})
     return env
 
@@ -98,7 +98,8 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
             raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
     wall = time.perf_counter() - start
     stats = fake.stats()
-    return {"workers": workers, "wall": wall, "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
+    return {"workers": workers, "wall": wall, "requests": stats["requests"],
+            "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
             "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
             "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
 
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=100.0, metavar="MS", help="the fake's wait per call")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=2, help="calls in flight per worker")
+    parser.add_argument("--rate-limit", type=float, default=100_000, metavar="N",
+                        help="[provider] rate_limit, requests/s for all workers together (each takes its share)")
     args = parser.parse_args()
     from pgserver import start_cluster
 
@@ -130,7 +133,7 @@ def main() -> None:
                 base = rows[0]["rate"]
                 print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
                       f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
-                      f"received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
+                      f"calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
                       + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
                       flush=True)
     finally:

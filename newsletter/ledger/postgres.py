@@ -341,6 +341,9 @@ class PostgresLedger(Ledger):
             "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.issue_id = %(issue)s AND e.email = p.erased) "
             "ORDER BY p.ord ON CONFLICT (issue_id, email) DO NOTHING", {"issue": issue_id, "now": _now()}).rowcount
         db.execute("DELETE FROM plan_input")
+        # Statistics now, not when autovacuum gets to it: without them the planner reads a claim's or a
+        # reservation's rows through (issue_id, state), every pending row of the issue, not by address.
+        db.execute("ANALYZE deliveries")
         db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = %(issue)s) "
                    "WHERE issue_id = %(issue)s", {"issue": issue_id})
         return added
