@@ -17,7 +17,8 @@ It prints, per worker count: recipients/s over the wall time from the first work
 last one's end (compile, list check, planning and sending included), the speed-up over one worker,
 the same over the sending alone (the fake's first accepted call to its last),
 and the ledger's share of the wall time (the seconds the workers spent inside ledger calls, summed,
-over workers x wall). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
+over workers x wall), and the workers' CPU seconds (``--no-reserve``: without the chunk reservations
+of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
 also checks that the fake got each reader exactly once. Numbers only; nothing is asserted.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,9 @@ def timed(method):
 for name, value in list(vars(PostgresLedger).items()):
     if callable(value) and not name.startswith("_"):
         setattr(PostgresLedger, name, timed(value))
+if "--no-reserve" in sys.argv:  # every worker personalises every pending row it meets (the claim decides)
+    sys.argv.remove("--no-reserve")
+    PostgresLedger.reserve = lambda self, issue_id, holder, emails: None
 atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name}), file=sys.stderr, flush=True))
 from newsletter.cli import main
 main()
@@ -83,7 +88,9 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
                    cwd=root, env=env, check=True, capture_output=True)
     fake.reset()
     start = time.perf_counter()
-    processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes"], cwd=root, env=env,
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = ["--no-reserve"] if args.no_reserve else []
+    processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
     ledger_s, codes, by_method = 0.0, [], {}
@@ -98,8 +105,10 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
         except (ValueError, KeyError, IndexError):
             raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
     wall = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     stats = fake.stats()
-    return {"workers": workers, "wall": wall, "requests": stats["requests"],
+    return {"workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
             "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
             "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
             "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
@@ -115,6 +124,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="calls in flight per worker")
     parser.add_argument("--rate-limit", type=float, default=100_000, metavar="N",
                         help="[provider] rate_limit, requests/s for all workers together (each takes its share)")
+    parser.add_argument("--no-reserve", action="store_true",
+                        help="workers do not reserve chunks: each personalises every pending row it meets")
     args = parser.parse_args()
     from pgserver import start_cluster
 
@@ -137,7 +148,7 @@ def main() -> None:
                 print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
                       f"(sending only: {row['send_rate']:,.0f}/s, {row['send_rate'] / send_base:4.2f}x)  "
                       f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
-                      f"calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
+                      f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
                       + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
                       flush=True)
     finally:
