@@ -197,4 +197,6 @@ def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
     pg.reserve(ISSUE, "silent", emails[2:3])
     pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
     pg.reserve(ISSUE, "me", emails[3:4])
+    register_in_a_process_that_exits(pg.url, "dead")  # fresh heartbeat, but its process is gone
+    pg.reserve(ISSUE, "dead", emails[4:5])
     assert pg.others_unfinished(ISSUE, "me", stale_after=STALE) == 2

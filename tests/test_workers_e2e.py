@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 from fakeproviders import FakeProviders
-from sendkill import ISSUE, run_send, send_env, start_send, write_list
+from sendkill import ISSUE, outbox_deliveries, run_send, send_env, start_send, write_list
 
 from newsletter.ledger.postgres import PostgresLedger
 
@@ -95,3 +95,28 @@ def test_a_second_worker_on_sqlite_still_exits_75(workspace):
     assert second.returncode == 75, second.stderr
     assert first.returncode == 0
     assert isinstance(first, subprocess.Popen)
+
+
+def test_the_last_live_worker_reaps_a_worker_that_died_during_its_walk(workspace, pg_url):
+    # A worker that dies while another walks the list: its reserved rows and its batch in flight are picked
+    # up when the live one finishes its walk (no restart, no second run). Outbox: it honours the batch id.
+    from test_workers import register_in_a_process_that_exits
+
+    env = send_env(NEWSLETTER_LEDGER_URL=pg_url, NEWSLETTER_SECRET="workers-secret",
+                   NEWSLETTER_PROVIDER_RATE_LIMIT="20", NEWSLETTER_PROVIDER_BATCH_SIZE="25")
+    # 3,000 readers: the live worker reserves 1,000 at a time, so the last chunk is nobody's yet.
+    eligible = write_list(workspace / "subscribers" / "subscribers.csv", 3000, seed=5)
+    live = start_send(workspace, env)
+    with PostgresLedger(pg_url) as ledger:
+        wait_for(lambda: ledger.issue(ISSUE) is not None and ledger.counts(ISSUE)["sent"] >= 10, 60,
+                 "the live worker to send")
+        register_in_a_process_that_exits(pg_url, "died-mid-walk")
+        tail = eligible[-20:]
+        assert ledger.reserve(ISSUE, "died-mid-walk", tail) == set(tail)
+        assert ledger.claim(ISSUE, "dead-batch", tail[:5], "died-mid-walk") == set(tail[:5])
+        out, err = live.communicate(timeout=120)
+        assert live.returncode == 0, err[-3000:]
+        assert ledger.counts(ISSUE)["sent"] == len(eligible)
+        assert ledger.workers(ISSUE) == []
+    delivered = outbox_deliveries(workspace)
+    assert delivered == Counter({address: 1 for address in eligible})

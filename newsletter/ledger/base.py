@@ -267,7 +267,7 @@ class Ledger(ABC):
 
     def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
         """Rows still ``pending`` or ``sending`` that a live worker other than ``holder`` reserved or claimed
-        (heartbeat younger than ``stale_after``); 0 with one run per issue."""
+        (alive by the reaping rule, :meth:`Lease.holder_alive`); 0 with one run per issue."""
         return 0
 
     def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:

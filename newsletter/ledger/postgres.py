@@ -241,10 +241,13 @@ class PostgresLedger(Ledger):
         return batches
 
     def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
-        return self._read("SELECT count(*) FROM deliveries d JOIN workers w ON w.issue_id = d.issue_id "
-                          "AND w.holder = d.claimed_by WHERE d.issue_id = %s AND d.state IN ('pending', 'sending') "
-                          "AND d.claimed_by != %s AND w.heartbeat > %s",
-                          (issue_id, holder, time.time() - stale_after))[0][0]
+        now = time.time()
+        live = [w.holder for w in self.workers(issue_id)
+                if w.holder != holder and w.holder_alive(stale_after=stale_after, now=now)]
+        if not live:
+            return 0
+        return self._read("SELECT count(*) FROM deliveries WHERE issue_id = %s AND state IN ('pending', 'sending') "
+                          "AND claimed_by = ANY(%s)", (issue_id, live))[0][0]
 
     def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
         if not emails:
