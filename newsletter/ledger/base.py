@@ -236,9 +236,9 @@ class Ledger(ABC):
         With ``many_workers``: register ``holder`` as one more worker of the issue (never LeaseHeld)."""
 
     @abstractmethod
-    def heartbeat(self, issue_id: str, holder: str, rate: float = 0.0) -> bool:
-        """Refresh our lease (or registration, with our ``rate`` in recipients/s); False when it is no
-        longer ours (taken over, or reaped: stop sending)."""
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
+        """Refresh our lease (or registration, with our ``rate`` in recipients/s when given); False when it
+        is no longer ours (taken over, or reaped: stop sending)."""
 
     @abstractmethod
     def release_lease(self, issue_id: str, holder: str) -> None: ...

@@ -199,9 +199,10 @@ class PostgresLedger(Ledger):
                        (issue_id, holder, pid, host, now, now))
         return Worker(issue_id, holder, pid, host, now, now)
 
-    def heartbeat(self, issue_id: str, holder: str, rate: float = 0.0) -> bool:
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
         with self._tx() as db:
-            return db.execute("UPDATE workers SET heartbeat = %s, rate = %s WHERE issue_id = %s AND holder = %s",
+            return db.execute("UPDATE workers SET heartbeat = %s, rate = coalesce(%s, rate) WHERE issue_id = %s "
+                              "AND holder = %s",
                               (time.time(), rate, issue_id, holder)).rowcount == 1
 
     def release_lease(self, issue_id: str, holder: str) -> None:

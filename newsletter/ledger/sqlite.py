@@ -236,7 +236,7 @@ class SQLiteLedger(Ledger):
                        (issue_id, holder, pid, host, now, now))
         return Lease(issue_id, holder, pid, host, now, now)
 
-    def heartbeat(self, issue_id: str, holder: str, rate: float = 0.0) -> bool:
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
         with self._tx() as db:
             cur = db.execute("UPDATE leases SET heartbeat = ? WHERE issue_id = ? AND holder = ?",
                              (time.time(), issue_id, holder))
