@@ -122,10 +122,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             started   REAL NOT NULL,
             rate      REAL NOT NULL DEFAULT 0,
             PRIMARY KEY (issue_id, holder)
-        );
-        -- The worker that reserved a pending row (a hint: it personalises and claims it) or claimed
-        -- a sending one (the batch in flight is its own). '' = nobody (and every row of SQLite).
-        ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
+        )
+        -- SQLite keeps one run per issue (its lease): the table stays empty there, and its
+        -- deliveries need no claimed_by (PostgreSQL's text of this step adds it).
     """),
 ]
 
@@ -188,6 +187,8 @@ POSTGRES_VARIANTS: dict[int, str] = {
             rate      DOUBLE PRECISION NOT NULL DEFAULT 0,
             PRIMARY KEY (issue_id, holder)
         );
+        -- The worker that reserved a pending row (a hint: it personalises and claims it) or claimed
+        -- a sending one (the batch in flight is its own). '' = nobody.
         ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
     """,
 }
