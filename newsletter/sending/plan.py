@@ -7,6 +7,10 @@ The order matters and is the same every time::
     -> resolve rows a dead run left `sending` -> stream the list through the
     send loop -> skip plan rows that left the list -> release the lease
 
+With several workers on a PostgreSQL ledger (docs/team.md) each run registers instead of taking
+the lease, reaps dead workers when it starts and when it finishes its walk, resolves only the rows
+it adopts from them, and reserves each chunk's pending rows before personalising them.
+
 Rows a dead run left ``sending`` are retried under their batch id (the same
 idempotency key) only while the provider still remembers that key: the batch's
 first claim (the ledger's ``claimed_at``) is younger than the provider's

@@ -6,7 +6,7 @@ The sequence, the same every time (docs/sending.md)::
     -> refuse a plan bound to another provider (or ask about one an older version left unknown)
     -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings
     (preflight) -> read its unsubscribes (url = "provider")
-    -> validate the list -> take the issue's lease (or exit 75) -> summary
+    -> validate the list -> take the issue's lease (or exit 75; PostgreSQL: register as a worker) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
 The run never prints and never reads the terminal: what it says and asks goes through
