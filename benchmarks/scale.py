@@ -65,6 +65,39 @@ for name, value in list(vars(PostgresLedger).items()):
 if "--no-reserve" in sys.argv:  # every worker personalises every pending row it meets (the claim decides)
     sys.argv.remove("--no-reserve")
     PostgresLedger.reserve = lambda self, issue_id, holder, emails: None
+if "--pg-bucket" in sys.argv:  # one token bucket in the database for every worker, instead of each one's share
+    sys.argv.remove("--pg-bucket")
+    import os, psycopg
+    from newsletter.sending import pool
+    waits = [0.0, 0]
+    class PgBucket:
+        def __init__(self, rate, burst=1.0, **kwargs):
+            self.rate = float(os.environ["NEWSLETTER_PROVIDER_RATE_LIMIT"])  # the global rate, not a share
+            self.db = psycopg.connect(os.environ["NEWSLETTER_LEDGER_URL"], autocommit=True)
+            self.lock, self.paused_until = threading.Lock(), 0.0
+        def acquire(self):
+            while True:
+                time.sleep(max(0.0, self.paused_until - time.time()))
+                start = time.perf_counter()
+                with self.lock, self.db.transaction():
+                    tokens, at = self.db.execute("SELECT tokens, at FROM bench_bucket WHERE id = 1 FOR UPDATE").fetchone()
+                    now = time.time()
+                    tokens = min(1.0, tokens + (now - at) * self.rate)
+                    got = tokens >= 1
+                    self.db.execute("UPDATE bench_bucket SET tokens = %s, at = %s WHERE id = 1",
+                                    (tokens - 1 if got else tokens, now))
+                waits[0] += time.perf_counter() - start
+                waits[1] += 1
+                if got:
+                    return 0.0
+                time.sleep((1 - tokens) / self.rate)
+        def set_rate(self, rate):
+            pass
+        def pause(self, seconds):
+            self.paused_until = max(self.paused_until, time.time() + seconds)
+    pool.TokenBucket = PgBucket
+    atexit.register(lambda: print(f"bucket: {waits[1]} transactions, {1000 * waits[0] / max(1, waits[1]):.1f} ms each",
+                                  file=sys.stderr))
 atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name}), file=sys.stderr, flush=True))
 from newsletter.cli import main
 main()
@@ -86,10 +119,16 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     env = worker_env(fake.url, ledger_url, args)
     subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "ledger", "migrate"],
                    cwd=root, env=env, check=True, capture_output=True)
+    if args.pg_bucket:  # the bucket's one row, before any worker takes from it
+        import psycopg
+
+        with psycopg.connect(ledger_url, autocommit=True) as db:
+            db.execute("CREATE TABLE bench_bucket (id INT PRIMARY KEY, tokens FLOAT8, at FLOAT8)")
+            db.execute("INSERT INTO bench_bucket VALUES (1, 1, %s)", (time.time(),))
     fake.reset()
     start = time.perf_counter()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    extra = ["--no-reserve"] if args.no_reserve else []
+    extra = (["--no-reserve"] if args.no_reserve else []) + (["--pg-bucket"] if args.pg_bucket else [])
     processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
@@ -98,7 +137,10 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
         _, err = process.communicate()
         codes.append(process.returncode)
         try:
-            spent = json.loads(err.strip().splitlines()[-1])
+            bucket_lines = [line for line in err.splitlines() if line.startswith("bucket: ")]
+            if bucket_lines:
+                print(f"    worker {len(codes)}: {bucket_lines[-1]}")
+            spent = json.loads([line for line in err.splitlines() if line.startswith('{"ledger_s"')][-1])
             ledger_s += spent["ledger_s"]
             for name, seconds in spent["by_method"].items():
                 by_method[name] = by_method.get(name, 0.0) + seconds
@@ -124,6 +166,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="calls in flight per worker")
     parser.add_argument("--rate-limit", type=float, default=100_000, metavar="N",
                         help="[provider] rate_limit, requests/s for all workers together (each takes its share)")
+    parser.add_argument("--pg-bucket", action="store_true",
+                        help="pace all workers with one token bucket row in PostgreSQL instead of each taking "
+                             "rate_limit / live workers (a prototype, here only, to compare the two)")
     parser.add_argument("--no-reserve", action="store_true",
                         help="workers do not reserve chunks: each personalises every pending row it meets")
     args = parser.parse_args()
