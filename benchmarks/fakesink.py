@@ -62,11 +62,12 @@ class _Stats:
         self.recipients: Counter[str] = Counter()  # provider -> recipients accepted
         self.seen: set[str] = set()  # addresses (faithful mode: exactly-once check)
         self.repeats = 0
+        self.first = self.last = 0.0  # epoch seconds of the first and the last send counted (the send's span)
         self.cpu_at_reset = time.process_time()
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "bytes": self.bytes, "recipients": dict(self.recipients),
-                "repeats": self.repeats,
+                "repeats": self.repeats, "first": self.first, "last": self.last,
                 "cpu": time.process_time() - self.cpu_at_reset}
 
 
@@ -99,6 +100,8 @@ class _SinkHandler(_BenchHandler):
     def _count(self, provider: str, n: int) -> None:
         with self.owner.stats.lock:
             self.owner.stats.recipients[provider] += n
+            self.owner.stats.first = self.owner.stats.first or time.time()
+            self.owner.stats.last = time.time()
 
     def _postmark_accept(self, raw: bytes, *, test: bool):
         n = len(_POSTMARK_MESSAGE.findall(raw))

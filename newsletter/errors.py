@@ -8,6 +8,7 @@
      +-- RecipientError             one recipient cannot be sent (their data); the others can
      +-- LedgerError                the delivery ledger
      |    +-- LeaseHeld             another run holds the issue (exit 75)
+     |    +-- PlanExists            another worker planned the issue first: join its plan
      |    +-- RouteRefused          a run through another provider than the plan's; a --restart of a real send
      +-- StoppedNow                 a second Ctrl-C stopped a send mid-batch (exit 130)
      +-- ProviderError              an email API failed (retryable, retry_after; never carries the key);
@@ -85,6 +86,10 @@ class LeaseHeld(LedgerError):
     """Another run holds this issue's lease; nothing was done (EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class PlanExists(LedgerError):
+    """The issue was planned already (by another worker a moment ago, with many workers): join that plan."""
 
 
 class StoppedNow(NewsletterError):

@@ -40,6 +40,7 @@ import email.utils
 import hashlib
 import hmac
 import json
+import random
 import re
 import threading
 import time
@@ -173,6 +174,9 @@ class FakeProviders:
         # Seconds each call waits once its body is read, before it is handled: a real provider's own time
         # (100-500 ms a call); benchmarks/fakesink.py --latency sets it. 0: answer at once.
         self.latency = 0.0
+        # Faults drawn at random for send calls no queued fault applies to (``chaos``): [(fault, chance)].
+        self._chaos: list[tuple[Fault, float]] = []
+        self._chaos_rng = random.Random(0)
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -217,6 +221,13 @@ class FakeProviders:
             self._faults.extend([None] * after + [fault] * times)
         return fault
 
+    def chaos(self, faults: list[tuple[str, int, float]], *, seed: int = 0) -> None:
+        """Each send call (without a queued fault) meets one of ``faults`` at random: ``(kind, status,
+        chance)``, e.g. ``[("status", 500, 0.05), ("status", 429, 0.05), ("drop", 0, 0.03)]``."""
+        with self._lock:
+            self._chaos = [(Fault(kind, status, None), chance) for kind, status, chance in faults]
+            self._chaos_rng = random.Random(seed)
+
     def inject_read(self, *, status: int, retry_after: float | None = None, times: int = 1) -> None:
         """Answer the next ``times`` look-ups (GET: suppression lists, searches, streams) with ``status``."""
         with self._lock:
@@ -229,7 +240,14 @@ class FakeProviders:
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self.send_calls += 1
-            return self._faults.pop(0) if self._faults else None
+            if self._faults:
+                return self._faults.pop(0)
+            draw = self._chaos_rng.random()
+            for fault, chance in self._chaos:
+                if draw < chance:
+                    return fault
+                draw -= chance
+            return None
 
     def clear_faults(self) -> None:
         """Drop the faults no send call has met yet."""
@@ -247,6 +265,7 @@ class FakeProviders:
                     fault.release.set()
             self._faults.clear()
             self._read_faults.clear()
+            self._chaos.clear()
             self.resend_read_times.clear()
             self.rate_limited = 0
             self.accepted.clear()

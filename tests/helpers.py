@@ -133,3 +133,12 @@ def walk_commands(command, path: str = "newsletter"):
         ctx = click.Context(command)
         for name in command.list_commands(ctx):
             yield from walk_commands(command.get_command(ctx, name), f"{path} {name}")
+
+
+def issue_status(run, issue: str, env=None) -> dict:
+    """``status ISSUE --json``, less the live workers a PostgreSQL ledger lists (none once its sends have ended)."""
+    result = run("status", issue, "--json", env=env)
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found.pop("workers", []) == []
+    return found

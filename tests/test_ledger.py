@@ -341,15 +341,17 @@ def test_add_suppressions_adds_only_new_addresses_in_one_go_and_keeps_existing_e
     assert ledger.add_suppressions([], source="sendgrid") == 0
 
 
-# -- the lease ------------------------------------------------------------------------
-def test_a_second_holder_is_refused_while_the_first_is_alive(ledger):
+# -- the lease (one run per issue: SQLite; PostgreSQL registers workers, tests/test_workers.py) --------
+def test_a_second_holder_is_refused_while_the_first_is_alive(sqlite_ledger):
+    ledger = sqlite_ledger
     with pytest.raises(LeaseHeld, match=f"another run is sending issue {ISSUE}") as info:
         ledger.acquire_lease(ISSUE, "other", stale_after=60)
     assert info.value.exit_code == 75
     assert ledger.heartbeat(ISSUE, "me")
 
 
-def test_a_lease_whose_process_died_is_taken_over_at_once(backend):
+def test_a_lease_whose_process_died_is_taken_over_at_once(tmp_path):
+    backend = str(tmp_path / "ledger.sqlite3")
     code = (f"from newsletter.ledger.sqlite import SQLiteLedger; from newsletter.ledger.postgres import PostgresLedger; "
             f"Ledger = PostgresLedger if {backend!r}.startswith('postgresql://') else SQLiteLedger; "
             f"Ledger({backend!r}).acquire_lease({ISSUE!r}, 'dead-run', stale_after=60)")
@@ -361,7 +363,8 @@ def test_a_lease_whose_process_died_is_taken_over_at_once(backend):
         assert not db.heartbeat(ISSUE, "dead-run")  # the old holder learns it lost the lease
 
 
-def test_a_stale_heartbeat_is_taken_over(ledger):
+def test_a_stale_heartbeat_is_taken_over(sqlite_ledger):
+    ledger = sqlite_ledger
     plan(ledger, "a@example.com")
     raw(ledger, "UPDATE leases SET host = 'elsewhere', heartbeat = ?", (time.time() - 120,))
     ledger.acquire_lease(ISSUE, "new", stale_after=60)
@@ -370,15 +373,17 @@ def test_a_stale_heartbeat_is_taken_over(ledger):
     assert ledger.claim(ISSUE, "b", ["a@example.com"], "new") == {"a@example.com"}  # the row was there to claim
 
 
-def test_a_fresh_heartbeat_on_another_host_is_respected(ledger):
+def test_a_fresh_heartbeat_on_another_host_is_respected(sqlite_ledger):
+    ledger = sqlite_ledger
     raw(ledger, "UPDATE leases SET host = 'elsewhere', pid = 1")
     with pytest.raises(LeaseHeld, match="pid 1 on elsewhere"):
         ledger.acquire_lease(ISSUE, "new", stale_after=60)
 
 
-def test_a_lease_tells_whether_its_holder_may_still_be_sending(backend):
+def test_a_lease_tells_whether_its_holder_may_still_be_sending(tmp_path):
     from newsletter.ledger.base import Lease
 
+    backend = str(tmp_path / "ledger.sqlite3")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     here = socket.gethostname()

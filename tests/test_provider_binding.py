@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakeproviders import FakeProviders
+from helpers import issue_status
 from helpers import ledger_tables as dump
 
 KEY = "binding-key-Qx7"
@@ -51,9 +52,7 @@ def real_copies(fake: FakeProviders) -> list[str]:
 
 
 def status(run, env=None) -> dict:
-    result = run("status", ISSUE, "--json", env=env)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return issue_status(run, ISSUE, env)
 
 
 # -- the trial eats the real send ----------------------------------------------------------------

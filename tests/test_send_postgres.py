@@ -33,7 +33,7 @@ def test_send_twice_on_postgres_sends_each_reader_once_and_status_agrees(workspa
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout) == {"issue": ISSUE, "total": len(eligible), "pending": 0, "sending": 0,
                                          "sent": len(eligible), "failed": 0, "unknown": 0, "skipped": 0,
-                                         "provider": "outbox"}
+                                         "provider": "outbox", "workers": []}
     assert not (workspace / ".newsletter" / "ledger.sqlite3").exists()  # the SQLite ledger was never used
     info = cli(workspace, env, "ledger", "info")
     assert "backend:       postgresql" in info.stdout and f"deliveries:    {len(eligible)}\n" in info.stdout

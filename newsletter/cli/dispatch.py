@@ -128,7 +128,7 @@ def _send(app: App, log: EventLog, verdict: Verdict, records: list[dict], option
             raise error
         log.error(error.render(), issue=issue_id, exit_code=1)
         return 1
-    return exit_code(result.counts)
+    return exit_code(result.counts, result.others)
 
 
 def _say_plan(log: EventLog, s: Summary, *, dry_run: bool) -> None:

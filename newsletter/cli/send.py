@@ -106,7 +106,7 @@ def _finish(result: SendResult, as_json: bool) -> int:
         click.echo(in_doubt_line(result.provider, result.summary.issue_id, result.counts["unknown"]), err=as_json)
     if result.totals.error is not None:
         raise result.totals.error
-    return exit_code(result.counts)
+    return exit_code(result.counts, result.others)
 
 
 def dry_run_record(summary: Summary) -> dict:
@@ -118,7 +118,7 @@ def dry_run_record(summary: Summary) -> dict:
 def result_record(result: SendResult) -> dict:
     """``send --json``'s object (docs/sending.md)."""
     summary, totals, counts = result.summary, result.totals, result.counts
-    return {"issue": summary.issue_id, "exit_code": 1 if totals.error else exit_code(counts),
+    return {"issue": summary.issue_id, "exit_code": 1 if totals.error else exit_code(counts, result.others),
             "sent_now": totals.sent, "failed_now": totals.failed, "unknown_now": totals.unknown,
             "retried_failed": summary.retry_failed, "batches": totals.batches,
             "stopped": totals.aborted or None, "new_subscribers": summary.new_subscribers,
@@ -133,7 +133,10 @@ def result_lines(result: SendResult) -> list[str]:
              f"{counts['pending'] + counts['sending']} pending, of {sum(counts.values())} planned."]
     if counts["failed"] or counts["unknown"]:
         lines.append(f"See who and why: newsletter status {summary.issue_id} --failed")
-    if exit_code(counts) == 4:
+    if result.others:
+        lines.append(f"{result.others} of the pending are being sent by other workers now "
+                     f"(`newsletter status {summary.issue_id}` lists them).")
+    if exit_code(counts, result.others) == 4:
         why = totals.incomplete_reason()
         lines.append(f"Incomplete{': ' + why if why else ''}. "
                      f"Run `newsletter send {summary.issue_id}` again to resume.")

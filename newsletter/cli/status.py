@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from . import App, cli, pass_app
 # `status --help` (benchmarks/startup.py; tests/test_cli_help.py checks what loads).
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..ledger.base import Lease, Ledger
+    from ..ledger.base import Lease, Ledger, Worker
     from ..sending.binding import Route
 
 
@@ -49,6 +50,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         if as_json:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES},
                    "provider": route.key()}
+            if ledger.many_workers:
+                obj["workers"] = [_worker_fields(w) for w in _live_workers(ledger, issue_id)]
             if failed:
                 obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
                                     "updated_at": r.updated_at} for r in rows]
@@ -59,6 +62,9 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         lease = ledger.lease(issue_id)
         if lease:
             click.echo(_lease_line(lease, issue_id))
+        if ledger.many_workers:
+            for line in _worker_lines(_live_workers(ledger, issue_id)):
+                click.echo(line)
         for row in rows:
             click.echo(f"{row.state:8} {row.email}  {row.reason}")
 
@@ -110,6 +116,30 @@ def _lease_line(lease: Lease, issue_id: str) -> str:
     since = datetime.fromtimestamp(lease.heartbeat, timezone.utc).isoformat(timespec="seconds")
     return (f"the run by pid {lease.pid} on {lease.host} stopped without finishing (last heard from {since}); "
             f"`newsletter send {issue_id}` resumes it")
+
+
+def _live_workers(ledger: Ledger, issue_id: str) -> list[Worker]:
+    """The workers sending the issue now (docs/team.md): registered, and alive by the reaping rule."""
+    from ..sending.lease import LEASE_STALE_AFTER
+
+    return [w for w in ledger.workers(issue_id) if w.holder_alive(stale_after=LEASE_STALE_AFTER)]
+
+
+def _worker_fields(worker: Worker) -> dict:
+    return {"holder": worker.holder, "host": worker.host, "pid": worker.pid,
+            "heartbeat_age": round(max(0.0, time.time() - worker.heartbeat), 1),
+            "recipients_per_s": round(worker.rate, 1),
+            "started": datetime.fromtimestamp(worker.acquired, timezone.utc).isoformat(timespec="seconds")}
+
+
+def _worker_lines(workers: list[Worker]) -> list[str]:
+    if not workers:
+        return ["workers: none sending now"]
+    lines = [f"workers: {len(workers)} sending now"]
+    for w in map(_worker_fields, workers):
+        lines.append(f"  pid {w['pid']} on {w['host']}: heartbeat {w['heartbeat_age']:g} s ago, "
+                     f"{w['recipients_per_s']:g} recipients/s, since {w['started']} ({w['holder']})")
+    return lines
 
 
 def _issue_id(settings: Settings, ref: str) -> tuple[str, IssueError | None]:

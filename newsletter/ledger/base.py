@@ -28,6 +28,16 @@ Only the holder of the issue's lease may claim rows: :meth:`Ledger.claim`
 checks the lease in the same statement (a fencing token), so a run whose lease
 was taken over cannot send another batch.
 
+A ledger whose :attr:`Ledger.many_workers` is True (PostgreSQL) has no single
+holder: each run registers itself as one of the issue's workers instead
+(:meth:`Ledger.acquire_lease` registers, :meth:`Ledger.heartbeat` beats,
+:meth:`Ledger.release_lease` leaves), and its claim is fenced by its own
+registration. A worker silent for the stale time is reaped by another one
+(:meth:`Ledger.reap_workers`), and only then are the rows it left ``sending``
+in doubt: :meth:`Ledger.adopt_in_doubt` hands them to one live worker, which
+resolves them by the dead-run rule above. A live worker's batches in flight
+are never touched. docs/team.md tells the whole story.
+
 This module is the interface; :mod:`newsletter.ledger.sqlite` implements it in
 a file, :mod:`newsletter.ledger.postgres` in a database a team shares (docs/team.md;
 its ``claim`` is ``SELECT ... FOR UPDATE SKIP LOCKED``). Addresses are stored lower-cased:
@@ -236,6 +246,13 @@ class Lease:
         return (time.time() if now is None else now) - self.heartbeat < stale_after
 
 
+@dataclass(frozen=True)
+class Worker(Lease):
+    """One run registered on an issue of a many-worker ledger (``acquired`` is when it started)."""
+
+    rate: float = 0.0  # recipients per second, as of its last heartbeat
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists on this host."""
     try:
@@ -253,6 +270,9 @@ class Ledger(ABC):
     """What the send loop needs from a ledger. Every method is one transaction."""
 
     url: str
+    # False: one run per issue holds its lease, a second one exits 75 (SQLite). True: every run
+    # registers as one of the issue's workers and they share the plan (PostgreSQL; docs/team.md).
+    many_workers: bool = False
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Ledger":
@@ -285,21 +305,52 @@ class Ledger(ABC):
         whose key is there already; refuse (LedgerError) a ledger that is not empty unless ``merge``.
         Returns table -> rows added."""
 
-    # -- the lease (one run per issue) ---------------------------------------------
+    # -- the lease (one run per issue) or the workers (many_workers) -------------------
     @abstractmethod
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
-        """Take the issue, or take over a dead/stale holder's lease; raise LeaseHeld otherwise."""
+        """Take the issue, or take over a dead/stale holder's lease; raise LeaseHeld otherwise.
+        With ``many_workers``: register ``holder`` as one more worker of the issue (never LeaseHeld)."""
 
     @abstractmethod
-    def heartbeat(self, issue_id: str, holder: str) -> bool:
-        """Refresh our lease; False when it is no longer ours (taken over: stop sending)."""
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
+        """Refresh our lease (or registration, with our ``rate`` in recipients/s when given); False when it
+        is no longer ours (taken over, or reaped: stop sending)."""
 
     @abstractmethod
     def release_lease(self, issue_id: str, holder: str) -> None: ...
 
     @abstractmethod
     def lease(self, issue_id: str) -> Lease | None:
-        """Who holds the issue now, if anyone (``status`` says so)."""
+        """Who holds the issue now, if anyone (``status`` says so); always None with ``many_workers``
+        (see :meth:`workers`)."""
+
+    def workers(self, issue_id: str) -> list[Worker]:
+        """The runs registered on the issue, oldest first, dead ones included until reaped (many_workers)."""
+        return []
+
+    def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
+        """Remove the registrations of the issue's dead workers (by :meth:`Lease.holder_alive`), but never
+        ``holder``'s: they claim nothing more, their reserved rows are free, their ``sending`` rows are in
+        doubt. Returns the holders reaped. One run per issue: nothing to reap (the lease's takeover)."""
+        return []
+
+    def adopt_in_doubt(self, issue_id: str, holder: str) -> dict[str, list[str]]:
+        """Rows a dead run left ``sending`` that ``holder`` now answers for: batch id -> address keys. One
+        run per issue: every ``sending`` row (the caller holds the lease, nothing else is in flight).
+        Many workers: the ``sending`` rows of no registered worker, handed to ``holder`` in one
+        transaction (so one worker resolves each batch); a live worker's rows are never among them."""
+        return self.in_doubt(issue_id)
+
+    def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
+        """Rows still ``pending`` or ``sending`` that a live worker other than ``holder`` reserved or claimed
+        (alive by the reaping rule, :meth:`Lease.holder_alive`); 0 with one run per issue."""
+        return 0
+
+    def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
+        """Mark the ``pending`` rows of ``emails`` that no live worker reserved as ``holder``'s; the keys
+        now reserved for it (a hint: the others do not personalise them). None: one run per issue,
+        every pending row is the caller's."""
+        return None
 
     # -- the plan --------------------------------------------------------------------
     @abstractmethod
@@ -401,7 +452,8 @@ class Ledger(ABC):
 
     @abstractmethod
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
-        """Rows a dead run left ``sending``: batch id -> address keys."""
+        """Rows left ``sending``: batch id -> address keys (a dead run's, under the lease; with many workers
+        live ones' batches in flight too: :meth:`adopt_in_doubt` tells them apart)."""
 
     @abstractmethod
     def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:

@@ -122,6 +122,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (issue_id, provider)
         )
     """),
+    (7, "workers, deliveries.claimed_by: several workers on one issue (docs/team.md)", """
+        -- A many-worker ledger (PostgreSQL) registers each run sending an issue here instead of
+        -- taking the issue's one lease: its heartbeat (epoch seconds) and its recipients per second.
+        -- A registration silent for the stale time is reaped by another worker.
+        CREATE TABLE workers (
+            issue_id  TEXT NOT NULL,
+            holder    TEXT NOT NULL,
+            pid       INTEGER NOT NULL,
+            host      TEXT NOT NULL,
+            heartbeat REAL NOT NULL,
+            started   REAL NOT NULL,
+            rate      REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (issue_id, holder)
+        )
+        -- SQLite keeps one run per issue (its lease): the table stays empty there, and its
+        -- deliveries need no claimed_by (PostgreSQL's text of this step adds it).
+    """),
 ]
 
 # PostgreSQL's text of the steps whose SQLite text it does not take (docs/team.md).
@@ -171,6 +188,21 @@ POSTGRES_VARIANTS: dict[int, str] = {
         -- `ledger copy` is migrated, inference included, before it is read.)
         ALTER TABLE issues ADD COLUMN provider TEXT NOT NULL DEFAULT '';
         ALTER TABLE issues ADD COLUMN provider_scope TEXT NOT NULL DEFAULT ''
+    """,
+    7: """
+        CREATE TABLE workers (
+            issue_id  TEXT NOT NULL,
+            holder    TEXT NOT NULL,
+            pid       INTEGER NOT NULL,
+            host      TEXT NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL,
+            started   DOUBLE PRECISION NOT NULL,
+            rate      DOUBLE PRECISION NOT NULL DEFAULT 0,
+            PRIMARY KEY (issue_id, holder)
+        );
+        -- The worker that reserved a pending row (a hint: it personalises and claims it) or claimed
+        -- a sending one (the batch in flight is its own). '' = nobody.
+        ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
     """,
 }
 

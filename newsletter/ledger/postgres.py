@@ -1,11 +1,12 @@
 """The shared ledger: a PostgreSQL database, for a team or several machines (docs/team.md).
 
 The same protocol as the SQLite ledger (:mod:`newsletter.ledger.base`), the same tables and the same
-text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. The lease
-is still one holder per issue, as on SQLite (exit 75 for a second run); per-worker registrations
-come later (docs/team.md, what is not done yet). :meth:`PostgresLedger.claim` takes its rows with
-``SELECT ... FOR UPDATE SKIP LOCKED`` and holds the lease row ``FOR SHARE`` until it commits, so a
-takeover waits for a claim in flight and a claim after a takeover finds no lease (the fencing token).
+text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. Several
+workers send one issue together (``many_workers``): each run registers in ``workers`` instead of
+taking the issue's lease. :meth:`PostgresLedger.claim` takes its rows with ``SELECT ... FOR UPDATE
+SKIP LOCKED`` and holds its own registration ``FOR SHARE`` until it commits, so a reaper (which
+deletes it ``FOR UPDATE``) waits for a claim in flight, and a claim after the reaping finds no
+registration and claims nothing (the fencing token).
 
 One connection per ledger object for its transactions, shared by the send loop's threads under a
 lock, as on SQLite, plus one for the send loop's look-ups; psycopg is imported only here, only for a
@@ -28,16 +29,19 @@ from urllib.parse import quote
 import psycopg
 
 from ..config import without_password
-from ..errors import LeaseHeld, LedgerError
+from ..errors import LedgerError, PlanExists
 from ..models import Outcome
 from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
-                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
+                   CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression, Worker,
                    address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time, suppression_rows)
 from .migrations import LATEST, steps
 
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
 _ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
-_LEASE_COLUMNS = "issue_id, holder, pid, host, heartbeat, acquired"
+_WORKER_COLUMNS = "issue_id, holder, pid, host, heartbeat, started, rate"
+# A row reserved or claimed by nobody, or by a worker no longer registered, is anybody's.
+_FREE = ("(d.claimed_by = '' OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.issue_id = d.issue_id "
+         "AND w.holder = d.claimed_by))")
 _ROW_COLUMNS = "issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at"
 _C = 'COLLATE "C"'  # order text byte-wise, as SQLite does, whatever the database's locale
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
@@ -91,9 +95,15 @@ class PostgresLedger(Ledger):
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection]:
+    def _tx(self, *, one_statement: bool = False) -> Iterator[psycopg.Connection]:
+        """A transaction on the shared connection. ``one_statement``: the caller runs a single statement,
+        its own transaction in autocommit mode: one round trip instead of BEGIN, it, COMMIT (each round
+        trip also waits for the GIL while another thread personalises)."""
         with self._lock:
             try:
+                if one_statement:
+                    yield self._db
+                    return
                 with self._db.transaction():
                     yield self._db
             except psycopg.Error as err:
@@ -124,7 +134,13 @@ class PostgresLedger(Ledger):
             # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
             # On an older schema that transaction holds its tables' locks until the command ends.
             self._db.execute("BEGIN")
-            self._apply(self._db, version)
+            try:
+                self._apply(self._db, version)
+            except psycopg.Error as err:  # another process created or upgraded the tables meanwhile
+                raise LedgerError(f"the ledger's schema (version {version}, this newsletter uses {LATEST}) was "
+                                  f"being upgraded by another process: {str(err).strip()}", path=self._shown,
+                                  hint="run `newsletter ledger migrate` once before starting several workers, "
+                                       "then run this again") from None
             return
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -175,43 +191,79 @@ class PostgresLedger(Ledger):
                            "WHERE d.issue_id = issues.issue_id)")
         return added
 
-    # -- the lease ------------------------------------------------------------------
+    # -- the workers (many_workers: a registration each, no single lease) -----------------
+    many_workers = True
+
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         with self._tx() as db:
-            row = db.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE issue_id = %s FOR UPDATE",
-                             (issue_id,)).fetchone()
-            other = Lease(*row) if row else None
-            if other and other.holder != holder and other.holder_alive(stale_after=stale_after, now=now):
-                since = datetime.fromtimestamp(other.acquired, timezone.utc).isoformat(timespec="seconds")
-                raise LeaseHeld(f"another run is sending issue {issue_id} (pid {other.pid} on {other.host}, "
-                                f"since {since}); nothing was done",
-                                hint="wait for it to finish; if it died, its lease is taken over "
-                                     f"automatically (at once on this host, after {stale_after:g} s elsewhere)")
-            # The row read above is locked until we commit. Two runs finding no row both insert: the
-            # second waits on the key, then must not overwrite the first (``WHERE`` false: no row back).
-            taken = db.execute(
-                f"INSERT INTO leases ({_LEASE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (issue_id) "
-                "DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, "
-                "heartbeat = excluded.heartbeat, acquired = excluded.acquired WHERE %s RETURNING holder",
-                (issue_id, holder, pid, host, now, now, other is not None)).fetchone()
-            if taken is None:
-                raise LeaseHeld(f"another run took issue {issue_id} at this very moment; nothing was done",
-                                hint="wait for it to finish; if it died, its lease is taken over automatically")
-        return Lease(issue_id, holder, pid, host, now, now)
+            db.execute(f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, 0) "
+                       "ON CONFLICT (issue_id, holder) DO UPDATE SET heartbeat = excluded.heartbeat",
+                       (issue_id, holder, pid, host, now, now))
+        return Worker(issue_id, holder, pid, host, now, now)
 
-    def heartbeat(self, issue_id: str, holder: str) -> bool:
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
         with self._tx() as db:
-            return db.execute("UPDATE leases SET heartbeat = %s WHERE issue_id = %s AND holder = %s",
-                              (time.time(), issue_id, holder)).rowcount == 1
+            return db.execute("UPDATE workers SET heartbeat = %s, rate = coalesce(%s, rate) WHERE issue_id = %s "
+                              "AND holder = %s",
+                              (time.time(), rate, issue_id, holder)).rowcount == 1
 
     def release_lease(self, issue_id: str, holder: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM leases WHERE issue_id = %s AND holder = %s", (issue_id, holder))
+            db.execute("DELETE FROM workers WHERE issue_id = %s AND holder = %s", (issue_id, holder))
 
     def lease(self, issue_id: str) -> Lease | None:
-        rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE issue_id = %s", (issue_id,))
-        return Lease(*rows[0]) if rows else None
+        return None  # no single holder: see workers()
+
+    def workers(self, issue_id: str) -> list[Worker]:
+        return [Worker(*row) for row in self._read(
+            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s ORDER BY started, holder {_C}",
+            (issue_id,))]
+
+    def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
+        now = time.time()
+        with self._tx() as db:
+            # FOR UPDATE waits for every claim in flight (they hold their registration FOR SHARE).
+            rows = db.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s FOR UPDATE",
+                              (issue_id,)).fetchall()
+            dead = [w.holder for w in map(lambda row: Worker(*row), rows)
+                    if w.holder != holder and not w.holder_alive(stale_after=stale_after, now=now)]
+            if dead:
+                db.execute("DELETE FROM workers WHERE issue_id = %s AND holder = ANY(%s)", (issue_id, dead))
+        return dead
+
+    def adopt_in_doubt(self, issue_id: str, holder: str) -> dict[str, list[str]]:
+        with self._tx() as db:
+            # Rows of a live worker stay its own; those of a reaped (or pre-workers) run become ours. A
+            # second adopter waits on the row locks, then finds them registered to us: it takes none.
+            adopted = db.execute(
+                "UPDATE deliveries d SET claimed_by = %s WHERE d.issue_id = %s AND d.state = 'sending' "
+                f"AND {_FREE} RETURNING d.batch_id, d.email", (holder, issue_id)).fetchall()
+        batches: dict[str, list[str]] = {}
+        for batch_id, email in sorted(adopted):
+            batches.setdefault(batch_id, []).append(email)
+        return batches
+
+    def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
+        now = time.time()
+        live = [w.holder for w in self.workers(issue_id)
+                if w.holder != holder and w.holder_alive(stale_after=stale_after, now=now)]
+        if not live:
+            return 0
+        return self._read("SELECT count(*) FROM deliveries WHERE issue_id = %s AND state IN ('pending', 'sending') "
+                          "AND claimed_by = ANY(%s)", (issue_id, live))[0][0]
+
+    def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
+        if not emails:
+            return set()
+        keys = [address_key(e) for e in emails]
+        with self._tx() as db:
+            db.execute(f"UPDATE deliveries d SET claimed_by = %s WHERE d.issue_id = %s AND d.email = ANY(%s) "
+                       f"AND d.state = 'pending' AND d.claimed_by != %s AND {_FREE}",
+                       (holder, issue_id, keys, holder))
+            return {email for (email,) in db.execute(
+                "SELECT email FROM deliveries WHERE issue_id = %s AND email = ANY(%s) AND state = 'pending' "
+                "AND claimed_by = %s", (issue_id, keys, holder))}
 
     # -- the plan -------------------------------------------------------------------
     def issue(self, issue_id: str) -> IssueRecord | None:
@@ -231,7 +283,7 @@ class PostgresLedger(Ledger):
                                   (issue_id, content_hash, subject, segment, _now(), provider,
                                    provider_scope)).rowcount
             if not inserted:
-                raise LedgerError(f"issue {issue_id} already has a plan", path=self._shown)
+                raise PlanExists(f"issue {issue_id} already has a plan", path=self._shown)
             return self._insert_pending(db, issue_id, emails)
 
     def bind_provider(self, issue_id: str, provider: str, provider_scope: str) -> bool:
@@ -248,10 +300,15 @@ class PostgresLedger(Ledger):
             if found[0] not in ("", only_provider):
                 raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
                                   f"its plan is kept", path=self._shown)
-            if not db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
-                              (issue_id, holder)).fetchone():
-                raise LedgerError(f"this run no longer holds issue {issue_id}'s lease: its plan is kept",
+            others = [h for (h,) in db.execute("SELECT holder FROM workers WHERE issue_id = %s FOR UPDATE",
+                                               (issue_id,))]
+            if holder not in others:
+                raise LedgerError(f"this run is no longer registered on issue {issue_id}: its plan is kept",
                                   path=self._shown)
+            if len(others) > 1:
+                raise LedgerError(f"{len(others) - 1} other worker(s) are registered on issue {issue_id}: its "
+                                  f"plan is kept", path=self._shown,
+                                  hint=f"wait for them to finish (`newsletter status {issue_id}` lists them)")
             dropped = db.execute("DELETE FROM deliveries WHERE issue_id = %s", (issue_id,)).rowcount
             db.execute("DELETE FROM issues WHERE issue_id = %s", (issue_id,))
             return dropped
@@ -291,6 +348,9 @@ class PostgresLedger(Ledger):
             "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.issue_id = %(issue)s AND e.email = p.erased) "
             "ORDER BY p.ord ON CONFLICT (issue_id, email) DO NOTHING", {"issue": issue_id, "now": _now()}).rowcount
         db.execute("DELETE FROM plan_input")
+        # Statistics now, not when autovacuum gets to it: without them the planner reads a claim's or a
+        # reservation's rows through (issue_id, state), every pending row of the issue, not by address.
+        db.execute("ANALYZE deliveries")
         db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = %(issue)s) "
                    "WHERE issue_id = %(issue)s", {"issue": issue_id})
         return added
@@ -315,17 +375,23 @@ class PostgresLedger(Ledger):
             return set()
         now = _now()
         with self._tx() as db:
-            # FOR SHARE: a takeover (acquire_lease's FOR UPDATE) waits until this claim commits.
-            if not db.execute("SELECT 1 FROM leases WHERE issue_id = %s AND holder = %s FOR SHARE",
+            # FOR SHARE: a reaper (reap_workers' FOR UPDATE) waits until this claim commits.
+            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR SHARE",
                               (issue_id, holder)).fetchone():
                 return set()
-            claimed = db.execute(
+            claimed = {row for (row,) in db.execute(
                 "WITH c AS (SELECT id FROM deliveries WHERE id = ANY(%(rows)s) AND issue_id = %(issue)s "
                 "AND state = 'pending' FOR UPDATE SKIP LOCKED) "
                 "UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
-                "claimed_at = %(now)s FROM c WHERE d.id = c.id AND d.state = 'pending' RETURNING d.id",
-                {"issue": issue_id, "rows": list(rows), "batch": batch_id, "now": now}).fetchall()
-        return {row for (row,) in claimed}
+                "claimed_at = %(now)s, claimed_by = %(holder)s FROM c WHERE d.id = c.id AND d.state = 'pending' "
+                "RETURNING d.id",
+                {"issue": issue_id, "rows": list(rows), "batch": batch_id, "now": now, "holder": holder})}
+            if len(claimed) == len(set(rows)):  # every row asked for (the usual case): nothing to read back
+                return claimed
+            # As SQLite's: the batch's rows, with those it already held (a batch resumed under its own id).
+            found = db.execute("SELECT id FROM deliveries WHERE issue_id = %s AND batch_id = %s",
+                               (issue_id, batch_id)).fetchall()
+        return {row for (row,) in found}
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
                     source: str) -> None:
@@ -333,21 +399,22 @@ class PostgresLedger(Ledger):
         if not outcomes:
             return
         now = _now()
-        with self._tx() as db:
-            if all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
+        if all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
+            with self._tx(one_statement=True) as db:
                 db.execute("UPDATE deliveries SET state = 'sent', provider_id = %s, reason = '', "
                            "attempts = attempts + 1, updated_at = %s WHERE id = ANY(%s) AND issue_id = %s "
                            "AND batch_id = %s AND state = 'sending'",
                            (outcomes[0].provider_id, now, list(rows), issue_id, batch_id))
-                return
+            return
+        suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
+                    if o.suppress]
+        with self._tx(one_statement=not suppress) as db:
             db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, reason = v.reason, "
                        "attempts = d.attempts + 1, updated_at = %s "
                        "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, provider_id, "
                        "reason) WHERE d.id = v.id AND d.issue_id = %s AND d.batch_id = %s AND d.state = 'sending'",
                        (now, list(rows), [RECORD_STATE[o.state] for o in outcomes],
                         [o.provider_id for o in outcomes], [o.reason[:500] for o in outcomes], issue_id, batch_id))
-            suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
-                        if o.suppress]
             if suppress:
                 self._insert_suppressions(db, suppression_rows(suppress, ""), source, now)
 

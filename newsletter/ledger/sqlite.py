@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
-from ..errors import LeaseHeld, LedgerError
+from ..errors import LeaseHeld, LedgerError, PlanExists
 from ..models import Outcome
 from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
                    CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
@@ -222,7 +222,7 @@ class SQLiteLedger(Ledger):
                        (issue_id, holder, pid, host, now, now))
         return Lease(issue_id, holder, pid, host, now, now)
 
-    def heartbeat(self, issue_id: str, holder: str) -> bool:
+    def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
         with self._tx() as db:
             cur = db.execute("UPDATE leases SET heartbeat = ? WHERE issue_id = ? AND holder = ?",
                              (time.time(), issue_id, holder))
@@ -250,7 +250,7 @@ class SQLiteLedger(Ledger):
                     emails: Iterable[str], provider: str = "", provider_scope: str = "") -> int:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM issues WHERE issue_id = ?", (issue_id,)).fetchone():
-                raise LedgerError(f"issue {issue_id} already has a plan", path=self.url)
+                raise PlanExists(f"issue {issue_id} already has a plan", path=self.url)
             db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
                        (issue_id, content_hash, subject, segment, _now(), provider, provider_scope))
             return self._insert_pending(db, issue_id, emails)

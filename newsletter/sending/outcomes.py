@@ -49,6 +49,8 @@ class Work:
     # Each message's ledger row id (PlanRow.id), which its claim and record go by; the dispatcher looks
     # them up when the work came without (in-doubt batches, tests).
     rows: list[int] = field(default_factory=list)
+    # Several workers: how many times rows of this work were passed over by a claim (SKIP LOCKED) and asked for again.
+    claim_tries: int = 0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ The order matters and is the same every time::
     -> resolve rows a dead run left `sending` -> stream the list through the
     send loop -> skip plan rows that left the list -> release the lease
 
+With several workers on a PostgreSQL ledger (docs/team.md) each run registers instead of taking
+the lease, reaps dead workers when it starts and when it finishes its walk, resolves only the rows
+it adopts from them, and reserves each chunk's pending rows before personalising them.
+
 Rows a dead run left ``sending`` are retried under their batch id (the same
 idempotency key) only while the provider still remembers that key: the batch's
 first claim (the ledger's ``claimed_at``) is younger than the provider's
@@ -30,14 +34,14 @@ from typing import Callable, Iterator
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
-from ..errors import LedgerError, RecipientError, StoppedNow, SubscriberError
+from ..errors import LedgerError, PlanExists, RecipientError, StoppedNow, SubscriberError
 from ..ledger.base import Ledger, address_key, chunked
 from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import Problem, check_list, eligible, iter_subscribers
 from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
-from .lease import LeaseKeeper
+from .lease import LEASE_STALE_AFTER, LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
 from .pool import Dispatcher
 from .ratelimit import Backoff
@@ -175,10 +179,11 @@ class SendRun:
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
-        summary.in_doubt = summary.counts["sending"]
+        # Several workers: this counts other live workers' batches in flight too (a summary, not a decision).
         retry, expired = self.in_doubt_batches()
-        retried = sum(len(keys) for keys in retry.values())
-        summary.in_doubt_action = self._in_doubt_action(retried, sum(len(keys) for keys in expired.values()))
+        retried, unknown = sum(len(keys) for keys in retry.values()), sum(len(keys) for keys in expired.values())
+        summary.in_doubt = retried + unknown
+        summary.in_doubt_action = self._in_doubt_action(retried, unknown)
         # Counted on every run, so nobody who joined since is left out unnoticed (--include-new adds them).
         suppressed = self.ledger.suppressed_set()
         for keys in chunked(self._eligible(), _CHUNK):  # a look-up per chunk: memory stays flat
@@ -232,9 +237,13 @@ class SendRun:
         if self.restarting is not None:
             self.ledger.drop_plan(self.issue_id, holder, only_provider=OUTBOX)
         if self.record is None:
-            self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
-                                    subject=self.compiled.issue.subject, segment=self.segment, emails=self._eligible(),
-                                    provider=self.route.provider, provider_scope=self.route.scope)
+            try:
+                self.ledger.create_plan(self.issue_id, content_hash=self.compiled.content_hash,
+                                        subject=self.compiled.issue.subject, segment=self.segment,
+                                        emails=self._eligible(), provider=self.route.provider,
+                                        provider_scope=self.route.scope)
+            except PlanExists:  # several workers: another one froze it while we counted; we join its plan
+                self._load_plan()  # as it is, unless it is bound to another provider (refused there)
         elif self.replan_from is not None:
             if self.verdict in (BIND, ASK):  # nobody was tried yet: the plan may still be unbound
                 self.ledger.bind_provider(self.issue_id, self.route.provider, self.route.scope)
@@ -257,13 +266,15 @@ class SendRun:
         self.record = self.ledger.issue(self.issue_id)
         self.verdict, self.restarting = SAME, None
 
-    def in_doubt_batches(self, now: datetime | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Rows a dead run left ``sending``, as (batches to retry under their key, batches to mark unknown).
+    def in_doubt_batches(self, now: datetime | None = None, doubt: dict[str, list[str]] | None = None
+                         ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Rows a dead run left ``sending`` (``doubt``, else all the ledger holds in doubt), as (batches to
+        retry under their key, batches to mark unknown).
 
         A batch is retried only while the provider still remembers its idempotency key, judged
         from its first claim, which is never later than its first send.
         """
-        doubt = self.ledger.in_doubt(self.issue_id)
+        doubt = self.ledger.in_doubt(self.issue_id) if doubt is None else doubt
         if not doubt or not self.provider.idempotent:
             return {}, doubt
         now = now or datetime.now(timezone.utc)
@@ -276,9 +287,10 @@ class SendRun:
             (retry if self.provider.honours_key(age) else expired)[batch_id] = keys
         return retry, expired
 
-    def recover_in_doubt(self, now: datetime | None = None) -> list[Work]:
-        """Rows a dead run left ``sending``: the same batches again while their key holds, else ``unknown``."""
-        retry, expired = self.in_doubt_batches(now)
+    def recover_in_doubt(self, holder: str, now: datetime | None = None) -> list[Work]:
+        """Rows a dead run left ``sending`` (those ``holder`` adopts, with several workers): the same batches
+        again while their key holds, else ``unknown``."""
+        retry, expired = self.in_doubt_batches(now, self.ledger.adopt_in_doubt(self.issue_id, holder))
         if expired and not self.provider.idempotent:
             self.ledger.mark_unknown(self.issue_id, list(expired), "a run stopped after claiming this batch; "
                                      "it may or may not have been sent")
@@ -330,16 +342,28 @@ class SendRun:
                                 concurrency=provider.concurrency, max_attempts=provider.max_attempts,
                                 backoff=backoff, on_batch=on_batch,
                                 template=self.compiled.send_template())
+        stale_after = keeper.stale_after if keeper else LEASE_STALE_AFTER
         if keeper:
             keeper.on_lost = lambda: dispatcher.abort(
-                "another run took over this issue's lease",
-                LedgerError("another run took over this issue's lease; stopped sending"))
-        in_doubt = self.recover_in_doubt()
+                "another run took over this issue's lease (or reaped this worker)",
+                LedgerError("another run took over this issue's lease (or reaped this worker); stopped sending"))
+            keeper.sent = lambda: dispatcher.totals.sent
+            # Many workers: each takes its share of the provider's rate, re-read at every heartbeat.
+            keeper.on_share = lambda live: dispatcher.limiter.set_rate(self.provider.rate_limit / live)
+            keeper.on_share(keeper.live_workers())
+        self.ledger.reap_workers(self.issue_id, holder, stale_after=stale_after)
+        in_doubt = self.recover_in_doubt(holder)
         dispatcher.start()
         try:
             for work in in_doubt:
                 dispatcher.submit(work)
-            complete = self._feed(dispatcher)
+            complete = self._feed(dispatcher, holder)
+            # Many workers: whoever finishes its walk reaps the workers that died meanwhile, resolves their
+            # batches in doubt and walks again for the rows they had reserved (docs/team.md).
+            while complete and self.ledger.reap_workers(self.issue_id, holder, stale_after=stale_after):
+                for work in self.recover_in_doubt(holder):
+                    dispatcher.submit(work)
+                complete = self._feed(dispatcher, holder)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let batches in flight finish and be recorded
             return self._stop_gently(dispatcher, on_interrupt)
         except BaseException as err:
@@ -351,10 +375,18 @@ class SendRun:
         except KeyboardInterrupt:
             return self._stop_gently(dispatcher, on_interrupt)
         if complete and not totals.aborted:
-            gone = [(key, "no longer in the subscriber list") for key in self.ledger.pending_keys(self.issue_id)
-                    if key not in totals.exhausted]
-            self.ledger.skip(self.issue_id, gone)
+            self._skip_gone(totals.exhausted)
         return totals
+
+    def _skip_gone(self, exhausted: set[str]) -> None:
+        """After a whole walk: plan rows still ``pending`` whose reader left the list are ``skipped``. A row
+        still in the list is left alone: this run gave up on it (``exhausted``), or another worker is
+        about to send it (its retry, its reservation)."""
+        left = set(self.ledger.pending_keys(self.issue_id)) - exhausted
+        if left:
+            for subscriber in self.subscribers():
+                left.discard(address_key(subscriber.email))
+        self.ledger.skip(self.issue_id, [(key, "no longer in the subscriber list") for key in sorted(left)])
 
     def _stop_gently(self, dispatcher: Dispatcher, on_interrupt: Callable[[int], None]) -> RunTotals:
         dispatcher.abort("interrupted")
@@ -376,8 +408,11 @@ class SendRun:
                           hint=f"run `newsletter send {self.issue_id}` to resume; `newsletter status "
                                f"{self.issue_id} --failed` lists who is in doubt afterwards")
 
-    def _feed(self, dispatcher: Dispatcher) -> bool:
-        """Stream the list into the send loop; True when every subscriber was looked at."""
+    def _feed(self, dispatcher: Dispatcher, holder: str) -> bool:
+        """Stream the list into the send loop; True when every subscriber was looked at.
+
+        With several workers each walks the whole list, and reserves a chunk's pending rows before
+        personalising them: rows another live worker reserved are its to build and send."""
         limit, queued = self.options.limit, 0
         for chunk in chunked(self.subscribers(), max(_CHUNK, self.provider.batch_size)):
             if dispatcher.aborted:
@@ -391,10 +426,15 @@ class SendRun:
                 reason = ineligible_reason(subscriber, self.segment) or ("suppressed" if row.suppressed else "")
                 if reason:
                     skips.append((subscriber.email, reason))
-                elif limit is None or queued < limit:
+                else:
                     ready.append((subscriber, row.id))
-                    queued += 1
             self.ledger.skip(self.issue_id, skips)
+            mine = self.ledger.reserve(self.issue_id, holder, [s.email for s, _ in ready]) if ready else None
+            if mine is not None:
+                ready = [(s, row) for s, row in ready if address_key(s.email) in mine]
+            if limit is not None:
+                ready = ready[:max(0, limit - queued)]
+                queued += len(ready)
             if not self._submit(dispatcher, ready):
                 return False
             if limit is not None and queued >= limit:

@@ -73,6 +73,10 @@ from .outcomes import (
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
 
 
+CLAIM_TRIES = 5  # several workers: times rows passed over by a claim are asked for again
+CLAIM_AGAIN_AFTER = 0.2  # seconds
+
+
 def new_batch_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -253,6 +257,7 @@ class Dispatcher:
         batch_id = new_batch_id()
         work.claimed_at = self.clock()
         claimed = self.ledger.claim_rows(self.issue_id, batch_id, work.rows, self.holder)
+        self._claim_missed_again(work, claimed)
         if not claimed:
             if not self.ledger.heartbeat(self.issue_id, self.holder):
                 self.abort("another run took over this issue's lease",
@@ -275,6 +280,18 @@ class Dispatcher:
             return
         found = self.ledger.lookup_rows(self.issue_id, [m.to for m in work.messages])
         work.rows = [found[key].id if (key := address_key(m.to)) in found else -1 for m in work.messages]
+
+    def _claim_missed_again(self, work: Work, claimed: set[int]) -> None:
+        """Several workers: ``SKIP LOCKED`` passes over a row another worker's statement holds for a moment
+        (its reservation of the same chunk, re-checking the row), and this worker reserved it: ask again
+        shortly, a few times. A row someone else claimed meanwhile is simply not claimed again."""
+        if not self.ledger.many_workers or work.claim_tries >= CLAIM_TRIES:
+            return
+        missed = [n for n, row in enumerate(work.rows) if row not in claimed]
+        if missed:
+            self._later(Work([work.messages[n] for n in missed], [work.values[n] for n in missed] if work.values
+                             else [], None, work.attempt, claim_tries=work.claim_tries + 1,
+                             rows=[work.rows[n] for n in missed]), CLAIM_AGAIN_AFTER)
 
     def _key_expired(self, work: Work) -> None:
         """An in-doubt batch older than the provider's memory of its key: a retry could send it twice."""

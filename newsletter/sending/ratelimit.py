@@ -64,6 +64,15 @@ class TokenBucket:
             self._sleep(delay)
             waited += delay
 
+    def set_rate(self, rate: float) -> None:
+        """A new rate from now on (a worker's share of the global rate, as workers come and go)."""
+        with self._lock:
+            now = self._clock()
+            if self.rate > 0:  # the tokens earned so far at the old rate are kept
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self.rate = rate
+
     def pause(self, seconds: float) -> None:
         """Nobody gets a token for ``seconds`` from now (never shortens an earlier pause)."""
         with self._lock:

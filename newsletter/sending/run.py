@@ -6,7 +6,7 @@ The sequence, the same every time (docs/sending.md)::
     -> refuse a plan bound to another provider (or ask about one an older version left unknown)
     -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings
     (preflight) -> read its unsubscribes (url = "provider")
-    -> validate the list -> take the issue's lease (or exit 75) -> summary
+    -> validate the list -> take the issue's lease (or exit 75; PostgreSQL: register as a worker) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
 The run never prints and never reads the terminal: what it says and asks goes through
@@ -68,6 +68,9 @@ class SendResult:
     counts: dict[str, int]  # the issue's rows per state after the run
     provider: Provider  # closed; its name and capabilities remain
     declined: bool = False  # the user answered no: nothing was frozen or sent
+    # Several workers: rows of ``counts`` still pending or sending that other live workers have reserved or
+    # claimed (theirs to finish: not this run's unfinished business).
+    others: int = 0
 
 
 def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Conversation, *, dry_run: bool = False,
@@ -108,7 +111,8 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
                 with talk.progress(summary.sending_now) as progress:
                     totals = run.send(keeper.holder, on_batch=progress.batch, keeper=keeper,
                                       on_interrupt=lambda in_flight: talk.warn(_interrupted(in_flight, provider)))
-            return SendResult(summary, totals, ledger.counts(summary.issue_id), provider)
+            others = ledger.others_unfinished(summary.issue_id, keeper.holder, stale_after=keeper.stale_after)
+            return SendResult(summary, totals, ledger.counts(summary.issue_id), provider, others=others)
     finally:
         provider.close()
 
@@ -171,9 +175,10 @@ def _interrupted(in_flight: int, provider: Provider) -> str:
             f"({fate})")
 
 
-def exit_code(counts: dict[str, int]) -> int:
-    """The exit code of a run that finished (docs/sending.md): 4 pending left, 3 failed or in doubt, else 0."""
-    if counts["pending"] or counts["sending"]:
+def exit_code(counts: dict[str, int], others: int = 0) -> int:
+    """The exit code of a run that finished (docs/sending.md): 4 pending left (besides the ``others`` that
+    other live workers are sending), 3 failed or in doubt, else 0."""
+    if counts["pending"] + counts["sending"] > others:
         return 4
     if counts["failed"] or counts["unknown"]:
         return 3

@@ -1,0 +1,205 @@
+"""Several `newsletter send` workers on one issue of a PostgreSQL ledger: does throughput scale?
+
+    python benchmarks/scale.py                      # 1, 2 and 4 workers on 200,000 readers, 100 ms a call
+    python benchmarks/scale.py --readers 20000      # the same, smaller
+    python benchmarks/scale.py --workers 1,4 --batch-size 100 --concurrency 4
+
+Each row starts N workers at once (``newsletter send ISSUE --yes``, each a process of its own, the
+way N cron lines on N machines would) on a fresh database of a throwaway PostgreSQL cluster
+(tests/pgserver.py; ``ledger migrate`` first, as docs/team.md says), against the fake providers in a
+process of their own (benchmarks/fakesink.py) waiting ``--latency`` ms per call. The provider is
+SendGrid (the template goes once a call, each reader's values beside it: small requests, so the
+fake's own CPU is not the limit) at ``--batch-size`` recipients a call and ``--concurrency`` calls
+in flight per worker: one worker's pipe holds concurrency x batch / latency recipients a second.
+The global rate limit is left high, so the fake's latency is the only pacing.
+
+It prints, per worker count: recipients/s over the wall time from the first worker's start to the
+last one's end (compile, list check, planning and sending included), the speed-up over one worker,
+the same over the sending alone (the fake's first accepted call to its last),
+and the ledger's share of the wall time (the seconds the workers spent inside ledger calls, summed,
+over workers x wall), and the workers' CPU seconds (``--no-reserve``: without the chunk reservations
+of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
+also checks that the fake got each reader exactly once. Numbers only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
+
+# Runs in each worker: the CLI, with every public PostgresLedger method timed (outermost call only,
+# so a method calling another counts once); the total goes to stderr's last line as JSON at exit.
+_WORKER = """
+import atexit, json, sys, threading, time
+from newsletter.ledger.postgres import PostgresLedger
+spent, depth, by_name = [0.0], threading.local(), {}
+def timed(method):
+    def wrapper(*args, **kwargs):
+        outer = not getattr(depth, "n", 0)
+        depth.n = getattr(depth, "n", 0) + 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            depth.n -= 1
+            if outer:
+                took = time.perf_counter() - start
+                spent[0] += took
+                by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
+    return wrapper
+for name, value in list(vars(PostgresLedger).items()):
+    if callable(value) and not name.startswith("_"):
+        setattr(PostgresLedger, name, timed(value))
+if "--no-reserve" in sys.argv:  # every worker personalises every pending row it meets (the claim decides)
+    sys.argv.remove("--no-reserve")
+    PostgresLedger.reserve = lambda self, issue_id, holder, emails: None
+if "--pg-bucket" in sys.argv:  # one token bucket in the database for every worker, instead of each one's share
+    sys.argv.remove("--pg-bucket")
+    import os, psycopg
+    from newsletter.sending import pool
+    waits = [0.0, 0]
+    class PgBucket:
+        def __init__(self, rate, burst=1.0, **kwargs):
+            self.rate = float(os.environ["NEWSLETTER_PROVIDER_RATE_LIMIT"])  # the global rate, not a share
+            self.db = psycopg.connect(os.environ["NEWSLETTER_LEDGER_URL"], autocommit=True)
+            self.lock, self.paused_until = threading.Lock(), 0.0
+        def acquire(self):
+            while True:
+                time.sleep(max(0.0, self.paused_until - time.time()))
+                start = time.perf_counter()
+                with self.lock, self.db.transaction():
+                    tokens, at = self.db.execute("SELECT tokens, at FROM bench_bucket WHERE id = 1 FOR UPDATE").fetchone()
+                    now = time.time()
+                    tokens = min(1.0, tokens + (now - at) * self.rate)
+                    got = tokens >= 1
+                    self.db.execute("UPDATE bench_bucket SET tokens = %s, at = %s WHERE id = 1",
+                                    (tokens - 1 if got else tokens, now))
+                waits[0] += time.perf_counter() - start
+                waits[1] += 1
+                if got:
+                    return 0.0
+                time.sleep((1 - tokens) / self.rate)
+        def set_rate(self, rate):
+            pass
+        def pause(self, seconds):
+            self.paused_until = max(self.paused_until, time.time() + seconds)
+    pool.TokenBucket = PgBucket
+    atexit.register(lambda: print(f"bucket: {waits[1]} transactions, {1000 * waits[0] / max(1, waits[1]):.1f} ms each",
+                                  file=sys.stderr))
+atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name}), file=sys.stderr, flush=True))
+from newsletter.cli import main
+main()
+"""
+
+
+def worker_env(url: str, ledger_url: str, args) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_SECRET": "bench-secret", "NEWSLETTER_API_KEY": KEY, "NEWSLETTER_PROVIDER_NAME": "sendgrid",
+                "NEWSLETTER_PROVIDER_API_BASE": url, "NEWSLETTER_PROVIDER_DOMAIN": DOMAIN,
+                "NEWSLETTER_PROVIDER_RATE_LIMIT": str(args.rate_limit), "NEWSLETTER_PROVIDER_BATCH_SIZE": str(args.batch_size),
+                "NEWSLETTER_PROVIDER_CONCURRENCY": str(args.concurrency), "NEWSLETTER_LEDGER_URL": ledger_url})
+    return env
+
+
+def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict:
+    env = worker_env(fake.url, ledger_url, args)
+    subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "ledger", "migrate"],
+                   cwd=root, env=env, check=True, capture_output=True)
+    if args.pg_bucket:  # the bucket's one row, before any worker takes from it
+        import psycopg
+
+        with psycopg.connect(ledger_url, autocommit=True) as db:
+            db.execute("CREATE TABLE bench_bucket (id INT PRIMARY KEY, tokens FLOAT8, at FLOAT8)")
+            db.execute("INSERT INTO bench_bucket VALUES (1, 1, %s)", (time.time(),))
+    fake.reset()
+    start = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = (["--no-reserve"] if args.no_reserve else []) + (["--pg-bucket"] if args.pg_bucket else [])
+    processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(workers)]
+    ledger_s, codes, by_method = 0.0, [], {}
+    for process in processes:
+        _, err = process.communicate()
+        codes.append(process.returncode)
+        try:
+            bucket_lines = [line for line in err.splitlines() if line.startswith("bucket: ")]
+            if bucket_lines:
+                print(f"    worker {len(codes)}: {bucket_lines[-1]}")
+            spent = json.loads([line for line in err.splitlines() if line.startswith('{"ledger_s"')][-1])
+            ledger_s += spent["ledger_s"]
+            for name, seconds in spent["by_method"].items():
+                by_method[name] = by_method.get(name, 0.0) + seconds
+        except (ValueError, KeyError, IndexError):
+            raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
+    wall = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    stats = fake.stats()
+    return {"workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
+            "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
+            "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
+            "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
+            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readers", type=int, default=200_000)
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument("--latency", type=float, default=100.0, metavar="MS", help="the fake's wait per call")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=2, help="calls in flight per worker")
+    parser.add_argument("--rate-limit", type=float, default=100_000, metavar="N",
+                        help="[provider] rate_limit, requests/s for all workers together (each takes its share)")
+    parser.add_argument("--pg-bucket", action="store_true",
+                        help="pace all workers with one token bucket row in PostgreSQL instead of each taking "
+                             "rate_limit / live workers (a prototype, here only, to compare the two)")
+    parser.add_argument("--no-reserve", action="store_true",
+                        help="workers do not reserve chunks: each personalises every pending row it meets")
+    args = parser.parse_args()
+    from pgserver import start_cluster
+
+    cluster, reason = start_cluster()
+    if cluster is None:
+        raise SystemExit(f"no PostgreSQL server: {reason}")
+    fake = Fake("sink", args.latency)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = make_workspace(Path(tmp), args.readers)
+            pipe = args.concurrency * args.batch_size / (args.latency / 1000) if args.latency else float("inf")
+            print(f"{args.readers:,} readers, SendGrid at {args.batch_size} a call, {args.concurrency} in flight "
+                  f"per worker, {args.latency:g} ms a call (one worker's pipe: {pipe:,.0f}/s)")
+            for count in (int(n) for n in args.workers.split(",")):
+                row = run_row(root, fake, cluster.new_database(), count, args)
+                rows.append(row)
+                base = rows[0]["rate"]
+                send_base = rows[0]["send_rate"]
+                print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
+                      f"(sending only: {row['send_rate']:,.0f}/s, {row['send_rate'] / send_base:4.2f}x)  "
+                      f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
+                      f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
+                      + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
+                      flush=True)
+    finally:
+        fake.close()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Several workers on one issue of a PostgreSQL ledger (docs/team.md): registrations instead of the lease,
+claims fenced by them, dead workers reaped and their batches in doubt adopted by one live worker, rows
+reserved per chunk. Against a real server (``pg_url``); SQLite keeps its one lease (tests/test_ledger.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from newsletter.errors import PlanExists
+from newsletter.ledger.postgres import PostgresLedger
+from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.sending.lease import LeaseKeeper
+from newsletter.sending.ratelimit import TokenBucket
+
+ISSUE = "2026-11-30-weekly"
+STALE = 60.0
+
+
+@pytest.fixture
+def pg(pg_url):
+    with PostgresLedger(pg_url) as db:
+        yield db
+
+
+def plan(ledger, *emails):
+    return ledger.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=emails)
+
+
+def register_in_a_process_that_exits(url: str, holder: str) -> None:
+    """A worker that registers and dies without leaving (a SIGKILLed run, as far as the ledger can tell)."""
+    code = (f"from newsletter.ledger.postgres import PostgresLedger; "
+            f"PostgresLedger({url!r}).acquire_lease({ISSUE!r}, {holder!r}, stale_after=60)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_choice_is_a_property_of_the_ledger(pg, tmp_path):
+    assert pg.many_workers
+    with SQLiteLedger(tmp_path / "l.sqlite3") as lite:
+        assert not lite.many_workers
+
+
+def test_two_workers_register_and_each_claims_only_rows_nobody_holds(pg):
+    plan(pg, "a@example.com", "b@example.com", "c@example.com")
+    pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "w2", stale_after=STALE)  # no LeaseHeld: one more worker
+    assert [w.holder for w in pg.workers(ISSUE)] == ["w1", "w2"]
+    assert pg.lease(ISSUE) is None
+    assert pg.claim(ISSUE, "b1", ["a@example.com", "b@example.com"], "w1") == {"a@example.com", "b@example.com"}
+    assert pg.claim(ISSUE, "b2", ["b@example.com", "c@example.com"], "w2") == {"c@example.com"}
+    assert pg.heartbeat(ISSUE, "w1", 12.5)
+    assert {w.holder: w.rate for w in pg.workers(ISSUE)} == {"w1": 12.5, "w2": 0.0}
+    # neither live worker's batch is in doubt for the other
+    assert pg.reap_workers(ISSUE, "w2", stale_after=STALE) == []
+    assert pg.adopt_in_doubt(ISSUE, "w2") == {}
+
+
+def test_a_reaped_worker_claims_nothing_more_and_learns_it(pg):
+    plan(pg, "a@example.com", "b@example.com")
+    register_in_a_process_that_exits(pg.url, "dead")
+    pg.acquire_lease(ISSUE, "live", stale_after=STALE)
+    assert pg.reap_workers(ISSUE, "live", stale_after=STALE) == ["dead"]  # pid gone on this host: at once
+    assert pg.claim(ISSUE, "b1", ["a@example.com"], "dead") == set()  # fenced off
+    assert not pg.heartbeat(ISSUE, "dead")
+    assert pg.claim(ISSUE, "b2", ["a@example.com"], "live") == {"a@example.com"}
+
+
+def test_a_stale_worker_elsewhere_is_reaped_and_a_fresh_one_is_not(pg):
+    pg.acquire_lease(ISSUE, "me", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "far-fresh", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "far-silent", stale_after=STALE)
+    pg._db.execute("UPDATE workers SET host = 'elsewhere', pid = 1 WHERE holder LIKE 'far-%%'")
+    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'far-silent'")
+    assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == ["far-silent"]
+    assert sorted(w.holder for w in pg.workers(ISSUE)) == ["far-fresh", "me"]
+    # our own registration is never reaped, however old its heartbeat
+    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'me'")
+    assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == []
+
+
+def test_only_a_dead_workers_batches_are_adopted_and_by_one_worker_only(pg):
+    plan(pg, "a@example.com", "b@example.com", "c@example.com")
+    register_in_a_process_that_exits(pg.url, "dead")
+    pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "w2", stale_after=STALE)
+    assert pg.claim(ISSUE, "dead-batch", ["a@example.com"], "dead") == {"a@example.com"}
+    assert pg.claim(ISSUE, "live-batch", ["b@example.com"], "w1") == {"b@example.com"}
+    assert pg.adopt_in_doubt(ISSUE, "w2") == {}  # the dead worker is still registered: not in doubt yet
+    pg.reap_workers(ISSUE, "w2", stale_after=STALE)
+    assert pg.adopt_in_doubt(ISSUE, "w2") == {"dead-batch": ["a@example.com"]}
+    assert pg.adopt_in_doubt(ISSUE, "w1") == {}  # already w2's: resolved once
+    assert pg.in_doubt(ISSUE) == {"dead-batch": ["a@example.com"], "live-batch": ["b@example.com"]}
+
+
+def test_reservations_split_a_chunk_and_a_dead_workers_are_free_again(pg):
+    emails = [f"r{n}@example.com" for n in range(6)]
+    plan(pg, *emails)
+    register_in_a_process_that_exits(pg.url, "dead")
+    pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
+    assert pg.reserve(ISSUE, "dead", emails[:2]) == set(emails[:2])
+    assert pg.reserve(ISSUE, "w1", emails[:4]) == set(emails[2:4])  # the dead one is still registered
+    assert pg.reserve(ISSUE, "w1", emails[:4]) == set(emails[2:4])  # asking again changes nothing
+    pg.reap_workers(ISSUE, "w1", stale_after=STALE)
+    assert pg.reserve(ISSUE, "w1", emails) == set(emails)  # unregistered holders' reservations are free
+    pg.claim(ISSUE, "b", emails[:1], "w1")
+    assert pg.reserve(ISSUE, "w1", emails[:2]) == {emails[1]}  # only pending rows
+
+
+def test_a_second_planner_waits_for_the_first_and_finds_its_plan(pg_url):
+    first, second = PostgresLedger(pg_url), PostgresLedger(pg_url)
+    started = threading.Event()
+
+    def slow_emails():
+        started.set()
+        time.sleep(0.5)  # the first planner's transaction is open, its issues row written
+        yield from (f"r{n}@example.com" for n in range(100))
+
+    try:
+        errors = []
+        thread = threading.Thread(target=lambda: first.create_plan(ISSUE, content_hash="h1", subject="Hi",
+                                                                   segment="", emails=slow_emails()))
+        thread.start()
+        started.wait()
+        time.sleep(0.1)
+        try:
+            plan(second, "other@example.com")
+        except PlanExists as err:
+            errors.append(err)
+        thread.join()
+        assert errors, "the second planner must find the first one's plan"
+        assert second.counts(ISSUE)["pending"] == 100
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_keeper_shares_the_rate_among_live_workers_at_each_heartbeat(pg):
+    bucket = TokenBucket(100.0)
+    sent = [0]
+    with LeaseKeeper(pg, ISSUE, every=0.05) as keeper:
+        keeper.on_share = lambda live: bucket.set_rate(100.0 / live)
+        keeper.sent = lambda: sent[0]
+        pg.acquire_lease(ISSUE, "another", stale_after=STALE)
+        deadline = time.monotonic() + 5
+        while bucket.rate != 50.0 and time.monotonic() < deadline:
+            sent[0] += 10
+            time.sleep(0.02)
+        assert bucket.rate == 50.0
+        pg.release_lease(ISSUE, "another")
+        deadline = time.monotonic() + 5
+        while bucket.rate != 100.0 and time.monotonic() < deadline:
+            sent[0] += 10
+            time.sleep(0.02)
+        assert bucket.rate == 100.0
+        for _ in range(8):
+            sent[0] += 10
+            time.sleep(0.02)  # beats while sending: a rate above 0
+        mine = {w.holder: w.rate for w in pg.workers(ISSUE)}[keeper.holder]
+        assert mine > 0  # its recipients/s, as of its last heartbeat
+    assert pg.workers(ISSUE) == []  # left at the end
+
+
+def test_status_lists_the_live_workers_and_leaves_out_a_dead_one(run, pg_url):
+    import json
+    import os
+    import socket
+
+    with PostgresLedger(pg_url) as db:
+        plan(db, "a@example.com")
+        db.acquire_lease(ISSUE, "w-live", stale_after=STALE)
+        db.heartbeat(ISSUE, "w-live", 42.5)
+        register_in_a_process_that_exits(pg_url, "w-dead")
+    env = {"NEWSLETTER_LEDGER_URL": pg_url}
+    text = run("status", ISSUE, env=env)
+    assert text.exit_code == 0, text.output
+    assert "workers: 1 sending now" in text.output
+    assert f"pid {os.getpid()} on {socket.gethostname()}: heartbeat" in text.output
+    assert "42.5 recipients/s" in text.output and "(w-live)" in text.output and "w-dead" not in text.output
+    as_json = run("status", ISSUE, "--json", env=env)
+    [worker] = json.loads(as_json.output)["workers"]
+    assert (worker["holder"], worker["pid"], worker["recipients_per_s"]) == ("w-live", os.getpid(), 42.5)
+    assert 0 <= worker["heartbeat_age"] < 30
+
+
+def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
+    emails = [f"r{n}@example.com" for n in range(5)]
+    plan(pg, *emails)
+    pg.acquire_lease(ISSUE, "me", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "other", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "silent", stale_after=STALE)
+    pg.reserve(ISSUE, "other", emails[:2])
+    pg.claim(ISSUE, "b", emails[:1], "other")  # one claimed, one reserved: both theirs
+    pg.reserve(ISSUE, "silent", emails[2:3])
+    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
+    pg.reserve(ISSUE, "me", emails[3:4])
+    register_in_a_process_that_exits(pg.url, "dead")  # fresh heartbeat, but its process is gone
+    pg.reserve(ISSUE, "dead", emails[4:5])
+    assert pg.others_unfinished(ISSUE, "me", stale_after=STALE) == 2
