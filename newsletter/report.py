@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
-from .config import Settings
+from .config import Settings, without_password
 from .errors import AuthError, NewsletterError, ProviderError
 from .ledger import open_ledger
 from .ledger.base import STATES, CachedFigures, IssueRecord, Ledger, parse_time
@@ -123,7 +123,8 @@ def read_reports(settings: Settings, issue_id: str | None, *, last: int = DEFAUL
         else:
             record = ledger.issue(issue_id)
             if record is None:
-                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                raise NewsletterError(f"issue {issue_id} has not been sent yet "
+                                      f"(nothing in {without_password(ledger.url)})",
                                       hint=f"run `newsletter send {issue_id}`")
             records = [record]
             if trend:  # the latest issues up to this one, oldest first

@@ -8,6 +8,9 @@ as it was; ``send --restart`` forgets an outbox trial and refuses once a real pr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,18 @@ def test_status_shows_the_provider(run, workspace, fake):
     table = run("status").stdout.splitlines()
     assert table[0].split()[-1] == "provider" and table[1].split()[-1] == "postmark:broadcast"
     assert json.loads(run("status", "--json").stdout)[0]["provider"] == "postmark:broadcast"
+
+
+
+def test_restart_after_a_killed_run_takes_its_place(run, workspace, fake):
+    """A run SIGKILLed after the outbox trial left its lease (SQLite) or its registration (PostgreSQL, where a
+    registration used to refuse `--restart` forever): `--restart` goes ahead, and everyone gets one copy."""
+    assert run("send", ISSUE, "--yes", env=via("outbox", fake)).exit_code == 0
+    url = os.environ.get("NEWSLETTER_LEDGER_URL") or str(workspace / ".newsletter" / "ledger.sqlite3")
+    code = (f"from newsletter.ledger import open_url; "
+            f"open_url({url!r}).acquire_lease({ISSUE!r}, 'killed', stale_after=60)")
+    subprocess.run([sys.executable, "-c", code], check=True)  # takes the issue, then dies without leaving
+    result = run("send", ISSUE, "--restart", "--yes", env=via("postmark", fake))
+    assert result.exit_code == 0, result.output
+    assert real_copies(fake) == ["ada@example.com", "grace@example.org", "linus@example.net",
+                                 "margaret@example.com"]

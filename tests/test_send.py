@@ -742,3 +742,14 @@ def test_read_only_commands_leave_an_empty_postgres_database_empty(run, workspac
         assert result.exit_code in (0, 1), (args, result.output)  # 1: "not sent yet"
         assert "ledger failed" not in result.output, (args, result.output)
     assert ledger_tables(workspace) == {}
+
+
+def test_status_and_report_of_an_unsent_issue_never_show_the_ledgers_password(run, pg_url):
+    """A password in NEWSLETTER_LEDGER_URL is the user's business (config refuses one only in the file); the
+    "not sent yet" errors name the ledger without it."""
+    url = re.sub(r"^postgresql://([^@/]*)@", r"postgresql://\1:S3cret-pw@", pg_url)
+    assert "S3cret-pw" in url
+    for command in (("status", ISSUE), ("report", ISSUE)):
+        result = run(*command, env={"NEWSLETTER_LEDGER_URL": url})
+        assert result.exit_code == 1 and "has not been sent yet" in result.stderr, result.output
+        assert "S3cret-pw" not in result.output and "****" in result.stderr

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from newsletter.errors import PlanExists
+from newsletter.errors import LedgerError, PlanExists
 from newsletter.ledger.postgres import PostgresLedger
 from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.models import Outcome
 from newsletter.sending.lease import LeaseKeeper
 from newsletter.sending.ratelimit import TokenBucket
 
@@ -200,3 +201,59 @@ def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
     register_in_a_process_that_exits(pg.url, "dead")  # fresh heartbeat, but its process is gone
     pg.reserve(ISSUE, "dead", emails[4:5])
     assert pg.others_unfinished(ISSUE, "me", stale_after=STALE) == 2
+
+
+def test_a_reaped_workers_late_failure_cannot_undo_the_adopters_resend(pg):
+    """Worker A's call is out when B reaps it (a laptop asleep) and adopts its batch to resend it under
+    the same key. A then records "retry": that must not put the rows back to pending (a second copy
+    under a new key later); B's "sent" must land."""
+    plan(pg, "a@example.com", "b@example.com")
+    pg.acquire_lease(ISSUE, "A", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "B", stale_after=STALE)
+    found = pg.lookup_rows(ISSUE, ["a@example.com", "b@example.com"])
+    rows = [found["a@example.com"].id, found["b@example.com"].id]
+    assert pg.claim_rows(ISSUE, "X", rows, "A") == set(rows)
+    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120, host = 'elsewhere' WHERE holder = 'A'")
+    assert pg.reap_workers(ISSUE, "B", stale_after=STALE) == ["A"]
+    assert pg.adopt_in_doubt(ISSUE, "B") == {"X": ["a@example.com", "b@example.com"]}
+    late = [Outcome(e, "retry", reason="no answer") for e in ("a@example.com", "b@example.com")]
+    pg.record(ISSUE, "X", late, source="resend", rows=rows, holder="A")
+    assert pg.counts(ISSUE)["sending"] == 2  # still B's batch in flight
+    sent = [Outcome(e, "sent", provider_id=f"id-{e}") for e in ("a@example.com", "b@example.com")]
+    pg.record(ISSUE, "X", sent, source="resend", rows=rows, holder="B")
+    assert pg.counts(ISSUE)["sent"] == 2
+
+
+def test_heartbeats_go_by_the_servers_clock_not_a_late_hosts(pg, monkeypatch):
+    """A worker on a machine whose clock runs an hour late is alive, and is not reaped."""
+    plan(pg, "a@example.com")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)
+    pg.acquire_lease(ISSUE, "late-host", stale_after=STALE)
+    assert pg.heartbeat(ISSUE, "late-host")
+    monkeypatch.setattr(time, "time", real)
+    pg._db.execute("UPDATE workers SET host = 'elsewhere' WHERE holder = 'late-host'")
+    pg.acquire_lease(ISSUE, "me", stale_after=STALE)
+    assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == []
+    assert abs(pg.clock() - real()) < 5
+
+
+def test_a_worker_leaving_frees_the_rows_it_reserved_and_did_not_send(pg):
+    emails = [f"r{n}@example.com" for n in range(4)]
+    plan(pg, *emails)
+    pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "w2", stale_after=STALE)
+    assert pg.reserve(ISSUE, "w1", emails) == set(emails)
+    assert pg.reserve(ISSUE, "w2", emails) == set()
+    pg.release_lease(ISSUE, "w1")  # --limit reached, or Ctrl-C: it leaves with rows still pending
+    assert pg.reserve(ISSUE, "w2", emails) == set(emails)
+
+
+def test_restart_is_not_refused_forever_by_a_killed_workers_registration(pg):
+    plan(pg, "a@example.com")
+    register_in_a_process_that_exits(pg.url, "killed")  # this host, its pid gone
+    pg.acquire_lease(ISSUE, "me", stale_after=STALE)
+    with pytest.raises(LedgerError, match="1 other worker"):
+        pg.drop_plan(ISSUE, "me", only_provider="outbox")
+    pg.reap_workers(ISSUE, "me", stale_after=STALE)  # what `send --restart` does first now
+    assert pg.drop_plan(ISSUE, "me", only_provider="outbox") == 1

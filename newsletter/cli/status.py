@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import click
 
+from ..config import without_password
 from ..errors import IssueError, NewsletterError
 from . import App, cli, pass_app
 
@@ -41,7 +41,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             if missing is not None:  # neither a file nor an issue the ledger knows: "no such issue"
                 raise missing
             if not as_json:
-                raise NewsletterError(f"issue {issue_id} has not been sent yet (nothing in {ledger.url})",
+                raise NewsletterError(f"issue {issue_id} has not been sent yet "
+                                      f"(nothing in {without_password(ledger.url)})",
                                       hint=f"run `newsletter send {issue}`")
         counts = ledger.counts(issue_id)  # all zero for an issue not sent yet
         record = ledger.issue(issue_id)
@@ -51,7 +52,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES},
                    "provider": route.key()}
             if ledger.many_workers:
-                obj["workers"] = [_worker_fields(w) for w in _live_workers(ledger, issue_id)]
+                now = ledger.clock()
+                obj["workers"] = [_worker_fields(w, now) for w in _live_workers(ledger, issue_id, now)]
             if failed:
                 obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
                                     "updated_at": r.updated_at} for r in rows]
@@ -63,7 +65,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         if lease:
             click.echo(_lease_line(lease, issue_id))
         if ledger.many_workers:
-            for line in _worker_lines(_live_workers(ledger, issue_id)):
+            now = ledger.clock()
+            for line in _worker_lines(_live_workers(ledger, issue_id, now), now):
                 click.echo(line)
         for row in rows:
             click.echo(f"{row.state:8} {row.email}  {row.reason}")
@@ -118,25 +121,26 @@ def _lease_line(lease: Lease, issue_id: str) -> str:
             f"`newsletter send {issue_id}` resumes it")
 
 
-def _live_workers(ledger: Ledger, issue_id: str) -> list[Worker]:
-    """The workers sending the issue now (docs/team.md): registered, and alive by the reaping rule."""
+def _live_workers(ledger: Ledger, issue_id: str, now: float) -> list[Worker]:
+    """The workers sending the issue at ``now`` (the ledger's clock; docs/team.md): registered, and alive
+    by the reaping rule."""
     from ..sending.lease import LEASE_STALE_AFTER
 
-    return [w for w in ledger.workers(issue_id) if w.holder_alive(stale_after=LEASE_STALE_AFTER)]
+    return [w for w in ledger.workers(issue_id) if w.holder_alive(stale_after=LEASE_STALE_AFTER, now=now)]
 
 
-def _worker_fields(worker: Worker) -> dict:
+def _worker_fields(worker: Worker, now: float) -> dict:
     return {"holder": worker.holder, "host": worker.host, "pid": worker.pid,
-            "heartbeat_age": round(max(0.0, time.time() - worker.heartbeat), 1),
+            "heartbeat_age": round(max(0.0, now - worker.heartbeat), 1),
             "recipients_per_s": round(worker.rate, 1),
             "started": datetime.fromtimestamp(worker.acquired, timezone.utc).isoformat(timespec="seconds")}
 
 
-def _worker_lines(workers: list[Worker]) -> list[str]:
+def _worker_lines(workers: list[Worker], now: float) -> list[str]:
     if not workers:
         return ["workers: none sending now"]
     lines = [f"workers: {len(workers)} sending now"]
-    for w in map(_worker_fields, workers):
+    for w in (_worker_fields(worker, now) for worker in workers):
         lines.append(f"  pid {w['pid']} on {w['host']}: heartbeat {w['heartbeat_age']:g} s ago, "
                      f"{w['recipients_per_s']:g} recipients/s, since {w['started']} ({w['holder']})")
     return lines

@@ -324,6 +324,12 @@ class Ledger(ABC):
         """Who holds the issue now, if anyone (``status`` says so); always None with ``many_workers``
         (see :meth:`workers`)."""
 
+    def clock(self) -> float:
+        """Now, in epoch seconds, by the clock heartbeats are written and judged by: this machine's for a
+        file only it uses; the database server's for a shared ledger, so a host whose clock runs late
+        is not taken for dead (nor a dead one for alive)."""
+        return time.time()
+
     def workers(self, issue_id: str) -> list[Worker]:
         """The runs registered on the issue, oldest first, dead ones included until reaped (many_workers)."""
         return []
@@ -404,9 +410,12 @@ class Ledger(ABC):
 
     @abstractmethod
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
-                    source: str) -> None:
+                    source: str, holder: str = "") -> None:
         """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch, ``outcomes[n]`` being row
-        ``rows[n]``'s (only rows still ``sending`` under ``batch_id`` change); ``suppress`` adds suppressions."""
+        ``rows[n]``'s (only rows still ``sending`` under ``batch_id`` change); ``suppress`` adds suppressions.
+        With ``many_workers`` and a ``holder``: only "sent" lands whoever records it (a fact); any other
+        outcome changes only rows still claimed by ``holder``, so a worker reaped while its call was out
+        cannot undo the batch's adopter (who resends it under the same id) by putting rows back."""
 
     def lookup(self, issue_id: str, emails: Sequence[str]) -> dict[str, tuple[str, bool]]:
         """address key -> (state, suppressed) for those of ``emails`` that are in the plan."""
@@ -418,16 +427,17 @@ class Ledger(ABC):
         return {key_of[row] for row in self.claim_rows(issue_id, batch_id, list(key_of), holder)}
 
     def record(self, issue_id: str, batch_id: str, outcomes: Sequence[Outcome], *, source: str,
-               rows: Sequence[int] | None = None) -> None:
+               rows: Sequence[int] | None = None, holder: str = "") -> None:
         """``sending -> sent | failed | pending (attempts+1) | unknown`` for one batch; ``suppress`` adds suppressions.
         ``rows``: each outcome's row id, when the caller knows them (the send loop); else found by address."""
         if rows is not None:
-            self.record_rows(issue_id, batch_id, rows, outcomes, source=source)
+            self.record_rows(issue_id, batch_id, rows, outcomes, source=source, holder=holder)
             return
         check_outcomes(outcomes)
         found = self.lookup_rows(issue_id, [o.email for o in outcomes])
         planned = [(found[key].id, o) for o in outcomes if (key := address_key(o.email)) in found]
-        self.record_rows(issue_id, batch_id, [row for row, _ in planned], [o for _, o in planned], source=source)
+        self.record_rows(issue_id, batch_id, [row for row, _ in planned], [o for _, o in planned], source=source,
+                         holder=holder)
 
     @abstractmethod
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:

@@ -20,7 +20,6 @@ import os
 import re
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
@@ -39,6 +38,7 @@ from .migrations import LATEST, steps
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
 _ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
 _WORKER_COLUMNS = "issue_id, holder, pid, host, heartbeat, started, rate"
+_DB_NOW = "extract(epoch from clock_timestamp())::double precision"  # heartbeats: the server's clock, not each host's
 # A row reserved or claimed by nobody, or by a worker no longer registered, is anybody's.
 _FREE = ("(d.claimed_by = '' OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.issue_id = d.issue_id "
          "AND w.holder = d.claimed_by))")
@@ -195,21 +195,23 @@ class PostgresLedger(Ledger):
     many_workers = True
 
     def acquire_lease(self, issue_id: str, holder: str, *, stale_after: float) -> Lease:
-        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        host, pid = socket.gethostname(), os.getpid()
         with self._tx() as db:
-            db.execute(f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, 0) "
-                       "ON CONFLICT (issue_id, holder) DO UPDATE SET heartbeat = excluded.heartbeat",
-                       (issue_id, holder, pid, host, now, now))
+            (now,) = db.execute(f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (%s, %s, %s, %s, {_DB_NOW}, "
+                                f"{_DB_NOW}, 0) ON CONFLICT (issue_id, holder) DO UPDATE SET heartbeat = "
+                                "excluded.heartbeat RETURNING heartbeat", (issue_id, holder, pid, host)).fetchone()
         return Worker(issue_id, holder, pid, host, now, now)
 
     def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
         with self._tx() as db:
-            return db.execute("UPDATE workers SET heartbeat = %s, rate = coalesce(%s, rate) WHERE issue_id = %s "
-                              "AND holder = %s",
-                              (time.time(), rate, issue_id, holder)).rowcount == 1
+            return db.execute(f"UPDATE workers SET heartbeat = {_DB_NOW}, rate = coalesce(%s, rate) "
+                              "WHERE issue_id = %s AND holder = %s", (rate, issue_id, holder)).rowcount == 1
 
     def release_lease(self, issue_id: str, holder: str) -> None:
         with self._tx() as db:
+            # Rows reserved and not sent (--limit, an interrupt, retries left) are free for the others at once.
+            db.execute("UPDATE deliveries SET claimed_by = '' WHERE issue_id = %s AND claimed_by = %s "
+                       "AND state = 'pending'", (issue_id, holder))
             db.execute("DELETE FROM workers WHERE issue_id = %s AND holder = %s", (issue_id, holder))
 
     def lease(self, issue_id: str) -> Lease | None:
@@ -220,9 +222,12 @@ class PostgresLedger(Ledger):
             f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s ORDER BY started, holder {_C}",
             (issue_id,))]
 
+    def clock(self) -> float:
+        return self._read(f"SELECT {_DB_NOW}")[0][0]
+
     def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
-        now = time.time()
         with self._tx() as db:
+            (now,) = db.execute(f"SELECT {_DB_NOW}").fetchone()
             # FOR UPDATE waits for every claim in flight (they hold their registration FOR SHARE).
             rows = db.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s FOR UPDATE",
                               (issue_id,)).fetchall()
@@ -245,7 +250,7 @@ class PostgresLedger(Ledger):
         return batches
 
     def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
-        now = time.time()
+        now = self.clock()
         live = [w.holder for w in self.workers(issue_id)
                 if w.holder != holder and w.holder_alive(stale_after=stale_after, now=now)]
         if not live:
@@ -308,7 +313,8 @@ class PostgresLedger(Ledger):
             if len(others) > 1:
                 raise LedgerError(f"{len(others) - 1} other worker(s) are registered on issue {issue_id}: its "
                                   f"plan is kept", path=self._shown,
-                                  hint=f"wait for them to finish (`newsletter status {issue_id}` lists them)")
+                                  hint=f"wait for them to finish (`newsletter status {issue_id}` lists them); a "
+                                       "worker that died is reaped once its heartbeat is a minute old")
             dropped = db.execute("DELETE FROM deliveries WHERE issue_id = %s", (issue_id,)).rowcount
             db.execute("DELETE FROM issues WHERE issue_id = %s", (issue_id,))
             return dropped
@@ -394,7 +400,7 @@ class PostgresLedger(Ledger):
         return {row for (row,) in found}
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
-                    source: str) -> None:
+                    source: str, holder: str = "") -> None:
         check_outcomes(outcomes)
         if not outcomes:
             return
@@ -412,9 +418,12 @@ class PostgresLedger(Ledger):
             db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, reason = v.reason, "
                        "attempts = d.attempts + 1, updated_at = %s "
                        "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, provider_id, "
-                       "reason) WHERE d.id = v.id AND d.issue_id = %s AND d.batch_id = %s AND d.state = 'sending'",
+                       "reason) WHERE d.id = v.id AND d.issue_id = %s AND d.batch_id = %s AND d.state = 'sending' "
+                       # Only "sent" lands whoever records it; the rest only on rows we still hold.
+                       "AND (v.state = 'sent' OR %s = '' OR d.claimed_by = %s)",
                        (now, list(rows), [RECORD_STATE[o.state] for o in outcomes],
-                        [o.provider_id for o in outcomes], [o.reason[:500] for o in outcomes], issue_id, batch_id))
+                        [o.provider_id for o in outcomes], [o.reason[:500] for o in outcomes], issue_id, batch_id,
+                        holder, holder))
             if suppress:
                 self._insert_suppressions(db, suppression_rows(suppress, ""), source, now)
 

@@ -352,7 +352,7 @@ class SQLiteLedger(Ledger):
         return set(json.loads(found))
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
-                    source: str) -> None:
+                    source: str, holder: str = "") -> None:  # one run per issue: no other holder to fence out
         check_outcomes(outcomes)
         if not outcomes:
             return

@@ -235,6 +235,8 @@ class SendRun:
         confirmed), add new subscribers if asked, accept new content. ``--restart`` first drops the outbox
         trial's plan, fenced by the lease ``holder``."""
         if self.restarting is not None:
+            # A killed worker's registration would refuse the drop forever: reap the dead first.
+            self.ledger.reap_workers(self.issue_id, holder, stale_after=LEASE_STALE_AFTER)
             self.ledger.drop_plan(self.issue_id, holder, only_provider=OUTBOX)
         if self.record is None:
             try:
@@ -429,11 +431,12 @@ class SendRun:
                 else:
                     ready.append((subscriber, row.id))
             self.ledger.skip(self.issue_id, skips)
+            if limit is not None:  # cut before reserving: a row reserved and never sent is lost to the others
+                ready = ready[:max(0, limit - queued)]
             mine = self.ledger.reserve(self.issue_id, holder, [s.email for s, _ in ready]) if ready else None
             if mine is not None:
                 ready = [(s, row) for s, row in ready if address_key(s.email) in mine]
             if limit is not None:
-                ready = ready[:max(0, limit - queued)]
                 queued += len(ready)
             if not self._submit(dispatcher, ready):
                 return False

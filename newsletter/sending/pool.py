@@ -406,7 +406,7 @@ class Dispatcher:
         progress report. ``pending``: recipients not in ``outcomes`` who go again (still ``sending``, same id).
         Returns the count of each outcome state."""
         self.ledger.record(self.issue_id, batch.batch_id, outcomes, source=self.provider.name,
-                           rows=_rows_of(work, outcomes))
+                           rows=_rows_of(work, outcomes), holder=self.holder)
         states = Counter(outcome.state for outcome in outcomes)
         self._count(sent=states["sent"], failed=states["failed"], unknown=states["unknown"])
         report = dict(states)
