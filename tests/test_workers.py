@@ -257,3 +257,13 @@ def test_restart_is_not_refused_forever_by_a_killed_workers_registration(pg):
         pg.drop_plan(ISSUE, "me", only_provider="outbox")
     pg.reap_workers(ISSUE, "me", stale_after=STALE)  # what `send --restart` does first now
     assert pg.drop_plan(ISSUE, "me", only_provider="outbox") == 1
+
+
+def test_a_summary_counts_in_doubt_only_the_batches_no_live_worker_holds(pg):
+    plan(pg, "a@example.com", "b@example.com")
+    register_in_a_process_that_exits(pg.url, "dead")
+    pg.acquire_lease(ISSUE, "live", stale_after=STALE)
+    pg.claim(ISSUE, "dead-batch", ["a@example.com"], "dead")
+    pg.claim(ISSUE, "live-batch", ["b@example.com"], "live")
+    assert pg.dead_in_doubt(ISSUE, stale_after=STALE) == {"dead-batch": ["a@example.com"]}
+    assert set(pg.in_doubt(ISSUE)) == {"dead-batch", "live-batch"}

@@ -465,6 +465,11 @@ class Ledger(ABC):
         """Rows left ``sending``: batch id -> address keys (a dead run's, under the lease; with many workers
         live ones' batches in flight too: :meth:`adopt_in_doubt` tells them apart)."""
 
+    def dead_in_doubt(self, issue_id: str, *, stale_after: float) -> dict[str, list[str]]:
+        """:meth:`in_doubt` less the batches live workers have in flight (what a run's summary counts as
+        left by a dead run); all of it with one run per issue, which reads it under the lease."""
+        return self.in_doubt(issue_id)
+
     @abstractmethod
     def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
         """batch id -> when it was first claimed (None if not known), for the batches with rows in ``state``.

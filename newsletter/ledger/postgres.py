@@ -470,11 +470,21 @@ class PostgresLedger(Ledger):
                               "AND email NOT IN (SELECT email FROM suppressions)", (_now(), issue_id)).rowcount
 
     def in_doubt(self, issue_id: str) -> dict[str, list[str]]:
+        return self._batches_in_doubt(issue_id, [])
+
+    def _batches_in_doubt(self, issue_id: str, live: list[str]) -> dict[str, list[str]]:
+        """Rows ``sending``, by batch, but for those claimed by the ``live`` workers."""
         batches: dict[str, list[str]] = {}
         for batch_id, email in self._read("SELECT batch_id, email FROM deliveries WHERE issue_id = %s "
-                                          f"AND state = 'sending' ORDER BY batch_id {_C}, email {_C}", (issue_id,)):
+                                          "AND state = 'sending' AND NOT claimed_by = ANY(%s) "
+                                          f"ORDER BY batch_id {_C}, email {_C}", (issue_id, live)):
             batches.setdefault(batch_id, []).append(email)
         return batches
+
+    def dead_in_doubt(self, issue_id: str, *, stale_after: float) -> dict[str, list[str]]:
+        now = self.clock()
+        live = [w.holder for w in self.workers(issue_id) if w.holder_alive(stale_after=stale_after, now=now)]
+        return self._batches_in_doubt(issue_id, live)
 
     def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
         return {batch_id: parse_time(claimed) for batch_id, claimed in self._read(

@@ -179,8 +179,9 @@ class SendRun:
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
-        # Several workers: this counts other live workers' batches in flight too (a summary, not a decision).
-        retry, expired = self.in_doubt_batches()
+        # Several workers: other live workers' batches in flight are theirs, not in doubt.
+        retry, expired = self.in_doubt_batches(
+            doubt=self.ledger.dead_in_doubt(self.issue_id, stale_after=LEASE_STALE_AFTER))
         retried, unknown = sum(len(keys) for keys in retry.values()), sum(len(keys) for keys in expired.values())
         summary.in_doubt = retried + unknown
         summary.in_doubt_action = self._in_doubt_action(retried, unknown)
