@@ -4,7 +4,7 @@ The same protocol as the SQLite ledger (:mod:`newsletter.ledger.base`), the same
 text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. Several
 workers send one issue together (``many_workers``): each run registers in ``workers`` instead of
 taking the issue's lease. :meth:`PostgresLedger.claim` takes its rows with ``SELECT ... FOR UPDATE
-SKIP LOCKED`` and holds its own registration ``FOR SHARE`` until it commits, so a reaper (which
+SKIP LOCKED`` and holds its own registration ``FOR KEY SHARE`` until it commits, so a reaper (which
 deletes it ``FOR UPDATE``) waits for a claim in flight, and a claim after the reaping finds no
 registration and claims nothing (the fencing token).
 
@@ -253,7 +253,7 @@ class PostgresLedger(Ledger):
     def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
         now = time.time()
         with self._tx() as db:
-            # FOR UPDATE waits for every claim in flight (they hold their registration FOR SHARE).
+            # FOR UPDATE waits for every claim in flight (they hold their registration FOR KEY SHARE).
             rows = db.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s FOR UPDATE",
                               (issue_id,)).fetchall()
             dead = [w.holder for w in map(lambda row: Worker(*row), rows)
@@ -403,8 +403,10 @@ class PostgresLedger(Ledger):
             return set()
         now = _now()
         with self._tx() as db:
-            # FOR SHARE: a reaper (reap_workers' FOR UPDATE) waits until this claim commits.
-            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR SHARE",
+            # FOR KEY SHARE: a reaper (reap_workers' FOR UPDATE, its DELETE) waits until this claim commits,
+            # but the worker's heartbeat (an UPDATE of no key column) does not, nor do claims queue behind
+            # a waiting heartbeat, as they would with FOR SHARE (measured: benchmarks/README.md).
+            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR KEY SHARE",
                               (issue_id, holder)).fetchone():
                 return set()
             claimed = {row for (row,) in db.execute(
