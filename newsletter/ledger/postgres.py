@@ -13,9 +13,11 @@ worker threads, the heartbeat), opened on the thread's first use and closed by :
 one thread's transaction never waits for another's (docs/team.md, "Measured"). A thread's methods
 all run on its own connection: one that reads inside another's transaction sees what it wrote. The
 one exception is a read-only view of an older schema, upgraded inside a transaction that is never
-committed: it exists on one connection only, so every thread shares that one under a lock. psycopg
-is imported only here, only for a postgresql:// URL (about 200 ms). A password comes from ``PGPASSWORD`` or ``~/.pgpass`` (libpq reads
-both); the configuration refuses one written in ``newsletter.toml``.
+committed: it exists on one connection only, so every thread shares that one under a lock.
+
+psycopg is imported only here, only for a postgresql:// URL (about 200 ms). A password comes from
+``PGPASSWORD`` or ``~/.pgpass`` (libpq reads both); the configuration refuses one written in
+``newsletter.toml``.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ class PostgresLedger(Ledger):
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self._shown = without_password(url)
-        self._lock = threading.RLock()  # guards _shared (a read-only upgraded view) and _own
+        self._lock = threading.RLock()  # guards _own, and _shared (a read-only upgraded view) in use
         self._own: dict[threading.Thread, psycopg.Connection] = {}  # each thread's connection
         self._shared: psycopg.Connection | None = None
         self._closed = False
-        first = self._own[threading.current_thread()] = self._connect()
+        first = self._own[threading.current_thread()] = self._connect()  # this thread's: it migrates
         try:
-            self._migrate(first, readonly)
+            self._migrate(readonly)
         except BaseException:
             first.close()
             raise
@@ -150,9 +152,8 @@ class PostgresLedger(Ledger):
         with self._connection() as db:
             return schema_version(db)
 
-    def _migrate(self, db: psycopg.Connection, readonly: bool) -> None:
-        """Bring the schema to LATEST on ``db`` (the constructing thread's connection)."""
-        version = self.migrated_from = schema_version(db)
+    def _migrate(self, readonly: bool) -> None:
+        version = self.migrated_from = self.schema_version()
         if version > LATEST:
             raise LedgerError(f"the ledger has schema version {version}, newer than this newsletter knows ({LATEST})",
                               path=self._shown, hint="upgrade newsletter")
@@ -163,6 +164,7 @@ class PostgresLedger(Ledger):
             # work on one an older newsletter wrote, or on a new empty one: upgrade it inside a transaction
             # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
             # On an older schema that transaction holds its tables' locks until the command ends.
+            db = self._own[threading.current_thread()]
             db.execute("BEGIN")
             try:
                 self._apply(db, version)
@@ -172,7 +174,7 @@ class PostgresLedger(Ledger):
                                   hint="run `newsletter ledger migrate` once before starting several workers, "
                                        "then run this again") from None
             return
-        with db.transaction():
+        with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             # Another process may have won the race. Read its version from the table itself: a catalog
             # look-up right after the advisory lock (to_regclass) can still miss the tables it committed.
