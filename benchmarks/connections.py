@@ -1,16 +1,17 @@
-"""The PostgreSQL ledger's connections: one shared under a lock (as shipped) against a small pool.
+"""The PostgreSQL ledger's connections: one shared under a lock (as it was) against one per thread (as it is).
 
     python benchmarks/connections.py                        # 4 and 8 threads, 500-recipient batches
     python benchmarks/connections.py --threads 1,4,8 --batch 100 --recipients 100000
 
-A send's worker threads (``[provider] concurrency``) share one ledger. ``PostgresLedger`` runs
-every transaction on one connection under a lock (look-ups on a second one); the alternative is a
-small pool, one connection per thread. Each row: ``--threads`` threads claim and record batches
-of their own slice of one plan (what the send loop does per batch, with no provider call between)
-on a fresh database of a throwaway cluster (``tests/pgserver.py``), through
+A send's worker threads (``[provider] concurrency``) share one ledger. ``PostgresLedger`` gives each
+thread that uses it a connection of its own (docs/team.md); before, it ran every transaction on one
+connection under a lock, as it still does for a read-only view of an older schema. Each row:
+``--threads`` threads claim and record batches of their own slice of one plan (what the send loop
+does per batch, with no provider call between) on a fresh database of a throwaway cluster
+(``tests/pgserver.py``), through
 
-* ``shared``: the ledger as shipped;
-* ``pool``: the same ledger with ``_tx``/``_read`` taking one of ``--threads`` connections from a queue.
+* ``shared``: the ledger degraded to its one connection under the lock (its read-only-view mode);
+* ``per-thread``: the ledger as shipped.
 
 It prints batches/s and the median and 95th percentile of one claim + record. Numbers only;
 nothing is asserted. Compare rows of one run: the machine is shared.
@@ -19,12 +20,10 @@ nothing is asserted. Compare rows of one run: the machine is shared.
 from __future__ import annotations
 
 import argparse
-import queue
 import statistics
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,45 +31,14 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 ISSUE = "bench-issue"
 
 
-def pooled_ledger(url: str, size: int):
-    """The shipped ledger, but each transaction on a connection of its own from a pool of ``size``."""
-    import psycopg
-
-    from newsletter.errors import LedgerError
+def shared_ledger(url: str):
+    """The ledger with every thread on the connection that opened it, under its lock: what it does for
+    a read-only view of an older schema, and what it did for everything before."""
     from newsletter.ledger.postgres import PostgresLedger
 
-    class PooledLedger(PostgresLedger):
-        def __init__(self, url: str):
-            self._pool: queue.Queue = queue.Queue()
-            self.url = url
-            for _ in range(size):
-                self._pool.put(self._connect())
-            super().__init__(url)  # migrates through _tx: the pool must be there first
-
-        @contextmanager
-        def _tx(self):
-            db = self._pool.get()
-            try:
-                with db.transaction():
-                    yield db
-            except psycopg.Error as err:
-                raise LedgerError(f"the PostgreSQL ledger failed: {err}") from err
-            finally:
-                self._pool.put(db)
-
-        def _read(self, sql, params=()):
-            db = self._pool.get()
-            try:
-                return db.execute(sql, params).fetchall()
-            finally:
-                self._pool.put(db)
-
-        def close(self):
-            while not self._pool.empty():
-                self._pool.get().close()
-            super().close()
-
-    return PooledLedger(url)
+    ledger = PostgresLedger(url)
+    ledger._shared = ledger._own[threading.current_thread()]
+    return ledger
 
 
 def run_row(url: str, kind: str, threads: int, batch: int, recipients: int) -> dict:
@@ -78,7 +46,7 @@ def run_row(url: str, kind: str, threads: int, batch: int, recipients: int) -> d
     from newsletter.models import Outcome
 
     emails = [f"reader{n:07d}@example.com" for n in range(recipients)]
-    ledger = pooled_ledger(url, threads) if kind == "pool" else PostgresLedger(url)
+    ledger = shared_ledger(url) if kind == "shared" else PostgresLedger(url)
     with ledger:
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=emails)
         ledger.acquire_lease(ISSUE, "bench", stale_after=600)
@@ -124,7 +92,7 @@ def main() -> None:
         raise SystemExit(f"no PostgreSQL server: {reason}")
     try:
         rows = [run_row(cluster.new_database(), kind, int(threads), args.batch, args.recipients)
-                for threads in args.threads.split(",") for _ in range(args.rounds) for kind in ("shared", "pool")]
+                for threads in args.threads.split(",") for _ in range(args.rounds) for kind in ("shared", "per-thread")]
     finally:
         cluster.stop()
     print(f"{'connections':<12} {'threads':>7} {'batches':>8} {'sent':>8} {'batches/s':>10} {'median ms':>10} "

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -42,7 +43,8 @@ def open_at(where: str, **options):
 def raw(ledger, sql: str, params=()):
     """Change the ledger's tables behind its back (a test's way to age a lease); SQL written with ``?``."""
     if isinstance(ledger, PostgresLedger):
-        ledger._db.execute(sql.replace("?", "%s"), params)
+        with ledger._tx(one_statement=True) as db:
+            db.execute(sql.replace("?", "%s"), params)
     else:
         ledger._db.execute(sql, params)
 
@@ -526,6 +528,12 @@ def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monke
         assert reader.migrated_from == 1 and reader.lookup(ISSUE, ["pending@example.com"]) == {
             "pending@example.com": ("pending", False)}
         assert reader.claim_times(ISSUE) == {"b2": utc("2026-11-30T08:00:00")}
+        # The upgraded view exists on one connection only: another thread reads it there too.
+        from_a_thread = []
+        thread = threading.Thread(target=lambda: from_a_thread.append(reader.claim_times(ISSUE)))
+        thread.start()
+        thread.join()
+        assert from_a_thread == [{"b2": utc("2026-11-30T08:00:00")}]
     with psycopg.connect(pg_url) as look:  # the shared database was left as it was
         assert look.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
         assert look.execute("SELECT to_regclass('notices')").fetchone() == (None,)

@@ -74,12 +74,14 @@ def test_a_stale_worker_elsewhere_is_reaped_and_a_fresh_one_is_not(pg):
     pg.acquire_lease(ISSUE, "me", stale_after=STALE)
     pg.acquire_lease(ISSUE, "far-fresh", stale_after=STALE)
     pg.acquire_lease(ISSUE, "far-silent", stale_after=STALE)
-    pg._db.execute("UPDATE workers SET host = 'elsewhere', pid = 1 WHERE holder LIKE 'far-%%'")
-    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'far-silent'")
+    with pg._tx() as db:
+        db.execute("UPDATE workers SET host = 'elsewhere', pid = 1 WHERE holder LIKE 'far-%%'")
+        db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'far-silent'")
     assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == ["far-silent"]
     assert sorted(w.holder for w in pg.workers(ISSUE)) == ["far-fresh", "me"]
     # our own registration is never reaped, however old its heartbeat
-    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'me'")
+    with pg._tx(one_statement=True) as db:
+        db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'me'")
     assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == []
 
 
@@ -196,7 +198,8 @@ def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
     pg.reserve(ISSUE, "other", emails[:2])
     pg.claim(ISSUE, "b", emails[:1], "other")  # one claimed, one reserved: both theirs
     pg.reserve(ISSUE, "silent", emails[2:3])
-    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
+    with pg._tx(one_statement=True) as db:
+        db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
     pg.reserve(ISSUE, "me", emails[3:4])
     register_in_a_process_that_exits(pg.url, "dead")  # fresh heartbeat, but its process is gone
     pg.reserve(ISSUE, "dead", emails[4:5])
@@ -213,7 +216,8 @@ def test_a_reaped_workers_late_failure_cannot_undo_the_adopters_resend(pg):
     found = pg.lookup_rows(ISSUE, ["a@example.com", "b@example.com"])
     rows = [found["a@example.com"].id, found["b@example.com"].id]
     assert pg.claim_rows(ISSUE, "X", rows, "A") == set(rows)
-    pg._db.execute("UPDATE workers SET heartbeat = heartbeat - 120, host = 'elsewhere' WHERE holder = 'A'")
+    with pg._tx() as db:
+        db.execute("UPDATE workers SET heartbeat = heartbeat - 120, host = 'elsewhere' WHERE holder = 'A'")
     assert pg.reap_workers(ISSUE, "B", stale_after=STALE) == ["A"]
     assert pg.adopt_in_doubt(ISSUE, "B") == {"X": ["a@example.com", "b@example.com"]}
     late = [Outcome(e, "retry", reason="no answer") for e in ("a@example.com", "b@example.com")]
@@ -232,7 +236,8 @@ def test_heartbeats_go_by_the_servers_clock_not_a_late_hosts(pg, monkeypatch):
     pg.acquire_lease(ISSUE, "late-host", stale_after=STALE)
     assert pg.heartbeat(ISSUE, "late-host")
     monkeypatch.setattr(time, "time", real)
-    pg._db.execute("UPDATE workers SET host = 'elsewhere' WHERE holder = 'late-host'")
+    with pg._tx() as db:
+        db.execute("UPDATE workers SET host = 'elsewhere' WHERE holder = 'late-host'")
     pg.acquire_lease(ISSUE, "me", stale_after=STALE)
     assert pg.reap_workers(ISSUE, "me", stale_after=STALE) == []
     assert abs(pg.clock() - real()) < 5

@@ -4,14 +4,20 @@ The same protocol as the SQLite ledger (:mod:`newsletter.ledger.base`), the same
 text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. Several
 workers send one issue together (``many_workers``): each run registers in ``workers`` instead of
 taking the issue's lease. :meth:`PostgresLedger.claim` takes its rows with ``SELECT ... FOR UPDATE
-SKIP LOCKED`` and holds its own registration ``FOR SHARE`` until it commits, so a reaper (which
+SKIP LOCKED`` and holds its own registration ``FOR KEY SHARE`` until it commits, so a reaper (which
 deletes it ``FOR UPDATE``) waits for a claim in flight, and a claim after the reaping finds no
 registration and claims nothing (the fencing token).
 
-One connection per ledger object for its transactions, shared by the send loop's threads under a
-lock, as on SQLite, plus one for the send loop's look-ups; psycopg is imported only here, only for a
-postgresql:// URL (about 200 ms). A password comes from ``PGPASSWORD`` or ``~/.pgpass`` (libpq reads
-both); the configuration refuses one written in ``newsletter.toml``.
+A connection per thread that uses the ledger object (the send loop, its ``[provider] concurrency``
+worker threads, the heartbeat), opened on the thread's first use and closed by :meth:`close`, so
+one thread's transaction never waits for another's (docs/team.md, "Measured"). A thread's methods
+all run on its own connection: one that reads inside another's transaction sees what it wrote. The
+one exception is a read-only view of an older schema, upgraded inside a transaction that is never
+committed: it exists on one connection only, so every thread shares that one under a lock.
+
+psycopg is imported only here, only for a postgresql:// URL (about 200 ms). A password comes from
+``PGPASSWORD`` or ``~/.pgpass`` (libpq reads both); the configuration refuses one written in
+``newsletter.toml``.
 """
 
 from __future__ import annotations
@@ -67,18 +73,18 @@ class PostgresLedger(Ledger):
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self._shown = without_password(url)
-        self._lock = threading.RLock()
-        self._lookup_lock = threading.Lock()
-        self._db = self._connect()
+        self._lock = threading.RLock()  # guards _own, and _shared (a read-only upgraded view) in use
+        self._own: dict[threading.Thread, psycopg.Connection] = {}  # each thread's connection
+        self._shared: psycopg.Connection | None = None
+        self._closed = False
+        first = self._own[threading.current_thread()] = self._connect()  # this thread's: it migrates
         try:
             self._migrate(readonly)
-            self._lookups = self._connect()
-            if readonly and self.migrated_from < LATEST:  # the upgrade is only visible inside our transaction
-                self._lookups.close()
-                self._lookups, self._lookup_lock = self._db, self._lock
         except BaseException:
-            self._db.close()
+            first.close()
             raise
+        if readonly and self.migrated_from < LATEST:  # the upgrade is only visible inside this transaction
+            self._shared = first
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -90,36 +96,61 @@ class PostgresLedger(Ledger):
                                    "password goes in PGPASSWORD or ~/.pgpass") from None
 
     def close(self) -> None:
-        with self._lock, self._lookup_lock:
-            self._lookups.close()
-            self._db.close()
+        with self._lock:
+            self._closed = True
+            for db in self._own.values():  # a thread still using its connection gets an error, not a hang
+                db.close()
+            self._own.clear()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """This thread's connection (opened on its first use), or the one shared under the lock."""
+        if self._shared is not None:
+            with self._lock:
+                yield self._shared
+            return
+        db = self._own.get(threading.current_thread())
+        if db is None:
+            db = self._open_own()
+        yield db
+
+    def _open_own(self) -> psycopg.Connection:
+        """A connection for this thread; those of threads that have ended are closed (a send's worker
+        threads end with the run, the ledger object may outlive it)."""
+        with self._lock:
+            if self._closed:
+                raise LedgerError("the PostgreSQL ledger was used after it was closed", path=self._shown)
+            for thread in [t for t in self._own if not t.is_alive()]:
+                self._own.pop(thread).close()
+            db = self._own[threading.current_thread()] = self._connect()
+            return db
 
     @contextmanager
     def _tx(self, *, one_statement: bool = False) -> Iterator[psycopg.Connection]:
-        """A transaction on the shared connection. ``one_statement``: the caller runs a single statement,
+        """A transaction on this thread's connection. ``one_statement``: the caller runs a single statement,
         its own transaction in autocommit mode: one round trip instead of BEGIN, it, COMMIT (each round
         trip also waits for the GIL while another thread personalises)."""
-        with self._lock:
+        with self._connection() as db:
             try:
                 if one_statement:
-                    yield self._db
+                    yield db
                     return
-                with self._db.transaction():
-                    yield self._db
+                with db.transaction():
+                    yield db
             except psycopg.Error as err:
                 raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
                                   hint="nothing of this step was written; run the command again") from err
 
     def _read(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
-        with self._lock:
+        with self._connection() as db:
             try:
-                return self._db.execute(sql, params).fetchall()
+                return db.execute(sql, params).fetchall()
             except psycopg.Error as err:
                 raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown) from err
 
     def schema_version(self) -> int:
-        with self._lock:
-            return schema_version(self._db)
+        with self._connection() as db:
+            return schema_version(db)
 
     def _migrate(self, readonly: bool) -> None:
         version = self.migrated_from = self.schema_version()
@@ -133,9 +164,10 @@ class PostgresLedger(Ledger):
             # work on one an older newsletter wrote, or on a new empty one: upgrade it inside a transaction
             # that is never committed (rolled back on close), as SQLite upgrades a private copy in memory.
             # On an older schema that transaction holds its tables' locks until the command ends.
-            self._db.execute("BEGIN")
+            db = self._own[threading.current_thread()]
+            db.execute("BEGIN")
             try:
-                self._apply(self._db, version)
+                self._apply(db, version)
             except psycopg.Error as err:  # another process created or upgraded the tables meanwhile
                 raise LedgerError(f"the ledger's schema (version {version}, this newsletter uses {LATEST}) was "
                                   f"being upgraded by another process: {str(err).strip()}", path=self._shown,
@@ -166,7 +198,7 @@ class PostgresLedger(Ledger):
     def dump_rows(self, table: str) -> Iterator[tuple]:
         columns, key = COPIED_TABLES[table]
         order = "id" if table == "deliveries" else key  # deliveries in plan order
-        with self._lock, self._db.transaction(), self._db.cursor(name=f"dump_{table}") as cursor:
+        with self._connection() as db, db.transaction(), db.cursor(name=f"dump_{table}") as cursor:
             cursor.itersize = 5000  # a server-side cursor: the rows stream, never all in memory
             yield from cursor.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
 
@@ -228,7 +260,7 @@ class PostgresLedger(Ledger):
     def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
         with self._tx() as db:
             (now,) = db.execute(f"SELECT {_DB_NOW}").fetchone()
-            # FOR UPDATE waits for every claim in flight (they hold their registration FOR SHARE).
+            # FOR UPDATE waits for every claim in flight (they hold their registration FOR KEY SHARE).
             rows = db.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE issue_id = %s FOR UPDATE",
                               (issue_id,)).fetchall()
             dead = [w.holder for w in map(lambda row: Worker(*row), rows)
@@ -369,11 +401,9 @@ class PostgresLedger(Ledger):
     def lookup_rows(self, issue_id: str, emails: Sequence[str]) -> dict[str, PlanRow]:
         if not emails:
             return {}
-        with self._lookup_lock:
-            found = self._lookups.execute(
-                "SELECT d.email, d.state, s.email IS NOT NULL, d.id FROM deliveries d "
-                "LEFT JOIN suppressions s ON s.email = d.email WHERE d.issue_id = %s AND d.email = ANY(%s)",
-                (issue_id, [address_key(e) for e in emails])).fetchall()
+        found = self._read("SELECT d.email, d.state, s.email IS NOT NULL, d.id FROM deliveries d "
+                           "LEFT JOIN suppressions s ON s.email = d.email WHERE d.issue_id = %s AND d.email = ANY(%s)",
+                           (issue_id, [address_key(e) for e in emails]))
         return {email: PlanRow(state, suppressed, row) for email, state, suppressed, row in found}
 
     def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
@@ -381,8 +411,10 @@ class PostgresLedger(Ledger):
             return set()
         now = _now()
         with self._tx() as db:
-            # FOR SHARE: a reaper (reap_workers' FOR UPDATE) waits until this claim commits.
-            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR SHARE",
+            # FOR KEY SHARE: a reaper (reap_workers' FOR UPDATE, its DELETE) waits until this claim commits,
+            # but the worker's heartbeat (an UPDATE of no key column) does not, nor do claims queue behind
+            # a waiting heartbeat, as they would with FOR SHARE (measured: benchmarks/README.md).
+            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR KEY SHARE",
                               (issue_id, holder)).fetchone():
                 return set()
             claimed = {row for (row,) in db.execute(
