@@ -53,7 +53,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
                    "provider": route.key()}
             if ledger.many_workers:
                 now = ledger.clock()
-                obj["workers"] = [_worker_fields(w, now) for w in _live_workers(ledger, issue_id, now)]
+                obj["workers"] = [_worker_fields(w, now) for w in _live_workers(ledger, issue_id)]
             if failed:
                 obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
                                     "updated_at": r.updated_at} for r in rows]
@@ -66,7 +66,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             click.echo(_lease_line(lease, issue_id))
         if ledger.many_workers:
             now = ledger.clock()
-            for line in _worker_lines(_live_workers(ledger, issue_id, now), now):
+            for line in _worker_lines(_live_workers(ledger, issue_id), now):
                 click.echo(line)
         for row in rows:
             click.echo(f"{row.state:8} {row.email}  {row.reason}")
@@ -121,12 +121,11 @@ def _lease_line(lease: Lease, issue_id: str) -> str:
             f"`newsletter send {issue_id}` resumes it")
 
 
-def _live_workers(ledger: Ledger, issue_id: str, now: float) -> list[Worker]:
-    """The workers sending the issue at ``now`` (the ledger's clock; docs/team.md): registered, and alive
-    by the reaping rule."""
+def _live_workers(ledger: Ledger, issue_id: str) -> list[Worker]:
+    """The workers sending the issue now (docs/team.md): registered, and alive by the reaping rule."""
     from ..sending.lease import LEASE_STALE_AFTER
 
-    return [w for w in ledger.workers(issue_id) if w.holder_alive(stale_after=LEASE_STALE_AFTER, now=now)]
+    return ledger.live_workers(issue_id, stale_after=LEASE_STALE_AFTER)
 
 
 def _worker_fields(worker: Worker, now: float) -> dict:

@@ -334,6 +334,11 @@ class Ledger(ABC):
         """The runs registered on the issue, oldest first, dead ones included until reaped (many_workers)."""
         return []
 
+    def live_workers(self, issue_id: str, *, stale_after: float) -> list[Worker]:
+        """The registered workers alive now by the reaping rule (:meth:`Lease.holder_alive`, on :meth:`clock`)."""
+        now = self.clock()
+        return [w for w in self.workers(issue_id) if w.holder_alive(stale_after=stale_after, now=now)]
+
     def reap_workers(self, issue_id: str, holder: str, *, stale_after: float) -> list[str]:
         """Remove the registrations of the issue's dead workers (by :meth:`Lease.holder_alive`), but never
         ``holder``'s: they claim nothing more, their reserved rows are free, their ``sending`` rows are in

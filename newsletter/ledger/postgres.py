@@ -282,9 +282,7 @@ class PostgresLedger(Ledger):
         return batches
 
     def others_unfinished(self, issue_id: str, holder: str, *, stale_after: float) -> int:
-        now = self.clock()
-        live = [w.holder for w in self.workers(issue_id)
-                if w.holder != holder and w.holder_alive(stale_after=stale_after, now=now)]
+        live = [w.holder for w in self.live_workers(issue_id, stale_after=stale_after) if w.holder != holder]
         if not live:
             return 0
         return self._read("SELECT count(*) FROM deliveries WHERE issue_id = %s AND state IN ('pending', 'sending') "
@@ -514,9 +512,8 @@ class PostgresLedger(Ledger):
         return batches
 
     def dead_in_doubt(self, issue_id: str, *, stale_after: float) -> dict[str, list[str]]:
-        now = self.clock()
-        live = [w.holder for w in self.workers(issue_id) if w.holder_alive(stale_after=stale_after, now=now)]
-        return self._batches_in_doubt(issue_id, live)
+        return self._batches_in_doubt(issue_id, [w.holder for w in self.live_workers(issue_id,
+                                                                                      stale_after=stale_after)])
 
     def claim_times(self, issue_id: str, state: str = "sending") -> dict[str, datetime | None]:
         return {batch_id: parse_time(claimed) for batch_id, claimed in self._read(

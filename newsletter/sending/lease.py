@@ -57,9 +57,7 @@ class LeaseKeeper:
         one-run ledger."""
         if not self.ledger.many_workers:
             return 1
-        now = self.ledger.clock()
-        return max(1, sum(1 for worker in self.ledger.workers(self.issue_id)
-                          if worker.holder_alive(stale_after=self.stale_after, now=now)))
+        return max(1, len(self.ledger.live_workers(self.issue_id, stale_after=self.stale_after)))
 
     def _beat(self) -> None:
         counted, since = self.sent(), time.monotonic()

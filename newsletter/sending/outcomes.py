@@ -142,10 +142,15 @@ def as_newsletter_error(err: BaseException) -> BaseException:
     return error
 
 
+def in_batch_order(outcomes: Sequence[Outcome], messages: Sequence) -> bool:
+    """One outcome per message, in the messages' order: the usual answer, which needs no look-up by address."""
+    return len(outcomes) == len(messages) and all(o.email == m.to for o, m in zip(outcomes, messages))
+
+
 def complete_outcomes(batch: Batch, outcomes: Sequence[Outcome], provider: str) -> list[Outcome]:
     """One outcome per recipient of the batch: anything the provider did not mention is ``unknown``."""
-    if len(outcomes) == len(batch.messages) and all(o.email == m.to for o, m in zip(outcomes, batch.messages)):
-        return list(outcomes)  # the usual answer: one per recipient, in the batch's order
+    if in_batch_order(outcomes, batch.messages):
+        return list(outcomes)
     by_key = {address_key(o.email): o for o in outcomes}
     complete = []
     for message in batch.messages:

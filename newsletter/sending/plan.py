@@ -347,9 +347,7 @@ class SendRun:
                                 template=self.compiled.send_template())
         stale_after = keeper.stale_after if keeper else LEASE_STALE_AFTER
         if keeper:
-            keeper.on_lost = lambda: dispatcher.abort(
-                "another run took over this issue's lease (or reaped this worker)",
-                LedgerError("another run took over this issue's lease (or reaped this worker); stopped sending"))
+            keeper.on_lost = dispatcher.hold_lost
             keeper.sent = lambda: dispatcher.totals.sent
             # Many workers: each takes its share of the provider's rate, re-read at every heartbeat.
             keeper.on_share = lambda live: dispatcher.limiter.set_rate(self.provider.rate_limit / live)

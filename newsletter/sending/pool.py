@@ -68,6 +68,7 @@ from .outcomes import (
     as_newsletter_error,
     complete_outcomes,
     decide_failure,
+    in_batch_order,
     key_window,
 )
 from .ratelimit import MAX_WAIT, Backoff, TokenBucket, wait_words
@@ -141,6 +142,13 @@ class Dispatcher:
             while thread.is_alive():
                 thread.join(0.2)  # short joins keep Ctrl-C responsive
         return self.totals
+
+    def hold_lost(self) -> None:
+        """Stop: another run took the issue's lease over, or another worker reaped this one's registration."""
+        why = "another run took over this issue's lease (or reaped this worker)"
+        self.abort(why, LedgerError(f"{why}; stopped sending",
+                                    hint="check `newsletter status`; the other run continues the issue (on "
+                                         "PostgreSQL, run this again to rejoin as a worker)"))
 
     def abort(self, reason: str, error: BaseException | None = None) -> None:
         """Stop claiming: queued work stays ``pending`` in the ledger; batches in flight finish and are recorded."""
@@ -260,9 +268,7 @@ class Dispatcher:
         self._claim_missed_again(work, claimed)
         if not claimed:
             if not self.ledger.heartbeat(self.issue_id, self.holder):
-                self.abort("another run took over this issue's lease",
-                           LedgerError("another run took over this issue's lease; stopped sending",
-                                       hint="check `newsletter status`; the other run continues the issue"))
+                self.hold_lost()
             return None
         if len(claimed) < len(work.rows):  # some rows were not pending, or named twice
             keep, seen = [], set()
@@ -457,8 +463,7 @@ def _narrow(work: Work, keep: list[int]) -> None:
 def _rows_of(work: Work, outcomes: Sequence[Outcome]) -> list[int]:
     """Each outcome's ledger row: ``work.rows`` as they are when the outcomes follow the batch's order
     (complete_outcomes' answer, the usual case), else found by address (-1: not in this batch)."""
-    messages = work.messages
-    if len(outcomes) == len(messages) and all(o.email == m.to for o, m in zip(outcomes, messages)):
+    if in_batch_order(outcomes, work.messages):
         return work.rows
-    row_of = {address_key(m.to): row for m, row in zip(messages, work.rows)}
+    row_of = {address_key(m.to): row for m, row in zip(work.messages, work.rows)}
     return [row_of.get(address_key(o.email), -1) for o in outcomes]
