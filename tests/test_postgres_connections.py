@@ -4,6 +4,7 @@ thread's transaction never holds up another's, all closed by ``close()``. Agains
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 
@@ -12,6 +13,7 @@ import pytest
 
 from newsletter.errors import LedgerError
 from newsletter.ledger.postgres import PostgresLedger
+from newsletter.models import Outcome
 
 ISSUE = "2026-11-30-weekly"
 EMAILS = [f"r{n}@example.com" for n in range(4)]
@@ -170,3 +172,60 @@ def test_a_reaper_waits_for_a_claim_in_flight_which_then_stands(pg, pg_url):
             reaper.join()
     assert reaped == [["me"]] and claim.claimed == [set(EMAILS[:2])]
     assert pg.claim(ISSUE, "b2", EMAILS[2:], "me") == set()  # reaped: it claims nothing more
+
+
+def test_a_worker_whose_registration_is_gone_claims_nothing(pg):
+    assert pg.claim(ISSUE, "b1", EMAILS[:1], "me") == {EMAILS[0]}
+    with pg._tx() as db:  # reaped
+        db.execute("DELETE FROM workers WHERE holder = 'me'")
+    assert pg.claim(ISSUE, "b2", EMAILS[1:], "me") == set()
+    # Its own batch again (the path that reads the batch's rows back): none of them either.
+    assert pg.claim(ISSUE, "b1", EMAILS, "me") == set()
+    assert pg.counts(ISSUE)["sending"] == 1 and pg.counts(ISSUE)["pending"] == 3
+
+
+@pytest.mark.parametrize("reaped", [True, False])
+def test_a_claim_waits_for_a_reaper_holding_its_registration_then_claims_nothing_once_reaped(pg, pg_url, reaped):
+    claimed, claimer = [], None
+    with psycopg.connect(pg_url, autocommit=True) as reaper:
+        try:
+            with reaper.transaction():  # what reap_workers does: the registration FOR UPDATE, then its DELETE
+                reaper.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = 'me' FOR UPDATE", (ISSUE,))
+                claimer = in_thread(lambda: claimed.append(pg.claim(ISSUE, "b1", EMAILS[:2], "me")))
+                assert waits_on(pg_url, "tuple", "transactionid"), "the claim did not wait for the reaper's lock"
+                if reaped:
+                    reaper.execute("DELETE FROM workers WHERE issue_id = %s AND holder = 'me'", (ISSUE,))
+        finally:  # the reaper's transaction ended (committed, or rolled back by a failed assert)
+            if claimer is not None:
+                claimer.join()
+    # The claim read its snapshot before it waited: it must not take the rows of a registration deleted since.
+    assert claimed == [set() if reaped else set(EMAILS[:2])]
+    assert pg.counts(ISSUE)["sending"] == (0 if reaped else 2)
+
+
+def round_trips(pg: PostgresLedger, action) -> int:
+    """How many times ``action`` waited for the server on this thread's connection: libpq's trace of it,
+    where the server ends each exchange with ReadyForQuery."""
+    db = pg._own[threading.current_thread()]
+    with tempfile.TemporaryFile("w+") as trace:
+        db.pgconn.trace(trace.fileno())
+        try:
+            action()
+        finally:
+            db.pgconn.untrace()
+        trace.seek(0)
+        return trace.read().count("ReadyForQuery")
+
+
+def test_the_send_loops_ledger_calls_are_one_round_trip_each(pg):
+    """Each round trip of a worker thread gives up the GIL and waits for it back: a batch's reservation,
+    claim and record (all sent) are one statement each, with no BEGIN and COMMIT around it."""
+    found = pg.lookup_rows(ISSUE, EMAILS)
+    rows = [found[email].id for email in EMAILS]
+    got = []
+    assert round_trips(pg, lambda: got.append(pg.reserve(ISSUE, "me", EMAILS))) == 1
+    assert round_trips(pg, lambda: got.append(pg.claim_rows(ISSUE, "b1", rows, "me"))) == 1
+    assert round_trips(pg, lambda: pg.record_rows(ISSUE, "b1", rows, [Outcome(e, "sent", "id-1") for e in EMAILS],
+                                                  source="test", holder="me")) == 1
+    assert round_trips(pg, lambda: got.append(pg.heartbeat(ISSUE, "me"))) == 1
+    assert got == [set(EMAILS), set(rows), True] and pg.counts(ISSUE)["sent"] == 4

@@ -50,6 +50,22 @@ _FREE = ("(d.claimed_by = '' OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.issu
          "AND w.holder = d.claimed_by))")
 _ROW_COLUMNS = "issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at"
 _C = 'COLLATE "C"'  # order text byte-wise, as SQLite does, whatever the database's locale
+# A claim, one statement (docs/team.md, "Claims"). ``w`` locks the worker's own registration FOR KEY SHARE
+# until the claim commits: a reaper (reap_workers' FOR UPDATE, its DELETE) waits for it, and a registration
+# deleted meanwhile (READ COMMITTED re-reads the row it waited for) or before yields no row, so the claim
+# takes none. The heartbeat (an UPDATE of no key column) does not wait, nor do claims queue behind a waiting
+# heartbeat, as they would with FOR SHARE (benchmarks/README.md). A locking CTE is never inlined and runs
+# once; the final SELECT reads it whatever the rows (a CTE nobody reads never runs), and ``c`` reads it
+# before it locks a row. Returns (registered, the ids claimed).
+_CLAIM = (
+    "WITH w AS MATERIALIZED (SELECT 1 FROM workers WHERE issue_id = %(issue)s AND holder = %(holder)s "
+    "FOR KEY SHARE), "
+    "c AS (SELECT id FROM deliveries WHERE id = ANY(%(rows)s) AND issue_id = %(issue)s AND state = 'pending' "
+    "AND EXISTS (SELECT 1 FROM w) FOR UPDATE SKIP LOCKED), "
+    "u AS (UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
+    "claimed_at = %(now)s, claimed_by = %(holder)s FROM c WHERE d.id = c.id AND d.state = 'pending' "
+    "RETURNING d.id) "
+    "SELECT EXISTS (SELECT 1 FROM w), ARRAY(SELECT id FROM u)")
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
 CONNECT_TIMEOUT_S = 10
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -235,7 +251,7 @@ class PostgresLedger(Ledger):
         return Worker(issue_id, holder, pid, host, now, now)
 
     def heartbeat(self, issue_id: str, holder: str, rate: float | None = None) -> bool:
-        with self._tx() as db:
+        with self._tx(one_statement=True) as db:
             return db.execute(f"UPDATE workers SET heartbeat = {_DB_NOW}, rate = coalesce(%s, rate) "
                               "WHERE issue_id = %s AND holder = %s", (rate, issue_id, holder)).rowcount == 1
 
@@ -292,13 +308,15 @@ class PostgresLedger(Ledger):
         if not emails:
             return set()
         keys = [address_key(e) for e in emails]
-        with self._tx() as db:
-            db.execute(f"UPDATE deliveries d SET claimed_by = %s WHERE d.issue_id = %s AND d.email = ANY(%s) "
-                       f"AND d.state = 'pending' AND d.claimed_by != %s AND {_FREE}",
-                       (holder, issue_id, keys, holder))
+        with self._tx(one_statement=True) as db:
+            # One statement: the SELECT after UNION ALL reads the snapshot from before the UPDATE (the rows
+            # that were already ours), the UPDATE returns those it made ours: together, ours now.
             return {email for (email,) in db.execute(
-                "SELECT email FROM deliveries WHERE issue_id = %s AND email = ANY(%s) AND state = 'pending' "
-                "AND claimed_by = %s", (issue_id, keys, holder))}
+                "WITH u AS (UPDATE deliveries d SET claimed_by = %(holder)s WHERE d.issue_id = %(issue)s "
+                f"AND d.email = ANY(%(keys)s) AND d.state = 'pending' AND d.claimed_by != %(holder)s AND {_FREE} "
+                "RETURNING d.email) SELECT email FROM u UNION ALL SELECT email FROM deliveries "
+                "WHERE issue_id = %(issue)s AND email = ANY(%(keys)s) AND state = 'pending' "
+                "AND claimed_by = %(holder)s", {"holder": holder, "issue": issue_id, "keys": keys})}
 
     # -- the plan -------------------------------------------------------------------
     def issue(self, issue_id: str) -> IssueRecord | None:
@@ -407,27 +425,16 @@ class PostgresLedger(Ledger):
     def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
         if not rows:
             return set()
-        now = _now()
-        with self._tx() as db:
-            # FOR KEY SHARE: a reaper (reap_workers' FOR UPDATE, its DELETE) waits until this claim commits,
-            # but the worker's heartbeat (an UPDATE of no key column) does not, nor do claims queue behind
-            # a waiting heartbeat, as they would with FOR SHARE (measured: benchmarks/README.md).
-            if not db.execute("SELECT 1 FROM workers WHERE issue_id = %s AND holder = %s FOR KEY SHARE",
-                              (issue_id, holder)).fetchone():
-                return set()
-            claimed = {row for (row,) in db.execute(
-                "WITH c AS (SELECT id FROM deliveries WHERE id = ANY(%(rows)s) AND issue_id = %(issue)s "
-                "AND state = 'pending' FOR UPDATE SKIP LOCKED) "
-                "UPDATE deliveries d SET state = 'sending', batch_id = %(batch)s, updated_at = %(now)s, "
-                "claimed_at = %(now)s, claimed_by = %(holder)s FROM c WHERE d.id = c.id AND d.state = 'pending' "
-                "RETURNING d.id",
-                {"issue": issue_id, "rows": list(rows), "batch": batch_id, "now": now, "holder": holder})}
-            if len(claimed) == len(set(rows)):  # every row asked for (the usual case): nothing to read back
-                return claimed
-            # As SQLite's: the batch's rows, with those it already held (a batch resumed under its own id).
-            found = db.execute("SELECT id FROM deliveries WHERE issue_id = %s AND batch_id = %s",
-                               (issue_id, batch_id)).fetchall()
-        return {row for (row,) in found}
+        with self._tx(one_statement=True) as db:  # one round trip: its own transaction, in autocommit
+            registered, claimed = db.execute(_CLAIM, {"issue": issue_id, "rows": list(rows), "batch": batch_id,
+                                                      "now": _now(), "holder": holder}).fetchone()
+        if not registered:  # reaped (or never registered): the fence, nothing claimed
+            return set()
+        if len(claimed) == len(set(rows)):  # every row asked for (the usual case): nothing to read back
+            return set(claimed)
+        # As SQLite's: the batch's rows, with those it already held (a batch resumed under its own id).
+        return {row for (row,) in self._read("SELECT id FROM deliveries WHERE issue_id = %s AND batch_id = %s",
+                                             (issue_id, batch_id))}
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
                     source: str, holder: str = "") -> None:
@@ -458,7 +465,7 @@ class PostgresLedger(Ledger):
                 self._insert_suppressions(db, suppression_rows(suppress, ""), source, now)
 
     def mark_attempt(self, issue_id: str, batch_id: str) -> None:
-        with self._tx() as db:
+        with self._tx(one_statement=True) as db:
             db.execute("UPDATE deliveries SET attempts = attempts + 1, updated_at = %s "
                        "WHERE issue_id = %s AND batch_id = %s AND state = 'sending'", (_now(), issue_id, batch_id))
 
@@ -468,7 +475,7 @@ class PostgresLedger(Ledger):
     def _close_pending(self, issue_id: str, state: str, reasons: Sequence[tuple[str, str]]) -> int:
         if not reasons:
             return 0
-        with self._tx() as db:
+        with self._tx(one_statement=True) as db:
             return db.execute("UPDATE deliveries d SET state = %s, reason = v.reason, updated_at = %s "
                               "FROM unnest(%s::text[], %s::text[]) AS v(email, reason) "
                               "WHERE d.issue_id = %s AND d.email = v.email AND d.state = 'pending'",
