@@ -16,9 +16,13 @@ The global rate limit is left high, so the fake's latency is the only pacing.
 It prints, per worker count: recipients/s over the wall time from the first worker's start to the
 last one's end (compile, list check, planning and sending included), the speed-up over one worker,
 the same over the sending alone (the fake's first accepted call to its last),
-and the ledger's share of the wall time (the seconds the workers spent inside ledger calls, summed,
-over workers x wall), and the workers' CPU seconds (``--no-reserve``: without the chunk reservations
-of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
+and the ledger's share of the time: the seconds the workers' threads spent inside ledger calls,
+summed, over the seconds those threads were at work (each thread from the start of its first ledger
+call to the end of its last: a worker's main thread for the whole run, each sending thread while it
+sends). Beside it, the same seconds over workers x wall, as this script printed before: that one
+counts a worker's concurrent threads against one clock, so it grows with ``--concurrency`` (past
+100% at 8 in flight) whatever each call costs. Then the workers' CPU seconds (``--no-reserve``:
+without the chunk reservations of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
 also checks that the fake got each reader exactly once. Numbers only; nothing is asserted.
 """
 
@@ -44,7 +48,7 @@ from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
 _WORKER = """
 import atexit, json, sys, threading, time
 from newsletter.ledger.postgres import PostgresLedger
-spent, depth, by_name = [0.0], threading.local(), {}
+spent, depth, by_name, span = [0.0], threading.local(), {}, {}
 def timed(method):
     def wrapper(*args, **kwargs):
         outer = not getattr(depth, "n", 0)
@@ -55,9 +59,13 @@ def timed(method):
         finally:
             depth.n -= 1
             if outer:
-                took = time.perf_counter() - start
+                end = time.perf_counter()
+                took = end - start
                 spent[0] += took
                 by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
+                # each thread's span, from the start of its first ledger call to the end of its last
+                first, _ = span.get(threading.get_ident(), (start, end))
+                span[threading.get_ident()] = (first, end)
     return wrapper
 for name, value in list(vars(PostgresLedger).items()):
     if callable(value) and not name.startswith("_"):
@@ -98,7 +106,9 @@ if "--pg-bucket" in sys.argv:  # one token bucket in the database for every work
     pool.TokenBucket = PgBucket
     atexit.register(lambda: print(f"bucket: {waits[1]} transactions, {1000 * waits[0] / max(1, waits[1]):.1f} ms each",
                                   file=sys.stderr))
-atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name}), file=sys.stderr, flush=True))
+atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name,
+                                          "thread_s": sum(end - first for first, end in span.values())}),
+                              file=sys.stderr, flush=True))
 from newsletter.cli import main
 main()
 """
@@ -132,7 +142,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
-    ledger_s, codes, by_method = 0.0, [], {}
+    ledger_s, thread_s, codes, by_method = 0.0, 0.0, [], {}
     for process in processes:
         _, err = process.communicate()
         codes.append(process.returncode)
@@ -142,6 +152,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
                 print(f"    worker {len(codes)}: {bucket_lines[-1]}")
             spent = json.loads([line for line in err.splitlines() if line.startswith('{"ledger_s"')][-1])
             ledger_s += spent["ledger_s"]
+            thread_s += spent["thread_s"]
             for name, seconds in spent["by_method"].items():
                 by_method[name] = by_method.get(name, 0.0) + seconds
         except (ValueError, KeyError, IndexError):
@@ -153,6 +164,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     return {"workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
             "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
             "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
+            "ledger_thread": ledger_s / max(1e-9, thread_s),
             "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
             "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
 
@@ -192,7 +204,8 @@ def main() -> None:
                 send_base = rows[0]["send_rate"]
                 print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
                       f"(sending only: {row['send_rate']:,.0f}/s, {row['send_rate'] / send_base:4.2f}x)  "
-                      f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger']:4.1f}% of wall  "
+                      f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger_thread']:4.1f}% of its threads' time "
+                      f"({100 * row['ledger']:4.1f}% of workers x wall)  "
                       f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
                       + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
                       flush=True)
