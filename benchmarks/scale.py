@@ -139,12 +139,18 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     start = time.perf_counter()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     extra = (["--no-reserve"] if args.no_reserve else []) + (["--pg-bucket"] if args.pg_bucket else [])
+    # Each worker's stderr (a line a batch) goes to a file: a pipe read one worker after another would
+    # fill up (64 KB, some 800 batches) for the workers not yet read, and stop them mid-send.
+    logs = [tempfile.TemporaryFile("w+") for _ in range(workers)]
     processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(workers)]
+                                  stdout=subprocess.DEVNULL, stderr=log, text=True)
+                 for log in logs]
     ledger_s, thread_s, codes, by_method = 0.0, 0.0, [], {}
-    for process in processes:
-        _, err = process.communicate()
+    for process, log in zip(processes, logs):
+        process.wait()
+        log.seek(0)
+        err = log.read()
+        log.close()
         codes.append(process.returncode)
         try:
             bucket_lines = [line for line in err.splitlines() if line.startswith("bucket: ")]
