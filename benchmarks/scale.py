@@ -136,7 +136,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
             db.execute("CREATE TABLE bench_bucket (id INT PRIMARY KEY, tokens FLOAT8, at FLOAT8)")
             db.execute("INSERT INTO bench_bucket VALUES (1, 1, %s)", (time.time(),))
     fake.reset()
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     extra = (["--no-reserve"] if args.no_reserve else []) + (["--pg-bucket"] if args.pg_bucket else [])
     # Each worker's stderr (a line a batch) goes to a file: a pipe read one worker after another would
@@ -171,6 +171,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
             "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
             "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
             "ledger_thread": ledger_s / max(1e-9, thread_s),
+            "first_call": stats["first"] - started_at, "after_last": started_at + wall - stats["last"],
             "received": sum(stats["recipients"].values()), "repeats": stats["repeats"], "codes": codes,
             "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
 
@@ -212,6 +213,7 @@ def main() -> None:
                       f"(sending only: {row['send_rate']:,.0f}/s, {row['send_rate'] / send_base:4.2f}x)  "
                       f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger_thread']:4.1f}% of its threads' time "
                       f"({100 * row['ledger']:4.1f}% of workers x wall)  "
+                      f"first call at {row['first_call']:.1f} s, last {row['after_last']:.1f} s before the end  "
                       f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} (repeats {row['repeats']})  exit codes {row['codes']}\n    ledger s by method: "
                       + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
                       flush=True)
