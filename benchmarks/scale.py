@@ -17,9 +17,10 @@ It prints, per worker count: recipients/s over the wall time from the first work
 last one's end (compile, list check, planning and sending included), the speed-up over one worker,
 the same over the sending alone (the fake's first accepted call to its last),
 and the ledger's share of the time: the seconds the workers' threads spent inside ledger calls,
-summed, over the seconds those threads were at work (each thread from the start of its first ledger
-call to the end of its last: a worker's main thread for the whole run, each sending thread while it
-sends). Beside it, the same seconds over workers x wall, as this script printed before: that one
+summed, over the seconds those threads were alive (each from the start of its first ledger call to
+the end of its last: a worker's main thread for the whole run, each sending thread while it sends,
+its waits for the provider included; the heartbeat thread, asleep between beats, is left out of
+the divisor). Beside it, the same seconds over workers x wall, as this script printed before: that one
 counts a worker's concurrent threads against one clock, so it grows with ``--concurrency`` (past
 100% at 8 in flight) whatever each call costs. Then the workers' CPU seconds (``--no-reserve``:
 without the chunk reservations of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
@@ -63,9 +64,11 @@ def timed(method):
                 took = end - start
                 spent[0] += took
                 by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
-                # each thread's span, from the start of its first ledger call to the end of its last
-                first, _ = span.get(threading.get_ident(), (start, end))
-                span[threading.get_ident()] = (first, end)
+                # each working thread's span, from the start of its first ledger call to the end of its
+                # last; not the heartbeat's, which sleeps between beats for the whole run
+                if threading.current_thread().name != "lease-heartbeat":
+                    first, _ = span.get(threading.get_ident(), (start, end))
+                    span[threading.get_ident()] = (first, end)
     return wrapper
 for name, value in list(vars(PostgresLedger).items()):
     if callable(value) and not name.startswith("_"):
@@ -142,15 +145,20 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     # Each worker's stderr (a line a batch) goes to a file: a pipe read one worker after another would
     # fill up (64 KB, some 800 batches) for the workers not yet read, and stop them mid-send.
     logs = [tempfile.TemporaryFile("w+") for _ in range(workers)]
-    processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=log, text=True)
-                 for log in logs]
+    try:
+        processes = [subprocess.Popen([sys.executable, "-c", _WORKER, "send", ISSUE, "--yes", *extra], cwd=root,
+                                      env=env, stdout=subprocess.DEVNULL, stderr=log, text=True) for log in logs]
+        for process in processes:
+            process.wait()
+        errs = []
+        for log in logs:
+            log.seek(0)
+            errs.append(log.read())
+    finally:
+        for log in logs:
+            log.close()
     ledger_s, thread_s, codes, by_method = 0.0, 0.0, [], {}
-    for process, log in zip(processes, logs):
-        process.wait()
-        log.seek(0)
-        err = log.read()
-        log.close()
+    for process, err in zip(processes, errs):
         codes.append(process.returncode)
         try:
             bucket_lines = [line for line in err.splitlines() if line.startswith("bucket: ")]
