@@ -184,6 +184,21 @@ def test_a_worker_whose_registration_is_gone_claims_nothing(pg):
     assert pg.counts(ISSUE)["sending"] == 1 and pg.counts(ISSUE)["pending"] == 3
 
 
+def test_a_step_whose_connection_was_lost_does_not_claim_nothing_was_written(pg, pg_url):
+    row = pg.lookup_rows(ISSUE, EMAILS[:1])[EMAILS[0]].id  # this thread's connection, open
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND application_name = 'newsletter'")
+    with pytest.raises(LedgerError) as lost:  # a claim whose answer never came may have committed
+        pg.claim_rows(ISSUE, "b1", [row], "me")
+    assert "may or may not have been written" in lost.value.hint
+    assert "nothing of this step was written" not in lost.value.hint
+    # A step the server answered with an error was rolled back, and says so.
+    with PostgresLedger(pg_url) as other, pytest.raises(LedgerError) as refused, other._tx() as db:
+        db.execute("SELECT 1 / 0")
+    assert refused.value.hint == "nothing of this step was written; run the command again"
+
+
 @pytest.mark.parametrize("reaped", [True, False])
 def test_a_claim_waits_for_a_reaper_holding_its_registration_then_claims_nothing_once_reaped(pg, pg_url, reaped):
     claimed, claimer = [], None

@@ -66,6 +66,18 @@ _CLAIM = (
     "claimed_at = %(now)s, claimed_by = %(holder)s FROM c WHERE d.id = c.id AND d.state = 'pending' "
     "RETURNING d.id) "
     "SELECT EXISTS (SELECT 1 FROM w), ARRAY(SELECT id FROM u)")
+def _failed_step_hint(err: psycopg.Error) -> str:
+    """What a failed step left behind. An error the server answered with rolled the step back; a connection
+    lost on the way may have lost the answer to a commit that happened (a claim, say): the next run
+    resolves such rows as it does a dead run's (docs/team.md)."""
+    if isinstance(err, psycopg.OperationalError):
+        return f"this step may or may not have been written; {_LOST}: it resolves what was left in doubt"
+    return "nothing of this step was written; run the command again"
+
+
+_LOST = "the connection to PostgreSQL was lost; run the command again once the server is reachable"
+
+
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
 CONNECT_TIMEOUT_S = 10
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -155,14 +167,15 @@ class PostgresLedger(Ledger):
                     yield db
             except psycopg.Error as err:
                 raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
-                                  hint="nothing of this step was written; run the command again") from err
+                                  hint=_failed_step_hint(err)) from err
 
     def _read(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
         with self._connection() as db:
             try:
                 return db.execute(sql, params).fetchall()
             except psycopg.Error as err:
-                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown) from err
+                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
+                                  hint=_LOST if isinstance(err, psycopg.OperationalError) else None) from err
 
     def schema_version(self) -> int:
         with self._connection() as db:
