@@ -19,6 +19,7 @@ Bodies are capped at :data:`MAX_BODY`; the full token is never logged (:func:`re
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -282,6 +283,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow client never keeps the process from stopping
+    # socketserver listens with a backlog of 5: a burst of one-click POSTs (mail clients fire them as
+    # readers click, many at once after a send) would have its SYNs dropped or its connections reset.
+    request_queue_size = socket.SOMAXCONN
 
 
 def open_server(settings: Settings, host: str, port: int, **kwargs) -> ThreadingServer:

@@ -251,3 +251,24 @@ def test_lookups_kept_per_compile_are_bounded(workspace, rows_read):
     assert rows_read() == 0
     live.view("stranger0@example.com")
     assert rows_read() > 0  # forgotten: read again
+
+
+def test_the_preview_server_takes_a_burst_of_connections_before_it_accepts_any(workspace):
+    """A page asks for its images at once: not socketserver's backlog of 5, past which the kernel drops
+    the SYNs and the connects time out (bound and listening here, not yet accepting)."""
+    import socket
+
+    from newsletter.preview.server import PreviewServer
+
+    live = LiveIssue(ISSUE, lambda: config.load(workspace / "newsletter.toml", {}))
+    server = PreviewServer(live)
+    burst: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            burst.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=1.5))
+    finally:
+        for conn in burst:
+            conn.close()
+        server.server_close()
+        live.close()
+    assert len(burst) == 64

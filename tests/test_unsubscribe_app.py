@@ -8,6 +8,7 @@ import email
 import email.policy
 import io
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -134,6 +135,21 @@ def test_only_the_configured_path_is_served_and_bodies_are_capped(workspace, ser
     assert big.status_code == 413
     assert requests.put(link(server, "ada@example.com"), timeout=10).status_code == 405
     assert rows(workspace)["ada@example.com"]["status"] == "subscribed"
+
+
+def test_the_server_takes_a_burst_of_connections_before_it_accepts_any(workspace):
+    """Bound and listening, not yet accepting: with socketserver's backlog of 5 the kernel drops the
+    SYNs past the sixth, so those connects time out; a burst of one-click POSTs must not."""
+    srv = open_server(settings_for(workspace), "127.0.0.1", 0)
+    burst: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            burst.append(socket.create_connection(("127.0.0.1", srv.server_port), timeout=1.5))
+    finally:
+        for conn in burst:
+            conn.close()
+        srv.server_close()
+    assert len(burst) == 64
 
 
 @BOTH_LEDGERS

@@ -215,6 +215,7 @@ class PreviewServer(ThreadingHTTPServer):
     """Serves one :class:`LiveIssue` on ``host:port`` (port 0: a free one)."""
 
     daemon_threads = True  # open event streams must not keep Ctrl-C waiting
+    request_queue_size = socket.SOMAXCONN  # not socketserver's 5: a page asks for its images at once
 
     def __init__(self, live: LiveIssue, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False):
         self.live = live
