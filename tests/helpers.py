@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,19 @@ def issue_status(run, issue: str, env=None) -> dict:
     found = json.loads(result.stdout)
     assert found.pop("workers", []) == []
     return found
+
+
+def connections_taken(port: int, count: int = 64, timeout: float = 1.5) -> int:
+    """How many of ``count`` connections to a server on 127.0.0.1 that listens but does not accept yet
+    get through: with socketserver's default backlog of 5 the kernel drops the SYNs past the sixth, and
+    those connects time out."""
+    burst: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            burst.append(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+    except OSError:
+        pass
+    finally:
+        for conn in burst:
+            conn.close()
+    return len(burst)

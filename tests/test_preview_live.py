@@ -6,6 +6,7 @@ import contextlib
 import threading
 
 import pytest
+from helpers import connections_taken
 
 from newsletter import config
 from newsletter.preview import has_display
@@ -256,19 +257,12 @@ def test_lookups_kept_per_compile_are_bounded(workspace, rows_read):
 def test_the_preview_server_takes_a_burst_of_connections_before_it_accepts_any(workspace):
     """A page asks for its images at once: not socketserver's backlog of 5, past which the kernel drops
     the SYNs and the connects time out (bound and listening here, not yet accepting)."""
-    import socket
-
     from newsletter.preview.server import PreviewServer
 
     live = LiveIssue(ISSUE, lambda: config.load(workspace / "newsletter.toml", {}))
     server = PreviewServer(live)
-    burst: list[socket.socket] = []
     try:
-        for _ in range(64):
-            burst.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=1.5))
+        assert connections_taken(server.server_port) == 64
     finally:
-        for conn in burst:
-            conn.close()
         server.server_close()
         live.close()
-    assert len(burst) == 64
