@@ -66,6 +66,9 @@ _CLAIM = (
     "claimed_at = %(now)s, claimed_by = %(holder)s FROM c WHERE d.id = c.id AND d.state = 'pending' "
     "RETURNING d.id) "
     "SELECT EXISTS (SELECT 1 FROM w), ARRAY(SELECT id FROM u)")
+_LOST = "the connection to PostgreSQL was lost; run the command again once the server is reachable"
+
+
 def _failed_step_hint(err: psycopg.Error) -> str:
     """What a failed step left behind. An error the server answered with rolled the step back; a connection
     lost on the way may have lost the answer to a commit that happened (a claim, say): the next run
@@ -73,9 +76,6 @@ def _failed_step_hint(err: psycopg.Error) -> str:
     if isinstance(err, psycopg.OperationalError):
         return f"this step may or may not have been written; {_LOST}: it resolves what was left in doubt"
     return "nothing of this step was written; run the command again"
-
-
-_LOST = "the connection to PostgreSQL was lost; run the command again once the server is reachable"
 
 
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
