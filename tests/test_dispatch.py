@@ -665,3 +665,15 @@ def test_a_refusal_of_the_whole_request_or_a_url_that_cannot_work_stops_with_nob
 def test_the_policy_counts_tries_and_waits():
     assert [POLICY.tries_left(n) for n in (1, 2, 3)] == [True, True, False]
     assert not POLICY.too_long(60) and POLICY.too_long(60.5) and not POLICY.too_long(None)
+
+
+def test_a_workers_share_of_the_rate_shrinks_its_burst_and_a_larger_share_restores_it():
+    clock = SleepClock()
+    bucket = TokenBucket(10, burst=4, clock=clock, sleep=clock.sleep)
+    bucket.set_rate(10 / 4)  # one of four workers: 2.5 calls/s, so at most 2.5 at once, not the whole 4
+    waits = [bucket.acquire() for _ in range(3)]
+    assert waits == [0.0, 0.0, pytest.approx(0.2)]  # two at once, the third after (1 - 0.5) / 2.5 s
+    bucket.set_rate(0.5)
+    assert bucket.burst == 1.0  # never below one call
+    bucket.set_rate(10)  # alone again: the whole burst back, its tokens earned at the rate, not handed out
+    assert bucket.burst == 4 and bucket.acquire() == pytest.approx(0.1)

@@ -71,7 +71,7 @@ def reconcile(app: App, issue: str) -> None:
     Recipients the provider holds become sent; those it provably never
     accepted go back to pending (the next `newsletter send` sends them);
     the rest stay unknown. Exit 0 when nothing is left in doubt, 3 otherwise, 75 when a send of
-    ISSUE is running.
+    ISSUE is running (SQLite ledger; on PostgreSQL it runs beside the sends).
     """
     settings = app.settings()
     built = build_issue(settings, issue)

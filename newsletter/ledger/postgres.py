@@ -3,7 +3,7 @@
 The same protocol as the SQLite ledger (:mod:`newsletter.ledger.base`), the same tables and the same
 text timestamps (so ``ledger copy`` moves rows unchanged). Each method is one transaction. Several
 workers send one issue together (``many_workers``): each run registers in ``workers`` instead of
-taking the issue's lease. :meth:`PostgresLedger.claim` takes its rows with ``SELECT ... FOR UPDATE
+taking the issue's lease. :meth:`PostgresLedger.claim_rows` takes its rows with ``SELECT ... FOR UPDATE
 SKIP LOCKED`` and holds its own registration ``FOR KEY SHARE`` until it commits, so a reaper (which
 deletes it ``FOR UPDATE``) waits for a claim in flight, and a claim after the reaping finds no
 registration and claims nothing (the fencing token).

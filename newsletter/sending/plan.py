@@ -384,7 +384,9 @@ class SendRun:
         still in the list is left alone: this run gave up on it (``exhausted``), or another worker is
         about to send it (its retry, its reservation)."""
         left = set(self.ledger.pending_keys(self.issue_id)) - exhausted
-        if left:
+        # One run alone (SQLite) submitted every pending reader its walk met: what is left has left the list.
+        # With several workers a row may be another's retry or reservation: look in the list again.
+        if left and self.ledger.many_workers:
             for subscriber in self.subscribers():
                 left.discard(address_key(subscriber.email))
         self.ledger.skip(self.issue_id, [(key, "no longer in the subscriber list") for key in sorted(left)])

@@ -37,7 +37,8 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.rate = rate
-        self.burst = max(1.0, burst)
+        self._full_burst = max(1.0, burst)
+        self.burst = self._full_burst
         self._tokens = self.burst
         self._clock = clock
         self._sleep = sleep
@@ -65,11 +66,15 @@ class TokenBucket:
             waited += delay
 
     def set_rate(self, rate: float) -> None:
-        """A new rate from now on (a worker's share of the global rate, as workers come and go)."""
+        """A new rate from now on (a worker's share of the global rate, as workers come and go). The burst
+        shrinks with it (never below one call): N workers each holding the whole burst would start N
+        bursts at once, over the account's rate."""
         with self._lock:
             now = self._clock()
             if self.rate > 0:  # the tokens earned so far at the old rate are kept
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._tokens = self._tokens + (now - self._last) * self.rate
+            self.burst = max(1.0, min(self._full_burst, rate)) if rate > 0 else self._full_burst
+            self._tokens = min(self.burst, self._tokens)
             self._last = now
             self.rate = rate
 
