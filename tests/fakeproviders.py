@@ -155,6 +155,7 @@ class FakeProviders:
         # ``suppress``: provider -> [(address, kind)], kind one of LISTED_AS.
         self.suppressed: dict[str, list[tuple[str, str]]] = {}
         self.send_calls = 0
+        self.chaos_met: Counter = Counter()  # (kind, status) -> send calls that met that chaos fault
         self.engagements: list[Engagement] = []  # opens, clicks, bounces... that the stats APIs count
         self.requests_seen: list[tuple[str, str]] = []  # (method, path)
         self.read_times: list[float] = []  # time.monotonic() of each GET, as it arrived
@@ -245,6 +246,7 @@ class FakeProviders:
             draw = self._chaos_rng.random()
             for fault, chance in self._chaos:
                 if draw < chance:
+                    self.chaos_met[fault.kind, fault.status] += 1
                     return fault
                 draw -= chance
             return None
@@ -278,6 +280,7 @@ class FakeProviders:
             self.requests_seen.clear()
             self.read_times.clear()
             self.send_calls = 0
+            self.chaos_met.clear()
             self._idempotency.clear()
             self._in_progress.clear()
             self._pages.clear()
