@@ -537,7 +537,7 @@ def cpu_budget(tool: dict, baseline_rate: float) -> str:
     return (f"CPU per recipient: {process_us:.1f} us in the process ({1e6 / process_us:,.0f}/s a core), "
             f"{feed_us:.1f} us of it in the thread that feeds the workers; 0.8x the baseline "
             f"({want:,.0f}/s) needs {want * process_us / 1e6:.2f} cores of it, and its Python runs on one core "
-            f"at a time (beside it only SQLite's own work, part of the ledger's 10-14 us in sendparts.py, and the "
+            f"at a time (beside it only SQLite's own work, part of the ledger's share in sendparts.py, and the "
             f"kernel's; {os.cpu_count()} CPUs here)")
 
 
