@@ -46,7 +46,12 @@ class TokenFacts:
 
 
 def make_token(email: str, secret: bytes, issue_id: str = "") -> str:
-    return _sealer(secret).seal(f"{issue_id}\n{email.lower()}".encode())
+    return _sealer(secret).seal(_token_text(email, issue_id))
+
+
+def _token_text(email: str, issue_id: str) -> bytes:
+    """What a token seals: the issue it came from and the reader's address (read back by open_token)."""
+    return f"{issue_id}\n{email.lower()}".encode()
 
 
 def open_token(token: str, secrets: Iterable[bytes]) -> TokenFacts | None:
@@ -80,8 +85,8 @@ def url_maker(template: str, secret: bytes, issue_id: str = "") -> Callable[[str
     before, token, after = template.partition("{token}")
     if not token or "{token}" in after or "{email}" in template:
         return lambda email: unsubscribe_url(template, email, secret, issue_id)
-    seal, prefix = _sealer(secret).seal, f"{issue_id}\n"
-    return lambda email: f"{before}{seal(f'{prefix}{email.lower()}'.encode())}{after}"
+    seal = _sealer(secret).seal
+    return lambda email: f"{before}{seal(_token_text(email, issue_id))}{after}"
 
 
 def list_unsubscribe_headers(url: str, mailto: str) -> dict[str, str]:

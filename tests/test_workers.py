@@ -272,3 +272,18 @@ def test_a_summary_counts_in_doubt_only_the_batches_no_live_worker_holds(pg):
     pg.claim(ISSUE, "live-batch", ["b@example.com"], "live")
     assert pg.dead_in_doubt(ISSUE, stale_after=STALE) == {"dead-batch": ["a@example.com"]}
     assert set(pg.in_doubt(ISSUE)) == {"dead-batch", "live-batch"}
+
+
+def test_a_reaped_worker_stops_sending_and_says_it_was_reaped(pg):
+    from test_dispatch import EMAILS
+    from test_dispatch import ISSUE as DISPATCH_ISSUE
+    from test_dispatch import ScriptedProvider, run
+
+    pg.create_plan(DISPATCH_ISSUE, content_hash="h1", subject="Hi", segment="", emails=EMAILS)
+    pg.acquire_lease(DISPATCH_ISSUE, "me", stale_after=STALE)
+    pg.release_lease(DISPATCH_ISSUE, "me")  # gone from `workers`, as a reaper leaves it
+    provider = ScriptedProvider()
+    totals = run(pg, provider)
+    assert provider.calls == []
+    assert isinstance(totals.error, LedgerError) and "reaped this one" in totals.aborted
+    assert "rejoin as a worker" in totals.error.hint and "took over" not in totals.aborted

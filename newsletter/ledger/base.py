@@ -185,6 +185,11 @@ def all_sent_alike(outcomes: Sequence[Outcome]) -> bool:
     return all(o.state == "sent" and o.provider_id == first and not o.suppress and not o.reason for o in outcomes)
 
 
+def reported_suppressions(outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
+    """``(address key, reason)`` of each outcome the provider says to suppress (a hard bounce, a complaint)."""
+    return [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes if o.suppress]
+
+
 @dataclass(frozen=True)
 class DeliveryRow:
     """One recipient of one issue (``rows()`` and ``status --failed``)."""

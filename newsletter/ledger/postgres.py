@@ -38,7 +38,8 @@ from ..errors import LedgerError, PlanExists
 from ..models import Outcome
 from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
                    CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression, Worker,
-                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time, suppression_rows)
+                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time,
+                   reported_suppressions, suppression_rows)
 from .migrations import LATEST, steps
 
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
@@ -370,7 +371,7 @@ class PostgresLedger(Ledger):
                                                (issue_id,))]
             if holder not in others:
                 raise LedgerError(f"this run is no longer registered on issue {issue_id}: its plan is kept",
-                                  path=self._shown)
+                                  path=self._shown, hint=f"run `newsletter send {issue_id} --restart` again")
             if len(others) > 1:
                 raise LedgerError(f"{len(others) - 1} other worker(s) are registered on issue {issue_id}: its "
                                   f"plan is kept", path=self._shown,
@@ -462,8 +463,7 @@ class PostgresLedger(Ledger):
                            "AND batch_id = %s AND state = 'sending'",
                            (outcomes[0].provider_id, now, list(rows), issue_id, batch_id))
             return
-        suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
-                    if o.suppress]
+        suppress = reported_suppressions(outcomes)
         with self._tx(one_statement=not suppress) as db:
             db.execute("UPDATE deliveries d SET state = v.state, provider_id = v.provider_id, reason = v.reason, "
                        "attempts = d.attempts + 1, updated_at = %s "

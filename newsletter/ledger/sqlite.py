@@ -30,7 +30,8 @@ from ..errors import LeaseHeld, LedgerError, PlanExists
 from ..models import Outcome
 from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
                    CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
-                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time, suppression_rows)
+                   address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time,
+                   reported_suppressions, suppression_rows)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
@@ -365,8 +366,7 @@ class SQLiteLedger(Ledger):
                            (outcomes[0].provider_id, now, issue_id, batch_id, json.dumps(list(rows))))
             return
         changes = [(row, RECORD_STATE[o.state], o.provider_id, o.reason[:500]) for row, o in zip(rows, outcomes)]
-        suppress = [(address_key(o.email), o.reason[:500] or "reported by the provider") for o in outcomes
-                    if o.suppress]
+        suppress = reported_suppressions(outcomes)
         with self._tx() as db:
             db.execute("UPDATE deliveries SET state = json_extract(m.value, '$[1]'), "
                        "provider_id = json_extract(m.value, '$[2]'), reason = json_extract(m.value, '$[3]'), "

@@ -145,10 +145,13 @@ class Dispatcher:
 
     def hold_lost(self) -> None:
         """Stop: another run took the issue's lease over, or another worker reaped this one's registration."""
-        why = "another run took over this issue's lease (or reaped this worker)"
-        self.abort(why, LedgerError(f"{why}; stopped sending",
-                                    hint="check `newsletter status`; the other run continues the issue (on "
-                                         "PostgreSQL, run this again to rejoin as a worker)"))
+        if self.ledger.many_workers:
+            why, hint = ("another worker reaped this one (its heartbeat looked dead)",
+                         "run this again to rejoin as a worker; `newsletter status` lists the live ones")
+        else:
+            why, hint = ("another run took over this issue's lease",
+                         "check `newsletter status`; the other run continues the issue")
+        self.abort(why, LedgerError(f"{why}; stopped sending", hint=hint))
 
     def abort(self, reason: str, error: BaseException | None = None) -> None:
         """Stop claiming: queued work stays ``pending`` in the ledger; batches in flight finish and are recorded."""
