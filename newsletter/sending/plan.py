@@ -269,15 +269,14 @@ class SendRun:
         self.record = self.ledger.issue(self.issue_id)
         self.verdict, self.restarting = SAME, None
 
-    def in_doubt_batches(self, now: datetime | None = None, doubt: dict[str, list[str]] | None = None
+    def in_doubt_batches(self, doubt: dict[str, list[str]], now: datetime | None = None
                          ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Rows a dead run left ``sending`` (``doubt``, else all the ledger holds in doubt), as (batches to
-        retry under their key, batches to mark unknown).
+        """Rows a dead run left ``sending`` (``doubt``: batch id -> addresses), as (batches to retry under
+        their key, batches to mark unknown).
 
         A batch is retried only while the provider still remembers its idempotency key, judged
         from its first claim, which is never later than its first send.
         """
-        doubt = self.ledger.in_doubt(self.issue_id) if doubt is None else doubt
         if not doubt or not self.provider.idempotent:
             return {}, doubt
         now = now or datetime.now(timezone.utc)
@@ -293,7 +292,7 @@ class SendRun:
     def recover_in_doubt(self, holder: str, now: datetime | None = None) -> list[Work]:
         """Rows a dead run left ``sending`` (those ``holder`` adopts, with several workers): the same batches
         again while their key holds, else ``unknown``."""
-        retry, expired = self.in_doubt_batches(now, self.ledger.adopt_in_doubt(self.issue_id, holder))
+        retry, expired = self.in_doubt_batches(self.ledger.adopt_in_doubt(self.issue_id, holder), now)
         if expired and not self.provider.idempotent:
             self.ledger.mark_unknown(self.issue_id, list(expired), "a run stopped after claiming this batch; "
                                      "it may or may not have been sent")
