@@ -14,6 +14,7 @@ from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
+from newsletter.subscribers.reader import ListReader
 from helpers import issue_status, ledger_tables, workspace_ledger
 
 ISSUE = "2026-11-30-weekly"
@@ -57,6 +58,26 @@ def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, wor
     again = run("send", ISSUE, "--yes", env=SECRET)
     assert again.exit_code == 0 and "sent 0 now" in again.stdout
     assert delivered(workspace) == SUBSCRIBED  # nobody twice
+
+
+def test_a_send_walks_the_list_once_for_each_thing_it_needs_from_it(run, workspace, monkeypatch):
+    """A pass over a long list is seconds of CPU, and several workers starting at once share the cores
+    (benchmarks/scale.py). A first send checks the list, counts its summary, plans and sends: four passes,
+    not the six it took when the read-only look before the provider checked and counted it too; a resume
+    checks, counts and sends."""
+    passes = []
+    records = ListReader.records
+
+    def counted(self, **kwargs):
+        yield from records(self, **kwargs)
+        passes.append(self.path.name)  # a pass that read to the end (the header alone, or any(), does not)
+
+    monkeypatch.setattr(ListReader, "records", counted)
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    assert passes == ["subscribers.csv"] * 4
+    passes.clear()
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    assert passes == ["subscribers.csv"] * 3
 
 
 def test_send_json_summary(run, workspace):

@@ -103,7 +103,7 @@ def ineligible_reason(subscriber: Subscriber, segment: str) -> str:
 
 class SendRun:
     def __init__(self, settings: Settings, build: Build, provider: Provider, ledger: Ledger,
-                 options: SendOptions, *, secret: bytes):
+                 options: SendOptions, *, secret: bytes, problems: list[Problem] | None = None):
         self.settings = settings
         self.compiled = build.compiled
         self.issue_id = build.issue.id
@@ -118,8 +118,10 @@ class SendRun:
         self._issue_segment_at = f"{build.issue.path}:{build.issue.front_matter_lines.get('segment', 1)}"
         self.route = Route.of(provider)
         self._load_plan()
-        # The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
-        self.problems: list[Problem] = check_list(self.list_path, skip_invalid=options.skip_invalid)
+        # The whole list is checked before anything is sent, once a run (``problems``: what an earlier
+        # SendRun of the same run found); with --skip-invalid the bad rows are left out.
+        self.problems: list[Problem] = (check_list(self.list_path, skip_invalid=options.skip_invalid)
+                                        if problems is None else problems)
 
     def _load_plan(self) -> None:
         """The issue's plan as the ledger has it now (None before the first run) and the segment it fixes.
@@ -201,6 +203,15 @@ class SendRun:
             summary.to_send += summary.retry_failed
         summary.to_send += retried
         return summary
+
+    def refuse_nobody(self) -> None:
+        """The summary's one refusal, without its counts: a first plan (or a new segment's) of nobody. A
+        real run asks this read-only before the provider is asked anything; the summary it shows is
+        counted later, under the lease."""
+        if (self.record is None or self.replan_from is not None) and self.segment:
+            suppressed = self.ledger.suppressed_set()
+            if not any(key not in suppressed for key in self._eligible()):
+                raise self._nobody_in_segment(suppressed)
 
     def _nobody_in_segment(self, suppressed: set[str]) -> SubscriberError:
         """A plan of nobody is refused before it is frozen: say which tags the list has, and how many carry each."""

@@ -4,9 +4,9 @@ The sequence, the same every time (docs/sending.md)::
 
     refuse test mode -> compile once -> lint's checks (refuse on errors) -> open the provider -> the signing secret
     -> refuse a plan bound to another provider (or ask about one an older version left unknown)
-    -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider about its settings
-    (preflight) -> read its unsubscribes (url = "provider")
-    -> validate the list -> take the issue's lease (or exit 75; PostgreSQL: register as a worker) -> summary
+    -> validate the list -> the plan as it would be, read-only (refuse a plan of nobody) -> ask the provider
+    about its settings (preflight) -> read its unsubscribes (url = "provider")
+    -> take the issue's lease (or exit 75; PostgreSQL: register as a worker) -> summary
     -> offer to reconcile recipients in doubt -> confirm -> freeze or resume the plan -> send
 
 The run never prints and never reads the terminal: what it says and asks goes through
@@ -89,15 +89,19 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
         # or the ledger is written.
         with open_ledger(settings, readonly=True) as ledger:
             options = _settle_route(ledger, built.issue.id, provider, options, talk, dry_run=dry_run, yes=yes)
-            summary = SendRun(settings, built, provider, ledger, options, secret=secret).summary()
-        if dry_run:
-            talk.summary(summary)
-            return SendResult(summary, None, summary.counts, provider)
+            look = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
+            if dry_run:
+                summary = look.summary()
+                talk.summary(summary)
+                return SendResult(summary, None, summary.counts, provider)
+            look.refuse_nobody()  # the summary's counts come later, under the lease: one pass fewer
         preflight(provider, talk.warn)
         with open_ledger(settings) as ledger:
             if settings.unsubscribe.url == PROVIDER_MANAGED:
                 _sync_unsubscribes(provider, ledger, talk)
-            run = SendRun(settings, built, provider, ledger, options, secret=secret)  # validates the list
+            # The list was checked above: each pass over a long list is seconds, and several workers
+            # starting at once share the machine's cores (benchmarks/scale.py).
+            run = SendRun(settings, built, provider, ledger, options, secret=secret, problems=look.problems)
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
                 summary = run.summary()
                 talk.summary(summary)
