@@ -10,6 +10,7 @@ import pytest
 
 from newsletter.errors import AuthError, NoAnswer, NotAccepted, RecipientError
 from newsletter.ledger import postgres as ledger_postgres
+from newsletter.ledger.postgres import PostgresLedger
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
@@ -78,6 +79,30 @@ def test_a_send_walks_the_list_once_for_each_thing_it_needs_from_it(run, workspa
     passes.clear()
     assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
     assert passes == ["subscribers.csv"] * 3
+
+
+def test_a_worker_finishing_its_walk_leaves_a_colleagues_reservation_to_them(run, workspace, pg_url, monkeypatch):
+    """With several workers, plan rows still pending after a worker's walk are looked for in the list again
+    (are they gone from it?), but not those another live worker reserved: theirs to send. A walk's end
+    reads no second pass for them."""
+    monkeypatch.setenv("NEWSLETTER_LEDGER_URL", pg_url)
+    assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4  # the plan; ada sent
+    with PostgresLedger(pg_url) as colleague:  # a live worker elsewhere, its next chunk reserved
+        colleague.acquire_lease(ISSUE, "colleague", stale_after=60)
+        assert colleague.reserve(ISSUE, "colleague", ["margaret@example.com"]) == {"margaret@example.com"}
+        passes = []
+        records = ListReader.records
+
+        def counted(self, **kwargs):
+            yield from records(self, **kwargs)
+            passes.append(self.path.name)
+
+        monkeypatch.setattr(ListReader, "records", counted)
+        result = run("send", ISSUE, "--yes", env=SECRET)
+        assert result.exit_code == 0, result.stderr  # margaret's row is the colleague's unfinished business
+        assert passes == ["subscribers.csv"] * 3  # check, summary, send: no pass after the walk
+        assert delivered(workspace) == ["ada@example.com", "grace@example.org", "linus@example.net"]
+        assert colleague.counts(ISSUE) == {**colleague.counts(ISSUE), "pending": 1, "skipped": 0}
 
 
 def test_send_json_summary(run, workspace):

@@ -113,6 +113,22 @@ def test_reservations_split_a_chunk_and_a_dead_workers_are_free_again(pg):
     assert pg.reserve(ISSUE, "w1", emails[:2]) == {emails[1]}  # only pending rows
 
 
+def test_pending_keys_leave_out_the_rows_other_registered_workers_reserved(pg):
+    emails = [f"r{n}@example.com" for n in range(5)]
+    plan(pg, *emails)
+    register_in_a_process_that_exits(pg.url, "dead")
+    pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
+    pg.acquire_lease(ISSUE, "w2", stale_after=STALE)
+    pg.reserve(ISSUE, "w2", emails[:1])  # another worker's: its to send
+    pg.reserve(ISSUE, "dead", emails[1:2])  # still registered until reaped
+    pg.reserve(ISSUE, "w1", emails[2:3])  # mine
+    pg.reserve(ISSUE, "w2", emails[3:4])
+    pg.claim(ISSUE, "b", emails[3:4], "w2")  # claimed: not pending at all
+    assert pg.pending_keys(ISSUE, "w1") == emails[2:3] + emails[4:]
+    pg.reap_workers(ISSUE, "w1", stale_after=STALE)
+    assert pg.pending_keys(ISSUE, "w1") == emails[1:3] + emails[4:]  # a reaped worker's are free again
+
+
 def test_a_second_planner_waits_for_the_first_and_finds_its_plan(pg_url):
     first, second = PostgresLedger(pg_url), PostgresLedger(pg_url)
     started = threading.Event()

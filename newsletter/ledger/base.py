@@ -498,8 +498,9 @@ class Ledger(ABC):
         """``unknown -> pending`` (the user accepted the risk of a second copy)."""
 
     @abstractmethod
-    def pending_keys(self, issue_id: str) -> Iterable[str]:
-        """Addresses still ``pending`` (streamed)."""
+    def pending_keys(self, issue_id: str, holder: str) -> Iterable[str]:
+        """Addresses still ``pending`` (streamed). With ``many_workers``, those another registered worker
+        than ``holder`` reserved are left out: theirs to send."""
 
     @abstractmethod
     def counts(self, issue_id: str) -> dict[str, int]:

@@ -552,9 +552,10 @@ class PostgresLedger(Ledger):
                               "updated_at = %s WHERE issue_id = %s AND state = 'unknown'",
                               (_now(), issue_id)).rowcount
 
-    def pending_keys(self, issue_id: str) -> list[str]:
-        return [r[0] for r in self._read("SELECT email FROM deliveries WHERE issue_id = %s AND state = 'pending' "
-                                         "ORDER BY id", (issue_id,))]
+    def pending_keys(self, issue_id: str, holder: str) -> list[str]:
+        return [r[0] for r in self._read("SELECT d.email FROM deliveries d WHERE d.issue_id = %(issue)s "
+                                         f"AND d.state = 'pending' AND (d.claimed_by = %(holder)s OR {_FREE}) "
+                                         "ORDER BY d.id", {"issue": issue_id, "holder": holder})]
 
     def counts(self, issue_id: str) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

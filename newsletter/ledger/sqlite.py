@@ -449,7 +449,7 @@ class SQLiteLedger(Ledger):
                               "updated_at = ? WHERE issue_id = ? AND state = 'unknown'",
                               (_now(), issue_id)).rowcount
 
-    def pending_keys(self, issue_id: str) -> list[str]:
+    def pending_keys(self, issue_id: str, holder: str) -> list[str]:  # one run at a time: every pending row
         return [r[0] for r in self._read("SELECT email FROM deliveries WHERE issue_id = ? AND state = 'pending'",
                                          (issue_id,))]
 

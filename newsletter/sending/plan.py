@@ -386,16 +386,17 @@ class SendRun:
         except KeyboardInterrupt:
             return self._stop_gently(dispatcher, on_interrupt)
         if complete and not totals.aborted:
-            self._skip_gone(totals.exhausted)
+            self._skip_gone(holder, totals.exhausted)
         return totals
 
-    def _skip_gone(self, exhausted: set[str]) -> None:
+    def _skip_gone(self, holder: str, exhausted: set[str]) -> None:
         """After a whole walk: plan rows still ``pending`` whose reader left the list are ``skipped``. A row
         still in the list is left alone: this run gave up on it (``exhausted``), or another worker is
-        about to send it (its retry, its reservation)."""
-        left = set(self.ledger.pending_keys(self.issue_id)) - exhausted
+        about to send it (its reservation, left out by ``pending_keys``; a retry)."""
+        left = set(self.ledger.pending_keys(self.issue_id, holder)) - exhausted
         # One run alone (SQLite) submitted every pending reader its walk met: what is left has left the list.
-        # With several workers a row may be another's retry or reservation: look in the list again.
+        # With several workers a row nobody holds may be one a worker reaped meanwhile held: look in the
+        # list again (seldom: the other workers' reservations are theirs, and not in ``left``).
         if left and self.ledger.many_workers:
             for subscriber in self.subscribers():
                 left.discard(address_key(subscriber.email))
