@@ -45,14 +45,20 @@ def json_strings(mapping: Mapping[str, str]) -> str:
     return "{" + ", ".join([f"{quoted(key)}: {quoted(value)}" for key, value in mapping.items()]) + "}"
 
 
+def _empty_member(text: str, key: str, empty: str) -> int:
+    """Where the value of the member ``"key": empty`` (``[]`` or ``""``) starts in ``text``, json.dumps's
+    output: its first such member (inside an encoded string every quote is escaped)."""
+    at = text.find(f'"{key}": {empty}')
+    if at < 0:
+        raise ValueError(f"{key!r} is not a member {empty} of the item")
+    return at + len(key) + 4  # past '"key": '
+
+
 def json_with_array(item: Mapping[str, Any], key: str, encoded: list[str]) -> bytes:
     """The bytes requests sends for ``json=item``, with ``item[key]`` (an empty list, before any nested
     object that could hold the same key) set to the array of the already-encoded JSON values ``encoded``."""
     text = json.dumps(item)
-    at = text.find(f'"{key}": []')
-    if at < 0:
-        raise ValueError(f"json_with_array: {key!r} is not an empty list member of the item")
-    value_at = at + len(key) + 4  # past '"key": '
+    value_at = _empty_member(text, key, "[]")
     return "".join([text[:value_at], "[", ", ".join(encoded), "]", text[value_at + 2:]]).encode("ascii")
 
 
@@ -67,10 +73,8 @@ def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, list[str]]) -
     text = json.dumps(item)
     out: list[str] = []
     start = 0
-    for at, key, encoded in sorted((text.find(f'"{key}": ""'), key, encoded) for key, encoded in bodies.items()):
-        if at < 0:
-            raise ValueError(f"json_with_bodies: {key!r} is not an empty member of the item")
-        value_at = at + len(key) + 4  # past '"key": '
+    for value_at, key, encoded in sorted((_empty_member(text, key, '""'), key, encoded)
+                                         for key, encoded in bodies.items()):
         out.append(text[start:value_at])
         out += encoded
         start = value_at + 2  # past the empty string

@@ -23,6 +23,7 @@ from newsletter.providers import provider_class
 from newsletter.providers.base import Provider
 
 FIXTURES = Path(__file__).parent / "fixtures"
+BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL (conftest.py)
 
 
 def canned(provider: str, name: str) -> Any:

@@ -9,7 +9,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from helpers import workspace_ledger
+from helpers import BOTH_LEDGERS, workspace_ledger
 
 from newsletter import archive as archive_module
 from newsletter.archive import anonymous_unsubscribe_url, atomic_write
@@ -19,7 +19,6 @@ ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
 SITE = "https://example.com/notes"
 ATOM = "{http://www.w3.org/2005/Atom}"
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 DRAFT = """---
 subject: 'Draft for {{ subscriber.name | default("friend") }}: pipes'

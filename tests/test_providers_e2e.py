@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import ledger_env, write_readers
+from helpers import BOTH_LEDGERS, ledger_env, write_readers
 import requests
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
 
@@ -37,7 +37,6 @@ KEY = "e2e-key-Zq81"
 SECRET = "e2e-signing-secret"
 ISSUE = "2026-11-30-weekly"
 NEWSLETTER = str(Path(sys.executable).with_name("newsletter"))
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 
 @pytest.fixture

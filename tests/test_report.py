@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import responses
-from helpers import LedgerClock, SleepClock, canned, make_adapter, workspace_ledger
+from helpers import BOTH_LEDGERS, LedgerClock, SleepClock, canned, make_adapter, workspace_ledger
 from responses.matchers import query_param_matcher
 
 from newsletter.ledger.base import CachedFigures
@@ -20,7 +20,6 @@ KEY = "report-key-Zr81"
 ORIGIN = "https://api.test"
 
 
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
 from newsletter.subscribers.reader import ListReader
-from helpers import issue_status, ledger_tables, workspace_ledger
+from helpers import BOTH_LEDGERS, issue_status, ledger_tables, workspace_ledger
 
 ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 SUBSCRIBED = ["ada@example.com", "grace@example.org", "linus@example.net", "margaret@example.com"]
 
 

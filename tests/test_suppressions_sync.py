@@ -12,7 +12,7 @@ import json
 import pytest
 import responses
 from fakeproviders import SES_ACCESS_KEY, FakeProviders
-from helpers import SleepClock, canned, make_adapter, workspace_ledger
+from helpers import BOTH_LEDGERS, SleepClock, canned, make_adapter, workspace_ledger
 from responses.matchers import query_param_matcher
 
 from newsletter.errors import AuthError, ProviderError
@@ -21,7 +21,6 @@ from newsletter.sending.ratelimit import Backoff
 from newsletter.sending.suppression_sync import sync_suppressions
 
 KEY = "sync-key-Wq52"
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 ORIGIN = "https://api.test"
 PROVIDERS = ["postmark", "sendgrid", "mailgun", "resend", "ses", "brevo"]
 

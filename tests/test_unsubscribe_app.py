@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import connections_taken, ledger_env, workspace_ledger
+from helpers import BOTH_LEDGERS, connections_taken, ledger_env, workspace_ledger
 from hypothesis import given, settings as hsettings, strategies as st
 
 from newsletter import config
@@ -28,7 +28,6 @@ SECRET = "test-secret"
 ENV = {"NEWSLETTER_SECRET": SECRET}
 PAGE = "/notes/unsubscribe"  # the path of the example's [unsubscribe] url
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
-BOTH_LEDGERS = pytest.mark.usefixtures("ledger_backend")  # the test runs on SQLite and on PostgreSQL
 
 
 def settings_for(workspace: Path, **env) -> config.Settings:

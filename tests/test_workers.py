@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import psycopg
 import pytest
 
 from newsletter.errors import LedgerError, PlanExists
@@ -133,18 +134,25 @@ def test_a_second_planner_waits_for_the_first_and_finds_its_plan(pg_url):
     first, second = PostgresLedger(pg_url), PostgresLedger(pg_url)
     started = threading.Event()
 
-    def slow_emails():
+    def emails_once_the_second_waits():
+        # The first planner's transaction is open, its issues row written: its emails come only once the
+        # server shows the second planner's backend waiting on a lock, so this order is the one tested.
         started.set()
-        time.sleep(0.5)  # the first planner's transaction is open, its issues row written
+        with psycopg.connect(pg_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database()").fetchone()[0]:
+                assert time.monotonic() < deadline, "the second planner never waited for the first"
+                time.sleep(0.01)
         yield from (f"r{n}@example.com" for n in range(100))
 
     try:
         errors = []
         thread = threading.Thread(target=lambda: first.create_plan(ISSUE, content_hash="h1", subject="Hi",
-                                                                   segment="", emails=slow_emails()))
+                                                                   segment="",
+                                                                   emails=emails_once_the_second_waits()))
         thread.start()
-        started.wait()
-        time.sleep(0.1)
+        assert started.wait(30)
         try:
             plan(second, "other@example.com")
         except PlanExists as err:
