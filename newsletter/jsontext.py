@@ -59,7 +59,7 @@ def json_with_array(item: Mapping[str, Any], key: str, encoded: list[str]) -> by
     object that could hold the same key) set to the array of the already-encoded JSON values ``encoded``."""
     text = json.dumps(item)
     value_at = _empty_member(text, key, "[]")
-    return "".join([text[:value_at], "[", ", ".join(encoded), "]", text[value_at + 2:]]).encode("ascii")
+    return "".join([text[:value_at], "[", ", ".join(encoded), "]", text[value_at + len("[]"):]]).encode("ascii")
 
 
 def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, list[str]]) -> list[str]:
@@ -77,7 +77,7 @@ def json_with_bodies(item: Mapping[str, Any], bodies: Mapping[str, list[str]]) -
                                          for key, encoded in bodies.items()):
         out.append(text[start:value_at])
         out += encoded
-        start = value_at + 2  # past the empty string
+        start = value_at + len('""')  # past the empty string
     out.append(text[start:])
     return out
 

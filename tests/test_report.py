@@ -20,8 +20,6 @@ KEY = "report-key-Zr81"
 ORIGIN = "https://api.test"
 
 
-
-
 @pytest.fixture
 def ledger(tmp_path):
     """A fresh ledger: SQLite, or PostgreSQL where the test asks for ``ledger_backend``."""

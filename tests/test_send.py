@@ -10,7 +10,6 @@ import pytest
 
 from newsletter.errors import AuthError, NoAnswer, NotAccepted, RecipientError
 from newsletter.ledger import postgres as ledger_postgres
-from newsletter.ledger.postgres import PostgresLedger
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
@@ -60,48 +59,67 @@ def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, wor
     assert delivered(workspace) == SUBSCRIBED  # nobody twice
 
 
-def test_a_send_walks_the_list_once_for_each_thing_it_needs_from_it(run, workspace, monkeypatch):
-    """A pass over a long list is seconds of CPU, and several workers starting at once share the cores
-    (benchmarks/scale.py). A first send checks the list, counts its summary, plans and sends: four passes,
-    not the six it took when the read-only look before the provider checked and counted it too; a resume
-    checks, counts and sends."""
-    passes = []
+@pytest.fixture
+def list_passes(monkeypatch) -> list[str]:
+    """The list files read to the end, one entry a pass (reading the header alone, or stopping early as
+    any() does, is no pass)."""
+    passes: list[str] = []
     records = ListReader.records
 
     def counted(self, **kwargs):
         yield from records(self, **kwargs)
-        passes.append(self.path.name)  # a pass that read to the end (the header alone, or any(), does not)
+        passes.append(self.path.name)
 
     monkeypatch.setattr(ListReader, "records", counted)
-    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
-    assert passes == ["subscribers.csv"] * 4
-    passes.clear()
-    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
-    assert passes == ["subscribers.csv"] * 3
+    return passes
 
 
-def test_a_worker_finishing_its_walk_leaves_a_colleagues_reservation_to_them(run, workspace, pg_url, monkeypatch):
-    """With several workers, plan rows still pending after a worker's walk are looked for in the list again
-    (are they gone from it?), but not those another live worker reserved: theirs to send. A walk's end
-    reads no second pass for them."""
+def test_a_send_walks_the_list_once_for_each_thing_it_needs_from_it(run, workspace, list_passes):
+    """A pass over a long list is seconds of CPU, and several workers starting at once share the cores
+    (benchmarks/scale.py). A first send checks the list, counts its summary, plans and sends: four passes,
+    not the six it took when the read-only look before the provider checked and counted it too (the
+    look only makes sure a segment's plan is not of nobody, stopping at the first reader); a resume
+    checks, counts and sends."""
+    assert run("send", ISSUE, "--yes", "--segment", "weekly", env=SECRET).exit_code == 0
+    assert list_passes == ["subscribers.csv"] * 4
+    list_passes.clear()
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    assert list_passes == ["subscribers.csv"] * 3
+
+
+def test_a_list_edited_after_the_first_look_is_checked_again(run, workspace, monkeypatch):
+    """The look before the provider is asked checks the list, and the run keeps that check only while the
+    file is unchanged: a repeat added meanwhile (which only the check finds) is refused, not sent from."""
+    def repeat_a_row(*args):
+        edit_list(workspace, "alan@example.com,", "grace@example.org,Grace again,subscribed,weekly,,\nalan@example.com,")
+        return []
+
+    monkeypatch.setattr(OutboxProvider, "preflight", repeat_a_row)
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 1
+    assert "subscribers.csv:6: duplicate of line 3 (grace@example.org)" in result.stderr
+    assert delivered(workspace) == []
+
+
+def test_a_worker_leaves_a_colleagues_reservation_to_them(run, workspace, pg_url, monkeypatch, list_passes):
+    """With several workers, plan rows still pending after a worker's walk are looked for in the list
+    again (are they gone from it?), but not those another registered worker reserved: theirs to send,
+    even if this worker's copy of the list lacks them. Its walk's end reads no second pass for them."""
     monkeypatch.setenv("NEWSLETTER_LEDGER_URL", pg_url)
     assert run("send", ISSUE, "--yes", "--limit", "1", env=SECRET).exit_code == 4  # the plan; ada sent
-    with PostgresLedger(pg_url) as colleague:  # a live worker elsewhere, its next chunk reserved
+    edit_list(workspace, '"margaret@example.com","Margaret Hamilton, MIT",subscribed,weekly;founders,2026-05-02,Boston\n',
+              "")  # not in this worker's copy
+    with ledger_postgres.PostgresLedger(pg_url) as colleague:  # a live worker elsewhere, its chunk reserved
         colleague.acquire_lease(ISSUE, "colleague", stale_after=60)
-        assert colleague.reserve(ISSUE, "colleague", ["margaret@example.com"]) == {"margaret@example.com"}
-        passes = []
-        records = ListReader.records
-
-        def counted(self, **kwargs):
-            yield from records(self, **kwargs)
-            passes.append(self.path.name)
-
-        monkeypatch.setattr(ListReader, "records", counted)
+        assert colleague.reserve(ISSUE, "colleague", ["margaret@example.com", "linus@example.net"]) == {
+            "margaret@example.com", "linus@example.net"}
+        list_passes.clear()
         result = run("send", ISSUE, "--yes", env=SECRET)
-        assert result.exit_code == 0, result.stderr  # margaret's row is the colleague's unfinished business
-        assert passes == ["subscribers.csv"] * 3  # check, summary, send: no pass after the walk
-        assert delivered(workspace) == ["ada@example.com", "grace@example.org", "linus@example.net"]
-        assert colleague.counts(ISSUE) == {**colleague.counts(ISSUE), "pending": 1, "skipped": 0}
+        assert result.exit_code == 0, result.stderr  # their rows are the colleague's unfinished business
+        assert list_passes == ["subscribers.csv"] * 3  # check, summary, send: no pass after the walk
+        assert delivered(workspace) == ["ada@example.com", "grace@example.org"]
+        counts = colleague.counts(ISSUE)
+        assert (counts["pending"], counts["skipped"]) == (2, 0)
 
 
 def test_send_json_summary(run, workspace):

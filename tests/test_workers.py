@@ -146,11 +146,19 @@ def test_a_second_planner_waits_for_the_first_and_finds_its_plan(pg_url):
                 time.sleep(0.01)
         yield from (f"r{n}@example.com" for n in range(100))
 
+    first_failed: list[BaseException] = []
+
+    def first_plans():
+        try:
+            first.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="",
+                              emails=emails_once_the_second_waits())
+        except BaseException as err:  # said by the test, not lost in the thread
+            first_failed.append(err)
+            started.set()
+
     try:
         errors = []
-        thread = threading.Thread(target=lambda: first.create_plan(ISSUE, content_hash="h1", subject="Hi",
-                                                                   segment="",
-                                                                   emails=emails_once_the_second_waits()))
+        thread = threading.Thread(target=first_plans)
         thread.start()
         assert started.wait(30)
         try:
@@ -158,6 +166,8 @@ def test_a_second_planner_waits_for_the_first_and_finds_its_plan(pg_url):
         except PlanExists as err:
             errors.append(err)
         thread.join()
+        if first_failed:
+            raise first_failed[0]
         assert errors, "the second planner must find the first one's plan"
         assert second.counts(ISSUE)["pending"] == 100
     finally:

@@ -499,8 +499,8 @@ class Ledger(ABC):
 
     @abstractmethod
     def pending_keys(self, issue_id: str, holder: str) -> Iterable[str]:
-        """Addresses still ``pending`` (streamed). With ``many_workers``, those another registered worker
-        than ``holder`` reserved are left out: theirs to send."""
+        """Addresses still ``pending`` (streamed). With ``many_workers``, rows reserved by a registered worker
+        other than ``holder`` are left out: theirs to send."""
 
     @abstractmethod
     def counts(self, issue_id: str) -> dict[str, int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Iterator
 
 from ..compile.personalize import Personalizer
@@ -101,9 +102,26 @@ def ineligible_reason(subscriber: Subscriber, segment: str) -> str:
     return f"not tagged {segment!r}"
 
 
+@dataclass(frozen=True)
+class CheckedList:
+    """The list's problems (see check_list) and the file's identity when it was checked."""
+
+    stamp: tuple[int, int, int] | None
+    problems: list[Problem]
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """The file's inode, size and modification time: any of them moves when it is edited or replaced."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 class SendRun:
     def __init__(self, settings: Settings, build: Build, provider: Provider, ledger: Ledger,
-                 options: SendOptions, *, secret: bytes, problems: list[Problem] | None = None):
+                 options: SendOptions, *, secret: bytes, checked: CheckedList | None = None):
         self.settings = settings
         self.compiled = build.compiled
         self.issue_id = build.issue.id
@@ -118,10 +136,17 @@ class SendRun:
         self._issue_segment_at = f"{build.issue.path}:{build.issue.front_matter_lines.get('segment', 1)}"
         self.route = Route.of(provider)
         self._load_plan()
-        # The whole list is checked before anything is sent, once a run (``problems``: what an earlier
-        # SendRun of the same run found); with --skip-invalid the bad rows are left out.
-        self.problems: list[Problem] = (check_list(self.list_path, skip_invalid=options.skip_invalid)
-                                        if problems is None else problems)
+        self.checked = self._check_list(checked)
+        self.problems: list[Problem] = self.checked.problems
+
+    def _check_list(self, earlier: CheckedList | None) -> CheckedList:
+        """The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
+        A check earlier in the same run (``earlier``) is kept while the file is unchanged: a pass over a
+        long list is seconds, and several workers starting at once share the cores (benchmarks/scale.py)."""
+        stamp = _file_stamp(self.list_path)  # taken before reading: an edit during the check changes it
+        if earlier is not None and stamp is not None and earlier.stamp == stamp:
+            return earlier
+        return CheckedList(stamp, check_list(self.list_path, skip_invalid=self.options.skip_invalid))
 
     def _load_plan(self) -> None:
         """The issue's plan as the ledger has it now (None before the first run) and the segment it fixes.
@@ -171,7 +196,7 @@ class SendRun:
                           invalid=[str(p) for p in self.problems], limit=self.options.limit,
                           include_new=self.options.include_new, replanned_from=self.replan_from,
                           restarting=self.restarting)
-        if record is None or self.replan_from is not None:
+        if self._plans_afresh:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
             suppressed = self.ledger.suppressed_set()
@@ -204,11 +229,16 @@ class SendRun:
         summary.to_send += retried
         return summary
 
+    @property
+    def _plans_afresh(self) -> bool:
+        """This run freezes a new plan: the first, a --restart's, or a new segment's."""
+        return self.record is None or self.replan_from is not None
+
     def refuse_nobody(self) -> None:
         """The summary's one refusal, without its counts: a first plan (or a new segment's) of nobody. A
         real run asks this read-only before the provider is asked anything; the summary it shows is
         counted later, under the lease."""
-        if (self.record is None or self.replan_from is not None) and self.segment:
+        if self._plans_afresh and self.segment:
             suppressed = self.ledger.suppressed_set()
             if not any(key not in suppressed for key in self._eligible()):
                 raise self._nobody_in_segment(suppressed)
@@ -392,11 +422,12 @@ class SendRun:
     def _skip_gone(self, holder: str, exhausted: set[str]) -> None:
         """After a whole walk: plan rows still ``pending`` whose reader left the list are ``skipped``. A row
         still in the list is left alone: this run gave up on it (``exhausted``), or another worker is
-        about to send it (its reservation, left out by ``pending_keys``; a retry)."""
+        about to send it (its reservation: ``pending_keys`` leaves those out)."""
         left = set(self.ledger.pending_keys(self.issue_id, holder)) - exhausted
         # One run alone (SQLite) submitted every pending reader its walk met: what is left has left the list.
-        # With several workers a row nobody holds may be one a worker reaped meanwhile held: look in the
-        # list again (seldom: the other workers' reservations are theirs, and not in ``left``).
+        # With several workers a row nobody holds now may have been freed after this walk passed it (another
+        # worker's --limit, Ctrl-C or rows it gave up on; one a third worker reaped): look in the list again.
+        # Seldom: the other workers' reservations are theirs, and not in ``left``.
         if left and self.ledger.many_workers:
             for subscriber in self.subscribers():
                 left.discard(address_key(subscriber.email))

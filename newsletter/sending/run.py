@@ -99,9 +99,8 @@ def send_issue(settings: Settings, ref: str, options: SendOptions, talk: Convers
         with open_ledger(settings) as ledger:
             if settings.unsubscribe.url == PROVIDER_MANAGED:
                 _sync_unsubscribes(provider, ledger, talk)
-            # The list was checked above: each pass over a long list is seconds, and several workers
-            # starting at once share the machine's cores (benchmarks/scale.py).
-            run = SendRun(settings, built, provider, ledger, options, secret=secret, problems=look.problems)
+            # The look's check of the list is kept if the file has not changed since (SendRun._check_list).
+            run = SendRun(settings, built, provider, ledger, options, secret=secret, checked=look.checked)
             with LeaseKeeper(ledger, built.issue.id) as keeper, _sigterm_as_interrupt():
                 summary = run.summary()
                 talk.summary(summary)
