@@ -101,6 +101,18 @@ def test_each_thread_has_its_own_connection_and_close_leaves_none_open(pg, pg_ur
 
 
 
+def test_every_connection_of_the_ledger_runs_without_jit(pg):
+    """A run's statistics go stale as its rows move, and a cost estimated in millions made the server
+    JIT-compile a look-up for longer than it ran (benchmarks/README.md, "Several workers")."""
+    def jit_setting():
+        with pg._tx() as db:
+            return db.execute("SHOW jit").fetchone()[0]
+
+    seen = [jit_setting()]
+    in_thread(lambda: seen.append(jit_setting())).join()  # another thread: a connection of its own
+    assert seen == ["off", "off"]
+
+
 HOLD = 4242  # the advisory lock a trigger waits for inside a claim: the claim stays in flight meanwhile
 
 

@@ -116,10 +116,19 @@ class PostgresLedger(Ledger):
             self._shared = first
 
     def _connect(self) -> psycopg.Connection:
+        db = None
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                   application_name="newsletter")
+            db = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                 application_name="newsletter")
+            # No JIT: the ledger's statements take milliseconds, and once a run has moved the rows a
+            # plan's statistics no longer match, a cost estimated in millions made the server compile
+            # for 150-200 ms a look-up that then ran in 60 (benchmarks/README.md, "Several workers").
+            # A SET, not the URL's ``options``: those stay the user's.
+            db.execute("SET jit = off")
+            return db
         except psycopg.Error as err:
+            if db is not None:
+                db.close()
             raise LedgerError(f"cannot connect to the PostgreSQL ledger: {str(err).strip()}", path=self._shown,
                               hint="check [ledger] url (or NEWSLETTER_LEDGER_URL) and that the server runs; a "
                                    "password goes in PGPASSWORD or ~/.pgpass") from None
