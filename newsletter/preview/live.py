@@ -26,6 +26,7 @@ from ..compile.pipeline import Build, build_issue, lint_build, personalizer
 from ..compile.render import layout_names, templates_dir
 from ..config import Settings
 from ..errors import NewsletterError
+from ..files import file_stamp
 from ..models import Subscriber
 from ..providers import provider_facts
 from ..subscribers.lookup import find_subscriber
@@ -70,17 +71,9 @@ class Inputs:
     templates: Path | None
 
     def fingerprint(self) -> tuple:
-        """Size and mtime of every input, to notice a save the watcher was not yet listening for."""
+        """Every input's stamp (inode, size, mtime), to notice a save the watcher was not yet listening for."""
         paths = sorted(self.files | set(self.templates.rglob("*") if self.templates else ()))
-        return tuple((str(p), *_stat(p)) for p in paths)
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        info = path.stat()
-    except OSError:
-        return (-1, -1)
-    return (info.st_mtime_ns, info.st_size)
+        return tuple((str(p), file_stamp(p)) for p in paths)
 
 
 _NOT_YET = object()

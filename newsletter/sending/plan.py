@@ -29,13 +29,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterator
 
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
 from ..errors import LedgerError, PlanExists, RecipientError, StoppedNow, SubscriberError
+from ..files import file_stamp
 from ..ledger.base import Ledger, address_key, chunked
 from ..models import Subscriber
 from ..providers import provider_facts
@@ -110,15 +110,6 @@ class CheckedList:
     problems: list[Problem]
 
 
-def _file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """The file's inode, size and modification time: any of them moves when it is edited or replaced."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
-
-
 class SendRun:
     def __init__(self, settings: Settings, build: Build, provider: Provider, ledger: Ledger,
                  options: SendOptions, *, secret: bytes, checked: CheckedList | None = None):
@@ -143,7 +134,7 @@ class SendRun:
         """The whole list is checked before anything is sent; with --skip-invalid the bad rows are left out.
         A check earlier in the same run (``earlier``) is kept while the file is unchanged: a pass over a
         long list is seconds, and several workers starting at once share the cores (benchmarks/scale.py)."""
-        stamp = _file_stamp(self.list_path)  # taken before reading: an edit during the check changes it
+        stamp = file_stamp(self.list_path)  # taken before reading: an edit during the check changes it
         if earlier is not None and stamp is not None and earlier.stamp == stamp:
             return earlier
         return CheckedList(stamp, check_list(self.list_path, skip_invalid=self.options.skip_invalid))
