@@ -49,6 +49,11 @@ def raw(ledger, sql: str, params=()):
         ledger._db.execute(sql, params)
 
 
+def fetch(ledger, sql: str) -> list[tuple]:
+    """Read the ledger's tables directly (what its API does not show, e.g. the rows' ids)."""
+    return ledger._read(sql) if isinstance(ledger, PostgresLedger) else ledger._db.execute(sql).fetchall()
+
+
 @pytest.fixture
 def ledger(backend):
     with open_at(backend) as db:
@@ -88,6 +93,27 @@ def test_plan_leaves_out_suppressed_and_erased_addresses(ledger):
     ledger.erase_address("ok@example.com")
     assert ledger.extend_plan(ISSUE, ["ok@example.com", "new@example.com"]) == 1  # the erased one is known
     assert ledger.issue(ISSUE).planned == 2
+
+
+def test_a_plan_of_many_chunks_keeps_the_list_order_and_its_exclusions_across_them(ledger):
+    # PostgreSQL inserts the plan a chunk (1,000 addresses) per statement: a repeat in a later chunk,
+    # a suppressed or erased address far down the list, and the order must hold across chunks.
+    emails = [f"reader{i:04d}@example.org" for i in range(2500)]
+    ledger.add_suppression(emails[1800], "hard bounce")
+    assert plan(ledger, *emails[:1500], emails[7].upper(), *emails[1500:]) == 2499
+    pending = [r.email for r in ledger.rows(ISSUE, ("pending",))]
+    assert pending == sorted(pending) and len(pending) == 2499 and emails[1800] not in pending
+    ids = dict(fetch(ledger, "SELECT email, id FROM deliveries"))
+    assert [email for email in sorted(ids, key=ids.get)] == [e for e in emails if e != emails[1800]]  # plan order
+    ledger.erase_address(emails[2400])
+    assert ledger.extend_plan(ISSUE, [*emails[:2450], "new@example.org"]) == 1  # neither erased nor known again
+    assert ledger.issue(ISSUE).planned == 2500
+
+
+def test_a_plan_of_nobody_is_empty(ledger):
+    assert plan(ledger) == 0
+    assert ledger.issue(ISSUE).planned == 0
+    assert ledger.extend_plan(ISSUE, []) == 0
 
 
 def test_claim_moves_pending_to_sending_under_the_batch_id(ledger):
