@@ -22,7 +22,9 @@ the end of its last: a worker's main thread for the whole run, each sending thre
 its waits for the provider included; the heartbeat thread, asleep between beats, is left out of
 the divisor). Beside it, the same seconds over workers x wall, as this script printed before: that one
 counts a worker's concurrent threads against one clock, so it grows with ``--concurrency`` (past
-100% at 8 in flight) whatever each call costs. Then the workers' CPU seconds (``--no-reserve``:
+100% at 8 in flight) whatever each call costs; and the wall seconds in which a worker had at least
+one thread inside a ledger call (its calls' intervals merged), over workers x wall: the share of
+the wall clock the ledger held each worker, counting two threads in it at once as one. Then the workers' CPU seconds (``--no-reserve``:
 without the chunk reservations of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
 also prints how many recipients the fake received in all, beside the readers (a count: the sink does
 not tell repeats apart; tests/test_workers_e2e.py checks exactly-once). Numbers only; nothing is asserted.
@@ -50,7 +52,7 @@ from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
 _WORKER = """
 import atexit, json, sys, threading, time
 from newsletter.ledger.postgres import PostgresLedger
-spent, depth, by_name, span = [0.0], threading.local(), {}, {}
+spent, depth, by_name, span, calls = [0.0], threading.local(), {}, {}, []
 def timed(method):
     def wrapper(*args, **kwargs):
         outer = not getattr(depth, "n", 0)
@@ -64,6 +66,7 @@ def timed(method):
                 end = time.perf_counter()
                 took = end - start
                 spent[0] += took
+                calls.append((start, end))
                 by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
                 # each working thread's span, from the start of its first ledger call to the end of its
                 # last; not the heartbeat's, which sleeps between beats for the whole run
@@ -76,7 +79,7 @@ for name, value in list(vars(PostgresLedger).items()):
         setattr(PostgresLedger, name, timed(value))
 if "--no-reserve" in sys.argv:  # every worker personalises every pending row it meets (the claim decides)
     sys.argv.remove("--no-reserve")
-    PostgresLedger.reserve = lambda self, issue_id, holder, emails: None
+    PostgresLedger.reserve = lambda self, issue_id, holder, rows: None
 if "--pg-bucket" in sys.argv:  # one token bucket in the database for every worker, instead of each one's share
     sys.argv.remove("--pg-bucket")
     import os, psycopg
@@ -110,7 +113,15 @@ if "--pg-bucket" in sys.argv:  # one token bucket in the database for every work
     pool.TokenBucket = PgBucket
     atexit.register(lambda: print(f"bucket: {waits[1]} transactions, {1000 * waits[0] / max(1, waits[1]):.1f} ms each",
                                   file=sys.stderr))
-atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name,
+def busy():
+    """The wall seconds in which at least one of this worker's threads was inside a ledger call."""
+    total, until = 0.0, float("-inf")
+    for start, end in sorted(calls):
+        if end > until:
+            total += end - max(start, until)
+            until = end
+    return total
+atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name, "busy_s": busy(),
                                           "thread_s": sum(end - first for first, end in span.values())}),
                               file=sys.stderr, flush=True))
 from newsletter.cli import main
@@ -158,7 +169,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     finally:
         for log in logs:
             log.close()
-    ledger_s, thread_s, codes, by_method = 0.0, 0.0, [], {}
+    ledger_s, thread_s, busy_s, codes, by_method = 0.0, 0.0, 0.0, [], {}
     for process, err in zip(processes, errs):
         codes.append(process.returncode)
         try:
@@ -168,6 +179,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
             spent = json.loads([line for line in err.splitlines() if line.startswith('{"ledger_s"')][-1])
             ledger_s += spent["ledger_s"]
             thread_s += spent["thread_s"]
+            busy_s += spent["busy_s"]
             for name, seconds in spent["by_method"].items():
                 by_method[name] = by_method.get(name, 0.0) + seconds
         except (ValueError, KeyError, IndexError):
@@ -179,7 +191,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     return {"workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
             "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
             "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
-            "ledger_thread": ledger_s / max(1e-9, thread_s),
+            "ledger_thread": ledger_s / max(1e-9, thread_s), "ledger_busy": busy_s / (workers * wall),
             "first_call": stats["first"] - started_at, "after_last": started_at + wall - stats["last"],
             "received": sum(stats["recipients"].values()), "codes": codes,
             "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
@@ -221,7 +233,7 @@ def main() -> None:
                 print(f"{count} worker(s): {row['rate']:8,.0f} recipients/s  {row['rate'] / base:4.2f}x  "
                       f"(sending only: {row['send_rate']:,.0f}/s, {row['send_rate'] / send_base:4.2f}x)  "
                       f"wall {row['wall']:6.1f} s  ledger {100 * row['ledger_thread']:4.1f}% of its threads' time "
-                      f"({100 * row['ledger']:4.1f}% of workers x wall)  "
+                      f"({100 * row['ledger']:4.1f}% of workers x wall; a worker in the ledger {100 * row['ledger_busy']:4.1f}% of the wall)  "
                       f"first call at {row['first_call']:.1f} s, last {row['after_last']:.1f} s before the end  "
                       f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} of {args.readers:,}  exit codes {row['codes']}\n    ledger s by method: "
                       + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),

@@ -116,6 +116,14 @@ def ledger_tables(workspace: Path) -> dict[str, list[tuple]]:
         db.close()
 
 
+def reserve_by_address(ledger, issue_id: str, holder: str, emails: list[str]) -> set[str] | None:
+    """``Ledger.reserve`` as a test names the readers: their plan rows' ids looked up, the reserved ones named."""
+    found = ledger.lookup_rows(issue_id, emails)
+    by_id = {found[email.lower()].id: email for email in emails if email.lower() in found}
+    reserved = ledger.reserve(issue_id, holder, list(by_id))
+    return None if reserved is None else {by_id[row] for row in reserved}
+
+
 def write_readers(workspace: Path, count: int) -> list[str]:
     """A subscriber list of ``count`` readers (``reader000@example.com``, ``Reader 000``, ...) in the
     workspace; their addresses."""

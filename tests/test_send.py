@@ -15,7 +15,7 @@ from newsletter.models import Outcome
 from newsletter.providers import ADAPTERS
 from newsletter.providers.outbox import OutboxProvider
 from newsletter.subscribers.reader import ListReader
-from helpers import BOTH_LEDGERS, issue_status, ledger_tables, workspace_ledger
+from helpers import BOTH_LEDGERS, issue_status, ledger_tables, reserve_by_address, workspace_ledger
 
 ISSUE = "2026-11-30-weekly"
 SECRET = {"NEWSLETTER_SECRET": "test-secret"}
@@ -111,7 +111,7 @@ def test_a_worker_leaves_a_colleagues_reservation_to_them(run, workspace, pg_url
               "")  # not in this worker's copy
     with ledger_postgres.PostgresLedger(pg_url) as colleague:  # a live worker elsewhere, its chunk reserved
         colleague.acquire_lease(ISSUE, "colleague", stale_after=60)
-        assert colleague.reserve(ISSUE, "colleague", ["margaret@example.com", "linus@example.net"]) == {
+        assert reserve_by_address(colleague, ISSUE, "colleague", ["margaret@example.com", "linus@example.net"]) == {
             "margaret@example.com", "linus@example.net"}
         list_passes.clear()
         result = run("send", ISSUE, "--yes", env=SECRET)

@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from helpers import reserve_by_address
 
 from newsletter.errors import LedgerError, PlanExists
 from newsletter.ledger.postgres import PostgresLedger
@@ -105,13 +106,13 @@ def test_reservations_split_a_chunk_and_a_dead_workers_are_free_again(pg):
     plan(pg, *emails)
     register_in_a_process_that_exits(pg.url, "dead")
     pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
-    assert pg.reserve(ISSUE, "dead", emails[:2]) == set(emails[:2])
-    assert pg.reserve(ISSUE, "w1", emails[:4]) == set(emails[2:4])  # the dead one is still registered
-    assert pg.reserve(ISSUE, "w1", emails[:4]) == set(emails[2:4])  # asking again changes nothing
+    assert reserve_by_address(pg, ISSUE, "dead", emails[:2]) == set(emails[:2])
+    assert reserve_by_address(pg, ISSUE, "w1", emails[:4]) == set(emails[2:4])  # the dead one is still registered
+    assert reserve_by_address(pg, ISSUE, "w1", emails[:4]) == set(emails[2:4])  # asking again changes nothing
     pg.reap_workers(ISSUE, "w1", stale_after=STALE)
-    assert pg.reserve(ISSUE, "w1", emails) == set(emails)  # unregistered holders' reservations are free
+    assert reserve_by_address(pg, ISSUE, "w1", emails) == set(emails)  # unregistered holders' reservations are free
     pg.claim(ISSUE, "b", emails[:1], "w1")
-    assert pg.reserve(ISSUE, "w1", emails[:2]) == {emails[1]}  # only pending rows
+    assert reserve_by_address(pg, ISSUE, "w1", emails[:2]) == {emails[1]}  # only pending rows
 
 
 def test_a_reservation_stays_on_its_rows_pages(pg):
@@ -127,7 +128,7 @@ def test_a_reservation_stays_on_its_rows_pages(pg):
 
     before = pages()
     assert len(set(before.values())) > 10  # the plan spans many pages
-    assert pg.reserve(ISSUE, "w1", emails) == set(emails)
+    assert reserve_by_address(pg, ISSUE, "w1", emails) == set(emails)
     assert pages() == before
 
 
@@ -137,10 +138,10 @@ def test_pending_keys_leave_out_the_rows_other_registered_workers_reserved(pg):
     register_in_a_process_that_exits(pg.url, "dead")
     pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
     pg.acquire_lease(ISSUE, "w2", stale_after=STALE)
-    pg.reserve(ISSUE, "w2", emails[:1])  # another worker's: its to send
-    pg.reserve(ISSUE, "dead", emails[1:2])  # still registered until reaped
-    pg.reserve(ISSUE, "w1", emails[2:3])  # mine
-    pg.reserve(ISSUE, "w2", emails[3:4])
+    reserve_by_address(pg, ISSUE, "w2", emails[:1])  # another worker's: its to send
+    reserve_by_address(pg, ISSUE, "dead", emails[1:2])  # still registered until reaped
+    reserve_by_address(pg, ISSUE, "w1", emails[2:3])  # mine
+    reserve_by_address(pg, ISSUE, "w2", emails[3:4])
     pg.claim(ISSUE, "b", emails[3:4], "w2")  # claimed: not pending at all
     assert pg.pending_keys(ISSUE, "w1") == emails[2:3] + emails[4:]
     pg.reap_workers(ISSUE, "w1", stale_after=STALE)
@@ -246,14 +247,14 @@ def test_rows_other_live_workers_hold_are_theirs_to_finish(pg):
     pg.acquire_lease(ISSUE, "me", stale_after=STALE)
     pg.acquire_lease(ISSUE, "other", stale_after=STALE)
     pg.acquire_lease(ISSUE, "silent", stale_after=STALE)
-    pg.reserve(ISSUE, "other", emails[:2])
+    reserve_by_address(pg, ISSUE, "other", emails[:2])
     pg.claim(ISSUE, "b", emails[:1], "other")  # one claimed, one reserved: both theirs
-    pg.reserve(ISSUE, "silent", emails[2:3])
+    reserve_by_address(pg, ISSUE, "silent", emails[2:3])
     with pg._tx(one_statement=True) as db:
         db.execute("UPDATE workers SET heartbeat = heartbeat - 120 WHERE holder = 'silent'")
-    pg.reserve(ISSUE, "me", emails[3:4])
+    reserve_by_address(pg, ISSUE, "me", emails[3:4])
     register_in_a_process_that_exits(pg.url, "dead")  # fresh heartbeat, but its process is gone
-    pg.reserve(ISSUE, "dead", emails[4:5])
+    reserve_by_address(pg, ISSUE, "dead", emails[4:5])
     assert pg.others_unfinished(ISSUE, "me", stale_after=STALE) == 2
 
 
@@ -299,10 +300,10 @@ def test_a_worker_leaving_frees_the_rows_it_reserved_and_did_not_send(pg):
     plan(pg, *emails)
     pg.acquire_lease(ISSUE, "w1", stale_after=STALE)
     pg.acquire_lease(ISSUE, "w2", stale_after=STALE)
-    assert pg.reserve(ISSUE, "w1", emails) == set(emails)
-    assert pg.reserve(ISSUE, "w2", emails) == set()
+    assert reserve_by_address(pg, ISSUE, "w1", emails) == set(emails)
+    assert reserve_by_address(pg, ISSUE, "w2", emails) == set()
     pg.release_lease(ISSUE, "w1")  # --limit reached, or Ctrl-C: it leaves with rows still pending
-    assert pg.reserve(ISSUE, "w2", emails) == set(emails)
+    assert reserve_by_address(pg, ISSUE, "w2", emails) == set(emails)
 
 
 def test_restart_is_not_refused_forever_by_a_killed_workers_registration(pg):

@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 from fakeproviders import FakeProviders
+from helpers import reserve_by_address
 from sendkill import ISSUE, outbox_deliveries, run_send, send_env, start_send, write_list
 
 from newsletter.ledger.postgres import PostgresLedger
@@ -112,7 +113,7 @@ def test_the_last_live_worker_reaps_a_worker_that_died_during_its_walk(workspace
                  "the live worker to send")
         register_in_a_process_that_exits(pg_url, "died-mid-walk")
         tail = eligible[-20:]
-        assert ledger.reserve(ISSUE, "died-mid-walk", tail) == set(tail)
+        assert reserve_by_address(ledger, ISSUE, "died-mid-walk", tail) == set(tail)
         assert ledger.claim(ISSUE, "dead-batch", tail[:5], "died-mid-walk") == set(tail[:5])
         out, err = live.communicate(timeout=120)
         assert live.returncode == 0, err[-3000:]

@@ -362,10 +362,10 @@ class Ledger(ABC):
         (alive by the reaping rule, :meth:`Lease.holder_alive`); 0 with one run per issue."""
         return 0
 
-    def reserve(self, issue_id: str, holder: str, emails: Sequence[str]) -> set[str] | None:
-        """Mark the ``pending`` rows of ``emails`` that no live worker reserved as ``holder``'s; the keys
-        now reserved for it (a hint: the others do not personalise them). None: one run per issue,
-        every pending row is the caller's."""
+    def reserve(self, issue_id: str, holder: str, rows: Sequence[int]) -> set[int] | None:
+        """Mark the ``pending`` ones of the plan's ``rows`` (their ids, as :meth:`lookup_rows` gives them)
+        that no live worker reserved as ``holder``'s; the ids now reserved for it (a hint: the others do
+        not personalise them). None: one run per issue, every pending row is the caller's."""
         return None
 
     # -- the plan --------------------------------------------------------------------

@@ -467,9 +467,9 @@ class SendRun:
             self.ledger.skip(self.issue_id, skips)
             if limit is not None:  # cut before reserving: a row reserved and never sent is lost to the others
                 ready = ready[:max(0, limit - queued)]
-            mine = self.ledger.reserve(self.issue_id, holder, [s.email for s, _ in ready]) if ready else None
+            mine = self.ledger.reserve(self.issue_id, holder, [row for _, row in ready]) if ready else None
             if mine is not None:
-                ready = [(s, row) for s, row in ready if address_key(s.email) in mine]
+                ready = [(s, row) for s, row in ready if row in mine]
             if limit is not None:
                 queued += len(ready)
             if not self._submit(dispatcher, ready):
