@@ -91,7 +91,7 @@ def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
         for start in range(0, readers, 1000):
             chunk = emails[start:start + 1000]
             found = timed("look-up", lambda: ledger.lookup_rows(ISSUE, chunk))
-            timed("reservation", lambda: ledger.reserve(ISSUE, HOLDER, chunk))
+            timed("reservation", lambda: ledger.reserve(ISSUE, HOLDER, [found[e].id for e in chunk]))
             for at in range(0, len(chunk), 50):
                 batch, rows, batch_id = chunk[at:at + 50], [found[e].id for e in chunk[at:at + 50]], f"b{start + at}"
                 timed("claim", lambda: ledger.claim_rows(ISSUE, batch_id, rows, HOLDER))
