@@ -409,10 +409,11 @@ class PostgresLedger(Ledger):
 
     def _insert_pending(self, db: psycopg.Connection, issue_id: str, emails: Iterable[str]) -> int:
         # One INSERT ... SELECT per chunk of the list, pipelined (executemany): the server inserts a chunk
-        # (the heap, four indexes, the foreign key: ~15 us a row) while this process walks the list for the
-        # next. Staging the whole list in a temporary table first made each wait for the other (200,000
-        # rows: 4.5-5.0 s against 3.4-3.9 s, benchmarks/README.md). Suppressed addresses and those erased
-        # earlier (kept as a hash) are left out in SQL; a chunk keeps the list's order (ord).
+        # (the heap, four indexes, the foreign key: ~15 us a row) while this process walks the list for
+        # the next. Staging the whole list in a temporary table first made each wait for the other
+        # (200,000 readers from the list: 3.9-5.0 s against 3.3-4.3 s, benchmarks/planrows.py).
+        # Suppressed addresses and those erased earlier (kept as a hash) are left out in SQL; a chunk
+        # keeps the list's order (ord).
         has_erased = db.execute("SELECT 1 FROM deliveries WHERE issue_id = %s AND email >= 'sha256:' "
                                 "AND email < 'sha256;' LIMIT 1", (issue_id,)).fetchone()
         now = _now()
@@ -428,7 +429,7 @@ class PostgresLedger(Ledger):
              for chunk in chunked(emails, 1000)))
         added = max(0, cursor.rowcount)  # the chunks' rows inserted, summed (-1 when there were none)
         # Statistics now, not when autovacuum gets to it: without them the planner reads a claim's or a
-        # reservation's rows through (issue_id, state), every pending row of the issue, not by address.
+        # reservation's rows through (issue_id, state), every pending row of the issue, not by their keys.
         db.execute("ANALYZE deliveries")
         db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries WHERE issue_id = %(issue)s) "
                    "WHERE issue_id = %(issue)s", {"issue": issue_id})
