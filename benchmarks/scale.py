@@ -113,8 +113,7 @@ if "--pg-bucket" in sys.argv:  # one token bucket in the database for every work
     pool.TokenBucket = PgBucket
     atexit.register(lambda: print(f"bucket: {waits[1]} transactions, {1000 * waits[0] / max(1, waits[1]):.1f} ms each",
                                   file=sys.stderr))
-def busy():
-    """The wall seconds in which at least one of this worker's threads was inside a ledger call."""
+def busy():  # the wall seconds in which at least one of this worker's threads was inside a ledger call
     total, until = 0.0, float("-inf")
     for start, end in sorted(calls):
         if end > until:
