@@ -15,7 +15,8 @@ On a fresh database of a throwaway cluster (``tests/pgserver.py``) for every row
   one thread, no provider call between. ``full pages`` is the table at fillfactor 100 (before
   migration 8), ``pages 40% full`` as migrated: a reservation then fits beside its row (a HOT update).
 
-Prints medians in ms. Numbers only; nothing is asserted. Compare rows of one run: the machine is shared.
+Prints medians in ms, and the table's size in pages once planned and once every row was sent
+(the room a fillfactor leaves costs space). Numbers only; nothing is asserted. Compare rows of one run: the machine is shared.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
             db.execute(f"ALTER TABLE deliveries SET (fillfactor = {fillfactor})")
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=emails)
         ledger.acquire_lease(ISSUE, HOLDER, stale_after=600)
+        pages = "SELECT pg_relation_size('deliveries') / 8192"
+        planned_pages = ledger._read(pages)[0][0]
         took: dict[str, list[float]] = {"look-up": [], "reservation": [], "claim": [], "record": []}
 
         def timed(name, call):
@@ -97,7 +100,9 @@ def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
                 timed("claim", lambda: ledger.claim_rows(ISSUE, batch_id, rows, HOLDER))
                 timed("record", lambda: ledger.record_rows(ISSUE, batch_id, rows, [Outcome(e, "sent", "id") for e in batch],
                                                            source="bench", holder=HOLDER))
-    return {name: statistics.median(values) * 1000 for name, values in took.items()}
+        sent_pages = ledger._read(pages)[0][0]
+    return {**{name: statistics.median(values) * 1000 for name, values in took.items()},
+            "pages": (planned_pages, sent_pages)}
 
 
 def main() -> None:
@@ -122,7 +127,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for fillfactor, label in ((100, "full pages"), (40, "pages 40% full")):
                 row = chunk_row(cluster.new_database(), fillfactor, args.readers)
-                print(f"  {label:<15} " + "  ".join(f"{name} {ms:6.2f}" for name, ms in row.items()), flush=True)
+                planned, sent = row.pop("pages")
+                print(f"  {label:<15} " + "  ".join(f"{name} {ms:6.2f}" for name, ms in row.items())
+                      + f"  table pages: {planned:,} planned, {sent:,} once all were sent", flush=True)
     finally:
         cluster.stop()
 

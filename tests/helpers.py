@@ -18,6 +18,7 @@ from newsletter import config
 from newsletter.errors import ProviderError
 from newsletter.ledger import open_url
 from newsletter.ledger import postgres as ledger_postgres
+from newsletter.ledger.base import address_key
 from newsletter.ledger import sqlite as ledger_sqlite
 from newsletter.providers import provider_class
 from newsletter.providers.base import Provider
@@ -117,9 +118,11 @@ def ledger_tables(workspace: Path) -> dict[str, list[tuple]]:
 
 
 def reserve_by_address(ledger, issue_id: str, holder: str, emails: list[str]) -> set[str] | None:
-    """``Ledger.reserve`` as a test names the readers: their plan rows' ids looked up, the reserved ones named."""
+    """``Ledger.reserve`` as a test names the readers: their plan rows' ids looked up (every one must be in
+    the plan), the reserved ones named."""
     found = ledger.lookup_rows(issue_id, emails)
-    by_id = {found[email.lower()].id: email for email in emails if email.lower() in found}
+    assert set(found) == {address_key(email) for email in emails}, "a reader the test names is not in the plan"
+    by_id = {found[address_key(email)].id: email for email in emails}
     reserved = ledger.reserve(issue_id, holder, list(by_id))
     return None if reserved is None else {by_id[row] for row in reserved}
 

@@ -218,6 +218,10 @@ POSTGRES_VARIANTS: dict[int, str] = {
 }
 
 LATEST = MIGRATIONS[-1][0]
+# Steps that change only how rows are stored, not what a query sees: a read-only view of an older
+# PostgreSQL schema skips them, so `status` or `--dry-run` holds no lock they would take (ALTER TABLE
+# ... SET takes one that blocks ANALYZE and another process's migration) and needs no ownership.
+STORAGE_ONLY = frozenset({8})
 
 
 def steps(dialect: str) -> list[tuple[int, str, str]]:
