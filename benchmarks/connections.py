@@ -85,11 +85,9 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000, help="plan size of each row [100000]")
     parser.add_argument("--rounds", type=int, default=2, help="rows of each kind, alternated [2]")
     args = parser.parse_args()
-    from pgserver import start_cluster
+    from pgserver import cluster_or_exit
 
-    cluster, reason = start_cluster()
-    if cluster is None:
-        raise SystemExit(f"no PostgreSQL server: {reason}")
+    cluster = cluster_or_exit()
     try:
         rows = [run_row(cluster.new_database(), kind, int(threads), args.batch, args.recipients)
                 for threads in args.threads.split(",") for _ in range(args.rounds) for kind in ("shared", "per-thread")]

@@ -58,11 +58,9 @@ def main() -> None:
     cluster = None
     if "postgresql" in ledgers:
         sys.path.insert(0, str(REPO / "tests"))
-        from pgserver import start_cluster
+        from pgserver import cluster_or_exit
 
-        cluster, reason = start_cluster()
-        if cluster is None:
-            raise SystemExit(f"no PostgreSQL server: {reason}")
+        cluster = cluster_or_exit()
     try:
         rows = [(ledger, count, measure(count, cluster.new_database() if ledger == "postgresql" else ""))
                 for ledger in ledgers for count in sizes]

@@ -111,11 +111,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rows of each kind, alternated [2]")
     args = parser.parse_args()
     from dispatch import make_workspace
-    from pgserver import start_cluster
+    from pgserver import cluster_or_exit
 
-    cluster, reason = start_cluster()
-    if cluster is None:
-        raise SystemExit(f"no PostgreSQL server: {reason}")
+    cluster = cluster_or_exit()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             list_path = make_workspace(Path(tmp), args.readers) / "subscribers" / "subscribers.csv"

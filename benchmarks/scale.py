@@ -211,11 +211,9 @@ def main() -> None:
     parser.add_argument("--no-reserve", action="store_true",
                         help="workers do not reserve chunks: each personalises every pending row it meets")
     args = parser.parse_args()
-    from pgserver import start_cluster
+    from pgserver import cluster_or_exit
 
-    cluster, reason = start_cluster()
-    if cluster is None:
-        raise SystemExit(f"no PostgreSQL server: {reason}")
+    cluster = cluster_or_exit()
     fake = Fake("sink", args.latency)
     rows = []
     try:

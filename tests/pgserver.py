@@ -73,6 +73,14 @@ class Cluster:
         return self.url(name)
 
 
+def cluster_or_exit() -> Cluster:
+    """For a benchmark: a started cluster, or exit saying why none could be started."""
+    cluster, reason = start_cluster()
+    if cluster is None:
+        raise SystemExit(f"no PostgreSQL server: {reason}")
+    return cluster
+
+
 def start_cluster() -> tuple[Cluster | None, str]:
     """A started cluster, or None and the reason none could be started."""
     for tool in ("initdb", "pg_ctl"):
