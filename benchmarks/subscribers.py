@@ -12,6 +12,8 @@ process's CPU time (one core), which other load on the machine does not inflate;
   baseline    csv.reader over the file, no validation (the floor)
   validate    validate_list(): every row checked, duplicates found (Bloom filter + confirmation pass)
   stream      iter_subscribers() alone: every row checked and built, one at a time
+  keys        iter_eligible_keys(): every row checked, the keys of those in segment "weekly" (a plan's
+              and a send's summary walk), without building each subscriber: compare with "stream"
   send-loop   what `send` does: check_list() then iter_subscribers() + eligible() streamed
   load-all    load_subscribers(): every row in memory (build/preview; for contrast)
 
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = ("baseline", "validate", "stream", "send-loop", "load-all")
+TASKS = ("baseline", "validate", "stream", "keys", "send-loop", "load-all")
 FIRST = ["Ada", "Grace", "Linus", "Margaret", "Alan", "Zoë", "José", "Åsa", "Chidi", "美咲", "Søren", "O'Brien"]
 LAST = ["Lovelace", "Hopper", "Torvalds", "Hamilton, MIT", 'Turing "AT"', "Núñez", "山田", "Ørsted"]
 DOMAINS = [f"mail{i}.example.com" for i in range(300)] + ["gmail.com", "outlook.com", "yahoo.co.uk", "web.de"]
@@ -64,7 +66,8 @@ def rss_now_mb() -> float:
 
 def child(task: str, path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from newsletter.subscribers.reader import check_list, eligible, iter_subscribers, load_subscribers, validate_list
+    from newsletter.subscribers.reader import (check_list, eligible, iter_eligible_keys, iter_subscribers,
+                                              load_subscribers, validate_list)
 
     start_rss = rss_now_mb()
     started, cpu = time.perf_counter(), time.process_time()
@@ -77,6 +80,8 @@ def child(task: str, path: Path) -> None:
         rows = -1
     elif task == "stream":
         rows = sum(1 for _ in iter_subscribers(path))
+    elif task == "keys":
+        rows = sum(1 for _ in iter_eligible_keys(path, "weekly"))
     elif task == "send-loop":
         skip = check_list(path)
         rows = sum(1 for s in iter_subscribers(path, skip=skip) if eligible(s, "weekly"))

@@ -1,5 +1,6 @@
 """Property tests: the fast address check agrees with email-validator; export -> import round-trips any list
-(new subscribed rows without a subscribed_at gaining one)."""
+(new subscribed rows without a subscribed_at gaining one); the lean walk a plan takes picks the readers
+the subscribers themselves would."""
 
 import codecs
 import tempfile
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from newsletter.subscribers.csvfile import Dialect, RowFormatter
 from newsletter.subscribers.export import export_columns, write_csv
 from newsletter.subscribers.importer import import_subscribers
-from newsletter.subscribers.reader import STATUSES, address_key, iter_subscribers, normalise_address, validate_list
+from newsletter.subscribers.reader import (STATUSES, address_key, eligible, iter_eligible_keys, iter_subscribers,
+                                          normalise_address, validate_list)
 
 
 def verdict(check, value):
@@ -129,3 +131,35 @@ def test_export_then_import_round_trips_any_list(people, dialect):
         assert seen_as(copy) == seen_as(original)
         assert export(copy) == export(original)
         assert [s["name"] for s in people] == [s.name for s in iter_subscribers(copy)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(people=st.lists(PERSON, max_size=8).map(unique), dialect=DIALECT,
+       segment=st.one_of(st.none(), st.sampled_from(["", "weekly", "WEEKLY", " vip", "Zoë", "SS"]), TAG))
+def test_the_plans_lean_walk_picks_whom_the_subscribers_would(people, dialect, segment):
+    people = [{**p, "status": p["status"] if p["status"] != "Bounced" else "bounced"} for p in people]
+    for n, person in enumerate(people):  # most of them in a sampled segment, in any case and spacing
+        extra = [" Weekly ", "VIP", "zoë", "ß", ""][n % 5]  # "ß" is "SS" only casefolded, as in_segment compares
+        person["tags"] = ";".join(filter(None, [person["tags"], extra]))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "list.csv")
+        write_list(path, people, dialect)
+        assert validate_list(path) == []
+        assert list(iter_eligible_keys(path, segment)) == [
+            address_key(s.email) for s in iter_subscribers(path) if eligible(s, segment)]
+
+
+@pytest.mark.parametrize("segment", [None, "", "weekly", "WEEKLY", "SS", "vip", "none"])
+def test_the_plans_lean_walk_on_a_list_of_every_kind_of_row(tmp_path, segment):
+    path = tmp_path / "list.csv"
+    path.write_text("email,name,status,tags\n"
+                    "a@example.com,A,,weekly\n"
+                    "b@example.com,B,Unsubscribed,weekly\n"
+                    "c@example.com,C,SUBSCRIBED, Weekly ; vip \n"
+                    "d@example.com,D,subscribed,ß\n"
+                    "\n"
+                    "E@Example.com,E,,\n"
+                    "f@example.com,F,bounced,vip\n"
+                    "g@example.com,G\n", encoding="utf-8")
+    assert list(iter_eligible_keys(path, segment)) == [
+        address_key(s.email) for s in iter_subscribers(path) if eligible(s, segment)]

@@ -40,7 +40,7 @@ from ..ledger.base import Ledger, address_key, chunked
 from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
-from ..subscribers.reader import Problem, check_list, eligible, iter_subscribers
+from ..subscribers.reader import Problem, check_list, eligible, iter_eligible_keys, iter_subscribers
 from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
 from .lease import LEASE_STALE_AFTER, LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
@@ -174,9 +174,8 @@ class SendRun:
 
     # -- before sending (read-only) ---------------------------------------------------
     def _eligible(self) -> Iterator[str]:
-        for subscriber in self.subscribers():
-            if eligible(subscriber, self.segment):
-                yield address_key(subscriber.email)
+        """The address keys of the readers this run's plan is for, in list order."""
+        return iter_eligible_keys(self.list_path, self.segment, skip=self.problems)
 
     def summary(self) -> Summary:
         self._load_plan()

@@ -205,6 +205,18 @@ class RowParser:
                            "subscribed)")
         return reasons, email, key
 
+    def eligible(self, fields: list[str], segment: str) -> bool:
+        """What :func:`eligible` says of the subscriber a valid record's ``fields`` make, without making it
+        (``segment`` casefolded, "" for everyone)."""
+        at = self.status_at
+        if at is not None and at < len(fields) and fields[at].strip().lower() not in ("", "subscribed"):
+            return False
+        if not segment:
+            return True
+        at = self.tags_at
+        return at is not None and at < len(fields) and any(
+            tag.strip().casefold() == segment for tag in fields[at].split(";"))
+
     def __call__(self, record: Record) -> Row:
         if record.fields is None:
             return Row(record, None, [record.error], "", "")
@@ -309,6 +321,27 @@ def iter_subscribers(path: Path, *, skip: Iterable[Problem] = ()) -> Iterator[Su
                 raise SubscriberError(row.reasons[0], path=str(path), line=row.line,
                                       hint="`newsletter subscribers check` lists every problem")
             yield row.subscriber
+
+
+def iter_eligible_keys(path: Path, segment: str | None, *, skip: Iterable[Problem] = ()) -> Iterator[str]:
+    """The address keys of the rows :func:`eligible` for ``segment``, in list order, without building each
+    subscriber: what a plan and a send's summary walk the list for (in half the time of
+    :func:`iter_subscribers` with a segment, benchmarks/README.md). Invalid rows raise as there, unless
+    their line is among ``skip``."""
+    skipped = {p.line for p in skip if not p.fatal}
+    wanted = segment.casefold() if segment else ""
+    with ListReader(path) as reader:
+        parse = RowParser(reader.header)
+        for record in reader.records():
+            fields = record.fields
+            if fields == [] or record.line in skipped:
+                continue
+            reasons, _, key = parse.check(fields) if fields is not None else ([record.error], "", "")
+            if reasons:
+                raise SubscriberError(reasons[0], path=str(path), line=record.line,
+                                      hint="`newsletter subscribers check` lists every problem")
+            if parse.eligible(fields, wanted):
+                yield key
 
 
 def validate_list(path: Path) -> list[Problem]:
