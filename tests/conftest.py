@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell that starts a job in the background without job control (`cmd &` in a script) starts it with
+# SIGINT ignored, and every process it spawns inherits that: the Ctrl-C tests' subprocesses would never
+# see their Ctrl-C. Catching it here lets each child start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
