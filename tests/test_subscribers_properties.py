@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from newsletter.errors import SubscriberError
 from newsletter.subscribers.csvfile import Dialect, RowFormatter
 from newsletter.subscribers.export import export_columns, write_csv
 from newsletter.subscribers.importer import import_subscribers
@@ -163,3 +164,15 @@ def test_the_plans_lean_walk_on_a_list_of_every_kind_of_row(tmp_path, segment):
                     "g@example.com,G\n", encoding="utf-8")
     assert list(iter_eligible_keys(path, segment)) == [
         address_key(s.email) for s in iter_subscribers(path) if eligible(s, segment)]
+
+
+def test_the_plans_lean_walk_refuses_an_invalid_row_as_the_subscribers_walk_does_unless_skipped(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("email,name\na@example.com,A\nnot-an-address,B\nc@example.com,C\n", encoding="utf-8")
+    for walk in (lambda skip: list(iter_eligible_keys(path, None, skip=skip)),
+                 lambda skip: [s.email for s in iter_subscribers(path, skip=skip)]):
+        with pytest.raises(SubscriberError) as refused:
+            walk(())
+        assert refused.value.line == 3 and "not-an-address" in str(refused.value)
+        assert "subscribers check" in refused.value.hint
+        assert walk(validate_list(path)) == ["a@example.com", "c@example.com"]

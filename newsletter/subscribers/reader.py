@@ -312,23 +312,32 @@ def iter_subscribers(path: Path, *, skip: Iterable[Problem] = ()) -> Iterator[Su
     (the problems :func:`validate_list` or :func:`check_list` returned). Repeated
     addresses are found by :func:`validate_list`, not here.
     """
-    skipped = {p.line for p in skip if not p.fatal}
+    skipped = _skipped_lines(skip)
     with ListReader(path) as reader:
         for row in reader.rows():
             if row.line in skipped:
                 continue
             if row.subscriber is None:
-                raise SubscriberError(row.reasons[0], path=str(path), line=row.line,
-                                      hint="`newsletter subscribers check` lists every problem")
+                raise _unusable_row(path, row.line, row.reasons[0])
             yield row.subscriber
+
+
+def _skipped_lines(skip: Iterable[Problem]) -> set[int]:
+    """The lines a send leaves out: its rows' non-fatal problems (--skip-invalid)."""
+    return {p.line for p in skip if not p.fatal}
+
+
+def _unusable_row(path: Path, line: int, reason: str) -> SubscriberError:
+    """An invalid row met while streaming the list to send (the list changed since it was checked)."""
+    return SubscriberError(reason, path=str(path), line=line, hint="`newsletter subscribers check` lists every problem")
 
 
 def iter_eligible_keys(path: Path, segment: str | None, *, skip: Iterable[Problem] = ()) -> Iterator[str]:
     """The address keys of the rows :func:`eligible` for ``segment``, in list order, without building each
-    subscriber: what a plan and a send's summary walk the list for (in half the time of
-    :func:`iter_subscribers` with a segment, benchmarks/README.md). Invalid rows raise as there, unless
-    their line is among ``skip``."""
-    skipped = {p.line for p in skip if not p.fatal}
+    subscriber: what a plan and a send's summary walk the list for (in about two thirds of the time of
+    :func:`iter_subscribers`, benchmarks/README.md). Invalid rows raise as there, unless their line is
+    among ``skip``."""
+    skipped = _skipped_lines(skip)
     wanted = segment.casefold() if segment else ""
     with ListReader(path) as reader:
         parse = RowParser(reader.header)
@@ -338,8 +347,7 @@ def iter_eligible_keys(path: Path, segment: str | None, *, skip: Iterable[Proble
                 continue
             reasons, _, key = parse.check(fields) if fields is not None else ([record.error], "", "")
             if reasons:
-                raise SubscriberError(reasons[0], path=str(path), line=record.line,
-                                      hint="`newsletter subscribers check` lists every problem")
+                raise _unusable_row(path, record.line, reasons[0])
             if parse.eligible(fields, wanted):
                 yield key
 
