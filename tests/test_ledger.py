@@ -571,21 +571,27 @@ def test_a_version_1_postgres_ledger_is_upgraded_keeping_every_row(pg_url, monke
     PostgresLedger(pg_url, readonly=True).close()
 
 
-def test_a_version_7_postgres_ledger_gets_its_fillfactor_and_a_reader_takes_no_lock_for_it(pg_url):
+def test_a_version_7_postgres_ledger_gets_its_storage_steps_and_a_reader_takes_no_lock_for_them(pg_url):
     import psycopg
 
+    indexes = "SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries' ORDER BY indexname"
     PostgresLedger(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as admin:  # as version 7 left it
         admin.execute("ALTER TABLE deliveries RESET (fillfactor)")
-        admin.execute("DELETE FROM schema_version WHERE version = 8")
+        admin.execute("CREATE INDEX deliveries_by_state ON deliveries(issue_id, state)")
+        admin.execute("CREATE INDEX deliveries_by_batch ON deliveries(issue_id, batch_id)")
+        admin.execute("DELETE FROM schema_version WHERE version > 7")
     with PostgresLedger(pg_url, readonly=True) as reader:  # status, --dry-run on the older schema
         assert reader.migrated_from == 7 and reader.counts(ISSUE)["pending"] == 0
-        with psycopg.connect(pg_url, autocommit=True) as other:  # a planner's ANALYZE is not held up
+        with psycopg.connect(pg_url, autocommit=True) as other:  # a planner's ANALYZE, a reader: not held up
             other.execute("SET lock_timeout = '5s'")
             other.execute("ANALYZE deliveries")
+            assert other.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+            assert len(other.execute(indexes).fetchall()) == 4  # nothing dropped for a look
     with PostgresLedger(pg_url) as db:
         assert db.schema_version() == LATEST
         assert db._read("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'") == [(["fillfactor=40"],)]
+        assert [name for (name,) in db._read(indexes)] == ["deliveries_issue_id_email_key", "deliveries_pkey"]
 
 
 def test_processes_migrating_a_fresh_postgres_database_at_once_all_wait_their_turn(pg_cluster, pg_url):

@@ -416,7 +416,8 @@ class Ledger(ABC):
     @abstractmethod
     def claim_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], holder: str) -> set[int]:
         """``pending -> sending`` under ``batch_id`` for the rows of these ids, only while ``holder`` holds the
-        lease, committed before it returns; the ids claimed."""
+        lease, committed before it returns; which of these ids are now under ``batch_id`` (those it already
+        held included: a batch resumed under its own id)."""
 
     @abstractmethod
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,

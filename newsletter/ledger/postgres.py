@@ -461,9 +461,9 @@ class PostgresLedger(Ledger):
             return set()
         if len(claimed) == len(set(rows)):  # every row asked for (the usual case): nothing to read back
             return set(claimed)
-        # As SQLite's: the batch's rows, with those it already held (a batch resumed under its own id).
-        return {row for (row,) in self._read("SELECT id FROM deliveries WHERE issue_id = %s AND batch_id = %s",
-                                             (issue_id, batch_id))}
+        # As SQLite's: of the rows asked for, those under this batch id, found by id.
+        return {row for (row,) in self._read("SELECT id FROM deliveries WHERE id = ANY(%s) AND issue_id = %s "
+                                             "AND batch_id = %s", (list(rows), issue_id, batch_id))}
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
                     source: str, holder: str = "") -> None:

@@ -348,8 +348,11 @@ class SQLiteLedger(Ledger):
                 (batch_id, now, issue_id, json.dumps(sorted(wanted)), holder)).rowcount
             if claimed == len(wanted):  # every row asked for (the usual case): nothing to read back
                 return wanted
-            [(found,)] = db.execute("SELECT json_group_array(id) FROM deliveries "
-                                    "WHERE issue_id = ? AND batch_id = ?", (issue_id, batch_id)).fetchall()
+            # Of the rows asked for, those under this batch id: with the ones it already held (a batch
+            # resumed under its own id), found by id as the claim was (no index holds batch ids).
+            [(found,)] = db.execute("SELECT json_group_array(id) FROM deliveries WHERE id IN (SELECT value FROM "
+                                    "json_each(?3)) AND +issue_id = ?1 AND +batch_id = ?2",
+                                    (issue_id, batch_id, json.dumps(sorted(wanted)))).fetchall()
         return set(json.loads(found))
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
