@@ -13,7 +13,10 @@ On a fresh database of a throwaway cluster (``tests/pgserver.py``) for every row
 * **A chunk's statements**, as a worker's walk makes them: for each 1,000 readers a look-up and a
   reservation, then 20 claims and records of 50 (SendGrid's batch in ``benchmarks/scale.py``),
   one thread, no provider call between. ``full pages`` is the table at fillfactor 100 (before
-  migration 8), ``pages 40% full`` as migrated: a reservation then fits beside its row (a HOT update).
+  migration 8), ``pages 40% full`` at 40% with the state and batch indexes migration 9 dropped, ``as
+  migrated`` without them: a claim and a record then change no indexed column either, and fit beside
+  their rows too. Then what those indexes served, once every row was sent: ``counts`` (status, a run's
+  end) and ``in_doubt`` (a run's start).
 
 Prints medians in ms, and the table's size in pages once planned and once every row was sent
 (the room a fillfactor leaves costs space). Numbers only; nothing is asserted. Compare rows of one run: the machine is shared.
@@ -71,7 +74,7 @@ def plan_row(url: str, kind: str, list_path: Path) -> float:
         return time.perf_counter() - began
 
 
-def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
+def chunk_row(url: str, fillfactor: int, readers: int, *, step_8_indexes: bool) -> dict[str, float]:
     from newsletter.ledger.postgres import PostgresLedger
     from newsletter.models import Outcome
 
@@ -79,11 +82,15 @@ def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
     with PostgresLedger(url) as ledger:
         with ledger._tx() as db:
             db.execute(f"ALTER TABLE deliveries SET (fillfactor = {fillfactor})")
+            if step_8_indexes:  # as the table was before migration 9
+                db.execute("CREATE INDEX deliveries_by_state ON deliveries(issue_id, state)")
+                db.execute("CREATE INDEX deliveries_by_batch ON deliveries(issue_id, batch_id)")
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="", emails=emails)
         ledger.acquire_lease(ISSUE, HOLDER, stale_after=600)
         pages = "SELECT pg_relation_size('deliveries') / 8192"
         planned_pages = ledger._read(pages)[0][0]
-        took: dict[str, list[float]] = {"look-up": [], "reservation": [], "claim": [], "record": []}
+        took: dict[str, list[float]] = {name: [] for name in ("look-up", "reservation", "claim", "record",
+                                                              "counts", "in_doubt")}
 
         def timed(name, call):
             began = time.perf_counter()
@@ -101,6 +108,11 @@ def chunk_row(url: str, fillfactor: int, readers: int) -> dict[str, float]:
                 timed("record", lambda: ledger.record_rows(ISSUE, batch_id, rows, [Outcome(e, "sent", "id") for e in batch],
                                                            source="bench", holder=HOLDER))
         sent_pages = ledger._read(pages)[0][0]
+        with ledger._tx() as db:
+            db.execute("ANALYZE deliveries")
+        for _ in range(5):
+            timed("counts", lambda: ledger.counts(ISSUE))
+            timed("in_doubt", lambda: ledger.in_doubt(ISSUE))
     return {**{name: statistics.median(values) * 1000 for name, values in took.items()},
             "pages": (planned_pages, sent_pages)}
 
@@ -121,10 +133,12 @@ def main() -> None:
             for _ in range(args.rounds):
                 for kind in ("staged", "pipelined"):
                     print(f"  {kind:<10} {plan_row(cluster.new_database(), kind, list_path):6.2f}", flush=True)
-        print("a chunk's statements, median ms (look-up and reservation of 1,000; claim and record of 50):")
+        print("a chunk's statements, median ms (look-up and reservation of 1,000; claim and record of 50; "
+              "then counts and in_doubt of the whole issue):")
         for _ in range(args.rounds):
-            for fillfactor, label in ((100, "full pages"), (40, "pages 40% full")):
-                row = chunk_row(cluster.new_database(), fillfactor, args.readers)
+            for fillfactor, indexes, label in ((100, True, "full pages"), (40, True, "pages 40% full"),
+                                               (40, False, "as migrated")):
+                row = chunk_row(cluster.new_database(), fillfactor, args.readers, step_8_indexes=indexes)
                 planned, sent = row.pop("pages")
                 print(f"  {label:<15} " + "  ".join(f"{name} {ms:6.2f}" for name, ms in row.items())
                       + f"  table pages: {planned:,} planned, {sent:,} once all were sent", flush=True)
