@@ -60,6 +60,15 @@ def copy(app: App, target_url: str, merge: bool) -> None:
     with open_ledger(settings, readonly=True) as source, open_url(target_path) as target:
         added = copy_ledger(source, target, merge=merge)
     click.echo(f"copied into {without_password(target_path)}: " +
-               ", ".join(f"{n} {table}" for table, n in added.items()))
+               ", ".join(_rows(n, table) for table, n in added.items()))
     if merge:
         app.info("rows the target had already were kept as they were")
+
+
+_ONE = {"issues": "issue", "deliveries": "delivery", "suppressions": "suppression", "notices": "notice"}
+
+
+def _rows(n: int, table: str) -> str:
+    """``1 issue``, ``2 issues``: a table's rows counted (each table is named by its rows' plural)."""
+    return f"{n} {_ONE.get(table, table) if n == 1 else table}"
+
