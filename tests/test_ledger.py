@@ -708,3 +708,35 @@ def test_send_loop_statements_find_rows_by_index_and_never_scan_the_issue(sqlite
     assert state(ledger, "r1@example.com").state == "sent" and ledger.is_suppressed("r1@example.com")
     assert (state(ledger, "r20@example.com").state, state(ledger, "r21@example.com").state) == ("skipped", "failed")
     assert (state(ledger, "r31@example.com").state, state(ledger, "r31@example.com").provider_id) == ("sent", "one id")
+
+
+def test_the_send_loops_claim_and_record_are_one_statement_each_on_sqlite(sqlite_ledger):
+    """Each step of SQLite's gives up the GIL and, holding the ledger's lock, waits to get it back: a batch's
+    claim and record are one statement each, in autocommit, with no BEGIN and COMMIT around it. A record
+    that writes suppressions with the states stays one transaction of two statements."""
+    ledger = sqlite_ledger
+    emails = [f"r{n}@example.com" for n in range(6)]
+    plan(ledger, *emails)
+    found = ledger.lookup_rows(ISSUE, emails)
+    rows = [found[email].id for email in emails]
+
+    def statements(action) -> list[str]:
+        seen: list[str] = []
+        ledger._db.set_trace_callback(seen.append)
+        try:
+            action()
+        finally:
+            ledger._db.set_trace_callback(None)
+        return [sql.split()[0].upper() for sql in seen]
+
+    assert statements(lambda: ledger.claim_rows(ISSUE, "b1", rows, "me")) == ["UPDATE"]
+    assert statements(lambda: ledger.record_rows(ISSUE, "b1", rows[:2], [Outcome(e, "sent", "one id")
+                                                                         for e in emails[:2]],
+                                                 source="t")) == ["UPDATE"]
+    assert statements(lambda: ledger.record_rows(ISSUE, "b1", rows[2:4], [
+        Outcome(emails[2], "sent", "id-2"), Outcome(emails[3], "failed", reason="bounced")], source="t")) == ["UPDATE"]
+    assert statements(lambda: ledger.record_rows(ISSUE, "b1", rows[4:], [
+        Outcome(emails[4], "sent", "id-4"), Outcome(emails[5], "failed", reason="complained", suppress=True)],
+        source="t")) == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
+    assert [state(ledger, e).state for e in emails] == ["sent", "sent", "sent", "failed", "sent", "failed"]
+    assert ledger.is_suppressed(emails[5]) and not ledger.is_suppressed(emails[3])

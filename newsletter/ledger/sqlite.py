@@ -132,20 +132,35 @@ class SQLiteLedger(Ledger):
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, one_statement: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``one_statement``: the caller runs a single statement, its own transaction
+        in autocommit mode (as atomic, and as durable: ``synchronous=FULL`` syncs the WAL at every commit).
+        One step of SQLite's instead of three (BEGIN, it, COMMIT): each gives up the GIL and, holding the
+        ledger's lock, waits to get it back while another thread personalises (benchmarks/README.md)."""
         with self._lock:
+            if one_statement:
+                try:
+                    yield self._db
+                except sqlite3.OperationalError as err:
+                    if "locked" in str(err) or "busy" in str(err) or "readonly" in str(err):
+                        raise self._busy(err) from err
+                    raise
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
-                raise LedgerError(f"the ledger is busy or read-only: {err}", path=self.url,
-                                  hint="another newsletter command held it for over 30 s: run this again; if it "
-                                       "keeps failing, check that the file and its folder are writable") from err
+                raise self._busy(err) from err
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _busy(self, err: sqlite3.OperationalError) -> LedgerError:
+        return LedgerError(f"the ledger is busy or read-only: {err}", path=self.url,
+                           hint="another newsletter command held it for over 30 s: run this again; if it "
+                                "keeps failing, check that the file and its folder are writable")
 
     def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
@@ -340,19 +355,20 @@ class SQLiteLedger(Ledger):
         if not rows:
             return set()
         now, wanted = _now(), set(rows)
-        with self._tx() as db:
+        with self._tx(one_statement=True) as db:  # durable before it returns, as the send loop needs
             claimed = db.execute(
                 "UPDATE deliveries SET state = 'sending', batch_id = ?1, updated_at = ?2, claimed_at = ?2 "
                 "WHERE id IN (SELECT value FROM json_each(?4)) AND +issue_id = ?3 AND +state = 'pending' "
                 "AND EXISTS (SELECT 1 FROM leases WHERE issue_id = ?3 AND holder = ?5)",
                 (batch_id, now, issue_id, json.dumps(sorted(wanted)), holder)).rowcount
-            if claimed == len(wanted):  # every row asked for (the usual case): nothing to read back
-                return wanted
-            # Of the rows asked for, those under this batch id: with the ones it already held (a batch
-            # resumed under its own id), found by id as the claim was (no index holds batch ids).
-            [(found,)] = db.execute("SELECT json_group_array(id) FROM deliveries WHERE id IN (SELECT value FROM "
-                                    "json_each(?3)) AND +issue_id = ?1 AND +batch_id = ?2",
-                                    (issue_id, batch_id, json.dumps(sorted(wanted)))).fetchall()
+        if claimed == len(wanted):  # every row asked for (the usual case): nothing to read back
+            return wanted
+        # Of the rows asked for, those under this batch id: with the ones it already held (a batch resumed
+        # under its own id), found by id as the claim was (no index holds batch ids). Read after the claim's
+        # commit, as PostgreSQL's: no other run writes them while this one holds the lease.
+        [(found,)] = self._read("SELECT json_group_array(id) FROM deliveries WHERE id IN (SELECT value FROM "
+                                "json_each(?3)) AND +issue_id = ?1 AND +batch_id = ?2",
+                                (issue_id, batch_id, json.dumps(sorted(wanted))))
         return set(json.loads(found))
 
     def record_rows(self, issue_id: str, batch_id: str, rows: Sequence[int], outcomes: Sequence[Outcome], *,
@@ -362,7 +378,7 @@ class SQLiteLedger(Ledger):
             return
         now = _now()
         if all_sent_alike(outcomes):  # SendGrid's and Mailgun's one id for the whole batch
-            with self._tx() as db:
+            with self._tx(one_statement=True) as db:
                 db.execute("UPDATE deliveries SET state = 'sent', provider_id = ?1, reason = '', "
                            "attempts = attempts + 1, updated_at = ?2 WHERE id IN (SELECT value FROM json_each(?5)) "
                            "AND +issue_id = ?3 AND +batch_id = ?4 AND +state = 'sending'",
@@ -370,7 +386,7 @@ class SQLiteLedger(Ledger):
             return
         changes = [(row, RECORD_STATE[o.state], o.provider_id, o.reason[:500]) for row, o in zip(rows, outcomes)]
         suppress = reported_suppressions(outcomes)
-        with self._tx() as db:
+        with self._tx(one_statement=not suppress) as db:  # the suppressions are written with the states
             db.execute("UPDATE deliveries SET state = json_extract(m.value, '$[1]'), "
                        "provider_id = json_extract(m.value, '$[2]'), reason = json_extract(m.value, '$[3]'), "
                        "attempts = attempts + 1, updated_at = ?4 FROM json_each(?1) AS m "
