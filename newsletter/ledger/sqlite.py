@@ -4,7 +4,9 @@
 protocol relies on: a claim is on disk before the API call, an outcome before
 the next claim. Each method is one ``BEGIN IMMEDIATE`` transaction (the write
 lock is taken up front, so two processes never deadlock upgrading a read
-lock). One writing connection per ledger object, shared by the send loop's
+lock), or, where it is a single statement (a batch's claim and record), that
+statement alone in autocommit mode, which takes the write lock before it reads
+too. One writing connection per ledger object, shared by the send loop's
 threads under a lock: SQLite serialises writers anyway, and our transactions are
 short; the send loop's look-ups read through a second connection.
 
