@@ -28,12 +28,20 @@ the wall clock the ledger held each worker, counting two threads in it at once a
 without the chunk reservations of docs/team.md, to see what they save). Target (issue 13): >= 3.2x from 1 to 4 workers, ledger < 10%. Every row
 also prints how many recipients the fake received in all, beside the readers (a count: the sink does
 not tell repeats apart; tests/test_workers_e2e.py checks exactly-once). Numbers only; nothing is asserted.
+
+Beside each ledger method's seconds in the workers it prints their threads' CPU seconds inside it
+(the Python of the call, psycopg and libpq). ``--server-time`` says how much was the server's: the
+cluster starts with pg_stat_statements, and each row prints each method's statements' execution time
+on the server (lock waits included) and calls, and the CPU seconds of the server's processes. What a
+call took beyond the server's time and its own CPU went on the round trip and on waiting for a core
+or the GIL on the way out and back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -52,12 +60,12 @@ from dispatch import DOMAIN, ISSUE, KEY, Fake, make_workspace  # noqa: E402
 _WORKER = """
 import atexit, json, sys, threading, time
 from newsletter.ledger.postgres import PostgresLedger
-spent, depth, by_name, span, calls = [0.0], threading.local(), {}, {}, []
+spent, depth, by_name, span, calls, cpu_by_name = [0.0], threading.local(), {}, {}, [], {}
 def timed(method):
     def wrapper(*args, **kwargs):
         outer = not getattr(depth, "n", 0)
         depth.n = getattr(depth, "n", 0) + 1
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return method(*args, **kwargs)
         finally:
@@ -68,6 +76,7 @@ def timed(method):
                 spent[0] += took
                 calls.append((start, end))
                 by_name[method.__name__] = by_name.get(method.__name__, 0.0) + took
+                cpu_by_name[method.__name__] = cpu_by_name.get(method.__name__, 0.0) + time.thread_time() - cpu
                 # each working thread's span, from the start of its first ledger call to the end of its
                 # last; not the heartbeat's, which sleeps between beats for the whole run
                 if threading.current_thread().name != "lease-heartbeat":
@@ -121,6 +130,7 @@ def busy():  # the wall seconds in which at least one of this worker's threads w
             until = end
     return total
 atexit.register(lambda: print(json.dumps({"ledger_s": spent[0], "by_method": by_name, "busy_s": busy(),
+                                          "cpu_by_method": cpu_by_name,
                                           "thread_s": sum(end - first for first, end in span.values())}),
                               file=sys.stderr, flush=True))
 from newsletter.cli import main
@@ -139,7 +149,50 @@ def worker_env(url: str, ledger_url: str, args) -> dict[str, str]:
     return env
 
 
-def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict:
+# --server-time: which ledger method each statement serves, by a fragment of its text (as pg_stat_statements
+# keeps it: literals become $n); the first fragment found names it.
+_METHOD_OF = (("WITH w AS MATERIALIZED", "claim_rows"), ("UPDATE deliveries d SET claimed_by", "reserve"),
+              ("LEFT JOIN suppressions s ON s.email = d.email WHERE d.issue_id", "lookup_rows"),
+              ("attempts = attempts + $", "record_rows"), ("SET state = v.state", "record_rows"),
+              ("INSERT INTO deliveries", "create_plan"), ("INSERT INTO issues", "create_plan"),
+              ("ANALYZE deliveries", "create_plan"), ("UPDATE issues SET planned", "create_plan"),
+              ("UPDATE workers SET heartbeat", "heartbeat"))
+
+
+def server_seconds(ledger_url: str) -> dict[str, list[float]]:
+    """Per ledger method: [the server's execution seconds, calls] of its statements since the last reset."""
+    import psycopg
+
+    spent: dict[str, list[float]] = {}
+    with psycopg.connect(ledger_url, autocommit=True) as db:
+        for query, ms, calls in db.execute("SELECT query, total_exec_time + total_plan_time, calls FROM pg_stat_statements s "
+                                           "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"):
+            name = next((method for fragment, method in _METHOD_OF if fragment in query), "other")
+            entry = spent.setdefault(name, [0.0, 0])
+            entry[0] += ms / 1000
+            entry[1] += calls
+    return spent
+
+
+def server_cpu(cluster) -> float:
+    """CPU seconds of the server: the postmaster, its children alive now, and those that ended (cutime)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(v) for v in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+        elif ppid == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args, cluster=None) -> dict:
     env = worker_env(fake.url, ledger_url, args)
     subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "ledger", "migrate"],
                    cwd=root, env=env, check=True, capture_output=True)
@@ -149,6 +202,13 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
         with psycopg.connect(ledger_url, autocommit=True) as db:
             db.execute("CREATE TABLE bench_bucket (id INT PRIMARY KEY, tokens FLOAT8, at FLOAT8)")
             db.execute("INSERT INTO bench_bucket VALUES (1, 1, %s)", (time.time(),))
+    if args.server_time:
+        import psycopg
+
+        with psycopg.connect(ledger_url, autocommit=True) as db:
+            db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            db.execute("SELECT pg_stat_statements_reset()")
+        server_cpu_before = server_cpu(cluster)
     fake.reset()
     start, started_at = time.perf_counter(), time.time()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -168,7 +228,7 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
     finally:
         for log in logs:
             log.close()
-    ledger_s, thread_s, busy_s, codes, by_method = 0.0, 0.0, 0.0, [], {}
+    ledger_s, thread_s, busy_s, codes, by_method, cpu_by_method = 0.0, 0.0, 0.0, [], {}, {}
     for process, err in zip(processes, errs):
         codes.append(process.returncode)
         try:
@@ -181,19 +241,25 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args) -> dict
             busy_s += spent["busy_s"]
             for name, seconds in spent["by_method"].items():
                 by_method[name] = by_method.get(name, 0.0) + seconds
+            for name, seconds in spent["cpu_by_method"].items():
+                cpu_by_method[name] = cpu_by_method.get(name, 0.0) + seconds
         except (ValueError, KeyError, IndexError):
             raise SystemExit(f"a worker failed (exit {process.returncode}):\n{err[-3000:]}") from None
     wall = time.perf_counter() - start
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     stats = fake.stats()
-    return {"workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
+    server = {}
+    if args.server_time:
+        time.sleep(0.5)  # the workers' backends end once their connections close
+        server = {"cpu": server_cpu(cluster) - server_cpu_before, "by_method": server_seconds(ledger_url)}
+    return {"server": server, "workers": workers, "wall": wall, "cpu": cpu, "requests": stats["requests"],
             "call_rate": stats["requests"] / max(1e-9, stats["last"] - stats["first"]),
             "send_rate": sum(stats["recipients"].values()) / max(1e-9, stats["last"] - stats["first"]), "rate": args.readers / wall, "ledger": ledger_s / (workers * wall),
             "ledger_thread": ledger_s / max(1e-9, thread_s), "ledger_busy": busy_s / (workers * wall),
             "first_call": stats["first"] - started_at, "after_last": started_at + wall - stats["last"],
             "received": sum(stats["recipients"].values()), "codes": codes,
-            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5])}
+            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5]), "cpu_by_method": cpu_by_method}
 
 
 def main() -> None:
@@ -210,10 +276,14 @@ def main() -> None:
                              "rate_limit / live workers (a prototype, here only, to compare the two)")
     parser.add_argument("--no-reserve", action="store_true",
                         help="workers do not reserve chunks: each personalises every pending row it meets")
+    parser.add_argument("--server-time", action="store_true",
+                        help="also print each ledger method's execution time on the server (pg_stat_statements) "
+                             "and the server's CPU")
     args = parser.parse_args()
     from pgserver import cluster_or_exit
 
-    cluster = cluster_or_exit()
+    cluster = cluster_or_exit("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
+                              if args.server_time else "")
     fake = Fake("sink", args.latency)
     rows = []
     try:
@@ -223,7 +293,7 @@ def main() -> None:
             print(f"{args.readers:,} readers, SendGrid at {args.batch_size} a call, {args.concurrency} in flight "
                   f"per worker, {args.latency:g} ms a call (one worker's pipe: {pipe:,.0f}/s)")
             for count in (int(n) for n in args.workers.split(",")):
-                row = run_row(root, fake, cluster.new_database(), count, args)
+                row = run_row(root, fake, cluster.new_database(), count, args, cluster)
                 rows.append(row)
                 base = rows[0]["rate"]
                 send_base = rows[0]["send_rate"]
@@ -233,8 +303,16 @@ def main() -> None:
                       f"({100 * row['ledger']:4.1f}% of workers x wall; a worker in the ledger {100 * row['ledger_busy']:4.1f}% of the wall)  "
                       f"first call at {row['first_call']:.1f} s, last {row['after_last']:.1f} s before the end  "
                       f"workers' CPU {row['cpu']:.1f} s  calls/s at the fake {row['call_rate']:.1f}  received {row['received']:,} of {args.readers:,}  exit codes {row['codes']}\n    ledger s by method: "
-                      + ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["by_method"].items()),
+                      + ", ".join(f"{name} {seconds:.1f} (CPU {row['cpu_by_method'].get(name, 0):.1f})"
+                                  for name, seconds in row["by_method"].items()),
                       flush=True)
+                if row["server"]:
+                    spent = row["server"]["by_method"]
+                    print(f"    on the server: CPU {row['server']['cpu']:.1f} s; its statements' execution time "
+                          f"(calls) by method: " + ", ".join(
+                              f"{name} {seconds:.1f} s ({int(calls):,}; {1000 * seconds / max(1, calls):.2f} ms each)"
+                              for name, (seconds, calls) in sorted(spent.items(), key=lambda item: -item[1][0])),
+                          flush=True)
     finally:
         fake.close()
         cluster.stop()

@@ -47,11 +47,11 @@ class Cluster:
     def _run(self, *argv: str) -> None:
         subprocess.run(_as_owner(self.owner, list(argv)), check=True, capture_output=True, text=True, timeout=120)
 
-    def start(self) -> None:
+    def start(self, extra_options: str = "") -> None:
         self._run(_find("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--no-locale", "--no-sync")
         options = (f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -p {_PORT} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=100")
+                   "-c fsync=off -c full_page_writes=off -c max_connections=100 " + extra_options)
         self._run(_find("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
                   "-w", "-t", "60", "start")
 
@@ -73,15 +73,16 @@ class Cluster:
         return self.url(name)
 
 
-def cluster_or_exit() -> Cluster:
-    """For a benchmark: a started cluster, or exit saying why none could be started."""
-    cluster, reason = start_cluster()
+def cluster_or_exit(extra_options: str = "") -> Cluster:
+    """For a benchmark: a started cluster (``extra_options``: more ``-c name=value`` settings for the
+    server), or exit saying why none could be started."""
+    cluster, reason = start_cluster(extra_options)
     if cluster is None:
         raise SystemExit(f"no PostgreSQL server: {reason}")
     return cluster
 
 
-def start_cluster() -> tuple[Cluster | None, str]:
+def start_cluster(extra_options: str = "") -> tuple[Cluster | None, str]:
     """A started cluster, or None and the reason none could be started."""
     for tool in ("initdb", "pg_ctl"):
         if not _find(tool):
@@ -106,7 +107,7 @@ def start_cluster() -> tuple[Cluster | None, str]:
     try:
         (root / "sock").mkdir() if not owner else subprocess.run(
             _as_owner(owner, ["mkdir", str(root / "sock")]), check=True)
-        cluster.start()
+        cluster.start(extra_options)
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", "") or ""
         log = root / "server.log"
