@@ -31,8 +31,8 @@ not tell repeats apart; tests/test_workers_e2e.py checks exactly-once). Numbers 
 
 Beside each ledger method's seconds in the workers it prints their threads' CPU seconds inside it
 (the Python of the call, psycopg and libpq). ``--server-time`` says how much was the server's: the
-cluster starts with pg_stat_statements, and each row prints each method's statements' execution time
-on the server (lock waits included) and calls, and the CPU seconds of the server's processes. What a
+cluster starts with pg_stat_statements, and each row prints each method's statements' execution and
+planning time on the server (lock waits included) and calls, and the CPU seconds of the server's processes. What a
 call took beyond the server's time and its own CPU went on the round trip and on waiting for a core
 or the GIL on the way out and back.
 """
@@ -160,13 +160,15 @@ _METHOD_OF = (("WITH w AS MATERIALIZED", "claim_rows"), ("UPDATE deliveries d SE
 
 
 def server_seconds(ledger_url: str) -> dict[str, list[float]]:
-    """Per ledger method: [the server's execution seconds, calls] of its statements since the last reset."""
+    """Per ledger method: [the server's execution and planning seconds, calls] of its statements since the
+    last reset."""
     import psycopg
 
     spent: dict[str, list[float]] = {}
     with psycopg.connect(ledger_url, autocommit=True) as db:
-        for query, ms, calls in db.execute("SELECT query, total_exec_time + total_plan_time, calls FROM pg_stat_statements s "
-                                           "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"):
+        for query, ms, calls in db.execute("SELECT query, total_exec_time + total_plan_time, calls "
+                                           "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                                           "WHERE d.datname = current_database()"):
             name = next((method for fragment, method in _METHOD_OF if fragment in query), "other")
             entry = spent.setdefault(name, [0.0, 0])
             entry[0] += ms / 1000
@@ -259,7 +261,8 @@ def run_row(root: Path, fake: Fake, ledger_url: str, workers: int, args, cluster
             "ledger_thread": ledger_s / max(1e-9, thread_s), "ledger_busy": busy_s / (workers * wall),
             "first_call": stats["first"] - started_at, "after_last": started_at + wall - stats["last"],
             "received": sum(stats["recipients"].values()), "codes": codes,
-            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5]), "cpu_by_method": cpu_by_method}
+            "by_method": dict(sorted(by_method.items(), key=lambda item: -item[1])[:5]),
+            "cpu_by_method": cpu_by_method}
 
 
 def main() -> None:
@@ -277,13 +280,13 @@ def main() -> None:
     parser.add_argument("--no-reserve", action="store_true",
                         help="workers do not reserve chunks: each personalises every pending row it meets")
     parser.add_argument("--server-time", action="store_true",
-                        help="also print each ledger method's execution time on the server (pg_stat_statements) "
+                        help="also print each ledger method's execution and planning time on the server (pg_stat_statements) "
                              "and the server's CPU")
     args = parser.parse_args()
     from pgserver import cluster_or_exit
 
-    cluster = cluster_or_exit("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
-                              if args.server_time else "")
+    cluster = cluster_or_exit("-c shared_preload_libraries=pg_stat_statements "
+                              "-c pg_stat_statements.track_planning=on" if args.server_time else "")
     fake = Fake("sink", args.latency)
     rows = []
     try:
