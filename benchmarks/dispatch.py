@@ -251,23 +251,29 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
             "helper_cpu": _HELPER_CPU[0]}
 
 
+class Handover:
+    """What SendRun._feed needs of a dispatcher, for --prebuilt and --feed-process: each batch goes to ``put``
+    (every reader of the benchmark's list is eligible and valid: a reader's failure stops it)."""
+
+    aborted = False
+
+    def __init__(self, put) -> None:
+        self.put = put
+
+    def submit(self, work) -> bool:
+        self.put(work)
+        return True
+
+    def recipient_failed(self, err) -> None:
+        raise err
+
+
 def prebuild_feed(run, holder: str) -> None:
     """--prebuilt: walk, look up and personalise the whole list into the batches the workers take before
     the clock starts, so that the timed send only hands them over. An upper bound, not a send: the loop
     as if the thread feeding the workers cost nothing (the most a second process doing it could give)."""
     works = []
-
-    class Collect:  # what _feed needs of a dispatcher
-        aborted = False
-
-        def submit(self, work) -> bool:
-            works.append(work)
-            return True
-
-        def recipient_failed(self, err) -> None:
-            raise err
-
-    run._feed(Collect(), holder)
+    run._feed(Handover(works.append), holder)
     run._feed = lambda dispatcher, _holder: all(dispatcher.submit(work) for work in works)
 
 
@@ -285,24 +291,13 @@ def feed_in_a_process(run, settings) -> None:
 
     feed, context = run._feed, multiprocessing.get_context("fork")
 
-    class Handover:  # what _feed needs of a dispatcher
-        aborted = False
-
-        def __init__(self, queue) -> None:
-            self.queue = queue
-
-        def submit(self, work) -> bool:
-            self.queue.put(work)
-            return True
-
-        def recipient_failed(self, err) -> None:
-            raise err
-
     def produce(queue, holder: str) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         run.ledger = open_ledger(settings, readonly=True)
-        feed(Handover(queue), holder)
-        queue.put(None)
+        try:
+            feed(Handover(queue.put), holder)
+        finally:  # the end, or a failure (the exit code says which): the tool's side stops waiting
+            queue.put(None)
 
     def hand_over(dispatcher, holder: str) -> bool:
         queue = context.Queue(maxsize=16)
