@@ -14,10 +14,9 @@ tool should keep it as full as the baseline does (target >= 0.8x). ``--prebuilt`
 walks, looks up and personalises the whole list into batches before the tool's
 clock starts, so its send only hands them to the workers: not a verdict, the
 ceiling of the rest of the loop (what a second process doing that feed could at
-best give; benchmarks/README.md, "fourth round"). ``--feed-process`` is a
-prototype of that second process, here only: the feed forked with a read-only
-ledger of its own, its batches pickled to the tool's workers (SQLite, every
-reader eligible, no limit).
+best give; benchmarks/README.md, "fourth round"). Large template-once sends
+feed their workers from a second process (sending/feedprocess.py);
+``--no-feed-process`` keeps the feed in the sending process, to compare.
 
 For each provider (Postmark, SendGrid, Mailgun, Resend, Amazon SES, Brevo) against the fake of
 ``tests/fakeproviders.py``, in zero-latency mode (``benchmarks/fakesink.py``, its
@@ -193,6 +192,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
     """The steps of ``newsletter send --yes`` after the compile, each timed, with the peak RSS after each."""
     from newsletter.compile.pipeline import build_issue
     from newsletter.ledger import open_ledger
+    from newsletter.sending import feedprocess
     from newsletter.sending.lease import LeaseKeeper
     from newsletter.sending.plan import SendOptions, SendRun
     from newsletter.subscribers.reader import iter_subscribers
@@ -235,12 +235,13 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
                 prebuild_feed(run, keeper.holder)
                 feed_cpu = feeding_thread_cpu(run)
                 lap("prebuild")
-            if os.environ.get("BENCH_FEED_PROCESS"):  # --feed-process
-                feed_in_a_process(run, settings)
-                feed_cpu = feeding_thread_cpu(run)
-            cpu = time.process_time()
+            if os.environ.get("BENCH_NO_FEED_PROCESS"):  # --no-feed-process
+                feedprocess.MIN_READERS = sys.maxsize
+            cpu, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
             totals = run.send(keeper.holder, on_batch=lambda report: None, keeper=keeper)
             cpu = time.process_time() - cpu
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the feed's process, where it had one
+            helper_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
             lap("send")
         counts = ledger.counts(ISSUE)
     provider.close()
@@ -248,12 +249,12 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
             "seconds": laps, "peaks_mb": peaks, "clock": clock, "workers": settings.provider.concurrency,
             "batch": provider.batch_size, "send_cpu": cpu, "feed_cpu": feed_cpu[0],
-            "helper_cpu": _HELPER_CPU[0]}
+            "helper_cpu": helper_cpu}
 
 
 class Handover:
-    """What SendRun._feed needs of a dispatcher, for --prebuilt and --feed-process: each batch goes to ``put``
-    (every reader of the benchmark's list is eligible and valid: a reader's failure stops it)."""
+    """What SendRun._walk needs of a dispatcher, for --prebuilt: each batch goes to ``put`` (every reader of
+    the benchmark's list is eligible and valid: a reader's failure stops it)."""
 
     aborted = False
 
@@ -273,45 +274,8 @@ def prebuild_feed(run, holder: str) -> None:
     the clock starts, so that the timed send only hands them over. An upper bound, not a send: the loop
     as if the thread feeding the workers cost nothing (the most a second process doing it could give)."""
     works = []
-    run._feed(Handover(works.append), holder)
+    run._walk(Handover(works.append), holder)
     run._feed = lambda dispatcher, _holder: all(dispatcher.submit(work) for work in works)
-
-
-_HELPER_CPU = [0.0]  # --feed-process: the CPU seconds of the feed's process
-
-
-def feed_in_a_process(run, settings) -> None:
-    """--feed-process, a prototype: the feed (walk and check the list, look its chunks up, personalise, cut
-    batches) in a forked process with a read-only ledger of its own, its batches pickled over a queue; the
-    tool's feeding thread only hands them to the workers. SQLite, every reader eligible, no --limit."""
-    import multiprocessing
-    import signal
-
-    from newsletter.ledger import open_ledger
-
-    feed, context = run._feed, multiprocessing.get_context("fork")
-
-    def produce(queue, holder: str) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        run.ledger = open_ledger(settings, readonly=True)
-        try:
-            feed(Handover(queue.put), holder)
-        finally:  # the end, or a failure (the exit code says which): the tool's side stops waiting
-            queue.put(None)
-
-    def hand_over(dispatcher, holder: str) -> bool:
-        queue = context.Queue(maxsize=16)
-        helper = context.Process(target=produce, args=(queue, holder), daemon=True)
-        helper.start()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        for work in iter(queue.get, None):
-            dispatcher.submit(work)
-        helper.join()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        _HELPER_CPU[0] += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return helper.exitcode == 0
-
-    run._feed = hand_over
 
 
 def feeding_thread_cpu(run) -> list[float]:
@@ -578,9 +542,9 @@ def main() -> None:
                         help="the tool's rows only: personalise the whole list into batches before the clock "
                              "starts, so the send only hands them to the workers (an upper bound: the send "
                              "loop as if the thread feeding the workers cost nothing)")
-    parser.add_argument("--feed-process", action="store_true",
-                        help="the tool's rows only, a prototype: the feed (walk, look-up, personalise, cut) in a "
-                             "forked process of its own, its batches pickled to the tool's workers")
+    parser.add_argument("--no-feed-process", action="store_true",
+                        help="the tool's rows only: keep the feed (walk, look-up, personalise, cut) in the sending "
+                             "process, as before sending/feedprocess.py, to compare")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -593,8 +557,8 @@ def main() -> None:
         os.environ["BENCH_SWITCH_MS"] = str(args.switch_interval)  # the children inherit it
     if args.prebuilt:
         os.environ["BENCH_PREBUILT"] = "1"
-    if args.feed_process:
-        os.environ["BENCH_FEED_PROCESS"] = "1"
+    if args.no_feed_process:
+        os.environ["BENCH_NO_FEED_PROCESS"] = "1"
     defaults = (5000, "2000,20000", 200) if args.quick else (100_000, "10000,200000,noop:1000000", 2000)
     args.recipients = args.recipients or defaults[0]
     args.rss_sizes = args.rss_sizes or defaults[1]
@@ -649,8 +613,7 @@ def report(rows: list[dict], rss: list[dict], latency_ms: float = 0.0) -> None:
             print(f"{tool['kind']}: {ratio:.2f}x the bare-requests baseline "
                   f"({rate(tool) / rate(row['wire']):.2f}x the pre-encoded wire limit{pipe}): "
                   + ("--prebuilt, an upper bound with the list personalised before the clock started, not "
-                     "a verdict" if os.environ.get("BENCH_PREBUILT") else "--feed-process, a prototype, not a "
-                     "verdict" if os.environ.get("BENCH_FEED_PROCESS") else
+                     "a verdict" if os.environ.get("BENCH_PREBUILT") else
                      f"{'meets' if ratio >= 0.8 else 'MISSES'} the 0.8x target"))
             print("  " + cpu_budget(tool, rate(row["baseline"])))
     if rss:

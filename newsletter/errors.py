@@ -78,6 +78,11 @@ class RecipientError(NewsletterError):
         super().__init__(message, **kw)
 
 
+class FeedFailed(NewsletterError):
+    """The process that reads and personalises the list for a send stopped without handing it all over
+    (newsletter/sending/feedprocess.py): a bug, or the kernel killed it."""
+
+
 class LedgerError(NewsletterError):
     """The delivery ledger refused an operation or is inconsistent."""
 

@@ -41,6 +41,7 @@ from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import Problem, check_list, eligible, iter_eligible_keys, iter_subscribers
+from . import feedprocess
 from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
 from .lease import LEASE_STALE_AFTER, LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
@@ -444,7 +445,14 @@ class SendRun:
                                f"{self.issue_id} --failed` lists who is in doubt afterwards")
 
     def _feed(self, dispatcher: Dispatcher, holder: str) -> bool:
-        """Stream the list into the send loop; True when every subscriber was looked at.
+        """Stream the list into the send loop; True when every subscriber was looked at. In a process of its
+        own where that pays (sending/feedprocess.py), else in this thread."""
+        if feedprocess.wanted(self):
+            return feedprocess.feed_in_a_process(self, dispatcher, holder)
+        return self._walk(dispatcher, holder)
+
+    def _walk(self, dispatcher: Dispatcher, holder: str) -> bool:
+        """Walk the list, look its chunks up, personalise and hand batches to ``dispatcher``.
 
         With several workers each walks the whole list, and reserves a chunk's pending rows before
         personalising them: rows another live worker reserved are its to build and send."""

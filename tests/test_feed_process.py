@@ -1,0 +1,164 @@
+"""A large template-once send feeds its workers from a second process (newsletter/sending/feedprocess.py):
+the real CLI, SIGKILLed and resumed, against the local fake SendGrid through real sockets. The feed only
+reads; what it would write (skips, a reader's failure) the sending process writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fakeproviders import FakeProviders
+
+from newsletter.errors import FeedFailed, SubscriberError
+from newsletter.ledger.sqlite import SQLiteLedger
+from newsletter.sending import feedprocess
+
+KEY = "feed-key-Qx20"
+ISSUE = "2026-11-30-weekly"
+# The CLI with the feed's threshold set (the first argument) and a word on stderr when it forks the feed.
+_CLI = ("import sys; from newsletter.sending import feedprocess as f; f.MIN_READERS = int(sys.argv.pop(1)); "
+        "real = f.feed_in_a_process\n"
+        "def told(*a):\n    print('feed: own process', file=sys.stderr, flush=True)\n    return real(*a)\n"
+        "f.feed_in_a_process = told\nfrom newsletter.cli import main; main()")
+
+
+@pytest.fixture
+def fake():
+    with FakeProviders(api_key=KEY) as server:
+        yield server
+
+
+def start(workspace: Path, fake: FakeProviders, *args: str, threshold: int = 1) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_PROVIDER_NAME": "sendgrid", "NEWSLETTER_PROVIDER_API_BASE": fake.url,
+                "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY,
+                "NEWSLETTER_SECRET": "feed-secret", "NEWSLETTER_PROVIDER_RATE_LIMIT": "1000",
+                "NEWSLETTER_PROVIDER_BATCH_SIZE": "5", "NEWSLETTER_PROVIDER_CONCURRENCY": "1"})
+    return subprocess.Popen([sys.executable, "-c", _CLI, str(threshold), *args], cwd=workspace, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def write_list(workspace: Path, count: int, *, unsubscribed: tuple[int, ...] = ()) -> list[str]:
+    """``count`` readers; reader 5's city breaks the subject (which names the city). Their addresses."""
+    addresses = [f"reader{n:04d}@example.com" for n in range(count)]
+    with open(workspace / "subscribers" / "subscribers.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "name", "status", "tags", "city"])
+        for n, address in enumerate(addresses):
+            writer.writerow([address, f"Reader {n}", "unsubscribed" if n in unsubscribed else "subscribed",
+                             "weekly", "Boston\u2028MA" if n == 5 else "Lyon"])
+    return addresses
+
+
+def subject_with_city(workspace: Path) -> None:
+    issue = workspace / "issues" / f"{ISSUE}.md"
+    issue.write_text(issue.read_text().replace('subject: "Field Notes #48:',
+                                               'subject: "Field Notes for {{ subscriber.city }}:'))
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Ended (or a zombie nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_killed_send_fed_from_its_own_process_resumes_with_nobody_twice_and_the_feeds_writes_kept(
+        workspace, fake):
+    subject_with_city(workspace)
+    # More batches than the hand-over holds: when the sender is killed its feed is still walking.
+    addresses = write_list(workspace, 3000)
+    held = fake.inject("hold", after=2)  # the third batch is accepted, its answer never comes
+    first = start(workspace, fake, "send", ISSUE, "--yes")
+    try:
+        assert held.reached.wait(30), "the sender never reached the third batch"
+        feeds = children(first.pid)
+        assert len(feeds) == 1, feeds  # the feed's process
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        deadline = time.monotonic() + 10
+        while not gone(feeds[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(feeds[0]), "the feed's process outlived the killed sender"
+    finally:
+        held.release.set()
+        if first.poll() is None:
+            first.kill()
+    told = first.communicate()[1]
+    assert "feed: own process" in told
+    # the feed's process found reader 5's subject broken; the sending process recorded it
+    assert "the subject for reader0005@example.com would contain a line break" in told
+
+    write_list(workspace, 3000, unsubscribed=(30,))  # planned, not yet sent: the walk skips them now
+    second = start(workspace, fake, "send", ISSUE, "--yes")
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 3, err  # done; the held batch is in doubt, reader 5 failed
+    assert "feed: own process" in err
+    assert fake.duplicates() == {}, "somebody got two copies"
+    assert sorted(a.to for a in fake.delivered("sendgrid")) == [a for n, a in enumerate(addresses)
+                                                                if n not in (5, 30)]
+    status = subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "status", ISSUE,
+                             "--json"], cwd=workspace, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")})
+    counts = json.loads(status.stdout)
+    assert (counts["failed"], counts["skipped"], counts["unknown"], counts["sent"]) == (1, 1, 5, 2993), counts
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3", readonly=True) as ledger:
+        [skipped] = ledger.rows(ISSUE, ("skipped",))
+    assert (skipped.email, skipped.reason) == ("reader0030@example.com", "status is unsubscribed")  # the walk's
+
+
+def test_a_small_list_keeps_its_feed_in_the_sending_process(workspace, fake):
+    write_list(workspace, 12)
+    process = start(workspace, fake, "send", ISSUE, "--yes", threshold=feedprocess.MIN_READERS)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "feed: own process" not in err and len(fake.delivered("sendgrid")) == 12
+
+
+def run_like(*, many=False, limit=None, substitutes=True, needs_bodies=False, pending=10_000):
+    ledger = SimpleNamespace(many_workers=many, counts=lambda issue: {"pending": pending})
+    return SimpleNamespace(ledger=ledger, options=SimpleNamespace(limit=limit), issue_id=ISSUE,
+                           provider=SimpleNamespace(substitutes=substitutes, needs_bodies=needs_bodies))
+
+
+def test_only_a_large_template_once_send_on_sqlite_without_a_limit_forks_its_feed():
+    assert feedprocess.wanted(run_like())
+    assert not feedprocess.wanted(run_like(pending=feedprocess.MIN_READERS - 1))
+    assert not feedprocess.wanted(run_like(many=True))  # PostgreSQL: its reservations are written as it walks
+    assert not feedprocess.wanted(run_like(limit=100))
+    assert not feedprocess.wanted(run_like(substitutes=False))  # a body per reader: too much to hand over
+
+
+def test_a_feed_that_dies_without_a_word_stops_the_run_saying_so(monkeypatch):
+    monkeypatch.setattr(feedprocess, "_walk", lambda *args: os._exit(3))
+    dispatcher = SimpleNamespace(aborted=False)
+    with pytest.raises(FeedFailed, match="exit code 3"):
+        feedprocess.feed_in_a_process(run_like(), dispatcher, "holder")
+
+
+def test_the_feeds_own_error_is_raised_again_with_its_class():
+    err = feedprocess._rebuilt(("SubscriberError", "the list changed while it was read", "subscribers.csv", 7,
+                                "run it again"))
+    assert isinstance(err, SubscriberError) and (err.path, err.line, err.hint) == ("subscribers.csv", 7, "run it again")
+    assert isinstance(feedprocess._rebuilt(("KeyError", "'x'", None, None, None)), FeedFailed)
