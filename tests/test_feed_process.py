@@ -136,10 +136,10 @@ def test_a_small_list_keeps_its_feed_in_the_sending_process(workspace, fake):
     assert "feed: own process" not in err and len(fake.delivered("sendgrid")) == 12
 
 
-def run_like(*, many=False, limit=None, substitutes=True, needs_bodies=False, pending=10_000):
+def run_like(*, many=False, limit=None, substitutes=True, pending=10_000):
     ledger = SimpleNamespace(many_workers=many, counts=lambda issue: {"pending": pending})
     return SimpleNamespace(ledger=ledger, options=SimpleNamespace(limit=limit), issue_id=ISSUE,
-                           provider=SimpleNamespace(substitutes=substitutes, needs_bodies=needs_bodies))
+                           provider=SimpleNamespace(substitutes=substitutes))
 
 
 def test_only_a_large_template_once_send_on_sqlite_without_a_limit_forks_its_feed():
@@ -162,3 +162,33 @@ def test_the_feeds_own_error_is_raised_again_with_its_class():
                                 "run it again"))
     assert isinstance(err, SubscriberError) and (err.path, err.line, err.hint) == ("subscribers.csv", 7, "run it again")
     assert isinstance(feedprocess._rebuilt(("KeyError", "'x'", None, None, None)), FeedFailed)
+
+
+def test_sigterm_to_the_sender_and_its_feed_stops_gently_and_ends_the_feed(workspace, fake):
+    """cron or systemd stopping the run signals the whole process group: the feed ignores it, the sender
+    lets the batch in flight finish and be recorded, then ends its feed."""
+    addresses = write_list(workspace, 3000)
+    held = fake.inject("hold", after=2)
+    process = start(workspace, fake, "send", ISSUE, "--yes")
+    try:
+        assert held.reached.wait(30), "the sender never reached the third batch"
+        [feed] = children(process.pid)
+        for pid in (process.pid, feed):
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)
+        held.release.set()  # the batch in flight ends: accepted, its answer dropped
+        out, err = process.communicate(timeout=60)
+    finally:
+        held.release.set()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 4, err  # stopped, pending left
+    deadline = time.monotonic() + 10
+    while not gone(feed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(feed), "the feed's process outlived its sender"
+    assert fake.duplicates() == {}
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3", readonly=True) as ledger:
+        counts = ledger.counts(ISSUE)
+    # recorded before the run ended: the batch in flight as the provider left it (no answer: unknown)
+    assert (counts["sent"], counts["unknown"], counts["sending"], counts["pending"]) == (10, 5, 0, len(addresses) - 15)

@@ -75,12 +75,12 @@ def test_only_the_cli_imports_click():
 
 
 def test_the_send_loop_is_imported_only_through_its_public_modules():
-    internals = tuple(f"newsletter.sending.{name}" for name in ("pool", "lookups", "ratelimit"))
+    internals = tuple(f"newsletter.sending.{name}" for name in ("pool", "lookups", "ratelimit", "feedprocess"))
     outside = [line for line in offenders("*", internals) if not line.startswith("newsletter.sending")
                and not line.startswith(REPORT_LOOKUPS)]
     assert outside == []
     modules = {name.rsplit(".", 1)[-1] for name in MODULES if name.startswith("newsletter.sending.")}
-    assert modules - SENDING_PUBLIC <= {"pool", "lookups", "ratelimit"}
+    assert modules - SENDING_PUBLIC <= {"pool", "lookups", "ratelimit", "feedprocess"}
 
 
 @pytest.mark.parametrize("part", ["newsletter.subscribers", "newsletter.ledger", "newsletter.providers"])

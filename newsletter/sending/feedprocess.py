@@ -38,7 +38,7 @@ def wanted(run: SendRun) -> bool:
     """Whether this run's feed goes to a process of its own."""
     if not sys.platform.startswith("linux") or run.ledger.many_workers or run.options.limit is not None:
         return False
-    if not run.provider.substitutes or run.provider.needs_bodies:
+    if not run.provider.substitutes:  # a body per reader: too much to hand over for what it saves
         return False
     return run.ledger.counts(run.issue_id).get("pending", 0) >= MIN_READERS
 
@@ -51,7 +51,11 @@ def feed_in_a_process(run: SendRun, dispatcher: Dispatcher, holder: str) -> bool
     handed: Any = context.Queue(maxsize=_QUEUE_BATCHES)
     feed = context.Process(target=_walk, args=(run, holder, handed, os.getpid()), name="newsletter-feed",
                            daemon=True)
-    feed.start()
+    try:
+        feed.start()
+    except OSError:  # no process to be had (a limit, a sandbox): walk here, as a small list does
+        handed.close()
+        return run._walk(dispatcher, holder)
     try:
         while True:
             try:
@@ -79,7 +83,7 @@ def feed_in_a_process(run: SendRun, dispatcher: Dispatcher, holder: str) -> bool
                 raise _rebuilt(item)
     finally:
         if feed.is_alive():  # the run stopped first (aborted, interrupted, failed): the walk is no longer wanted
-            feed.terminate()
+            feed.kill()
         feed.join(10)
         handed.close()
 
@@ -125,7 +129,10 @@ class _Reader:
 def _walk(run: SendRun, holder: str, handed, sender: int) -> None:
     """The feed's process: walk the list as SendRun._walk does, handing everything over."""
     _die_with_the_sender(sender)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sending process's to handle
+    # Ctrl-C and SIGTERM (cron, systemd) reach the whole process group: they are the sender's to handle,
+    # which stops gently and then ends this process (SIGKILL: it holds nothing to clean up).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from ..ledger.sqlite import SQLiteLedger
 
     try:
