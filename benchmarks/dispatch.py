@@ -242,6 +242,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
             cpu = time.process_time() - cpu
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the feed's process, where it had one
             helper_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+            helper_rss_mb = after.ru_maxrss / 1024 if helper_cpu else 0.0  # Linux: KiB, the largest child
             lap("send")
         counts = ledger.counts(ISSUE)
     provider.close()
@@ -249,7 +250,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
             "seconds": laps, "peaks_mb": peaks, "clock": clock, "workers": settings.provider.concurrency,
             "batch": provider.batch_size, "send_cpu": cpu, "feed_cpu": feed_cpu[0],
-            "helper_cpu": helper_cpu}
+            "helper_cpu": helper_cpu, "helper_rss_mb": helper_rss_mb}
 
 
 class Handover:
@@ -592,8 +593,8 @@ def cpu_budget(tool: dict, baseline_rate: float) -> str:
             f"({want:,.0f}/s) needs {want * process_us / 1e6:.2f} cores of it, and its Python runs on one core "
             f"at a time (beside it only SQLite's own work, part of the ledger's share in sendparts.py, and the "
             f"kernel's; {os.cpu_count()} CPUs here)"
-            + (f"; the feed's own process: {tool['helper_cpu'] * 1e6 / count:.1f} us more" if tool.get("helper_cpu")
-               else ""))
+            + (f"; the feed's own process: {tool['helper_cpu'] * 1e6 / count:.1f} us more, peak RSS "
+               f"{tool.get('helper_rss_mb', 0):.0f} MB" if tool.get("helper_cpu") else ""))
 
 
 def report(rows: list[dict], rss: list[dict], latency_ms: float = 0.0) -> None:
