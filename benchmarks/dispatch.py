@@ -254,7 +254,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
 
 
 class Handover:
-    """What SendRun._walk needs of a dispatcher, for --prebuilt: each batch goes to ``put`` (every reader of
+    """What SendRun._feed needs of a dispatcher, for --prebuilt: each batch goes to ``put`` (every reader of
     the benchmark's list is eligible and valid: a reader's failure stops it)."""
 
     aborted = False
@@ -275,7 +275,7 @@ def prebuild_feed(run, holder: str) -> None:
     the clock starts, so that the timed send only hands them over. An upper bound, not a send: the loop
     as if the thread feeding the workers cost nothing (the most a second process doing it could give)."""
     works = []
-    run._walk(Handover(works.append), holder)
+    run._feed(Handover(works.append), holder)
     run._feed = lambda dispatcher, _holder: all(dispatcher.submit(work) for work in works)
 
 

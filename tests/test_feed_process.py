@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import nullcontext
 import os
 import signal
 import subprocess
@@ -25,9 +26,10 @@ KEY = "feed-key-Qx20"
 ISSUE = "2026-11-30-weekly"
 # The CLI with the feed's threshold set (the first argument) and a word on stderr when it forks the feed.
 _CLI = ("import sys; from newsletter.sending import feedprocess as f; f.MIN_READERS = int(sys.argv.pop(1)); "
-        "real = f.feed_in_a_process\n"
-        "def told(*a):\n    print('feed: own process', file=sys.stderr, flush=True)\n    return real(*a)\n"
-        "f.feed_in_a_process = told\nfrom newsletter.cli import main; main()")
+        "real = f.FeedProcess.start.__func__\n"
+        "def told(cls, *a):\n    feed = real(cls, *a)\n"
+        "    if feed: print('feed: own process', file=sys.stderr, flush=True)\n    return feed\n"
+        "f.FeedProcess.start = classmethod(told)\nfrom newsletter.cli import main; main()")
 
 
 @pytest.fixture
@@ -137,8 +139,8 @@ def test_a_small_list_keeps_its_feed_in_the_sending_process(workspace, fake):
     assert "feed: own process" not in err and len(fake.delivered("sendgrid")) == 12
 
 
-def run_like(*, many=False, limit=None, substitutes=True, pending=10_000):
-    ledger = SimpleNamespace(many_workers=many, counts=lambda issue: {"pending": pending})
+def run_like(*, backend="sqlite", limit=None, substitutes=True, pending=10_000):
+    ledger = SimpleNamespace(backend=backend, counts=lambda issue: {"pending": pending}, quiescent=nullcontext)
     return SimpleNamespace(ledger=ledger, options=SimpleNamespace(limit=limit), issue_id=ISSUE,
                            provider=SimpleNamespace(substitutes=substitutes))
 
@@ -146,16 +148,19 @@ def run_like(*, many=False, limit=None, substitutes=True, pending=10_000):
 def test_only_a_large_template_once_send_on_sqlite_without_a_limit_forks_its_feed():
     assert feedprocess.wanted(run_like())
     assert not feedprocess.wanted(run_like(pending=feedprocess.MIN_READERS - 1))
-    assert not feedprocess.wanted(run_like(many=True))  # PostgreSQL: its reservations are written as it walks
+    assert not feedprocess.wanted(run_like(backend="postgresql"))  # its reservations are written as it walks
     assert not feedprocess.wanted(run_like(limit=100))
     assert not feedprocess.wanted(run_like(substitutes=False))  # a body per reader: too much to hand over
 
 
 def test_a_feed_that_dies_without_a_word_stops_the_run_saying_so(monkeypatch):
     monkeypatch.setattr(feedprocess, "_walk", lambda *args: os._exit(3))
-    dispatcher = SimpleNamespace(aborted=False)
-    with pytest.raises(FeedFailed, match="exit code 3"):
-        feedprocess.feed_in_a_process(run_like(), dispatcher, "holder")
+    feed = feedprocess.FeedProcess.start(run_like(), "holder")
+    try:
+        with pytest.raises(FeedFailed, match="exit code 3"):
+            feed.hand_over(SimpleNamespace(aborted=False))
+    finally:
+        feed.stop()
 
 
 def test_the_feeds_own_error_is_raised_again_with_its_class():

@@ -740,3 +740,21 @@ def test_the_send_loops_claim_and_record_are_one_statement_each_on_sqlite(sqlite
         source="t")) == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
     assert [state(ledger, e).state for e in emails] == ["sent", "sent", "sent", "failed", "sent", "failed"]
     assert ledger.is_suppressed(emails[5]) and not ledger.is_suppressed(emails[3])
+
+
+def test_quiescent_keeps_every_other_thread_out_of_sqlite_until_it_ends(sqlite_ledger):
+    """A fork while another thread is inside SQLite could leave the child a mutex locked for good: the
+    send forks its feed while this is held (sending/feedprocess.py)."""
+    plan(sqlite_ledger, "a@example.com")
+    finished = {name: threading.Event() for name in ("write", "look-up")}
+    calls = {"write": lambda: sqlite_ledger.heartbeat(ISSUE, "me"),
+             "look-up": lambda: sqlite_ledger.lookup_rows(ISSUE, ["a@example.com"])}
+    with sqlite_ledger.quiescent():
+        threads = [threading.Thread(target=lambda n=name: (calls[n](), finished[n].set())) for name in calls]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        assert not any(event.is_set() for event in finished.values())
+    for thread in threads:
+        thread.join(10)
+    assert all(event.is_set() for event in finished.values())

@@ -159,6 +159,13 @@ class SQLiteLedger(Ledger):
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def quiescent(self) -> Iterator[None]:
+        """While held, no thread of this process is inside SQLite through this ledger: for a fork, whose child
+        would otherwise inherit, locked for good, a mutex of SQLite's that another thread held at that instant."""
+        with self._lock, self._lookup_lock:  # the same RLock where look-ups share the writing connection
+            yield
+
     def _busy(self, err: sqlite3.OperationalError) -> LedgerError:
         return LedgerError(f"the ledger is busy or read-only: {err}", path=self.url,
                            hint="another newsletter command held it for over 30 s: run this again; if it "

@@ -11,7 +11,9 @@ fails), which the feed sends back. One writer, as before, so the exactly-once ar
 
 Used where it pays and is safe: Linux (fork and PR_SET_PDEATHSIG), the SQLite ledger (one run per
 issue), a provider that sends the template once (its batches are small to hand over), no
-``--limit``, and at least :data:`MIN_READERS` pending readers (a fork costs tens of ms).
+``--limit``, and at least :data:`MIN_READERS` pending readers (a fork costs tens of ms). It is forked
+before the run starts its worker threads and while the lease's heartbeat is held out of SQLite, so
+the child inherits no lock that another thread held at that instant.
 """
 
 from __future__ import annotations
@@ -36,36 +38,55 @@ _PR_SET_PDEATHSIG = 1
 
 def wanted(run: SendRun) -> bool:
     """Whether this run's feed goes to a process of its own."""
-    if not sys.platform.startswith("linux") or run.ledger.many_workers or run.options.limit is not None:
+    if not sys.platform.startswith("linux") or run.ledger.backend != "sqlite" or run.options.limit is not None:
         return False
     if not run.provider.substitutes:  # a body per reader: too much to hand over for what it saves
         return False
     return run.ledger.counts(run.issue_id).get("pending", 0) >= MIN_READERS
 
 
-def feed_in_a_process(run: SendRun, dispatcher: Dispatcher, holder: str) -> bool:
-    """:meth:`SendRun._feed`, with the walk in a forked process; True when every subscriber was looked at."""
-    import multiprocessing
+class FeedProcess:
+    """The walk of one send in a forked process: :meth:`start` it before the run starts its worker threads,
+    :meth:`hand_over` its batches to the dispatcher, :meth:`stop` it whatever happens."""
 
-    context = multiprocessing.get_context("fork")
-    handed: Any = context.Queue(maxsize=_QUEUE_BATCHES)
-    feed = context.Process(target=_walk, args=(run, holder, handed, os.getpid()), name="newsletter-feed",
-                           daemon=True)
-    try:
-        feed.start()
-    except OSError:  # no process to be had (a limit, a sandbox): walk here, as a small list does
-        handed.close()
-        return run._walk(dispatcher, holder)
-    try:
+    def __init__(self, run: SendRun, holder: str) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self.run = run
+        self.handed: Any = context.Queue(maxsize=_QUEUE_BATCHES)
+        self.process = context.Process(target=_walk, args=(run, holder, self.handed, os.getpid()),
+                                       name="newsletter-feed", daemon=True)
+
+    @classmethod
+    def start(cls, run: SendRun, holder: str) -> FeedProcess | None:
+        """The feed's process, started; None where it is not wanted or no process can be had (the run then
+        walks in its own thread). Forked while no thread of this process is inside SQLite: the only other
+        thread by then is the lease's heartbeat, and it waits."""
+        if not wanted(run):
+            return None
+        feed = cls(run, holder)
+        try:
+            with run.ledger.quiescent():
+                feed.process.start()
+        except OSError:  # a limit on processes, a sandbox
+            feed.handed.close()
+            return None
+        return feed
+
+    def hand_over(self, dispatcher: Dispatcher) -> bool:
+        """Hand what the feed sends to the dispatcher, writing its skips and failures; True when it walked
+        the whole list, False when the run stopped first."""
+        run, handed, process = self.run, self.handed, self.process
         while True:
             try:
                 kind, item = handed.get(timeout=0.5)
             except queue.Empty:
                 if dispatcher.aborted:
                     return False
-                if not feed.is_alive():
+                if not process.is_alive():
                     raise FeedFailed(f"the process that reads and personalises the list ended with exit code "
-                                     f"{feed.exitcode} before it was done", hint="nothing of what it had not "
+                                     f"{process.exitcode} before it was done", hint="nothing of what it had not "
                                      f"handed over was sent; run `newsletter send {run.issue_id}` again") from None
                 continue
             if kind == "work":
@@ -77,15 +98,17 @@ def feed_in_a_process(run: SendRun, dispatcher: Dispatcher, holder: str) -> bool
                 email, message, hint = item
                 dispatcher.recipient_failed(RecipientError(email, message, hint=hint))
             elif kind == "done":
-                feed.join(5)  # it has said all it had to
+                process.join(5)  # it has said all it had to
                 return item
             else:  # "error"
                 raise _rebuilt(item)
-    finally:
-        if feed.is_alive():  # the run stopped first (aborted, interrupted, failed): the walk is no longer wanted
-            feed.kill()
-        feed.join(10)
-        handed.close()
+
+    def stop(self) -> None:
+        """End the feed's process if it still runs (the run stopped first: aborted, interrupted, failed)."""
+        if self.process.is_alive():
+            self.process.kill()  # it holds nothing to clean up
+        self.process.join(10)
+        self.handed.close()
 
 
 class _Handover:
@@ -127,7 +150,7 @@ class _Reader:
 
 
 def _walk(run: SendRun, holder: str, handed, sender: int) -> None:
-    """The feed's process: walk the list as SendRun._walk does, handing everything over."""
+    """The feed's process: walk the list as SendRun._feed does, handing everything over."""
     _die_with_the_sender(sender)
     # Ctrl-C and SIGTERM (cron, systemd) reach the whole process group: they are the sender's to handle,
     # which stops gently and then ends this process (SIGKILL: it holds nothing to clean up).
@@ -138,7 +161,7 @@ def _walk(run: SendRun, holder: str, handed, sender: int) -> None:
     try:
         with SQLiteLedger(run.ledger.url, readonly=True) as ledger:
             run.ledger = _Reader(ledger, handed.put)
-            complete = run._walk(_Handover(handed.put), holder)
+            complete = run._feed(_Handover(handed.put), holder)
         handed.put(("done", complete))
     except BaseException as err:  # noqa: BLE001 - told to the sending process, which raises it
         handed.put(("error", (type(err).__name__, getattr(err, "message", str(err)), getattr(err, "path", None),

@@ -41,8 +41,8 @@ from ..models import Subscriber
 from ..providers import provider_facts
 from ..providers.base import Provider
 from ..subscribers.reader import Problem, check_list, eligible, iter_eligible_keys, iter_subscribers
-from . import feedprocess
 from .binding import ASK, BIND, OUTBOX, RESTART, SAME, Route, route_verdict, unknown_refused
+from .feedprocess import FeedProcess
 from .lease import LEASE_STALE_AFTER, LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
 from .pool import Dispatcher
@@ -385,11 +385,14 @@ class SendRun:
             keeper.on_share(keeper.live_workers())
         self.ledger.reap_workers(self.issue_id, holder, stale_after=stale_after)
         in_doubt = self.recover_in_doubt(holder)
+        # A large template-once send walks the list in a process of its own (sending/feedprocess.py), forked
+        # before this run starts its worker threads.
+        feed = FeedProcess.start(self, holder)
         dispatcher.start()
         try:
             for work in in_doubt:
                 dispatcher.submit(work)
-            complete = self._feed(dispatcher, holder)
+            complete = feed.hand_over(dispatcher) if feed else self._feed(dispatcher, holder)
             # Many workers: whoever finishes its walk reaps the workers that died meanwhile, resolves their
             # batches in doubt and walks again for the rows they had reserved (docs/team.md).
             while complete and self.ledger.reap_workers(self.issue_id, holder, stale_after=stale_after):
@@ -402,6 +405,9 @@ class SendRun:
             dispatcher.abort(str(err))
             dispatcher.finish()
             raise
+        finally:
+            if feed:
+                feed.stop()
         try:
             totals = dispatcher.finish()
         except KeyboardInterrupt:
@@ -445,14 +451,7 @@ class SendRun:
                                f"{self.issue_id} --failed` lists who is in doubt afterwards")
 
     def _feed(self, dispatcher: Dispatcher, holder: str) -> bool:
-        """Stream the list into the send loop; True when every subscriber was looked at. In a process of its
-        own where that pays (sending/feedprocess.py), else in this thread."""
-        if feedprocess.wanted(self):
-            return feedprocess.feed_in_a_process(self, dispatcher, holder)
-        return self._walk(dispatcher, holder)
-
-    def _walk(self, dispatcher: Dispatcher, holder: str) -> bool:
-        """Walk the list, look its chunks up, personalise and hand batches to ``dispatcher``.
+        """Stream the list into the send loop; True when every subscriber was looked at.
 
         With several workers each walks the whole list, and reserves a chunk's pending rows before
         personalising them: rows another live worker reserved are its to build and send."""
