@@ -224,7 +224,6 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
         lap("open")
         run = SendRun(settings, build, provider, ledger, SendOptions(), secret=b"bench-secret")  # checks the list
         timed(run.personalizer, "message_with_values", clock, None)  # only the thread feeding the pool
-        feed_cpu = feeding_thread_cpu(run)
         lap("check")
         with LeaseKeeper(ledger, ISSUE) as keeper:
             run.summary()
@@ -233,12 +232,15 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
             lap("plan")
             if os.environ.get("BENCH_PREBUILT"):  # --prebuilt
                 prebuild_feed(run, keeper.holder)
-                feed_cpu = feeding_thread_cpu(run)
                 lap("prebuild")
             if os.environ.get("BENCH_NO_FEED_PROCESS"):  # --no-feed-process
                 feedprocess.MIN_READERS = sys.maxsize
             cpu, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            # This thread feeds the workers: it walks, looks up and personalises the list (SendRun._feed), or
+            # hands over what the feed's process sends (sending/feedprocess.py); no worker can take it over.
+            feed_cpu = time.thread_time()
             totals = run.send(keeper.holder, on_batch=lambda report: None, keeper=keeper)
+            feed_cpu = time.thread_time() - feed_cpu
             cpu = time.process_time() - cpu
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the feed's process, where it had one
             helper_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
@@ -249,7 +251,7 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
     laps["run"] = sum(laps[k] for k in ("check", "summary", "plan", "send"))
     return {"recipients": listed, "sent": counts["sent"], "batches": totals.batches, "aborted": totals.aborted,
             "seconds": laps, "peaks_mb": peaks, "clock": clock, "workers": settings.provider.concurrency,
-            "batch": provider.batch_size, "send_cpu": cpu, "feed_cpu": feed_cpu[0],
+            "batch": provider.batch_size, "send_cpu": cpu, "feed_cpu": feed_cpu,
             "helper_cpu": helper_cpu, "helper_rss_mb": helper_rss_mb}
 
 
@@ -277,23 +279,6 @@ def prebuild_feed(run, holder: str) -> None:
     works = []
     run._feed(Handover(works.append), holder)
     run._feed = lambda dispatcher, _holder: all(dispatcher.submit(work) for work in works)
-
-
-def feeding_thread_cpu(run) -> list[float]:
-    """Time the CPU of the one thread that streams, checks, looks up and personalises the list for the
-    workers (SendRun._feed): the part of the send loop no worker thread can take over."""
-    spent = [0.0]
-    feed = run._feed
-
-    def wrapper(*args, **kwargs):
-        start = time.thread_time()
-        try:
-            return feed(*args, **kwargs)
-        finally:
-            spent[0] += time.thread_time() - start
-
-    run._feed = wrapper
-    return spent
 
 
 def first_requests(settings, kind: str) -> list[tuple[int, object]]:
