@@ -233,8 +233,8 @@ def run_tool(root: Path, kind: str, url: str, concurrency: int = 0, ledger_url: 
             if os.environ.get("BENCH_PREBUILT"):  # --prebuilt
                 prebuild_feed(run, keeper.holder)
                 lap("prebuild")
-            if os.environ.get("BENCH_NO_FEED_PROCESS"):  # --no-feed-process
-                feedprocess.MIN_READERS = sys.maxsize
+            if os.environ.get("BENCH_NO_FEED_PROCESS") or os.environ.get("BENCH_PREBUILT"):
+                feedprocess.MIN_READERS = sys.maxsize  # --prebuilt: the batches are in this process already
             cpu, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
             # This thread feeds the workers: it walks, looks up and personalises the list (SendRun._feed), or
             # hands over what the feed's process sends (sending/feedprocess.py); no worker can take it over.

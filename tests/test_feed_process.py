@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
-from contextlib import nullcontext
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from fakeproviders import FakeProviders
+from sendkill import send_env
 
 from newsletter.errors import FeedFailed, SubscriberError
 from newsletter.ledger.sqlite import SQLiteLedger
@@ -40,11 +41,10 @@ def fake():
 
 def start(workspace: Path, fake: FakeProviders, *args: str, threshold: int = 1, batch_size: str = "5",
           concurrency: str = "1", rate: str = "1000") -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update({"NEWSLETTER_PROVIDER_NAME": "sendgrid", "NEWSLETTER_PROVIDER_API_BASE": fake.url,
-                "NEWSLETTER_PROVIDER_DOMAIN": fake.domain, "NEWSLETTER_API_KEY": KEY,
-                "NEWSLETTER_SECRET": "feed-secret", "NEWSLETTER_PROVIDER_RATE_LIMIT": rate,
-                "NEWSLETTER_PROVIDER_BATCH_SIZE": batch_size, "NEWSLETTER_PROVIDER_CONCURRENCY": concurrency})
+    env = send_env(NEWSLETTER_PROVIDER_NAME="sendgrid", NEWSLETTER_PROVIDER_API_BASE=fake.url,
+                   NEWSLETTER_PROVIDER_DOMAIN=fake.domain, NEWSLETTER_API_KEY=KEY, NEWSLETTER_SECRET="feed-secret",
+                   NEWSLETTER_PROVIDER_RATE_LIMIT=rate, NEWSLETTER_PROVIDER_BATCH_SIZE=batch_size,
+                   NEWSLETTER_PROVIDER_CONCURRENCY=concurrency)
     return subprocess.Popen([sys.executable, "-c", _CLI, str(threshold), *args], cwd=workspace, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -122,8 +122,7 @@ def test_a_killed_send_fed_from_its_own_process_resumes_with_nobody_twice_and_th
     assert sorted(a.to for a in fake.delivered("sendgrid")) == [a for n, a in enumerate(addresses)
                                                                 if n not in (5, 30)]
     status = subprocess.run([sys.executable, "-c", "from newsletter.cli import main; main()", "status", ISSUE,
-                             "--json"], cwd=workspace, capture_output=True, text=True,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")})
+                             "--json"], cwd=workspace, capture_output=True, text=True, env=send_env())
     counts = json.loads(status.stdout)
     assert (counts["failed"], counts["skipped"], counts["unknown"], counts["sent"]) == (1, 1, 5, 2993), counts
     with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3", readonly=True) as ledger:
@@ -167,7 +166,8 @@ def test_the_feeds_own_error_is_raised_again_with_its_class():
     err = feedprocess._rebuilt(("SubscriberError", "the list changed while it was read", "subscribers.csv", 7,
                                 "run it again"))
     assert isinstance(err, SubscriberError) and (err.path, err.line, err.hint) == ("subscribers.csv", 7, "run it again")
-    assert isinstance(feedprocess._rebuilt(("KeyError", "'x'", None, None, None)), FeedFailed)
+    bug = feedprocess._rebuilt(("KeyError", "'x'", None, None, None))
+    assert isinstance(bug, FeedFailed) and "KeyError: 'x'" in bug.message and "newsletter send" in bug.hint
 
 
 def test_sigterm_to_the_sender_and_its_feed_stops_gently_and_ends_the_feed(workspace, fake):

@@ -132,8 +132,6 @@ class _Reader:
     """The ledger as the feed's process sees it: look-ups through a read-only connection of its own (a
     connection must not cross a fork), skips sent to the sending process, which writes them."""
 
-    many_workers = False
-
     def __init__(self, ledger, send) -> None:
         self._ledger, self._send = ledger, send
 
@@ -190,4 +188,6 @@ def _rebuilt(item: tuple) -> Exception:
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, NewsletterError) and cls is not RecipientError:
         return cls(message, path=path, line=line, hint=hint)
-    return FeedFailed(f"the process that reads and personalises the list failed: {name}: {message}")
+    return FeedFailed(f"the process that reads and personalises the list failed: {name}: {message}",
+                      hint="what it had handed over was sent and recorded; run `newsletter send` again, and "
+                           "report this as a bug if it happens again")
