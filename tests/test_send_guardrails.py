@@ -195,6 +195,64 @@ def test_a_front_matter_segment_that_matches_nobody_names_its_line(run, workspac
     assert f"fix 'segment:' at issues/{ISSUE}.md:5, or pass --segment TAG" in result.stderr
 
 
+@pytest.mark.parametrize("rows, why", [
+    ("email,name\n", "it has no reader"),
+    ("email,name,status\nada@example.com,Ada,unsubscribed\ngrace@example.org,Grace,bounced\n",
+     "of its 2 reader(s), 2 have a status other than subscribed and 0 are suppressed in the ledger"),
+])
+def test_a_list_with_nobody_to_send_to_freezes_nothing(run, workspace, rows, why):
+    """A plan of nobody would read as finished on every later run: the readers added since would get the
+    issue only with --include-new."""
+    path = workspace / "subscribers" / "subscribers.csv"
+    path.write_text(rows, encoding="utf-8")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    refused(result, workspace, None)
+    assert (f"Error: nobody to send to in subscribers/subscribers.csv: {why}; nothing was frozen (add readers "
+            f"(`newsletter subscribers add EMAIL`, or `newsletter subscribers import FILE`), then run "
+            f"`newsletter send {ISSUE}` again)") in result.stderr
+    assert run("send", ISSUE, "--dry-run", env=SECRET).exit_code == 1
+    path.write_text(rows + "linus@example.net,Linus" + (",subscribed" if "status" in rows else "") + "\n",
+                    encoding="utf-8")
+    again = run("send", ISSUE, "--yes", env=SECRET)  # once there is someone, no --include-new is needed
+    assert again.exit_code == 0, again.output
+    assert delivered(workspace) == ["linus@example.net"]
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("", "the file is empty: the first row must be a header with an email column"),
+    ("mail,name\nada@example.com,Ada\n", "no email column in the header row (columns: mail, name)"),
+])
+def test_a_list_without_a_usable_header_is_refused_with_its_line_not_a_traceback(run, workspace, rows, problem):
+    (workspace / "subscribers" / "subscribers.csv").write_text(rows, encoding="utf-8")
+    build = run("build", ISSUE)  # a build needs no list: it is rendered for a sample reader
+    assert build.exit_code == 0, build.output
+    assert "rendered for reader@example.com" in build.output
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    refused(result, workspace, None)
+    assert f"subscribers/subscribers.csv:1: {problem}" in result.stderr
+    assert run("lint", ISSUE).exit_code == 0  # lint judges the issue; the list's own problems are `check`'s
+    assert run("subscribers", "check").exit_code == 1
+
+
+def test_a_second_file_with_the_same_issue_id_refuses_both_until_one_is_renamed(run, workspace):
+    """A copy of last week's file that kept its `id:` line: a send of it would resume last week's plan."""
+    copy = workspace / "issues" / "copy.md"
+    text = issue_file(workspace).read_text(encoding="utf-8")
+    copy.write_text(text.replace("---\n", f"---\nid: {ISSUE}\n", 1), encoding="utf-8")
+    lint = run("lint", "copy")
+    assert lint.exit_code == 1
+    assert (f"issues/copy.md:2: error: issue id '{ISSUE}' is also the id of issues/{ISSUE}.md: the ledger knows an "
+            f"issue by its id, so a send of either file would resume the other's plan; give each issue an id of its "
+            f"own (front matter 'id:', else the file name) [issue-id]") in lint.output
+    refused(run("send", "copy", "--yes", env=SECRET), workspace, None)
+    original = run("send", ISSUE, "--yes", env=SECRET)
+    refused(original, workspace, None)
+    assert "is also the id of issues/copy.md" in original.stderr
+    copy.write_text(text.replace("---\n", "---\nid: 2026-12-07-weekly\n", 1), encoding="utf-8")
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    assert delivered(workspace) == SUBSCRIBED
+
+
 def test_a_frozen_segment_changes_while_nobody_was_tried_and_not_after(run, workspace):
     with SQLiteLedger(ledger_file(workspace)) as ledger:  # a plan frozen by a run that sent nothing
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="weekly", emails=SUBSCRIBED)

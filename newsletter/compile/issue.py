@@ -194,6 +194,14 @@ def resolve_issue_path(ref: str, issues_dir: Path) -> Path:
     raise IssueError(f"no such issue {ref!r}", hint=hint)
 
 
+def files_with_id(issue_id: str, issues_dir: Path, *, besides: Path | str) -> list[Path]:
+    """The issue files in ``issues_dir`` other than ``besides`` whose id (front matter ``id``, else the file
+    name) is ``issue_id``."""
+    own = Path(besides).resolve()
+    return [md for md in sorted(issues_dir.glob("*.md"))
+            if md.resolve() != own and (_declared_id(md) or md.stem) == issue_id]
+
+
 def _declared_id(md: Path) -> str:
     head = md.read_text(encoding="utf-8-sig", errors="replace")[:2000]
     found = re.search(r"(?m)^id:\s*['\"]?([^'\"\n]*?)['\"]?\s*$", head)

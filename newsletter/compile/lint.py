@@ -21,7 +21,7 @@ from ..config import Settings
 from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
 from .images import DISPLAY_WIDTH, MAX_BYTES, MAX_WIDTH
-from .issue import KNOWN_KEYS
+from .issue import KNOWN_KEYS, files_with_id
 from .markdown import Heading, headings_written_as_lists, read_headings
 from .render import CompiledIssue
 from .slots import Slot
@@ -34,7 +34,7 @@ PREHEADER_MAX = 140
 # The checks by name, as ``--ignore-lint`` takes them. ``from`` is not among those it may
 # ignore: without a From address there is no email to send.
 CHECKS = ("front-matter", "preheader", "merge-field", "mailchimp-tag", "template-expression", "unsubscribe",
-          "postal-address", "image", "size", "from")
+          "postal-address", "image", "size", "from", "issue-id")
 NOT_IGNORABLE = frozenset({"from"})
 # Keys other tools (or habit) use for ours, which difflib would not guess.
 KEY_SYNONYMS = {"call_to_action": "cta", "button": "cta", "tags": "segment", "tag": "segment",
@@ -168,6 +168,17 @@ def settings_findings(settings: Settings, unsubscribe_refusal: str = "") -> list
                                            "one-click unsubscribe (RFC 8058) from bulk senders",
                                 origin["unsubscribe.url"], check="unsubscribe"))
     return findings
+
+
+def shared_id_findings(issue, issues_dir: Path) -> list[Finding]:
+    """Another issue file with this one's id: the ledger knows an issue by its id, so a send of either would
+    resume the other's plan (nobody, or readers added since, would get this content), and the archive
+    would publish both as one page. A copy of last week's file keeps its ``id:`` line."""
+    line = issue.front_matter_lines.get("id")
+    return [Finding("error", f"issue id {issue.id!r} is also the id of {other}: the ledger knows an issue by its "
+                             f"id, so a send of either file would resume the other's plan; give each issue an id of "
+                             f"its own (front matter 'id:', else the file name)", issue.path, line, "issue-id")
+            for other in files_with_id(issue.id, issues_dir, besides=issue.path)]
 
 
 def pasted_heading_findings(path: str, lists: list[tuple[int, str]]) -> list[Finding]:

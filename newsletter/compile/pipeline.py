@@ -13,7 +13,7 @@ from ..subscribers.lookup import find_subscriber
 from ..subscribers.reader import iter_valid_subscribers, load_subscribers, merge_columns
 from ..unsubscribe import PREVIEW_SECRET, PROVIDER_MANAGED
 from .issue import load_issue, resolve_issue_path
-from .lint import Finding, lint, merge_field_findings, settings_findings
+from .lint import Finding, lint, merge_field_findings, settings_findings, shared_id_findings
 from .mime import to_mime
 from .personalize import Personalizer
 from .render import CompiledIssue, compile_issue
@@ -113,7 +113,8 @@ def lint_build(settings: Settings, build: Build, message: Message, facts: Provid
     findings = lint(build.compiled, html_size=len(message.html.encode()), columns=build.columns,
                     subscribers=iter_valid_subscribers(build.list_path), postal_address=settings.newsletter.postal_address,
                     list_path=settings.subscribers.file)
-    return settings_findings(settings, facts.unsubscribe_refusal) + findings
+    return (settings_findings(settings, facts.unsubscribe_refusal)
+            + shared_id_findings(build.issue, settings.workspace_path("issues")) + findings)
 
 
 def write_build(out: Path, message: Message) -> dict[str, Path]:

@@ -192,8 +192,8 @@ class SendRun:
             # refused or skipped), and a set of every address would grow with the list.
             suppressed = self.ledger.suppressed_set()
             summary.planned = summary.to_send = sum(1 for key in self._eligible() if key not in suppressed)
-            if not summary.planned and self.segment:
-                raise self._nobody_in_segment(suppressed)
+            if not summary.planned:
+                raise self._nobody(suppressed)
             return summary
         summary.planned = record.planned
         summary.content_changed = record.content_hash != self.compiled.content_hash
@@ -229,13 +229,28 @@ class SendRun:
         """The summary's one refusal, without its counts: a first plan (or a new segment's) of nobody. A
         real run asks this read-only before the provider is asked anything; the summary it shows is
         counted later, under the lease."""
-        if self._plans_afresh and self.segment:
+        if self._plans_afresh:
             suppressed = self.ledger.suppressed_set()
             if not any(key not in suppressed for key in self._eligible()):
-                raise self._nobody_in_segment(suppressed)
+                raise self._nobody(suppressed)
+
+    def _nobody(self, suppressed: set[str]) -> SubscriberError:
+        """A plan of nobody is refused before it is frozen: a later run would find it finished, and send the
+        readers added since only with --include-new. Say why nobody is there."""
+        if self.segment:
+            return self._nobody_in_segment(suppressed)
+        rows = left = 0
+        for subscriber in self.subscribers():
+            rows += 1
+            left += subscriber.status != "subscribed"
+        why = (f"of its {rows} reader(s), {left} have a status other than subscribed and {rows - left} are "
+               f"suppressed in the ledger" if rows else "it has no reader")
+        return SubscriberError(f"nobody to send to in {self.list_name}: {why}; nothing was frozen",
+                               hint=f"add readers (`newsletter subscribers add EMAIL`, or `newsletter subscribers "
+                                    f"import FILE`), then run `newsletter send {self.issue_id}` again")
 
     def _nobody_in_segment(self, suppressed: set[str]) -> SubscriberError:
-        """A plan of nobody is refused before it is frozen: say which tags the list has, and how many carry each."""
+        """Which tags the list has, and how many carry each."""
         tags: dict[str, int] = {}
         for subscriber in self.subscribers():
             if subscriber.status == "subscribed" and address_key(subscriber.email) not in suppressed:

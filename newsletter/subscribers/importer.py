@@ -138,7 +138,7 @@ def _any_absent(path: Path, keys: set[str]) -> bool:
     """Whether some of these address keys are not in the list (a read-only pass, under the caller's lock)."""
     keys = set(keys)
     with ListReader(path) as reader:
-        check = RowParser(reader.header).check
+        check = reader.parser().check
         for record in reader.records():
             if record.fields:
                 keys.discard(check(record.fields)[2])

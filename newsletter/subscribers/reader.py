@@ -296,9 +296,15 @@ class ListReader:
             self.require_header()
         return self._records
 
+    def parser(self) -> RowParser:
+        """The parser of this file's rows; a header it cannot be used with (none, no email column) is
+        refused first, as :meth:`records` refuses it."""
+        self.require_header()
+        return RowParser(self.header, ignore_status=self.ignore_status)
+
     def rows(self) -> Iterator[Row]:
         """Every data record parsed; blank lines are left out."""
-        parse = RowParser(self.header, ignore_status=self.ignore_status)
+        parse = self.parser()
         for record in self.records():
             if record.fields != []:
                 yield parse(record)
@@ -340,7 +346,7 @@ def iter_eligible_keys(path: Path, segment: str | None, *, skip: Iterable[Proble
     skipped = _skipped_lines(skip)
     wanted = segment.casefold() if segment else ""
     with ListReader(path) as reader:
-        parse = RowParser(reader.header)
+        parse = reader.parser()
         for record in reader.records():
             fields = record.fields
             if fields == [] or record.line in skipped:
@@ -388,7 +394,7 @@ def _repeats(path: Path, candidates: set[str]) -> Iterator[Problem]:
     """The second pass: which of the filter's candidates really repeat, and where they first appeared."""
     first: dict[str, int] = {}
     with ListReader(path) as reader:
-        check = RowParser(reader.header).check
+        check = reader.parser().check
         for line, fields, _, _ in reader.records():
             if fields:
                 _, email, key = check(fields)
@@ -474,6 +480,8 @@ def iter_valid_subscribers(path: Path) -> Iterator[Subscriber]:
     if not Path(path).exists():
         return
     with ListReader(path) as reader:
+        if reader.header.problems:  # no row can be read: no sample either (a send's check says why)
+            return
         for row in reader.rows():
             if row.subscriber is not None:
                 yield row.subscriber
