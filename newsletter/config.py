@@ -196,6 +196,8 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
     _check_urls(values, origins)
     _check_api_base(values["provider"]["api_base"], origins["provider.api_base"])
     _check_lower_bounds(values, origins)
+    _check_addresses(values, origins)
+    _check_site_url(values["newsletter"]["site_url"], origins["newsletter.site_url"])
     if not _LANGUAGE_TAG.match(values["newsletter"]["language"]):
         raise ConfigError(f"[newsletter] language = {values['newsletter']['language']!r} is not a language tag",
                           path=origins["newsletter.language"], hint='write a BCP 47 tag like "en", "de" or "pt-BR"')
@@ -211,7 +213,36 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
     return Settings(values=frozen, origins=MappingProxyType(origins), path=source, env=MappingProxyType(dict(env)))
 
 
-_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")  # "en", "pt-BR"; not "english"
+# An address as a config value: one @, no spaces or angle brackets, a dot in the domain. A shape check for
+# slips ("editor@@example", "Name you@example.com" without <>), not email-validator's: every command reads
+# the config, and that import would cost `status` its start-up time (benchmarks/startup.py).
+_ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\".]+(?:\.[^@\s<>\".]+)+")
+_NAMED_ADDRESS = re.compile(r"(?:[^<>]*?\s*<(?P<inner>[^<>]*)>|(?P<bare>[^<>]*))")
+
+
+def _check_addresses(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
+    """``from`` and ``reply_to`` ("Name <you@example.com>" or a bare address) and ``[unsubscribe] mailto`` (a
+    bare address) are addresses, or empty: a slip would reach every reader's headers."""
+    for section, key, named in (("newsletter", "from", True), ("newsletter", "reply_to", True),
+                                ("unsubscribe", "mailto", False)):
+        value = values[section][key].strip()
+        if not value:
+            continue
+        shape = _NAMED_ADDRESS.fullmatch(value) if named else None
+        address = (shape.group("inner") or shape.group("bare") or "").strip() if shape else value
+        if not _ADDRESS.fullmatch(address):
+            example = '"Field Notes <notes@example.com>" or "notes@example.com"' if named else '"unsubscribe@example.com"'
+            raise ConfigError(f"[{section}] {key} = {value!r} is not an email address", path=origins[f"{section}.{key}"],
+                              hint=f"write it as {example}")
+
+
+def _check_site_url(site_url: str, origin: str) -> None:
+    """``[newsletter] site_url`` is "" or an absolute http(s) URL: the view-online links start with it."""
+    parts = urlsplit(site_url) if site_url else None
+    if parts is not None and (parts.scheme not in ("https", "http") or not parts.netloc):
+        raise ConfigError(f"[newsletter] site_url = {site_url!r} is not an absolute URL: every view-online link "
+                          "would be broken", path=origin, hint='write it with its scheme, e.g. "https://example.com/notes"')
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 

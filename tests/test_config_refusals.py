@@ -157,3 +157,45 @@ def test_a_line_break_from_the_environment_names_the_variable(run, workspace):
 def test_the_postal_address_may_span_lines(run, workspace):
     set_key(workspace, "newsletter", "postal_address", r'"Field Notes\n12 Harbour Road\u2028Bristol"')
     assert run("config", "show").exit_code == 0
+
+
+@pytest.mark.parametrize("section, key, toml_value, hint", [
+    ("newsletter", "from", '"Field Notes notes@example.com"', 'write it as "Field Notes <notes@example.com>" or '
+                                                                 '"notes@example.com"'),
+    ("newsletter", "from", '"notes@@example.com"', 'write it as "Field Notes <notes@example.com>"'),
+    ("newsletter", "from", '"Field Notes <notes@example>"', 'write it as "Field Notes <notes@example.com>"'),
+    ("newsletter", "reply_to", '"editor@@example"', 'or "notes@example.com"'),
+    ("unsubscribe", "mailto", '"unsub"', 'write it as "unsubscribe@example.com"'),
+    ("unsubscribe", "mailto", '"Unsubscribe <unsubscribe@example.com>"', 'write it as "unsubscribe@example.com"'),
+])
+def test_an_address_that_is_not_one_is_refused_with_its_line(run, workspace, section, key, toml_value, hint):
+    """A slip in an address would reach every reader's headers; a typo'd From reached `send` as "no From"."""
+    line = set_key(workspace, section, key, toml_value)
+    err = refused(run, workspace, "send", ISSUE, "--yes")
+    assert f"Error: newsletter.toml:{line}: [{section}] {key} = {toml_value[1:-1]!r} is not an email address (" in err
+    assert hint in err
+
+
+def test_a_site_url_without_its_scheme_is_refused(run, workspace):
+    line = set_key(workspace, "newsletter", "site_url", '"example.com/notes"')
+    err = refused(run, workspace, "build", ISSUE)
+    assert (f"Error: newsletter.toml:{line}: [newsletter] site_url = 'example.com/notes' is not an absolute URL: every "
+            'view-online link would be broken (write it with its scheme, e.g. "https://example.com/notes")') in err
+
+
+@pytest.mark.parametrize("section, key, toml_value", [
+    ("newsletter", "from", '"notes@example.com"'), ("newsletter", "from", '"Field Notes <notes@example.com>"'),
+    ("newsletter", "from", '"\\"Notes, Weekly\\" <notes@mail.example.co.uk>"'), ("newsletter", "reply_to", '""'),
+    ("unsubscribe", "mailto", '""'), ("newsletter", "site_url", '""'), ("newsletter", "site_url", '"http://localhost:8000"'),
+    ("newsletter", "language", '"pt-BR"'),
+])
+def test_addresses_urls_and_tags_that_work_are_accepted(run, workspace, section, key, toml_value):
+    set_key(workspace, section, key, toml_value)
+    result = run("build", ISSUE)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_language_name_is_not_a_tag(run, workspace):
+    line = set_key(workspace, "newsletter", "language", '"english"')
+    assert (f"Error: newsletter.toml:{line}: [newsletter] language = 'english' is not a language tag"
+            in refused(run, workspace, "build", ISSUE))
