@@ -113,15 +113,18 @@ class Reports:
 
 
 def read_reports(settings: Settings, issue_id: str | None, *, last: int = DEFAULT_LAST, ask_provider: bool = True,
-                 refresh: bool = False, trend: bool = False) -> Reports:
+                 refresh: bool = False, trend: bool = False, no_such_issue: Exception | None = None) -> Reports:
     """The reports of ``issue_id`` (with ``trend``, also of the ``last`` latest issues planned up to it), or
     of the ``last`` latest issues; the provider's figures kept in the ledger or asked (:func:`provider_figures`).
-    :class:`NewsletterError` for an issue the ledger does not know."""
+    :class:`NewsletterError` for an issue the ledger does not know (``no_such_issue`` when there is no such
+    issue file either)."""
     with open_ledger(settings, readonly=True) as ledger:
         if issue_id is None:
             records = [s.issue for s in ledger.summaries(last)]
         else:
             record = ledger.issue(issue_id)
+            if record is None and no_such_issue is not None:
+                raise no_such_issue
             if record is None:
                 raise NewsletterError(f"issue {issue_id} has not been sent yet "
                                       f"(nothing in {without_password(ledger.url)})",

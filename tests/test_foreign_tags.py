@@ -40,6 +40,8 @@ def test_plain_text_with_percent_signs_and_brackets_is_fine(run, workspace):
     ("Hi {{first_name}},", "write a subscriber's field as {{ subscriber.first_name }}, a column of the list"),
     ("Hi {{ contact.firstname }},", "write a subscriber's field as {{ subscriber.first_name }}"),
     ("Hi {{ .Subscriber.Name }},", "listmonk's {{ .Subscriber.Name }} is written {{ subscriber.name }} here"),
+    ("[Leave]({{ unsubscribe_link }})", "the reader's unsubscribe link is {{ unsubscribe_url }}"),
+    ("[Leave]({{ unsub }})", "the reader's unsubscribe link is {{ unsubscribe_url }}"),
 ])
 def test_compile_errors_on_other_tools_jinja_like_tags_say_what_to_write(workspace, body, hint):
     path = write(workspace, f"Intro\n\n{body}\n")

@@ -279,6 +279,9 @@ def test_report_after_an_outbox_send_prints_json_a_table_and_an_html_page(run, w
 def test_report_of_an_issue_never_sent_is_an_error(run, workspace):
     result = run("report", ISSUE, env=SECRET)
     assert result.exit_code == 1 and "has not been sent yet" in result.stderr
+    typo = run("report", "2026-11-30-weekyl", env=SECRET)  # neither a file nor in the ledger: no "send it"
+    assert typo.exit_code == 1 and "no such issue '2026-11-30-weekyl'" in typo.stderr
+    assert "did you mean '2026-11-30-weekly'" in typo.stderr and "has not been sent" not in typo.stderr
 
 
 def test_the_chart_draws_each_bar_in_proportion():

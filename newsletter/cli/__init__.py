@@ -97,6 +97,11 @@ class NewsletterGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as err:  # `newsletter dispatch -v`: the option is the group's, before the command
+            if err.option_name in _GROUP_OPTIONS and err.ctx is not None:
+                err.message = (f"No such option: {err.option_name} here; it is an option of newsletter itself, "
+                               f"written before the command: newsletter {err.option_name} {err.ctx.info_name} ...")
+            raise
         except NewsletterError as err:
             app = ctx.find_object(App)
             if app is not None and app.debug:
@@ -116,6 +121,9 @@ class NewsletterGroup(click.Group):
             where = f"{err.filename}: " if err.filename else ""
             click.echo(f"Error: {where}{err.strerror or err} (check the path and its permissions)", err=True)
             ctx.exit(1)
+
+
+_GROUP_OPTIONS = ("-v", "--verbose", "-q", "--quiet", "--debug", "--config")
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})

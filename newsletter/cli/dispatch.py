@@ -44,7 +44,7 @@ def dispatch(app: App, dry_run: bool, as_json: bool, max_age_text: str, log_json
     Never asks; an issue whose content changed since its first send is left alone
     (resume it by hand with `newsletter send ISSUE --allow-changed`); an issue file that
     cannot be read is reported and the others are still sent. Prints nothing when there is
-    nothing to do (-v says why). Exit code: 1 if any issue failed or could not be read, else
+    nothing to do (`newsletter -v dispatch` says why). Exit code: 1 if any issue failed or could not be read, else
     4, 3, 75 or 0 by the worst issue (docs/sending.md).
     """
     try:

@@ -32,9 +32,9 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
     settings = app.settings()
     if html_file is not None and issue is None:
         raise NewsletterError("--html needs an ISSUE", hint="run `newsletter report ISSUE --html FILE`")
-    issue_id = None if issue is None else _issue_id(settings, issue)[0]
+    issue_id, missing = (None, None) if issue is None else _issue_id(settings, issue)
     found = read_reports(settings, issue_id, last=last, ask_provider=not no_provider, refresh=refresh,
-                         trend=html_file is not None)
+                         trend=html_file is not None, no_such_issue=missing)
     reports = found.shown
     if html_file is not None:
         html_file.write_text(page(reports[0], found.trend), encoding="utf-8")

@@ -285,6 +285,8 @@ ISSUE_NAMES = ("newsletter, issue, intro, intro_rest, hero, sections, content, s
 def _undefined_hint(message: str) -> str:
     """A bare ``{{ first_name }}`` (Buttondown, ConvertKit, HubSpot's ``contact.``...) is a subscriber field here."""
     name = re.match(r"'(\w+)' is undefined", message)
+    if name and re.match(r"(?i)unsub|opt_?out|leave", name.group(1)):  # {{ unsubscribe_link }}, {{ unsub }}
+        return f"the reader's unsubscribe link is {{{{ unsubscribe_url }}}}; issue-level names are {ISSUE_NAMES}"
     if name and name.group(1) not in ("subscriber", "unsubscribe_url"):
         field = name.group(1).lower()
         example = "first_name" if field in ("contact", "recipient", "member", "person", "user") else field
