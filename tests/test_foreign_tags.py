@@ -48,3 +48,16 @@ def test_compile_errors_on_other_tools_jinja_like_tags_say_what_to_write(workspa
     with pytest.raises(TemplateError) as err:
         compile_issue(load_issue(path), config.load(workspace / "newsletter.toml", {}))
     assert str(err.value).startswith(f"{path}:7: template error") and hint in str(err.value)
+
+
+@pytest.mark.parametrize("body, opening, closing", [
+    ("Hi {{ subscriber.name\n\nMore text.\n", "{{", "}}"),
+    ("Hi {{ subscriber.name\n\n## A heading\n", "{{", "}}"),
+    ("{% if issue.title\n\nMore text.\n", "{%", "%}"),
+])
+def test_an_unclosed_tag_is_reported_on_its_own_line_not_where_jinja_gave_up(workspace, body, opening, closing):
+    path = write(workspace, f"Intro\n\n{body}")
+    with pytest.raises(TemplateError) as err:
+        compile_issue(load_issue(path), config.load(workspace / "newsletter.toml", {}))
+    assert str(err.value).startswith(f"{path}:7: template error: {opening} on this line is never closed with "
+                                     f"{closing} (Jinja gave up 2 line(s) later: ")

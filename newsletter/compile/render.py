@@ -267,6 +267,11 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
                 line = tb.tb_lineno
             tb = tb.tb_next
     message = err.message or str(err)
+    opened = _unclosed_before(err) if isinstance(err, jinja2.TemplateSyntaxError) else None
+    if opened is not None and line is not None and opened[0] < line:  # Jinja names where it gave up, not the slip
+        message = (f"{opened[1]} on this line is never closed with {opened[2]} (Jinja gave up {line - opened[0]} "
+                   f"line(s) later: {message})")
+        line = opened[0]
     hint = None
     if "subscriber" in message or "unsubscribe_url" in message:
         hint = "subscriber fields work only inside {{ }}, e.g. {{ subscriber.name | default(\"there\") }}"
@@ -276,6 +281,18 @@ def _jinja_error(err: jinja2.TemplateError, path: str, first_line: int = 1) -> T
         hint = _syntax_hint(err)
     return TemplateError(f"template error: {message}", path=path,
                          line=(first_line + line - 1) if line else None, hint=hint)
+
+
+def _unclosed_before(err: jinja2.TemplateSyntaxError) -> tuple[int, str, str] | None:
+    """The last ``{{`` or ``{%`` up to the end of the error's line with no closing delimiter after it: (its
+    line in the template, the opening, the closing), or None."""
+    if not err.source or not err.lineno:
+        return None
+    before = "".join(err.source.splitlines(keepends=True)[:err.lineno])
+    at, start, end = max((before.rfind(start), start, end) for start, end in (("{{", "}}"), ("{%", "%}")))
+    if at < 0 or before.find(end, at) >= 0:
+        return None
+    return before.count("\n", 0, at) + 1, start, end
 
 
 ISSUE_NAMES = ("newsletter, issue, intro, intro_rest, hero, sections, content, signature, view_online_url, "
