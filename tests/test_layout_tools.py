@@ -67,7 +67,16 @@ def test_init_with_a_layout(run, tmp_path):
     config = (tmp_path / "ws2" / "newsletter.toml").read_text(encoding="utf-8")
     assert re.search(r'(?m)^template = "bulletin"', config) and "[render]" in config
     assert sorted(p.name for p in (tmp_path / "ws2" / "templates").iterdir()) == [f"{n}.mjml" for n in REPO_LAYOUTS]
-    bad = run("init", str(tmp_path / "ws3"), "--template", "fancy")
-    assert bad.exit_code == 1 and "there is no bundled layout 'fancy' (choose one of bulletin, digest, letter)" \
-        in bad.stderr
+    assert f"Next: cd {tmp_path / 'ws2'} && newsletter build" in result.output
+    bad = run("init", str(tmp_path / "ws3"), "--template", "fancy")  # a usage slip: exit 2
+    assert bad.exit_code == 2 and ("Invalid value for '--template': there is no bundled layout 'fancy'; choose one "
+                                   "of bulletin, digest, letter") in bad.output
     assert not (tmp_path / "ws3").exists()
+
+
+def test_init_here_says_the_next_command_without_a_cd(run, tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    result = run("init", ".")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("\nNext: newsletter build issues/2026-11-30-weekly.md --out out")

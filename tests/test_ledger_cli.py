@@ -129,3 +129,11 @@ def test_copy_into_itself_is_refused(run, workspace, pg_url, backend):
     run("ledger", "migrate", env=env)
     result = run("ledger", "copy", "--to", target, "--merge", env=env)
     assert result.exit_code != 0 and "the target is the ledger being copied" in result.output
+
+
+def test_info_before_the_first_send_says_the_ledger_is_not_made_yet(run, workspace):
+    result = run("ledger", "info")
+    assert result.exit_code == 0, result.output
+    assert (f"schema:        none yet (the first `newsletter send` creates version {LATEST}; `newsletter ledger "
+            "migrate` does it now)") in result.output
+    assert not (workspace / ".newsletter" / "ledger.sqlite3").exists()  # info created nothing

@@ -37,9 +37,13 @@ def info(app: App) -> None:
         click.echo(f"backend:       {db.backend}")
         click.echo(f"location:      {without_password(db.url)}")
         found = db.migrated_from  # a read-only open upgrades only a private view of an older ledger
-        behind = f" (this newsletter uses {db.schema_version()}: run `newsletter ledger migrate`)" \
-            if found < db.schema_version() else ""
-        click.echo(f"schema:        version {found}{behind}")
+        if found == 0 and db.backend == "sqlite":  # no file yet: the first send creates it
+            click.echo(f"schema:        none yet (the first `newsletter send` creates version {db.schema_version()}; "
+                       f"`newsletter ledger migrate` does it now)")
+        else:
+            behind = f" (this newsletter uses {db.schema_version()}: run `newsletter ledger migrate`)" \
+                if found < db.schema_version() else ""
+            click.echo(f"schema:        version {found}{behind}")
         click.echo(f"issues:        {counts['issues']}")
         click.echo(f"deliveries:    {counts['deliveries']}")
         click.echo(f"suppressions:  {counts['suppressions']}")

@@ -19,9 +19,13 @@ from . import App, cli, pass_app
 @pass_app
 def init(app: App, directory: Path, force: bool, template: str) -> None:
     """Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."""
+    if template and template not in scaffold.layout_choices():  # a usage slip: exit 2, as click's own
+        raise click.BadParameter(f"there is no bundled layout {template!r}; choose one of "
+                                 f"{', '.join(scaffold.layout_choices())}", param_hint="'--template'")
     for what, path in scaffold.init_workspace(directory, force=force, template=template):
         app.info(f"{what}: {path}")
-    app.info(f"\nNext: cd {directory} && newsletter build issues/2026-11-30-weekly.md --out out")
+    here = directory.resolve() == Path.cwd().resolve()
+    app.info(f"\nNext: {'' if here else f'cd {directory} && '}newsletter build issues/2026-11-30-weekly.md --out out")
 
 
 @cli.command()
