@@ -186,6 +186,8 @@ def resolve(data: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str,
                 values[section][key] = _coerce(section, key, env[name], f"env {name}")
                 origins[f"{section}.{key}"] = f"env {name}"
 
+    _check_env_names(env, values)
+
     for dotted, value in flags.items():
         if value is None:
             continue
@@ -219,6 +221,23 @@ _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")  # "en", "p
 # the config, and that import would cost `status` its start-up time (benchmarks/startup.py).
 _ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\".]+(?:\.[^@\s<>\".]+)+")
 _NAMED_ADDRESS = re.compile(r"(?:[^<>]*?\s*<(?P<inner>[^<>]*)>|(?P<bare>[^<>]*))")
+
+
+def _check_env_names(env: Mapping[str, str], values: Mapping[str, Mapping[str, Any]]) -> None:
+    """``NEWSLETTER_<SECTION>_<KEY>`` with a key no section has (``NEWSLETTER_PROVIDER_CONCURENCY``) is refused,
+    as the same typo in the file is: ignored, it would leave the default in force unseen. The variables that
+    hold secrets (``api_key_env``, ``secret_env`` and its ``_OLD``) are names the user chose, not settings."""
+    chosen = {values["provider"]["api_key_env"], values["unsubscribe"]["secret_env"],
+              values["unsubscribe"]["secret_env"] + "_OLD"}
+    for name in sorted(env):
+        rest = name[len("NEWSLETTER_"):].lower() if name.startswith("NEWSLETTER_") else ""
+        section = next((s for s in SCHEMA if rest.startswith(f"{s}_")), None)
+        if section is None or name in chosen or rest[len(section) + 1:] in SCHEMA[section]:
+            continue
+        known = [f"NEWSLETTER_{section}_{key}".upper() for key in SCHEMA[section]]
+        raise ConfigError(f"environment variable {name} is not a setting{_suggest(name, known)}",
+                          hint=f"fix its name, or unset it (`unset {name}`); docs/configuration.md lists the "
+                               f"[{section}] settings and their variables")
 
 
 def _check_addresses(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:

@@ -199,3 +199,19 @@ def test_a_language_name_is_not_a_tag(run, workspace):
     line = set_key(workspace, "newsletter", "language", '"english"')
     assert (f"Error: newsletter.toml:{line}: [newsletter] language = 'english' is not a language tag"
             in refused(run, workspace, "build", ISSUE))
+
+
+def test_an_environment_variable_with_a_typo_is_refused_with_a_guess(run, workspace):
+    err = refused(run, workspace, "send", ISSUE, "--dry-run", env={"NEWSLETTER_PROVIDER_CONCURENCY": "3"})
+    assert ("Error: environment variable NEWSLETTER_PROVIDER_CONCURENCY is not a setting (did you mean "
+            "'NEWSLETTER_PROVIDER_CONCURRENCY'?) (fix its name, or unset it (`unset NEWSLETTER_PROVIDER_CONCURENCY`); "
+            "docs/configuration.md lists the [provider] settings and their variables)") in err
+
+
+def test_the_variables_a_user_names_for_secrets_and_other_names_are_not_settings_to_check(run, workspace):
+    set_key(workspace, "provider", "api_key_env", '"NEWSLETTER_PROVIDER_TOKEN"')
+    set_key(workspace, "unsubscribe", "secret_env", '"NEWSLETTER_RENDER_KEY"')
+    env = {"NEWSLETTER_PROVIDER_TOKEN": "k", "NEWSLETTER_RENDER_KEY": "s", "NEWSLETTER_RENDER_KEY_OLD": "t",
+           "NEWSLETTER_REQUIRE_POSTGRES": "1", "NEWSLETTER_PROVIDER_CONCURRENCY": "3"}
+    result = run("build", ISSUE, env=env)
+    assert result.exit_code == 0, result.output
