@@ -109,3 +109,16 @@ def test_an_unknown_option_of_the_command_is_clicks_own_error(workspace):
 
     result = CliRunner().invoke(cli, ["status", "--bogus"])
     assert result.exit_code == 2 and "No such option '--bogus'" in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["subscriber", "list"], "Error: No such command 'subscriber'. Did you mean 'subscribers'"),
+    (["stauts"], "Error: No such command 'stauts'. Did you mean 'status'?"),
+    (["unsubscribe", "ada@example.com"], "Error: No such command 'ada@example.com'. To mark a reader unsubscribed, "
+                                         "run `newsletter subscribers unsubscribe ada@example.com`"),
+])
+def test_a_command_that_does_not_exist_gets_a_guess(workspace, args, words):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and words in result.output

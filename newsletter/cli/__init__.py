@@ -86,6 +86,17 @@ class NewsletterGroup(click.Group):
             importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")  # its decorators add it to ``cli``
         return self.commands.get(name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:  # `newsletter subscriber list`: say which command was meant
+            import difflib
+
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=2) if args else []
+            if close and err.message.startswith("No such command"):
+                err.message += f" Did you mean {' or '.join(repr(name) for name in close)}?"
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The list in ``--help`` from ``COMMANDS``, without importing every command's module."""
         names = self.list_commands(ctx)

@@ -13,7 +13,18 @@ from ..unsubscribe_records import token_secrets
 from . import App, cli, pass_app
 
 
-@cli.group()
+class _PageGroup(click.Group):
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:  # `newsletter unsubscribe ada@example.com`: the list's command is meant
+            if args and "@" in args[0]:
+                err.message += (f" To mark a reader unsubscribed, run `newsletter subscribers unsubscribe {args[0]}`; "
+                                f"this group serves your unsubscribe page.")
+            raise
+
+
+@cli.group(cls=_PageGroup)
 def unsubscribe() -> None:
     """Your own unsubscribe page: serve it, or check a link for support."""
 
