@@ -127,7 +127,23 @@ def test_to_mime_refuses_a_line_break_in_any_header_as_a_recipient_error(changes
     assert caught.value.email == "eve@example.com" and caught.value.message == error
 
 
-@pytest.mark.parametrize("to", ["eve smith@example.com", "zoë@example.com"])
+def test_to_mime_writes_an_internationalised_domain_in_its_ascii_form():
+    """Not an RFC 2047 word inside the address, which no server decodes."""
+    mime = to_mime(message(to="bob@exämple.com", to_name="Bob"))
+    assert mime["To"] == "Bob <bob@xn--exmple-cua.com>"
+    assert "Bob <bob@xn--exmple-cua.com>" in mime.as_string() and "=?utf-8?" not in mime["To"]
+    assert to_mime(message(to="eve@bücher.example", to_name=""))["To"] == "eve@xn--bcher-kva.example"
+
+
+def test_to_mime_refuses_a_local_part_that_is_not_ascii_and_says_why():
+    with pytest.raises(RecipientError) as caught:
+        to_mime(message(to="zoë@example.com"))
+    assert caught.value.message == ("header To of the message to zoë@example.com has a part before the @ that is not "
+                                    "ASCII: only a server that speaks SMTPUTF8 can take it, and a standard .eml "
+                                    "cannot hold it")
+
+
+@pytest.mark.parametrize("to", ["eve smith@example.com"])
 def test_to_mime_turns_the_email_packages_refusals_into_a_recipient_error(to):
     with pytest.raises(RecipientError) as caught:  # not a bare ValueError / HeaderParseError from the email package
         to_mime(message(to=to))

@@ -49,10 +49,29 @@ def _header_error(message: Message, name: str, problem: str) -> RecipientError:
     return RecipientError(message.to, f"{what} of the message to {message.to} {problem}", hint=hint)
 
 
+def _header_address(message: Message) -> str:
+    """The recipient's address as a header holds it: an internationalised domain in its ASCII (IDNA) form,
+    which every server reads (the email package would write an RFC 2047 word inside the address, which
+    none decodes); a local part that is not ASCII needs SMTPUTF8, which a standard .eml cannot carry."""
+    local, _, domain = message.to.rpartition("@")
+    if not local.isascii():
+        raise _header_error(message, "To", "has a part before the @ that is not ASCII: only a server that speaks "
+                                           "SMTPUTF8 can take it, and a standard .eml cannot hold it")
+    if domain.isascii():
+        return message.to
+    import idna  # email-validator's own dependency, IDNA 2008 as it checked the address with
+
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError as err:
+        raise _header_error(message, "To", f"has a domain that has no ASCII form ({err})") from None
+
+
 def _build(message: Message, message_id: str | None, date: str | None) -> EmailMessage:
     mime = EmailMessage(policy=_POLICY)
     mime["From"] = message.sender
-    mime["To"] = Address(display_name=message.to_name, addr_spec=message.to) if message.to_name else message.to
+    to = _header_address(message)
+    mime["To"] = Address(display_name=message.to_name, addr_spec=to) if message.to_name else to
     if message.reply_to:
         mime["Reply-To"] = message.reply_to
     mime["Subject"] = message.subject  # the policy encodes non-ASCII as RFC 2047
