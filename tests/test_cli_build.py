@@ -143,6 +143,8 @@ def test_lint_preheader_and_front_matter_typos(run, workspace):
     assert "issues/l.md:3: warning: unknown front matter key 'segmnet' (did you mean 'segment'?)" in result.output
     lint_issue(workspace, "x\n", front="subject: S\npreheader: " + "p" * 150)
     assert "preheader is 150 characters" in run("lint", "issues/l.md").output
+    lint_issue(workspace, "x\n", front='subject: S\npreheader: ""')  # an empty one is pointed at where it is
+    assert "issues/l.md:3: warning: no preheader" in run("lint", "issues/l.md").output
 
 
 def test_lint_size_thresholds(run, workspace):
@@ -226,9 +228,12 @@ def test_unwritable_output_is_an_error_line(run, workspace):
 
 
 def test_lint_missing_from_address(run, workspace):
-    result = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_FROM": "Field Notes"})
+    result = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_FROM": "Field Notes"})  # a name, no address
     assert result.exit_code == 1
-    assert "env NEWSLETTER_NEWSLETTER_FROM: error: no From address" in result.output
+    assert ("Error: env NEWSLETTER_NEWSLETTER_FROM: [newsletter] from = 'Field Notes' is not an email address (write "
+            'it as "Field Notes <notes@example.com>" or "notes@example.com")') in result.output
+    empty = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_FROM": ""})
+    assert empty.exit_code == 1 and "env NEWSLETTER_NEWSLETTER_FROM: error: no From address" in empty.output
 
 
 def test_lint_no_unsubscribe_target_at_all(run):

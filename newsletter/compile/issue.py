@@ -49,9 +49,13 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        hint = "values containing ': ' or starting with a quote need to be quoted"
+        opened = getattr(err, "context_mark", None)
+        if opened is not None and "quoted scalar" in (getattr(err, "context", None) or ""):
+            problem, mark = f"a quote opened on this line is never closed ({problem})", opened  # not the end's line
+            hint = "close the quote at the end of the value, or leave the value unquoted"
         raise IssueError(f"front matter is not valid YAML: {problem}", path=path,
-                         line=mark.line + 2 if mark else 1,
-                         hint="values containing ': ' or starting with a quote need to be quoted") from None
+                         line=mark.line + 2 if mark else 1, hint=hint) from None
     except ValueError as err:  # PyYAML reads 2026-13-01 as a date and fails on it
         line = next((n for n, text in enumerate(lines[1:end], 2) if re.search(r"\d{4}-\d{1,2}-\d{1,2}", text)), 1)
         raise IssueError(f"front matter has an impossible date: {err}", path=path, line=line,

@@ -81,7 +81,8 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     if not issue.preheader:
         add(Finding("warning", "no preheader: inboxes will show the first words of the email instead "
-                               "(add 'preheader: ...' to the front matter)", issue.path, 1, "preheader"))
+                               "(add 'preheader: ...' to the front matter)", issue.path,
+                    issue.front_matter_lines.get("preheader", 1), "preheader"))
     elif len(issue.preheader) > PREHEADER_MAX:
         add(Finding("warning", f"preheader is {len(issue.preheader)} characters; inboxes show about {PREHEADER_MAX}",
                     issue.path, issue.front_matter_lines.get("preheader"), "preheader"))
