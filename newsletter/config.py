@@ -262,6 +262,8 @@ def _check_site_url(site_url: str, origin: str) -> None:
     if parts is not None and (parts.scheme not in ("https", "http") or not parts.netloc):
         raise ConfigError(f"[newsletter] site_url = {site_url!r} is not an absolute URL: every view-online link "
                           "would be broken", path=origin, hint='write it with its scheme, e.g. "https://example.com/notes"')
+
+
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
 

@@ -14,6 +14,8 @@ from . import App, cli, pass_app
 
 
 class _PageGroup(click.Group):
+    """The unsubscribe page's commands; an address where a command should be is the list's `unsubscribe`."""
+
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
         try:
             return super().resolve_command(ctx, args)
