@@ -63,6 +63,11 @@ def facts(send_at: datetime | None, **kw) -> IssueFacts:
     (None, {"started": True, "unfinished": True}, Action.RESUME),  # its file gone, or no send_at
     (NOW - timedelta(hours=1), {"started": True}, Action.FINISHED),
     (None, {}, Action.UNSCHEDULED),
+    # A plan finished only through the outbox, the provider since switched: nobody got it, so it is judged
+    # as never started (and its send refused with the way out, below).
+    (NOW - timedelta(hours=1), {"started": True, "trial_only": True}, Action.SEND),
+    (NOW - THREE_DAYS - timedelta(seconds=1), {"started": True, "trial_only": True}, Action.TOO_OLD),
+    (None, {"started": True, "trial_only": True}, Action.UNSCHEDULED),
 ])
 def test_the_due_rule(send_at, kw, action):
     assert decide(facts(send_at, **kw), NOW, THREE_DAYS).action is action
@@ -138,6 +143,21 @@ def test_a_finished_issue_leaves_dispatch_quiet(run, workspace):
     again = run("dispatch", "--json", env=SECRET)
     assert (again.exit_code, again.stdout, again.stderr) == (0, "[]\n", "")
     assert delivered(workspace) == SUBSCRIBED
+
+
+def test_an_issue_only_tried_through_the_outbox_is_refused_when_due_not_called_finished(run, workspace):
+    """The trial went through the outbox, then [provider] name became a real provider: dispatch must not
+    stay silent (nobody got the issue), and must not send it either without `send --restart`."""
+    set_send_at(workspace, ago(hours=1))
+    assert run("dispatch", env=SECRET).exit_code == 0 and delivered(workspace) == SUBSCRIBED  # the outbox trial
+    env = {**SECRET, "NEWSLETTER_PROVIDER_NAME": "postmark", "NEWSLETTER_API_KEY": "k",
+           "NEWSLETTER_PROVIDER_API_BASE": "http://127.0.0.1:9"}  # nothing may be asked of it
+    result = run("dispatch", env=env)
+    assert result.exit_code == 1
+    assert (f"Error: issue {ISSUE} was first sent through outbox; this run would send through postmark (stream "
+            f"broadcast). Nothing was sent or changed (to forget the outbox trial and send the issue to everyone "
+            f"through postmark: `newsletter send {ISSUE} --restart`") in result.stderr
+    assert run("-v", "dispatch", env=SECRET).stderr.count("finished") == 1  # through the outbox it is finished
 
 
 # -- --max-age ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import ConfigError, IssueError
 from ..ledger import open_ledger
 from ..ledger.base import Lease
+from .binding import OUTBOX
 from .lease import LEASE_STALE_AFTER
 
 # A machine that was off over a long weekend still sends Monday's late digest; one that was off for a
@@ -48,6 +49,8 @@ class IssueFacts:
     send_at: datetime | None = None
     started: bool = False  # a plan is frozen in the ledger
     unfinished: bool = False  # rows of it are pending or sending
+    # Its plan went only through the outbox (a trial) and [provider] name is now another: nobody got it yet.
+    trial_only: bool = False
     held_by: Lease | None = None  # a live run holding the issue's lease
 
 
@@ -78,11 +81,13 @@ def parse_duration(text: str) -> timedelta:
 
 def decide(facts: IssueFacts, now: datetime, max_age: timedelta) -> Verdict:
     """The rule. A started plan is finished whatever its age (that is what its first run promised); an
-    issue never started is sent only while its send_at lies between ``now - max_age`` and ``now``."""
+    issue never started is sent only while its send_at lies between ``now - max_age`` and ``now``. A plan
+    finished only through the outbox, a trial, is judged as never started: when it is due, its send is
+    refused with the way out (`send --restart`, sending/binding.py) rather than called finished in silence."""
     age = now - facts.send_at if facts.send_at is not None and facts.send_at <= now else None
     if facts.unfinished:
         action = Action.RESUME
-    elif facts.started:
+    elif facts.started and not facts.trial_only:
         action = Action.FINISHED
     elif facts.send_at is None:
         action = Action.UNSCHEDULED
@@ -106,9 +111,13 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
             counts = ledger.counts(issue_id)
             lease = ledger.lease(issue_id)
             alive = lease is not None and lease.holder_alive(stale_after=LEASE_STALE_AFTER, now=time.time())
-            return IssueFacts(issue_id, ref, send_at, started=ledger.issue(issue_id) is not None,
+            record = ledger.issue(issue_id)
+            return IssueFacts(issue_id, ref, send_at, started=record is not None,
                               unfinished=bool(counts["pending"] or counts["sending"]),
+                              trial_only=record is not None and record.provider == OUTBOX and trial_is_over,
                               held_by=lease if alive else None)
+
+        trial_is_over = settings.provider.name != OUTBOX
 
         for path in sorted(settings.workspace_path("issues").glob("*.md")):
             try:
