@@ -137,6 +137,22 @@ def test_a_422_for_the_whole_request_is_a_definite_refusal():
 
 
 @responses.activate
+@pytest.mark.parametrize("status, answer, said", [
+    (413, {"ErrorCode": 0, "Message": "Request too large"}, ": Request too large"),
+    (400, {"ErrorCode": 402, "Message": "Invalid JSON"}, ": Invalid JSON"),
+    (404, "<html>Not Found</html>", ""),  # a wrong api_base path
+])
+def test_any_other_4xx_is_a_refusal_of_the_batch_never_in_doubt(status, answer, said):
+    """A 4xx says the request was not taken: nothing to reconcile, and the run stops as for a 422."""
+    kwargs = {"json": answer} if isinstance(answer, dict) else {"body": answer}
+    responses.add(responses.POST, URL, status=status, **kwargs)
+    refused = refusal(postmark(), receivers(2))
+    assert not refused.retryable and refused.status == status
+    assert refused.message == f"postmark refused the batch (HTTP {status}){said}"
+    assert refused.hint.startswith("nothing in this batch was sent")
+
+
+@responses.activate
 def test_401_aborts_without_showing_the_token():
     responses.add(responses.POST, URL, json=fixture("error-401.json"), status=401)
     refused = refusal(postmark(), receivers(1), AuthError)

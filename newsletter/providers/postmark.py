@@ -149,6 +149,12 @@ class PostmarkProvider(Provider):
         body = json_body(response)
         if response.status_code == 422:
             raise self._refused(body, response)
+        if 400 <= response.status_code < 500:  # 400, 404, 413...: refused, nothing accepted (401, 403, 429: base.py)
+            said = body.get("Message") if isinstance(body, dict) else None
+            raise ProviderError(f"postmark refused the batch (HTTP {response.status_code})" + (f": {said}" if said else ""),
+                                status=response.status_code, body=response.text, retryable=False,
+                                hint="nothing in this batch was sent; check [provider] api_base and the batch size, "
+                                     "then run `newsletter send` again")
         if response.status_code != 200 or not isinstance(body, list) or len(body) != len(batch.messages):
             reason = f"postmark answered HTTP {response.status_code} with a body that is not the documented array"
             return all_outcomes(batch, "unknown", reason=reason)
