@@ -358,3 +358,18 @@ def test_event_log_styles(capsys, style, expected):
     log.detail("dropped without -v")
     log.warn("late", event="too_old", issue="x")
     assert capsys.readouterr() == ("", expected)
+
+
+def test_an_invalid_row_names_the_issue_and_the_send_by_hand_dispatch_cannot_do(run, workspace):
+    """`dispatch` has no --skip-invalid: its error says which issue, and the command that skips the rows."""
+    set_send_at(workspace, ago(hours=1))
+    with (workspace / "subscribers" / "subscribers.csv").open("a", encoding="utf-8") as f:
+        f.write("not-an-email,Bad,subscribed,weekly,2026-01-04,X\n")
+    result = run("dispatch", env=SECRET)
+    assert result.exit_code == 1 and delivered(workspace) == []
+    assert f"Error: {ISSUE}: subscribers/subscribers.csv: 1 problem(s) in the subscriber list" in result.stderr
+    assert (f"or send it by hand without those rows: `newsletter send issues/{ISSUE}.md --skip-invalid`."
+            in result.stderr)
+    assert "pass --skip-invalid" not in result.stderr
+    records = json.loads(run("dispatch", "--json", env=SECRET).stdout)
+    assert records[0]["issue"] == ISSUE and "--skip-invalid`" in records[0]["error"]

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import click
 
 from ..errors import LeaseHeld, NewsletterError
+from ..subscribers.reader import SKIP_ADVICE
 from ..sending.plan import SendOptions, Summary
 from ..sending.run import Conversation, exit_code, refuse_test_mode, send_issue
 from ..sending.schedule import (DEFAULT_MAX_AGE, Action, Schedule, Verdict, first_notices, parse_duration,
@@ -107,8 +108,12 @@ def _send(app: App, log: EventLog, verdict: Verdict, records: list[dict], option
         records.append({"issue": issue_id, "exit_code": err.exit_code, "error": err.render()})
         return err.exit_code
     except NewsletterError as err:
-        log.error(err.render(), issue=issue_id, exit_code=err.exit_code)
-        records.append({"issue": issue_id, "exit_code": err.exit_code, "error": err.render()})
+        said = err.render()
+        said = said if issue_id in said else f"{issue_id}: {said}"  # cron mails it: say which issue
+        said = said.replace(SKIP_ADVICE, f"or send it by hand without those rows: `newsletter send "
+                                         f"{verdict.facts.ref} --skip-invalid`.")
+        log.error(said, issue=issue_id, exit_code=err.exit_code)
+        records.append({"issue": issue_id, "exit_code": err.exit_code, "error": said})
         return err.exit_code
     if dry_run:
         records.append(dry_run_record(result.summary))

@@ -439,6 +439,9 @@ class _BloomFilter:
         return seen
 
 
+SKIP_ADVICE = "or pass --skip-invalid to skip those rows."  # `dispatch` words it for a send by hand
+
+
 def check_list(path: Path, *, skip_invalid: bool = False) -> list[Problem]:
     """The list's problems, or :class:`SubscriberError` listing them all.
 
@@ -450,8 +453,7 @@ def check_list(path: Path, *, skip_invalid: bool = False) -> list[Problem]:
     if fatal or (problems and not skip_invalid):
         shown = fatal or problems
         advice = ("Fix the file; --skip-invalid cannot skip a problem with the file itself." if fatal else
-                  "Fix them (`newsletter subscribers check` lists them again), or pass --skip-invalid to skip "
-                  "those rows.")
+                  f"Fix them (`newsletter subscribers check` lists them again), {SKIP_ADVICE}")
         raise problems_error(f"{path}: {len(shown)} problem(s) in the subscriber list", shown, advice)
     return problems
 
