@@ -85,7 +85,7 @@ def test_restart_forgets_the_outbox_trial_and_sends_everyone_through_postmark_on
 
     result = run("send", ISSUE, "--restart", "--yes", env=via("postmark", fake))
     assert result.exit_code == 0, result.output
-    assert "Restart:    the outbox trial's plan (3 sent) is forgotten; its .eml files stay in outbox/" in result.stdout
+    assert "Restart:    the outbox trial's plan (3 sent) is forgotten when the send starts; its .eml files stay in outbox/" in result.stdout
     assert "Recipients: 3 (first run" in result.stdout
     assert real_copies(fake) == ["ada@example.com", "grace@example.org", "margaret@example.com"]
     assert dump(workspace)["suppressions"] == suppressions  # never touched

@@ -47,7 +47,7 @@ def ledger(workspace):
 def test_send_delivers_to_every_subscribed_reader_and_status_reports_it(run, workspace):
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 0, result.stderr
-    assert "Recipients: 4 (first run: the plan is frozen now)" in result.stdout
+    assert "Recipients: 4 (first run: the plan is frozen when the send starts)" in result.stdout
     assert f"{ISSUE}: sent 4 now. Totals: 4 sent, 0 failed, 0 unknown, 0 skipped, 0 pending, of 4 planned." \
         in result.stdout
     assert re.search(r"batch [0-9a-f]{16}: 4 sent in [\d.]+ s \[4/4\]", result.stderr)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -258,8 +258,8 @@ def test_a_frozen_segment_changes_while_nobody_was_tried_and_not_after(run, work
         ledger.create_plan(ISSUE, content_hash="h", subject="s", segment="weekly", emails=SUBSCRIBED)
     result = run("send", ISSUE, "--yes", "--segment", "founders", env=SECRET)
     assert result.exit_code == 0, result.stderr
-    assert ("Recipients: 2 (nobody was sent this issue yet, so the plan for segment 'weekly' is planned again now)"
-            in result.stdout)
+    assert ("Recipients: 2 (nobody was sent this issue yet, so the plan for segment 'weekly' is planned again when "
+            "the send starts)") in result.stdout
     assert delivered(workspace) == ["ada@example.com", "margaret@example.com"]
     before = ledger_snapshot(workspace)
     again = run("send", ISSUE, "--yes", "--segment", "weekly", env=SECRET)
@@ -447,3 +447,23 @@ def test_one_ctrl_c_records_the_batches_in_flight_and_leaves_the_rest_pending(wo
     summary = json.loads(out)
     assert summary["stopped"] == "interrupted" and summary["unknown"] == 4 and summary["pending"] == 6
     assert summary["sending"] == 0  # nothing left for the next run to guess about
+
+
+def test_a_send_by_hand_before_send_at_says_so_and_still_sends(run, workspace):
+    """`send` is the command that sends now; only `dispatch` waits for send_at. A user who thought `send`
+    schedules the issue is told, in the summary they confirm."""
+    later = (datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2)).isoformat()
+    edit(issue_file(workspace), "date: 2026-11-30\n", f"date: 2026-11-30\nsend_at: {later}\n")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"Scheduled:  send_at {re.escape(later)} is 4[78](\.\d)? h away; this sends now "
+                     r"\(`newsletter dispatch` from cron would send it then\)", result.stdout)
+    assert delivered(workspace) == SUBSCRIBED
+    resumed = run("send", ISSUE, "--yes", env=SECRET)
+    assert "Scheduled:" not in resumed.stdout  # a plan already started: nothing to warn about
+
+
+def test_no_scheduled_note_once_send_at_has_passed(run, workspace):
+    edit(issue_file(workspace), "date: 2026-11-30\n", "date: 2026-11-30\nsend_at: 2026-11-30T07:00:00Z\n")
+    result = run("send", ISSUE, "--yes", env=SECRET)
+    assert result.exit_code == 0 and "Scheduled:" not in result.stdout

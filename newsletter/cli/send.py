@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 
 import click
 
 from ..compile.lint import CHECKS
 from ..sending.plan import SendOptions, Summary
+from ..sending.ratelimit import wait_words
 from ..sending.run import Conversation, SendResult, exit_code, send_issue
 from . import App, cli, pass_app
 from .indoubt import in_doubt_line, say_reconciliation
@@ -146,6 +148,10 @@ def result_lines(result: SendResult) -> list[str]:
 def summary_notes(s: Summary) -> list[str]:
     """What a resumed plan holds besides the plain counts, and the invalid rows skipped."""
     notes = []
+    ahead = (s.send_at - datetime.now(timezone.utc)).total_seconds() if s.send_at and s.first_run else 0
+    if ahead > 0:  # `send` sends now whatever send_at says; only `dispatch` waits for it
+        notes.append(f"Scheduled:  send_at {s.send_at.isoformat()} is {wait_words(ahead)} away; this sends now "
+                     f"(`newsletter dispatch` from cron would send it then)")
     if not s.first_run:
         if s.new_subscribers and s.include_new:
             notes.append(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "
@@ -188,14 +194,15 @@ class _Say:
         self(f"Segment:    {s.segment or '(everyone subscribed)'}")
         if s.restarting is not None:
             trial = ", ".join(f"{n} {state}" for state, n in s.restarting.items() if n) or "no rows"
-            forgotten = "would be forgotten" if self.dry_run else "is forgotten"
+            forgotten = "would be forgotten" if self.dry_run else "is forgotten when the send starts"
             self(f"Restart:    the outbox trial's plan ({trial}) {forgotten}; its .eml files stay in outbox/")
         if s.replanned_from is not None:
-            frozen = "would be planned again with these" if self.dry_run else "is planned again now"
+            frozen = "would be planned again with these" if self.dry_run else "is planned again when the send starts"
             self(f"Recipients: {s.planned} (nobody was sent this issue yet, so the plan for segment "
                  f"{s.replanned_from or '(everyone)'!r} {frozen})")
         elif s.first_run:
-            frozen = f"a send would freeze these {s.planned} as the plan" if self.dry_run else "the plan is frozen now"
+            frozen = (f"a send would freeze these {s.planned} as the plan" if self.dry_run else
+                      "the plan is frozen when the send starts")
             self(f"Recipients: {s.planned} (first run: {frozen})")
         else:
             self(f"Plan:       {s.planned} recipients, {s.counts['sent']} already sent, {s.counts['skipped']} skipped")

@@ -87,6 +87,7 @@ class Summary:
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
     restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
+    send_at: datetime | None = None  # the front matter's send_at: a send by hand before it is early
 
     @property
     def sending_now(self) -> int:
@@ -186,7 +187,7 @@ class SendRun:
                           first_run=record is None, planned=0, to_send=0, counts=counts,
                           invalid=[str(p) for p in self.problems], limit=self.options.limit,
                           include_new=self.options.include_new, replanned_from=self.replan_from,
-                          restarting=self.restarting)
+                          restarting=self.restarting, send_at=self.compiled.issue.send_at)
         if self._plans_afresh:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
