@@ -62,6 +62,8 @@ def init_workspace(target: Path, *, force: bool = False, template: str = "") -> 
         content = origin.read_bytes()
         if origin == source / EXAMPLE_ISSUE:
             content = _mark_example(content)
+        if origin == source / "newsletter.toml" and template:  # chosen before comparing: a change keeps its .bak
+            content = _with_layout(content, template, dest)
         if dest.exists():
             if dest.read_bytes() == content:
                 done.append(("unchanged", dest))
@@ -75,8 +77,6 @@ def init_workspace(target: Path, *, force: bool = False, template: str = "") -> 
             done.append(("created", dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(content)
-    if template:
-        _choose_layout(target / "newsletter.toml", template)
     gitignore = target / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".newsletter/" not in existing:
@@ -92,13 +92,12 @@ def _mark_example(issue: bytes) -> bytes:
     return fence + newline + EXAMPLE_MARK + rest if fence.strip() == b"---" else issue
 
 
-def _choose_layout(config_file: Path, template: str) -> None:
-    """Set ``template = "NAME"`` in the [newsletter] table of the config just written (comments kept)."""
-    text = config_file.read_text(encoding="utf-8")
-    changed, count = re.subn(r'(?m)^template\s*=\s*"[^"]*"', f'template = "{template}"', text, count=1)
+def _with_layout(config: bytes, template: str, config_file: Path) -> bytes:
+    """The bundled config with ``template = "NAME"`` in its [newsletter] table (comments kept)."""
+    changed, count = re.subn(rb'(?m)^template\s*=\s*"[^"]*"', f'template = "{template}"'.encode(), config, count=1)
     if not count:
         raise NewsletterError("the bundled newsletter.toml has no 'template = ...' line", path=str(config_file))
-    config_file.write_text(changed, encoding="utf-8")
+    return changed
 
 
 SLUG_MAX = 60

@@ -80,3 +80,15 @@ def test_init_here_says_the_next_command_without_a_cd(run, tmp_path, monkeypatch
     result = run("init", ".")
     assert result.exit_code == 0, result.output
     assert result.output.rstrip().endswith("\nNext: newsletter build issues/2026-11-30-weekly.md --out out")
+
+
+def test_init_force_with_another_layout_keeps_the_old_config_as_bak_and_says_so(run, tmp_path):
+    target = tmp_path / "ws4"
+    assert run("init", str(target)).exit_code == 0
+    result = run("init", str(target), "--force", "--template", "letter")
+    assert result.exit_code == 0, result.output
+    assert f"replaced (old one in .bak): {target / 'newsletter.toml'}" in result.output
+    assert re.search(r'(?m)^template = "letter"', (target / "newsletter.toml").read_text(encoding="utf-8"))
+    assert re.search(r'(?m)^template = "digest"', (target / "newsletter.toml.bak").read_text(encoding="utf-8"))
+    again = run("init", str(target), "--force", "--template", "letter")
+    assert f"unchanged: {target / 'newsletter.toml'}" in again.output
