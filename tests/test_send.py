@@ -302,6 +302,10 @@ def test_a_refused_key_exits_1_marks_nothing_sent_and_never_prints_the_key(run, 
     assert "Error: postmark refused the API key (HTTP 401)" in result.stderr
     assert "pm-very-secret-key-123" not in result.stdout + result.stderr
     assert status(run)["pending"] == 4 and status(run)["sent"] == 0
+    # Not "retry", as if it would be tried again: it stays pending and the run stops until the key is fixed.
+    assert "; not tried again: back to pending, and the run stops" in result.stderr
+    assert (f"Incomplete: the provider refused the API key. Fix what the error below says, then run `newsletter "
+            f"send {ISSUE}` again to resume.") in result.stdout
     with ledger(workspace) as db:
         assert all("pm-very-secret" not in r.reason for r in db.rows(ISSUE, ("pending",)))
 

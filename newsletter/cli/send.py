@@ -140,8 +140,9 @@ def result_lines(result: SendResult) -> list[str]:
                      f"(`newsletter status {summary.issue_id}` lists them).")
     if exit_code(counts, result.others) == 4:
         why = totals.incomplete_reason()
+        again = ("Fix what the error below says, then run" if totals.error is not None else "Run")
         lines.append(f"Incomplete{': ' + why if why else ''}. "
-                     f"Run `newsletter send {summary.issue_id}` again to resume.")
+                     f"{again} `newsletter send {summary.issue_id}` again to resume.")
     return lines
 
 

@@ -326,6 +326,8 @@ class Dispatcher:
             note += f"; left pending after {self.max_attempts} tries"
         elif verdict.again:
             note += f"; retry{' under the same batch id' if verdict.again == 'same' else ''} in {wait_words(delay)}"
+        elif verdict.stop in ("auth", "refused") and verdict.record == "retry":
+            note += "; not tried again: back to pending, and the run stops"
         if verdict.record == "unknown":
             reason = f"no clear answer from {self.provider.name}; it may or may not have been sent ({err.message})"
             self.settle(work, batch, all_outcomes(batch, "unknown", reason=reason), seconds, note)
