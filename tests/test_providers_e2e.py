@@ -434,3 +434,17 @@ def test_ses_without_credentials_stops_before_anything_is_planned(workspace, fak
     code, out, err = finish(newsletter(workspace, env, "send", ISSUE, "--yes"))
     assert code != 0 and "needs AWS credentials" in err
     assert fake.send_calls == 0 and KEY not in out + err
+
+
+def test_dispatch_of_a_refused_key_says_why_in_its_json_too(run, workspace, fake):
+    """cron's `dispatch --json` names what stopped an issue, as it does for an issue that could not start."""
+    text = (workspace / "issues" / f"{ISSUE}.md").read_text(encoding="utf-8")
+    (workspace / "issues" / f"{ISSUE}.md").write_text(
+        text.replace("date: 2026-11-30\n", "date: 2026-11-30\nsend_at: 2026-12-01T08:00:00Z\n", 1), encoding="utf-8")
+    env = provider_env("sendgrid", fake, NEWSLETTER_API_KEY="wrong-Secret-987")
+    result = run("dispatch", "--json", "--max-age", "1000d", env=env)
+    assert result.exit_code == 1
+    [record] = json.loads(result.stdout)
+    assert record["issue"] == ISSUE and record["stopped"] and record["exit_code"] == 1
+    assert record["error"].startswith("sendgrid refused the API key (HTTP 401)")
+    assert "wrong-Secret-987" not in result.stdout + result.stderr and fake.delivered() == []

@@ -198,7 +198,7 @@ def test_changed_content_is_refused_under_yes_without_allow_changed(run, workspa
     issue.write_text(issue.read_text().replace("Welcome back", "Welcome again"))
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 1
-    assert "changed since its first send; refusing to resume under --yes" in result.stderr
+    assert "changed since its first send; refusing to resume it without asking (--yes, or cron's dispatch)" in result.stderr
     assert f"run `newsletter send {ISSUE} --yes --allow-changed`" in result.stderr  # also what dispatch needs
     assert delivered(workspace) == ["ada@example.com"]
     assert run("send", ISSUE, "--yes", "--allow-changed", env=SECRET).exit_code == 0

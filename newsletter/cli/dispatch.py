@@ -131,6 +131,7 @@ def _send(app: App, log: EventLog, verdict: Verdict, records: list[dict], option
     if error is not None:
         if not isinstance(error, NewsletterError):
             raise error
+        record["error"] = error.render()  # --json: what stopped it, as for an issue that could not start
         log.error(error.render(), issue=issue_id, exit_code=1)
         return 1
     return exit_code(result.counts, result.others)

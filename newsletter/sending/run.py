@@ -291,7 +291,7 @@ def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: 
     if summary.content_changed:
         if yes and not allow_changed:
             raise NewsletterError(f"issue {summary.issue_id} changed since its first send; refusing to resume "
-                                  f"under --yes", hint=f"check the change, then run `newsletter send "
+                                  f"it without asking (--yes, or cron's dispatch)", hint=f"check the change, then run `newsletter send "
                                                        f"{summary.issue_id} --yes --allow-changed` to send the new "
                                                        f"content to the remaining recipients")
         if not yes and not _ask(talk, "The issue changed since its first send. Send the NEW content to the "
