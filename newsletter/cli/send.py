@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 
 import click
 
 from ..compile.lint import CHECKS
 from ..sending.plan import SendOptions, Summary
-from ..sending.ratelimit import wait_words
 from ..sending.run import Conversation, SendResult, exit_code, send_issue
 from . import App, cli, pass_app
 from .indoubt import in_doubt_line, say_reconciliation
@@ -149,10 +147,8 @@ def result_lines(result: SendResult) -> list[str]:
 def summary_notes(s: Summary) -> list[str]:
     """What a resumed plan holds besides the plain counts, and the invalid rows skipped."""
     notes = []
-    ahead = (s.send_at - datetime.now(timezone.utc)).total_seconds() if s.send_at and s.first_run else 0
-    if ahead > 0:  # `send` sends now whatever send_at says; only `dispatch` waits for it
-        notes.append(f"Scheduled:  send_at {s.send_at.isoformat()} is {wait_words(ahead)} away; this sends now "
-                     f"(`newsletter dispatch` from cron would send it then)")
+    if s.early:  # `send` sends now whatever send_at says; only `dispatch` waits for it
+        notes.append(f"Scheduled:  {s.early}; this sends now (`newsletter dispatch` from cron would send it then)")
     if not s.first_run:
         if s.new_subscribers and s.include_new:
             notes.append(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "

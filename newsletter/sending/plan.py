@@ -46,7 +46,7 @@ from .feedprocess import FeedProcess
 from .lease import LEASE_STALE_AFTER, LeaseKeeper
 from .outcomes import BatchReport, RunTotals, Work, key_window
 from .pool import Dispatcher
-from .ratelimit import Backoff
+from .ratelimit import Backoff, wait_words
 
 _CHUNK = 1000  # subscribers per ledger look-up
 
@@ -87,7 +87,7 @@ class Summary:
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
     restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
-    send_at: datetime | None = None  # the front matter's send_at: a send by hand before it is early
+    early: str = ""  # a first run before the front matter's send_at: "send_at ... is 48 h away"
 
     @property
     def sending_now(self) -> int:
@@ -187,7 +187,7 @@ class SendRun:
                           first_run=record is None, planned=0, to_send=0, counts=counts,
                           invalid=[str(p) for p in self.problems], limit=self.options.limit,
                           include_new=self.options.include_new, replanned_from=self.replan_from,
-                          restarting=self.restarting, send_at=self.compiled.issue.send_at)
+                          restarting=self.restarting, early=self._early())
         if self._plans_afresh:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
@@ -220,6 +220,13 @@ class SendRun:
             summary.to_send += summary.retry_failed
         summary.to_send += retried
         return summary
+
+    def _early(self) -> str:
+        """A first run before the issue's send_at, in words ("" otherwise): `send` sends now whatever send_at
+        says, and only `dispatch` waits for it."""
+        send_at = self.compiled.issue.send_at
+        ahead = (send_at - datetime.now(timezone.utc)).total_seconds() if send_at and self._plans_afresh else 0
+        return f"send_at {send_at.isoformat()} is {wait_words(ahead)} away" if ahead > 0 else ""
 
     @property
     def _plans_afresh(self) -> bool:
