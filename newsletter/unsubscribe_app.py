@@ -19,6 +19,7 @@ Bodies are capped at :data:`MAX_BODY`; the full token is never logged (:func:`re
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -139,10 +140,13 @@ class UnsubscribeApp:
                 return self._page(start_response, "413 Content Too Large", "Too large", "<p>That request is too large.</p>")
         if not token:
             return self._ask_address(environ, start_response, client, body if method == "POST" else None)
-        if self.limiter.blocked(client):
-            return self._too_many(start_response)
         facts = open_token(token, self.secrets)
         if facts is None:
+            # Only what fails is limited: a valid token cannot be forged, and mail providers' one-click POSTs
+            # share addresses (and a proxy without X-Forwarded-For makes every reader 127.0.0.1), so counting
+            # them would let anyone with bad tokens block everyone's unsubscribes.
+            if self.limiter.blocked(client):
+                return self._too_many(start_response)
             self.limiter.strike(client)
             self.log(environ, f"refused a token that does not open ({redact(token, token)}) from {client}")
             return self._page(start_response, "400 Bad Request", "Link not recognised",
@@ -270,6 +274,9 @@ def make_app(settings: Settings, **kwargs) -> UnsubscribeApp:
     return UnsubscribeApp(settings, **kwargs)
 
 
+_QUERY_VALUE = re.compile(r"([?&][^=&]*=)([^&]{7,})")
+
+
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref's handler with a read timeout and request lines logged without the token."""
 
@@ -278,7 +285,9 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code="-", size="-") -> None:
         path, _, query = self.path.partition("?")
         token = self.server.app_route.token(path, query) if hasattr(self.server, "app_route") else None  # type: ignore[attr-defined]
-        self.log_message('"%s %s" %s', self.command, redact(self.path, token or ""), str(code))
+        # Every query value cut too: a token sent to a path that is not the page's (a stray slash) is still one.
+        shown = _QUERY_VALUE.sub(lambda m: m.group(1) + redact(m.group(2), m.group(2)), redact(self.path, token or ""))
+        self.log_message('"%s %s" %s', self.command, shown, str(code))
 
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):

@@ -110,8 +110,9 @@ class NewsletterGroup(click.Group):
             return super().invoke(ctx)
         except click.NoSuchOption as err:  # `newsletter dispatch -v`: the option is the group's, before the command
             if err.option_name in _GROUP_OPTIONS and err.ctx is not None:
+                command = err.ctx.command_path.split(" ", 1)[-1]  # "subscribers import", without the program
                 err.message = (f"No such option: {err.option_name} here; it is an option of newsletter itself, "
-                               f"written before the command: newsletter {err.option_name} {err.ctx.info_name} ...")
+                               f"written before the command: newsletter {err.option_name} {command} ...")
             raise
         except NewsletterError as err:
             app = ctx.find_object(App)
