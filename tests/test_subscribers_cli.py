@@ -46,6 +46,25 @@ def test_add_never_resubscribes_silently(run):
     assert rows()[5] == "alan@example.com,Alan Turing,subscribed,weekly,2026-01-09,Manchester"
 
 
+def test_resubscribe_lifts_the_readers_own_unsubscribe_in_the_ledger_and_nothing_else(run, workspace):
+    """A reader who left through their link and asked back would otherwise stay suppressed: left out of every
+    send in silence, and marked unsubscribed again by the next `apply-unsubscribes`."""
+    assert run("suppressions", "add", "alan@example.com", "--reason", "unsubscribed").exit_code == 0
+    assert run("suppressions", "add", "zed@example.com", "--reason", "bounced").exit_code == 0
+    back = run("subscribers", "add", "alan@example.com", "--resubscribe")
+    assert back.exit_code == 0
+    assert re.search(r"lifted the ledger's unsubscribe of alan@example\.com \(source manual, \d{4}-\d\d-\d\d\): issues go "
+                     r"to them again", back.stdout)
+    assert "alan@example.com" not in run("suppressions", "list").stdout
+    assert run("subscribers", "apply-unsubscribes").exit_code == 0
+    assert rows()[5].startswith("alan@example.com,Alan Turing,subscribed,")  # not undone
+    bounced = run("subscribers", "add", "zed@example.com")  # a bounce is not theirs to lift
+    assert bounced.exit_code == 0
+    assert ("Warning: zed@example.com is still suppressed in the ledger (bounced, source manual): no issue goes to "
+            "them until `newsletter suppressions remove zed@example.com`") in bounced.stderr
+    assert "zed@example.com" in run("suppressions", "list").stdout
+
+
 def test_add_refuses_an_invalid_address(run):
     result = run("subscribers", "add", "bad@")
     assert result.exit_code == 1

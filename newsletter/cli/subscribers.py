@@ -117,6 +117,34 @@ def add(app: App, email: str, name: str, tags: tuple[str, ...], resubscribe: boo
         click.echo(f"{change.email} is already subscribed{where}; nothing changed")
     else:
         click.echo(f"{change.outcome} {change.email}{where} in {path}")
+    if change.outcome in ("added", "resubscribed"):
+        _lift_unsubscribe(app, change.email, resubscribe=resubscribe)
+
+
+def _lift_unsubscribe(app: App, email: str, *, resubscribe: bool) -> None:
+    """A reader subscribed again may still be suppressed in the ledger, and a send would leave them out in
+    silence (and `apply-unsubscribes` mark the row unsubscribed again). With --resubscribe their own
+    unsubscribe is lifted: the editor says they asked back. A bounce, a complaint or a manual block is
+    not theirs to lift this way: say so."""
+    from ..ledger import is_postgres_url, open_ledger
+    from ..ledger.base import address_key
+
+    settings = app.settings()
+    if not is_postgres_url(settings.ledger.url) and not settings.workspace_path(settings.ledger.url).exists():
+        return  # no ledger yet: nothing is suppressed
+    with open_ledger(settings) as ledger:
+        found = next((s for s in ledger.suppressions() if address_key(s.email) == address_key(email)), None)
+        if found is None:
+            return
+        if found.reason == "unsubscribed" and resubscribe:
+            ledger.remove_suppression(found.email)
+            click.echo(f"lifted the ledger's unsubscribe of {email} (source {found.source}, "
+                       f"{found.created_at[:10]}): issues go to them again")
+            return
+    why = ("they unsubscribed (add --resubscribe if they asked to come back)" if found.reason == "unsubscribed"
+           else f"{found.reason}, source {found.source}")
+    app.warn(f"{email} is still suppressed in the ledger ({why}): no issue goes to them until "
+             f"`newsletter suppressions remove {email}`")
 
 
 @subscribers.command("unsubscribe")
