@@ -241,7 +241,8 @@ def test_apply_unsubscribes_copies_link_unsubscribes_into_the_list(workspace, ru
 # -- verify ------------------------------------------------------------------------------------------
 def test_verify_prints_the_address_and_issue_of_a_token_or_link(workspace, run):
     token = make_token("ada@example.com", SECRET.encode(), ISSUE)
-    for given_ in (token, f"https://example.com/notes/unsubscribe?t={token}"):
+    for given_ in (token, f"https://example.com/notes/unsubscribe?t={token}",
+                   f"<https://example.com/notes/unsubscribe?t={token}>"):  # copied whole from List-Unsubscribe
         result = run("unsubscribe", "verify", given_, env=ENV)
         assert result.exit_code == 0, result.output
         assert result.output.splitlines() == ["address: ada@example.com", "newsletter: Field Notes Weekly",
@@ -255,6 +256,19 @@ def test_an_old_secret_keeps_its_links_working_while_it_is_set(workspace, run):
     assert run("unsubscribe", "verify", token, env=ENV).exit_code == 1
     result = run("unsubscribe", "verify", token, env={**ENV, "NEWSLETTER_SECRET_OLD": "previous"})
     assert result.exit_code == 0 and "address: ada@example.com" in result.output
+
+
+def test_serve_on_a_port_in_use_says_so_not_a_paths_permissions(workspace, run):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("unsubscribe", "serve", "--port", str(port), env=ENV)
+    assert result.exit_code == 1
+    assert (f"Error: 127.0.0.1 port {port} is in use (pass another --port (0 picks a free one), or stop what "
+            f"listens there)") in result.output
 
 
 def test_the_app_refuses_to_start_without_a_secret_or_a_token_in_the_url(workspace, run):

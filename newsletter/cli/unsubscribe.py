@@ -44,6 +44,12 @@ def serve(app: App, host: str, port: int) -> None:
         serve_app(app.settings(), host, port, ready=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+    except OSError as err:  # binding: not a path's permissions, as the generic OSError message would say
+        if err.filename:
+            raise
+        what = "is in use" if err.errno in (98, 48, 10048) else f"cannot be used: {err.strerror or err}"
+        raise ConfigError(f"{host} port {port} {what}",
+                          hint="pass another --port (0 picks a free one), or stop what listens there") from None
 
 
 @unsubscribe.command("verify")
@@ -53,7 +59,7 @@ def verify(app: App, token_or_url: str) -> None:
     """Print the address and issue an unsubscribe token or link stands for (for support)."""
     settings = app.settings()
     secrets = token_secrets(settings)
-    token = token_or_url.strip()
+    token = token_or_url.strip().removeprefix("<").removesuffix(">")  # copied whole from List-Unsubscribe
     if "://" in token or token.startswith("/"):
         parts = urlsplit(token)
         token = Route.of(settings.unsubscribe.url).token(parts.path, parts.query) or ""
