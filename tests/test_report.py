@@ -265,6 +265,8 @@ def test_report_after_an_outbox_send_prints_json_a_table_and_an_html_page(run, w
     assert run("report", ISSUE, "--html", str(page), env=SECRET).exit_code == 0
     html = page.read_text()
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    piped = run("report", ISSUE, "--html", "-", env=SECRET)  # standard output: the page alone, no file "-"
+    assert piped.exit_code == 0 and piped.stdout == html and not (workspace / "-").exists()
     svg = html[html.index("<svg"):html.index("</svg>") + 6]
     bars = ET.fromstring(svg).findall(".//{http://www.w3.org/2000/svg}rect")
     assert [(b.get("data-label"), int(b.get("data-value"))) for b in bars] == [

@@ -19,7 +19,8 @@ from . import App, cli
 @click.argument("issue", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object for ISSUE, a list without.")
 @click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write ISSUE's report as one self-contained HTML page with its charts.")
+              help="Also write ISSUE's report as one self-contained HTML page with its charts (- for standard "
+                   "output, the page alone).")
 @click.option("--last", "last", metavar="N", type=click.IntRange(min=1), default=DEFAULT_LAST, show_default=True,
               help="Without ISSUE: how many of the latest issues the table shows; with --html: the trend chart.")
 @click.option("--no-provider", is_flag=True, help="Only what the ledger knows: ask the provider nothing.")
@@ -36,6 +37,9 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
     found = read_reports(settings, issue_id, last=last, ask_provider=not no_provider, refresh=refresh,
                          trend=html_file is not None, no_such_issue=missing)
     reports = found.shown
+    if html_file is not None and str(html_file) == "-":  # the usual Unix "standard output"
+        click.echo(page(reports[0], found.trend), nl=False)
+        return
     if html_file is not None:
         html_file.write_text(page(reports[0], found.trend), encoding="utf-8")
         app.info(f"wrote {html_file}") if not as_json else None
