@@ -141,6 +141,16 @@ def test_remove_erases_the_outbox_files_and_the_provider_id_that_name_the_addres
     assert again.exit_code == 1 and again.stdout.endswith("outbox: no message files of grace@example.org\n")
 
 
+def test_remove_says_the_suppression_is_kept_and_how_to_delete_it(run, workspace):
+    """Erasure is not consent to mail again: the block stays, and the user is told it holds the address."""
+    assert run("suppressions", "add", "grace@example.org", "--reason", "bounced").exit_code == 0
+    result = run("subscribers", "remove", "grace@example.org")
+    assert result.exit_code == 0, result.output
+    assert ("ledger: its suppression (bounced, source manual) is kept, with the address, so it is never mailed again; "
+            "`newsletter suppressions remove grace@example.org` deletes it too") in result.stdout
+    assert "grace@example.org" in run("suppressions", "list").stdout
+
+
 def test_remove_of_an_address_found_nowhere_creates_no_ledger(run, workspace):
     result = run("subscribers", "remove", "nobody@example.org")
     assert result.exit_code == 1

@@ -199,9 +199,12 @@ def remove(app: App, email: str) -> None:
         click.echo(f"removed {change.email} from {path} (line {', '.join(map(str, change.lines))})")
     else:
         click.echo(f"{change.email} is not in {path}")
-    erased = _erase_from_ledger(settings, change.email)
+    erased, kept = _erase_from_ledger(settings, change.email)
     click.echo(f"ledger: {erased} delivery record(s) of {change.email} now keep only a hash" if erased else
                f"ledger: no delivery records of {change.email}")
+    if kept is not None:  # erasure is not consent: the block stays unless the user lifts it
+        click.echo(f"ledger: its suppression ({kept.reason}, source {kept.source}) is kept, with the address, so it "
+                   f"is never mailed again; `newsletter suppressions remove {change.email}` deletes it too")
     outbox = settings.workspace_path("outbox")
     deleted = _erase_from_outbox(outbox, change.email)
     if outbox.is_dir():
@@ -212,16 +215,19 @@ def remove(app: App, email: str) -> None:
                               hint="check the spelling of the address")
 
 
-def _erase_from_ledger(settings, email: str) -> int:
-    """GDPR erasure in the delivery ledger (past issues): the address becomes a hash there."""
+def _erase_from_ledger(settings, email: str):
+    """GDPR erasure in the delivery ledger (past issues): the address becomes a hash there. Returns the rows
+    changed and the address's suppression, which stays (None when there is none)."""
     from ..ledger import open_ledger  # the ledger is optional for every other subscribers command
+    from ..ledger.base import address_key
 
     url = settings.ledger.url
     is_file = "://" not in url and not url.startswith(("postgresql:", "postgres:"))
     if is_file and not settings.workspace_path(url).exists():
-        return 0  # no ledger yet: nothing to erase, and none to create
+        return 0, None  # no ledger yet: nothing to erase, and none to create
     with open_ledger(settings) as ledger:
-        return ledger.erase_address(email)
+        kept = next((s for s in ledger.suppressions() if address_key(s.email) == address_key(email)), None)
+        return ledger.erase_address(email), kept
 
 
 def _erase_from_outbox(outbox: Path, email: str) -> int:
