@@ -467,3 +467,19 @@ def test_no_scheduled_note_once_send_at_has_passed(run, workspace):
     edit(issue_file(workspace), "date: 2026-11-30\n", "date: 2026-11-30\nsend_at: 2026-11-30T07:00:00Z\n")
     result = run("send", ISSUE, "--yes", env=SECRET)
     assert result.exit_code == 0 and "Scheduled:" not in result.stdout
+
+
+def test_who_is_left_out_and_why_is_said_before_and_listed_after(run, workspace):
+    """A suppressed reader is left out of a new plan: the summary says how many; `status --skipped` lists
+    the skipped rows with their reason (here a reader who unsubscribed after the plan was frozen)."""
+    assert run("suppressions", "add", "grace@example.org", "--reason", "bounced").exit_code == 0
+    first = run("send", ISSUE, "--yes", "--limit", "1", env=SECRET)
+    assert "Left out:   1 suppressed reader(s) of the list (`newsletter suppressions list` names them)" in first.stdout
+    assert run("subscribers", "unsubscribe", "margaret@example.com").exit_code == 0
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    listed = run("status", ISSUE, "--skipped")
+    assert "skipped  margaret@example.com  status is unsubscribed" in listed.stdout
+    as_json = json.loads(run("status", ISSUE, "--skipped", "--json").stdout)
+    assert [(r["email"], r["reason"]) for r in as_json["skipped_rows"]] == [
+        ("margaret@example.com", "status is unsubscribed")]
+    assert "grace@example.org" not in delivered(workspace) and "margaret@example.com" not in delivered(workspace)

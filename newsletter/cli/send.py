@@ -149,6 +149,9 @@ def summary_notes(s: Summary) -> list[str]:
     notes = []
     if s.early:  # `send` sends now whatever send_at says; only `dispatch` waits for it
         notes.append(f"Scheduled:  {s.early}; this sends now (`newsletter dispatch` from cron would send it then)")
+    if s.suppressed_out:
+        notes.append(f"Left out:   {s.suppressed_out} suppressed reader(s) of the list (`newsletter suppressions "
+                     f"list` names them)")
     if not s.first_run:
         if s.new_subscribers and s.include_new:
             notes.append(f"New:        {s.new_subscribers} subscriber(s) joined since the first run; added now "

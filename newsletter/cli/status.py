@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 @click.argument("issue", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object for ISSUE, a list without.")
 @click.option("--failed", is_flag=True, help="List failed and unknown recipients with the reason.")
+@click.option("--skipped", is_flag=True, help="With ISSUE: list the skipped recipients with the reason (suppressed, "
+                                               "unsubscribed since the plan, left the list or the segment).")
 @pass_app
-def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
+def status(app: App, issue: str | None, as_json: bool, failed: bool, skipped: bool) -> None:
     """Delivery counts per state for ISSUE (path or id), or a table of every issue."""
     from ..ledger import open_ledger
     from ..ledger.base import DOUBT_STATES, STATES
@@ -48,6 +50,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
         record = ledger.issue(issue_id)
         route = Route.planned(record) if record else Route("")
         rows = ledger.rows(issue_id, DOUBT_STATES) if failed else []
+        left_out = ledger.rows(issue_id, ("skipped",)) if skipped else []
         if as_json:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES},
                    "provider": route.key()}
@@ -57,6 +60,9 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             if failed:
                 obj["failures"] = [{"email": r.email, "state": r.state, "reason": r.reason, "attempts": r.attempts,
                                     "updated_at": r.updated_at} for r in rows]
+            if skipped:
+                obj["skipped_rows"] = [{"email": r.email, "reason": r.reason, "updated_at": r.updated_at}
+                                       for r in left_out]
             click.echo(json.dumps(obj))
             return
         click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
@@ -68,7 +74,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool) -> None:
             now = ledger.clock()
             for line in _worker_lines(_live_workers(ledger, issue_id), now):
                 click.echo(line)
-        for row in rows:
+        for row in [*rows, *left_out]:
             click.echo(f"{row.state:8} {row.email}  {row.reason}")
 
 

@@ -88,6 +88,7 @@ class Summary:
     limit: int | None = None
     restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
     early: str = ""  # a first run before the front matter's send_at: "send_at ... is 48 h away"
+    suppressed_out: int = 0  # a new plan: eligible readers left out because they are suppressed
 
     @property
     def sending_now(self) -> int:
@@ -192,7 +193,12 @@ class SendRun:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.
             suppressed = self.ledger.suppressed_set()
-            summary.planned = summary.to_send = sum(1 for key in self._eligible() if key not in suppressed)
+            for key in self._eligible():
+                if key in suppressed:
+                    summary.suppressed_out += 1
+                else:
+                    summary.planned += 1
+            summary.to_send = summary.planned
             if not summary.planned:
                 raise self._nobody(suppressed)
             return summary
