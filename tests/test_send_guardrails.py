@@ -327,6 +327,10 @@ def test_every_json_output_of_send_is_json_alone_on_stdout(run, workspace):
     assert "Warning:" in sent.stderr and "Incomplete" not in sent.stdout
     done = run("send", ISSUE, "--yes", "--json", env=SECRET)
     assert json.loads(done.stdout)["sent"] == 4
+    refused = run("send", "2026-11-30-weekyl", "--yes", "--json", env=SECRET)  # refused before sending
+    assert refused.exit_code == 1 and "Error: no such issue" in refused.stderr
+    obj = json.loads(refused.stdout)
+    assert obj["issue"] == "2026-11-30-weekyl" and obj["exit_code"] == 1 and obj["error"].startswith("no such issue")
 
 
 # -- reconcile: too young to judge ------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 import click
 
 from ..compile.lint import CHECKS
+from ..errors import NewsletterError
 from ..sending.plan import SendOptions, Summary
 from ..sending.run import Conversation, SendResult, exit_code, send_issue
 from . import App, cli, pass_app
@@ -77,7 +78,13 @@ def send_one(app: App, issue: str, options: SendOptions, *, dry_run: bool = Fals
     talk = Conversation(info=say, warn=app.warn, summary=say.summary, ask=ask if _interactive() else None,
                         reconciled=lambda report: say_reconciliation(say, report, sending=True),
                         progress=lambda total: Progress(total, quiet=app.quiet))
-    result = send_issue(app.settings(), issue, options, talk, dry_run=dry_run, yes=yes, allow_changed=allow_changed)
+    try:
+        result = send_issue(app.settings(), issue, options, talk, dry_run=dry_run, yes=yes,
+                            allow_changed=allow_changed)
+    except NewsletterError as err:  # refused before sending: --json still gets its one object on stdout
+        if as_json:
+            click.echo(json.dumps({"issue": issue, "exit_code": err.exit_code, "error": err.render()}))
+        raise
     summary = result.summary
     if dry_run:
         if as_json:
@@ -98,7 +105,10 @@ def _interactive() -> bool:
 
 def _finish(result: SendResult, as_json: bool) -> int:
     if as_json:
-        click.echo(json.dumps(result_record(result)))
+        record = result_record(result)
+        if isinstance(result.totals.error, NewsletterError):  # what stopped it, as dispatch --json says it
+            record["error"] = result.totals.error.render()
+        click.echo(json.dumps(record))
     else:
         for line in result_lines(result):
             click.echo(line)
