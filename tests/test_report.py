@@ -309,3 +309,22 @@ def test_the_trend_chart_has_a_bar_per_issue_and_points_only_where_there_are_rat
     assert points == [("open", "one", 0), ("open", "three", CHART_HEIGHT / 2),  # over the highest rate
                       ("click", "one", CHART_HEIGHT * 0.8), ("click", "three", CHART_HEIGHT * 0.9)]
     assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_a_provider_that_cannot_answer_is_said_once_on_stderr_and_the_ledger_part_still_prints(run, workspace):
+    """A refused key (or an API down): the report prints what the ledger knows, says in its place that the
+    figures could not be read, and the reason once, as the one Error line (exit 1)."""
+    from fakeproviders import FakeProviders
+
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0  # through the outbox: the ledger part
+    with FakeProviders(api_key="right-key") as fake:
+        env = {**SECRET, "NEWSLETTER_PROVIDER_NAME": "sendgrid", "NEWSLETTER_PROVIDER_API_BASE": fake.url,
+               "NEWSLETTER_API_KEY": "wrong-Secret-987"}
+        result = run("report", ISSUE, env=env)
+    assert result.exit_code == 1
+    assert f"{ISSUE}: " in result.stdout and "4 sent" in result.stdout
+    assert "sendgrid: the figures could not be read (the error below says why)" in result.stdout
+    assert result.stderr.count("Error: the provider's figures could not be read: ") == 1
+    reason = result.stderr.split("could not be read: ", 1)[1].strip()
+    assert reason and reason not in result.stdout  # said once
+    assert "wrong-Secret-987" not in result.stdout + result.stderr

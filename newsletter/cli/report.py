@@ -50,8 +50,7 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
         _table(reports)
     else:
         _detail(reports[0])
-    failed = [r.provider.note for r in reports if r.provider and r.provider.stats is None and r.provider.note
-              and not r.provider.note.startswith(f"{r.provider.provider}: ")]
+    failed = [r.provider.note for r in reports if _not_read(r.provider)]
     if failed:  # the figures could not be read (a refused key, an API down): said once, and exit 1
         click.echo(f"Error: the provider's figures could not be read: {failed[0]}", err=True)
         ctx.exit(1)
@@ -74,6 +73,9 @@ def _detail(report: IssueReport) -> None:
     if provider is None:
         return
     stats = provider.stats
+    if _not_read(provider):  # its error goes to stderr once, below the report
+        click.echo(f"{provider.provider}: the figures could not be read (the error below says why)")
+        return
     if stats is None:
         click.echo(f"{provider.provider}: {provider.note}" if not provider.note.startswith(provider.provider)
                    else provider.note)
@@ -117,7 +119,9 @@ def _table(reports: list[IssueReport]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for line in (header, *rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-    notes = {one.provider.note for one in reports if one.provider and one.provider.note}
+    notes = {one.provider.note for one in reports if one.provider and one.provider.note and not _not_read(one.provider)}
+    if any(_not_read(one.provider) for one in reports):
+        notes.add("the provider's figures could not be read (the error below says why)")
     for note in sorted(notes):
         click.echo(note)
     kept = sum(1 for one in reports if one.provider and one.provider.cached)
@@ -125,6 +129,13 @@ def _table(reports: list[IssueReport]) -> None:
         click.echo(f"({kept} of these issues' figures were kept from a run less than an hour ago: --refresh "
                    "asks the provider again)")
     click.echo(f"(delivered: of processed; open and click: {RATES_NOTE}; * {OPENS_NOTE})")
+
+
+def _not_read(provider) -> bool:
+    """The provider was asked and could not answer (a refused key, an API down), as opposed to a provider that
+    keeps no figures, whose note starts with its name."""
+    return bool(provider and provider.stats is None and provider.note
+                and not provider.note.startswith(f"{provider.provider}: "))
 
 
 def _n(value: int | None) -> str:
