@@ -157,6 +157,18 @@ def test_lang_and_dir_on_html_from_config(workspace, language, direction):
         assert re.search(rf'<html lang="{language}" dir="{direction}"', html), layout
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_right_to_left_issue_reads_from_the_right_in_every_layout(workspace, layout):
+    """MJML writes each text block's alignment inline (left, by default): with dir="rtl" alone the title,
+    intro and sections of an Arabic issue sat flush left. The reading side follows the language."""
+    html, _ = build(workspace, layout, seed(layout), {"NEWSLETTER_NEWSLETTER_LANGUAGE": "ar"})
+    blocks = re.findall(r'<div style="font-family:[^"]*?text-align:(\w+);', html)  # each mj-text's own block
+    assert blocks and blocks.count("left") <= 1, blocks  # the one on the far side: "view online", if any
+    assert re.search(r'text-align:right;[^"]*"><h1', html)
+    ltr, _ = build(workspace, layout, seed(layout))
+    assert re.findall(r'<div style="font-family:[^"]*?text-align:(\w+);', ltr).count("right") <= 1
+
+
 def test_a_language_that_is_not_a_tag_is_refused(workspace):
     with pytest.raises(config.ConfigError, match=r'\[newsletter\] language = \'en"><script\' is not a language tag'):
         config.load(workspace / "newsletter.toml", {"NEWSLETTER_NEWSLETTER_LANGUAGE": 'en"><script'})
