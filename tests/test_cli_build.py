@@ -287,3 +287,19 @@ def test_output_cut_short_by_the_reader_is_not_an_error(workspace):
     reader.stdout.close()  # like `| head -1`
     assert reader.wait(60) == 141
     assert reader.stderr.read() == b""
+
+
+def test_lint_warns_of_a_merge_field_inside_a_links_url_and_urlencode_fixes_it(run, workspace):
+    """"Ada Lovelace" in ?name= would send a raw space (an address's + becomes a space): the warning names
+    the filter that encodes it; the whole URL as a field, and the unsubscribe link, are left alone."""
+    lint_issue(workspace, '[p](https://example.com/p?name={{ subscriber.name | default("there") }})\n\n'
+                          '[e](https://example.com/p?e={{ subscriber.email | urlencode }})\n\n'
+                          '[u]({{ unsubscribe_url }})\n')
+    result = run("lint", "issues/l.md")
+    assert ('issues/l.md:5: warning: merge field {{ subscriber.name | default("there") }} sits inside a link\'s URL '
+            'and is sent as it is: a value with a space, +, & or # breaks the link; write '
+            '{{ subscriber.name | default("there") | urlencode }} [merge-field]') in result.output
+    assert result.output.count("sits inside a link's URL") == 1
+    build = run("build", "issues/l.md", "--out", "out")
+    assert build.exit_code == 0
+    assert 'href="https://example.com/p?e=ada%40example.com"' in (workspace / "out" / "l.html").read_text()

@@ -94,6 +94,7 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     findings.extend(foreign_merge_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")
+    findings.extend(url_merge_field_findings(compiled, html))
     for leftover in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", html):
         add(Finding("error", f"unresolved template expression {leftover.group(0)!r} in the compiled HTML",
                     issue.path, _line_in(source, leftover.group(0)), "template-expression"))
@@ -297,6 +298,26 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
                                f"no fallback; write {{{{ subscriber.{name} | default(\"...\") }}}}",
                     slot.path, slot.line, "merge-field") for slot in slots)
     return findings
+
+
+_HREF = re.compile(r'href="([^"]*)"')
+_SLOT_TOKEN = re.compile(r"zqslot(\d+)qz")
+
+
+def url_merge_field_findings(compiled: CompiledIssue, html: str) -> list[Finding]:
+    """A merge field inside a link's URL, after its start, is sent as it is: a name with a space, an address
+    with a +, a value with & or # breaks the link or changes what it asks for. Jinja's urlencode filter
+    encodes it; a field that is the whole URL (a reader's own site) is left alone."""
+    flagged: dict[int, None] = {}
+    for href in _HREF.finditer(html):
+        for token in _SLOT_TOKEN.finditer(href.group(1)):
+            slot = compiled.slots[int(token.group(1))]
+            if token.start() > 0 and "urlencode" not in slot.source and "unsubscribe_url" not in slot.source:
+                flagged[int(token.group(1))] = None
+    return [Finding("warning", f"merge field {{{{ {compiled.slots[n].source} }}}} sits inside a link's URL and is "
+                               f"sent as it is: a value with a space, +, & or # breaks the link; write "
+                               f"{{{{ {compiled.slots[n].source} | urlencode }}}}",
+                    compiled.slots[n].path, compiled.slots[n].line, "merge-field") for n in flagged]
 
 
 def mailchimp_tag_findings(path: str, source: str) -> list[Finding]:
