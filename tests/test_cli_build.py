@@ -303,3 +303,16 @@ def test_lint_warns_of_a_merge_field_inside_a_links_url_and_urlencode_fixes_it(r
     build = run("build", "issues/l.md", "--out", "out")
     assert build.exit_code == 0
     assert 'href="https://example.com/p?e=ada%40example.com"' in (workspace / "out" / "l.html").read_text()
+
+
+def test_lint_refuses_a_link_without_a_scheme_as_it_refuses_a_relative_image(run, workspace):
+    lint_issue(workspace, "See [about](/about), [site](www.example.com), [ok](https://example.com/a?b=1&c=2), "
+                          "[mail](mailto:a@example.com), [top](#top).\n")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 1
+    for url in ("/about", "www.example.com"):
+        assert (f"issues/l.md:5: error: link '{url}' is not an absolute URL; it will be broken in every inbox (write "
+                f"it with its scheme: https://...) [link]") in result.output
+    assert result.output.count("[link]") == 2
+    refused = run("send", "issues/l.md", "--yes", env={"NEWSLETTER_SECRET": "s"})
+    assert refused.exit_code == 1 and "--ignore-lint link lets" in refused.stderr

@@ -11,6 +11,7 @@ import difflib
 import email.utils
 import re
 from dataclasses import dataclass, replace
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable
@@ -34,7 +35,7 @@ PREHEADER_MAX = 140
 # The checks by name, as ``--ignore-lint`` takes them. ``from`` is not among those it may
 # ignore: without a From address there is no email to send.
 CHECKS = ("front-matter", "preheader", "merge-field", "mailchimp-tag", "template-expression", "unsubscribe",
-          "postal-address", "image", "size", "from", "issue-id")
+          "postal-address", "image", "link", "size", "from", "issue-id")
 NOT_IGNORABLE = frozenset({"from"})
 # Keys other tools (or habit) use for ours, which difflib would not guess.
 KEY_SYNONYMS = {"call_to_action": "cta", "button": "cta", "tags": "segment", "tag": "segment",
@@ -109,6 +110,15 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     elif not any(form in html for form in (postal_address, str(escape(postal_address)))):
         add(Finding("error", "the layout does not print [newsletter] postal_address; add "
                              "{{ newsletter.postal_address }} to its footer", str(compiled.layout), check="postal-address"))
+
+    for href in dict.fromkeys(_HREF.findall(html)):  # each link once, in order
+        url = unescape(href)
+        if not url or url.startswith(("#", "zqslot")) or _SCHEME.match(url):
+            continue  # an anchor, a merge field that is the whole URL, or absolute (https:, mailto:, tel:...)
+        line = _line_in(source, url)
+        add(Finding("error", f"link {url!r} is not an absolute URL; it will be broken in every inbox (write it "
+                             f"with its scheme: https://...)", issue.path if line else str(compiled.layout), line,
+                    "link"))
 
     for image in _images(html):
         src, alt = image.get("src") or "", image.get("alt")
@@ -301,6 +311,7 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
 
 
 _HREF = re.compile(r'href="([^"]*)"')
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _SLOT_TOKEN = re.compile(r"zqslot(\d+)qz")
 
 
