@@ -316,3 +316,13 @@ def test_lint_refuses_a_link_without_a_scheme_as_it_refuses_a_relative_image(run
     assert result.output.count("[link]") == 2
     refused = run("send", "issues/l.md", "--yes", env={"NEWSLETTER_SECRET": "s"})
     assert refused.exit_code == 1 and "--ignore-lint link lets" in refused.stderr
+
+
+def test_lint_warns_of_a_second_title_in_the_body_and_a_send_goes_on(run, workspace):
+    lint_issue(workspace, "Intro.\n\n# Big title\n\nText.\n\n## A section\n\n[Leave]({{ unsubscribe_url }})\n")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 0
+    assert ("issues/l.md:7: warning: '# Big title' is a second title: the layout prints the subject as the email's "
+            "one <h1>; write sections as '## Big title' [heading]") in result.output
+    sent = run("send", "issues/l.md", "--yes", env={"NEWSLETTER_SECRET": "s"})
+    assert sent.exit_code == 0 and "second title" in sent.stderr

@@ -23,7 +23,7 @@ from ..models import Subscriber
 from ..unsubscribe import PROVIDER_MANAGED
 from .images import DISPLAY_WIDTH, MAX_BYTES, MAX_WIDTH
 from .issue import KNOWN_KEYS, files_with_id
-from .markdown import Heading, headings_written_as_lists, read_headings
+from .markdown import Heading, headings_written_as_lists, read_headings, title_headings
 from .render import CompiledIssue
 from .slots import Slot
 
@@ -35,7 +35,7 @@ PREHEADER_MAX = 140
 # The checks by name, as ``--ignore-lint`` takes them. ``from`` is not among those it may
 # ignore: without a From address there is no email to send.
 CHECKS = ("front-matter", "preheader", "merge-field", "mailchimp-tag", "template-expression", "unsubscribe",
-          "postal-address", "image", "link", "size", "from", "issue-id")
+          "postal-address", "image", "link", "heading", "size", "from", "issue-id")
 NOT_IGNORABLE = frozenset({"from"})
 # Keys other tools (or habit) use for ours, which difflib would not guess.
 KEY_SYNONYMS = {"call_to_action": "cta", "button": "cta", "tags": "segment", "tag": "segment",
@@ -92,6 +92,9 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     findings.extend(mailchimp_tag_findings(issue.path, source))
     findings.extend(numbering_findings(issue.path, read_headings(issue.body, issue.body_line)))
     findings.extend(pasted_heading_findings(issue.path, headings_written_as_lists(issue.body, issue.body_line)))
+    for line, text in title_headings(issue.body, issue.body_line):
+        add(Finding("warning", f"'# {text}' is a second title: the layout prints the subject as the email's one "
+                               f"<h1>; write sections as '## {text}'", issue.path, line, "heading"))
     findings.extend(foreign_merge_tag_findings(issue.path, source))
 
     html = compiled.html.with_placeholders(lambda i: f"zqslot{i}qz")

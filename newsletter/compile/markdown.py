@@ -156,6 +156,14 @@ def read_headings(markdown: str, first_line: int = 1) -> list[Heading]:
             if t.type == "heading_open" and t.tag == "h2"]
 
 
+def title_headings(markdown: str, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, text) of each ``# `` heading in a body: the layout prints the subject as the email's one
+    ``<h1>``, so another is a second title, larger than the real one (lint)."""
+    tokens = _md.parse(markdown)
+    return [(first_line + t.map[0], tokens[i + 1].content) for i, t in enumerate(tokens)
+            if t.type == "heading_open" and t.tag == "h1" and t.map]
+
+
 def headings_written_as_lists(markdown: str, first_line: int = 1) -> list[tuple[int, str]]:
     """(line, text) of one-item numbered lists that read like headings: a draft pasted from a web page
     or a word processor, where ``1. Title`` on its own line is a list in Markdown, not a heading.
