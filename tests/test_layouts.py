@@ -120,6 +120,9 @@ def test_letter_signs_off_in_both_parts(workspace):
     html, text = build(workspace, "letter", seed("letter", "signature: |\n  Ada\n  Editor, Harbour Tech\n"))
     assert "\u2014 Ada</p>" in html and "Editor, Harbour Tech</p>" in html
     assert "\n\u2014 Ada\nEditor, Harbour Tech\n\n--\n" in text
+    # "one or more lines" written as a YAML list is the same sign-off, not "must be text"
+    listed_html, listed_text = build(workspace, "letter", seed("letter", "signature:\n  - Ada\n  - Editor, Harbour Tech\n"))
+    assert (listed_html, listed_text) == (html, text)
     _, digest_text = build(workspace, "digest", seed("digest"))
     assert "\u2014 Field Notes Weekly" not in digest_text  # only layouts that sign off
 

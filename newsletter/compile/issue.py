@@ -104,7 +104,7 @@ def parse_issue(text: str, path: str = "issue.md") -> Issue:
         send_at=_send_at(meta.get("send_at"), path, where("send_at")),
         template=template,
         numbering=_numbering(meta.get("numbering"), path, where("numbering")),
-        signature=text_value("signature"),
+        signature=_lines(meta, "signature") if isinstance(meta.get("signature"), list) else text_value("signature"),
         example=_flag(meta.get("example"), "example", path, where("example")),
         segment=text_value("segment"),
         cta=_cta(meta.get("cta"), path, where("cta")),
@@ -196,6 +196,11 @@ def resolve_issue_path(ref: str, issues_dir: Path) -> Path:
     if len(path.parts) > 1:  # a path: name it as given
         raise IssueError("no such issue file", path=ref, hint=hint)
     raise IssueError(f"no such issue {ref!r}", hint=hint)
+
+
+def _lines(meta: dict, key: str) -> str:
+    """A front matter list of one-line values (``signature:`` as ``- Ada`` lines) as lines of text."""
+    return "\n".join(str(item).strip() for item in meta[key] if item is not None and not isinstance(item, (dict, list)))
 
 
 def files_with_id(issue_id: str, issues_dir: Path, *, besides: Path | str) -> list[Path]:
