@@ -106,6 +106,7 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
     """Every issue file in ``issues/`` and every plan in the ledger, with what dispatch does with it now."""
     schedule = Schedule()
     seen: set[str] = set()
+    trial_is_over = settings.provider.name != OUTBOX  # an outbox plan is a trial once the provider is another
     with open_ledger(settings, readonly=True) as ledger:
         def facts(issue_id: str, ref: str, send_at: datetime | None) -> IssueFacts:
             counts = ledger.counts(issue_id)
@@ -116,8 +117,6 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
                               unfinished=bool(counts["pending"] or counts["sending"]),
                               trial_only=record is not None and record.provider == OUTBOX and trial_is_over,
                               held_by=lease if alive else None)
-
-        trial_is_over = settings.provider.name != OUTBOX
 
         for path in sorted(settings.workspace_path("issues").glob("*.md")):
             try:
