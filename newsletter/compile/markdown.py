@@ -317,14 +317,18 @@ def _inline_text(inline: Token) -> str:
                 href, start = href_stack.pop()
                 if href and href != "".join(parts[start:]) and not href.startswith("#"):
                     parts.append(f" ({href})")
-    return "".join(parts)
+    return re.sub(r" *\n *", "\n", "".join(parts))  # "and <br> break": no space left at either end of the line
 
 
 _HREF = re.compile(r"""href\s*=\s*["']([^"']*)["']""", re.I)
 
 
 def _strip_tags(markup: str) -> str:
-    """Text of an HTML block: tags dropped, links kept as ``text (url)``, entities decoded."""
+    """Text of an HTML block: tags dropped, links kept as ``text (url)``, entities decoded; a table's cells
+    kept apart as the Markdown tables' are (``a | b``), its rows, breaks and blocks on lines of their own."""
     markup = re.sub(r"""<a\s[^>]*href\s*=\s*["']([^"']*)["'][^>]*>(.*?)</a\s*>""", r"\2 (\1)", markup,
                     flags=re.I | re.S)
-    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+    markup = re.sub(r"</t[dh]\s*>\s*(?=<t[dh][\s>])", " | ", markup, flags=re.I)
+    markup = re.sub(r"<br\s*/?>|</(?:tr|p|div|li|h[1-6])\s*>", "\n", markup, flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "", markup))
+    return re.sub(r"\n{2,}", "\n", "\n".join(line.rstrip() for line in text.splitlines()))
