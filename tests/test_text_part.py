@@ -18,3 +18,11 @@ def test_raw_html_blocks_and_breaks_keep_their_lines_without_stray_spaces():
     assert "One\nTwo link (https://example.com/a)" in text_of(
         '<div>One</div><div>Two <a href="https://example.com/a">link</a></div>\n')
     assert "Inline red and\nbreak here." in text_of("Inline <span>red</span> and <br> break here.\n")
+
+
+def test_nested_lists_indent_by_their_parents_marker_and_quotes_and_code_keep_their_place():
+    text = text_of("- one\n  - two\n    - three\n- four\n\n> Quote line one\n> continues here\n\n"
+                   "- item with code:\n\n  ```\n  x < 1\n  ```\n")
+    assert "- one\n  - two\n    - three\n- four\n" in text
+    assert "> Quote line one\n> continues here\n" in text  # each line of a quote keeps its "> "
+    assert "- item with code:\n      x < 1\n" in text  # the code under its item, indented beyond it

@@ -235,7 +235,7 @@ def body_to_text(body: Body) -> str:
         elif kind == "inline" and tokens[i - 1].type not in ("heading_open", "th_open", "td_open"):
             text = _inline_text(tok)
             lead = "".join(prefix)
-            out.append(lead + text.replace("\n", "\n" + " " * len(lead)) + ("\n" if list_stack else "\n\n"))
+            out.append(lead + text.replace("\n", "\n" + _continued(prefix)) + ("\n" if list_stack else "\n\n"))
             if prefix and prefix[-1].strip() and list_stack:
                 prefix[-1] = " " * len(prefix[-1])  # continuation lines of a list item
         elif kind == "bullet_list_open":
@@ -251,15 +251,16 @@ def body_to_text(body: Body) -> str:
             marker = "- " if counter[0] < 0 else f"{counter[0]}. "
             if counter[0] >= 0:
                 counter[0] += 1
-            prefix.append("  " * (len(list_stack) - 1) + marker)
+            prefix.append(marker)  # a nested item's indent is its parents' prefixes, already spaces
         elif kind == "list_item_close":
             prefix.pop()
         elif kind == "blockquote_open":
             prefix.append("> ")
         elif kind == "blockquote_close":
             prefix.pop()
-        elif kind in ("fence", "code_block"):
-            out.append("".join("    " + line + "\n" for line in tok.content.rstrip("\n").split("\n")) + "\n")
+        elif kind in ("fence", "code_block"):  # indented under the item or quote it belongs to
+            lead = _continued(prefix) + "    "
+            out.append("".join(lead + line + "\n" for line in tok.content.rstrip("\n").split("\n")) + "\n")
         elif kind == "hr":
             out.append("-" * 20 + "\n\n")
         elif kind in ("th_open", "td_open"):
@@ -274,6 +275,11 @@ def body_to_text(body: Body) -> str:
             if text:
                 out.append(text + "\n\n")
     return re.sub(r"\n{3,}", "\n\n", "".join(out)).strip() + "\n"
+
+
+def _continued(prefix: list[str]) -> str:
+    """The lead of a block's next lines: a quote's "> " on each, a list marker's width in spaces."""
+    return "".join(part if part == "> " else " " * len(part) for part in prefix)
 
 
 # Setext-style rules keep the hierarchy in the text part: the title (and any body h1) "=",
