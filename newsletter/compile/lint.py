@@ -116,6 +116,12 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
 
     for href in dict.fromkeys(_HREF.findall(html)):  # each link once, in order
         url = unescape(href)
+        if url.startswith("#") and len(url) > 1 and f'id="{url[1:]}"' not in html and f"name=\"{url[1:]}\"" not in html:
+            line = _line_in(source, url)
+            add(Finding("warning", f"link {url!r} jumps to nothing: no element of the email has that id (headings "
+                                   f"get none, and many mail apps ignore such jumps anyway)",
+                        issue.path if line else str(compiled.layout), line, "link"))
+            continue
         if not url or url.startswith(("#", "zqslot")) or _SCHEME.match(url):
             continue  # an anchor, a merge field that is the whole URL, or absolute (https:, mailto:, tel:...)
         line = _line_in(source, url)
