@@ -487,3 +487,28 @@ def test_who_is_left_out_and_why_is_said_before_and_listed_after(run, workspace)
     assert [(r["email"], r["reason"]) for r in as_json["skipped_rows"]] == [
         ("margaret@example.com", "status is unsubscribed")]
     assert "grace@example.org" not in delivered(workspace) and "margaret@example.com" not in delivered(workspace)
+
+
+def test_a_renamed_issue_file_is_pointed_out_before_it_sends_everyone_a_second_copy(run, workspace):
+    """Renamed without an `id:` line, a file is a new id, so a new plan. The summary names the plan its subject
+    belongs to, whose file is gone, and the line that resumes it instead."""
+    assert run("send", ISSUE, "--yes", "--limit", "2", env=SECRET).exit_code == 4
+    issue_file(workspace).rename(workspace / "issues" / "2026-11-30-field-notes.md")
+    dry = run("send", "2026-11-30-field-notes", "--dry-run", env=SECRET)
+    assert dry.exit_code == 0
+    assert (f"Renamed?:   issue {ISSUE} was sent to 2 reader(s) with this subject, and no file in issues/ is {ISSUE} any "
+            f"more: if this file is it, renamed, stop and add 'id: {ISSUE}' to its front matter, or everyone gets it "
+            f"twice") in dry.stdout
+    renamed = workspace / "issues" / "2026-11-30-field-notes.md"
+    renamed.write_text(renamed.read_text(encoding="utf-8").replace("---\n", f"---\nid: {ISSUE}\n", 1),
+                       encoding="utf-8")
+    resumed = run("send", "2026-11-30-field-notes", "--yes", env=SECRET)  # the same plan: the other two only
+    assert resumed.exit_code == 0 and "Renamed?" not in resumed.stdout
+    assert delivered(workspace) == SUBSCRIBED
+
+
+def test_a_new_issue_with_the_subject_of_one_whose_file_is_still_there_says_nothing(run, workspace):
+    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0
+    copy = workspace / "issues" / "2026-12-07-weekly.md"
+    copy.write_text(issue_file(workspace).read_text(encoding="utf-8"), encoding="utf-8")
+    assert "Renamed?" not in run("send", "2026-12-07-weekly", "--dry-run", env=SECRET).stdout

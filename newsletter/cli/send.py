@@ -159,6 +159,10 @@ def summary_notes(s: Summary) -> list[str]:
     notes = []
     if s.early:  # `send` sends now whatever send_at says; only `dispatch` waits for it
         notes.append(f"Scheduled:  {s.early}; this sends now (`newsletter dispatch` from cron would send it then)")
+    if s.renamed_from:  # said before the question: a second copy to everyone is what this tool exists to prevent
+        notes.append(f"Renamed?:   issue {s.renamed_from} was sent to {s.renamed_sent} reader(s) with this subject, "
+                     f"and no file in issues/ is {s.renamed_from} any more: if this file is it, renamed, stop and "
+                     f"add 'id: {s.renamed_from}' to its front matter, or everyone gets it twice")
     if s.suppressed_out:
         notes.append(f"Left out:   {s.suppressed_out} suppressed reader(s) of the list (`newsletter suppressions "
                      f"list` names them)")

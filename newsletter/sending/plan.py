@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
+from ..compile.issue import files_with_id
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
@@ -89,6 +90,8 @@ class Summary:
     restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
     early: str = ""  # a first run before the front matter's send_at: "send_at ... is 48 h away"
     suppressed_out: int = 0  # a new plan: eligible readers left out because they are suppressed
+    renamed_from: str = ""  # a new plan whose subject a sent plan of a vanished issue file had: that file renamed?
+    renamed_sent: int = 0
 
     @property
     def sending_now(self) -> int:
@@ -199,6 +202,8 @@ class SendRun:
                 else:
                     summary.planned += 1
             summary.to_send = summary.planned
+            if self.record is None:
+                summary.renamed_from, summary.renamed_sent = self._vanished_twin()
             if not summary.planned:
                 raise self._nobody(suppressed)
             return summary
@@ -226,6 +231,20 @@ class SendRun:
             summary.to_send += summary.retry_failed
         summary.to_send += retried
         return summary
+
+    def _vanished_twin(self) -> tuple[str, int]:
+        """(id, sent) of a plan under another id with this issue's subject that was sent to some and whose issue
+        file is gone: most likely this very file, renamed without an ``id:`` line, so a new id and a new plan
+        that would send everyone a second copy. ("", 0) when there is none."""
+        subject = self.compiled.issue.subject
+        issues_dir = self.settings.workspace_path("issues")
+        for other in self.ledger.issues():
+            if other.issue_id == self.issue_id or other.subject != subject:
+                continue
+            sent = self.ledger.counts(other.issue_id).get("sent", 0)
+            if sent and not files_with_id(other.issue_id, issues_dir, besides=self.compiled.issue.path):
+                return other.issue_id, sent
+        return "", 0
 
     def _early(self) -> str:
         """A first run before the issue's send_at, in words ("" otherwise): `send` sends now whatever send_at
