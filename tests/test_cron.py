@@ -368,7 +368,7 @@ def test_an_invalid_row_names_the_issue_and_the_send_by_hand_dispatch_cannot_do(
     result = run("dispatch", env=SECRET)
     assert result.exit_code == 1 and delivered(workspace) == []
     assert f"Error: {ISSUE}: subscribers/subscribers.csv: 1 problem(s) in the subscriber list" in result.stderr
-    assert (f"or send it by hand without those rows: `newsletter send issues/{ISSUE}.md --skip-invalid`."
+    assert (f"or send it by hand without those rows: `newsletter send {ISSUE} --skip-invalid`."
             in result.stderr)
     assert "pass --skip-invalid" not in result.stderr
     records = json.loads(run("dispatch", "--json", env=SECRET).stdout)

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 import click
 
 from ..errors import LeaseHeld, NewsletterError
-from ..subscribers.reader import SKIP_ADVICE
 from ..sending.plan import SendOptions, Summary
 from ..sending.run import Conversation, exit_code, refuse_test_mode, send_issue
 from ..sending.schedule import (DEFAULT_MAX_AGE, Action, Schedule, Verdict, first_notices, parse_duration,
@@ -55,7 +54,7 @@ def dispatch(app: App, dry_run: bool, as_json: bool, max_age_text: str, log_json
     log = EventLog.for_stderr(as_json=log_json, quiet=app.quiet, verbose=app.verbose)
     records: list[dict] = []
     try:
-        code = _dispatch(app, log, records, SendOptions(ignore_lint=frozenset(ignore_lint)), dry_run=dry_run,
+        code = _dispatch(app, log, records, SendOptions(ignore_lint=frozenset(ignore_lint), unattended=True), dry_run=dry_run,
                          max_age=max_age, max_age_text=max_age_text)
     except NewsletterError as err:  # the config, the ledger: one event like the rest, then its exit code
         log.error(err.render(), exit_code=err.exit_code)
@@ -110,8 +109,6 @@ def _send(app: App, log: EventLog, verdict: Verdict, records: list[dict], option
     except NewsletterError as err:
         said = err.render()
         said = said if issue_id in said else f"{issue_id}: {said}"  # cron mails it: say which issue
-        said = said.replace(SKIP_ADVICE, f"or send it by hand without those rows: `newsletter send "
-                                         f"{verdict.facts.ref} --skip-invalid`.")
         log.error(said, issue=issue_id, exit_code=err.exit_code)
         records.append({"issue": issue_id, "exit_code": err.exit_code, "error": said})
         return err.exit_code

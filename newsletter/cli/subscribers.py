@@ -126,14 +126,13 @@ def _lift_unsubscribe(app: App, email: str, *, resubscribe: bool) -> None:
     silence (and `apply-unsubscribes` mark the row unsubscribed again). With --resubscribe their own
     unsubscribe is lifted: the editor says they asked back. A bounce, a complaint or a manual block is
     not theirs to lift this way: say so."""
-    from ..ledger import is_postgres_url, open_ledger
-    from ..ledger.base import address_key
+    from ..ledger import open_ledger
 
     settings = app.settings()
-    if not is_postgres_url(settings.ledger.url) and not settings.workspace_path(settings.ledger.url).exists():
-        return  # no ledger yet: nothing is suppressed
+    if not _ledger_made(settings):
+        return  # nothing is suppressed yet
     with open_ledger(settings) as ledger:
-        found = next((s for s in ledger.suppressions() if address_key(s.email) == address_key(email)), None)
+        found = _suppression_of(ledger, email)
         if found is None:
             return
         if found.reason == "unsubscribed" and resubscribe:
@@ -219,15 +218,27 @@ def _erase_from_ledger(settings, email: str):
     """GDPR erasure in the delivery ledger (past issues): the address becomes a hash there. Returns the rows
     changed and the address's suppression, which stays (None when there is none)."""
     from ..ledger import open_ledger  # the ledger is optional for every other subscribers command
+
+    if not _ledger_made(settings):
+        return 0, None  # nothing to erase, and no ledger to create
+    with open_ledger(settings) as ledger:
+        return ledger.erase_address(email), _suppression_of(ledger, email)
+
+
+def _ledger_made(settings) -> bool:
+    """Whether the ledger exists: a SQLite file is made by the first send, and opening it here would make it."""
+    from ..ledger import is_postgres_url
+
+    url = settings.ledger.url  # a URL that is not a file is open_ledger's to accept or refuse
+    return is_postgres_url(url) or "://" in url or settings.workspace_path(url).exists()
+
+
+def _suppression_of(ledger, email: str):
+    """The ledger's suppression of ``email`` (compared as the list compares addresses), or None."""
     from ..ledger.base import address_key
 
-    url = settings.ledger.url
-    is_file = "://" not in url and not url.startswith(("postgresql:", "postgres:"))
-    if is_file and not settings.workspace_path(url).exists():
-        return 0, None  # no ledger yet: nothing to erase, and none to create
-    with open_ledger(settings) as ledger:
-        kept = next((s for s in ledger.suppressions() if address_key(s.email) == address_key(email)), None)
-        return ledger.erase_address(email), kept
+    key = address_key(email)
+    return next((s for s in ledger.suppressions() if address_key(s.email) == key), None)
 
 
 def _erase_from_outbox(outbox: Path, email: str) -> int:

@@ -63,6 +63,7 @@ class SendOptions:
     ignore_lint: frozenset[str] = frozenset()  # lint checks whose errors do not stop this send (--ignore-lint)
     restart: bool = False  # drop a plan that never left the outbox and freeze a new one (docs/sending.md)
     provider_confirmed: bool = False  # the user confirmed an `unknown` plan went through this provider
+    unattended: bool = False  # cron's dispatch: its errors advise the send by hand it cannot do itself
 
 
 @dataclass
@@ -143,7 +144,15 @@ class SendRun:
         stamp = file_stamp(self.list_path)  # taken before reading: an edit during the check changes it
         if earlier is not None and stamp is not None and earlier.stamp == stamp:
             return earlier
-        return CheckedList(stamp, check_list(self.list_path, skip_invalid=self.options.skip_invalid))
+        if not self.options.unattended:
+            return CheckedList(stamp, check_list(self.list_path, skip_invalid=self.options.skip_invalid))
+        try:  # cron's dispatch: which issue it stopped, and the send by hand that skips the rows
+            return CheckedList(stamp, check_list(self.list_path, skip_invalid=self.options.skip_invalid,
+                                                 skip_advice=f"or send it by hand without those rows: `newsletter "
+                                                             f"send {self.issue_id} --skip-invalid`."))
+        except SubscriberError as err:
+            raise SubscriberError(f"{self.issue_id}: {err.message}", path=err.path, line=err.line,
+                                  hint=err.hint) from None
 
     def _load_plan(self) -> None:
         """The issue's plan as the ledger has it now (None before the first run) and the segment it fixes.

@@ -439,21 +439,20 @@ class _BloomFilter:
         return seen
 
 
-SKIP_ADVICE = "or pass --skip-invalid to skip those rows."  # `dispatch` words it for a send by hand
-
-
-def check_list(path: Path, *, skip_invalid: bool = False) -> list[Problem]:
+def check_list(path: Path, *, skip_invalid: bool = False,
+               skip_advice: str = "or pass --skip-invalid to skip those rows.") -> list[Problem]:
     """The list's problems, or :class:`SubscriberError` listing them all.
 
     With ``skip_invalid`` the row problems are returned (pass them to
     :func:`iter_subscribers` as ``skip``); problems with the file itself always raise.
+    ``skip_advice``: how the caller's user leaves invalid rows out (`dispatch` has no --skip-invalid).
     """
     problems = validate_list(path)
     fatal = [p for p in problems if p.fatal]
     if fatal or (problems and not skip_invalid):
         shown = fatal or problems
         advice = ("Fix the file; --skip-invalid cannot skip a problem with the file itself." if fatal else
-                  f"Fix them (`newsletter subscribers check` lists them again), {SKIP_ADVICE}")
+                  f"Fix them (`newsletter subscribers check` lists them again), {skip_advice}")
         raise problems_error(f"{path}: {len(shown)} problem(s) in the subscriber list", shown, advice)
     return problems
 
