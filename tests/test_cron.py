@@ -68,6 +68,8 @@ def facts(send_at: datetime | None, **kw) -> IssueFacts:
     (NOW - timedelta(hours=1), {"started": True, "trial_only": True}, Action.SEND),
     (NOW - THREE_DAYS - timedelta(seconds=1), {"started": True, "trial_only": True}, Action.TOO_OLD),
     (None, {"started": True, "trial_only": True}, Action.UNSCHEDULED),
+    # Cancelled (`newsletter cancel`): finished, even with rows pending again (reconcile may put some back).
+    (NOW - timedelta(hours=1), {"started": True, "unfinished": True, "cancelled": True}, Action.FINISHED),
 ])
 def test_the_due_rule(send_at, kw, action):
     assert decide(facts(send_at, **kw), NOW, THREE_DAYS).action is action

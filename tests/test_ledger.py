@@ -227,6 +227,29 @@ def test_in_doubt_batches_become_unknown_and_resend_unknown_makes_them_pending(l
     assert state(ledger, "a@example.com").state == "pending"
 
 
+def test_cancel_closes_pending_rows_makes_in_flight_ones_unknown_and_keeps_the_rest(ledger):
+    plan(ledger, "a@example.com", "b@example.com", "c@example.com", "d@example.com")
+    ledger.claim(ISSUE, "b1", ["a@example.com"], "me")
+    ledger.record(ISSUE, "b1", [Outcome("a@example.com", "sent", provider_id="p1")], source="test")
+    ledger.claim(ISSUE, "b2", ["b@example.com"], "me")  # a killed run's batch, in flight
+    ledger.fail(ISSUE, [("c@example.com", "bad merge data")])
+    assert ledger.issue(ISSUE).cancelled_at == ""
+    assert ledger.cancel_plan(ISSUE, "me", "cancelled") == (1, 1)
+    assert {e: (state(ledger, e).state, state(ledger, e).reason) for e in
+            ("a@example.com", "b@example.com", "c@example.com", "d@example.com")} == {
+        "a@example.com": ("sent", ""), "b@example.com": ("unknown", "cancelled"),
+        "c@example.com": ("failed", "bad merge data"), "d@example.com": ("skipped", "cancelled")}
+    assert ledger.issue(ISSUE).cancelled_at != ""
+    assert [r.cancelled_at != "" for r in ledger.issues()] == [True]
+
+
+def test_cancel_needs_the_lease_and_changes_nothing_without_it(ledger):
+    plan(ledger, "a@example.com")
+    with pytest.raises(LedgerError):
+        ledger.cancel_plan(ISSUE, "somebody-else", "cancelled")
+    assert state(ledger, "a@example.com").state == "pending" and ledger.issue(ISSUE).cancelled_at == ""
+
+
 def test_fail_moves_pending_rows_only_with_the_reason(ledger):
     plan(ledger, "a@example.com", "b@example.com")
     ledger.claim(ISSUE, "b1", ["b@example.com"], "me")
@@ -580,6 +603,7 @@ def test_a_version_7_postgres_ledger_gets_its_storage_steps_and_a_reader_takes_n
         admin.execute("ALTER TABLE deliveries RESET (fillfactor)")
         admin.execute("CREATE INDEX deliveries_by_state ON deliveries(issue_id, state)")
         admin.execute("CREATE INDEX deliveries_by_batch ON deliveries(issue_id, batch_id)")
+        admin.execute("ALTER TABLE issues DROP COLUMN cancelled_at")
         admin.execute("DELETE FROM schema_version WHERE version > 7")
     with PostgresLedger(pg_url, readonly=True) as reader:  # status, --dry-run on the older schema
         assert reader.migrated_from == 7 and reader.counts(ISSUE)["pending"] == 0

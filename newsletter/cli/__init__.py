@@ -53,6 +53,7 @@ pass_app = click.make_pass_decorator(App)
 COMMANDS = {
     "archive": ("archive", "Write the static web archive of sent issues: one page each, an index and an Atom feed."),
     "build": ("build", "Compile ISSUE (path or id) and write HTML, text and a sample .eml."),
+    "cancel": ("cancel", "Stop ISSUE's send for good: nobody who has not got it yet will."),
     "config": ("config_cmd", "Inspect the resolved configuration."),
     "dispatch": ("dispatch", "For cron: send every issue whose send_at has passed, and resume unfinished ones."),
     "init": ("workspace", "Create a workspace in DIRECTORY (default: here) with an example issue, layout and list."),

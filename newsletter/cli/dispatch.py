@@ -85,6 +85,9 @@ def _dispatch(app: App, log: EventLog, records: list[dict], options: SendOptions
         codes.append(LeaseHeld.exit_code)
     _say_why_not(log, schedule)
     for verdict in schedule.having(Action.SEND, Action.RESUME):
+        if verdict.facts.file_gone:
+            codes.append(_say_file_gone(log, verdict, records))
+            continue
         codes.append(_send(app, log, verdict, records, options, dry_run=dry_run))
     return next((c for c in WORST_FIRST if c in codes), 0)
 
@@ -132,6 +135,17 @@ def _send(app: App, log: EventLog, verdict: Verdict, records: list[dict], option
         log.error(error.render(), issue=issue_id, exit_code=1)
         return 1
     return exit_code(result.counts, result.others)
+
+
+def _say_file_gone(log: EventLog, verdict: Verdict, records: list[dict]) -> int:
+    """An unfinished plan that no issue file is any more: resuming it needs its text, which is gone or renamed."""
+    issue_id = verdict.facts.issue_id
+    said = (f"{issue_id}: its send is unfinished, but no file in issues/ is this issue any more (renamed or deleted); "
+            f"nothing was sent. To finish it, put the file back, or add `id: {issue_id}` to the renamed file's front "
+            f"matter; to stop it for good, run `newsletter cancel {issue_id}`")
+    log.error(said, event="file_gone", issue=issue_id, exit_code=1)
+    records.append({"issue": issue_id, "exit_code": 1, "error": said})
+    return 1
 
 
 def _say_plan(log: EventLog, s: Summary, *, dry_run: bool) -> None:

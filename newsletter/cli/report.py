@@ -11,7 +11,7 @@ from ..errors import NewsletterError
 from ..ledger.base import STATES
 from ..report import ATTRIBUTED, DEFAULT_LAST, OPENS_NOTE, RATES_NOTE, IssueReport, percent, read_reports, utc_text
 from ..reportpage import page
-from .status import _issue_id
+from .status import issue_id_of
 from . import App, cli
 
 
@@ -33,7 +33,7 @@ def report(ctx: click.Context, issue: str | None, as_json: bool, html_file: Path
     settings = app.settings()
     if html_file is not None and issue is None:
         raise NewsletterError("--html needs an ISSUE", hint="run `newsletter report ISSUE --html FILE`")
-    issue_id, missing = (None, None) if issue is None else _issue_id(settings, issue)
+    issue_id, missing = (None, None) if issue is None else issue_id_of(settings, issue)
     found = read_reports(settings, issue_id, last=last, ask_provider=not no_provider, refresh=refresh,
                          trend=html_file is not None, no_such_issue=missing)
     reports = found.shown

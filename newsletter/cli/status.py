@@ -38,7 +38,7 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool, skipped: bo
         if issue is None:
             _status_table(ledger, as_json, failed)
             return
-        issue_id, missing = _issue_id(settings, issue)
+        issue_id, missing = issue_id_of(settings, issue)
         if ledger.issue(issue_id) is None:
             if missing is not None:  # neither a file nor an issue the ledger knows: "no such issue"
                 raise missing
@@ -54,6 +54,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool, skipped: bo
         if as_json:
             obj = {"issue": issue_id, "total": sum(counts.values()), **{s: counts[s] for s in STATES},
                    "provider": route.key()}
+            if record and record.cancelled_at:  # only then: the object's shape is otherwise as documented
+                obj["cancelled_at"] = record.cancelled_at
             if ledger.many_workers:
                 now = ledger.clock()
                 obj["workers"] = [_worker_fields(w, now) for w in _live_workers(ledger, issue_id)]
@@ -67,6 +69,8 @@ def status(app: App, issue: str | None, as_json: bool, failed: bool, skipped: bo
             return
         click.echo(f"{issue_id}: " + ", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {sum(counts.values())})")
         click.echo(f"provider: {_provider_line(route)}")
+        if record and record.cancelled_at:
+            click.echo(f"cancelled at {record.cancelled_at} (`newsletter cancel`): nobody more is sent it")
         lease = ledger.lease(issue_id)
         if lease:
             click.echo(_lease_line(lease, issue_id))
@@ -151,7 +155,7 @@ def _worker_lines(workers: list[Worker], now: float) -> list[str]:
     return lines
 
 
-def _issue_id(settings: Settings, ref: str) -> tuple[str, IssueError | None]:
+def issue_id_of(settings: Settings, ref: str) -> tuple[str, IssueError | None]:
     """An issue's id from its path, file name or id, and why its file could not be read (None when it
     was): an id the ledger knows works even when the file is gone."""
     from ..compile.issue import load_issue, resolve_issue_path

@@ -100,8 +100,8 @@ def parse_time(text: str) -> datetime | None:
 # What `ledger copy` moves, in this order (issues before the rows that reference them): table -> (columns,
 # key). Leases are not copied: they belong to runs of the ledger they were taken in.
 COPIED_TABLES: dict[str, tuple[str, str]] = {
-    "issues": ("issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope",
-               "issue_id"),
+    "issues": ("issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope, "
+               "cancelled_at", "issue_id"),
     "deliveries": ("issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at",
                    "issue_id, email"),
     "suppressions": ("email, reason, source, created_at, issue_id", "email"),
@@ -156,6 +156,7 @@ class IssueRecord:
     # of an older version whose rows cannot tell which provider sent them.
     provider: str = ""
     provider_scope: str = ""
+    cancelled_at: str = ""  # when `newsletter cancel` stopped its send for good; "" = not cancelled
 
 
 class PlanRow(NamedTuple):
@@ -391,6 +392,13 @@ class Ledger(ABC):
         """``send --restart``: delete the plan and all its rows, in one transaction, only while ``holder``
         holds the issue's lease and the plan is bound to ``only_provider`` or not bound at all; raise
         LedgerError otherwise. Suppressions stay. Returns the rows dropped."""
+
+    @abstractmethod
+    def cancel_plan(self, issue_id: str, holder: str, reason: str) -> tuple[int, int]:
+        """``newsletter cancel``: in one transaction, only while ``holder`` holds the issue's lease (alone,
+        on a many-worker ledger; else LedgerError), its ``pending`` rows become ``skipped`` and the
+        ``sending`` rows a dead run left become ``unknown`` (they may have gone out), both with
+        ``reason``. Sent, failed and unknown rows stay. Returns (skipped, made unknown)."""
 
     @abstractmethod
     def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:

@@ -150,6 +150,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         -- finds (benchmarks/README.md, "Indexes"). PostgreSQL's text of this step drops both.
         DROP INDEX deliveries_by_batch
     """),
+    (10, "issues.cancelled_at: a send stopped for good (newsletter cancel, docs/sending.md)", """
+        -- '' = not cancelled. Once set, send and dispatch send nobody more of the issue, whatever
+        -- its rows say later (reconcile may put a row back to pending).
+        ALTER TABLE issues ADD COLUMN cancelled_at TEXT NOT NULL DEFAULT ''
+    """),
 ]
 
 # PostgreSQL's text of the steps whose SQLite text it does not take (docs/team.md).

@@ -43,7 +43,7 @@ from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, 
 from .migrations import LATEST, STORAGE_ONLY, steps
 
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
-_ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
+_ISSUE_COLUMNS = COPIED_TABLES["issues"][0]  # every column of an IssueRecord, in its order
 _WORKER_COLUMNS = "issue_id, holder, pid, host, heartbeat, started, rate"
 _DB_NOW = "extract(epoch from clock_timestamp())::double precision"  # heartbeats: the server's clock, not each host's
 # A row reserved or claimed by nobody, or by a worker no longer registered, is anybody's.
@@ -357,7 +357,7 @@ class PostgresLedger(Ledger):
                     emails: Iterable[str], provider: str = "", provider_scope: str = "") -> int:
         with self._tx() as db:
             # A second planner waits here on the key until the first commits, then finds its plan.
-            inserted = db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (%s, %s, %s, %s, 0, %s, %s, %s) "
+            inserted = db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (%s, %s, %s, %s, 0, %s, %s, %s, '') "
                                   "ON CONFLICT (issue_id) DO NOTHING",
                                   (issue_id, content_hash, subject, segment, _now(), provider,
                                    provider_scope)).rowcount
@@ -379,19 +379,36 @@ class PostgresLedger(Ledger):
             if found[0] not in ("", only_provider):
                 raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
                                   f"its plan is kept", path=self._shown)
-            others = [h for (h,) in db.execute("SELECT holder FROM workers WHERE issue_id = %s FOR UPDATE",
-                                               (issue_id,))]
-            if holder not in others:
-                raise LedgerError(f"this run is no longer registered on issue {issue_id}: its plan is kept",
-                                  path=self._shown, hint=f"run `newsletter send {issue_id} --restart` again")
-            if len(others) > 1:
-                raise LedgerError(f"{len(others) - 1} other worker(s) are registered on issue {issue_id}: its "
-                                  f"plan is kept", path=self._shown,
-                                  hint=f"wait for them to finish (`newsletter status {issue_id}` lists them); a "
-                                       "worker that died is reaped once its heartbeat is a minute old")
+            self._require_alone(db, issue_id, holder, again=f"newsletter send {issue_id} --restart")
             dropped = db.execute("DELETE FROM deliveries WHERE issue_id = %s", (issue_id,)).rowcount
             db.execute("DELETE FROM issues WHERE issue_id = %s", (issue_id,))
             return dropped
+
+    def _require_alone(self, db: psycopg.Connection, issue_id: str, holder: str, *, again: str) -> None:
+        """``holder`` is the only worker registered on the issue (locked until the transaction ends)."""
+        others = [h for (h,) in db.execute("SELECT holder FROM workers WHERE issue_id = %s FOR UPDATE",
+                                           (issue_id,))]
+        if holder not in others:
+            raise LedgerError(f"this run is no longer registered on issue {issue_id}: its plan is kept",
+                              path=self._shown, hint=f"run `{again}` again")
+        if len(others) > 1:
+            raise LedgerError(f"{len(others) - 1} other worker(s) are registered on issue {issue_id}: its "
+                              f"plan is kept", path=self._shown,
+                              hint=f"wait for them to finish (`newsletter status {issue_id}` lists them); a "
+                                   "worker that died is reaped once its heartbeat is a minute old")
+
+    def cancel_plan(self, issue_id: str, holder: str, reason: str) -> tuple[int, int]:
+        with self._tx() as db:
+            db.execute("SELECT 1 FROM issues WHERE issue_id = %s FOR UPDATE", (issue_id,))
+            self._require_alone(db, issue_id, holder, again=f"newsletter cancel {issue_id}")
+            now = _now()
+            skipped = db.execute("UPDATE deliveries SET state = 'skipped', reason = %s, updated_at = %s, "
+                                 "claimed_by = '' WHERE issue_id = %s AND state = 'pending'",
+                                 (reason, now, issue_id)).rowcount
+            in_doubt = db.execute("UPDATE deliveries SET state = 'unknown', reason = %s, updated_at = %s "
+                                  "WHERE issue_id = %s AND state = 'sending'", (reason, now, issue_id)).rowcount
+            db.execute("UPDATE issues SET cancelled_at = %s WHERE issue_id = %s", (now, issue_id))
+            return skipped, in_doubt
 
     def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
         with self._tx() as db:

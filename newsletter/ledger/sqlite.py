@@ -39,7 +39,7 @@ from .migrations import LATEST, MIGRATIONS
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
 # unique key (issue_id, email) instead of scanning every row of a state or batch through an index.
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
-_ISSUE_COLUMNS = "issue_id, content_hash, subject, segment, planned, created_at, provider, provider_scope"
+_ISSUE_COLUMNS = COPIED_TABLES["issues"][0]  # every column of an IssueRecord, in its order
 
 
 # ``m``: the rows of issue ?2 named by the JSON array ?1 of [address key, ...] arrays, with their
@@ -276,7 +276,7 @@ class SQLiteLedger(Ledger):
         with self._tx() as db:
             if db.execute("SELECT 1 FROM issues WHERE issue_id = ?", (issue_id,)).fetchone():
                 raise PlanExists(f"issue {issue_id} already has a plan", path=self.url)
-            db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+            db.execute(f"INSERT INTO issues ({_ISSUE_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?, '')",
                        (issue_id, content_hash, subject, segment, _now(), provider, provider_scope))
             return self._insert_pending(db, issue_id, emails)
 
@@ -294,12 +294,25 @@ class SQLiteLedger(Ledger):
             if found[0] not in ("", only_provider):
                 raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
                                   f"its plan is kept", path=self.url)
-            if not db.execute("SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?", (issue_id, holder)).fetchone():
-                raise LedgerError(f"this run no longer holds issue {issue_id}'s lease: its plan is kept",
-                                  path=self.url)
+            self._require_lease(db, issue_id, holder)
             dropped = db.execute("DELETE FROM deliveries WHERE issue_id = ?", (issue_id,)).rowcount
             db.execute("DELETE FROM issues WHERE issue_id = ?", (issue_id,))
             return dropped
+
+    def _require_lease(self, db: sqlite3.Connection, issue_id: str, holder: str) -> None:
+        if not db.execute("SELECT 1 FROM leases WHERE issue_id = ? AND holder = ?", (issue_id, holder)).fetchone():
+            raise LedgerError(f"this run no longer holds issue {issue_id}'s lease: its plan is kept", path=self.url)
+
+    def cancel_plan(self, issue_id: str, holder: str, reason: str) -> tuple[int, int]:
+        with self._tx() as db:
+            self._require_lease(db, issue_id, holder)
+            now = _now()
+            skipped = db.execute("UPDATE deliveries SET state = 'skipped', reason = ?, updated_at = ? "
+                                 "WHERE issue_id = ? AND state = 'pending'", (reason, now, issue_id)).rowcount
+            in_doubt = db.execute("UPDATE deliveries SET state = 'unknown', reason = ?, updated_at = ? "
+                                  "WHERE issue_id = ? AND state = 'sending'", (reason, now, issue_id)).rowcount
+            db.execute("UPDATE issues SET cancelled_at = ? WHERE issue_id = ?", (now, issue_id))
+            return skipped, in_doubt
 
     def extend_plan(self, issue_id: str, emails: Iterable[str]) -> int:
         with self._tx() as db:

@@ -35,7 +35,7 @@ from ..compile.issue import files_with_id
 from ..compile.personalize import Personalizer
 from ..compile.pipeline import Build, personalizer
 from ..config import Settings
-from ..errors import LedgerError, PlanExists, RecipientError, StoppedNow, SubscriberError
+from ..errors import LedgerError, NewsletterError, PlanExists, RecipientError, StoppedNow, SubscriberError
 from ..files import file_stamp
 from ..ledger.base import Ledger, address_key, chunked
 from ..models import Subscriber
@@ -161,6 +161,11 @@ class SendRun:
         froze the plan (and maybe finished) must resume that plan, not freeze a second one.
         """
         self.record = self.ledger.issue(self.issue_id)
+        if self.record is not None and self.record.cancelled_at:
+            raise NewsletterError(f"issue {self.issue_id} was cancelled at {self.record.cancelled_at} (`newsletter "
+                                  f"cancel`): nobody more is sent it", hint=f"`newsletter status {self.issue_id}` "
+                                  "says who got it; to send this text again, make it a new issue with a new file "
+                                  "name or `id:` (everyone gets that one, including those sent this one)")
         options = self.options
         # Before anything else: a plan bound to another provider is refused (docs/sending.md).
         self.verdict = route_verdict(self.record, self.provider, self.ledger, restart=options.restart)

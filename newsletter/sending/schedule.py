@@ -52,6 +52,8 @@ class IssueFacts:
     # Its plan went only through the outbox (a trial) and [provider] name is now another: nobody got it yet.
     trial_only: bool = False
     held_by: Lease | None = None  # a live run holding the issue's lease
+    cancelled: bool = False  # `newsletter cancel` stopped it for good
+    file_gone: bool = False  # a plan in the ledger that no issue file is (renamed or deleted)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ def decide(facts: IssueFacts, now: datetime, max_age: timedelta) -> Verdict:
     finished only through the outbox, a trial, is judged as never started: when it is due, its send is
     refused with the way out (`send --restart`, sending/binding.py) rather than called finished in silence."""
     age = now - facts.send_at if facts.send_at is not None and facts.send_at <= now else None
-    if facts.unfinished:
+    if facts.cancelled:
+        action = Action.FINISHED
+    elif facts.unfinished:
         action = Action.RESUME
     elif facts.started and not facts.trial_only:
         action = Action.FINISHED
@@ -108,7 +112,7 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
     seen: set[str] = set()
     trial_is_over = settings.provider.name != OUTBOX  # an outbox plan is a trial once the provider is another
     with open_ledger(settings, readonly=True) as ledger:
-        def facts(issue_id: str, ref: str, send_at: datetime | None) -> IssueFacts:
+        def facts(issue_id: str, ref: str, send_at: datetime | None, *, file_gone: bool = False) -> IssueFacts:
             counts = ledger.counts(issue_id)
             lease = ledger.lease(issue_id)
             alive = lease is not None and lease.holder_alive(stale_after=LEASE_STALE_AFTER, now=time.time())
@@ -116,7 +120,8 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
             return IssueFacts(issue_id, ref, send_at, started=record is not None,
                               unfinished=bool(counts["pending"] or counts["sending"]),
                               trial_only=record is not None and record.provider == OUTBOX and trial_is_over,
-                              held_by=lease if alive else None)
+                              held_by=lease if alive else None,
+                              cancelled=record is not None and bool(record.cancelled_at), file_gone=file_gone)
 
         for path in sorted(settings.workspace_path("issues").glob("*.md")):
             try:
@@ -128,7 +133,8 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
             schedule.verdicts.append(decide(facts(issue.id, str(path), issue.send_at), now, max_age))
         for record in ledger.issues():
             if record.issue_id not in seen:  # its file is gone or renamed: a started plan still finishes
-                schedule.verdicts.append(decide(facts(record.issue_id, record.issue_id, None), now, max_age))
+                schedule.verdicts.append(decide(facts(record.issue_id, record.issue_id, None, file_gone=True), now,
+                                                max_age))
     return schedule
 
 
