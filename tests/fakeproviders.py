@@ -23,7 +23,10 @@ Fault injection (``fake.inject(...)``) applies to the next send calls:
 ``status`` (500, 503, 429 + Retry-After, ...), ``drop`` (accept and record the
 batch, then close the socket without answering: an in-doubt batch), ``hold``
 (accept and record, then wait until released: the moment to SIGKILL a sender)
-and ``garbage`` (a 200 whose body is not what the docs say). A wrong key gets
+``garbage`` (a 200 whose body is not what the docs say), ``accepted`` (accept and
+record, then answer ``status``, a 2xx no doc names, with no body) and ``echo``
+(answer ``status`` with the request's own headers in the message, as a proxy or a
+debugging endpoint may: the key must not reach the user). A wrong key gets
 the provider's own 401/403. Resend's keys never expire here unless the test says
 so: ``fake.forget_idempotency_keys()`` is a day going by.
 
@@ -129,7 +132,7 @@ class Tally:
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | hold | garbage
+    kind: str  # status | drop | hold | garbage | accepted | echo
     status: int = 500
     retry_after: float | None = None
     release: threading.Event = field(default_factory=threading.Event)  # ``hold``: answer (by dropping) when set
@@ -432,11 +435,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 headers["X-RateLimit-Reset"] = f"{time.time() + fault.retry_after:.0f}"
             return self._answer(fault.status, {"message": f"injected HTTP {fault.status}"}, headers)
+        if fault and fault.kind == "echo":
+            fault.reached.set()
+            return self._answer(fault.status, {"message": f"bad request; it had the headers {dict(self.headers)}"})
         status, answer, headers = handle(body)
         if fault:
             fault.reached.set()  # only now: the batch is accepted before a test acts on `reached`
         if fault and fault.kind == "garbage":
             return self._answer(200, b"<html><body>502 Bad Gateway (proxy)</body></html>")
+        if fault and fault.kind == "accepted":
+            return self._answer(fault.status, b"")
         if fault and fault.kind == "drop":
             return self._drop()
         if fault and fault.kind == "hold":

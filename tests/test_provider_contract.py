@@ -299,6 +299,32 @@ def test_a_200_that_is_not_the_documented_body_is_unknown_never_sent(fake, name)
 
 
 @pytest.mark.parametrize("name", HTTP)
+def test_an_undocumented_2xx_after_accepting_is_unknown_never_a_refusal(fake, name):
+    # A refusal puts the batch back to pending: the next run would send those readers a second copy.
+    fake.inject("accepted", status=204)
+    outcomes = send(adapter(name, fake), sample_batch(2))
+    assert [o.state for o in outcomes] == ["unknown", "unknown"] and all(o.reason for o in outcomes)
+    assert len(fake.delivered(name)) == 2
+
+
+@pytest.mark.parametrize("name", HTTP)
+def test_an_error_that_echoes_our_headers_never_shows_the_key(fake, name):
+    import base64
+
+    provider = adapter(name, fake)
+    basic = base64.b64encode(f"api:{KEY}".encode()).decode()
+    fake.inject("echo", status=400)
+    try:
+        said = [o.reason for o in send(provider, sample_batch(2))]
+    except ProviderError as err:
+        said = [str(err), err.message, err.body, err.hint or "", err.render()]
+    assert said and "headers" in " ".join(said)  # the echo was read, and what it said is kept
+    for text in said:
+        assert KEY not in text and basic not in text
+    assert fake.delivered(name) == []
+
+
+@pytest.mark.parametrize("name", HTTP)
 def test_a_connection_never_made_is_not_accepted_and_names_the_host(fake, name):
     provider = adapter(name, fake)
     provider.url = lambda path: "http://127.0.0.1:9" + path  # the discard port: nobody listens

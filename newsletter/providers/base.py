@@ -42,6 +42,7 @@ that recipient fails, the rest of the batch goes back to pending.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import math
@@ -344,7 +345,21 @@ class Provider:
         """The one send path of every adapter (never overridden; override :meth:`transmit` instead)."""
         refuse_line_breaks(batch)
         request = self.build_request(batch)
-        return self.parse_response(batch, self.transmit(request, session))
+        try:
+            outcomes = self.parse_response(batch, self.transmit(request, session))
+        except ProviderError as err:  # a provider (or a proxy) may echo our headers back: never show the key
+            self.scrubbed(err)
+            raise
+        if not self.secrets() or not any(o.reason for o in outcomes):
+            return outcomes
+        return [dataclasses.replace(o, reason=self.scrub(o.reason)) if o.reason else o for o in outcomes]
+
+    def scrubbed(self, err: ProviderError) -> ProviderError:
+        """``err`` with the key scrubbed from everything it says (its message, hint and body), in place."""
+        err.message, err.body = self.scrub(err.message), self.scrub(err.body)
+        err.hint = self.scrub(err.hint) if err.hint else err.hint
+        err.args = (err.render(),)
+        return err
 
     def transmit(self, request: Any, session: requests.Session | None) -> Any:
         """Hand the request over and return the answer: here an HTTP call without redirects, whose

@@ -208,6 +208,8 @@ class MailgunProvider(Provider):
                 return all_outcomes(batch, "sent", provider_id=str(body["id"]))
             return all_outcomes(batch, "unknown", reason="mailgun answered 200 without the documented "
                                                          "'Queued. Thank you.' and message id")
+        if 200 <= status < 300:  # not the documented 200: it may have been queued, so it is not a refusal
+            return all_outcomes(batch, "unknown", reason=f"mailgun answered HTTP {status}, not the documented 200")
         text = provider_message(response)
         if status == 404:
             raise ProviderError(f"mailgun: {text or 'not found'}", status=404, body=response.text,

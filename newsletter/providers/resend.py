@@ -112,6 +112,8 @@ class ResendProvider(Provider):
         status = response.status_code
         if status == 200:
             return self._accepted(batch, body)
+        if 200 <= status < 300:  # not the documented 200: it may have been accepted, so it is not a refusal
+            return all_outcomes(batch, "unknown", reason=f"resend answered HTTP {status}, not the documented 200")
         name = str(body.get("name", "")) if isinstance(body, dict) else ""
         text = provider_message(response)
         if status == 409 and name == "concurrent_idempotent_requests":
