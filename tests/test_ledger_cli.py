@@ -103,17 +103,46 @@ def test_copy_merge_adds_what_the_target_lacks_and_keeps_what_it_has(run, worksp
         fill(db)
     with PostgresLedger(pg_url) as db:
         db.add_suppression("gone@example.com", "added by hand", source="manual")
-        db.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=["r0@example.com",
-                                                                                    "extra@example.com"])
+        db.acquire_lease(ISSUE, "me", stale_after=60)
+        db.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=[
+            "r0@example.com", "r6@example.com", "extra@example.com", "r7@example.com"])
+        db.claim(ISSUE, "t1", ["r6@example.com"], "me")
+        db.record(ISSUE, "t1", [Outcome("r6@example.com", "sent", provider_id="pg-6")], source="postmark")
+        db.release_lease(ISSUE, "me")
+        db.erase_address("r7@example.com")  # erased here: a copy must not bring the address back
     result = run("ledger", "copy", "--to", pg_url, "--merge")
     assert result.exit_code == 0, result.output
     with PostgresLedger(pg_url) as db:
-        rows = {r.email: r.state for r in db.rows(ISSUE, STATES)}
-        assert rows["r0@example.com"] == "pending" and rows["extra@example.com"] == "pending"  # kept as it was
-        assert rows["r4@example.com"] == "sending" and rows["r1@example.com"] == "failed"  # added
+        rows = {r.email: (r.state, r.provider_id) for r in db.rows(ISSUE, STATES)}
+        # Sent through the source while pending here: brought forward, or the next run here sends it again.
+        assert rows["r0@example.com"] == ("sent", "pm-0")
+        assert rows["r6@example.com"] == ("sent", "pg-6")  # further along here than in the source: kept
+        assert rows["extra@example.com"] == ("pending", "")  # only here: kept
+        assert rows["r4@example.com"][0] == "sending" and rows["r1@example.com"][0] == "failed"  # added
+        assert "r7@example.com" not in rows and any(e.startswith("sha256:") for e in rows)
         assert db.issue(ISSUE).planned == len(rows) == 9
         assert {s.email: s.source for s in db.suppressions()} == {"gone@example.com": "manual",
                                                                    "left@example.com": "link"}
+
+
+def test_copy_merge_into_sqlite_brings_a_pending_row_forward_and_keeps_an_erasure(run, workspace):
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3") as db:
+        fill(db)
+    with SQLiteLedger(workspace / "other.sqlite3") as db:
+        db.create_plan(ISSUE, content_hash="h1", subject="Hi", segment="", emails=["r0@example.com",
+                                                                                    "r7@example.com"])
+        db.erase_address("r7@example.com")
+    assert run("ledger", "copy", "--to", "other.sqlite3", "--merge").exit_code == 0
+    with SQLiteLedger(workspace / "other.sqlite3") as db:
+        rows = {r.email: r.state for r in db.rows(ISSUE, STATES)}
+        assert rows["r0@example.com"] == "sent" and "r7@example.com" not in rows
+        assert db.issue(ISSUE).planned == len(rows) == 8
+
+
+def test_copy_refuses_a_url_whose_scheme_is_not_postgresql(run, workspace):
+    result = run("ledger", "copy", "--to", "postgresq://newsletter@db.example.com/newsletter")
+    assert result.exit_code == 1 and "is neither postgresql:// nor a file path; nothing was copied" in result.output
+    assert not (workspace / "postgresq:").exists()
 
 
 def test_copy_refuses_a_password_in_the_target_url(run, pg_url):

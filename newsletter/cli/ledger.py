@@ -60,6 +60,9 @@ def copy(app: App, target_url: str, merge: bool) -> None:
     if without_password(target_url) != target_url:
         raise ConfigError("--to contains a password, which would show in the process list and shell history",
                           hint="leave it out of the URL and set PGPASSWORD or use ~/.pgpass")
+    if "://" in target_url and not is_postgres_url(target_url):  # a typo'd scheme would be a file name
+        raise ConfigError(f"--to {without_password(target_url)!r} is neither postgresql:// nor a file path; "
+                          "nothing was copied", hint="a PostgreSQL ledger's URL starts with postgresql://")
     target_path = target_url if is_postgres_url(target_url) else str(settings.workspace_path(target_url))
     with open_ledger(settings, readonly=True) as source, open_url(target_path) as target:
         added = copy_ledger(source, target, merge=merge)

@@ -109,6 +109,34 @@ COPIED_TABLES: dict[str, tuple[str, str]] = {
 }
 
 
+def _rank(state: str) -> str:
+    return f"CASE {state} WHEN 'pending' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 3 ELSE 2 END"
+
+
+# `ledger copy --merge` of one delivery row, in the named-parameter style of both drivers once ":name" is
+# rewritten (SQLite takes it as is). A row the target lacks is added, unless the target holds that address
+# erased (its hash: an erasure is never undone by a copy). A row the target has is replaced only by one
+# further along (pending < sending < failed, skipped, unknown < sent): a reader sent through the other
+# ledger must not stay pending here, where the next run would send them a second copy.
+MERGE_DELIVERY_SQL = (
+    "INSERT INTO deliveries (issue_id, email, state, attempts, batch_id, provider_id, reason, updated_at, claimed_at) "
+    "SELECT :issue_id, :email, :state, :attempts, :batch_id, :provider_id, :reason, :updated_at, :claimed_at "
+    "WHERE NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.issue_id = :issue_id AND e.email = :erased) "
+    "ON CONFLICT (issue_id, email) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, "
+    "batch_id = excluded.batch_id, provider_id = excluded.provider_id, reason = excluded.reason, "
+    "updated_at = excluded.updated_at, claimed_at = excluded.claimed_at "
+    f"WHERE {_rank('excluded.state')} > {_rank('deliveries.state')}")
+
+
+def merge_delivery_params(rows: Iterable[tuple]) -> Iterator[dict]:
+    """:data:`MERGE_DELIVERY_SQL`'s parameters of each delivery row (in COPIED_TABLES' column order)."""
+    names = [c.strip() for c in COPIED_TABLES["deliveries"][0].split(",")]
+    for row in rows:
+        params = dict(zip(names, row))
+        params["erased"] = erased_key(params["email"])
+        yield params
+
+
 # What a suppression is, from its reason: `suppressions sync` writes "<kind> at <provider> (...)", a link
 # unsubscribe "unsubscribed"; an address a send refused (Postmark's inactive recipient) or one added by
 # hand says no kind: "other". (A space is appended so that a bare kind matches "<kind> %".)

@@ -36,13 +36,14 @@ import psycopg
 from ..config import without_password
 from ..errors import LedgerError, PlanExists
 from ..models import Outcome
-from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, MERGE_DELIVERY_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
                    CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression, Worker,
                    address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time,
-                   reported_suppressions, suppression_rows)
+                   merge_delivery_params, reported_suppressions, suppression_rows)
 from .migrations import LATEST, STORAGE_ONLY, steps
 
 _RESOLVE_STATE = {"sent": "sent", "failed": "failed", "retry": "pending"}
+_MERGE_DELIVERY = re.sub(r":(\w+)", r"%(\1)s", MERGE_DELIVERY_SQL)  # psycopg's named parameters
 _ISSUE_COLUMNS = COPIED_TABLES["issues"][0]  # every column of an IssueRecord, in its order
 _WORKER_COLUMNS = "issue_id, holder, pid, host, heartbeat, started, rate"
 _DB_NOW = "extract(epoch from clock_timestamp())::double precision"  # heartbeats: the server's clock, not each host's
@@ -256,8 +257,11 @@ class PostgresLedger(Ledger):
                 added[table] = 0
                 with db.cursor() as cursor:
                     for chunk in chunked(rows, 5000):
-                        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
-                                           f"ON CONFLICT ({key}) DO NOTHING", chunk)
+                        if merge and table == "deliveries":
+                            cursor.executemany(_MERGE_DELIVERY, merge_delivery_params(chunk))
+                        else:
+                            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+                                               f"ON CONFLICT ({key}) DO NOTHING", chunk)
                         added[table] += cursor.rowcount
             if merge:  # an issue of both ledgers may have gained rows
                 db.execute("UPDATE issues SET planned = (SELECT count(*) FROM deliveries d "

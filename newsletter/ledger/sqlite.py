@@ -30,10 +30,10 @@ from urllib.parse import quote
 
 from ..errors import LeaseHeld, LedgerError, PlanExists
 from ..models import Outcome
-from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
+from .base import (COPIED_TABLES, ISSUE_SUPPRESSIONS_SQL, MERGE_DELIVERY_SQL, RECORD_STATE, STATES, STORE_FIGURES_SQL, UNKNOWN_PROVIDER,
                    CachedFigures, DeliveryRow, IssueRecord, IssueSummary, Lease, Ledger, PlanRow, Suppression,
                    address_key, all_sent_alike, check_outcomes, chunked, erased_key, parse_time,
-                   reported_suppressions, suppression_rows)
+                   merge_delivery_params, reported_suppressions, suppression_rows)
 from .migrations import LATEST, MIGRATIONS
 
 # Per-address statements write "+state" / "+batch_id": the unary plus keeps SQLite's planner on the
@@ -223,6 +223,9 @@ class SQLiteLedger(Ledger):
                 marks = ", ".join("?" * len(columns.split(",")))
                 before = db.total_changes
                 for chunk in chunked(rows, 5000):
+                    if merge and table == "deliveries":
+                        db.executemany(MERGE_DELIVERY_SQL, merge_delivery_params(chunk))
+                        continue
                     db.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", chunk)
                 added[table] = db.total_changes - before
             if merge:  # an issue of both ledgers may have gained rows
