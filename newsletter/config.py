@@ -264,12 +264,15 @@ def _check_site_url(site_url: str, origin: str) -> None:
                           "would be broken", path=origin, hint='write it with its scheme, e.g. "https://example.com/notes"')
 
 
-_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+# user:password@ up to the authority's last "@" (a password with an unencoded "@" is still all hidden), and
+# libpq's ?password= parameter.
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 def without_password(url: str) -> str:
     """``url`` with any password in it shown as ``****`` (what may be printed of a URL)."""
-    return _URL_PASSWORD.sub(r"\1****@", url)
+    return _QUERY_PASSWORD.sub(r"\1****", _URL_PASSWORD.sub(r"\1****@", url))
 
 
 def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> None:
@@ -277,7 +280,7 @@ def _check_urls(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, s
     for section, key in (("ledger", "url"), ("provider", "api_base"), ("unsubscribe", "url")):
         origin = origins[f"{section}.{key}"]
         in_file = not origin.startswith(("env ", "flag", "default"))
-        if in_file and _URL_PASSWORD.search(values[section][key]):
+        if in_file and without_password(values[section][key]) != values[section][key]:
             raise ConfigError(f"[{section}] {key} contains a password, and secrets never go in the config file",
                               path=origin, hint=f"set NEWSLETTER_{section.upper()}_{key.upper()} in the "
                                                 f"environment instead, or use the service's own credential file")

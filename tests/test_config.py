@@ -133,3 +133,21 @@ def test_password_in_a_url_is_refused_in_the_file_and_masked_from_env(tmp_path):
     assert rows["ledger.url"] == "postgresql://bob:****@db/news"
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://bob:s3c@retpw@db:5432/news", "postgresql://bob:****@db:5432/news"),  # an "@" not encoded
+    ("postgresql://bob@db/news?sslmode=require&password=s3cretpw", "postgresql://bob@db/news?sslmode=require&password=****"),
+    ("postgresql://bob@db/news?PASSWORD=s3cretpw", "postgresql://bob@db/news?PASSWORD=****"),
+    ("postgresql://db:5432/news", "postgresql://db:5432/news"),
+    ("https://example.com/u?token={token}", "https://example.com/u?token={token}"),
+])
+def test_every_form_of_a_password_in_a_url_is_masked_and_refused_in_the_file(tmp_path, url, shown):
+    assert config.without_password(url) == shown
+    path = write(tmp_path, f'[ledger]\nurl = "{url}"\n')
+    if shown == url:
+        assert config.load(path, {}).ledger.url == url
+        return
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    assert "contains a password" in str(err.value) and "s3c" not in str(err.value)
+
+
