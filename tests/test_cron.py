@@ -279,6 +279,14 @@ def test_a_config_error_is_one_timestamped_line(run, workspace):
     assert STAMP.match(line) and "Error: env NEWSLETTER_PROVIDER_TEST_MODE: [provider] test_mode is on" in line
 
 
+def test_json_is_still_one_list_when_the_config_is_wrong(run, workspace):
+    (workspace / "newsletter.toml").write_text((workspace / "newsletter.toml").read_text() + "\n[provider]\n")
+    result = run("dispatch", "--json", env=SECRET)
+    assert result.exit_code == 1
+    [record] = json.loads(result.stdout)
+    assert record["issue"] is None and record["exit_code"] == 1 and "newsletter.toml" in record["error"]
+
+
 # -- two dispatch processes at once ---------------------------------------------------------------------
 def start_dispatch(workspace, env, *args, json_out=False):
     command = [sys.executable, "-c", "from newsletter.cli import main; main()", *args, "dispatch"]

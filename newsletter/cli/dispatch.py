@@ -58,6 +58,8 @@ def dispatch(app: App, dry_run: bool, as_json: bool, max_age_text: str, log_json
                          max_age=max_age, max_age_text=max_age_text)
     except NewsletterError as err:  # the config, the ledger: one event like the rest, then its exit code
         log.error(err.render(), exit_code=err.exit_code)
+        if as_json:  # still one list: what was done before it, then the error, of no one issue
+            click.echo(json.dumps([*records, {"issue": None, "exit_code": err.exit_code, "error": err.render()}]))
         raise click.exceptions.Exit(err.exit_code) from None
     if as_json:
         click.echo(json.dumps(records))
