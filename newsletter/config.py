@@ -220,6 +220,7 @@ _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")  # "en", "p
 # slips ("editor@@example", "Name you@example.com" without <>), not email-validator's: every command reads
 # the config, and that import would cost `status` its start-up time (benchmarks/startup.py).
 _ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\".]+(?:\.[^@\s<>\".]+)+")
+_NAME_SPECIALS = re.compile(r'[,;:@()\[\]\\"]')  # RFC 5322 specials a display name may hold only quoted
 _NAMED_ADDRESS = re.compile(r"(?:[^<>]*?\s*<(?P<inner>[^<>]*)>|(?P<bare>[^<>]*))")
 
 
@@ -254,6 +255,12 @@ def _check_addresses(values: Mapping[str, Mapping[str, Any]], origins: Mapping[s
             example = '"Field Notes <notes@example.com>" or "notes@example.com"' if named else '"unsubscribe@example.com"'
             raise ConfigError(f"[{section}] {key} = {value!r} is not an email address", path=origins[f"{section}.{key}"],
                               hint=f"write it as {example}")
+        name = value[:value.rfind("<")].strip() if shape and shape.group("inner") is not None else ""
+        if name and not (name.startswith('"') and name.endswith('"')) and _NAME_SPECIALS.search(name):
+            # Unquoted, "Müller, Anna <a@example.com>" is two addresses to every mail reader: replies bounce.
+            raise ConfigError(f"[{section}] {key} = {value!r}: the name holds a {_NAME_SPECIALS.search(name)[0]!r}, "
+                              "which splits the header unless the name is quoted", path=origins[f"{section}.{key}"],
+                              hint=f"""put the name in double quotes: {key} = '"{name}" <{address}>'""")
 
 
 def _check_site_url(site_url: str, origin: str) -> None:

@@ -176,6 +176,20 @@ def test_an_address_that_is_not_one_is_refused_with_its_line(run, workspace, sec
     assert hint in err
 
 
+@pytest.mark.parametrize("key, toml_value, special", [
+    ("reply_to", "'Müller, Anna <anna@example.com>'", ","), ("from", "'Notes: Weekly <notes@example.com>'", ":"),
+    ("from", "'Ann (editor) <ann@example.com>'", "("),
+])
+def test_a_name_with_an_unquoted_special_is_refused_with_the_quoted_form(run, workspace, key, toml_value, special):
+    """Unquoted, "Müller, Anna <a@x>" is two addresses to every mail reader: replies bounced, build crashed."""
+    line = set_key(workspace, "newsletter", key, toml_value)
+    err = refused(run, workspace, "send", ISSUE, "--yes")
+    name, address = toml_value[1:-1].rsplit(" <", 1)
+    assert f"Error: newsletter.toml:{line}: [newsletter] {key} = {toml_value[1:-1]!r}: the name holds a " \
+           f"{special!r}, which splits the header unless the name is quoted" in err
+    assert f"""{key} = '"{name}" <{address[:-1]}>'""" in err
+
+
 def test_a_site_url_without_its_scheme_is_refused(run, workspace):
     line = set_key(workspace, "newsletter", "site_url", '"example.com/notes"')
     err = refused(run, workspace, "build", ISSUE)
