@@ -54,6 +54,9 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> str:
 def seed_with_images(layout: str) -> str:
     text = SEED.read_text(encoding="utf-8").replace("---\n", f"---\ntemplate: {layout}\n", 1)
     text = text.replace("Hi folks,", f"![Cranes at dusk]({png(600, 240, (40, 90, 140))})\n\nHi folks,", 1)
+    # A code block whose line is wider than a phone: it wraps, it does not widen the card (it did in all three).
+    text = text.replace("Hi folks,", "```\nberth_load = sum(crane.lifts_per_hour * crane.hours for crane in cranes) "
+                                     "/ len(berths)\n```\n\nHi folks,", 1)
     return text.replace("The Port of Valencia now",
                         f"![A ferry at its berth]({png(240, 160, (200, 120, 60))})\n\nThe Port of Valencia now", 1)
 
