@@ -61,3 +61,14 @@ def test_an_unclosed_tag_is_reported_on_its_own_line_not_where_jinja_gave_up(wor
         compile_issue(load_issue(path), config.load(workspace / "newsletter.toml", {}))
     assert str(err.value).startswith(f"{path}:7: template error: {opening} on this line is never closed with "
                                      f"{closing} (Jinja gave up 2 line(s) later: ")
+
+
+def test_an_unclosed_tag_before_a_merge_field_is_named_in_one_line_not_the_text_up_to_that_field(workspace):
+    # The {{ of line 7 ran to the }} of the merge field below: the error quoted every line between (1.5 KB).
+    path = write(workspace, "Intro\n\n## Desalination gets {{ cheaper\n\nCosts fell.\n\n"
+                            "Thanks {{ subscriber.name | default('reader') }}\n")
+    with pytest.raises(TemplateError) as err:
+        compile_issue(load_issue(path), config.load(workspace / "newsletter.toml", {}))
+    assert str(err.value) == (f"{path}:7: template error: {{{{ on this line is never closed with }}}} before the "
+                              "next {{ or the end of its paragraph (close it with }}; a literal {{ is written "
+                              "{{ '{{' }})")

@@ -113,10 +113,15 @@ def replace_recipient_expressions(text: str, path: str, first_line: int,
         if not _MENTIONS_RECIPIENT.search(source):
             return match.group(0)  # issue-level: Jinja renders it once
         line = first_line + text.count("\n", 0, match.start())
+        if "{{" in source or "\n\n" in source:  # this {{ runs into the next one, or past its paragraph
+            raise TemplateError("template error: {{ on this line is never closed with }} before the next {{ or "
+                                "the end of its paragraph", path=path, line=line,
+                                hint="close it with }}; a literal {{ is written {{ '{{' }}")
         try:
             _, names = _analyse(source)
         except jinja2.TemplateSyntaxError as err:
-            raise TemplateError(f"merge field {{{{ {source} }}}}: {err.message}", path=path, line=line,
+            shown = source if len(source) <= 80 else source[:77] + "..."
+            raise TemplateError(f"merge field {{{{ {shown} }}}}: {err.message}", path=path, line=line,
                                 hint='write e.g. {{ subscriber.name | default("there") }}') from None
         if not names & RECIPIENT_NAMES:
             return match.group(0)  # e.g. a string that merely contains the word
