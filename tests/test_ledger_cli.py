@@ -166,3 +166,29 @@ def test_info_before_the_first_send_says_the_ledger_is_not_made_yet(run, workspa
     assert (f"schema:        none yet (the first `newsletter send` creates version {LATEST}; `newsletter ledger "
             "migrate` does it now)") in result.output
     assert not (workspace / ".newsletter" / "ledger.sqlite3").exists()  # info created nothing
+
+
+def test_a_role_without_rights_gets_what_to_grant_not_a_traceback(run, pg_url):
+    import psycopg
+
+    with PostgresLedger(pg_url) as db:
+        fill(db)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS norights")
+        admin.execute("CREATE ROLE norights LOGIN")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    url = pg_url.replace("postgres@", "norights@")
+    for command in (["status"], ["ledger", "info"], ["suppressions", "list"]):
+        result = run(*command, env=pg_env(url))
+        assert result.exit_code == 1, (command, result.output)
+        assert "the PostgreSQL ledger refused this role: permission denied for table" in result.output
+        assert "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO this role" in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA public CASCADE")
+        admin.execute("CREATE SCHEMA public")
+        admin.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")  # as PostgreSQL 15 makes a database's own
+    result = run("ledger", "migrate", env=pg_env(url))
+    assert result.exit_code == 1 and "refused this role: permission denied for schema public" in result.output
+    assert "run `newsletter ledger migrate` once as that role" in result.output

@@ -80,6 +80,21 @@ def _failed_step_hint(err: psycopg.Error) -> str:
     return "nothing of this step was written; run the command again"
 
 
+def _refused(err: psycopg.Error, path: str) -> LedgerError | None:
+    """A LedgerError that says what to grant, when the server refused this role a table or the schema
+    (running again cannot help), else None."""
+    if not isinstance(err, psycopg.errors.InsufficientPrivilege):
+        return None
+    if "denied for schema" in str(err):  # creating the tables (ledger migrate, a first send)
+        hint = ("the ledger's tables are created by the database's owner: run `newsletter ledger migrate` once as "
+                "that role (createdb --owner ROLE), then the others need only rights on the tables")
+    else:
+        hint = ("the database's owner can grant them: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                "public TO this role; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO this role")
+    return LedgerError(f"the PostgreSQL ledger refused this role: {str(err).strip().splitlines()[0]}", path=path,
+                       hint=hint)
+
+
 _MIGRATION_LOCK = 7_262_011  # pg_advisory_xact_lock key: one migrating process at a time
 CONNECT_TIMEOUT_S = 10
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -177,20 +192,26 @@ class PostgresLedger(Ledger):
                 with db.transaction():
                     yield db
             except psycopg.Error as err:
-                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
-                                  hint=_failed_step_hint(err)) from err
+                raise _refused(err, self._shown) or LedgerError(
+                    f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
+                    hint=_failed_step_hint(err)) from err
 
     def _read(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
         with self._connection() as db:
             try:
                 return db.execute(sql, params).fetchall()
             except psycopg.Error as err:
-                raise LedgerError(f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
-                                  hint=_LOST if isinstance(err, psycopg.OperationalError) else None) from err
+                raise _refused(err, self._shown) or LedgerError(
+                    f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown,
+                    hint=_LOST if isinstance(err, psycopg.OperationalError) else None) from err
 
     def schema_version(self) -> int:
         with self._connection() as db:
-            return schema_version(db)
+            try:
+                return schema_version(db)
+            except psycopg.Error as err:
+                raise _refused(err, self._shown) or LedgerError(
+                    f"the PostgreSQL ledger failed: {str(err).strip()}", path=self._shown, hint=_LOST) from err
 
     def _migrate(self, readonly: bool) -> None:
         version = self.migrated_from = self.schema_version()
@@ -209,6 +230,9 @@ class PostgresLedger(Ledger):
             try:
                 self._apply(db, version, readonly=True)
             except psycopg.Error as err:  # another process created or upgraded the tables meanwhile
+                refused = _refused(err, self._shown)
+                if refused is not None:
+                    raise refused from None
                 raise LedgerError(f"the ledger's schema (version {version}, this newsletter uses {LATEST}) was "
                                   f"being upgraded by another process: {str(err).strip()}", path=self._shown,
                                   hint="run `newsletter ledger migrate` once before starting several workers, "
