@@ -204,3 +204,23 @@ def test_an_unknown_status_value_names_the_row_and_the_way_out(run):
     result = run("subscribers", "import", "bd.csv", "--status", "subscribed")
     assert result.exit_code == 0, result.output
     assert people()["new@example.org"].status == "subscribed"
+
+
+def test_buttondowns_current_export_reads_type_as_the_status(run):
+    # Its `type` column (once subscriber_type) read as a merge field made every reader "subscribed": those
+    # who left, never confirmed or bounce were sent the next issue.
+    result = run("subscribers", "import", "buttondown-2025.csv", "--dry-run")
+    assert "  'type' -> status (regular, premium, … = subscribed;" in result.stdout
+    assert "  'undeliverability_date' -> status bounced when set (Buttondown)" in result.stdout
+    assert run("subscribers", "import", "buttondown-2025.csv").exit_code == 0
+    got = people()
+    assert {e: got[e].status for e in ("reader.one@example.com", "left.early@example.org",
+                                       "never.confirmed@example.net", "hard.bounce@example.org")} == {
+        "reader.one@example.com": "subscribed", "left.early@example.org": "unsubscribed",
+        "never.confirmed@example.net": "unsubscribed", "hard.bounce@example.org": "bounced"}
+
+
+def test_a_type_column_of_another_file_stays_a_merge_field(run, workspace):
+    Path("other.csv").write_text("email,type\nnew@example.org,customer\n")
+    assert run("subscribers", "import", "other.csv").exit_code == 0
+    assert people()["new@example.org"].fields["type"] == "customer"

@@ -89,6 +89,7 @@ KNOWN_COLUMNS = {
     "clean_time": Known("", StatusRule("Mailchimp", when_set="bounced")),  # Mailchimp's "cleaned" = bounced
     "member_rating": Known("member_rating", note="Mailchimp's 1-5 engagement stars: a merge field, not a status"),
     "subscriber_type": Known("", _BUTTONDOWN),
+    "undeliverability_date": Known("", StatusRule("Buttondown", when_set="bounced")),
     "email_disabled": Known("", _SUBSTACK),
     "active_subscription": Known("active_subscription",
                                  note="Substack's paid-subscription flag, false for free readers: a merge field, "
@@ -181,7 +182,7 @@ class Mapping:
                 reasons.append(f"unknown {self.columns[i].name} {cell[i]!r} (known: {known}); pass --status S to "
                                f"give every row one status, or --map '{self.columns[i].name}=-' to leave the "
                                "column out")
-            elif status and not said:
+            elif status and (not said or said == "subscribed"):  # any column that says "not to them" wins
                 said = status
         return said
 
@@ -212,10 +213,19 @@ def _without_status(column: ColumnMap) -> ColumnMap:
     return ColumnMap(column.name, column.field, None, column.note, column.mapped_by_user)
 
 
+# Buttondown's current export renamed subscriber_type to `type`, a name too common to read as a status in
+# any file: it is Buttondown's where a column only Buttondown writes is beside it. Read as a merge field, its
+# "unsubscribed" and "undeliverable" readers were imported as subscribed and sent to.
+_BUTTONDOWN_ONLY = frozenset({"unsubscription_date", "undeliverability_date", "creation_date"})
+
+
 def _columns(names: tuple[str, ...], given: dict[str, str]) -> list[ColumnMap]:
     columns = []
+    buttondown = bool(_BUTTONDOWN_ONLY & {normalise_column(n) for n in names})
     for name, key in zip(names, aliased_keys(names)):
         known = KNOWN_COLUMNS.get(normalise_column(name)) or KNOWN_COLUMNS.get(key)
+        if known is None and buttondown and normalise_column(name) == "type":
+            known = KNOWN_COLUMNS["subscriber_type"]
         if name in given:
             target = given[name]
             rule = known.rule if known and target in (known.field, "status") else None
