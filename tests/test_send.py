@@ -231,6 +231,20 @@ def test_invalid_rows_refuse_the_send_or_are_skipped_with_skip_invalid(run, work
     assert status(run)["skipped"] == 1
 
 
+def test_a_broken_quote_that_swallows_the_rows_after_it_refuses_even_with_skip_invalid(run, workspace):
+    # Skipped as "one row", it took the three readers after it along, and nothing named them.
+    path = workspace / "subscribers" / "subscribers.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",", ',"', 1)  # line 2 opens a quote its row never closes
+    path.write_text("".join(lines))
+    result = run("send", ISSUE, "--yes", "--skip-invalid", env=SECRET)
+    assert result.exit_code == 1
+    assert re.search(r"subscribers/subscribers\.csv:2: malformed CSV: .*; it runs to line \d+, so lines 3-\d+ are "
+                     r"inside it", result.stderr)
+    assert "--skip-invalid cannot skip a problem with the file itself" in result.stderr
+    assert not (workspace / "outbox").exists()
+
+
 # -- secrets ----------------------------------------------------------------------------------
 def test_the_outbox_falls_back_to_the_preview_secret_with_a_warning(run, workspace):
     result = run("send", ISSUE, "--yes")

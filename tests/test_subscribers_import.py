@@ -167,8 +167,10 @@ def test_import_refuses_malformed_quoting(run):
         "Error: in.csv: 2 problem(s); nothing was imported\n"
         "in.csv:2: malformed CSV: ',' expected after '\"' (a quote inside a quoted value must be doubled: \"\")\n"
         "in.csv:3: a quoted value that starts on this line is never closed (close the quote, or double a quote "
-        "inside a value: \"\"; csv: unexpected end of data)\n"
-        "Fix them, or pass --skip-invalid to import only the valid rows.\n")
+        "inside a value: \"\"; csv: unexpected end of data); it runs to line 4, so line 4 is inside it\n"
+        "Fix them; --skip-invalid cannot skip a quote that swallows the rows after it.\n")
+    again = refused(run, 'email,name\nnew@example.org,"Never\nlost@example.org,closed\n', "--skip-invalid")
+    assert "it runs to line 3, so line 3 is inside it" in again and "nothing was imported" in again
 
 
 def test_import_refuses_when_the_list_itself_has_problems(run):

@@ -54,6 +54,7 @@ class Record(NamedTuple):
     fields: list[str] | None
     raw: str
     error: str = ""  # why ``fields`` is None
+    end: int = 0  # the record's last line (a quoted value may span several)
 
 
 @contextmanager
@@ -93,7 +94,10 @@ def _records(path: Path, fh: TextIO, first: str, delimiter: str, *, keep_raw: bo
         except UnicodeDecodeError:
             raise decoding_error(path) from None
         except csv.Error as err:
-            yield Record(start, None, "".join(consumed), _csv_error(str(err)))
+            end = reader.line_num
+            inside = f"line {end} is" if end == start + 1 else f"lines {start + 1}-{end} are"
+            spans = f"; it runs to line {end}, so {inside} inside it" if end > start else ""
+            yield Record(start, None, "".join(consumed), _csv_error(str(err)) + spans, end)
         else:
             yield Record(start, fields, "".join(consumed))
         consumed.clear()

@@ -57,8 +57,9 @@ def read_import(source: Path, *, tags: Iterable[str] = (), status: str | None = 
             if record.fields == []:
                 continue
             row = _parsed(parse, mapping, record)
-            if row.reasons:
-                problems.extend(Problem(str(source), row.line, reason, row.email) for reason in row.reasons)
+            if row.reasons:  # a broken quote that swallowed the rows after it cannot be skipped: they would be lost
+                problems.extend(Problem(str(source), row.line, reason, row.email, fatal=record.end > record.line)
+                                for reason in row.reasons)
             elif row.key in incoming:
                 problems.append(Problem(str(source), row.line,
                                         f"duplicate of line {incoming[row.key].line} ({row.email})", row.email))
@@ -94,9 +95,10 @@ def import_subscribers(list_path: Path, source: Path, *, tags: Iterable[str] = (
     mapping, incoming, problems = read_import(source, tags=tags, status=status, overrides=overrides)
     header = mapping.header
     result = ImportResult(str(source), mapping=mapping.lines(), mapped=mapping.changed())
-    if problems and not skip_invalid:
-        raise problems_error(f"{source}: {len(problems)} problem(s); nothing was imported", problems,
-                             "Fix them, or pass --skip-invalid to import only the valid rows.")
+    if problems and (not skip_invalid or any(p.fatal for p in problems)):
+        advice = ("Fix them; --skip-invalid cannot skip a quote that swallows the rows after it."
+                  if any(p.fatal for p in problems) else "Fix them, or pass --skip-invalid to import only the valid rows.")
+        raise problems_error(f"{source}: {len(problems)} problem(s); nothing was imported", problems, advice)
     result.rejected = problems
     columns = list(dict.fromkeys([
         "email", *header.keys, *(["tags"] if any(i.tags for i in incoming.values()) else []),

@@ -370,9 +370,9 @@ def validate_list(path: Path) -> list[Problem]:
                 return reader.header_problems()
             check = RowParser(reader.header).check
             seen = _BloomFilter(bloom_bits(path.stat().st_size))
-            for line, fields, _, error in reader.records():
-                if fields is None:
-                    problems.append(Problem(name, line, error))
+            for line, fields, _, error, end in reader.records():
+                if fields is None:  # swallowing the rows after it, it cannot be skipped: they would be lost
+                    problems.append(Problem(name, line, error, fatal=end > line))
                 elif fields:
                     reasons, email, key = check(fields)
                     if reasons:
@@ -395,7 +395,7 @@ def _repeats(path: Path, candidates: set[str]) -> Iterator[Problem]:
     first: dict[str, int] = {}
     with ListReader(path) as reader:
         check = reader.parser().check
-        for line, fields, _, _ in reader.records():
+        for line, fields, _, _, _ in reader.records():
             if fields:
                 _, email, key = check(fields)
                 if key not in candidates:
