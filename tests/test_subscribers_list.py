@@ -133,6 +133,12 @@ def test_blank_status_is_subscribed_and_status_is_case_insensitive(tmp_path):
     assert (a.status, a.tags, b.status) == ("subscribed", ("x", "y"), "bounced")
 
 
+def test_a_row_of_only_delimiters_is_blank_as_spreadsheets_leave_cleared_rows(tmp_path):
+    path = write(tmp_path, "Email ,Name,Tags\r\na@example.com,A,weekly\r\n,,\r\nb@example.com,B,\r\n,,\r\n")
+    assert validate_list(path) == []
+    assert [(s.email, s.line) for s in iter_subscribers(path)] == [("a@example.com", 2), ("b@example.com", 4)]
+
+
 def test_load_subscribers_leaves_invalid_rows_out_for_builds(tmp_path):
     path = write(tmp_path, BAD)
     assert [s.line for s in load_subscribers(path)] == [2, 6]  # builds need samples, not a verdict

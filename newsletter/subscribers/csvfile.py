@@ -99,7 +99,8 @@ def _records(path: Path, fh: TextIO, first: str, delimiter: str, *, keep_raw: bo
             spans = f"; it runs to line {end}, so {inside} inside it" if end > start else ""
             yield Record(start, None, "".join(consumed), _csv_error(str(err)) + spans, end)
         else:
-            yield Record(start, fields, "".join(consumed))
+            # ",,," is a row a spreadsheet left after its cells were cleared: blank, as an empty line is
+            yield Record(start, fields if any(fields) else [], "".join(consumed))
         consumed.clear()
         start = reader.line_num + 1
 
