@@ -320,6 +320,19 @@ def test_lint_refuses_a_link_without_a_scheme_as_it_refuses_a_relative_image(run
     assert refused.exit_code == 1 and "--ignore-lint link lets" in refused.stderr
 
 
+def test_lint_refuses_a_script_link_in_the_body_or_the_cta_and_warns_of_a_link_to_nowhere(run, workspace):
+    # Markdown's own [x](javascript:...) is never a link (markdown-it refuses it); raw HTML and the CTA were.
+    lint_issue(workspace, 'See <a href="javascript:alert(1)">this</a> and [nothing]().\n',
+               front="subject: S\npreheader: A short preheader\ncta:\n  text: Go\n  url: 'vbscript:msgbox(1)'")
+    result = run("lint", "issues/l.md")
+    assert result.exit_code == 1
+    assert ("issues/l.md:8: error: link 'javascript:alert(1)' runs a javascript: URL: mail apps strip or block it, "
+            "and spam filters score it (link to an https:// page instead) [link]") in result.output
+    assert "issues/l.md:6: error: link 'vbscript:msgbox(1)' runs a vbscript: URL" in result.output
+    assert ("issues/l.md:8: warning: a link has no URL ([text]() or href=\"\"): it goes nowhere [link]"
+            in result.output)
+
+
 def test_lint_warns_of_a_second_title_in_the_body_and_a_send_goes_on(run, workspace):
     lint_issue(workspace, "Intro.\n\n# Big title\n\nText.\n\n## A section\n\n[Leave]({{ unsubscribe_url }})\n")
     result = run("lint", "issues/l.md")

@@ -122,7 +122,18 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
                                    f"get none, and many mail apps ignore such jumps anyway)",
                         issue.path if line else str(compiled.layout), line, "link"))
             continue
-        if not url or url.startswith(("#", "zqslot")) or _SCHEME.match(url):
+        if not url.strip():
+            add(Finding("warning", "a link has no URL ([text]() or href=\"\"): it goes nowhere",
+                        issue.path if "]()" in source else str(compiled.layout), _line_in(source, "]()"), "link"))
+            continue
+        scheme = _SCHEME.match(url)
+        if scheme and scheme.group().lower() in _UNSAFE_SCHEMES:
+            line = _line_in(source, url)
+            add(Finding("error", f"link {url[:60]!r} runs a {scheme.group().lower()} URL: mail apps strip or block "
+                                 f"it, and spam filters score it (link to an https:// page instead)",
+                        issue.path if line else str(compiled.layout), line, "link"))
+            continue
+        if url.startswith(("#", "zqslot")) or scheme:
             continue  # an anchor, a merge field that is the whole URL, or absolute (https:, mailto:, tel:...)
         line = _line_in(source, url)
         add(Finding("error", f"link {url!r} is not an absolute URL; it will be broken in every inbox (write it "
@@ -321,6 +332,7 @@ def merge_field_findings(compiled: CompiledIssue, columns: set[str], subscribers
 
 _HREF = re.compile(r'href="([^"]*)"')
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_UNSAFE_SCHEMES = frozenset({"javascript:", "vbscript:", "data:", "file:"})  # script or local: never in an email
 _SLOT_TOKEN = re.compile(r"zqslot(\d+)qz")
 
 
