@@ -39,6 +39,7 @@ def test_plain_text_with_percent_signs_and_brackets_is_fine(run, workspace):
 @pytest.mark.parametrize("body, hint", [
     ("Hi {{first_name}},", "write a subscriber's field as {{ subscriber.first_name }}, a column of the list"),
     ("Hi {{ contact.firstname }},", "write a subscriber's field as {{ subscriber.first_name }}"),
+    ("Hi {{ subsciber.name }},", "did you mean 'subscriber'?"),  # a typo, not another tool's name
     ("Hi {{ .Subscriber.Name }},", "listmonk's {{ .Subscriber.Name }} is written {{ subscriber.name }} here"),
     ("[Leave]({{ unsubscribe_link }})", "the reader's unsubscribe link is {{ unsubscribe_url }}"),
     ("[Leave]({{ unsub }})", "the reader's unsubscribe link is {{ unsubscribe_url }}"),

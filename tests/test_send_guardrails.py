@@ -405,7 +405,7 @@ def test_ctrl_c_finishes_batches_in_flight_and_twice_stops_now_with_exit_130(wor
         seen: list[str] = []
         process.send_signal(signal.SIGINT)
         line = wait_for(stderr, "in flight", seen)
-        assert line == ("Warning: finishing 2 batches in flight; Ctrl-C again to stop now (they become unknown)\n")
+        assert line == ("Warning: finishing 2 batches in flight; Ctrl-C (or kill) again to stop now (they become unknown)\n")
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 130
         rest = "".join(seen) + "".join(iter(lambda: stderr.get(timeout=10) or "", ""))

@@ -305,6 +305,9 @@ def _undefined_hint(message: str) -> str:
     if name and re.match(r"(?i)unsub|opt_?out|leave", name.group(1)):  # {{ unsubscribe_link }}, {{ unsub }}
         return f"the reader's unsubscribe link is {{{{ unsubscribe_url }}}}; issue-level names are {ISSUE_NAMES}"
     if name and name.group(1) not in ("subscriber", "unsubscribe_url"):
+        typo = difflib.get_close_matches(name.group(1), ("subscriber",), n=1, cutoff=0.75)
+        if typo:  # {{ subsciber.name }}
+            return f"did you mean {typo[0]!r}? issue-level names are {ISSUE_NAMES}"
         field = name.group(1).lower()
         example = "first_name" if field in ("contact", "recipient", "member", "person", "user") else field
         return (f"write a subscriber's field as {{{{ subscriber.{example} }}}}, a column of the list; "

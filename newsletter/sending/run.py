@@ -174,7 +174,7 @@ def _interrupted(in_flight: int, provider: Provider) -> str:
     if not in_flight:
         return "stopping: no batch is in flight; the rest stay pending for the next run"
     fate = "they are retried under the same key by the next run" if provider.idempotent else "they become unknown"
-    return (f"finishing {in_flight} batch{'es' if in_flight != 1 else ''} in flight; Ctrl-C again to stop now "
+    return (f"finishing {in_flight} batch{'es' if in_flight != 1 else ''} in flight; Ctrl-C (or kill) again to stop now "
             f"({fate})")
 
 
