@@ -61,6 +61,10 @@ def test_a_killed_runs_batch_in_flight_becomes_unknown_not_sent_again(run, works
                                         "skipped": 2}
     assert run("send", ISSUE, "--yes", "--resend-unknown", env=SECRET).exit_code == 1
     assert len(outbox_deliveries(workspace, ISSUE)) == 1
+    verbose = run("-v", "dispatch", env=SECRET)
+    assert verbose.exit_code == 0 and re.search(
+        rf"{ISSUE}: cancelled; 1 recipient\(s\) in doubt: `newsletter reconcile {ISSUE}` asks the provider",
+        verbose.stderr)
 
 
 def test_cancel_without_a_terminal_needs_yes_and_changes_nothing(run, workspace):

@@ -192,11 +192,21 @@ def _say_why_not(log: EventLog, schedule: Schedule) -> None:
     for verdict in schedule.having(Action.WAITING, Action.FINISHED, Action.UNSCHEDULED):
         issue_id = verdict.facts.issue_id
         why = {Action.WAITING: lambda: f"not due until {verdict.facts.send_at.isoformat()}",
-               Action.FINISHED: lambda: "finished",
+               Action.FINISHED: lambda: _finished_words(verdict),
                Action.UNSCHEDULED: lambda: f"no send_at; sent by hand (newsletter send {issue_id})"}[verdict.action]()
         log.detail(f"{issue_id}: {why}", event=verdict.action.value, issue=issue_id)
     if not schedule.having(Action.SEND, Action.RESUME):
         log.detail("Nothing to dispatch.", event="idle")
+
+
+def _finished_words(verdict: Verdict) -> str:
+    """-v's word for a finished issue: what is still open about it, which dispatch itself never does."""
+    facts = verdict.facts
+    said = "cancelled" if facts.cancelled else "finished"
+    if facts.in_doubt:
+        said += (f"; {facts.in_doubt} recipient(s) in doubt: `newsletter reconcile {facts.issue_id}` asks the "
+                 "provider")
+    return said
 
 
 def _age_words(age: timedelta) -> str:

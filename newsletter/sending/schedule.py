@@ -54,6 +54,7 @@ class IssueFacts:
     held_by: Lease | None = None  # a live run holding the issue's lease
     cancelled: bool = False  # `newsletter cancel` stopped it for good
     file_gone: bool = False  # a plan in the ledger that no issue file is (renamed or deleted)
+    in_doubt: int = 0  # rows `unknown`: a finished plan may still want `reconcile`
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def read_schedule(settings: Settings, now: datetime, max_age: timedelta) -> Sche
                               unfinished=bool(counts["pending"] or counts["sending"]),
                               trial_only=record is not None and record.provider == OUTBOX and trial_is_over,
                               held_by=lease if alive else None,
-                              cancelled=record is not None and bool(record.cancelled_at), file_gone=file_gone)
+                              cancelled=record is not None and bool(record.cancelled_at), file_gone=file_gone,
+                              in_doubt=counts["unknown"])
 
         for path in sorted(settings.workspace_path("issues").glob("*.md")):
             try:
