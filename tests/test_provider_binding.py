@@ -141,10 +141,25 @@ def test_restart_after_a_real_send_is_refused_with_the_counts(run, workspace, fa
     resume = f"resume it: `newsletter send {ISSUE}`" if now == "postmark" else "resume it through postmark (stream broadcast)"
     assert result.stderr == (
         f"Error: issue {ISSUE} went through postmark (stream broadcast), not the outbox (2 pending, 2 sent): "
-        f"--restart only forgets a trial sent through the outbox, and would give the readers it reached a second "
-        f"copy. Nothing was changed ({resume})\n")
+        f"--restart only forgets a trial sent through the outbox, or a plan nobody of which was tried, and would "
+        f"give the readers it reached a second copy. Nothing was changed ({resume})\n")
     assert dump(workspace) == before
     assert len(real_copies(fake)) == 2 and outbox_files(workspace) == []
+
+
+def test_a_plan_that_reached_nobody_can_be_restarted_through_another_provider(run, workspace, fake):
+    # SendGrid refused the key before anybody was sent: the plan was bound to it, and no way led elsewhere.
+    first = run("send", ISSUE, "--yes", env=via("sendgrid", fake, NEWSLETTER_API_KEY="wrong-key"))
+    assert first.exit_code == 1 and status(run)["pending"] == 4
+    refused = run("send", ISSUE, "--yes", env=via("postmark", fake))
+    assert refused.exit_code == 1
+    assert (f"to forget that plan (it reached nobody) and send the issue to everyone through postmark: "
+            f"`newsletter send {ISSUE} --restart`") in refused.stderr
+    result = run("send", ISSUE, "--yes", "--restart", env=via("postmark", fake))
+    assert result.exit_code == 0, result.stderr
+    assert "Restart:    the plan bound to sendgrid, which reached nobody (4 pending), is forgotten" in result.stdout
+    assert len(real_copies(fake)) == 4 and status(run)["sent"] == 4
+    assert run("send", ISSUE, "--yes", "--restart", env=via("sendgrid", fake)).exit_code == 1  # now a real send
 
 
 # -- a lost override finishes the job in the wrong place -----------------------------------------

@@ -209,7 +209,10 @@ class _Say:
         if s.restarting is not None:
             trial = ", ".join(f"{n} {state}" for state, n in s.restarting.items() if n) or "no rows"
             forgotten = "would be forgotten" if self.dry_run else "is forgotten when the send starts"
-            self(f"Restart:    the outbox trial's plan ({trial}) {forgotten}; its .eml files stay in outbox/")
+            if s.restarting_from in ("", "outbox"):
+                self(f"Restart:    the outbox trial's plan ({trial}) {forgotten}; its .eml files stay in outbox/")
+            else:
+                self(f"Restart:    the plan bound to {s.restarting_from}, which reached nobody ({trial}), {forgotten}")
         if s.replanned_from is not None:
             frozen = "would be planned again with these" if self.dry_run else "is planned again when the send starts"
             self(f"Recipients: {s.planned} (nobody was sent this issue yet, so the plan for segment "

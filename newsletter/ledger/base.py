@@ -418,8 +418,9 @@ class Ledger(ABC):
     @abstractmethod
     def drop_plan(self, issue_id: str, holder: str, *, only_provider: str) -> int:
         """``send --restart``: delete the plan and all its rows, in one transaction, only while ``holder``
-        holds the issue's lease and the plan is bound to ``only_provider`` or not bound at all; raise
-        LedgerError otherwise. Suppressions stay. Returns the rows dropped."""
+        holds the issue's lease and the plan is bound to ``only_provider``, not bound at all, or has no row
+        that was tried (every one ``pending`` or ``skipped``); raise LedgerError otherwise. Suppressions
+        stay. Returns the rows dropped."""
 
     @abstractmethod
     def cancel_plan(self, issue_id: str, holder: str, reason: str) -> tuple[int, int]:

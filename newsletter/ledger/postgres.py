@@ -404,7 +404,9 @@ class PostgresLedger(Ledger):
             found = db.execute("SELECT provider FROM issues WHERE issue_id = %s FOR UPDATE", (issue_id,)).fetchone()
             if found is None:
                 return 0
-            if found[0] not in ("", only_provider):
+            tried = db.execute("SELECT count(*) FROM deliveries WHERE issue_id = %s AND state NOT IN "
+                               "('pending', 'skipped')", (issue_id,)).fetchone()[0]
+            if found[0] not in ("", only_provider) and tried:
                 raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
                                   f"its plan is kept", path=self._shown)
             self._require_alone(db, issue_id, holder, again=f"newsletter send {issue_id} --restart")

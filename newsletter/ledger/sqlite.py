@@ -294,7 +294,9 @@ class SQLiteLedger(Ledger):
             found = db.execute("SELECT provider FROM issues WHERE issue_id = ?", (issue_id,)).fetchone()
             if found is None:
                 return 0
-            if found[0] not in ("", only_provider):
+            tried = db.execute("SELECT count(*) FROM deliveries WHERE issue_id = ? AND state NOT IN "
+                               "('pending', 'skipped')", (issue_id,)).fetchone()[0]
+            if found[0] not in ("", only_provider) and tried:
                 raise LedgerError(f"issue {issue_id} was sent through {found[0]}, not only {only_provider}: "
                                   f"its plan is kept", path=self.url)
             self._require_lease(db, issue_id, holder)

@@ -80,7 +80,7 @@ def route_verdict(record: IssueRecord | None, provider: Provider, ledger: Ledger
         return NEW
     planned, current = Route.planned(record), Route.of(provider)
     if restart:
-        if planned.provider in (UNBOUND, OUTBOX):
+        if planned.provider in (UNBOUND, OUTBOX) or never_tried(ledger, record.issue_id):
             return RESTART
         raise _restart_refused(record, planned, current, ledger)
     if planned.provider == UNBOUND:
@@ -89,7 +89,14 @@ def route_verdict(record: IssueRecord | None, provider: Provider, ledger: Ledger
         return ASK
     if planned == current:
         return SAME
-    raise _mismatch(record.issue_id, planned, current, provider)
+    raise _mismatch(record.issue_id, planned, current, provider,
+                    reached_nobody=planned.provider != OUTBOX and never_tried(ledger, record.issue_id))
+
+
+def never_tried(ledger: Ledger, issue_id: str) -> bool:
+    """Nobody of the plan was tried (a first run refused its key, or never reached the provider): forgetting
+    it gives nobody a second copy, whatever provider it was bound to."""
+    return not any(n for state, n in ledger.counts(issue_id).items() if state not in ("pending", "skipped"))
 
 
 def unknown_question(record: IssueRecord, provider: Provider, ledger: Ledger) -> str:
@@ -118,10 +125,12 @@ def _counts(ledger: Ledger, issue_id: str) -> str:
     return ", ".join(shown) or "no rows"
 
 
-def _mismatch(issue_id: str, planned: Route, current: Route, provider: Provider) -> RouteRefused:
+def _mismatch(issue_id: str, planned: Route, current: Route, provider: Provider, *,
+              reached_nobody: bool = False) -> RouteRefused:
     switch = f"or switch back: {_switch_back(planned, current, provider)}"
-    if planned.provider == OUTBOX:
-        way_out = (f"to forget the outbox trial and send the issue to everyone through {current.provider}: "
+    if planned.provider == OUTBOX or reached_nobody:
+        what = "the outbox trial" if planned.provider == OUTBOX else "that plan (it reached nobody)"
+        way_out = (f"to forget {what} and send the issue to everyone through {current.provider}: "
                    f"`newsletter send {issue_id} --restart`; {switch}")
     else:
         way_out = switch.removeprefix("or ")
@@ -163,5 +172,6 @@ def _restart_refused(record: IssueRecord, planned: Route, current: Route, ledger
         what = f"issue {issue_id} went through {planned.label()}, not the outbox ({counts})"
     resume = (f"resume it: `newsletter send {issue_id}`" if planned == current
               else f"resume it through {planned.label() if planned.provider != UNKNOWN_PROVIDER else 'that provider'}")
-    return RouteRefused(f"{what}: --restart only forgets a trial sent through the outbox, and would give the "
-                        f"readers it reached a second copy. Nothing was changed", hint=resume)
+    return RouteRefused(f"{what}: --restart only forgets a trial sent through the outbox, or a plan nobody of "
+                        f"which was tried, and would give the readers it reached a second copy. Nothing was changed",
+                        hint=resume)

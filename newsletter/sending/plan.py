@@ -89,6 +89,7 @@ class Summary:
     invalid: list[str] = field(default_factory=list)  # "file:line: problem" (skipped with --skip-invalid)
     limit: int | None = None
     restarting: dict[str, int] | None = None  # --restart: the outbox trial's rows per state, dropped before sending
+    restarting_from: str = ""  # the provider that plan was bound to: outbox, or one that was never reached
     early: str = ""  # a first run before the front matter's send_at: "send_at ... is 48 h away"
     suppressed_out: int = 0  # a new plan: eligible readers left out because they are suppressed
     renamed_from: str = ""  # a new plan whose subject a sent plan of a vanished issue file had: that file renamed?
@@ -172,6 +173,7 @@ class SendRun:
         if self.verdict == ASK and not options.provider_confirmed:
             raise unknown_refused(self.record, self.provider, self.ledger, asked=False)
         self.restarting = self.ledger.counts(self.issue_id) if self.verdict == RESTART else None
+        self._restarting_from = self.record.provider if self.restarting is not None and self.record else ""
         if self.restarting is not None:
             self.record = None  # the plan is dropped before sending: this run plans afresh
         planned_segment = self.record.segment if self.record else None
@@ -205,7 +207,7 @@ class SendRun:
                           first_run=record is None, planned=0, to_send=0, counts=counts,
                           invalid=[str(p) for p in self.problems], limit=self.options.limit,
                           include_new=self.options.include_new, replanned_from=self.replan_from,
-                          restarting=self.restarting, early=self._early())
+                          restarting=self.restarting, restarting_from=self._restarting_from, early=self._early())
         if self._plans_afresh:
             # Counted, not collected: the checked list holds each address once (a repeat is a problem,
             # refused or skipped), and a set of every address would grow with the list.

@@ -300,7 +300,8 @@ def _confirm(summary: Summary, talk: Conversation, *, yes: bool, allow_changed: 
     if yes:
         return True
     if summary.restarting is not None:  # one question: the trial is dropped only if the send goes on
-        return _ask(talk, f"Forget the outbox trial of {summary.issue_id} and send {summary.sending_now} email(s) "
+        trial = "outbox trial" if summary.restarting_from in ("", "outbox") else "plan that reached nobody"
+        return _ask(talk, f"Forget the {trial} of {summary.issue_id} and send {summary.sending_now} email(s) "
                           f"through {summary.provider} now?")
     return _ask(talk, f"Send {summary.sending_now} email(s) now?")
 
