@@ -228,3 +228,10 @@ def test_import_adds_a_subscribed_at_column_only_for_new_rows(run):
     assert result.stdout == ("new columns in subscribers/subscribers.csv: subscribed_at\n"
                              "in.csv: 1 added, 0 updated, 1 unchanged\n")
     assert LIST.read_text() == f"email,name,subscribed_at\nada@example.com,Ada\nnew@example.org,New,{NOW}\n"
+
+
+def test_import_of_a_file_with_a_trailing_delimiter_on_every_line(run):
+    # European Excel writes "Email;Name;City;" once a cell right of the data was touched: it was refused.
+    result = imported(run, "\ufeffEmail;Name;City;\r\nnew@example.org;Neu;Wien;\r\nother@example.org;Anders;;\r\n")
+    assert result.exit_code == 0, result.output
+    assert "2 added" in result.output

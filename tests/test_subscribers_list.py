@@ -139,6 +139,16 @@ def test_a_row_of_only_delimiters_is_blank_as_spreadsheets_leave_cleared_rows(tm
     assert [(s.email, s.line) for s in iter_subscribers(path)] == [("a@example.com", 2), ("b@example.com", 4)]
 
 
+def test_a_trailing_delimiter_as_european_excel_writes_it_is_no_column(tmp_path):
+    path = write(tmp_path, "\ufeffEmail;Name;Tags;City;\r\na@example.com;Anna;weekly;Wien;\r\nb@example.com;Bert;;;;\r\n")
+    assert validate_list(path) == []
+    assert [(s.email, s.name, s.fields["city"]) for s in iter_subscribers(path)] == [
+        ("a@example.com", "Anna", "Wien"), ("b@example.com", "Bert", "")]
+    bad = write(tmp_path, "Email;Name;\na@example.com;Anna;stray\n")  # a value under no column: still refused
+    assert [p.reason for p in validate_list(bad)] == [
+        "3 values but the header has 2 columns (put a value that contains the delimiter in quotes)"]
+
+
 def test_load_subscribers_leaves_invalid_rows_out_for_builds(tmp_path):
     path = write(tmp_path, BAD)
     assert [s.line for s in load_subscribers(path)] == [2, 6]  # builds need samples, not a verdict

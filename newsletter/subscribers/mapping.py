@@ -156,7 +156,7 @@ class Mapping:
     def translate(self, fields: list[str]) -> tuple[list[str], list[str]]:
         """A record of the file as the values of a list row, and why it cannot be used."""
         reasons = []
-        if len(fields) > len(self.columns):
+        if len(fields) > len(self.columns) and any(fields[len(self.columns):]):  # empty ones: trailing delimiters
             reasons.append(f"{len(fields)} values but the header has {len(self.columns)} columns "
                            "(put a value that contains the delimiter in quotes)")
         cell = [v.strip() for v in fields] + [""] * (len(self.columns) - len(fields))

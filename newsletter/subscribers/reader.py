@@ -122,6 +122,8 @@ class Header:
     @classmethod
     def parse(cls, names: Iterable[str]) -> "Header":
         names = tuple(n.strip() for n in names)
+        while len(names) > 1 and not names[-1]:  # "Email;Name;" as Excel writes it: no column, only a delimiter
+            names = names[:-1]
         return cls.checked(names, aliased_keys(names))
 
     @classmethod
@@ -181,7 +183,7 @@ class RowParser:
     def check(self, fields: list[str]) -> tuple[list[str], str, str]:
         """``(reasons, email, key)`` for one record's values, without building anything."""
         reasons = []
-        if len(fields) > self.width:
+        if len(fields) > self.width and any(fields[self.width:]):  # empty extra values: a trailing delimiter
             reasons.append(f"{len(fields)} values but the header has {self.width} columns "
                            "(put a value that contains the delimiter in quotes)")
         email = fields[self.email_at].strip() if len(fields) > self.email_at else ""
