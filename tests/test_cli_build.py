@@ -167,6 +167,11 @@ def test_lint_missing_unsubscribe_and_postal_address(run, workspace):
     assert "error: no postal address" in result.output
 
 
+def test_a_postal_address_of_only_spaces_is_no_postal_address(run, workspace):
+    result = run("lint", ISSUE, env={"NEWSLETTER_NEWSLETTER_POSTAL_ADDRESS": "   "})
+    assert result.exit_code == 1 and "error: no postal address" in result.output
+
+
 def test_lint_blank_merge_values_without_fallback(run, workspace):
     lint_issue(workspace, "Hi {{ subscriber.name }}\n")
     result = run("lint", "issues/l.md")

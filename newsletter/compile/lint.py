@@ -107,7 +107,7 @@ def lint(compiled: CompiledIssue, *, html_size: int, columns: set[str], subscrib
     if not any(f'href="zqslot{i}qz"' in html for i in unsubscribe_ids):
         add(Finding("error", "no unsubscribe link: the layout or body needs <a href=\"{{ unsubscribe_url }}\">",
                     str(compiled.layout), check="unsubscribe"))
-    if not postal_address:
+    if not postal_address.strip():  # spaces print a blank footer line: no address either
         add(Finding("error", "no postal address: set [newsletter] postal_address in newsletter.toml "
                              "(required by CAN-SPAM and printed in the footer)", "newsletter.toml", check="postal-address"))
     elif not any(form in html for form in (postal_address, str(escape(postal_address)))):
