@@ -192,3 +192,18 @@ def test_a_role_without_rights_gets_what_to_grant_not_a_traceback(run, pg_url):
     result = run("ledger", "migrate", env=pg_env(url))
     assert result.exit_code == 1 and "refused this role: permission denied for schema public" in result.output
     assert "run `newsletter ledger migrate` once as that role" in result.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_copy_is_refused_while_a_send_runs_and_copies_nothing(run, workspace, pg_url, backend):
+    env = pg_env(pg_url) if backend == "postgresql" else {}
+    source = PostgresLedger(pg_url) if backend == "postgresql" else SQLiteLedger(
+        workspace / ".newsletter" / "ledger.sqlite3")
+    with source as db:
+        fill(db)
+        db.acquire_lease(ISSUE, "a-live-run", stale_after=60)  # this very process: alive, heartbeat fresh
+        result = run("ledger", "copy", "--to", "copy.sqlite3", env=env)
+        assert result.exit_code == 1 and f"a send is running on issue {ISSUE} (pid " in result.output
+        assert "nothing was copied" in result.output and not (workspace / "copy.sqlite3").exists()
+        db.release_lease(ISSUE, "a-live-run")
+    assert run("ledger", "copy", "--to", "copy.sqlite3", env=env).exit_code == 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ..config import without_password
-from ..errors import ConfigError
+from ..errors import ConfigError, LedgerError
 from ..ledger import is_postgres_url, open_ledger, open_url
+from ..ledger.base import Ledger
 from ..ledger.copy import copy_ledger
 from . import App, cli, pass_app
 
@@ -64,12 +65,32 @@ def copy(app: App, target_url: str, merge: bool) -> None:
         raise ConfigError(f"--to {without_password(target_url)!r} is neither postgresql:// nor a file path; "
                           "nothing was copied", hint="a PostgreSQL ledger's URL starts with postgresql://")
     target_path = target_url if is_postgres_url(target_url) else str(settings.workspace_path(target_url))
-    with open_ledger(settings, readonly=True) as source, open_url(target_path) as target:
-        added = copy_ledger(source, target, merge=merge)
+    with open_ledger(settings, readonly=True) as source:
+        running = _running_sends(source)
+        if running:  # its rows move while they are read: the copy would hold batches in flight, half recorded
+            raise LedgerError(f"a send is running on {running[0]}; nothing was copied", path=without_password(source.url),
+                              hint="wait for it to finish (`newsletter status` shows it), or stop it, then copy")
+        with open_url(target_path) as target:
+            added = copy_ledger(source, target, merge=merge)
     click.echo(f"copied into {without_password(target_path)}: " +
                ", ".join(_rows(n, table) for table, n in added.items()))
     if merge:
         app.info("rows the target had already were kept as they were")
+
+
+def _running_sends(ledger: Ledger) -> list[str]:
+    """``issue X (pid P on HOST)`` of each live run on ``ledger``: its lease's holder, or a live worker."""
+    from ..sending.lease import LEASE_STALE_AFTER
+
+    running = []
+    for record in ledger.issues():
+        if ledger.many_workers:
+            holders = ledger.live_workers(record.issue_id, stale_after=LEASE_STALE_AFTER)
+        else:
+            lease = ledger.lease(record.issue_id)
+            holders = [lease] if lease and lease.holder_alive(stale_after=LEASE_STALE_AFTER) else []
+        running += [f"issue {record.issue_id} (pid {h.pid} on {h.host})" for h in holders]
+    return running
 
 
 _ONE = {"issues": "issue", "deliveries": "delivery", "suppressions": "suppression", "notices": "notice"}
