@@ -25,7 +25,7 @@ from typing import Callable
 from .config import Settings, without_password
 from .errors import AuthError, NewsletterError, ProviderError
 from .ledger import open_ledger
-from .ledger.base import STATES, CachedFigures, IssueRecord, Ledger, parse_time
+from .ledger.base import STATES, UNKNOWN_PROVIDER, CachedFigures, IssueRecord, Ledger, parse_time
 from .providers import open_provider
 from .providers.base import Provider
 from .providers.stats import IssueStats
@@ -134,7 +134,10 @@ def read_reports(settings: Settings, issue_id: str | None, *, last: int = DEFAUL
                 records += [s.issue for s in reversed(ledger.summaries(last)) if s.issue.issue_id != issue_id
                             and (s.issue.created_at, s.issue.issue_id) < (record.created_at, issue_id)]
         reports = {r.issue_id: IssueReport(ledger_figures(ledger, r)) for r in records}
-    if ask_provider and records:
+    # Only a plan sent through the configured provider is asked about: another one (the outbox, a provider
+    # since switched) would answer zeros, kept for an hour as if they were the issue's figures.
+    records = [r for r in records if r.provider in ("", UNKNOWN_PROVIDER, settings.provider.name)]
+    if ask_provider and records and issue_id in (None, records[0].issue_id):
         provider = open_provider(settings)
         try:  # the ledger, writable now, keeps what the provider says (an hour; ``refresh`` asks again)
             with open_ledger(settings) as cache:

@@ -316,11 +316,11 @@ def test_a_provider_that_cannot_answer_is_said_once_on_stderr_and_the_ledger_par
     figures could not be read, and the reason once, as the one Error line (exit 1)."""
     from fakeproviders import FakeProviders
 
-    assert run("send", ISSUE, "--yes", env=SECRET).exit_code == 0  # through the outbox: the ledger part
     with FakeProviders(api_key="right-key") as fake:
         env = {**SECRET, "NEWSLETTER_PROVIDER_NAME": "sendgrid", "NEWSLETTER_PROVIDER_API_BASE": fake.url,
-               "NEWSLETTER_API_KEY": "wrong-Secret-987"}
-        result = run("report", ISSUE, env=env)
+               "NEWSLETTER_API_KEY": "right-key"}
+        assert run("send", ISSUE, "--yes", env=env).exit_code == 0  # the ledger part
+        result = run("report", ISSUE, env={**env, "NEWSLETTER_API_KEY": "wrong-Secret-987"})
     assert result.exit_code == 1
     assert f"{ISSUE}: " in result.stdout and "4 sent" in result.stdout
     assert "sendgrid: the figures could not be read (the error below says why)" in result.stdout

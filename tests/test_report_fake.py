@@ -13,6 +13,8 @@ import requests
 from fakeproviders import FakeProviders, sample_batch
 from helpers import make_adapter, send, write_readers
 
+from newsletter.ledger.sqlite import SQLiteLedger
+
 ISSUE = "2026-11-30-weekly"
 KEY = "report-fake-key-Qa52"
 
@@ -164,3 +166,15 @@ def test_a_key_that_cannot_read_the_figures_still_prints_the_ledger_part_and_kee
     assert "3 sent" in refused.stdout and "stats.read" in refused.stderr and KEY not in refused.output
     again = run("report", ISSUE, "--json", env=env)  # nothing was kept: the provider is asked again
     assert again.exit_code == 0 and json.loads(again.stdout)["provider"]["cached"] is False
+
+
+def test_an_issue_sent_through_another_provider_is_not_asked_about(run, workspace, fake):
+    # Sent through the outbox, reported with postmark configured: postmark's zeros were shown and kept an hour.
+    write_readers(workspace, 3)
+    assert run("send", ISSUE, "--yes", env={"NEWSLETTER_SECRET": "report-secret"}).exit_code == 0
+    result = run("report", ISSUE, "--json", env=env_for("postmark", fake))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "provider" not in report and report["sent"] == 3  # the ledger's part only
+    with SQLiteLedger(workspace / ".newsletter" / "ledger.sqlite3") as db:
+        assert db.cached_figures("postmark", [ISSUE]) == {}
