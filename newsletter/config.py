@@ -220,7 +220,8 @@ _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")  # "en", "p
 # slips ("editor@@example", "Name you@example.com" without <>), not email-validator's: every command reads
 # the config, and that import would cost `status` its start-up time (benchmarks/startup.py).
 _ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\".]+(?:\.[^@\s<>\".]+)+")
-_NAME_SPECIALS = re.compile(r'[,;:@()\[\]\\"]')  # RFC 5322 specials a display name may hold only quoted
+# RFC 5322 specials a display name may hold only inside quotes (a quoted word within it, "Ann \"Ed\" Lee", is fine)
+_NAME_SPECIALS = re.compile(r"[,;:@()\[\]\\]")
 _NAMED_ADDRESS = re.compile(r"(?:[^<>]*?\s*<(?P<inner>[^<>]*)>|(?P<bare>[^<>]*))")
 
 

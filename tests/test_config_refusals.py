@@ -200,6 +200,7 @@ def test_a_site_url_without_its_scheme_is_refused(run, workspace):
 @pytest.mark.parametrize("section, key, toml_value", [
     ("newsletter", "from", '"notes@example.com"'), ("newsletter", "from", '"Field Notes <notes@example.com>"'),
     ("newsletter", "from", '"\\"Notes, Weekly\\" <notes@mail.example.co.uk>"'), ("newsletter", "reply_to", '""'),
+    ("newsletter", "reply_to", "'Ann \"Ed\" Lee <ann@example.com>'"),  # a quoted word inside a name is fine
     ("unsubscribe", "mailto", '""'), ("newsletter", "site_url", '""'), ("newsletter", "site_url", '"http://localhost:8000"'),
     ("newsletter", "language", '"pt-BR"'),
 ])

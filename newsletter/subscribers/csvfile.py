@@ -54,7 +54,7 @@ class Record(NamedTuple):
     fields: list[str] | None
     raw: str
     error: str = ""  # why ``fields`` is None
-    end: int = 0  # the record's last line (a quoted value may span several)
+    end: int = 0  # a malformed record's last line (a broken quote may swallow the lines after it); 0 otherwise
 
 
 @contextmanager
